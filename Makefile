@@ -1,0 +1,82 @@
+# RegionLens: `make demo` and `make test` set everything up on a fresh Debian/Ubuntu machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Interpreter the backend venv is made from (Python 3.11).
+PYTHON ?= python3
+# Debian's python: the only one that imports qgis.
+QGIS_PYTHON := /usr/bin/python3
+BACKEND := .venv/backend
+QGISENV := .venv/qgis
+BPY := $(BACKEND)/bin/python
+QPY := $(QGISENV)/bin/python
+OFFSCREEN := QT_QPA_PLATFORM=offscreen
+PLUGIN_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default/python/plugins/regionlens
+
+.PHONY: help setup qgis models demo test test-backend test-plugin bench lint package install-plugin clean
+
+help:
+	@echo "make demo            set up everything and run the San Francisco sample into out/demo/"
+	@echo "make test            set up everything and run all tests (backend and plugin)"
+	@echo "make setup           QGIS (apt, as root, when missing), .venv/backend, .venv/qgis, offline models"
+	@echo "make bench           baseline benchmark on the sample city (time per stage, peak memory, R2)"
+	@echo "make lint            ruff"
+	@echo "make package         dist/regionlens-<version>.zip for QGIS 'Install from ZIP'"
+	@echo "make install-plugin  link this folder into the default QGIS profile's plugins"
+
+setup: qgis $(BACKEND)/.installed $(QGISENV)/.installed models
+
+qgis:
+	@if $(QGIS_PYTHON) -c "import qgis.core, ensurepip" 2>/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing QGIS 3.22 from apt (about 1.2 GB)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    qgis python3-qgis qgis-providers xvfb xauth python3-venv; \
+	else \
+	  echo "QGIS (python3-qgis) or python3-venv is missing. Install them:"; \
+	  echo "  sudo apt-get install qgis python3-qgis qgis-providers python3-venv"; exit 1; \
+	fi
+
+$(BACKEND)/.installed: requirements/backend.txt requirements/dev.txt
+	$(PYTHON) -m venv $(BACKEND)
+	$(BPY) -m pip install -q --upgrade pip
+	$(BPY) -m pip install -q -r requirements/backend.txt -r requirements/dev.txt
+	touch $@
+
+$(QGISENV)/.installed: requirements/qgis-tests.txt
+	$(QGIS_PYTHON) -m venv --system-site-packages $(QGISENV)
+	$(QPY) -m pip install -q -r requirements/qgis-tests.txt
+	@$(QPY) -c "import numpy, sys; sys.exit(0 if numpy.__version__.startswith('1.') else 'numpy 2 in .venv/qgis breaks GDAL')"
+	touch $@
+
+models: $(BACKEND)/.installed
+	@HF_HUB_OFFLINE=1 $(BPY) -m backend.encoders check
+
+demo: setup
+	$(BPY) -m backend demo --out out/demo
+	$(OFFSCREEN) $(QPY) -m plugin.render_demo out/demo
+
+test: setup test-backend test-plugin
+
+test-backend:
+	$(BPY) -m pytest tests/backend
+
+test-plugin:
+	$(OFFSCREEN) $(QPY) -m pytest tests/plugin
+
+bench: setup
+	$(BPY) bench/baseline.py
+
+lint: $(BACKEND)/.installed
+	$(BPY) -m ruff check .
+
+package: $(BACKEND)/.installed
+	$(BPY) scripts/package_plugin.py --out dist
+
+install-plugin:
+	mkdir -p "$(dir $(PLUGIN_DIR))"
+	ln -sfn "$(CURDIR)" "$(PLUGIN_DIR)"
+	@echo "Linked $(CURDIR) -> $(PLUGIN_DIR); enable RegionLens in QGIS's Plugin Manager."
+
+clean:
+	rm -rf out dist .pytest_cache .ruff_cache

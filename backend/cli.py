@@ -1,0 +1,121 @@
+"""Command line: ``python -m backend run CONFIG``, ``python -m backend demo``, ``python -m backend info``.
+
+Exit codes: 0 success, 2 bad input, configuration or output folder, 130 cancelled, 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from backend.errors import Cancelled, RegionLensError
+from backend.progress import Progress
+
+__all__ = ["main"]
+
+
+def _terminal_progress(quiet: bool) -> tuple[Progress, Callable[[], None]]:
+    """A Progress drawing a bar on stderr; returns it and a function closing the bar."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, file=sys.stderr, disable=quiet, bar_format="{l_bar}{bar}| {elapsed} {postfix}",
+               dynamic_ncols=True)
+    lock = threading.Lock()
+
+    def on_progress(stage: str, fraction: float, message: str) -> None:
+        with lock:
+            bar.set_description_str(stage[:28].ljust(28))
+            bar.n = int(fraction * 1000)
+            bar.set_postfix_str(message[:40], refresh=False)
+            bar.refresh()
+
+    def on_log(message: str) -> None:
+        with lock:
+            bar.write(f"  {message}", file=sys.stderr) if not quiet else None
+
+    return Progress(callback=on_progress, log_callback=on_log), bar.close
+
+
+def _run(cfg, quiet: bool) -> int:  # noqa: ANN001
+    from backend.pipeline import run_pipeline
+
+    progress, close = _terminal_progress(quiet)
+    try:
+        result = run_pipeline(cfg, progress)
+    finally:
+        close()
+    print(f"RegionLens finished on {result.device} in {result.seconds:.1f} s")
+    print(f"  outputs:  {result.output_dir}")
+    print(f"  layers:   {', '.join(result.layers)}")
+    shown = [m for m in result.metrics if m["model"] == "ridge"]
+    if shown:
+        print(f"  {'method':10s} {'label':12s} {'protocol':9s} {'R2 mean':>8s} {'R2 std':>7s}")
+        for m in shown:
+            print(f"  {m['method']:10s} {m['label']:12s} {m['protocol']:9s} {m['r2_mean']:8.3f} {m['r2_std']:7.3f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run; returns the exit code."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    parser = argparse.ArgumentParser(prog="python -m backend", description="RegionLens backend")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="run a configuration file (TOML or JSON)")
+    p_run.add_argument("config", help="path of the configuration file")
+    p_run.add_argument("--overwrite", action="store_true", help="replace the output folder if it holds files")
+    p_run.add_argument("--device", help="override the device (auto, cpu, cuda, mps)")
+    p_run.add_argument("--output-dir", help="override output_dir")
+    p_run.add_argument("--quiet", action="store_true", help="no progress bar")
+    p_demo = sub.add_parser("demo", help="run the bundled San Francisco sample city")
+    p_demo.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    p_demo.add_argument("--quick", action="store_true", help="small settings (for tests)")
+    p_demo.add_argument("--device", default="auto")
+    p_demo.add_argument("--quiet", action="store_true")
+    sub.add_parser("info", help="versions, device and available methods as JSON")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "info":
+            from backend.worker import info
+
+            print(json.dumps(info(), indent=2))
+            return 0
+        if args.command == "run":
+            from backend.config import load_config
+
+            cfg = load_config(args.config)
+            if args.overwrite:
+                cfg.overwrite = True
+            if args.device:
+                cfg.device = args.device
+            if args.output_dir:
+                cfg.output_dir = str(Path(args.output_dir).resolve())
+            return _run(cfg, args.quiet)
+        from backend.demo import demo_config
+
+        out = Path(args.out).resolve()
+        if out.exists() and any(out.iterdir()):
+            # The demo folder is RegionLens's own; say so rather than replace it silently.
+            print(f"Replacing the previous demo output in {out}", file=sys.stderr)
+        cfg = demo_config(out, quick=args.quick, overwrite=True)
+        cfg.device = args.device
+        return _run(cfg, args.quiet)
+    except Cancelled as exc:
+        print(f"Cancelled: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("Interrupted; no output was written.", file=sys.stderr)
+        return 130
+    except RegionLensError as exc:
+        print(f"Error ({exc.kind}): {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Region embedding methods. Adding a method: one module here plus one line in ``EMBEDDERS``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backend.errors import ConfigError
+from backend.models._base import Embedder, EmbedderParams, embedding_frame
+from backend.models.baseline import BaselineEmbedder
+
+__all__ = ["EMBEDDERS", "Embedder", "EmbedderParams", "embedding_frame", "get_embedder", "load_embedder"]
+
+#: Registry: method name -> embedder class.
+EMBEDDERS: dict[str, type[Embedder]] = {
+    BaselineEmbedder.name: BaselineEmbedder,
+}
+
+
+def get_embedder(name: str, **kwargs: Any) -> Embedder:
+    """Instantiate the method ``name`` with ``dim``, ``seed``, ``device`` and its parameters.
+
+    Raises:
+        ConfigError: If no method of that name exists.
+    """
+    try:
+        cls = EMBEDDERS[name]
+    except KeyError:
+        raise ConfigError(f"Unknown method '{name}'; available: {sorted(EMBEDDERS)}.") from None
+    return cls(**kwargs)
+
+
+def load_embedder(path: str) -> Embedder:
+    """Load a saved embedder of any registered method from its folder."""
+    import json
+    from pathlib import Path
+
+    name = json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("name", "")
+    if name not in EMBEDDERS:
+        raise ConfigError(f"{path} holds an unknown method '{name}'.")
+    return EMBEDDERS[name].load(path)

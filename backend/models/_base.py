@@ -1,0 +1,167 @@
+"""Base class of every region embedder (scikit-learn-like, in the style of srai's embedders).
+
+An embedder declares which views it can use, learns from :class:`~backend.views.Views` in
+:meth:`Embedder.fit`, returns a frame of embeddings indexed by ``region_id`` from
+:meth:`Embedder.transform`, and saves itself as ``config.json`` (parameters and the vocabulary of
+every view, so new regions get the same columns) plus a weights file.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from backend.errors import ConfigError, InputError
+from backend.progress import Progress
+from backend.views._base import Views
+
+__all__ = ["Embedder", "EmbedderParams", "embedding_frame"]
+
+
+@dataclass
+class EmbedderParams:
+    """Method-specific parameters; each embedder subclasses this with its own fields and defaults."""
+
+
+def embedding_frame(values: np.ndarray, region_ids: pd.Index) -> pd.DataFrame:
+    """Wrap an N x d array as a frame indexed by ``region_id`` with columns ``emb_000`` ..."""
+    cols = [f"emb_{i:03d}" for i in range(values.shape[1])]
+    idx = pd.Index(region_ids, name="region_id")
+    return pd.DataFrame(np.asarray(values, dtype=np.float64), index=idx, columns=cols)
+
+
+class Embedder(ABC):
+    """Learns one vector per region.
+
+    Args:
+        dim: Size of the embedding.
+        seed: Seed for every random choice (weights, batches, sampling).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``; resolved at fit time.
+        **params: Fields of the method's :attr:`Params` dataclass.
+
+    Raises:
+        ConfigError: On unknown parameters.
+    """
+
+    #: Registry name.
+    name: ClassVar[str] = ""
+    #: Short human description for menus and the worker's ``info``.
+    title: ClassVar[str] = ""
+    #: Views the method can learn from (see :class:`~backend.views.Views`).
+    uses_views: ClassVar[tuple[str, ...]] = ()
+    #: At least this many of ``uses_views`` must be present.
+    min_views: ClassVar[int] = 1
+    #: Parameters dataclass of the method.
+    Params: ClassVar[type[EmbedderParams]] = EmbedderParams
+
+    def __init__(self, dim: int = 32, seed: int = 0, device: str = "auto", **params: Any) -> None:
+        if int(dim) < 1:
+            raise ConfigError(f"{self.name}: dim must be a positive integer, got {dim}.")
+        known = {f.name for f in fields(self.Params)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ConfigError(f"{self.name}: unknown parameters {unknown}; allowed: {sorted(known)}.")
+        self.dim = int(dim)
+        self.seed = int(seed)
+        self.device = device
+        self.params = self.Params(**params)
+        self.device_used: str | None = None
+        self.history: list[float] = []  # training loss per epoch, when the method trains
+        self.vocabulary: dict[str, list[str]] = {}  # view -> columns seen at fit time
+        self._fitted = False
+
+    # ----------------------------------------------------------------------------------------- API
+    def fit(self, views: Views, progress: Progress | None = None) -> Embedder:
+        """Learn from the views; returns ``self``."""
+        self._check_views(views)
+        self._fit(views, progress or Progress())
+        self._fitted = True
+        return self
+
+    def transform(self, views: Views, progress: Progress | None = None) -> pd.DataFrame:
+        """Embed the regions of ``views``: a frame indexed by ``region_id``, columns ``emb_000``..."""
+        if not self._fitted:
+            raise RuntimeError(f"{self.name}: call fit() (or load()) before transform().")
+        values = self._transform(views, progress or Progress())
+        return embedding_frame(values, views.region_ids)
+
+    def fit_transform(self, views: Views, progress: Progress | None = None) -> pd.DataFrame:
+        """:meth:`fit` then :meth:`transform` on the same views."""
+        return self.fit(views, progress).transform(views, progress)
+
+    def views_used(self, views: Views) -> list[str]:
+        """The views of ``views`` this method will learn from."""
+        return [v for v in self.uses_views if v in views.available()]
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``config.json`` and the weights into folder ``path``; returns the folder."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {
+            "name": self.name,
+            "dim": self.dim,
+            "seed": self.seed,
+            "device": self.device,
+            "params": asdict(self.params),
+            "vocabulary": self.vocabulary,
+            "history": self.history,
+        }
+        (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+        self._save_weights(folder)
+        return folder
+
+    @classmethod
+    def load(cls, path: str | Path) -> Embedder:
+        """Load an embedder written by :meth:`save` (weights loaded without pickle)."""
+        folder = Path(path)
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        if config.get("name") != cls.name:
+            raise ConfigError(f"{folder} holds a '{config.get('name')}' model, not '{cls.name}'.")
+        model = cls(dim=config["dim"], seed=config["seed"], device=config.get("device", "auto"), **config["params"])
+        model.vocabulary = {k: list(v) for k, v in config.get("vocabulary", {}).items()}
+        model.history = list(config.get("history", []))
+        model._load_weights(folder)
+        model._fitted = True
+        return model
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """Defaults and views, for menus and the worker's ``info`` action."""
+        return {
+            "title": cls.title,
+            "views": list(cls.uses_views),
+            "min_views": cls.min_views,
+            "params": asdict(cls.Params()),
+        }
+
+    # ------------------------------------------------------------------------------- for subclasses
+    def _check_views(self, views: Views) -> None:
+        have = self.views_used(views)
+        if len(have) < self.min_views:
+            raise InputError(
+                f"{self.name} needs at least {self.min_views} of the views {list(self.uses_views)}, "
+                f"but the inputs only give {sorted(views.available()) or 'none'}. Add a POI layer, imagery, "
+                "an OD table or a land-use layer."
+            )
+
+    @abstractmethod
+    def _fit(self, views: Views, progress: Progress) -> None:
+        """Learn parameters; set ``self.vocabulary`` for every view used."""
+
+    @abstractmethod
+    def _transform(self, views: Views, progress: Progress) -> np.ndarray:
+        """Return an N x d array for the regions of ``views``."""
+
+    @abstractmethod
+    def _save_weights(self, folder: Path) -> None:
+        """Write the learned weights into ``folder``."""
+
+    @abstractmethod
+    def _load_weights(self, folder: Path) -> None:
+        """Read the weights written by :meth:`_save_weights`."""

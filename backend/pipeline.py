@@ -1,0 +1,320 @@
+"""The whole RegionLens job: read inputs, build views, learn embeddings with every chosen method,
+cluster them, predict every label out of fold, and write the outputs atomically.
+
+Used by the CLI (``python -m backend run``) and the worker (``python -m backend.worker``).
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from backend import __version__
+from backend.config import RunConfig
+from backend.device import resolve_device
+from backend.errors import InputError
+from backend.io.outputs import GPKG_NAME, OutputFolder, write_json, write_layer, write_table
+from backend.progress import Progress
+
+__all__ = ["RunResult", "run_pipeline", "package_versions"]
+
+METRIC_COLUMNS = [
+    "method", "label", "target", "model", "protocol", "n_regions",
+    "mae_mean", "mae_std", "rmse_mean", "rmse_std", "r2_mean", "r2_std",
+]
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced (paths are final, after the atomic rename)."""
+
+    output_dir: str
+    gpkg: str
+    run_json: str
+    figures: list[str]
+    metrics: list[dict[str, Any]]
+    device: str
+    seconds: float
+    primary_method: str
+    layers: list[str]
+    report: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form for the worker's result event."""
+        return asdict(self)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and of the packages a run depends on."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "regionlens": __version__, "platform": platform.platform()}
+    for pkg in ("torch", "numpy", "pandas", "geopandas", "pyogrio", "shapely", "rasterio", "pyproj",
+                "scikit-learn", "scipy", "matplotlib", "sentence-transformers"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    import pyogrio
+
+    out["gdal"] = str(getattr(pyogrio, "__gdal_version_string__", "unknown"))
+    return out
+
+
+def _peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024.0 if sys.platform != "darwin" else rss / 1024.0 / 1024.0
+
+
+def _profile_features(views: Any) -> pd.DataFrame:
+    """Interpretable per-region features for cluster profiles: POI category shares, image statistics,
+    land-use shares."""
+    parts = []
+    counts = views.tables.get("poi_counts")
+    if counts is not None and counts.shape[1]:
+        total = counts.sum(axis=1).replace(0, np.nan)
+        parts.append(counts.div(total, axis=0).fillna(0.0))
+    for name in ("image_stats", "landuse"):
+        table = views.tables.get(name)
+        if table is not None and table.shape[1]:
+            parts.append(table)
+    if not parts:
+        return pd.DataFrame(index=views.region_ids)
+    return pd.concat(parts, axis=1)
+
+
+def _suffix(method: str, primary: str) -> str:
+    return "" if method == primary else f"_{method}"
+
+
+def run_pipeline(cfg: RunConfig, progress: Progress | None = None) -> RunResult:
+    """Run the whole job described by ``cfg``.
+
+    Args:
+        cfg: The run configuration.
+        progress: Progress reporter and cancel flag.
+
+    Returns:
+        The final output paths, metrics and the device that ran.
+
+    Raises:
+        InputError, ConfigError, OutputError: On bad input, configuration or output folder (nothing written).
+        Cancelled: If cancelled through ``progress`` (nothing written).
+    """
+    from backend.tasks.clustering import cluster, cluster_labels, cluster_profiles
+    from backend.tasks.prediction import evaluate_label
+    from backend.tasks.targets import make_target
+    from backend.views.build import build_views
+
+    from backend.io.city import read_city
+    from backend.models import get_embedder
+
+    progress = progress or Progress()
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    report: list[str] = []
+
+    def timed(stage: str, t0: float) -> None:
+        timings[stage] = round(time.perf_counter() - t0, 3)
+
+    # Fail on an unusable output folder or device before any work.
+    with OutputFolder(cfg.output_dir, overwrite=cfg.overwrite) as out:
+        device = resolve_device(cfg.device)
+        progress.log(f"device: {device}")
+        methods = [get_embedder(m.name, dim=m.dim, seed=cfg.seed, device=device, **m.params) for m in cfg.methods]
+        primary = methods[0].name
+
+        t0 = time.perf_counter()
+        progress.stage("read inputs", 0.0, 0.10)
+        city = read_city(cfg, progress)
+        report.extend(city.report)
+        for line in city.report:
+            progress.log(line)
+        timed("read", t0)
+
+        t0 = time.perf_counter()
+        progress.stage("build views", 0.10, 0.25)
+        needs: set[str] = set()
+        for m in methods:
+            needs.update(m.uses_views)
+        views = build_views(city, needs=needs, chip_size=cfg.chip_size, progress=progress, report=report)
+        timed("views", t0)
+        progress.log(f"views: {', '.join(sorted(views.available()))} for {len(views)} regions")
+
+        embeddings: dict[str, pd.DataFrame] = {}
+        span = 0.35 / len(methods)
+        for i, model in enumerate(methods):
+            t0 = time.perf_counter()
+            progress.stage(f"embed: {model.name}", 0.25 + i * span, 0.25 + (i + 1) * span)
+            emb = model.fit_transform(views, progress)
+            if not np.isfinite(emb.to_numpy()).all():
+                raise InputError(f"{model.name} produced non-finite embeddings; check the inputs for extreme values.")
+            embeddings[model.name] = emb
+            model.save(out.path("models", model.name))
+            timed(f"embed_{model.name}", t0)
+            progress.log(f"{model.name}: {emb.shape[1]}-d embeddings in {timings[f'embed_{model.name}']:.1f} s")
+
+        # Clustering
+        t0 = time.perf_counter()
+        progress.stage("cluster", 0.60, 0.65)
+        profile_features = _profile_features(views)
+        clusters: dict[str, tuple[np.ndarray, dict[int, str], pd.DataFrame]] = {}
+        if cfg.clustering is not None:
+            for name, emb in embeddings.items():
+                res = cluster(emb.to_numpy(), k=cfg.clustering.k, method=cfg.clustering.method,
+                              k_min=cfg.clustering.k_min, k_max=cfg.clustering.k_max, seed=cfg.seed)
+                profiles = cluster_profiles(res.labels, profile_features)
+                clusters[name] = (res.labels, cluster_labels(profiles), profiles)
+                progress.log(f"{name}: {res.k} clusters (silhouette {res.silhouette:.3f})")
+                progress.update(1.0)
+        timed("cluster", t0)
+
+        # Prediction
+        t0 = time.perf_counter()
+        progress.stage("predict", 0.65, 0.90)
+        metric_rows: list[dict[str, Any]] = []
+        predictions: dict[str, pd.DataFrame] = {name: pd.DataFrame(index=views.region_ids) for name in embeddings}
+        obs_pred: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {name: {} for name in embeddings}
+        if cfg.prediction is not None and cfg.labels:
+            if city.labels is None:
+                raise InputError("Labels were configured but none could be read.")
+            areas = views.areas_km2
+            n_jobs = len(cfg.labels) * len(embeddings)
+            job = 0
+            for spec in cfg.labels:
+                raw = city.labels[spec.name].reindex(views.region_ids)
+                per = city.labels.get(f"{spec.name}__per")
+                target = make_target(raw, spec, areas, None if per is None else per.reindex(views.region_ids))
+                if target.n_dropped:
+                    msg = (f"label '{spec.name}': {target.n_dropped} regions have no usable value and are left out "
+                           "of this task")
+                    report.append(msg)
+                    progress.log(msg)
+                keep = target.y.index
+                rows = views.region_ids.get_indexer(keep)
+                for name, emb in embeddings.items():
+                    sub = progress.sub(f"predict {spec.name} ({name})", job / n_jobs, (job + 1) / n_jobs)
+                    job += 1
+                    result = evaluate_label(
+                        emb.to_numpy()[rows], target.y.to_numpy(), np.asarray(views.centroids)[rows],
+                        models=tuple(cfg.prediction.models), folds=cfg.prediction.folds,
+                        repeats=cfg.prediction.repeats, spatial=cfg.prediction.spatial, seed=cfg.seed, progress=sub,
+                    )
+                    table = result.metrics.copy()
+                    table.insert(0, "target", target.description)
+                    table.insert(0, "label", spec.name)
+                    table.insert(0, "method", name)
+                    metric_rows.extend(table[METRIC_COLUMNS].to_dict("records"))
+                    pred_model = pd.Series(result.oof[cfg.prediction.write_model], index=keep)
+                    pred = target.inverse(pred_model).reindex(views.region_ids)
+                    frame = predictions[name]
+                    frame[f"{spec.name}_obs"] = raw.astype(float)
+                    frame[f"{spec.name}_pred"] = pred
+                    frame[f"{spec.name}_res"] = raw.astype(float) - pred
+                    obs_pred[name][spec.name] = (target.y.to_numpy(), pred_model.to_numpy())
+        timed("predict", t0)
+
+        # Outputs
+        t0 = time.perf_counter()
+        progress.stage("write outputs", 0.90, 1.0)
+        gpkg = out.path(GPKG_NAME)
+        geometry = city.regions.geometry
+        layers: list[str] = []
+        figures: list[str] = []
+
+        def add_layer(frame: pd.DataFrame, layer: str) -> None:
+            gdf = gpd.GeoDataFrame(frame.copy(), geometry=geometry.reindex(frame.index).values, crs=city.crs)
+            gdf.index = gdf.index.astype(str).rename("region_id")
+            write_layer(gdf, gpkg, layer)
+            layers.append(layer)
+
+        for name, emb in embeddings.items():
+            sfx = _suffix(name, primary)
+            add_layer(emb, f"embeddings{sfx}")
+            if name in clusters:
+                labels, texts, profiles = clusters[name]
+                cl = pd.DataFrame({"cluster": labels.astype(int)}, index=views.region_ids)
+                cl["cluster_label"] = [texts.get(int(c), "") for c in labels]
+                add_layer(cl, f"clusters{sfx}")
+                if len(profiles):
+                    write_table(profiles, gpkg, f"cluster_profiles{sfx}")
+                    layers.append(f"cluster_profiles{sfx}")
+            if predictions[name].shape[1]:
+                add_layer(predictions[name], f"predictions{sfx}")
+        metrics = pd.DataFrame(metric_rows, columns=METRIC_COLUMNS)
+        write_table(metrics, gpkg, "metrics")
+        layers.append("metrics")
+        progress.update(0.4, "layers written")
+
+        if cfg.figures:
+            from backend.viz.figures import (
+                plot_cluster_profiles,
+                plot_embedding_2d,
+                plot_pred_vs_obs,
+                plot_training_loss,
+            )
+
+            for model in methods:
+                name = model.name
+                sfx = _suffix(name, primary)
+                labels = clusters[name][0] if name in clusters else np.zeros(len(views), dtype=int)
+                figures.append(str(plot_embedding_2d(embeddings[name].to_numpy(), labels,
+                                                     out.path("figures", f"embedding_2d{sfx}.png"),
+                                                     title=f"{name}: embeddings (PCA), coloured by cluster")))
+                if name in clusters and len(clusters[name][2]):
+                    figures.append(str(plot_cluster_profiles(clusters[name][2],
+                                                             out.path("figures", f"cluster_profiles{sfx}.png"))))
+                if obs_pred[name]:
+                    figures.append(str(plot_pred_vs_obs(obs_pred[name], out.path("figures", f"pred_vs_obs{sfx}.png"),
+                                                        title=f"{name}: out-of-fold predictions (model space)")))
+                if model.history:
+                    figures.append(str(plot_training_loss(model.history,
+                                                          out.path("figures", f"training_loss{sfx}.png"))))
+            figures = [str(out.final_path(*Path(f).relative_to(out.staging).parts)) for f in figures]
+        timed("write", t0)
+
+        seconds = round(time.perf_counter() - t_start, 3)
+        manifest = {
+            "regionlens": __version__,
+            "config": cfg.to_dict(),
+            "seed": cfg.seed,
+            "device_requested": cfg.device,
+            "device": device,
+            "methods": [m.name for m in methods],
+            "primary_method": primary,
+            "n_regions": len(views),
+            "views": sorted(views.available()),
+            "timings_s": timings,
+            "total_s": seconds,
+            "peak_rss_mb": round(_peak_rss_mb(), 1),
+            "versions": package_versions(),
+            "report": report,
+            "log": list(progress.log_messages),
+            "layers": layers,
+            "metrics": metric_rows,
+        }
+        write_json(manifest, out.path("run.json"))
+        final = out.commit()
+        progress.update(1.0, f"outputs in {final}")
+
+    return RunResult(
+        output_dir=str(final),
+        gpkg=str(final / GPKG_NAME),
+        run_json=str(final / "run.json"),
+        figures=figures,
+        metrics=metric_rows,
+        device=device,
+        seconds=seconds,
+        primary_method=primary,
+        layers=layers,
+        report=report,
+    )

@@ -1,0 +1,65 @@
+"""Views: per-region feature matrices built from the inputs, rows aligned with the regions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+__all__ = ["Views", "TABLE_VIEWS"]
+
+#: Names of the numeric table views (N x k frames) a method can ask for.
+TABLE_VIEWS = ("poi_counts", "image_stats", "landuse")
+
+
+@dataclass
+class Views:
+    """Everything an embedder can learn from, aligned on ``region_ids``.
+
+    Attributes:
+        region_ids: Index named ``region_id`` (same order as ``CityData.regions``).
+        tables: Numeric views as DataFrames indexed by ``region_id``: ``poi_counts`` (N x C category
+            counts, columns are category names), ``image_stats`` (N x k per-band statistics of valid
+            pixels, columns ``<raster>_b<band>_<stat>``), ``landuse`` (N x K area shares, columns are
+            classes). Only views whose sources exist are present.
+        mobility: N x N flow counts (origin rows, destination columns), or None.
+        adjacency: N x N sparse 0/1 matrix of regions sharing a boundary (queen contiguity), or None.
+        poi_texts: One list of POI description strings per region (empty list if none), or None.
+        poi_points: One row per POI: ``x``, ``y`` (metric), ``region_id``, ``category``, ``text``, or None.
+        chips: Raster name -> float32 array N x B x S x S scaled to [0, 1], zero outside the region
+            polygon and on nodata; built only when a method needs chips.
+        chip_masks: Raster name -> bool array N x S x S, True where the chip pixel is valid.
+        areas_km2: Region areas in km2 (Series indexed by ``region_id``).
+        centroids: N x 2 array of region centroid coordinates in the metric CRS.
+    """
+
+    region_ids: pd.Index
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    mobility: np.ndarray | None = None
+    adjacency: sp.csr_matrix | None = None
+    poi_texts: list[list[str]] | None = None
+    poi_points: pd.DataFrame | None = None
+    chips: dict[str, np.ndarray] = field(default_factory=dict)
+    chip_masks: dict[str, np.ndarray] = field(default_factory=dict)
+    areas_km2: pd.Series | None = None
+    centroids: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.region_ids)
+
+    def available(self) -> set[str]:
+        """Names of the views that are present (table names plus mobility/adjacency/poi_texts/chips)."""
+        names = set(self.tables)
+        if self.mobility is not None:
+            names.add("mobility")
+        if self.adjacency is not None:
+            names.add("adjacency")
+        if self.poi_texts is not None:
+            names.add("poi_texts")
+        if self.poi_points is not None:
+            names.add("poi_points")
+        if self.chips:
+            names.add("chips")
+        return names

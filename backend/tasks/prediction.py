@@ -1,0 +1,339 @@
+"""Out-of-fold prediction of a label from region embeddings, under shuffled and spatially blocked CV.
+
+Two regressors: ``ridge`` (standardisation, then ridge regression whose penalty is chosen by RidgeCV's
+efficient leave-one-out on the training fold only) and ``gbm`` (histogram gradient boosting with fixed,
+modest settings; nothing is tuned). Nothing is ever fitted or selected on a test fold.
+
+Two protocols (SPEC section 5, "honest protocol"):
+
+* ``shuffled``: K-fold with shuffled rows, repeated over ``repeats`` seeds (``seed + r``).
+* ``spatial``: spatially blocked K-fold. Region coordinates are clustered into ``4 * folds`` blocks with
+  k-means, and whole blocks are dealt to the folds (scikit-learn's ``GroupKFold`` with a shuffled
+  block-to-fold assignment), again repeated over ``repeats`` seeds, so neighbouring regions, which
+  leak into each other, mostly fall in the same fold (Roberts et al., 2017, "Cross-validation
+  strategies for data with temporal, spatial, hierarchical, or phylogenetic structure", Ecography).
+
+For every (model, protocol, repeat) each region gets one out-of-fold prediction; MAE, RMSE and R2 are
+computed over all regions for that repeat and reported as mean and standard deviation over repeats.
+Metrics are in model space (e.g. log1p density); the caller adds the ``target`` column that says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import RegressorMixin
+from sklearn.cluster import KMeans
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.linear_model import RidgeCV
+from sklearn.model_selection import GroupKFold, KFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from backend.errors import InputError
+from backend.progress import Progress
+
+__all__ = [
+    "MODELS",
+    "PROTOCOLS",
+    "METRIC_COLUMNS",
+    "RIDGE_ALPHAS",
+    "BLOCKS_PER_FOLD",
+    "PredictionResult",
+    "make_model",
+    "regression_metrics",
+    "shuffled_folds",
+    "spatial_folds",
+    "evaluate_label",
+    "metrics_table",
+]
+
+#: Regressors :func:`evaluate_label` knows.
+MODELS = ("ridge", "gbm")
+#: Cross-validation protocols, in the order they are reported.
+PROTOCOLS = ("shuffled", "spatial")
+#: Columns of :attr:`PredictionResult.metrics` (the metrics layer adds ``method``, ``label``, ``target``).
+METRIC_COLUMNS = (
+    "model",
+    "protocol",
+    "n_regions",
+    "mae_mean",
+    "mae_std",
+    "rmse_mean",
+    "rmse_std",
+    "r2_mean",
+    "r2_std",
+)
+#: Ridge penalties searched by RidgeCV's leave-one-out on each training fold.
+RIDGE_ALPHAS = np.logspace(-3, 4, 15)
+#: Spatial blocks per fold in the blocked protocol.
+BLOCKS_PER_FOLD = 4
+
+
+@dataclass
+class PredictionResult:
+    """Cross-validated scores of one label.
+
+    Attributes:
+        metrics: One row per (model, protocol), columns :data:`METRIC_COLUMNS`; model-space metrics.
+        oof: Model name -> out-of-fold predictions of the shuffled protocol averaged over repeats
+            (model space, in the order of the input rows). Used to fill the predictions layer.
+        per_repeat: One row per (model, protocol, repeat) with ``mae``, ``rmse``, ``r2`` (for reports).
+    """
+
+    metrics: pd.DataFrame
+    oof: dict[str, np.ndarray] = field(default_factory=dict)
+    per_repeat: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def make_model(name: str, seed: int = 0) -> RegressorMixin:
+    """A fresh, unfitted regressor.
+
+    Args:
+        name: ``"ridge"`` or ``"gbm"``.
+        seed: Random state of the gradient boosting (ridge is deterministic).
+
+    Returns:
+        A scikit-learn regressor.
+
+    Raises:
+        ValueError: If ``name`` is not one of :data:`MODELS`.
+    """
+    if name == "ridge":
+        return Pipeline([("scale", StandardScaler()), ("ridge", RidgeCV(alphas=RIDGE_ALPHAS))])
+    if name == "gbm":
+        return HistGradientBoostingRegressor(
+            max_iter=200,
+            learning_rate=0.05,
+            max_leaf_nodes=15,
+            min_samples_leaf=10,
+            l2_regularization=1.0,
+            early_stopping=False,
+            random_state=seed,
+        )
+    raise ValueError(f"Unknown prediction model '{name}'; use one of {MODELS}.")
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE and R2 (coefficient of determination) over all samples.
+
+    Args:
+        y_true: Observed values.
+        y_pred: Predicted values, same length.
+
+    Returns:
+        ``{"mae": ..., "rmse": ..., "r2": ...}``; R2 is NaN when ``y_true`` is constant.
+
+    Raises:
+        ValueError: If the lengths differ or the arrays are empty.
+    """
+    t = np.asarray(y_true, dtype=float).ravel()
+    p = np.asarray(y_pred, dtype=float).ravel()
+    if len(t) != len(p) or len(t) == 0:
+        raise ValueError(f"Need equally long, non-empty arrays; got {len(t)} and {len(p)}.")
+    err = t - p
+    ss_tot = float(np.sum((t - t.mean()) ** 2))
+    r2 = 1.0 - float(np.sum(err**2)) / ss_tot if ss_tot > 0 else float("nan")
+    return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err**2))), "r2": r2}
+
+
+def shuffled_folds(n: int, folds: int, seed: int) -> np.ndarray:
+    """Fold number of every sample for shuffled K-fold.
+
+    Args:
+        n: Number of samples.
+        folds: Number of folds.
+        seed: Random state of the shuffle.
+
+    Returns:
+        Integer array of length ``n`` with values in ``[0, folds)``.
+
+    Raises:
+        ValueError: If ``folds < 2`` or ``n < folds``.
+    """
+    _check_folds(n, folds)
+    fold_of = np.empty(n, dtype=int)
+    for f, (_, test) in enumerate(KFold(folds, shuffle=True, random_state=seed).split(np.zeros((n, 1)))):
+        fold_of[test] = f
+    return fold_of
+
+
+def spatial_folds(coords: np.ndarray, folds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fold number of every sample for spatially blocked K-fold.
+
+    The coordinates are clustered into ``BLOCKS_PER_FOLD * folds`` blocks (k-means, fewer if there are
+    fewer distinct locations) and whole blocks are assigned to folds in a seeded random order, the same
+    number of blocks per fold.
+
+    Args:
+        coords: N x 2 region coordinates (metric CRS, e.g. centroids).
+        folds: Number of folds.
+        seed: Random state of the blocking and of the block-to-fold assignment.
+
+    Returns:
+        ``(fold_of, block_of)``: fold number and block number of every sample.
+
+    Raises:
+        ValueError: If ``coords`` is not N x 2 (or more columns) of finite numbers, or ``folds < 2``.
+        InputError: If there are fewer distinct locations than folds.
+    """
+    xy = np.asarray(coords, dtype=float)
+    if xy.ndim != 2 or xy.shape[1] < 2 or not np.isfinite(xy).all():
+        raise ValueError(f"coords must be an N x 2 array of finite coordinates; got shape {xy.shape}.")
+    n = len(xy)
+    _check_folds(n, folds)
+    n_distinct = len(np.unique(xy, axis=0))
+    if n_distinct < folds:
+        raise InputError(
+            f"Spatial cross-validation needs at least {folds} distinct region locations, found {n_distinct}; "
+            "turn spatial folds off or use fewer folds."
+        )
+    n_blocks = min(BLOCKS_PER_FOLD * folds, n_distinct)
+    block_of = KMeans(n_clusters=n_blocks, n_init=4, random_state=seed).fit_predict(xy)
+    fold_of = np.empty(n, dtype=int)
+    splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for f, (_, test) in enumerate(splitter.split(xy, groups=block_of)):
+        fold_of[test] = f
+    return fold_of, block_of
+
+
+def _check_folds(n: int, folds: int) -> None:
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}.")
+    if n < folds:
+        raise InputError(f"Only {n} regions for {folds}-fold cross-validation; need at least {folds}.")
+
+
+def _std(values: Sequence[float]) -> float:
+    """Sample standard deviation over repeats; NaN for a single repeat (spread unknown)."""
+    arr = np.asarray(values, dtype=float)
+    return float(np.std(arr, ddof=1)) if len(arr) > 1 else float("nan")
+
+
+def metrics_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Frame of metric rows with the columns of :data:`METRIC_COLUMNS` first, in order.
+
+    Args:
+        rows: Dicts holding at least the keys of :data:`METRIC_COLUMNS` (extra keys, such as
+            ``method``, ``label`` and ``target``, are kept in front of them).
+
+    Returns:
+        The metrics frame (empty with the right columns when there are no rows).
+
+    Raises:
+        ValueError: If a row lacks one of :data:`METRIC_COLUMNS`.
+    """
+    frame = pd.DataFrame(list(rows))
+    if frame.empty:
+        return pd.DataFrame(columns=list(METRIC_COLUMNS))
+    missing = [c for c in METRIC_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"Metric rows lack columns {missing}.")
+    extra = [c for c in frame.columns if c not in METRIC_COLUMNS]
+    return frame[extra + list(METRIC_COLUMNS)].reset_index(drop=True)
+
+
+def evaluate_label(
+    X: np.ndarray,  # noqa: N803 (scikit-learn convention)
+    y: np.ndarray,
+    coords: np.ndarray | None,
+    models: Sequence[str] = MODELS,
+    folds: int = 5,
+    repeats: int = 3,
+    spatial: bool = True,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> PredictionResult:
+    """Out-of-fold scores of every model under shuffled (and spatially blocked) repeated K-fold.
+
+    Args:
+        X: N x d feature matrix (embeddings).
+        y: N model-space target values (no NaN: drop missing labels first, see
+            :func:`backend.tasks.targets.make_target`).
+        coords: N x 2 region coordinates for the spatial protocol; may be None when ``spatial`` is False.
+        models: Names from :data:`MODELS`.
+        folds: Folds per repeat.
+        repeats: Repeats (seeds ``seed``, ``seed + 1``, ...) of each protocol.
+        spatial: Also run the spatially blocked protocol.
+        seed: Base seed of the fold assignment, the blocking and the gradient boosting.
+        progress: Reported once per fitted fold; its cancel event stops the evaluation.
+
+    Returns:
+        The :class:`PredictionResult`.
+
+    Raises:
+        ValueError: On mismatched shapes, non-finite values, unknown models, no models, ``folds < 2``,
+            ``repeats < 1`` or missing ``coords`` with ``spatial`` on.
+        InputError: If there are fewer regions (or distinct locations) than folds.
+        Cancelled: If ``progress`` is cancelled.
+    """
+    xa = np.asarray(X, dtype=float)
+    if xa.ndim == 1:
+        xa = xa[:, None]
+    ya = np.asarray(y, dtype=float).ravel()
+    if xa.ndim != 2 or len(xa) != len(ya):
+        raise ValueError(f"X must be N x d with one row per target value; got X {xa.shape}, y {ya.shape}.")
+    if not np.isfinite(xa).all():
+        raise ValueError("X holds NaN or infinite values; embeddings must be finite.")
+    if not np.isfinite(ya).all():
+        raise ValueError("y holds NaN or infinite values; drop regions without a label first.")
+    models = list(models)
+    if not models:
+        raise ValueError("No prediction models given.")
+    for m in models:
+        if m not in MODELS:
+            raise ValueError(f"Unknown prediction model '{m}'; use one of {MODELS}.")
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}.")
+    if spatial and coords is None:
+        raise ValueError("Spatial folds need region coordinates (coords).")
+    n = len(ya)
+    _check_folds(n, folds)
+
+    # Fold assignments are shared by all models so they are compared on identical splits.
+    plans: dict[str, list[np.ndarray]] = {"shuffled": [shuffled_folds(n, folds, seed + r) for r in range(repeats)]}
+    if spatial:
+        assert coords is not None  # checked above; narrows the type
+        if len(np.asarray(coords)) != n:
+            raise ValueError(f"coords has {len(np.asarray(coords))} rows for {n} regions.")
+        plans["spatial"] = [spatial_folds(coords, folds, seed + r)[0] for r in range(repeats)]
+
+    total = len(models) * len(plans) * repeats * folds
+    done = 0
+    rows: list[dict[str, Any]] = []
+    repeat_rows: list[dict[str, Any]] = []
+    oof: dict[str, np.ndarray] = {}
+    for model_name in models:
+        for protocol, fold_plans in plans.items():
+            scores: list[dict[str, float]] = []
+            preds_sum = np.zeros(n)
+            for r, fold_of in enumerate(fold_plans):
+                pred = np.full(n, np.nan)
+                for f in range(folds):
+                    if progress is not None:
+                        step = f"repeat {r + 1}/{repeats}, fold {f + 1}/{folds}"
+                        progress.update(done / total, f"{model_name}, {protocol} folds: {step}")
+                    test = fold_of == f
+                    est = make_model(model_name, seed + r)
+                    est.fit(xa[~test], ya[~test])
+                    pred[test] = est.predict(xa[test])
+                    done += 1
+                s = regression_metrics(ya, pred)
+                scores.append(s)
+                repeat_rows.append({"model": model_name, "protocol": protocol, "repeat": r, **s})
+                preds_sum += pred
+            if protocol == "shuffled":
+                oof[model_name] = preds_sum / repeats
+            row: dict[str, Any] = {"model": model_name, "protocol": protocol, "n_regions": n}
+            for key in ("mae", "rmse", "r2"):
+                vals = [s[key] for s in scores]
+                row[f"{key}_mean"] = float(np.mean(vals))
+                row[f"{key}_std"] = _std(vals)
+            rows.append(row)
+    if progress is not None:
+        progress.update(1.0, "prediction done")
+    return PredictionResult(metrics=metrics_table(rows), oof=oof, per_repeat=pd.DataFrame(repeat_rows))

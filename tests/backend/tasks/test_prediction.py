@@ -1,0 +1,221 @@
+"""Tests of backend.tasks.prediction: out-of-fold guarantee, metrics, folds, repeats, cancellation."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from backend.errors import Cancelled, InputError
+from backend.progress import Progress
+from backend.tasks.prediction import (
+    METRIC_COLUMNS,
+    evaluate_label,
+    make_model,
+    metrics_table,
+    regression_metrics,
+    shuffled_folds,
+    spatial_folds,
+)
+
+
+def _data(n: int = 150, d: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)), rng.uniform(0, 10_000, size=(n, 2))
+
+
+def test_regression_metrics_by_hand() -> None:
+    m = regression_metrics(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 3.0, 2.0, 4.0]))
+    # errors 0, -1, 1, 0; mean y 2.5 -> ss_tot 5, ss_res 2
+    assert m["mae"] == pytest.approx(0.5)
+    assert m["rmse"] == pytest.approx(math.sqrt(0.5))
+    assert m["r2"] == pytest.approx(1 - 2 / 5)
+    assert math.isnan(regression_metrics(np.ones(3), np.zeros(3))["r2"])
+    with pytest.raises(ValueError):
+        regression_metrics(np.ones(3), np.ones(2))
+
+
+def test_reported_metrics_are_out_of_fold_by_hand() -> None:
+    x, coords = _data(60)
+    y = x[:, 0] + np.random.default_rng(1).normal(size=60)
+    res = evaluate_label(x, y, coords, models=("ridge",), folds=4, repeats=2, spatial=False, seed=3)
+    preds = []
+    for r in range(2):
+        fold_of = shuffled_folds(60, 4, 3 + r)
+        pred = np.empty(60)
+        for f in range(4):
+            test = fold_of == f
+            pred[test] = make_model("ridge").fit(x[~test], y[~test]).predict(x[test])
+        preds.append(pred)
+    by_hand = [regression_metrics(y, p) for p in preds]
+    row = res.metrics.iloc[0]
+    assert row["r2_mean"] == pytest.approx(np.mean([m["r2"] for m in by_hand]))
+    assert row["mae_std"] == pytest.approx(np.std([m["mae"] for m in by_hand], ddof=1))
+    np.testing.assert_allclose(res.oof["ridge"], np.mean(preds, axis=0))
+
+
+def test_memorising_model_cannot_score_on_noise() -> None:
+    n = 120
+    rng = np.random.default_rng(5)
+    y = rng.normal(size=n)
+    # one indicator column per row: a perfect memoriser in sample, useless on unseen rows
+    ident = np.eye(n)
+    coords = rng.uniform(0, 1000, size=(n, 2))
+    in_sample = make_model("ridge").fit(ident, y).predict(ident)
+    assert regression_metrics(y, in_sample)["r2"] > 0.9
+    res = evaluate_label(ident, y, coords, models=("ridge",), folds=5, repeats=2, seed=0)
+    assert (res.metrics["r2_mean"] <= 0.1).all()
+
+
+def test_noise_is_not_learnable_by_either_model() -> None:
+    x, coords = _data(120, 6, seed=2)
+    y = np.random.default_rng(9).normal(size=120)
+    res = evaluate_label(x, y, coords, models=("ridge", "gbm"), folds=3, repeats=2, spatial=False, seed=0)
+    assert (res.metrics["r2_mean"] <= 0.1).all()
+    gbm_in_sample = make_model("gbm").fit(x, y).predict(x)
+    assert regression_metrics(y, gbm_in_sample)["r2"] > 0.5  # it could memorise, but never sees test rows
+
+
+def test_linear_signal_is_learned_under_both_protocols() -> None:
+    x, coords = _data(150, 8, seed=4)
+    y = x @ np.linspace(-1, 1, 8) + 0.1 * np.random.default_rng(0).normal(size=150)
+    res = evaluate_label(x, y, coords, models=("ridge",), folds=5, repeats=2, seed=0)
+    assert list(res.metrics["protocol"]) == ["shuffled", "spatial"]
+    assert (res.metrics["r2_mean"] > 0.9).all()
+
+
+def test_result_shape_and_columns() -> None:
+    x, coords = _data(80)
+    y = x[:, 1] + np.random.default_rng(0).normal(size=80)
+    res = evaluate_label(x, y, coords, models=("ridge", "gbm"), folds=2, repeats=1, seed=0)
+    assert list(res.metrics.columns) == list(METRIC_COLUMNS)
+    assert list(zip(res.metrics["model"], res.metrics["protocol"], strict=True)) == [
+        ("ridge", "shuffled"),
+        ("ridge", "spatial"),
+        ("gbm", "shuffled"),
+        ("gbm", "spatial"),
+    ]
+    assert (res.metrics["n_regions"] == 80).all()
+    assert res.metrics["r2_std"].isna().all()  # one repeat: spread unknown
+    assert set(res.oof) == {"ridge", "gbm"}
+    assert all(v.shape == (80,) and np.isfinite(v).all() for v in res.oof.values())
+    assert len(res.per_repeat) == 4
+
+
+def test_folds_partition_the_samples() -> None:
+    fold_of = shuffled_folds(53, 5, seed=1)
+    assert sorted(np.unique(fold_of)) == [0, 1, 2, 3, 4]
+    counts = np.bincount(fold_of)
+    assert counts.sum() == 53 and counts.max() - counts.min() <= 1
+
+
+def test_spatial_folds_keep_blocks_and_neighbours_together() -> None:
+    gx, gy = np.meshgrid(np.arange(20), np.arange(20))
+    coords = np.column_stack([gx.ravel(), gy.ravel()]) * 100.0
+    fold_of, block_of = spatial_folds(coords, folds=5, seed=0)
+    assert len(np.unique(block_of)) == 20
+    for b in np.unique(block_of):
+        assert len(np.unique(fold_of[block_of == b])) == 1  # no block split across folds
+    assert sorted(np.unique(fold_of)) == [0, 1, 2, 3, 4]
+    for f in range(5):  # four blocks per fold
+        assert len(np.unique(block_of[fold_of == f])) == 4
+
+    def same_fold_neighbours(assign: np.ndarray) -> float:
+        grid = assign.reshape(20, 20)
+        pairs = np.concatenate([(grid[:, 1:] == grid[:, :-1]).ravel(), (grid[1:, :] == grid[:-1, :]).ravel()])
+        return float(pairs.mean())
+
+    assert same_fold_neighbours(fold_of) > 0.7
+    assert same_fold_neighbours(shuffled_folds(400, 5, seed=0)) < 0.35
+    other, _ = spatial_folds(coords, folds=5, seed=1)
+    assert not np.array_equal(other, fold_of)  # repeats draw other blocks/assignments
+
+
+def test_spatial_folds_with_few_locations() -> None:
+    coords = np.repeat(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), 5, axis=0)
+    with pytest.raises(InputError, match="distinct"):
+        spatial_folds(coords, folds=5, seed=0)
+    fold_of, block_of = spatial_folds(coords, folds=3, seed=0)
+    assert len(np.unique(block_of)) == 3 and len(np.unique(fold_of)) == 3
+
+
+def test_repeats_spread_when_noisy() -> None:
+    x, coords = _data(100, 5, seed=6)
+    y = x[:, 0] + np.random.default_rng(3).normal(size=100)
+    res = evaluate_label(x, y, coords, models=("ridge",), folds=5, repeats=3, seed=0)
+    assert (res.metrics[["mae_std", "rmse_std", "r2_std"]] > 0).all().all()
+
+
+def test_deterministic_under_seed() -> None:
+    x, coords = _data(70, 4, seed=8)
+    y = x[:, 2] ** 2 + np.random.default_rng(4).normal(size=70)
+    kwargs = {"models": ("ridge", "gbm"), "folds": 3, "repeats": 2, "seed": 11}
+    a = evaluate_label(x, y, coords, **kwargs)
+    b = evaluate_label(x, y, coords, **kwargs)
+    pd.testing.assert_frame_equal(a.metrics, b.metrics)
+    for m in a.oof:
+        np.testing.assert_array_equal(a.oof[m], b.oof[m])
+    c = evaluate_label(x, y, coords, models=("ridge",), folds=3, repeats=2, seed=12)
+    assert not np.array_equal(a.oof["ridge"], c.oof["ridge"])
+
+
+def test_cancelled_progress_stops_evaluation() -> None:
+    x, coords = _data(40)
+    y = x[:, 0]
+    event = threading.Event()
+    event.set()
+    with pytest.raises(Cancelled):
+        evaluate_label(x, y, coords, models=("ridge",), progress=Progress(cancel_event=event))
+
+    calls: list[float] = []
+    progress = Progress()
+
+    def callback(stage: str, fraction: float, message: str) -> None:
+        calls.append(fraction)
+        if len(calls) == 3:
+            progress.cancel()
+
+    progress.callback = callback
+    with pytest.raises(Cancelled):
+        evaluate_label(x, y, coords, models=("ridge",), folds=5, repeats=3, progress=progress)
+    assert len(calls) == 3  # stopped at the next fold
+
+
+def test_progress_reports_every_fold() -> None:
+    x, coords = _data(40)
+    fractions: list[float] = []
+    progress = Progress(callback=lambda stage, fraction, message: fractions.append(fraction))
+    evaluate_label(x, x[:, 0], coords, models=("ridge",), folds=4, repeats=2, progress=progress)
+    assert len(fractions) == 2 * 2 * 4 + 1
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_invalid_arguments() -> None:
+    x, coords = _data(30)
+    y = x[:, 0].copy()
+    with pytest.raises(ValueError, match="Unknown prediction model"):
+        evaluate_label(x, y, coords, models=("svm",))
+    with pytest.raises(ValueError, match="coords"):
+        evaluate_label(x, y, None)
+    bad = y.copy()
+    bad[0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate_label(x, bad, coords)
+    with pytest.raises(ValueError, match="one row per target"):
+        evaluate_label(x, y[:-1], coords)
+    with pytest.raises(InputError):
+        evaluate_label(x[:3], y[:3], coords[:3], folds=5)
+    res = evaluate_label(x, y, None, models=("ridge",), spatial=False, folds=3, repeats=1)
+    assert list(res.metrics["protocol"]) == ["shuffled"]
+
+
+def test_metrics_table_orders_columns() -> None:
+    row = {c: 0 for c in METRIC_COLUMNS}
+    frame = metrics_table([{**row, "label": "crime", "method": "baseline"}])
+    assert list(frame.columns) == ["label", "method", *METRIC_COLUMNS]
+    assert list(metrics_table([]).columns) == list(METRIC_COLUMNS)
+    with pytest.raises(ValueError, match="lack"):
+        metrics_table([{"model": "ridge"}])

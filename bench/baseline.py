@@ -71,7 +71,8 @@ def main() -> int:
     for stage, sec in manifest["timings_s"].items():
         print(f"{stage:24s} {sec:8.2f}")
     print(f"\nR2 (mean ± std over {args.repeats} repeats of {cfg.prediction.folds}-fold CV; ridge; log1p density)")
-    print(f"{'label':12s} {'protocol':9s} {'baseline d=' + str(args.dim):>16s} {'raw views':>16s} {'gbm on baseline':>16s}")
+    head = f"baseline d={args.dim}"
+    print(f"{'label':12s} {'protocol':9s} {head:>16s} {'raw views':>16s} {'gbm on baseline':>16s}")
     table = {}
     for m in result.metrics:
         table[(m["label"], m["protocol"], m["model"])] = (m["r2_mean"], m["r2_std"])

@@ -5,15 +5,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import geopandas as gpd
 import pandas as pd
 from pyproj import CRS
 
-from backend.config import RasterSource
+from backend.config import RasterSource, RunConfig
+from backend.progress import Progress
 
-__all__ = ["CityData"]
+__all__ = ["CityData", "read_city"]
 
 
 @dataclass
@@ -41,3 +43,57 @@ class CityData:
     landuse: gpd.GeoDataFrame | None = None
     labels: pd.DataFrame | None = None
     report: list[str] = field(default_factory=list)
+
+
+def read_city(config: RunConfig, progress: Progress | None = None) -> CityData:
+    """Read, check and reproject every input of a run.
+
+    Order: regions (which fix the metric CRS), POIs, rasters, OD table, land use, labels. Progress is
+    reported (and cancellation checked) between the steps.
+
+    Args:
+        config: The run configuration; its paths are already absolute.
+        progress: Progress of the reading stage; ``None`` reports nothing.
+
+    Returns:
+        The city, with ``report`` listing what was repaired, dropped or counted.
+
+    Raises:
+        InputError: If any input cannot be used (the message names the layer or field and says what
+            to do).
+        ConfigError: If a label's point filter is half given.
+        Cancelled: If the run is cancelled between two steps.
+    """
+    from backend.io.labels import read_labels
+    from backend.io.rasters import check_raster
+    from backend.io.tables import read_od
+    from backend.io.vectors import read_landuse, read_pois, read_regions
+
+    progress = progress or Progress()
+    report: list[str] = []
+    progress.update(0.0, "reading regions")
+    regions, crs = read_regions(config.regions, report)
+    city = CityData(crs=crs, regions=regions, report=report)
+    progress.update(0.15, f"{len(regions):,} regions")
+    if config.pois is not None:
+        city.pois = read_pois(config.pois, regions, crs, report)
+        progress.update(0.35, f"{len(city.pois):,} POIs")
+    names: set[str] = set()
+    for i, raster in enumerate(config.rasters):
+        checked = check_raster(raster, regions, crs, report)
+        name, n = checked.name or "raster", 2
+        while name in names:
+            name, n = f"{checked.name}_{n}", n + 1
+        names.add(name)
+        city.rasters.append(dataclasses.replace(checked, name=name))
+        progress.update(0.35 + 0.25 * (i + 1) / len(config.rasters), f"raster {name} checked")
+    if config.od is not None:
+        city.od = read_od(config.od, regions.index, report)
+        progress.update(0.7, f"{len(city.od):,} OD flows")
+    if config.landuse is not None:
+        city.landuse = read_landuse(config.landuse, regions, crs, report)
+        progress.update(0.8, f"{len(city.landuse):,} land-use polygons")
+    if config.labels:
+        city.labels = read_labels(config.labels, regions, crs, report)
+    progress.update(1.0, "inputs read")
+    return city

@@ -8,7 +8,15 @@ from backend.errors import ConfigError
 from backend.models._base import Embedder, EmbedderParams, embedding_frame
 from backend.models.baseline import BaselineEmbedder
 
-__all__ = ["EMBEDDERS", "BaselineEmbedder", "Embedder", "EmbedderParams", "embedding_frame", "get_embedder", "load_embedder"]
+__all__ = [
+    "EMBEDDERS",
+    "BaselineEmbedder",
+    "Embedder",
+    "EmbedderParams",
+    "embedding_frame",
+    "get_embedder",
+    "load_embedder",
+]
 
 #: Registry: method name -> embedder class.
 EMBEDDERS: dict[str, type[Embedder]] = {

@@ -1,0 +1,249 @@
+"""Shared helpers of the vector readers: opening a layer, checking fields, ids and geometry types,
+repairing polygons and assigning points to regions. Private to :mod:`backend.io`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from backend.errors import InputError
+
+POLYGONAL = frozenset({"Polygon", "MultiPolygon"})
+PUNCTUAL = frozenset({"Point", "MultiPoint"})
+
+
+def where(section: str, path: str | Path, layer: str | None = None) -> str:
+    """How messages name a layer: ``"[pois] layer /data/pois.gpkg (layer 'pois')"``."""
+    text = f"[{section}] layer {path}"
+    return f"{text} (layer '{layer}')" if layer else text
+
+
+def read_layer(path: str | Path, layer: str | None, place: str, fid_as_index: bool = False) -> gpd.GeoDataFrame:
+    """Read a vector layer with pyogrio.
+
+    Args:
+        path: File to read.
+        layer: Layer name inside a multi-layer file, or ``None`` for the first layer.
+        place: The layer's name in messages (see :func:`where`).
+        fid_as_index: Index the frame by the OGR feature ids (as QGIS shows them for GeoPackages).
+
+    Returns:
+        The layer with at least one feature.
+
+    Raises:
+        InputError: If the file is missing, cannot be read, lacks the named layer or has no features.
+    """
+    import pyogrio
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{place}: file not found. Check the path, or export the layer from QGIS again.")
+    if layer is not None:
+        try:
+            names = [str(n) for n in pyogrio.list_layers(p)[:, 0]]
+        except Exception as exc:  # any driver failure is a read error
+            raise InputError(
+                f"{place}: cannot be read as a vector layer ({exc}). Use a GeoPackage, GeoJSON or shapefile."
+            ) from exc
+        if layer not in names:
+            raise InputError(f"{place}: the file has no layer '{layer}'; its layers are {names}. Choose one of them.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "more than one layer found": the first is used
+            gdf = gpd.read_file(p, layer=layer, engine="pyogrio", fid_as_index=fid_as_index)
+    except Exception as exc:  # pyogrio raises driver-specific errors
+        raise InputError(
+            f"{place}: cannot be read as a vector layer ({exc}). Use a GeoPackage, GeoJSON or shapefile."
+        ) from exc
+    if not isinstance(gdf, gpd.GeoDataFrame) or "geometry" not in gdf:
+        raise InputError(f"{place}: the layer has no geometry column. Choose a layer with geometries.")
+    if len(gdf) == 0:
+        raise InputError(f"{place}: the layer has no features. Choose a layer that holds some.")
+    return gdf
+
+
+def require_crs(gdf: gpd.GeoDataFrame, place: str) -> None:
+    """Raise if a layer has no CRS.
+
+    Raises:
+        InputError: If ``gdf.crs`` is ``None``.
+    """
+    if gdf.crs is None:
+        raise InputError(
+            f"{place} has no coordinate reference system (CRS). Assign one in QGIS (Layer Properties > "
+            "Source > Assigned Coordinate Reference System) and export the layer again."
+        )
+
+
+def attribute_fields(gdf: pd.DataFrame) -> list[str]:
+    """The attribute (non-geometry) column names of a layer."""
+    geom = gdf.geometry.name if isinstance(gdf, gpd.GeoDataFrame) else None
+    return [str(c) for c in gdf.columns if c != geom]
+
+
+def numeric_fields(gdf: pd.DataFrame) -> list[str]:
+    """Attribute fields holding numbers (booleans excluded)."""
+    return [
+        c
+        for c in attribute_fields(gdf)
+        if pd.api.types.is_numeric_dtype(gdf[c]) and not pd.api.types.is_bool_dtype(gdf[c])
+    ]
+
+
+def require_field(gdf: pd.DataFrame, field: str, place: str, role: str) -> None:
+    """Raise if ``field`` is not a column of ``gdf``, listing the fields it has.
+
+    Args:
+        gdf: The layer.
+        field: The field name the configuration asks for.
+        place: The layer's name in messages.
+        role: What the field is for, e.g. ``"id field"``.
+
+    Raises:
+        InputError: If the field is missing.
+    """
+    if field not in gdf.columns or (isinstance(gdf, gpd.GeoDataFrame) and field == gdf.geometry.name):
+        raise InputError(
+            f"{place}: the {role} '{field}' does not exist. Available fields: {attribute_fields(gdf)}. "
+            "Choose one of them (names are case-sensitive)."
+        )
+
+
+def _one_to_str(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return None
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    text = str(value).strip()
+    return text or None
+
+
+def values_to_str(values: pd.Series) -> pd.Series:
+    """Field values as stripped strings, integers without a decimal part (``12.0`` -> ``'12'``).
+
+    Nulls, NaN and empty strings become ``None`` (object dtype), so ``isna()`` finds them.
+    """
+    if pd.api.types.is_string_dtype(values) and not pd.api.types.is_object_dtype(values):
+        text = values.str.strip()
+        out = text.to_numpy(dtype=object)
+        out[(text.isna() | (text == "")).to_numpy(dtype=bool)] = None
+        return pd.Series(out, index=values.index, dtype=object)
+    if pd.api.types.is_integer_dtype(values) and not values.isna().any():
+        return pd.Series(values.astype("int64").astype(str).to_numpy(dtype=object), index=values.index, dtype=object)
+    return pd.Series([_one_to_str(v) for v in values.to_numpy(dtype=object)], index=values.index, dtype=object)
+
+
+def type_summary(types: Iterable[str]) -> str:
+    """``"Point (12), LineString (3)"`` from a sequence of geometry type names."""
+    counts = pd.Series(list(types), dtype=object).value_counts()
+    return ", ".join(f"{name} ({n:,})" for name, n in counts.items())
+
+
+def polygonal_part(geom: BaseGeometry | None) -> BaseGeometry | None:
+    """The polygonal part of a geometry (``None`` if it has none): polygons of a collection, merged."""
+    if geom is None or geom.is_empty:
+        return None
+    if geom.geom_type in POLYGONAL:
+        return geom
+    parts = [g for g in shapely.get_parts(geom) if g.geom_type in POLYGONAL and not g.is_empty]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    merged = shapely.union_all(parts)
+    return merged if merged.geom_type in POLYGONAL else polygonal_part(merged)
+
+
+def repair_polygons(geoms: gpd.GeoSeries) -> tuple[gpd.GeoSeries, int]:
+    """Make invalid polygons valid with :func:`shapely.make_valid`, keeping only their polygonal parts.
+
+    Args:
+        geoms: Polygon geometries (nulls allowed, left as they are).
+
+    Returns:
+        The repaired geometries (``None`` where nothing polygonal is left) and how many were invalid.
+    """
+    values = geoms.to_numpy(dtype=object).copy()
+    present = ~pd.isna(values)
+    invalid = np.zeros(len(values), dtype=bool)
+    invalid[present] = ~shapely.is_valid(values[present].astype(object))
+    for i in np.flatnonzero(invalid):
+        values[i] = polygonal_part(shapely.make_valid(values[i]))
+    return gpd.GeoSeries(values, index=geoms.index, crs=geoms.crs), int(invalid.sum())
+
+
+def single_points(gdf: gpd.GeoDataFrame, place: str, report: list[str]) -> gpd.GeoDataFrame:
+    """Keep point features: multi-points become their centroid, null geometries are dropped (both reported).
+
+    Raises:
+        InputError: If the layer holds lines or polygons, or no feature has a geometry.
+    """
+    geom = gdf.geometry
+    nulls = geom.isna() | geom.is_empty
+    if nulls.all():
+        raise InputError(f"{place}: no feature has a geometry. Choose a point layer.")
+    types = geom[~nulls].geom_type
+    bad = types[~types.isin(PUNCTUAL)]
+    if len(bad):
+        raise InputError(
+            f"{place}: expected points, found {type_summary(bad)}. Convert the layer to points first "
+            "(QGIS: Vector > Geometry Tools > Centroids) or choose a point layer."
+        )
+    out = gdf.loc[~nulls].copy()
+    if nulls.any():
+        report.append(f"{place}: {int(nulls.sum()):,} features without a geometry were ignored.")
+    multi = out.geometry.geom_type == "MultiPoint"
+    if multi.any():
+        out.loc[multi, out.geometry.name] = out.geometry[multi].centroid
+        report.append(f"{place}: {int(multi.sum()):,} multi-point features were replaced by their centroid.")
+    return out
+
+
+def assign_points(points: gpd.GeoSeries, regions: gpd.GeoDataFrame) -> pd.Series:
+    """The region each point lies in (one region per point), or NaN for points outside every region.
+
+    A point inside a polygon gets that region; a point on a shared boundary gets the first region (in
+    region order) it touches.
+
+    Args:
+        points: Point geometries in the CRS of ``regions``.
+        regions: Region polygons indexed by ``region_id``.
+
+    Returns:
+        Region ids (object dtype, NaN outside) indexed like ``points``.
+    """
+    geoms = points.to_numpy(dtype=object)
+    tree = regions.sindex
+    hit = np.full(len(geoms), -1, dtype=np.int64)
+    for predicate in ("within", "intersects"):
+        todo = np.flatnonzero(hit < 0)
+        if not len(todo):
+            break
+        pts_i, reg_i = tree.query(geoms[todo], predicate=predicate)
+        if not len(pts_i):
+            continue
+        order = np.lexsort((reg_i, pts_i))  # first region (input order) per point
+        pts_i, reg_i = pts_i[order], reg_i[order]
+        first = np.unique(pts_i, return_index=True)[1]
+        hit[todo[pts_i[first]]] = reg_i[first]
+    ids = regions.index.to_numpy(dtype=object)
+    out = np.full(len(geoms), np.nan, dtype=object)
+    out[hit >= 0] = ids[hit[hit >= 0]]
+    return pd.Series(out, index=points.index, dtype=object, name="region_id")
+
+
+def first_ids(ids: Iterable[object], limit: int = 5) -> str:
+    """``"'a', 'b', 'c' and 4 more"`` for messages."""
+    ids = list(ids)
+    shown = ", ".join(repr(str(i)) for i in ids[:limit])
+    return shown if len(ids) <= limit else f"{shown} and {len(ids) - limit:,} more"

@@ -1,0 +1,231 @@
+"""Satellite imagery: checking a raster against the regions, and reading the pixels under a region.
+
+:func:`check_raster` runs when the city is read (the file opens, has a CRS and covers some region with
+valid pixels). :func:`region_pixels` is the windowed reader shared with the imagery views: one open
+dataset, one small window per region, the region polygon rasterised on the raster's own grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from pyproj import CRS
+
+from backend.config import RasterSource
+from backend.errors import InputError
+
+if TYPE_CHECKING:
+    from affine import Affine
+    from rasterio.io import DatasetReader
+    from shapely.geometry.base import BaseGeometry
+
+__all__ = ["check_raster", "raster_name", "open_raster", "band_indexes", "region_pixels", "RegionPixels"]
+
+#: Windows with more pixels than this are read decimated (nearest) when computing statistics.
+MAX_WINDOW_PIXELS = 16_000_000
+
+
+def raster_name(src: RasterSource) -> str:
+    """Short name of a raster used in feature columns: ``src.name`` or the file stem, letters/digits/_ only."""
+    name = src.name or Path(src.path).stem
+    name = re.sub(r"[^0-9A-Za-z_]+", "_", name).strip("_")
+    return name or "raster"
+
+
+def _place(src: RasterSource) -> str:
+    return f"[rasters] raster {src.path}"
+
+
+def open_raster(src: RasterSource) -> DatasetReader:
+    """Open a raster with rasterio; the caller closes it (use as a context manager).
+
+    Raises:
+        InputError: If the file is missing or cannot be opened, or has no CRS.
+    """
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    place = _place(src)
+    if not Path(src.path).exists():
+        raise InputError(f"{place}: file not found. Check the path, or export the raster from QGIS again.")
+    try:
+        ds = rasterio.open(src.path)
+    except RasterioIOError as exc:
+        raise InputError(f"{place}: cannot be opened as a raster ({exc}). Use a GeoTIFF.") from exc
+    if ds.crs is None:
+        ds.close()
+        raise InputError(
+            f"{place} has no coordinate reference system (CRS) or georeferencing. Assign a CRS in QGIS "
+            "(Layer Properties > Source) or georeference it (Raster > Georeferencer), then save it as GeoTIFF."
+        )
+    return ds
+
+
+def band_indexes(src: RasterSource, ds: DatasetReader) -> list[int]:
+    """The 1-based bands to use: ``src.bands``, else the first three (or all if fewer).
+
+    Raises:
+        InputError: If a requested band does not exist.
+    """
+    if not src.bands:
+        return list(range(1, min(3, ds.count) + 1))
+    bad = [b for b in src.bands if not 1 <= int(b) <= ds.count]
+    if bad:
+        raise InputError(f"{_place(src)}: bands {bad} do not exist; the raster has bands 1 to {ds.count}.")
+    return [int(b) for b in src.bands]
+
+
+def _footprint(ds: DatasetReader) -> BaseGeometry:
+    t = ds.transform
+    corners = [t @ (0, 0), t @ (ds.width, 0), t @ (ds.width, ds.height), t @ (0, ds.height)]
+    return shapely.Polygon(corners)
+
+
+def pixel_bounds(bounds: tuple[float, float, float, float], transform: Affine) -> tuple[float, float, float, float]:
+    """Fractional pixel box ``(col_min, row_min, col_max, row_max)`` covering map ``bounds`` (any affine)."""
+    inv = ~transform
+    x0, y0, x1, y1 = bounds
+    cols, rows = zip(*(inv @ (x, y) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))), strict=True)
+    return min(cols), min(rows), max(cols), max(rows)
+
+
+@dataclasses.dataclass
+class RegionPixels:
+    """The pixels of one region on the raster's grid (arrays share the window's shape ``h x w``).
+
+    Attributes:
+        data: B x h x w band values (native dtype), or ``None`` when only masks were read.
+        inside: Pixels inside the region polygon (including any outside the raster).
+        valid: Pixels inside the polygon and the raster that are valid in at least one band (GDAL's
+            dataset-mask rule: a pixel is nodata when every band is nodata or masked).
+    """
+
+    data: np.ndarray | None
+    inside: np.ndarray
+    valid: np.ndarray
+
+
+def region_pixels(
+    ds: DatasetReader, geoms: gpd.GeoSeries, indexes: list[int], read_data: bool = True
+) -> Iterator[RegionPixels]:
+    """Yield the pixels under each region, in order.
+
+    The polygon is rasterised on the raster's own grid (pixel centres inside; all pixels it touches
+    when it is smaller than a pixel). Parts of a window outside the raster are invalid. Windows above
+    :data:`MAX_WINDOW_PIXELS` are read decimated.
+
+    Args:
+        ds: Open raster.
+        geoms: Region polygons in the raster's CRS.
+        indexes: 1-based bands to read.
+        read_data: Read band values too (``False``: masks only).
+
+    Yields:
+        One :class:`RegionPixels` per geometry.
+    """
+    from affine import Affine
+    from rasterio.enums import Resampling
+    from rasterio.features import geometry_mask
+    from rasterio.windows import Window
+
+    height, width = ds.height, ds.width
+    for geom in geoms.to_numpy(dtype=object):
+        if geom is None or geom.is_empty:
+            yield RegionPixels(
+                None if not read_data else np.zeros((len(indexes), 1, 1), ds.dtypes[0]),
+                np.zeros((1, 1), bool),
+                np.zeros((1, 1), bool),
+            )
+            continue
+        c0, r0, c1, r1 = pixel_bounds(geom.bounds, ds.transform)
+        c0, r0 = math.floor(c0), math.floor(r0)
+        c1, r1 = max(math.ceil(c1), c0 + 1), max(math.ceil(r1), r0 + 1)
+        h, w = r1 - r0, c1 - c0
+        step = max(1, math.ceil(math.sqrt(h * w / MAX_WINDOW_PIXELS)))
+        oh, ow = math.ceil(h / step), math.ceil(w / step)
+        transform = ds.transform @ Affine.translation(c0, r0) @ Affine.scale(w / ow, h / oh)
+        inside = geometry_mask([geom], out_shape=(oh, ow), transform=transform, invert=True)
+        if not inside.any():
+            inside = geometry_mask([geom], out_shape=(oh, ow), transform=transform, invert=True, all_touched=True)
+        valid = np.zeros((oh, ow), dtype=bool)
+        data = np.zeros((len(indexes), oh, ow), dtype=ds.dtypes[indexes[0] - 1]) if read_data else None
+        # The part of the window inside the raster, in window-output pixels (exact when step == 1).
+        rr0, cc0 = max(r0, 0), max(c0, 0)
+        rr1, cc1 = min(r1, height), min(c1, width)
+        if rr1 > rr0 and cc1 > cc0:
+            o_r0, o_c0 = (rr0 - r0) // step, (cc0 - c0) // step
+            o_r1, o_c1 = min(oh, math.ceil((rr1 - r0) / step)), min(ow, math.ceil((cc1 - c0) / step))
+            win = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
+            shape = (o_r1 - o_r0, o_c1 - o_c0)
+            masks = ds.read_masks(indexes, window=win, out_shape=(len(indexes), *shape), resampling=Resampling.nearest)
+            valid[o_r0:o_r1, o_c0:o_c1] = (masks > 0).any(axis=0)  # GDAL: nodata only if all bands are
+            if data is not None:
+                data[:, o_r0:o_r1, o_c0:o_c1] = ds.read(
+                    indexes, window=win, out_shape=(len(indexes), *shape), resampling=Resampling.nearest
+                )
+        yield RegionPixels(data, inside, valid & inside)
+
+
+def check_raster(src: RasterSource, regions: gpd.GeoDataFrame, crs: CRS, report: list[str]) -> RasterSource:
+    """Check that a raster can be used with the regions and resolve its name and bands.
+
+    Args:
+        src: The raster as configured.
+        regions: Region polygons in ``crs``, indexed by ``region_id``.
+        crs: The run's metric CRS (the CRS of ``regions``).
+        report: Notes for the user: regions the raster does not fully cover, regions without valid pixels.
+
+    Returns:
+        A copy of ``src`` with ``name`` (:func:`raster_name`) and ``bands`` filled in.
+
+    Raises:
+        InputError: If the file is missing or unreadable, has no CRS, a requested band does not exist,
+            the raster overlaps no region, or holds only nodata under the regions.
+    """
+    place = _place(src)
+    name = raster_name(src)
+    with open_raster(src) as ds:
+        bands = band_indexes(src, ds)
+        try:
+            geoms = (regions.geometry if regions.crs is not None else regions.geometry.set_crs(crs)).to_crs(ds.crs)
+        except Exception as exc:  # pyproj raises several error types
+            raise InputError(
+                f"{place}: cannot transform the regions to the raster's CRS ({exc}). "
+                "Reproject the raster in QGIS (Raster > Projections > Warp)."
+            ) from exc
+        footprint = _footprint(ds)
+        values = geoms.to_numpy(dtype=object)
+        overlaps = shapely.intersects(values, footprint)
+        if not overlaps.any():
+            raise InputError(
+                f"{place} does not overlap any region (raster bounds {tuple(round(b) for b in ds.bounds)} in "
+                f"{ds.crs.to_string()}). The raster probably has a wrong CRS or shows another area; check both on "
+                "the QGIS map, or choose another raster."
+            )
+        covered = shapely.within(values, footprint)
+        if not covered.all():
+            report.append(
+                f"Raster '{name}': {int((~covered).sum()):,} of {len(regions):,} regions are not fully "
+                f"covered by the image ({place})."
+            )
+        n_valid = np.array([p.valid.sum() for p in region_pixels(ds, geoms, bands, read_data=False)])
+    empty = n_valid == 0
+    if empty.all():
+        raise InputError(
+            f"{place} holds only nodata (or masked) pixels inside the regions. Choose another "
+            "raster, or check its nodata value in Layer Properties > Transparency."
+        )
+    if empty.any():
+        report.append(
+            f"Raster '{name}': {int(empty.sum()):,} of {len(regions):,} regions have no valid pixels "
+            "(nodata or outside the image)."
+        )
+    return dataclasses.replace(src, name=name, bands=bands)

@@ -1,0 +1,335 @@
+"""Renderers for RegionLens output layers: clusters, predictions, residuals, embeddings.
+
+- clusters: categorized on ``cluster`` with fixed, distinct colours (matplotlib's tab10, then the light
+  half of tab20), legend ``Cluster 0 — <cluster_label>`` and the cluster number as map label;
+- predictions: graduated on ``<label>_pred`` (quantile or Jenks, 5 classes, Viridis);
+- residuals: graduated on ``<label>_res`` (observed minus predicted), 7 classes symmetric around 0
+  with the diverging RdBu ramp, so that white means "about right";
+- embeddings: a light single symbol (the layer is there for its attributes).
+
+Colour ramps are built here from fixed colour lists (ColorBrewer / matplotlib), so the result does not
+depend on the user's style database.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from qgis.core import (
+    QgsCategorizedSymbolRenderer,
+    QgsClassificationEqualInterval,
+    QgsClassificationJenks,
+    QgsClassificationQuantile,
+    QgsFeatureRequest,
+    QgsFillSymbol,
+    QgsGradientColorRamp,
+    QgsGradientStop,
+    QgsGraduatedSymbolRenderer,
+    QgsPalLayerSettings,
+    QgsRendererCategory,
+    QgsRendererRange,
+    QgsSingleSymbolRenderer,
+    QgsSymbol,
+    QgsTextBufferSettings,
+    QgsTextFormat,
+    QgsVectorLayer,
+    QgsVectorLayerSimpleLabeling,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtGui import QColor
+
+__all__ = [
+    "CLUSTER_COLOURS",
+    "VIRIDIS",
+    "RDBU",
+    "base_symbol",
+    "cluster_colour",
+    "gradient_ramp",
+    "numeric_values",
+    "symmetric_breaks",
+    "style_clusters",
+    "style_predictions",
+    "style_residuals",
+    "style_embeddings",
+]
+
+#: tab10, then the light colours of tab20: 20 distinct cluster colours.
+CLUSTER_COLOURS = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
+    "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+]  # fmt: skip
+#: Sequential ramp for predicted values (matplotlib viridis, 5 anchors).
+VIRIDIS = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"]
+#: Diverging ramp for residuals (ColorBrewer RdBu, 11 classes): red = observed below predicted.
+RDBU = [
+    "#67001f", "#b2182b", "#d6604d", "#f4a582", "#fddbc7", "#f7f7f7",
+    "#d1e5f0", "#92c5de", "#4393c3", "#2166ac", "#053061",
+]  # fmt: skip
+
+_OUTLINE = "90,90,90,150"  # thin, half-transparent grey outline
+_OUTLINE_WIDTH = "0.1"  # millimetres
+
+
+def cluster_colour(index: int) -> QColor:
+    """Colour of cluster ``index``: the fixed list first, then golden-angle hues beyond 20 clusters."""
+    if 0 <= index < len(CLUSTER_COLOURS):
+        return QColor(CLUSTER_COLOURS[index])
+    hue = int((abs(index) * 137.508) % 360)
+    return QColor.fromHsv(hue, 160, 200)
+
+
+def gradient_ramp(colours: Sequence[str]) -> QgsGradientColorRamp:
+    """A continuous QgsGradientColorRamp through ``colours`` (equally spaced stops)."""
+    stops = [
+        QgsGradientStop(i / (len(colours) - 1), QColor(colour))
+        for i, colour in enumerate(colours)
+        if 0 < i < len(colours) - 1
+    ]
+    return QgsGradientColorRamp(QColor(colours[0]), QColor(colours[-1]), False, stops)
+
+
+def numeric_values(layer: QgsVectorLayer, field: str) -> list[float]:
+    """The finite numeric values of ``field`` (NULLs and NaNs skipped)."""
+    index = layer.fields().indexOf(field)
+    if index < 0:
+        return []
+    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes([index])
+    values = []
+    for feature in layer.getFeatures(request):
+        value = feature.attribute(index)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            values.append(float(value))
+    return values
+
+
+def _require_field(layer: QgsVectorLayer, field: str) -> None:
+    if layer.fields().indexOf(field) < 0:
+        names = ", ".join(layer.fields().names())
+        raise ValueError(f"Layer '{layer.name()}' has no field '{field}' (fields: {names}).")
+
+
+def base_symbol(layer: QgsVectorLayer, colour: QColor | str) -> QgsSymbol:
+    """A symbol for the layer's geometry type; polygons get a thin grey outline."""
+    colour = QColor(colour)
+    if layer.geometryType() == QgsWkbTypes.GeometryType.PolygonGeometry:
+        return QgsFillSymbol.createSimple(
+            {
+                "color": f"{colour.red()},{colour.green()},{colour.blue()},{colour.alpha()}",
+                "outline_color": _OUTLINE,
+                "outline_width": _OUTLINE_WIDTH,
+                "outline_width_unit": "MM",
+            }
+        )
+    symbol = QgsSymbol.defaultSymbol(layer.geometryType())
+    symbol.setColor(colour)
+    return symbol
+
+
+def _precision(edges: Sequence[float]) -> int:
+    """Decimals that tell class bounds apart: two significant digits of the smallest step or bound."""
+    ordered = sorted(edges)
+    scales = [abs(v) for v in ordered if v != 0]
+    scales += [ordered[i + 1] - ordered[i] for i in range(len(ordered) - 1) if ordered[i + 1] > ordered[i]]
+    if not scales:
+        return 0
+    return max(0, min(6, 1 - int(math.floor(math.log10(min(scales))))))
+
+
+def _range_label(lower: float, upper: float, precision: int) -> str:
+    return f"{_fmt(lower, precision)} \u2013 {_fmt(upper, precision)}"
+
+
+def _fmt(value: float, precision: int) -> str:
+    text = f"{value:,.{precision}f}"
+    if precision:
+        text = text.rstrip("0").rstrip(".")
+    if text in ("-0", ""):
+        text = "0"
+    return text.replace("-", "\u2212")
+
+
+def style_clusters(
+    layer: QgsVectorLayer,
+    field: str = "cluster",
+    label_field: str = "cluster_label",
+    show_labels: bool = True,
+) -> QgsCategorizedSymbolRenderer:
+    """Categorized renderer on the cluster number, with readable legend entries and map labels.
+
+    Args:
+        layer: A ``clusters`` layer.
+        field: Integer cluster field.
+        label_field: Text field describing each cluster (optional in the data).
+        show_labels: Label each region with its cluster number.
+
+    Returns:
+        The renderer (already set on the layer).
+
+    Raises:
+        ValueError: If ``field`` is missing.
+    """
+    _require_field(layer, field)
+    idx = layer.fields().indexOf(field)
+    label_idx = layer.fields().indexOf(label_field)
+    attrs = [idx] + ([label_idx] if label_idx >= 0 else [])
+    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes(attrs)
+    descriptions: dict[int, str] = {}
+    for feature in layer.getFeatures(request):
+        value = feature.attribute(idx)
+        if not isinstance(value, int) or isinstance(value, bool):
+            continue
+        if value not in descriptions:
+            text = feature.attribute(label_idx) if label_idx >= 0 else None
+            descriptions[value] = str(text) if isinstance(text, str) else ""
+    categories = []
+    for value in sorted(descriptions):
+        legend = f"Cluster {value}" + (f" \u2014 {descriptions[value]}" if descriptions[value] else "")
+        categories.append(QgsRendererCategory(value, base_symbol(layer, cluster_colour(value)), legend))
+    renderer = QgsCategorizedSymbolRenderer(field, categories)
+    renderer.setSourceSymbol(base_symbol(layer, "#cccccc"))
+    layer.setRenderer(renderer)
+
+    if show_labels:
+        settings = QgsPalLayerSettings()
+        settings.fieldName = field
+        settings.isExpression = False
+        settings.placement = QgsPalLayerSettings.Placement.OverPoint
+        text_format = QgsTextFormat()
+        text_format.setSize(7)
+        text_format.setColor(QColor("#202020"))
+        buffer = QgsTextBufferSettings()
+        buffer.setEnabled(True)
+        buffer.setSize(0.7)
+        buffer.setColor(QColor("#ffffff"))
+        text_format.setBuffer(buffer)
+        settings.setFormat(text_format)
+        layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))
+        layer.setLabelsEnabled(True)
+    else:
+        layer.setLabelsEnabled(False)
+    layer.triggerRepaint()
+    return renderer
+
+
+def style_predictions(
+    layer: QgsVectorLayer,
+    label: str,
+    mode: str = "quantile",
+    classes: int = 5,
+    suffix: str = "_pred",
+) -> QgsGraduatedSymbolRenderer:
+    """Graduated renderer on ``<label>_pred`` with a sequential ramp (Viridis).
+
+    Args:
+        layer: A ``predictions`` layer.
+        label: Label name (the field prefix), e.g. ``population``.
+        mode: ``quantile`` (equal counts) or ``jenks`` (natural breaks).
+        classes: Number of classes.
+        suffix: ``_pred`` for predictions, ``_obs`` to show the observed values the same way.
+
+    Returns:
+        The renderer (already set on the layer).
+
+    Raises:
+        ValueError: If the field is missing or ``mode`` is unknown.
+    """
+    field = f"{label}{suffix}"
+    _require_field(layer, field)
+    methods = {"quantile": QgsClassificationQuantile, "jenks": QgsClassificationJenks}
+    if mode not in methods:
+        raise ValueError(f"Unknown classification mode '{mode}'; use one of {sorted(methods)}.")
+    values = numeric_values(layer, field)
+    method = methods[mode]()
+    method.setLabelTrimTrailingZeroes(True)
+    renderer = QgsGraduatedSymbolRenderer(field)
+    renderer.setSourceSymbol(base_symbol(layer, VIRIDIS[0]))
+    renderer.setSourceColorRamp(gradient_ramp(VIRIDIS))
+    renderer.setClassificationMethod(method)
+    if values:
+        renderer.updateClasses(layer, classes)
+        renderer.updateColorRamp(gradient_ramp(VIRIDIS))
+        edges = [r.lowerValue() for r in renderer.ranges()] + [r.upperValue() for r in renderer.ranges()]
+        precision = _precision(edges)
+        method.setLabelPrecision(precision)
+        for i, class_range in enumerate(renderer.ranges()):
+            renderer.updateRangeLabel(i, _range_label(class_range.lowerValue(), class_range.upperValue(), precision))
+    layer.setRenderer(renderer)
+    layer.setLabelsEnabled(False)
+    layer.triggerRepaint()
+    return renderer
+
+
+def symmetric_breaks(values: Sequence[float]) -> list[float]:
+    """Positive class bounds ``b1 < b2 < b3 < m`` for 7 classes symmetric around 0.
+
+    ``b1..b3`` are the quartiles of ``|values|`` and ``m`` their maximum, so the white middle class
+    ``[-b1, b1]`` holds the quarter of the regions predicted best; equal steps are used where the
+    quartiles coincide. Empty or all-zero input gives ``[0.25, 0.5, 0.75, 1]``.
+    """
+    magnitudes = sorted(abs(v) for v in values)
+    top = magnitudes[-1] if magnitudes else 0.0
+    if top <= 0:
+        return [0.25, 0.5, 0.75, 1.0]
+
+    def quantile(q: float) -> float:
+        pos = q * (len(magnitudes) - 1)
+        lo = int(math.floor(pos))
+        hi = min(lo + 1, len(magnitudes) - 1)
+        return magnitudes[lo] + (magnitudes[hi] - magnitudes[lo]) * (pos - lo)
+
+    bounds = [quantile(0.25), quantile(0.5), quantile(0.75), top]
+    if bounds[0] <= 0 or any(bounds[i] >= bounds[i + 1] for i in range(len(bounds) - 1)):
+        bounds = [top * k / 4 for k in (1, 2, 3, 4)]
+    return bounds
+
+
+def style_residuals(layer: QgsVectorLayer, label: str) -> QgsGraduatedSymbolRenderer:
+    """Graduated renderer on ``<label>_res`` (observed minus predicted), symmetric around 0, RdBu.
+
+    Seven classes: ``[-m, -b3], [-b3, -b2], [-b2, -b1], [-b1, b1], [b1, b2], [b2, b3], [b3, m]``
+    (see :func:`symmetric_breaks`); red where the model over-predicted, blue where it under-predicted.
+
+    Raises:
+        ValueError: If the field is missing.
+    """
+    field = f"{label}_res"
+    _require_field(layer, field)
+    values = numeric_values(layer, field)
+    b1, b2, b3, top = symmetric_breaks(values)
+    edges = [-top, -b3, -b2, -b1, b1, b2, b3, top]
+    ramp = gradient_ramp(RDBU)
+    precision = _precision(edges)
+    ranges = []
+    n = len(edges) - 1
+    for i in range(n):
+        lower, upper = edges[i], edges[i + 1]
+        symbol = base_symbol(layer, ramp.color(i / (n - 1)))
+        text = _range_label(lower, upper, precision)
+        if i == 0:
+            text += " (over-predicted)"
+        elif i == n - 1:
+            text += " (under-predicted)"
+        ranges.append(QgsRendererRange(lower, upper, symbol, text))
+    renderer = QgsGraduatedSymbolRenderer(field, ranges)
+    renderer.setSourceSymbol(base_symbol(layer, RDBU[5]))
+    renderer.setSourceColorRamp(ramp)
+    method = QgsClassificationEqualInterval()  # what "Classify" in the style panel will redo
+    method.setSymmetricMode(True, 0.0, True)
+    method.setLabelPrecision(precision)
+    renderer.setClassificationMethod(method)
+    layer.setRenderer(renderer)
+    layer.setLabelsEnabled(False)
+    layer.triggerRepaint()
+    return renderer
+
+
+def style_embeddings(layer: QgsVectorLayer) -> QgsSingleSymbolRenderer:
+    """A light single symbol: the embeddings layer is there for its attribute table."""
+    renderer = QgsSingleSymbolRenderer(base_symbol(layer, QColor(236, 236, 236, 160)))
+    layer.setRenderer(renderer)
+    layer.setLabelsEnabled(False)
+    layer.triggerRepaint()
+    return renderer

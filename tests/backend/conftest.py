@@ -1,0 +1,154 @@
+"""Shared fixtures of the backend tests.
+
+Two kinds of data:
+
+- The real sample city (``resources/sample_data/sf``): 579 block groups (id ``GEO_ID``), 2,563 OSM POIs
+  (12 outside every block group), a 3-band uint8 Landsat-7 GeoTIFF in EPSG:3857 with nodata 0, and
+  13,472 crime incident points. ``sf_city`` and ``sf_views`` are read once per session; treat them as
+  read-only.
+- A tiny hand-made city for bad inputs: a 2 x 2 grid of 100 m squares in EPSG:32610 (``toy_regions``),
+  and the writers ``write_gpkg`` / ``write_tif`` that put layers and rasters into ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from shapely.geometry import box
+
+from backend.config import RunConfig, config_from_dict
+from backend.io.city import CityData, read_city
+from backend.views import Views, build_views
+
+SF_DIR = Path(__file__).resolve().parents[2] / "resources" / "sample_data" / "sf"
+
+#: Lower-left corner of the toy grid (EPSG:32610, central San Francisco).
+TOY_X0, TOY_Y0 = 550_000.0, 4_180_000.0
+
+_SF_CONFIG: dict[str, Any] = {
+    "output_dir": "out/test_sf",
+    "regions": {"path": "sf_block_groups_crime_pop.geojson", "id_field": "GEO_ID"},
+    "pois": {"path": "sf_pois_osm.geojson", "category_field": "category", "name_field": "name"},
+    "rasters": [{"path": "sf_landsat7_3857_30m.tif"}],
+    "labels": [
+        {"name": "population", "field": "Population", "target": "density"},
+        {"name": "robbery_rate", "field": "Robbery", "target": "rate", "per_field": "Population"},
+        {
+            "name": "robbery_points",
+            "points": "sf_crime_incidents_2012h2.geojson",
+            "points_filter_field": "category",
+            "points_filter_value": "ROBBERY",
+        },
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+def sf_dir() -> Path:
+    """Folder of the bundled San Francisco sample city."""
+    return SF_DIR
+
+
+@pytest.fixture
+def sf_config_dict() -> dict[str, Any]:
+    """A fresh, editable configuration dict for the sample city (paths relative to ``sf_dir``)."""
+    return copy.deepcopy(_SF_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def sf_config(sf_dir: Path) -> RunConfig:
+    """The sample city's configuration: regions, POIs, the Landsat raster and three labels."""
+    return config_from_dict(copy.deepcopy(_SF_CONFIG), base_dir=sf_dir)
+
+
+@pytest.fixture(scope="session")
+def sf_city(sf_config: RunConfig) -> CityData:
+    """The sample city read once per session (do not modify)."""
+    return read_city(sf_config)
+
+
+@pytest.fixture(scope="session")
+def sf_views(sf_city: CityData) -> Views:
+    """Every view of the sample city, chips (64 x 64) included, built once per session (do not modify)."""
+    return build_views(sf_city, needs={"chips"}, chip_size=64, report=[])
+
+
+@pytest.fixture
+def toy_regions() -> gpd.GeoDataFrame:
+    """Four 100 m squares in a 2 x 2 grid (EPSG:32610), integer ids 1..4 in field ``rid``.
+
+    Layout (ids)::
+
+        3 4
+        1 2
+    """
+    squares = [
+        box(TOY_X0 + dx, TOY_Y0 + dy, TOY_X0 + dx + 100, TOY_Y0 + dy + 100) for dy in (0, 100) for dx in (0, 100)
+    ]
+    return gpd.GeoDataFrame(
+        {"rid": [1, 2, 3, 4], "pop": [10.0, 20.0, 30.0, 40.0], "kind": ["a", "b", "c", "d"]},
+        geometry=squares,
+        crs="EPSG:32610",
+    )
+
+
+@pytest.fixture
+def write_gpkg(tmp_path: Path) -> Callable[..., Path]:
+    """``write_gpkg(gdf, name, layer=None) -> path``: write a GeoDataFrame to ``tmp_path/name``."""
+
+    def write(gdf: gpd.GeoDataFrame, name: str, layer: str | None = None) -> Path:
+        path = tmp_path / name
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "'crs' was not provided" for layers without a CRS
+            gdf.to_file(path, layer=layer, engine="pyogrio")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def write_tif(tmp_path: Path) -> Callable[..., Path]:
+    """``write_tif(name, data, x0, y_top, res, crs="EPSG:32610", nodata=None) -> path``.
+
+    ``data`` is B x H x W; the raster's top-left corner is ``(x0, y_top)`` and pixels are ``res`` wide.
+    """
+    import rasterio
+    from affine import Affine
+    from rasterio.errors import NotGeoreferencedWarning
+
+    def write(
+        name: str,
+        data: np.ndarray,
+        x0: float,
+        y_top: float,
+        res: float,
+        crs: str | None = "EPSG:32610",
+        nodata: float | None = None,
+    ) -> Path:
+        path = tmp_path / name
+        data = np.asarray(data)
+        profile = {
+            "driver": "GTiff",
+            "width": data.shape[2],
+            "height": data.shape[1],
+            "count": data.shape[0],
+            "dtype": data.dtype.name,
+            "transform": Affine.translation(x0, y_top) @ Affine.scale(res, -res),
+            "nodata": nodata,
+        }
+        if crs is not None:
+            profile["crs"] = crs
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path, "w", **profile) as dst:
+                dst.write(data)
+        return path
+
+    return write

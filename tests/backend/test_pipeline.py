@@ -1,0 +1,126 @@
+"""The whole job on the real San Francisco sample city, the CLI, cancellation and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import geopandas as gpd
+import pyogrio
+import pytest
+
+from backend.demo import demo_config, demo_config_dict
+from backend.errors import Cancelled
+from backend.pipeline import run_pipeline
+from backend.progress import Progress
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    events = []
+    progress = Progress(callback=lambda s, f, m: events.append((s, f)))
+    result = run_pipeline(demo_config(out, quick=True), progress)
+    return result, events
+
+
+def test_layers_and_schema(demo_run) -> None:
+    result, _ = demo_run
+    layers = dict(pyogrio.list_layers(result.gpkg))
+    assert {"embeddings", "clusters", "predictions", "metrics", "cluster_profiles"} <= set(layers)
+    assert layers["metrics"] is None
+    emb = gpd.read_file(result.gpkg, layer="embeddings")
+    assert len(emb) == 579 and emb.crs.to_epsg() == 32610
+    assert list(emb.columns) == ["region_id"] + [f"emb_{i:03d}" for i in range(16)] + ["geometry"]
+    assert emb["region_id"].is_unique
+    clusters = gpd.read_file(result.gpkg, layer="clusters")
+    assert clusters["cluster"].min() == 0 and clusters["cluster_label"].str.len().gt(0).all()
+    pred = gpd.read_file(result.gpkg, layer="predictions")
+    for label in ("population", "vandalism", "robbery", "drugs", "cartheft", "incidents"):
+        assert {f"{label}_obs", f"{label}_pred", f"{label}_res"} <= set(pred.columns)
+    # Predictions are written back in the label's own units (people, not log1p people per km2).
+    assert pred["population_obs"].sum() == pytest.approx(805235)
+    assert 0.2 < pred["population_pred"].median() / pred["population_obs"].median() < 5
+
+
+def test_metrics_are_honest_and_complete(demo_run) -> None:
+    result, _ = demo_run
+    metrics = pyogrio.read_dataframe(result.gpkg, layer="metrics")
+    assert set(metrics["protocol"]) == {"shuffled", "spatial"}
+    assert set(metrics["label"]) == {"population", "vandalism", "robbery", "drugs", "cartheft", "incidents"}
+    pop = metrics[(metrics.label == "population") & (metrics.protocol == "shuffled")].iloc[0]
+    assert pop["target"].startswith("log1p") and pop["n_regions"] == 579
+    # Image statistics carry signal for log1p population density (SPEC: about 0.4 from image stats alone).
+    assert pop["r2_mean"] > 0.2
+
+
+def test_manifest_figures_and_progress(demo_run) -> None:
+    result, events = demo_run
+    manifest = json.loads(Path(result.run_json).read_text())
+    assert manifest["device"] == result.device == "cpu"
+    assert manifest["seed"] == 0 and manifest["versions"]["torch"].startswith("2.13")
+    assert {"read", "views", "embed_baseline", "cluster", "predict", "write"} <= set(manifest["timings_s"])
+    assert any("outside every region" in line for line in manifest["report"])
+    names = sorted(Path(f).name for f in result.figures)
+    assert names == ["cluster_profiles.png", "embedding_2d.png", "pred_vs_obs.png"]
+    assert all(Path(f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in result.figures)
+    fractions = [f for _, f in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert (Path(result.output_dir) / "models" / "baseline" / "config.json").is_file()
+
+
+def test_cancel_writes_nothing(tmp_path) -> None:
+    progress = Progress()
+    out = tmp_path / "run"
+
+    def cancel_when_embedding(stage, fraction, message):
+        if stage.startswith("build views"):
+            progress.cancel()
+
+    progress.callback = cancel_when_embedding
+    with pytest.raises(Cancelled):
+        run_pipeline(demo_config(out, quick=True), progress)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_run_config_and_refuses_overwrite(tmp_path) -> None:
+    cfg = demo_config_dict(tmp_path / "out", quick=True)
+    cfg["labels"] = cfg["labels"][:1]
+    cfg["prediction"]["spatial"] = False
+    cfg["figures"] = False
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    cmd = [sys.executable, "-m", "backend", "run", str(tmp_path / "c.json"), "--quiet"]
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "finished on cpu" in first.stdout
+    before = (tmp_path / "out" / "run.json").read_text()
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 2 and "already holds files" in second.stderr
+    assert (tmp_path / "out" / "run.json").read_text() == before
+
+
+def test_cli_bad_input_exits_nonzero_and_writes_nothing(tmp_path) -> None:
+    cfg = demo_config_dict(tmp_path / "out", quick=True)
+    cfg["regions"]["id_field"] = "NOPE"
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    res = subprocess.run([sys.executable, "-m", "backend", "run", str(tmp_path / "c.json"), "--quiet"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2
+    assert "NOPE" in res.stderr and "GEO_ID" in res.stderr
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["c.json"]
+
+
+def test_cancel_from_another_thread_is_prompt(tmp_path) -> None:
+    progress = Progress()
+    timer = threading.Timer(0.5, progress.cancel)
+    timer.start()
+    with pytest.raises(Cancelled):
+        run_pipeline(demo_config(tmp_path / "run", quick=True), progress)
+    timer.cancel()
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,72 @@
+"""build_views: which views exist for which sources, chips on demand, vocabulary alignment, progress."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+from shapely.geometry import box
+
+from backend.errors import Cancelled
+from backend.io.city import CityData
+from backend.progress import Progress
+from backend.views import Views, build_views
+
+X0, Y0 = 550_000.0, 4_180_000.0
+NAME = "sf_landsat7_3857_30m"
+
+
+def test_sf_views(sf_city: CityData, sf_views: Views) -> None:
+    assert sf_views.available() == {"poi_counts", "image_stats", "poi_texts", "poi_points", "adjacency", "chips"}
+    assert sf_views.region_ids.equals(sf_city.regions.index) and len(sf_views) == 579
+    for table in sf_views.tables.values():
+        assert table.index.equals(sf_views.region_ids)
+    assert sf_views.areas_km2 is not None and sf_views.areas_km2.sum() == pytest.approx(123.35, abs=0.05)
+    assert sf_views.centroids is not None and sf_views.centroids.shape == (579, 2)
+    assert list(sf_views.chips) == [NAME] and list(sf_views.chip_masks) == [NAME]
+
+
+def test_chips_only_when_needed_and_missing_sources_mean_fewer_views(sf_city: CityData) -> None:
+    views = build_views(sf_city, report=[])
+    assert not views.chips and "image_stats" in views.tables
+    bare = build_views(dataclasses.replace(sf_city, pois=None, rasters=[]), needs={"chips"}, report=[])
+    assert bare.available() == {"adjacency"} and bare.areas_km2 is not None
+
+
+def test_vocabulary_aligns_columns(sf_city: CityData, sf_views: Views) -> None:
+    stats_cols = list(sf_views.tables["image_stats"].columns[:3]) + ["other_b1_mean"]
+    report: list[str] = []
+    views = build_views(
+        sf_city, vocabulary={"poi_counts": ["cafe", "museum"], "image_stats": stats_cols}, report=report
+    )
+    assert list(views.tables["poi_counts"].columns) == ["cafe", "museum"]
+    assert list(views.tables["image_stats"].columns) == stats_cols
+    assert (views.tables["image_stats"]["other_b1_mean"] == 0).all()
+    assert report == ["image_stats: 1 columns of the saved model are absent here and set to 0 (other_b1_mean)."]
+
+
+def test_mobility_and_landuse_views(toy_regions: gpd.GeoDataFrame) -> None:
+    regions = toy_regions.copy()
+    regions.index = pd.Index(["1", "2", "3", "4"], dtype="str", name="region_id")
+    od = pd.DataFrame({"origin": ["1", "2"], "destination": ["2", "1"], "count": [4.0, 6.0]})
+    landuse = gpd.GeoDataFrame({"landuse_class": ["park"]}, geometry=[box(X0, Y0, X0 + 200, Y0 + 100)], crs=regions.crs)
+    city = CityData(crs=regions.crs, regions=regions, od=od, landuse=landuse)
+    views = build_views(city, vocabulary={"landuse": ["park", "water", "uncovered"]})
+    assert views.available() == {"mobility", "landuse", "adjacency"}
+    assert views.mobility is not None and views.mobility.sum() == 10.0 and views.mobility[1, 0] == 6.0
+    assert list(views.tables["landuse"].columns) == ["park", "water", "uncovered"]
+    np.testing.assert_allclose(views.tables["landuse"]["park"], [1.0, 1.0, 0.0, 0.0])
+    np.testing.assert_allclose(views.areas_km2, 0.01)
+
+
+def test_progress_and_cancel(sf_city: CityData) -> None:
+    seen: list[float] = []
+    build_views(sf_city, progress=Progress(callback=lambda s, f, m: seen.append(f)), report=[])
+    assert seen[-1] == 1.0 and seen == sorted(seen)
+    progress = Progress()
+    progress.cancel()
+    with pytest.raises(Cancelled):
+        build_views(sf_city, progress=progress, report=[])

@@ -1,0 +1,171 @@
+"""Fixtures of the plugin tests (QGIS's Python: ``.venv/qgis``, run with QT_QPA_PLATFORM=offscreen).
+
+From pytest-qgis (5.x), configured in pytest.ini (``qgis_gui_enabled = false``):
+
+- ``qgis_app`` (session, autouse): the QgsApplication, initialised once, offscreen; its settings live
+  in ``<repo>/.qgis-settings`` (git-ignored), not in the user's profile.
+- ``qgis_iface``: a stub QgisInterface (map canvas, message bar that records messages, menus and
+  toolbar calls accepted).
+- ``qgis_new_project``: clears ``QgsProject.instance()`` before the test and returns it.
+
+From pytest-qt: ``qtbot`` (``waitUntil`` runs the Qt event loop, e.g. while a QgsTask runs).
+
+Defined here:
+
+- ``repo_root``: the plugin folder (the repository root).
+- ``backend_python``: the backend venv's interpreter; tests that need the real worker skip only when
+  it does not exist.
+- ``make_run_gpkg``: writes a small run GeoPackage following docs/protocol.md (12 square regions in
+  EPSG:32610, labels ``population`` and ``robbery``), so styling and rendering are tested without
+  running the backend.
+- ``run_gpkg``: one such GeoPackage in ``tmp_path/run_small/regionlens.gpkg``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+try:
+    import qgis.core  # noqa: F401 - only checks that this is QGIS's Python
+    from osgeo import gdal, ogr, osr
+except ImportError:  # another interpreter (e.g. the backend venv running `pytest tests`): nothing to run here
+    collect_ignore_glob = ["test_*.py"]
+else:
+    # QGIS computes raster statistics for the sample image's contrast stretch and GDAL would save them
+    # beside it (sf_landsat7_3857_30m.tif.aux.xml, inside the repository); tests must not write there.
+    gdal.SetConfigOption("GDAL_PAM_ENABLED", "NO")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BACKEND_PYTHON = REPO_ROOT / ".venv" / "backend" / "bin" / "python"
+
+GRID_COLUMNS, GRID_ROWS, CELL = 4, 3, 500.0  # 12 square regions of 500 m
+ORIGIN = (550_000.0, 4_180_000.0)  # San Francisco, UTM zone 10N
+N_CLUSTERS = 4
+EMB_DIM = 4
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The plugin folder (the repository root)."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def backend_python() -> Path:
+    """Interpreter of the backend venv (skip the test if it is not installed)."""
+    if not BACKEND_PYTHON.is_file():
+        pytest.skip(f"backend venv not installed ({BACKEND_PYTHON} missing); run `make venv-backend`")
+    return BACKEND_PYTHON
+
+
+def _square(i: int) -> ogr.Geometry:
+    col, row = i % GRID_COLUMNS, i // GRID_COLUMNS
+    x0, y0 = ORIGIN[0] + col * CELL, ORIGIN[1] + row * CELL
+    ring = ogr.Geometry(ogr.wkbLinearRing)
+    for x, y in ((x0, y0), (x0 + CELL, y0), (x0 + CELL, y0 + CELL), (x0, y0 + CELL), (x0, y0)):
+        ring.AddPoint_2D(x, y)
+    polygon = ogr.Geometry(ogr.wkbPolygon)
+    polygon.AddGeometry(ring)
+    return polygon
+
+
+def _layer(ds: ogr.DataSource, name: str, srs: osr.SpatialReference | None, fields: Sequence[tuple[str, int]]):
+    layer = ds.CreateLayer(name, srs, ogr.wkbPolygon if srs is not None else ogr.wkbNone)
+    assert layer is not None, f"cannot create layer {name}"
+    for field_name, field_type in fields:
+        assert layer.CreateField(ogr.FieldDefn(field_name, field_type)) == 0
+    return layer
+
+
+def _add(layer, values: dict, geometry: ogr.Geometry | None = None) -> None:
+    feature = ogr.Feature(layer.GetLayerDefn())
+    for key, value in values.items():
+        if value is None:
+            feature.SetFieldNull(key)
+        else:
+            feature.SetField(key, value)
+    if geometry is not None:
+        feature.SetGeometry(geometry)
+    assert layer.CreateFeature(feature) == 0
+
+
+def write_run_gpkg(folder: Path, labels: Sequence[str] = ("population", "robbery")) -> Path:
+    """Write ``folder/regionlens.gpkg`` with the layers of docs/protocol.md; return its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "regionlens.gpkg"
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path), options=["VERSION=1.3"])
+    assert ds is not None, f"cannot create {path}"
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32610)
+    n = GRID_COLUMNS * GRID_ROWS
+    ids = [f"r{i:02d}" for i in range(n)]
+
+    emb_fields = [("region_id", ogr.OFTString)] + [(f"emb_{j:03d}", ogr.OFTReal) for j in range(EMB_DIM)]
+    emb = _layer(ds, "embeddings", srs, emb_fields)
+    for i in range(n):
+        _add(emb, {"region_id": ids[i], **{f"emb_{j:03d}": math.sin(i + j) for j in range(EMB_DIM)}}, _square(i))
+
+    clusters = _layer(
+        ds,
+        "clusters",
+        srs,
+        [("region_id", ogr.OFTString), ("cluster", ogr.OFTInteger), ("cluster_label", ogr.OFTString)],
+    )
+    cluster_labels = ["cafe+ bank+", "b1_mean-", "school+", "bar+ b2_mean+"]
+    for i in range(n):
+        c = i % N_CLUSTERS
+        _add(clusters, {"region_id": ids[i], "cluster": c, "cluster_label": cluster_labels[c]}, _square(i))
+
+    pred_fields = [("region_id", ogr.OFTString)]
+    for label in labels:
+        pred_fields += [(f"{label}_obs", ogr.OFTReal), (f"{label}_pred", ogr.OFTReal), (f"{label}_res", ogr.OFTReal)]
+    predictions = _layer(ds, "predictions", srs, pred_fields)
+    for i in range(n):
+        row: dict = {"region_id": ids[i]}
+        for k, label in enumerate(labels):
+            obs = 1000.0 * (k + 1) + 150.0 * i
+            pred = obs + (-1) ** i * 40.0 * (i % 5)  # residuals of both signs
+            if i == n - 1:  # one missing label value, as the protocol allows
+                row.update({f"{label}_obs": None, f"{label}_pred": pred, f"{label}_res": None})
+            else:
+                row.update({f"{label}_obs": obs, f"{label}_pred": pred, f"{label}_res": obs - pred})
+        _add(predictions, row, _square(i))
+
+    metric_fields = [
+        ("method", ogr.OFTString), ("label", ogr.OFTString), ("target", ogr.OFTString), ("model", ogr.OFTString),
+        ("protocol", ogr.OFTString), ("n_regions", ogr.OFTInteger),
+    ] + [(f"{m}_{s}", ogr.OFTReal) for m in ("mae", "rmse", "r2") for s in ("mean", "std")]  # fmt: skip
+    metrics = _layer(ds, "metrics", None, metric_fields)
+    for label in labels:
+        for protocol in ("shuffled", "spatial"):
+            _add(metrics, {
+                "method": "baseline", "label": label, "target": "density", "model": "ridge", "protocol": protocol,
+                "n_regions": n, "mae_mean": 1.0, "mae_std": 0.1, "rmse_mean": 1.5, "rmse_std": 0.2,
+                "r2_mean": 0.4, "r2_std": 0.05,
+            })  # fmt: skip
+
+    profiles = _layer(
+        ds, "cluster_profiles", None,
+        [("cluster", ogr.OFTInteger), ("n_regions", ogr.OFTInteger), ("feature", ogr.OFTString),
+         ("mean", ogr.OFTReal), ("zscore", ogr.OFTReal)],
+    )  # fmt: skip
+    for c in range(N_CLUSTERS):
+        _add(profiles, {"cluster": c, "n_regions": 3, "feature": "cafe", "mean": 0.1 * c, "zscore": c - 1.5})
+    ds = None  # noqa: F841 - closes and flushes the GeoPackage
+    return path
+
+
+@pytest.fixture
+def make_run_gpkg() -> Callable[..., Path]:
+    """``make_run_gpkg(folder, labels=("population", "robbery")) -> Path`` (see write_run_gpkg)."""
+    return write_run_gpkg
+
+
+@pytest.fixture
+def run_gpkg(tmp_path: Path) -> Path:
+    """A small run GeoPackage at ``tmp_path/run_small/regionlens.gpkg``."""
+    return write_run_gpkg(tmp_path / "run_small")

@@ -1,0 +1,93 @@
+"""The plugin as QGIS loads it: classFactory, menus, sample data, opening results (plugin/main.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from qgis.core import Qgis, QgsProject, QgsRasterLayer, QgsVectorLayer
+
+from plugin import main as plugin_main
+from plugin.main import RegionLensPlugin
+from plugin.sample_data import SAMPLE_GROUP
+
+
+@pytest.fixture(scope="module")
+def installed_package(repo_root: Path) -> ModuleType:
+    """Import the repository root as QGIS does: a package named after the plugin folder."""
+    name = "regionlens"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        name, repo_root / "__init__.py", submodule_search_locations=[str(repo_root)]
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_class_factory_init_gui_unload(installed_package: ModuleType, qgis_iface) -> None:
+    plugin = installed_package.classFactory(qgis_iface)
+    assert type(plugin).__name__ == "RegionLensPlugin"
+    plugin.initGui()
+    assert [action.text() for action in plugin.actions] == ["Open run results\u2026", "Load sample data"]
+    assert not plugin.actions[0].icon().isNull()
+    plugin.unload()
+    assert plugin.actions == []
+
+
+def test_load_sample_data(qgis_iface, qgis_new_project: QgsProject) -> None:
+    plugin = RegionLensPlugin(qgis_iface)
+    plugin.initGui()
+    try:
+        plugin.sample_data_action.trigger()
+        group = qgis_new_project.layerTreeRoot().findGroup(SAMPLE_GROUP)
+        assert group is not None
+        layers = {node.layer().name(): node for node in group.findLayers()}
+        assert len(layers) == 4
+        for node in layers.values():
+            assert node.layer().isValid()
+        blocks = next(n.layer() for n in layers.values() if n.layer().name().startswith("Block groups"))
+        assert isinstance(blocks, QgsVectorLayer)
+        assert blocks.featureCount() == 579
+        assert "Population" in blocks.fields().names()
+        crimes = next(n for n in layers.values() if n.layer().name().startswith("Crime incidents"))
+        assert not crimes.itemVisibilityChecked()  # optional, added unchecked
+        assert any(isinstance(n.layer(), QgsRasterLayer) for n in layers.values())
+        assert qgis_new_project.crs().authid() == "EPSG:3857"
+        assert qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Success)
+    finally:
+        plugin.unload()
+
+
+def test_open_run_results_from_dialog(
+    qgis_iface,
+    qgis_new_project: QgsProject,
+    run_gpkg: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(plugin_main.QFileDialog, "getOpenFileName", lambda *args, **kwargs: (str(run_gpkg), ""))
+    plugin = RegionLensPlugin(qgis_iface)
+    plugin.initGui()
+    try:
+        plugin.open_results_action.trigger()
+        group = qgis_new_project.layerTreeRoot().findGroup("RegionLens \u2014 run_small")
+        assert group is not None
+        assert len(group.findLayers()) == 6
+        assert qgis_new_project.crs().authid() == "EPSG:32610"
+    finally:
+        plugin.unload()
+
+
+def test_open_run_results_reports_errors(qgis_iface, qgis_new_project: QgsProject, tmp_path: Path) -> None:
+    plugin = RegionLensPlugin(qgis_iface)
+    bar = qgis_iface.messageBar()
+    bar.clear_messages()
+    assert plugin.open_run_results(tmp_path / "missing" / "regionlens.gpkg") == {}
+    assert any("not found" in message for message in bar.get_messages(Qgis.MessageLevel.Critical))
+    assert not qgis_new_project.mapLayers()

@@ -1,0 +1,139 @@
+"""Loading a run GeoPackage as styled, file-backed layers (plugin/results.py, plugin/styling.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from osgeo import ogr
+from qgis.core import (
+    QgsCategorizedSymbolRenderer,
+    QgsGraduatedSymbolRenderer,
+    QgsProject,
+    QgsSingleSymbolRenderer,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtGui import QColor
+
+from plugin.results import LAYER_KEYS, gpkg_layer_names, label_names, load_run_outputs, run_group_name
+from plugin.styling import CLUSTER_COLOURS, cluster_colour, symmetric_breaks
+
+
+def test_load_run_outputs(qgis_new_project: QgsProject, run_gpkg: Path) -> None:
+    layers = load_run_outputs(run_gpkg, qgis_new_project)
+    assert list(layers) == list(LAYER_KEYS)
+
+    group = qgis_new_project.layerTreeRoot().findGroup("RegionLens \u2014 run_small")
+    assert group is not None
+    assert run_group_name(run_gpkg) == group.name()
+    assert [node.layer() for node in group.findLayers()] == [layers[key] for key in LAYER_KEYS]
+    visible = {key for key in LAYER_KEYS if group.findLayer(layers[key].id()).itemVisibilityChecked()}
+    assert visible == {"clusters"}
+
+    for key, layer in layers.items():
+        table = "predictions" if key == "residuals" else key
+        assert layer.isValid(), key
+        assert layer.providerType() == "ogr"
+        assert layer.source() == f"{run_gpkg.resolve()}|layername={table}"
+        assert qgis_new_project.mapLayer(layer.id()) is layer
+    assert layers["metrics"].isSpatial() is False
+    assert layers["metrics"].featureCount() == 4
+    assert layers["cluster_profiles"].isSpatial() is False
+    assert layers["clusters"].crs().authid() == "EPSG:32610"
+
+
+def test_clusters_are_categorized(qgis_new_project: QgsProject, run_gpkg: Path) -> None:
+    layer = load_run_outputs(run_gpkg, qgis_new_project)["clusters"]
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsCategorizedSymbolRenderer)
+    assert renderer.classAttribute() == "cluster"
+    categories = renderer.categories()
+    assert [c.value() for c in categories] == [0, 1, 2, 3]
+    assert categories[0].label() == "Cluster 0 \u2014 cafe+ bank+"
+    assert [c.symbol().color().name() for c in categories] == CLUSTER_COLOURS[:4]
+    outline = categories[0].symbol().symbolLayer(0).strokeWidth()
+    assert 0 < outline <= 0.2  # thin outline
+    assert layer.labelsEnabled()
+    assert layer.labeling().settings().fieldName == "cluster"
+
+
+def test_predictions_and_residuals(qgis_new_project: QgsProject, run_gpkg: Path) -> None:
+    layers = load_run_outputs(run_gpkg, qgis_new_project)
+    predictions, residuals = layers["predictions"], layers["residuals"]
+    assert label_names(predictions) == ["population", "robbery"]
+
+    renderer = predictions.renderer()
+    assert isinstance(renderer, QgsGraduatedSymbolRenderer)
+    assert renderer.classAttribute() == "population_pred"
+    assert len(renderer.ranges()) == 5
+    assert renderer.ranges()[0].lowerValue() == pytest.approx(1000.0)  # the minimum prediction
+
+    renderer = residuals.renderer()
+    assert isinstance(renderer, QgsGraduatedSymbolRenderer)
+    assert renderer.classAttribute() == "population_res"
+    ranges = renderer.ranges()
+    assert len(ranges) == 7
+    lowers = [r.lowerValue() for r in ranges]
+    uppers = [r.upperValue() for r in ranges]
+    assert lowers[0] == pytest.approx(-uppers[-1])  # symmetric around 0
+    assert lowers[3] == pytest.approx(-uppers[3])  # the middle class straddles 0
+    assert uppers[-1] == pytest.approx(160.0)  # the largest |residual| in the fixture
+    for i in range(3):
+        assert lowers[i] == pytest.approx(-uppers[6 - i])
+    first, middle, last = (ranges[i].symbol().color() for i in (0, 3, 6))
+    assert first.red() > first.blue()  # red: over-predicted
+    assert last.blue() > last.red()  # blue: under-predicted
+    assert min(middle.red(), middle.green(), middle.blue()) > 220  # near white
+    assert residuals.name().startswith("Residuals population")
+
+    assert isinstance(layers["embeddings"].renderer(), QgsSingleSymbolRenderer)
+
+
+def test_choose_label(qgis_new_project: QgsProject, run_gpkg: Path) -> None:
+    layers = load_run_outputs(run_gpkg, qgis_new_project, label="robbery", group_name="mine")
+    assert layers["predictions"].renderer().classAttribute() == "robbery_pred"
+    assert layers["residuals"].renderer().classAttribute() == "robbery_res"
+    assert qgis_new_project.layerTreeRoot().findGroup("mine") is not None
+    with pytest.raises(ValueError, match="population, robbery"):
+        load_run_outputs(run_gpkg, qgis_new_project, label="crime")
+
+
+def test_missing_or_foreign_geopackage(qgis_new_project: QgsProject, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        load_run_outputs(tmp_path / "nope" / "regionlens.gpkg", qgis_new_project)
+    other = tmp_path / "other.gpkg"
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(other))
+    ds.CreateLayer("roads", None, ogr.wkbNone).CreateField(ogr.FieldDefn("name", ogr.OFTString))
+    ds = None
+    with pytest.raises(ValueError, match="no RegionLens layers"):
+        load_run_outputs(other, qgis_new_project)
+    assert not qgis_new_project.mapLayers()
+
+
+def test_save_default_styles(qgis_new_project: QgsProject, run_gpkg: Path) -> None:
+    load_run_outputs(run_gpkg, qgis_new_project, save_styles=True)
+    ds = ogr.Open(str(run_gpkg))
+    assert "layer_styles" in [ds.GetLayer(i).GetName() for i in range(ds.GetLayerCount())]
+    ds = None
+    assert "layer_styles" not in gpkg_layer_names(run_gpkg)  # QGIS hides it from the layer list
+    reopened = QgsVectorLayer(f"{run_gpkg}|layername=clusters", "clusters", "ogr")  # loads the default style
+    assert isinstance(reopened.renderer(), QgsCategorizedSymbolRenderer)
+    assert reopened.renderer().classAttribute() == "cluster"
+
+
+def test_symmetric_breaks() -> None:
+    assert symmetric_breaks([]) == [0.25, 0.5, 0.75, 1.0]
+    b = symmetric_breaks([-4.0, -1.0, 0.5, 2.0, 3.0, -8.0])
+    assert b[-1] == 8.0
+    assert all(0 < x < y for x, y in zip(b[:-1], b[1:], strict=True))
+    assert symmetric_breaks([2.0, 2.0, -2.0]) == [0.5, 1.0, 1.5, 2.0]  # equal steps when quartiles tie
+
+
+def test_cluster_colours_are_distinct() -> None:
+    assert len(set(CLUSTER_COLOURS)) == len(CLUSTER_COLOURS) == 20
+    assert CLUSTER_COLOURS[:10] == [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+        "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    ]  # fmt: skip
+    assert cluster_colour(3) == QColor("#d62728")
+    assert cluster_colour(25).isValid()

@@ -20,23 +20,33 @@ __all__ = ["main"]
 
 
 def _terminal_progress(quiet: bool) -> tuple[Progress, Callable[[], None]]:
-    """A Progress drawing a bar on stderr; returns it and a function closing the bar."""
+    """A Progress drawing a bar on stderr (one line per stage when stderr is not a terminal)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=1000, file=sys.stderr, disable=quiet, bar_format="{l_bar}{bar}| {elapsed} {postfix}",
-               dynamic_ncols=True)
+    interactive = sys.stderr.isatty() and not quiet
+    bar = tqdm(total=1000, file=sys.stderr, disable=not interactive, mininterval=0.2,
+               bar_format="{l_bar}{bar}| {elapsed} {postfix}", dynamic_ncols=True)
     lock = threading.Lock()
+    last_stage = {"name": ""}
 
     def on_progress(stage: str, fraction: float, message: str) -> None:
         with lock:
-            bar.set_description_str(stage[:28].ljust(28))
-            bar.n = int(fraction * 1000)
-            bar.set_postfix_str(message[:40], refresh=False)
-            bar.refresh()
+            if interactive:
+                bar.set_description_str(stage[:28].ljust(28), refresh=False)
+                bar.set_postfix_str(message[:40], refresh=False)
+                bar.update(int(fraction * 1000) - bar.n)
+            elif not quiet and stage != last_stage["name"]:
+                last_stage["name"] = stage
+                print(f"[{fraction:4.0%}] {stage}", file=sys.stderr, flush=True)
 
     def on_log(message: str) -> None:
+        if quiet:
+            return
         with lock:
-            bar.write(f"  {message}", file=sys.stderr) if not quiet else None
+            if interactive:
+                bar.write(f"  {message}", file=sys.stderr)
+            else:
+                print(f"       {message}", file=sys.stderr, flush=True)
 
     return Progress(callback=on_progress, log_callback=on_log), bar.close
 

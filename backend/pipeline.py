@@ -75,18 +75,27 @@ def _peak_rss_mb() -> float:
     return rss / 1024.0 if sys.platform != "darwin" else rss / 1024.0 / 1024.0
 
 
-def _profile_features(views: Any) -> pd.DataFrame:
-    """Interpretable per-region features for cluster profiles: POI category shares, image statistics,
-    land-use shares."""
+def _profile_features(views: Any, min_support: float = 0.05) -> pd.DataFrame:
+    """Interpretable per-region features for cluster profiles.
+
+    POI category shares (categories present in at least ``min_support`` of the regions, so that a
+    category seen once does not name a cluster), the mean of every image band and land-use shares.
+    """
     parts = []
     counts = views.tables.get("poi_counts")
     if counts is not None and counts.shape[1]:
+        support = (counts > 0).mean(axis=0)
+        common = counts.loc[:, support >= min_support]
         total = counts.sum(axis=1).replace(0, np.nan)
-        parts.append(counts.div(total, axis=0).fillna(0.0))
-    for name in ("image_stats", "landuse"):
-        table = views.tables.get(name)
-        if table is not None and table.shape[1]:
-            parts.append(table)
+        if common.shape[1]:
+            parts.append(common.div(total, axis=0).fillna(0.0).add_prefix("poi_"))
+    image = views.tables.get("image_stats")
+    if image is not None and image.shape[1]:
+        keep = [c for c in image.columns if c.endswith("_mean")]
+        parts.append(image[keep or list(image.columns)])
+    landuse = views.tables.get("landuse")
+    if landuse is not None and landuse.shape[1]:
+        parts.append(landuse.add_prefix("lu_"))
     if not parts:
         return pd.DataFrame(index=views.region_ids)
     return pd.concat(parts, axis=1)
@@ -110,13 +119,12 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None) -> RunResult:
         InputError, ConfigError, OutputError: On bad input, configuration or output folder (nothing written).
         Cancelled: If cancelled through ``progress`` (nothing written).
     """
+    from backend.io.city import read_city
+    from backend.models import get_embedder
     from backend.tasks.clustering import cluster, cluster_labels, cluster_profiles
     from backend.tasks.prediction import evaluate_label
     from backend.tasks.targets import make_target
     from backend.views.build import build_views
-
-    from backend.io.city import read_city
-    from backend.models import get_embedder
 
     progress = progress or Progress()
     t_start = time.perf_counter()

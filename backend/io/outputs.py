@@ -61,6 +61,9 @@ class OutputFolder:
             self.staging = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent))
         except OSError as exc:
             raise OutputError(f"Cannot write into {self.target.parent}: {exc.strerror}.") from exc
+        umask = os.umask(0)
+        os.umask(umask)
+        self.staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; results are ordinary folders
         self.committed = False
 
     def __enter__(self) -> OutputFolder:

@@ -1,11 +1,13 @@
 """Baseline embedder: the raw views, standardised, weighted equally, concatenated and reduced by PCA.
 
 Every result table shows this beside the learned methods so that what learning adds is measured,
-not assumed. Count-like views (POI counts, mobility rows) are log1p-transformed first; each view is
-standardised column-wise and divided by the square root of its width so that a wide view (70 POI
-categories) does not outvote a narrow one (15 image statistics). Optionally the features of regions
-whose centroids lie within ``neighbourhood_m`` metres are averaged and appended (a spatial lag), a
-cheap context signal that needs no training.
+not assumed. Each view is centred and scaled so that it carries a total variance of one, so a wide view
+(70 POI categories) does not outvote a narrow one (15 image statistics). Continuous views (image
+statistics, land-use shares) are standardised column by column first. Count-like views (POI counts,
+mobility rows) are log1p-transformed and scaled as a whole: standardising every category column would
+blow a category seen once in the city up to a z-score of about sqrt(N) and let single rare POIs drive
+the embedding. Optionally the features of regions whose centroids lie within ``neighbourhood_m`` metres
+are averaged and appended (a spatial lag), a cheap context signal that needs no training.
 """
 
 from __future__ import annotations
@@ -64,9 +66,8 @@ class BaselineEmbedder(Embedder):
         for view in self.vocabulary:
             mat = self._block(views, view)
             width = len(self._mean[view])
-            # A view missing at transform time contributes its fitted mean (z-score 0).
-            z = np.zeros((len(views), width)) if mat is None else (mat - self._mean[view]) / self._std[view]
-            parts.append(z / np.sqrt(width))
+            # A view missing at transform time contributes its fitted mean (zero after centring).
+            parts.append(np.zeros((len(views), width)) if mat is None else (mat - self._mean[view]) / self._std[view])
         x = np.hstack(parts)
         if self.params.neighbourhood_m > 0 and views.centroids is not None:
             x = np.hstack([x, _neighbour_mean(x, np.asarray(views.centroids), self.params.neighbourhood_m)])
@@ -86,7 +87,11 @@ class BaselineEmbedder(Embedder):
             assert mat is not None  # the view is present at fit time
             std = mat.std(axis=0)
             self._mean[view] = mat.mean(axis=0)
-            self._std[view] = np.where(std > 1e-12, std, 1.0)
+            if view in _COUNT_VIEWS:  # one scale for the whole view: total variance 1
+                total = float(np.sqrt((std**2).sum()))
+                self._std[view] = np.full(mat.shape[1], total if total > 1e-12 else 1.0)
+            else:  # standardise each column, then total variance 1
+                self._std[view] = np.where(std > 1e-12, std, 1.0) * np.sqrt(mat.shape[1])
         progress.update(0.5, "standardised views")
         x = self._stack(views)
         x_mean = x.mean(axis=0)

@@ -1,6 +1,6 @@
 """Clustering of region embeddings, choice of k by silhouette, and readable cluster profiles.
 
-Embeddings are standardised (each dimension to zero mean and unit variance) and clustered with
+Embeddings are centred (not rescaled: their geometry is what the method learned) and clustered with
 k-means (k-means++ initialisation, several restarts, seeded) or Ward agglomerative clustering. When k
 is ``"auto"``, every k in ``[k_min, k_max]`` is scored with the silhouette coefficient (Rousseeuw,
 1987, "Silhouettes: a graphical aid to the interpretation and validation of cluster analysis") and the
@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
-from sklearn.preprocessing import StandardScaler
 
 from backend.errors import InputError
 
@@ -53,7 +52,7 @@ class ClusterResult:
     Attributes:
         labels: 0-based cluster of every region (input order); cluster 0 is the largest.
         k: Number of clusters.
-        silhouette: Silhouette coefficient of ``labels`` on the standardised embeddings (NaN if undefined).
+        silhouette: Silhouette coefficient of ``labels`` on the centred embeddings (NaN if undefined).
         scores: k -> silhouette for every k tried when k was ``"auto"`` (empty otherwise).
         method: ``"kmeans"`` or ``"agglomerative"``.
     """
@@ -65,7 +64,7 @@ class ClusterResult:
     method: str = "kmeans"
 
 
-def _standardise(X: np.ndarray) -> np.ndarray:  # noqa: N803
+def _centre(X: np.ndarray) -> np.ndarray:  # noqa: N803
     xa = np.asarray(X, dtype=float)
     if xa.ndim == 1:
         xa = xa[:, None]
@@ -73,7 +72,9 @@ def _standardise(X: np.ndarray) -> np.ndarray:  # noqa: N803
         raise ValueError(f"X must be a non-empty N x d array; got shape {xa.shape}.")
     if not np.isfinite(xa).all():
         raise ValueError("X holds NaN or infinite values; embeddings must be finite.")
-    return StandardScaler().fit_transform(xa)
+    # Centred only: the embedding's own geometry is what the method learned; per-dimension scaling would
+    # give a PCA embedding's noisiest last component as much weight as its first.
+    return xa - xa.mean(axis=0)
 
 
 def _silhouette(xs: np.ndarray, labels: np.ndarray, seed: int) -> float:
@@ -146,7 +147,7 @@ def suggest_k(
     seed: int = 0,
     method: str = "kmeans",
 ) -> tuple[int, dict[int, float]]:
-    """Number of clusters with the best silhouette on the standardised embeddings.
+    """Number of clusters with the best silhouette on the (centred) embeddings.
 
     Args:
         X: N x d embeddings.
@@ -164,7 +165,7 @@ def suggest_k(
     """
     if method not in CLUSTER_METHODS:
         raise ValueError(f"Unknown clustering method '{method}'; use one of {CLUSTER_METHODS}.")
-    xs = _standardise(X)
+    xs = _centre(X)
     scores = _scores(xs, _k_range(xs, k_min, k_max), method, seed)
     return _best(scores), scores
 
@@ -186,7 +187,7 @@ def cluster(
     k_max: int = 12,
     seed: int = 0,
 ) -> ClusterResult:
-    """Cluster the standardised embeddings.
+    """Cluster the embeddings (centred, not rescaled).
 
     Args:
         X: N x d embeddings.
@@ -207,7 +208,7 @@ def cluster(
     """
     if method not in CLUSTER_METHODS:
         raise ValueError(f"Unknown clustering method '{method}'; use one of {CLUSTER_METHODS}.")
-    xs = _standardise(X)
+    xs = _centre(X)
     scores: dict[int, float] = {}
     if k == "auto":
         scores = _scores(xs, _k_range(xs, k_min, k_max), method, seed)

@@ -1,11 +1,17 @@
 """Benchmark: the baseline embedder on the bundled San Francisco sample city.
 
-Prints a table of wall time per stage and peak memory (RSS) for the whole job, and the R2 of the
-baseline embedding beside two reference feature sets measured in the same run on the same folds:
-the raw views without PCA (what the embedding compresses) and a constant predictor (R2 = 0 by
-definition under out-of-fold evaluation, a sanity floor). Labels are log1p densities (per km2).
+Runs the whole demo job once (all stages, figures off) and prints wall time per stage and the peak
+memory (RSS) of the process. Then, on the same views, targets and folds, compares the baseline
+embedding with reference feature sets measured in the same run:
 
-Usage: .venv/backend/bin/python bench/baseline.py [--repeats 3] [--json OUT.json]
+- raw views without PCA (what the baseline compresses),
+- image statistics alone and log1p POI counts alone (each view on its own),
+- the baseline with the 1 km neighbourhood mean appended (``neighbourhood_m = 1000``).
+
+Ridge (penalty by inner CV on the training folds), out-of-fold, 5-fold shuffled and spatially blocked
+CV repeated over seeds; targets are log1p densities (per km2). Usage:
+
+    .venv/backend/bin/python bench/baseline.py [--repeats 3] [--dim 32] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backend.demo import demo_config  # noqa: E402
+from backend.models import get_embedder  # noqa: E402
 from backend.pipeline import run_pipeline  # noqa: E402
 from backend.progress import Progress  # noqa: E402
 
@@ -49,45 +56,49 @@ def main() -> int:
         result = run_pipeline(cfg, Progress())
         total = time.perf_counter() - t0
         manifest = json.loads(Path(result.run_json).read_text())
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-        # Raw views (no PCA) on the same protocol, for comparison.
-        city = read_city(cfg)
-        views = build_views(city)
-        raw = np.hstack([t.to_numpy(dtype=float) for t in views.tables.values()])
-        raw = np.nan_to_num(raw)
-        rows = []
-        for spec in cfg.labels:
-            target = make_target(city.labels[spec.name].reindex(views.region_ids), spec, views.areas_km2, None)
-            idx = views.region_ids.get_indexer(target.y.index)
-            res = evaluate_label(raw[idx], target.y.to_numpy(), np.asarray(views.centroids)[idx], models=("ridge",),
+    city = read_city(cfg)
+    views = build_views(city)
+    feature_sets = {
+        f"baseline d={args.dim}": get_embedder("baseline", dim=args.dim).fit_transform(views).to_numpy(),
+        f"baseline d={args.dim} + 1 km mean": get_embedder("baseline", dim=args.dim, neighbourhood_m=1000.0)
+        .fit_transform(views).to_numpy(),
+        "raw views (no PCA)": np.nan_to_num(np.hstack([t.to_numpy(dtype=float) for t in views.tables.values()])),
+        "image statistics only": views.tables["image_stats"].to_numpy(dtype=float),
+        "log1p POI counts only": np.log1p(views.tables["poi_counts"].to_numpy(dtype=float)),
+    }
+    rows = []
+    for spec in cfg.labels:
+        target = make_target(city.labels[spec.name].reindex(views.region_ids), spec, views.areas_km2, None)
+        idx = views.region_ids.get_indexer(target.y.index)
+        for name, x in feature_sets.items():
+            res = evaluate_label(x[idx], target.y.to_numpy(), np.asarray(views.centroids)[idx], models=("ridge",),
                                  folds=cfg.prediction.folds, repeats=args.repeats, spatial=True, seed=cfg.seed)
             for rec in res.metrics.to_dict("records"):
-                rows.append({"method": "raw views (no PCA)", "label": spec.name, **rec})
+                rows.append({"features": name, "label": spec.name, **rec})
 
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\nBaseline on the SF sample city ({manifest['n_regions']} regions, views {', '.join(manifest['views'])})")
-    print(f"device {result.device}; total {total:.1f} s; peak RSS {peak_mb:.0f} MB\n")
+    print(f"\nBaseline on the SF sample city: {manifest['n_regions']} regions, views {', '.join(manifest['views'])}")
+    print(f"device {result.device}; whole job {total:.1f} s (ridge + gbm, {args.repeats} repeats, both protocols); "
+          f"peak RSS {peak_mb:.0f} MB\n")
     print(f"{'stage':24s} {'seconds':>8s}")
     for stage, sec in manifest["timings_s"].items():
         print(f"{stage:24s} {sec:8.2f}")
-    print(f"\nR2 (mean ± std over {args.repeats} repeats of {cfg.prediction.folds}-fold CV; ridge; log1p density)")
-    head = f"baseline d={args.dim}"
-    print(f"{'label':12s} {'protocol':9s} {head:>16s} {'raw views':>16s} {'gbm on baseline':>16s}")
-    table = {}
-    for m in result.metrics:
-        table[(m["label"], m["protocol"], m["model"])] = (m["r2_mean"], m["r2_std"])
-    raw_table = {(r["label"], r["protocol"]): (r["r2_mean"], r["r2_std"]) for r in rows}
-    for spec in cfg.labels:
-        for protocol in ("shuffled", "spatial"):
-            b = table.get((spec.name, protocol, "ridge"), (np.nan, np.nan))
-            g = table.get((spec.name, protocol, "gbm"), (np.nan, np.nan))
-            r = raw_table.get((spec.name, protocol), (np.nan, np.nan))
-            print(f"{spec.name:12s} {protocol:9s} {b[0]:8.3f} ± {b[1]:5.3f} {r[0]:8.3f} ± {r[1]:5.3f} "
-                  f"{g[0]:8.3f} ± {g[1]:5.3f}")
+    for protocol in ("shuffled", "spatial"):
+        print(f"\nR2, {protocol} {cfg.prediction.folds}-fold CV, mean ± std over {args.repeats} repeats "
+              "(ridge, log1p density per km2)")
+        labels = [s.name for s in cfg.labels]
+        print(f"{'features':34s}" + "".join(f"{lab:>16s}" for lab in labels))
+        for name in feature_sets:
+            cells = []
+            for lab in labels:
+                r = next(r for r in rows if r["features"] == name and r["label"] == lab and r["protocol"] == protocol)
+                cells.append(f"{r['r2_mean']:8.3f} ± {r['r2_std']:.3f}")
+            print(f"{name:34s}" + "".join(f"{c:>16s}" for c in cells))
     if args.json:
         Path(args.json).write_text(json.dumps({"timings_s": manifest["timings_s"], "total_s": total,
-                                               "peak_rss_mb": peak_mb, "metrics": result.metrics,
-                                               "raw_views": rows}, indent=2, default=float))
+                                               "peak_rss_mb": peak_mb, "pipeline_metrics": result.metrics,
+                                               "comparison": rows}, indent=2, default=float))
     return 0
 
 

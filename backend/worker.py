@@ -82,6 +82,10 @@ class Worker:
 
             cfg = config_from_dict(params)
             return run_pipeline(cfg, progress).to_dict()
+        if action in {"cluster", "predict"}:
+            from backend.jobs import run_cluster_job, run_predict_job
+
+            return (run_cluster_job if action == "cluster" else run_predict_job)(params, progress)
         if action == "sleep":
             seconds = float(params.get("seconds", 1.0))
             progress.stage("sleep", 0.0, 1.0)
@@ -114,7 +118,7 @@ class Worker:
                 self._progress.cancel()
         elif action == "shutdown":
             return False
-        elif action in {"run", "sleep", "info"}:
+        elif action in {"run", "cluster", "predict", "sleep", "info"}:
             if self._job is not None and self._job.is_alive():
                 self.emit({"id": req_id, "event": "error", "kind": "busy",
                            "message": "A job is already running; cancel it or wait.", "traceback": ""})

@@ -1,0 +1,215 @@
+"""Jobs on an existing embedding layer: cluster it, or predict a label from it.
+
+These back the Processing algorithms ``regionlens:cluster`` and ``regionlens:predict`` and the worker
+actions of the same names. The embedding layer is any polygon layer with an id field and numeric
+columns ``emb_000`` ... (what a RegionLens run writes). Each job writes one new GeoPackage atomically
+(a temporary file renamed into place) and never replaces an existing file unless asked to.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from backend.config import LabelSpec, RegionsSource
+from backend.errors import ConfigError, InputError, OutputError
+from backend.io.outputs import write_layer, write_table
+from backend.progress import Progress
+
+__all__ = ["ClusterJob", "PredictJob", "run_cluster_job", "run_predict_job", "read_embedding_layer"]
+
+_EMB = re.compile(r"^emb_\d+$")
+
+
+@dataclass
+class ClusterJob:
+    """Parameters of the ``cluster`` action."""
+
+    embeddings: str  # path of the embedding layer (GeoPackage or any OGR format)
+    output: str  # GeoPackage file to write (layers clusters, cluster_profiles)
+    id_field: str = "region_id"
+    layer: str | None = None
+    k: int | str = "auto"
+    k_min: int = 2
+    k_max: int = 12
+    method: str = "kmeans"
+    seed: int = 0
+    overwrite: bool = False
+
+
+@dataclass
+class PredictJob:
+    """Parameters of the ``predict`` action."""
+
+    embeddings: str
+    output: str  # GeoPackage file to write (layers predictions, metrics)
+    label_field: str  # numeric field holding the label
+    labels: str | None = None  # layer holding the label field; default: the embedding layer itself
+    labels_layer: str | None = None
+    labels_id_field: str | None = None  # default: id_field
+    label_name: str | None = None  # output column prefix; default: the label field
+    id_field: str = "region_id"
+    layer: str | None = None
+    target: str = "count"  # count, density or rate
+    per_field: str | None = None
+    log1p: bool = False
+    models: list[str] = field(default_factory=lambda: ["ridge"])
+    folds: int = 5
+    repeats: int = 3
+    spatial: bool = True
+    seed: int = 0
+    overwrite: bool = False
+
+
+def _job(cls: type, params: dict[str, Any]) -> Any:
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ConfigError(f"Unknown parameters {unknown}; allowed: {sorted(known)}.")
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise ConfigError(f"Incomplete parameters: {exc}.") from exc
+
+
+def read_embedding_layer(path: str, id_field: str, layer: str | None, report: list[str]) -> tuple[gpd.GeoDataFrame,
+                                                                                                   np.ndarray]:
+    """Read an embedding layer: the regions (metric CRS, index ``region_id``) and the N x d matrix.
+
+    Raises:
+        InputError: If the layer cannot be read as regions or has no numeric ``emb_`` columns.
+    """
+    from backend.io.vectors import read_regions
+
+    regions, _ = read_regions(RegionsSource(path=path, id_field=id_field, layer=layer), report)
+    cols = [c for c in regions.columns if _EMB.match(str(c))]
+    if not cols:
+        raise InputError(f"{path}: no embedding columns (emb_000, emb_001, ...) found. Choose a layer written by "
+                         "RegionLens (the 'embeddings' layer).")
+    values = regions[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values).all(axis=1)
+    if bad.any():
+        raise InputError(f"{path}: {int(bad.sum())} regions have missing or non-numeric embedding values.")
+    return regions, values
+
+
+class _AtomicGpkg:
+    """A temporary GeoPackage next to ``target``, renamed onto it when the job succeeds."""
+
+    def __init__(self, target: str, overwrite: bool) -> None:
+        self.target = Path(target).expanduser().resolve()
+        if self.target.suffix.lower() != ".gpkg":
+            raise OutputError(f"Output {self.target} must be a GeoPackage file ending in .gpkg.")
+        if self.target.exists() and not overwrite:
+            raise OutputError(f"Output {self.target} exists; choose another file or allow replacing it. "
+                              "Nothing was changed.")
+        parent = self.target.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"Cannot create {parent}: {exc.strerror}. Choose a folder you can write to.") from exc
+        if not os.access(parent, os.W_OK):
+            raise OutputError(f"Cannot write into {parent} (permission denied). Choose a folder you can write to.")
+        self.tmp = parent / f".{self.target.stem}.tmp-{os.getpid()}.gpkg"
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> Path:
+        return self.tmp
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.target)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def run_cluster_job(params: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
+    """Cluster an embedding layer; returns ``{"output", "k", "silhouette", "sizes", "seconds"}``."""
+    from backend.tasks.clustering import cluster, cluster_labels, cluster_profiles
+
+    job: ClusterJob = _job(ClusterJob, params)
+    progress = progress or Progress()
+    t0 = time.perf_counter()
+    out = _AtomicGpkg(job.output, job.overwrite)
+    progress.stage("read embeddings", 0.0, 0.2)
+    report: list[str] = []
+    regions, x = read_embedding_layer(job.embeddings, job.id_field, job.layer, report)
+    progress.stage("cluster", 0.2, 0.8)
+    res = cluster(x, k=job.k, method=job.method, k_min=job.k_min, k_max=job.k_max, seed=job.seed)
+    # Profiles over the layer's other numeric fields when it has some, else over the embedding dimensions.
+    numeric = regions.drop(columns="geometry").select_dtypes("number")
+    others = numeric[[c for c in numeric.columns if not _EMB.match(str(c))]]
+    profiles = cluster_profiles(res.labels, others if others.shape[1] else numeric)
+    texts = cluster_labels(profiles)
+    progress.stage("write", 0.8, 1.0)
+    frame = gpd.GeoDataFrame({"cluster": res.labels.astype(int),
+                              "cluster_label": [texts.get(int(c), "") for c in res.labels]},
+                             geometry=regions.geometry.values, crs=regions.crs, index=regions.index)
+    with out as tmp:
+        write_layer(frame, tmp, "clusters")
+        write_table(profiles, tmp, "cluster_profiles")
+    progress.update(1.0, "done")
+    return {"output": str(out.target), "k": res.k, "silhouette": float(res.silhouette),
+            "sizes": np.bincount(res.labels).tolist(), "report": report,
+            "seconds": round(time.perf_counter() - t0, 3), "params": asdict(job)}
+
+
+def run_predict_job(params: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
+    """Predict a label from an embedding layer out of fold; returns output path and metrics rows."""
+    from backend.io.labels import PER_SUFFIX, read_labels
+    from backend.io.vectors import read_regions
+    from backend.tasks.prediction import evaluate_label
+    from backend.tasks.targets import make_target
+
+    job: PredictJob = _job(PredictJob, params)
+    progress = progress or Progress()
+    t0 = time.perf_counter()
+    out = _AtomicGpkg(job.output, job.overwrite)
+    progress.stage("read", 0.0, 0.1)
+    report: list[str] = []
+    regions, x = read_embedding_layer(job.embeddings, job.id_field, job.layer, report)
+    name = job.label_name or re.sub(r"[^A-Za-z0-9_]", "_", job.label_field)
+    spec = LabelSpec(name=name, field=job.label_field, target=job.target, per_field=job.per_field, log1p=job.log1p)
+    if job.labels:
+        label_regions, _ = read_regions(RegionsSource(path=job.labels, id_field=job.labels_id_field or job.id_field,
+                                                      layer=job.labels_layer), report)
+    else:
+        label_regions = regions
+    raw_all = read_labels([spec], label_regions, regions.crs, report)
+    raw = raw_all[name].reindex(regions.index)
+    unmatched = int((~regions.index.isin(raw_all.index)).sum())
+    if unmatched:
+        report.append(f"{unmatched} regions of the embedding layer have no row in the label layer.")
+    per = raw_all.get(f"{name}{PER_SUFFIX}")
+    areas = regions.geometry.area / 1e6
+    target = make_target(raw, spec, areas, None if per is None else per.reindex(regions.index))
+    if target.n_dropped:
+        report.append(f"label '{name}': {target.n_dropped} regions have no usable value and are left out.")
+    rows = regions.index.get_indexer(target.y.index)
+    coords = np.column_stack([regions.geometry.centroid.x, regions.geometry.centroid.y])
+    progress.stage("predict", 0.1, 0.9)
+    result = evaluate_label(x[rows], target.y.to_numpy(), coords[rows], models=tuple(job.models), folds=job.folds,
+                            repeats=job.repeats, spatial=job.spatial, seed=job.seed, progress=progress)
+    metrics = result.metrics.copy()
+    metrics.insert(0, "target", target.description)
+    metrics.insert(0, "label", name)
+    metrics.insert(0, "method", "embeddings")
+    pred = target.inverse(pd.Series(result.oof[job.models[0]], index=target.y.index)).reindex(regions.index)
+    progress.stage("write", 0.9, 1.0)
+    frame = gpd.GeoDataFrame({f"{name}_obs": raw.astype(float), f"{name}_pred": pred,
+                              f"{name}_res": raw.astype(float) - pred},
+                             geometry=regions.geometry.values, crs=regions.crs, index=regions.index)
+    with out as tmp:
+        write_layer(frame, tmp, "predictions")
+        write_table(metrics, tmp, "metrics")
+    progress.update(1.0, "done")
+    return {"output": str(out.target), "label": name, "metrics": metrics.to_dict("records"), "report": report,
+            "seconds": round(time.perf_counter() - t0, 3), "params": asdict(job)}

@@ -1,14 +1,17 @@
 """The plugin class QGIS loads: toolbar button and Plugins-menu entries.
 
-For now: "Load sample data" and "Open run results…"; the run dialog arrives with its own module and
-calls :meth:`RegionLensPlugin.start_run`, which keeps the running tasks referenced (a QgsTask whose
-Python object is collected while running crashes QGIS).
+The toolbar button ("Run RegionLens…") shows or hides the run dock (:mod:`.ui.run_dock`); the menu
+also holds "Open run results…" and "Load sample data". The dock calls
+:meth:`RegionLensPlugin.start_run`, which keeps the running tasks referenced (a QgsTask whose Python
+object is collected while running crashes QGIS), loads the results and reports in the message bar with
+a "Details" button (the run log, or the worker's traceback and error output).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qgis.core import (
     Qgis,
@@ -19,6 +22,7 @@ from qgis.core import (
     QgsProject,
     QgsRectangle,
 )
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QFileDialog
 
@@ -27,10 +31,18 @@ try:  # Qt6 (QGIS 4): QAction lives in QtGui
 except ImportError:  # Qt5 (QGIS 3)
     from qgis.PyQt.QtWidgets import QAction
 
+from . import setup as backend_setup
+from .export import VECTOR_LAYER_TYPE, ExportResult, export_layer_dialog
+from .processing import RegionLensProvider
 from .results import load_run_outputs
 from .sample_data import load_sample_data
 from .settings import Setting
 from .tasks import LOG_TAG, PLUGIN_ROOT, RunCancelled, RunFailed, RunOutcome, RunParameters, RunSucceeded, RunTask
+from .ui.messages import push_message
+from .ui.run_dock import RunDock
+
+if TYPE_CHECKING:  # the explorer (numpy, matplotlib) is imported when first opened
+    from .explorer import EmbeddingExplorer
 
 __all__ = ["RegionLensPlugin"]
 
@@ -50,32 +62,104 @@ class RegionLensPlugin:
         self.tasks: list[RunTask] = []  # running tasks, referenced until they finish
         self.open_results_action: QAction | None = None
         self.sample_data_action: QAction | None = None
+        self.run_action: QAction | None = None  # "Run RegionLens…": shows/hides the run dock (toolbar)
+        self.run_dock: RunDock | None = None  # created on first use
+        self.provider: RegionLensProvider | None = None  # Processing provider, while registered
+        self.setup_action: QAction | None = None  # "Set up backend…"
+        self.options_factory: backend_setup.RegionLensOptionsFactory | None = None  # Settings › Options page
+        self.explorer_action: QAction | None = None  # "Embedding explorer"
+        self.export_action: QAction | None = None  # "Export layer…" (Plugins menu)
+        self.layer_export_action: QAction | None = None  # "Export layer…" in the layer tree's context menu
+        self.explorer: EmbeddingExplorer | None = None  # created on first use
 
     # ------------------------------------------------------------------ QGIS plugin API
 
+    def initProcessing(self) -> None:  # noqa: N802 - QGIS API
+        """Register the Processing provider (``regionlens:embed``, ``:cluster``, ``:predict``).
+
+        Headless QGIS (``qgis_process``) calls only this; :meth:`initGui` calls it first. Idempotent.
+        """
+        if self.provider is not None:
+            return
+        provider = RegionLensProvider()
+        if QgsApplication.processingRegistry().addProvider(provider):
+            self.provider = provider
+        else:
+            QgsMessageLog.logMessage(
+                "Could not register the RegionLens Processing provider (is another copy of the plugin loaded?).",
+                LOG_TAG, Qgis.MessageLevel.Warning,
+            )  # fmt: skip
+
     def initGui(self) -> None:  # noqa: N802 - QGIS API
-        """Create the menu entries and the toolbar button."""
+        """Register the Processing provider; create the menu entries and the toolbar button."""
+        self.initProcessing()
         icon = QIcon(str(PLUGIN_ROOT / "resources" / "icon.svg"))
+        self.run_action = self._add_action(
+            icon, "Run RegionLens\u2026", self.toggle_run_dock, toolbar=True,
+            tip="Open the RegionLens run dock: regions, POIs, imagery, labels, methods, output folder",
+        )  # fmt: skip
         self.open_results_action = self._add_action(
-            icon, "Open run results\u2026", self.open_run_results, toolbar=True,
+            icon, "Open run results\u2026", self.open_run_results,
             tip="Load a RegionLens run (regionlens.gpkg) as styled layers",
         )  # fmt: skip
         self.sample_data_action = self._add_action(
             icon, "Load sample data", self.load_sample_data,
             tip="Add the bundled San Francisco sample city (block groups, POIs, Landsat image)",
         )  # fmt: skip
+        self.explorer_action = self._add_action(
+            icon, "Embedding explorer", self.open_explorer,
+            tip="Plot the embeddings in 2-D, coloured by cluster; select in the plot to select on the map",
+        )  # fmt: skip
+        self.export_action = self._add_action(
+            icon, "Export layer\u2026", self.export_layer,
+            tip="Export a layer to a shapefile (field names shortened, and listed) or a GeoPackage",
+        )  # fmt: skip
+        self.layer_export_action = QAction(icon, "Export layer\u2026", self.iface.mainWindow())
+        self.layer_export_action.triggered.connect(lambda _checked=False: self.export_layer())
+        self.iface.addCustomActionForLayerType(self.layer_export_action, "RegionLens", VECTOR_LAYER_TYPE, True)
+        self.setup_action = self._add_action(
+            icon, "Set up backend\u2026", self.show_setup_dialog,
+            tip="Create the RegionLens backend environment (PyTorch; CUDA build when an NVIDIA GPU is found)",
+        )  # fmt: skip
+        self.options_factory = backend_setup.RegionLensOptionsFactory(open_setup=self.show_setup_dialog)
+        self.iface.registerOptionsWidgetFactory(self.options_factory)
 
     def unload(self) -> None:
-        """Remove the menu entries and the toolbar button; cancel running tasks."""
+        """Remove the menu entries, the toolbar button and the Processing provider; cancel running tasks."""
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
         for task in list(self.tasks):
             task.cancel()
+        if self.run_dock is not None:
+            self.run_dock.disconnect_project()
+            self.iface.removeDockWidget(self.run_dock)
+            self.run_dock.deleteLater()
+            self.run_dock = None
+        if self.explorer is not None:
+            self.explorer.close()
+            self.iface.removeDockWidget(self.explorer)
+            self.explorer.deleteLater()
+            self.explorer = None
+        if self.layer_export_action is not None:
+            self.iface.removeCustomActionForLayerType(self.layer_export_action)
+            self.layer_export_action.deleteLater()
+            self.layer_export_action = None
         for action in self.actions:
             self.iface.removePluginMenu(MENU, action)
             self.iface.removeToolBarIcon(action)
             action.deleteLater()
         self.actions.clear()
+        self.explorer_action = None
+        self.export_action = None
         self.open_results_action = None
         self.sample_data_action = None
+        self.run_action = None
+        self.setup_action = None
+        if self.options_factory is not None:
+            self.iface.unregisterOptionsWidgetFactory(self.options_factory)
+            self.options_factory = None
+        backend_setup.close_setup_dialog()  # cancels a running backend installation
 
     # ------------------------------------------------------------------ actions
 
@@ -96,6 +180,19 @@ class RegionLensPlugin:
         )
         return layers
 
+    def toggle_run_dock(self) -> RunDock:
+        """Show the run dock (created on first use), or hide it when it is already showing."""
+        if self.run_dock is None:
+            self.run_dock = RunDock(self, self.iface.mainWindow())
+            self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.run_dock)
+            self.run_dock.show()
+        elif self.run_dock.isVisible():
+            self.run_dock.hide()
+        else:
+            self.run_dock.show()
+            self.run_dock.raise_()
+        return self.run_dock
+
     def open_run_results(self, path: str | Path | None = None) -> dict[str, QgsMapLayer]:
         """Ask for a ``regionlens.gpkg`` (unless ``path`` is given) and load it styled."""
         if path is None:
@@ -113,6 +210,32 @@ class RegionLensPlugin:
         Setting.LAST_RESULTS_DIR.set(str(path.parent.parent))
         return self._load_results(path)
 
+    def open_explorer(self, embeddings=None, clusters=None) -> EmbeddingExplorer | None:
+        """Show the embedding explorer (created on first use) for these layers, default the latest run's.
+
+        Returns:
+            The explorer, or ``None`` when matplotlib is missing (said in the message bar).
+        """
+        try:
+            from .explorer import open_explorer
+        except ImportError as exc:  # numpy, in a broken Python
+            self.iface.messageBar().pushCritical("RegionLens", f"The embedding explorer cannot start: {exc}")
+            return None
+        try:
+            self.explorer = open_explorer(self.iface, embeddings, clusters, explorer=self.explorer)
+        except ImportError as exc:  # matplotlib missing: the message says what to install
+            self.iface.messageBar().pushCritical("RegionLens", str(exc))
+            return None
+        if self.explorer.data is None:
+            self.iface.messageBar().pushInfo(
+                "RegionLens", "No RegionLens embeddings in this project yet: open run results or run RegionLens."
+            )
+        return self.explorer
+
+    def export_layer(self, layer: QgsMapLayer | None = None) -> ExportResult | None:
+        """Ask for a layer (default: the active one), a format and a file; export; list renamed fields."""
+        return export_layer_dialog(self.iface, layer)
+
     def start_run(self, params: RunParameters, on_done: Callable[[RunOutcome], None] | None = None) -> RunTask:
         """Run the backend in a QgsTask; load the results when it succeeds.
 
@@ -128,6 +251,18 @@ class RegionLensPlugin:
         self.tasks.append(task)
         QgsApplication.taskManager().addTask(task)
         return task
+
+    def ensure_backend(self, on_ready: Callable[[Path], object] | None = None) -> bool:
+        """First use: True when a backend interpreter exists; else open the setup dialog and return False.
+
+        Call it before anything needs the worker (opening the run dock, starting a run). ``on_ready`` is
+        called with the new interpreter once the setup succeeds.
+        """
+        return backend_setup.ensure_backend(self.iface.mainWindow(), on_ready, self.iface.messageBar())
+
+    def show_setup_dialog(self) -> backend_setup.SetupDialog:
+        """Open the backend setup dialog (modeless; one per session)."""
+        return backend_setup.show_setup_dialog(self.iface.mainWindow())
 
     # ------------------------------------------------------------------ helpers
 
@@ -159,6 +294,8 @@ class RegionLensPlugin:
                 project.setCrs(first.crs())
             self._zoom_to(first)
         self.iface.messageBar().pushSuccess("RegionLens", f"Loaded {len(layers)} layers from {gpkg}.")
+        if self.explorer is not None and "embeddings" in layers:  # an open explorer follows the new run
+            self.explorer.set_layers(layers["embeddings"], layers.get("clusters"))
         return layers
 
     def _run_finished(self, task: RunTask, outcome: RunOutcome, on_done: Callable[[RunOutcome], None] | None) -> None:
@@ -171,8 +308,18 @@ class RegionLensPlugin:
                 Qgis.MessageLevel.Success,
             )  # fmt: skip
             self._load_results(outcome.gpkg)
+            push_message(
+                bar, f"finished on {outcome.device} in {outcome.seconds:.1f} s", Qgis.MessageLevel.Success,
+                details=_run_log(task, outcome), details_title="RegionLens run log", parent=self.iface.mainWindow(),
+            )  # fmt: skip
         elif isinstance(outcome, RunFailed):
-            bar.pushCritical("RegionLens", f"The run failed ({outcome.kind}): {outcome.message} Details in the log.")
+            first = (outcome.message.strip().splitlines() or [outcome.kind])[0]
+            details = "\n\n".join(part for part in (outcome.message.strip(), outcome.details.strip()) if part)
+            push_message(
+                bar, f"the run failed ({outcome.kind}): {first}", Qgis.MessageLevel.Critical,
+                details=details or "No details.", details_title="RegionLens: worker log and traceback",
+                parent=self.iface.mainWindow(),
+            )  # fmt: skip
         elif isinstance(outcome, RunCancelled):
             bar.pushInfo("RegionLens", outcome.message)
         if on_done is not None:
@@ -190,3 +337,17 @@ class RegionLensPlugin:
         extent.scale(1.05)
         canvas.setExtent(extent)
         canvas.refresh()
+
+
+def _run_log(task: RunTask, outcome: RunSucceeded) -> str:
+    """What the "Details" button of a finished run shows: outputs, then the worker's log lines."""
+    result = outcome.result
+    lines = [
+        f"Finished on {outcome.device} in {outcome.seconds:.1f} s.",
+        f"Results: {result.get('output_dir', outcome.gpkg.parent)}",
+        f"GeoPackage: {outcome.gpkg}",
+    ]
+    if result.get("run_json"):
+        lines.append(f"Run manifest: {result['run_json']}")
+    lines += ["", "Log:"] + [f"  {line}" for line in task.status.log]
+    return "\n".join(lines)

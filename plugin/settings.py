@@ -15,6 +15,7 @@ class Setting(enum.Enum):
 
     BACKEND_PYTHON = "regionlens/backend_python"  # interpreter of the backend venv ("" = find it)
     LAST_RESULTS_DIR = "regionlens/last_results_dir"  # folder the "Open run results" dialog starts in
+    SETUP_BASE_PYTHON = "regionlens/setup_base_python"  # interpreter the setup dialog last built the backend from
 
     @property
     def default(self) -> Any:
@@ -37,4 +38,5 @@ class Setting(enum.Enum):
 _DEFAULTS: dict[Setting, Any] = {
     Setting.BACKEND_PYTHON: "",
     Setting.LAST_RESULTS_DIR: "",
+    Setting.SETUP_BASE_PYTHON: "",
 }

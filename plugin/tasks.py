@@ -115,6 +115,13 @@ class RunTask(QgsTask):
         self.on_finished = on_finished
         self.outcome: RunOutcome | None = None
         self.status = _Status()
+        self.client: WorkerClient | None = None  # the running worker's client (set in run())
+
+    @property
+    def worker_pid(self) -> int | None:
+        """Process id of the backend worker while the task runs (``None`` before it starts)."""
+        client = self.client
+        return client.pid if client is not None else None
 
     def run(self) -> bool:
         """Task thread: start the worker, run, map events; never touches the GUI."""
@@ -123,6 +130,7 @@ class RunTask(QgsTask):
             return False
         started = time.monotonic()
         client = WorkerClient(self.params.backend_python, self.params.plugin_root, on_stderr=self._log_stderr)
+        self.client = client
         try:
             client.start(timeout=self.params.start_timeout)
             result = client.run_job(
@@ -167,11 +175,11 @@ class RunTask(QgsTask):
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
         if kind == "progress":
+            self.status.stage = str(event.get("stage", ""))  # before setProgress: its listeners read it
+            self.status.message = str(event.get("message", ""))
             fraction = event.get("fraction")
             if isinstance(fraction, (int, float)):
                 self.setProgress(100.0 * min(max(float(fraction), 0.0), 1.0))
-            self.status.stage = str(event.get("stage", ""))
-            self.status.message = str(event.get("message", ""))
         elif kind == "log":
             message = str(event.get("message", ""))
             self.status.log.append(message)

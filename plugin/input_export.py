@@ -1,0 +1,128 @@
+"""Export a run's vector inputs to GeoPackages the backend worker reads.
+
+The worker cannot read QGIS layers (memory layers, filtered layers, database or web layers), so every
+chosen vector layer is written to ``<inputs folder>/<role>.gpkg`` with only the fields the run needs
+(``QgsVectorFileWriter.writeAsVectorFormatV3``, in the layer's own CRS; the backend reprojects).
+Rasters and the OD table are referenced by their file paths.
+
+The inputs folder is ``<output folder>_inputs`` (:func:`plugin.parameters.inputs_dir_for`), a sibling
+of the results folder: the backend writes the results folder atomically and refuses one that already
+holds files, so nothing may be put inside it before the run. The inputs folder holds a marker file
+(:data:`MARKER`) so that RegionLens only ever clears a folder it wrote itself, and ``config.json``, the
+run configuration (``python -m backend run <inputs folder>/config.json`` repeats the run). It is kept
+after a successful or failed run and removed when the run is cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from qgis.core import QgsProject, QgsVectorFileWriter, QgsVectorLayer
+
+__all__ = ["MARKER", "InputExporter", "remove_exported_inputs", "remove_stale_staging"]
+
+#: File that marks a folder as written by RegionLens (safe to clear).
+MARKER = ".regionlens-inputs"
+
+
+class InputExporter:
+    """Write layers into one inputs folder.
+
+    Args:
+        folder: The inputs folder (created; cleared first if RegionLens wrote it before).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder).expanduser().resolve()
+        self.written: list[Path] = []
+
+    def prepare(self) -> None:
+        """Create the folder, or empty it if it is a previous RegionLens inputs folder.
+
+        Raises:
+            ValueError: If the folder holds files RegionLens did not write, or cannot be created.
+        """
+        if self.folder.exists():
+            if not self.folder.is_dir():
+                raise ValueError(f"{self.folder} is a file; cannot export the run's inputs there.")
+            if any(self.folder.iterdir()):
+                if not (self.folder / MARKER).is_file():
+                    raise ValueError(f"{self.folder} holds files RegionLens did not write; not touching it.")
+                shutil.rmtree(self.folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / MARKER).write_text("Inputs exported by the RegionLens plugin.\n", encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"Cannot create the inputs folder {self.folder}: {exc.strerror or exc}.") from exc
+
+    def export(self, layer: QgsVectorLayer, name: str, fields: list[str]) -> Path:
+        """Write ``layer`` (all features, only ``fields``) to ``<folder>/<name>.gpkg``.
+
+        Args:
+            layer: The source layer (read on the calling thread).
+            name: File and layer name (letters, digits, underscores).
+            fields: Field names to keep (missing names are ignored; duplicates once).
+
+        Returns:
+            The GeoPackage's path.
+
+        Raises:
+            ValueError: If QGIS cannot write the file.
+        """
+        path = self.folder / f"{name}.gpkg"
+        indices = []
+        for field_name in dict.fromkeys(f for f in fields if f):
+            idx = layer.fields().indexFromName(field_name)
+            if idx >= 0:
+                indices.append(idx)
+        options = QgsVectorFileWriter.SaveVectorOptions()
+        options.driverName = "GPKG"
+        options.layerName = name
+        options.fileEncoding = "UTF-8"
+        options.attributes = indices
+        options.actionOnExistingFile = QgsVectorFileWriter.ActionOnExistingFile.CreateOrOverwriteFile
+        context = QgsProject.instance().transformContext()
+        result = QgsVectorFileWriter.writeAsVectorFormatV3(layer, str(path), context, options)
+        error, message = result[0], result[1]
+        if error != QgsVectorFileWriter.WriterError.NoError:
+            raise ValueError(f"Cannot export layer '{layer.name()}' to {path}: {message or error}.")
+        self.written.append(path)
+        return path
+
+    def finish(self, config: dict[str, Any]) -> Path:
+        """Write the run configuration next to the inputs (``config.json``); returns its path."""
+        path = self.folder / "config.json"
+        path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+        return path
+
+
+def remove_exported_inputs(folder: str | Path) -> bool:
+    """Delete an inputs folder if (and only if) RegionLens wrote it; returns whether it did."""
+    path = Path(folder)
+    if path.is_dir() and (path / MARKER).is_file():
+        shutil.rmtree(path, ignore_errors=True)
+        return not path.exists()
+    return False
+
+
+def remove_stale_staging(output_dir: str | Path) -> list[Path]:
+    """Remove the backend's staging folders (``.<name>.tmp-*``) left by a worker that was killed.
+
+    The backend writes a run into such a hidden sibling of the results folder and renames it into
+    place when complete; a killed worker cannot clean it up. Only call this after the run's worker
+    has exited.
+
+    Returns:
+        The folders removed.
+    """
+    out = Path(output_dir).expanduser().resolve()
+    removed = []
+    if out.parent.is_dir():
+        for staging in out.parent.glob(f".{out.name}.tmp-*"):
+            if staging.is_dir():
+                shutil.rmtree(staging, ignore_errors=True)
+                removed.append(staging)
+    return removed

@@ -1,0 +1,683 @@
+"""What the planner chose in the run dock, checked before the run and turned into a run configuration.
+
+The flow reads in one line::
+
+    RunDock -> RunChoices -> validate() -> to_run_config() -> tasks.RunParameters -> tasks.RunTask
+
+:class:`RunChoices` refers to layers of the current project by id and to fields by name (what the
+project stores). :func:`validate` explains every invalid choice in words before anything runs, cheaply
+(field types, ``uniqueValues``, feature counts, folder checks; no feature is read twice).
+:func:`to_run_config` exports the chosen vector layers (see :mod:`.input_export`) and builds the dict
+that ``backend/config.py`` reads.
+
+Methods come from one registry, :data:`METHODS`: name -> default dimension and parameters. It holds the
+baseline from the start and is filled from the backend's ``info`` answer when the backend answers, so a
+method added to the backend appears in the dock without touching the plugin.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    QgsMapLayer,
+    QgsMapLayerType,
+    QgsProject,
+    QgsProviderRegistry,
+    QgsRasterLayer,
+    QgsVectorLayer,
+    QgsWkbTypes,
+)
+
+__all__ = [
+    "DEVICES",
+    "METHODS",
+    "PREDICTION_MODELS",
+    "TARGETS",
+    "LabelChoice",
+    "MethodChoice",
+    "MethodInfo",
+    "MethodRegistry",
+    "RunChoices",
+    "inputs_dir_for",
+    "label_name",
+    "raster_path",
+    "sources_of",
+    "to_run_config",
+    "validate",
+]
+
+#: Devices the backend accepts (``auto``: CUDA, then MPS, then CPU).
+DEVICES = ("auto", "cpu", "cuda")
+#: Targets offered for labels (``rate`` needs a denominator field; the CLI offers it).
+TARGETS = ("count", "density")
+#: Regressors of the evaluation (``backend/config.py`` PredictionSpec.models).
+PREDICTION_MODELS = ("ridge", "gbm")
+
+_LABEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,30}")
+
+
+# ---------------------------------------------------------------------------------------- choices
+
+
+@dataclass
+class LabelChoice:
+    """One quantity to predict: a numeric field of the region layer, or points counted per region."""
+
+    field: str = ""  # numeric field of the region layer ("" when points_layer_id is used)
+    points_layer_id: str = ""  # id of a point layer counted per region ("" when field is used)
+    target: str = "density"  # "count" or "density" (per km2)
+    log1p: bool = True  # model log1p(target); predictions come back in the label's own units
+    name: str = ""  # column prefix in the outputs; derived from the field or layer name when empty
+
+
+@dataclass
+class MethodChoice:
+    """One embedding method to run."""
+
+    name: str  # registry name, e.g. "baseline"
+    dim: int = 32  # embedding size
+    params: dict[str, Any] = field(default_factory=dict)  # method parameters (defaults from the registry)
+
+
+@dataclass
+class RunChoices:
+    """Everything the run dock holds; layers by id, fields by name (stored per project)."""
+
+    region_layer_id: str = ""  # polygon layer of the regions
+    region_id_field: str = ""  # unique, non-empty region identifier
+    poi_layer_id: str = ""  # point layer of POIs ("" = none)
+    poi_category_field: str = ""  # POI category (e.g. amenity)
+    poi_name_field: str = ""  # optional POI name ("" = none)
+    raster_layer_ids: list[str] = field(default_factory=list)  # imagery: local raster files, zero or more
+    od_path: str = ""  # origin-destination CSV ("" = none)
+    od_origin_field: str = "origin"  # CSV column of the origin region id
+    od_destination_field: str = "destination"  # CSV column of the destination region id
+    od_count_field: str = "count"  # CSV column of the trip count
+    landuse_layer_id: str = ""  # polygon layer of land use ("" = none)
+    landuse_class_field: str = ""  # land-use class field
+    labels: list[LabelChoice] = field(default_factory=list)  # quantities to predict (may be empty)
+    methods: list[MethodChoice] = field(default_factory=lambda: [METHODS.choice("baseline")])  # first = primary
+    cluster_k: int = 0  # number of clusters; 0 = auto (best silhouette)
+    prediction_models: list[str] = field(default_factory=lambda: ["ridge"])  # ridge and/or gbm
+    folds: int = 5  # K of the K-fold cross-validation
+    repeats: int = 3  # shuffled K-fold repeated over this many seeds
+    spatial: bool = True  # also spatially blocked folds
+    device: str = "auto"  # auto, cpu or cuda
+    seed: int = 0  # random seed of every stage
+    output_dir: str = ""  # results folder (written atomically by the backend)
+    overwrite: bool = False  # replace an existing, non-empty results folder
+
+
+# ---------------------------------------------------------------------------------------- methods
+
+
+@dataclass
+class MethodInfo:
+    """Defaults and needs of one method, as the backend's ``info`` describes it."""
+
+    name: str  # registry name
+    title: str  # human name
+    dim: int = 32  # default embedding size
+    params: dict[str, Any] = field(default_factory=dict)  # default parameters
+    views: list[str] = field(default_factory=list)  # views the method can learn from
+    min_views: int = 1  # how many of them it needs
+
+
+#: The baseline as the backend defines it (backend/models/baseline.py); used until ``info`` answers.
+BASELINE = MethodInfo(
+    name="baseline",
+    title="Baseline (views standardised, concatenated, PCA)",
+    dim=32,
+    params={"log1p_counts": True, "neighbourhood_m": 0.0},
+    views=["poi_counts", "image_stats", "landuse", "mobility"],
+    min_views=1,
+)
+
+
+class MethodRegistry:
+    """Method name -> :class:`MethodInfo`; the one place the plugin learns which methods exist."""
+
+    def __init__(self) -> None:
+        self._methods: dict[str, MethodInfo] = {BASELINE.name: replace(BASELINE, params=dict(BASELINE.params))}
+        self.from_backend = False  # True once update_from_info() has run
+        self.info: dict[str, Any] | None = None  # the backend's last ``info`` answer
+
+    def names(self) -> list[str]:
+        """Method names, baseline first, then in the backend's order."""
+        return list(self._methods)
+
+    def get(self, name: str) -> MethodInfo | None:
+        """The method's description, or ``None`` if unknown."""
+        return self._methods.get(name)
+
+    def choice(self, name: str) -> MethodChoice:
+        """A :class:`MethodChoice` with the method's defaults.
+
+        Raises:
+            KeyError: If the method is unknown.
+        """
+        info = self._methods[name]
+        return MethodChoice(info.name, info.dim, dict(info.params))
+
+    def update_from_info(self, info: dict[str, Any]) -> None:
+        """Take the methods of a backend ``info`` answer (docs/protocol.md); keeps the baseline first."""
+        methods = info.get("methods")
+        if not isinstance(methods, dict):
+            return
+        self.info = info
+        for name, desc in methods.items():
+            if not isinstance(desc, dict):
+                continue
+            known = self._methods.get(name)
+            dim = desc.get("dim", known.dim if known else 32)
+            self._methods[str(name)] = MethodInfo(
+                name=str(name),
+                title=str(desc.get("title") or name),
+                dim=int(dim) if isinstance(dim, (int, float)) and not isinstance(dim, bool) else 32,
+                params=dict(desc.get("params") or {}),
+                views=[str(v) for v in desc.get("views") or []],
+                min_views=int(desc.get("min_views", 1) or 1),
+            )
+        self.from_backend = True
+
+    def reset(self) -> None:
+        """Back to the baseline only (tests)."""
+        self.__init__()
+
+
+#: The single method registry of the plugin.
+METHODS = MethodRegistry()
+
+
+def view_source(view: str) -> str | None:
+    """Which input a backend view is built from: ``pois``, ``rasters``, ``landuse``, ``od``, ``regions``."""
+    if view.startswith("poi"):
+        return "pois"
+    if view.startswith("image") or view == "chips":
+        return "rasters"
+    if view.startswith("landuse"):
+        return "landuse"
+    if view == "mobility":
+        return "od"
+    if view == "adjacency":
+        return "regions"
+    return None
+
+
+def sources_of(choices: RunChoices) -> set[str]:
+    """The inputs the choices provide (``regions`` always)."""
+    have = {"regions"}
+    if choices.poi_layer_id:
+        have.add("pois")
+    if choices.raster_layer_ids:
+        have.add("rasters")
+    if choices.od_path:
+        have.add("od")
+    if choices.landuse_layer_id:
+        have.add("landuse")
+    return have
+
+
+_SOURCE_WORDS = {"pois": "a POI layer", "rasters": "a raster", "od": "an OD table", "landuse": "a land-use layer"}
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def label_name(text: str, taken: Iterable[str] = ()) -> str:
+    """A valid, unused output label name from a field or layer name (``Crime incidents`` -> ``crime_incidents``)."""
+    base = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
+    if not base or not base[0].isalpha():
+        base = f"label_{base}".rstrip("_")
+    base = base[:31]
+    used = set(taken)
+    name, n = base, 2
+    while name in used:
+        suffix = f"_{n}"
+        name = base[: 31 - len(suffix)] + suffix
+        n += 1
+    return name
+
+
+def resolved_label_names(choices: RunChoices, project: QgsProject | None = None) -> list[str]:
+    """The label names the run will use, in order (explicit names kept, others derived and de-duplicated)."""
+    project = project or QgsProject.instance()
+    names: list[str] = []
+    for lab in choices.labels:
+        if lab.name:
+            names.append(lab.name)
+            continue
+        if lab.field:
+            source = lab.field
+        else:
+            layer = project.mapLayer(lab.points_layer_id) if lab.points_layer_id else None
+            source = layer.name() if layer is not None else "points"
+        names.append(label_name(source, names))
+    return names
+
+
+def raster_path(layer: QgsMapLayer) -> Path | None:
+    """The local file behind a GDAL raster layer, or ``None`` (WMS, XYZ, /vsicurl/, ...)."""
+    if layer.type() != QgsMapLayerType.RasterLayer or layer.providerType() != "gdal":
+        return None
+    parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
+    path = str(parts.get("path") or "")
+    if not path or path.startswith("/vsi"):
+        return None
+    p = Path(path)
+    return p if p.is_file() else None
+
+
+def inputs_dir_for(output_dir: str | Path) -> Path:
+    """Where the plugin exports a run's inputs: the sibling folder ``<output folder>_inputs``.
+
+    Not inside the results folder: the backend writes that folder atomically (staged next to it and
+    renamed into place) and refuses one that already holds files. The inputs folder is kept after a
+    run, so ``run.json``'s configuration stays reproducible with ``python -m backend run``.
+    """
+    out = Path(output_dir).expanduser()
+    return out.parent / f"{out.name}_inputs"
+
+
+def _vector(project: QgsProject, layer_id: str) -> QgsVectorLayer | None:
+    layer = project.mapLayer(layer_id) if layer_id else None
+    return layer if isinstance(layer, QgsVectorLayer) and layer.isValid() else None
+
+
+def _field_names(layer: QgsVectorLayer) -> list[str]:
+    return list(layer.fields().names())
+
+
+def _is_null(value: Any) -> bool:
+    if value is None:
+        return True
+    is_null = getattr(value, "isNull", None)  # QVariant NULL (PyQt5) or the NULL sentinel
+    if callable(is_null):
+        try:
+            if is_null():
+                return True
+        except TypeError:
+            pass
+    return str(value).strip() in {"", "NULL"}
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _folder_problem(path: Path, what: str) -> str | None:
+    """Why ``path`` cannot become a folder we write into (``None`` if it can)."""
+    if path.exists() and not path.is_dir():
+        return f"The {what} {path} is a file; choose a folder."
+    anchor = _nearest_existing(path)
+    if not anchor.is_dir():
+        return f"The {what} {path} cannot be created: {anchor} is a file, not a folder."
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        return f"The {what} {path} is not writable (no permission to write into {anchor})."
+    return None
+
+
+def _csv_header(path: Path) -> list[str] | None:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            sample = handle.readline()
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    return [c.strip() for c in next(csv.reader([sample], dialect), [])]
+
+
+# ---------------------------------------------------------------------------------------- validate
+
+
+def validate(
+    choices: RunChoices,
+    project: QgsProject | None = None,
+    backend_info: dict[str, Any] | None = None,
+) -> list[str]:
+    """Every reason the run cannot start, in words a planner understands; empty if it can.
+
+    Checks (cheap: field types, ``uniqueValues``, feature counts, folder tests): the region layer
+    (chosen, polygons, not empty, with a CRS) and its id field (exists, no NULL, no duplicates); the
+    POI layer (points) and its fields; rasters (local files); the OD table (exists, has the columns);
+    the land-use layer (polygons) and its class field; labels (numeric fields, point layers, unique
+    names); methods (known, and at least one input each can learn from); clustering k (>= 2 or
+    auto); the evaluation settings; the device; the output folder (writable; empty unless
+    ``overwrite``) and the inputs folder beside it.
+
+    Args:
+        choices: What the dock holds.
+        project: The project the layer ids refer to (default: ``QgsProject.instance()``).
+        backend_info: The backend's ``info`` answer, if known (to check that CUDA exists).
+
+    Returns:
+        Human-readable messages, in the order of the dock's sections.
+    """
+    project = project or QgsProject.instance()
+    problems: list[str] = []
+    regions = _check_regions(choices, project, problems)
+    _check_pois(choices, project, problems)
+    _check_rasters(choices, project, problems)
+    _check_od(choices, problems)
+    _check_landuse(choices, project, problems)
+    _check_labels(choices, project, regions, problems)
+    _check_methods(choices, problems)
+    _check_settings(choices, backend_info, problems)
+    _check_output(choices, problems)
+    return problems
+
+
+def _check_regions(choices: RunChoices, project: QgsProject, problems: list[str]) -> QgsVectorLayer | None:
+    """Region layer and id field; returns the layer when it is usable."""
+    regions = _vector(project, choices.region_layer_id)
+    if regions is None:
+        problems.append("Choose a region layer (polygons with an id field).")
+        return None
+    if regions.geometryType() != QgsWkbTypes.GeometryType.PolygonGeometry:
+        problems.append(f"The region layer '{regions.name()}' is not a polygon layer; choose polygons.")
+        return None
+    if regions.featureCount() == 0:
+        problems.append(f"The region layer '{regions.name()}' has no features.")
+        return None
+    if not regions.crs().isValid():
+        problems.append(f"The region layer '{regions.name()}' has no coordinate reference system; set one.")
+    id_field = choices.region_id_field
+    idx = regions.fields().indexFromName(id_field) if id_field else -1
+    if not id_field:
+        problems.append("Choose the region id field.")
+    elif idx < 0:
+        problems.append(
+            f"The region layer has no field '{id_field}' (fields: {', '.join(_field_names(regions))})."
+        )
+    else:
+        values = regions.uniqueValues(idx)
+        count = regions.featureCount()
+        if any(_is_null(v) for v in values):
+            problems.append(f"The id field '{id_field}' has empty (NULL) values; every region needs an id.")
+        elif count >= 0 and len(values) < count:
+            problems.append(
+                f"The id field '{id_field}' has duplicate values ({len(values)} distinct ids for {count} "
+                "regions); choose a unique field."
+            )
+    return regions
+
+
+def _check_pois(choices: RunChoices, project: QgsProject, problems: list[str]) -> None:
+    if not choices.poi_layer_id:
+        return
+    pois = _vector(project, choices.poi_layer_id)
+    if pois is None:
+        problems.append("The chosen POI layer is no longer in the project.")
+        return
+    if pois.geometryType() != QgsWkbTypes.GeometryType.PointGeometry:
+        problems.append(f"The POI layer '{pois.name()}' is not a point layer; choose points.")
+        return
+    names = _field_names(pois)
+    if not choices.poi_category_field:
+        problems.append("Choose the POI category field.")
+    elif choices.poi_category_field not in names:
+        problems.append(
+            f"The POI layer has no field '{choices.poi_category_field}' (fields: {', '.join(names)})."
+        )
+    if choices.poi_name_field and choices.poi_name_field not in names:
+        problems.append(f"The POI layer has no name field '{choices.poi_name_field}'.")
+
+
+def _check_rasters(choices: RunChoices, project: QgsProject, problems: list[str]) -> None:
+    for layer_id in choices.raster_layer_ids:
+        layer = project.mapLayer(layer_id)
+        if not isinstance(layer, QgsRasterLayer):
+            problems.append("A chosen raster is no longer in the project.")
+        elif raster_path(layer) is None:
+            problems.append(f"The raster '{layer.name()}' is not a local file (GeoTIFF); save it to a file first.")
+
+
+def _check_od(choices: RunChoices, problems: list[str]) -> None:
+    if not choices.od_path:
+        return
+    od = Path(choices.od_path).expanduser()
+    if not od.is_file():
+        problems.append(f"The OD table {od} does not exist.")
+        return
+    header = _csv_header(od)
+    if header is None:
+        problems.append(f"The OD table {od} cannot be read as a CSV file.")
+        return
+    wanted = (choices.od_origin_field, choices.od_destination_field, choices.od_count_field)
+    missing = [c for c in wanted if c not in header]
+    if missing:
+        problems.append(
+            f"The OD table has no column {', '.join(repr(c) for c in missing)} (columns: {', '.join(header)})."
+        )
+
+
+def _check_landuse(choices: RunChoices, project: QgsProject, problems: list[str]) -> None:
+    if not choices.landuse_layer_id:
+        return
+    landuse = _vector(project, choices.landuse_layer_id)
+    if landuse is None:
+        problems.append("The chosen land-use layer is no longer in the project.")
+    elif landuse.geometryType() != QgsWkbTypes.GeometryType.PolygonGeometry:
+        problems.append(f"The land-use layer '{landuse.name()}' is not a polygon layer.")
+    elif not choices.landuse_class_field:
+        problems.append("Choose the land-use class field.")
+    elif choices.landuse_class_field not in _field_names(landuse):
+        problems.append(f"The land-use layer has no field '{choices.landuse_class_field}'.")
+
+
+def _check_labels(
+    choices: RunChoices, project: QgsProject, regions: QgsVectorLayer | None, problems: list[str]
+) -> None:
+    names = resolved_label_names(choices, project)
+    for lab, name in zip(choices.labels, names, strict=True):
+        if lab.target not in TARGETS:
+            problems.append(f"Label '{name}': target must be count or density, not '{lab.target}'.")
+        if bool(lab.field) == bool(lab.points_layer_id):
+            problems.append(f"Label '{name}' needs either a field or a point layer.")
+        elif lab.field and regions is not None:
+            idx = regions.fields().indexFromName(lab.field)
+            if idx < 0:
+                problems.append(f"The region layer has no label field '{lab.field}'.")
+            elif not regions.fields().at(idx).isNumeric():
+                problems.append(f"The label field '{lab.field}' is not numeric; choose a number field.")
+        elif lab.points_layer_id:
+            points = _vector(project, lab.points_layer_id)
+            if points is None:
+                problems.append(f"The point layer of label '{name}' is no longer in the project.")
+            elif points.geometryType() != QgsWkbTypes.GeometryType.PointGeometry:
+                problems.append(f"The label layer '{points.name()}' is not a point layer.")
+        if not _LABEL_NAME.fullmatch(name):
+            problems.append(f"Label name '{name}' must start with a letter (letters, digits, underscores).")
+    if len(set(names)) != len(names):
+        problems.append("Two labels have the same name.")
+
+
+def _check_methods(choices: RunChoices, problems: list[str]) -> None:
+    if not choices.methods:
+        problems.append("Choose at least one method.")
+    method_names = [m.name for m in choices.methods]
+    if len(set(method_names)) != len(method_names):
+        problems.append("Each method can run only once.")
+    have = sources_of(choices)
+    for method in choices.methods:
+        info = METHODS.get(method.name)
+        if info is None:
+            problems.append(f"The backend does not offer the method '{method.name}'.")
+            continue
+        if method.dim < 1:
+            problems.append(f"{info.name}: the embedding size must be at least 1.")
+        usable = [view_source(v) for v in info.views]
+        if sum(1 for source in usable if source in have) < max(info.min_views, 1):
+            words = " or ".join(_SOURCE_WORDS[s] for s in _SOURCE_WORDS if s in usable)
+            need = "" if info.min_views <= 1 else f" (it needs {info.min_views} kinds of input)"
+            problems.append(f"No input for {info.name}{need}: add {words or 'an input it can use'}.")
+
+
+def _check_settings(choices: RunChoices, backend_info: dict[str, Any] | None, problems: list[str]) -> None:
+    if choices.cluster_k == 1 or choices.cluster_k < 0:
+        problems.append("The number of clusters must be at least 2 (or auto).")
+    if choices.labels:
+        if not choices.prediction_models:
+            problems.append("Choose at least one prediction model (ridge or gradient boosting).")
+        if choices.folds < 2:
+            problems.append("Cross-validation needs at least 2 folds.")
+        if choices.repeats < 1:
+            problems.append("Cross-validation needs at least 1 repeat.")
+    if choices.device not in DEVICES:
+        problems.append(f"Unknown device '{choices.device}'; choose auto, cpu or cuda.")
+    elif choices.device == "cuda" and backend_info is not None and not backend_info.get("cuda", False):
+        problems.append("The backend sees no CUDA GPU; choose auto or cpu.")
+
+
+def _check_output(choices: RunChoices, problems: list[str]) -> None:
+    if not choices.output_dir.strip():
+        problems.append("Choose an output folder for the results.")
+        return
+    out = Path(choices.output_dir).expanduser()
+    problem = _folder_problem(out, "output folder")
+    if problem:
+        problems.append(problem)
+        return
+    if out.is_dir() and any(out.iterdir()) and not choices.overwrite:
+        problems.append(
+            f"The output folder {out} already holds files; choose a new folder or tick "
+            "\u201creplace existing results\u201d."
+        )
+        return
+    inputs = inputs_dir_for(out)
+    problem = _folder_problem(inputs, "inputs folder")
+    if problem:
+        problems.append(problem)
+    elif inputs.is_dir() and any(inputs.iterdir()) and not _is_inputs_dir(inputs):
+        problems.append(
+            f"{inputs} (where RegionLens exports the run's inputs) holds files RegionLens did not write; "
+            "move them or choose another output folder."
+        )
+
+
+def _is_inputs_dir(path: Path) -> bool:
+    from .input_export import MARKER
+
+    return (path / MARKER).is_file()
+
+
+# ---------------------------------------------------------------------------------------- config
+
+
+def to_run_config(
+    choices: RunChoices,
+    run_dir: str | Path | None = None,
+    project: QgsProject | None = None,
+    inputs_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Export the chosen layers and build the backend run configuration (``backend/config.py``).
+
+    Call :func:`validate` first; this function assumes valid choices. Vector layers are written to
+    GeoPackages in ``inputs_dir`` (default :func:`inputs_dir_for` the results folder) on the calling
+    thread (the main thread: layers belong to it); rasters and the OD table are referenced by path.
+
+    Args:
+        choices: Valid choices.
+        run_dir: The results folder (default ``choices.output_dir``).
+        project: The project the layer ids refer to (default ``QgsProject.instance()``).
+        inputs_dir: Where to export the vector layers.
+
+    Returns:
+        A configuration dict with absolute paths.
+
+    Raises:
+        ValueError: If a layer is missing or cannot be exported (the message names it).
+    """
+    from .input_export import InputExporter
+
+    project = project or QgsProject.instance()
+    out = Path(run_dir if run_dir is not None else choices.output_dir).expanduser().resolve()
+    exporter = InputExporter(Path(inputs_dir) if inputs_dir is not None else inputs_dir_for(out))
+    exporter.prepare()
+
+    regions = _require(project, choices.region_layer_id, "region layer")
+    label_fields = [lab.field for lab in choices.labels if lab.field]
+    config: dict[str, Any] = {
+        "output_dir": str(out),
+        "seed": int(choices.seed),
+        "device": choices.device,
+        "overwrite": bool(choices.overwrite),
+        "regions": {
+            "path": str(exporter.export(regions, "regions", [choices.region_id_field, *label_fields])),
+            "id_field": choices.region_id_field,
+        },
+    }
+    if choices.poi_layer_id:
+        pois = _require(project, choices.poi_layer_id, "POI layer")
+        keep = [choices.poi_category_field] + ([choices.poi_name_field] if choices.poi_name_field else [])
+        config["pois"] = {
+            "path": str(exporter.export(pois, "pois", keep)),
+            "category_field": choices.poi_category_field,
+            "name_field": choices.poi_name_field or None,
+        }
+    rasters = []
+    for layer_id in choices.raster_layer_ids:
+        layer = project.mapLayer(layer_id)
+        path = raster_path(layer) if layer is not None else None
+        if path is None:
+            raise ValueError(f"Raster layer {layer_id} is not a local file.")
+        rasters.append({"path": str(path.resolve())})
+    config["rasters"] = rasters
+    if choices.od_path:
+        config["od"] = {
+            "path": str(Path(choices.od_path).expanduser().resolve()),
+            "origin_field": choices.od_origin_field,
+            "destination_field": choices.od_destination_field,
+            "count_field": choices.od_count_field,
+        }
+    if choices.landuse_layer_id:
+        landuse = _require(project, choices.landuse_layer_id, "land-use layer")
+        config["landuse"] = {
+            "path": str(exporter.export(landuse, "landuse", [choices.landuse_class_field])),
+            "class_field": choices.landuse_class_field,
+        }
+    labels = []
+    for lab, name in zip(choices.labels, resolved_label_names(choices, project), strict=True):
+        spec: dict[str, Any] = {"name": name, "target": lab.target, "log1p": bool(lab.log1p)}
+        if lab.field:
+            spec["field"] = lab.field
+        else:
+            points = _require(project, lab.points_layer_id, f"point layer of label '{name}'")
+            spec["points"] = str(exporter.export(points, f"label_{name}", []))
+        labels.append(spec)
+    config["labels"] = labels
+    config["methods"] = [{"name": m.name, "dim": int(m.dim), "params": dict(m.params)} for m in choices.methods]
+    config["clustering"] = {"k": int(choices.cluster_k) if choices.cluster_k >= 2 else "auto"}
+    if choices.labels:
+        models = [m for m in PREDICTION_MODELS if m in choices.prediction_models] or ["ridge"]
+        config["prediction"] = {
+            "models": models,
+            "folds": int(choices.folds),
+            "repeats": int(choices.repeats),
+            "spatial": bool(choices.spatial),
+            "write_model": models[0],
+        }
+    else:
+        config["prediction"] = None
+    exporter.finish(config)
+    return config
+
+
+def _require(project: QgsProject, layer_id: str, what: str) -> QgsVectorLayer:
+    layer = _vector(project, layer_id)
+    if layer is None:
+        raise ValueError(f"The {what} ({layer_id or 'none chosen'}) is not in the project.")
+    return layer

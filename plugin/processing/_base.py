@@ -1,0 +1,231 @@
+"""The base class of the RegionLens algorithms and the one way they call the backend worker.
+
+Every algorithm exports its inputs (:mod:`._inputs`), sends one request to the worker with
+:func:`run_backend` and reports the files the worker wrote as outputs (:mod:`._outputs`). The worker's
+progress events drive the Processing progress bar, its log lines go to the algorithm log, and the
+Cancel button cancels the worker (it stops at its next progress point; after a grace period it is
+killed). Every failure becomes a :class:`QgsProcessingException` with a message meant for the user.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingUtils,
+)
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
+
+from ..tasks import PLUGIN_ROOT
+from ..worker_client import WorkerCancelled, WorkerClient, WorkerDied, WorkerError, find_backend_python
+
+__all__ = [
+    "DEVICES",
+    "GROUP",
+    "GROUP_ID",
+    "ICON_PATH",
+    "METHODS",
+    "PREDICTION_MODELS",
+    "SETUP_HINT",
+    "TARGETS",
+    "RegionLensAlgorithm",
+    "backend_python",
+    "input_folder",
+    "label_name",
+    "run_backend",
+]
+
+#: The provider's and the algorithms' icon.
+ICON_PATH = PLUGIN_ROOT / "resources" / "icon.svg"
+GROUP = "Region embeddings"
+GROUP_ID = "embeddings"
+
+#: Embedding methods the backend offers (backend/models EMBEDDERS). Kept here, in one place, because
+#: asking the worker (`info`) means starting it while the toolbox is being built.
+METHODS = ("baseline",)
+#: Choices of the DEVICE parameters (``auto``: CUDA when present, else MPS, else CPU).
+DEVICES = ("auto", "cpu", "cuda")
+#: How a label is modelled (backend/config.py LabelSpec.target; ``rate`` needs a denominator field).
+TARGETS = ("count", "density")
+#: Out-of-fold prediction models (backend/config.py PredictionSpec.models).
+PREDICTION_MODELS = ("ridge", "gbm")
+
+SETUP_HINT = (
+    "The RegionLens backend is not installed: no backend Python interpreter was found. Run the RegionLens "
+    "backend setup from the plugin (or `make setup` in a development checkout), or set the path of the "
+    "backend's Python in Settings \u203a Options \u203a RegionLens (setting regionlens/backend_python)."
+)
+
+#: Seconds the worker gets to start (the first start imports torch).
+START_TIMEOUT = 120.0
+#: Seconds a cancelled job gets to stop by itself before the worker is killed.
+CANCEL_GRACE = 5.0
+#: Lines of the worker's error output quoted in an error message.
+STDERR_LINES = 10
+#: Error kinds that are the user's input, explained by the message alone (no stderr quoted).
+_INPUT_KINDS = frozenset({"input", "config", "output", "busy"})
+
+
+def tr(text: str) -> str:
+    """Translate ``text`` in the RegionLens context."""
+    return QCoreApplication.translate("RegionLens", text)
+
+
+def label_name(field: str) -> str:
+    """A label name the backend accepts for a field name: ``Population`` -> ``population``.
+
+    Lower case, letters, digits and underscores, starting with a letter, at most 31 characters.
+    """
+    name = re.sub(r"[^a-z0-9_]+", "_", field.strip().lower()).strip("_")
+    if not name or not name[0].isalpha():
+        name = f"l_{name}".rstrip("_")
+    return name[:31]
+
+
+class RegionLensAlgorithm(QgsProcessingAlgorithm):
+    """Common parts of the RegionLens algorithms; subclasses set the four class attributes."""
+
+    ALG_ID = ""  # id within the provider (``embed`` -> ``regionlens:embed``)
+    DISPLAY_NAME = ""
+    HELP = ""
+    TAGS = ""  # comma-separated search words
+
+    def name(self) -> str:
+        """Algorithm id within the provider."""
+        return self.ALG_ID
+
+    def displayName(self) -> str:  # noqa: N802 - QGIS API
+        """Name shown in the toolbox."""
+        return tr(self.DISPLAY_NAME)
+
+    def group(self) -> str:
+        """Toolbox group."""
+        return tr(GROUP)
+
+    def groupId(self) -> str:  # noqa: N802 - QGIS API
+        """Toolbox group id."""
+        return GROUP_ID
+
+    def tags(self) -> list[str]:
+        """Search words."""
+        return [tag.strip() for tag in tr(self.TAGS).split(",") if tag.strip()]
+
+    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
+        """Help shown beside the parameters."""
+        return tr(self.HELP)
+
+    def icon(self) -> QIcon:
+        """The RegionLens icon."""
+        return QIcon(str(ICON_PATH))
+
+    def createInstance(self) -> QgsProcessingAlgorithm:  # noqa: N802 - QGIS API
+        """A fresh instance (Processing runs each execution on its own copy)."""
+        return type(self)()
+
+    def postProcessAlgorithm(self, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:  # noqa: N802
+        """Main thread, after the run: queue the outputs for loading (see :mod:`._outputs`)."""
+        from ._outputs import queue_layers
+
+        queue_layers(context, getattr(self, "layers_to_load", []))
+        return {}  # keep processAlgorithm's results
+
+
+def backend_python() -> Path:
+    """The backend venv's interpreter.
+
+    Raises:
+        QgsProcessingException: With :data:`SETUP_HINT` when no backend is installed.
+    """
+    python = find_backend_python(PLUGIN_ROOT)
+    if python is None:
+        raise QgsProcessingException(tr(SETUP_HINT))
+    return python
+
+
+@contextmanager
+def input_folder(feedback: QgsProcessingFeedback) -> Iterator[Path]:
+    """A fresh folder in Processing's temporary folder for the exported inputs, removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="regionlens-inputs-", dir=QgsProcessingUtils.tempFolder()))
+    feedback.pushDebugInfo(f"Inputs for the backend: {folder}")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_backend(
+    python: Path, action: str, params: dict[str, Any], feedback: QgsProcessingFeedback
+) -> dict[str, Any]:
+    """Run one worker action to its end, reporting progress and log lines to ``feedback``.
+
+    Args:
+        python: The backend venv's interpreter (:func:`backend_python`).
+        action: ``run``, ``cluster`` or ``predict`` (docs/protocol.md).
+        params: The request's parameters (absolute paths).
+        feedback: Progress bar, log and Cancel button of the algorithm.
+
+    Returns:
+        The worker's result.
+
+    Raises:
+        QgsProcessingException: If the job was cancelled (the message says so; the worker writes
+            nothing then), failed (the worker's message, with the last lines of its error output
+            unless the input was at fault), or the worker died (how, and its last error output).
+    """
+    client = WorkerClient(python, PLUGIN_ROOT)
+    stage = {"name": ""}
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event.get("event") == "progress":
+            fraction = event.get("fraction")
+            if isinstance(fraction, (int, float)):
+                feedback.setProgress(100.0 * min(max(float(fraction), 0.0), 1.0))
+            name = str(event.get("stage") or "")
+            if name and name != stage["name"]:
+                stage["name"] = name
+                feedback.setProgressText(tr("RegionLens: {}").format(name))
+        elif event.get("event") == "log":
+            message = str(event.get("message", ""))
+            if event.get("level") == "warning":
+                feedback.pushWarning(message)
+            else:
+                feedback.pushInfo(message)
+
+    cancelled = tr("The RegionLens {} job was cancelled; no output was written.").format(action)
+    try:
+        feedback.pushInfo(tr("Starting the RegionLens backend ({})").format(python))
+        client.start(timeout=START_TIMEOUT)
+        if feedback.isCanceled():
+            raise QgsProcessingException(cancelled)
+        return client.run_job(
+            action, params, on_event=on_event, is_cancelled=feedback.isCanceled, cancel_grace=CANCEL_GRACE
+        )
+    except WorkerCancelled as exc:
+        raise QgsProcessingException(cancelled) from exc
+    except WorkerError as exc:
+        if exc.traceback:
+            feedback.pushDebugInfo(exc.traceback)
+        message = exc.message or tr("The backend failed ({}).").format(exc.kind)
+        tail = _tail(exc.stderr)
+        if tail and exc.kind not in _INPUT_KINDS:
+            message += "\n" + tr("Last lines of the worker's error output:") + "\n" + tail
+        raise QgsProcessingException(message) from exc
+    except WorkerDied as exc:
+        raise QgsProcessingException(tr("The RegionLens backend failed: {}").format(exc.message)) from exc
+    finally:
+        client.close(timeout=CANCEL_GRACE)
+
+
+def _tail(text: str, lines: int = STDERR_LINES) -> str:
+    return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])

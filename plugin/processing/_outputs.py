@@ -1,0 +1,134 @@
+"""Output layers: GeoPackage layer URIs, loaded into the project on completion and styled on load.
+
+Algorithms list what should be loaded (:class:`LayerToLoad`) while they run; in the main thread, after
+the run, :func:`queue_layers` hands them to ``context.addLayerToLoadOnCompletion`` with a
+:class:`StyleOnLoad` post-processor, which applies :mod:`plugin.styling` once QGIS has added the layer:
+clusters categorized, predictions graduated and, beside them, a second instance of the predictions
+layer for the residuals with the diverging style. Headless runs (``qgis_process``, ``processing.run``)
+load nothing; the outputs are then the files and URIs in the results.
+
+QGIS does not own the post-processors' Python objects: one collected before QGIS calls it crashes
+QGIS. Every instance is therefore kept in :data:`_POST_PROCESSORS` for the session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from qgis.core import (
+    QgsLayerTreeGroup,
+    QgsMapLayer,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingUtils,
+    QgsProject,
+    QgsVectorLayer,
+)
+
+from .. import styling
+from ._base import tr
+
+__all__ = ["LayerToLoad", "StyleOnLoad", "gpkg_uri", "queue_layers"]
+
+#: Every post-processor handed to QGIS, kept alive (see the module docstring).
+_POST_PROCESSORS: list[QgsProcessingLayerPostProcessorInterface] = []
+
+#: What :class:`StyleOnLoad` knows how to style.
+STYLES = ("embeddings", "clusters", "predictions")
+
+
+def gpkg_uri(gpkg: str | Path, layer: str) -> str:
+    """OGR URI of one layer of a GeoPackage: ``<gpkg>|layername=<layer>``."""
+    return f"{gpkg}|layername={layer}"
+
+
+@dataclass
+class LayerToLoad:
+    """An output layer to add to the project when the algorithm has finished."""
+
+    uri: str  # gpkg_uri(...)
+    name: str  # layer name in the project
+    output: str  # name of the algorithm output it belongs to
+    style: str  # one of STYLES
+    label: str | None = None  # predictions: the label whose <label>_pred / _res fields are shown
+
+
+class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
+    """Styles an output layer after QGIS added it to the project.
+
+    Args:
+        style: ``embeddings``, ``clusters`` or ``predictions``.
+        label: For ``predictions``: the label to show.
+        residuals: For ``predictions``: also add a residuals layer (same source) below it.
+    """
+
+    def __init__(self, style: str, label: str | None = None, residuals: bool = True) -> None:
+        super().__init__()
+        if style not in STYLES:
+            raise ValueError(f"Unknown output style '{style}'; use one of {STYLES}.")
+        self.style = style
+        self.label = label
+        self.residuals = residuals
+        self.residuals_layer: QgsVectorLayer | None = None  # the residuals layer it added, if any
+
+    def postProcessLayer(  # noqa: N802 - QGIS API
+        self, layer: QgsMapLayer, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> None:
+        """Apply the style; never raises (a styling problem must not fail a finished run)."""
+        if not isinstance(layer, QgsVectorLayer) or not layer.isValid():
+            return
+        try:
+            if self.style == "clusters":
+                styling.style_clusters(layer)
+            elif self.style == "embeddings":
+                styling.style_embeddings(layer)
+            elif self.label is not None:
+                styling.style_predictions(layer, self.label)
+                if self.residuals and f"{self.label}_res" in layer.fields().names():
+                    self.residuals_layer = self._add_residuals(layer, context)
+        except ValueError as exc:
+            if feedback is not None:
+                feedback.reportError(tr("Could not style '{}': {}").format(layer.name(), exc))
+
+    def _add_residuals(self, layer: QgsVectorLayer, context: QgsProcessingContext) -> QgsVectorLayer | None:
+        residuals = QgsVectorLayer(
+            layer.source(), tr("Residuals {} (observed \u2212 predicted)").format(self.label), layer.providerType()
+        )
+        if not residuals.isValid():
+            return None
+        styling.style_residuals(residuals, self.label or "")
+        project = layer.project() or context.project() or QgsProject.instance()
+        root = project.layerTreeRoot()
+        node = root.findLayer(layer.id())
+        parent = node.parent() if node is not None else None
+        project.addMapLayer(residuals, False)
+        if isinstance(parent, QgsLayerTreeGroup):
+            parent.insertLayer(parent.children().index(node) + 1, residuals)
+        else:
+            root.insertLayer(0, residuals)
+        return residuals
+
+
+def post_processor(item: LayerToLoad) -> StyleOnLoad:
+    """A :class:`StyleOnLoad` for ``item``, kept alive for the session."""
+    processor = StyleOnLoad(item.style, item.label)
+    _POST_PROCESSORS.append(processor)
+    return processor
+
+
+def queue_layers(context: QgsProcessingContext, items: list[LayerToLoad]) -> None:
+    """Ask Processing to load ``items`` into the context's project when the algorithm has finished.
+
+    Call from ``postProcessAlgorithm`` (main thread). Without a project (headless) nothing is queued.
+    """
+    project = context.project()
+    if project is None:
+        return
+    for item in items:
+        hint = QgsProcessingUtils.LayerHint.Vector
+        details = QgsProcessingContext.LayerDetails(item.name, project, item.output, hint)
+        details.forceName = True
+        details.setPostProcessor(post_processor(item))
+        context.addLayerToLoadOnCompletion(item.uri, details)

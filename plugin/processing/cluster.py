@@ -1,0 +1,137 @@
+"""``regionlens:cluster``: cluster the regions of an embedding layer (worker ``cluster``, backend/jobs.py).
+
+The input is any polygon layer with an id field and numeric ``emb_000`` ... fields, usually the
+``embeddings`` layer of a run. The output GeoPackage holds ``clusters`` (region id, ``cluster``,
+``cluster_label``) and the ``cluster_profiles`` table; ``clusters`` loads categorized.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputVectorLayer,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+)
+
+from ._base import RegionLensAlgorithm, backend_python, input_folder, run_backend, tr
+from ._inputs import export_vector
+from ._outputs import LayerToLoad, gpkg_uri
+
+__all__ = ["CLUSTER_METHODS", "ClusterAlgorithm"]
+
+#: Clustering methods of the backend (backend/tasks/clustering.py).
+CLUSTER_METHODS = ("kmeans", "agglomerative")
+
+
+class ClusterAlgorithm(RegionLensAlgorithm):
+    """Cluster an embedding layer's regions."""
+
+    ALG_ID = "cluster"
+    DISPLAY_NAME = "Cluster region embeddings"
+    TAGS = "embedding,cluster,kmeans,agglomerative,region"
+    HELP = (
+        "Clusters the regions of an embedding layer (a polygon layer with numeric fields emb_000, emb_001, "
+        "..., such as the 'embeddings' layer RegionLens writes) with k-means or agglomerative (Ward) "
+        "clustering.\n\nK = 0 chooses the number of clusters between 2 and 12 by silhouette. The output "
+        "GeoPackage holds the layer 'clusters' (region id, cluster, and cluster_label naming the features "
+        "that set each cluster apart) and the table 'cluster_profiles'. The result also reports the number "
+        "of clusters and the silhouette score."
+    )
+
+    INPUT = "INPUT"
+    ID_FIELD = "ID_FIELD"
+    K = "K"
+    METHOD = "METHOD"
+    SEED = "SEED"
+    OUTPUT = "OUTPUT"
+    # outputs
+    CLUSTERS = "CLUSTERS"
+    CLUSTER_PROFILES = "CLUSTER_PROFILES"
+    N_CLUSTERS = "N_CLUSTERS"
+    SILHOUETTE = "SILHOUETTE"
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802 - QGIS API
+        """Declare the parameters and outputs."""
+        polygons = QgsProcessing.SourceType.TypeVectorPolygon
+        self.addParameter(QgsProcessingParameterFeatureSource(self.INPUT, tr("Embedding layer"), [polygons]))
+        self.addParameter(QgsProcessingParameterField(self.ID_FIELD, tr("Region id field"), "region_id", self.INPUT))
+        k = QgsProcessingParameterNumber(
+            self.K, tr("Number of clusters (0 = choose automatically)"), QgsProcessingParameterNumber.Type.Integer, 0,
+            False, 0, 100,
+        )  # fmt: skip
+        self.addParameter(k)
+        self.addParameter(QgsProcessingParameterEnum(self.METHOD, tr("Method"), list(CLUSTER_METHODS), defaultValue=0))
+        self.addParameter(
+            QgsProcessingParameterNumber(self.SEED, tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 0,
+                                         False, 0)
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterFileDestination(self.OUTPUT, tr("Output GeoPackage"), tr("GeoPackage (*.gpkg)"))
+        )
+        self.addOutput(QgsProcessingOutputVectorLayer(self.CLUSTERS, tr("Clusters"), polygons))
+        self.addOutput(
+            QgsProcessingOutputVectorLayer(
+                self.CLUSTER_PROFILES, tr("Cluster profiles"), QgsProcessing.SourceType.TypeVector
+            )
+        )
+        self.addOutput(QgsProcessingOutputNumber(self.N_CLUSTERS, tr("Number of clusters")))
+        self.addOutput(QgsProcessingOutputNumber(self.SILHOUETTE, tr("Silhouette score")))
+
+    def checkParameterValues(  # noqa: N802 - QGIS API
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> tuple[bool, str]:
+        """Reject K = 1."""
+        ok, message = super().checkParameterValues(parameters, context)
+        if ok and self.parameterAsInt(parameters, self.K, context) == 1:
+            return False, tr("The number of clusters must be 0 (choose automatically) or at least 2.")
+        return ok, message
+
+    def processAlgorithm(  # noqa: N802 - QGIS API
+        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict[str, Any]:
+        """Export the embedding layer, run the backend's ``cluster`` job, report its outputs."""
+        self.layers_to_load: list[LayerToLoad] = []
+        python = backend_python()
+        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        k = self.parameterAsInt(parameters, self.K, context)
+        with input_folder(feedback) as folder:
+            source = self.parameterAsSource(parameters, self.INPUT, context)
+            if source is None:
+                raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+            job = {
+                "embeddings": str(export_vector(source, folder / "embeddings.gpkg", context, feedback, "embedding")),
+                "id_field": self.parameterAsString(parameters, self.ID_FIELD, context),
+                "k": k if k >= 2 else "auto",
+                "method": CLUSTER_METHODS[self.parameterAsEnum(parameters, self.METHOD, context)],
+                "seed": self.parameterAsInt(parameters, self.SEED, context),
+                "output": output,
+                "overwrite": True,  # Processing asked before replacing a chosen file; the write is atomic
+            }
+            result = run_backend(python, "cluster", job, feedback)
+        for line in result.get("report") or []:
+            feedback.pushInfo(str(line))
+        gpkg = str(result["output"])
+        feedback.pushInfo(
+            tr("{} clusters (silhouette {:.3f}), sizes {}").format(
+                result.get("k"), float(result.get("silhouette", float("nan"))), result.get("sizes")
+            )
+        )
+        clusters = gpkg_uri(gpkg, "clusters")
+        self.layers_to_load.append(LayerToLoad(clusters, tr("Clusters"), self.CLUSTERS, "clusters"))
+        return {
+            self.OUTPUT: gpkg,
+            self.CLUSTERS: clusters,
+            self.CLUSTER_PROFILES: gpkg_uri(gpkg, "cluster_profiles"),
+            self.N_CLUSTERS: result.get("k"),
+            self.SILHOUETTE: result.get("silhouette"),
+        }

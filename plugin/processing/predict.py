@@ -1,0 +1,228 @@
+"""``regionlens:predict``: predict a label from an embedding layer, out of fold (worker ``predict``).
+
+The label is a numeric field of a labels layer joined on the region id, or of the embedding layer
+itself when no labels layer is given. The output GeoPackage holds ``predictions`` (``<label>_obs``,
+``_pred``, ``_res`` in the label's units) and the ``metrics`` table (backend/jobs.py); the predictions
+load graduated, with a residuals layer beside them. The shuffled-fold scores of the first model are
+also outputs (R2, MAE, RMSE), for use in models.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingOutputVectorLayer,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+)
+
+from ._base import (
+    PREDICTION_MODELS,
+    TARGETS,
+    RegionLensAlgorithm,
+    backend_python,
+    input_folder,
+    label_name,
+    run_backend,
+    tr,
+)
+from ._inputs import export_vector
+from ._outputs import LayerToLoad, gpkg_uri
+
+__all__ = ["PredictAlgorithm"]
+
+
+class PredictAlgorithm(RegionLensAlgorithm):
+    """Predict a label from region embeddings with out-of-fold cross-validation."""
+
+    ALG_ID = "predict"
+    DISPLAY_NAME = "Predict a label from region embeddings"
+    TAGS = "embedding,predict,regression,cross-validation,population,crime,region"
+    HELP = (
+        "Predicts a numeric label (population, crime counts, ...) of every region from its embedding "
+        "(numeric fields emb_000, emb_001, ... of the embedding layer), each region by a model that never "
+        "saw it: K-fold cross-validation repeated over seeds, and spatially blocked folds.\n\n"
+        "The label field is read from the labels layer, joined on the region id (labels id field, default: "
+        "the same name as the region id field). To use a field of the embedding layer itself, choose that "
+        "layer as labels layer too (or, in scripts and qgis_process, leave LABELS empty). Modelled as "
+        "density per km\u00b2 with log1p by default; predictions are written back in "
+        "the label's units as <label>_obs, <label>_pred and <label>_res (observed minus predicted). The "
+        "output GeoPackage also holds the table 'metrics' (MAE, RMSE, R2 as mean and standard deviation)."
+    )
+
+    INPUT = "INPUT"
+    ID_FIELD = "ID_FIELD"
+    LABELS = "LABELS"
+    LABEL_ID_FIELD = "LABEL_ID_FIELD"
+    LABEL_FIELD = "LABEL_FIELD"
+    TARGET = "TARGET"
+    LOG1P = "LOG1P"
+    FOLDS = "FOLDS"
+    REPEATS = "REPEATS"
+    SEED = "SEED"
+    MODELS = "MODELS"
+    SPATIAL = "SPATIAL"
+    OUTPUT = "OUTPUT"
+    # outputs
+    PREDICTIONS = "PREDICTIONS"
+    METRICS = "METRICS"
+    LABEL = "LABEL"
+    R2 = "R2"
+    MAE = "MAE"
+    RMSE = "RMSE"
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802 - QGIS API
+        """Declare the parameters and outputs."""
+        polygons = QgsProcessing.SourceType.TypeVectorPolygon
+        integer = QgsProcessingParameterNumber.Type.Integer
+        self.addParameter(QgsProcessingParameterFeatureSource(self.INPUT, tr("Embedding layer"), [polygons]))
+        self.addParameter(QgsProcessingParameterField(self.ID_FIELD, tr("Region id field"), "region_id", self.INPUT))
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                self.LABELS, tr("Labels layer (empty: the embedding layer)"), [polygons], optional=True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterField(
+                self.LABEL_ID_FIELD, tr("Labels id field (empty: same as the region id field)"), None, self.LABELS,
+                optional=True,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterField(
+                self.LABEL_FIELD, tr("Label field (numeric)"), None, self.LABELS,
+                QgsProcessingParameterField.DataType.Numeric,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.TARGET, tr("Model the label as"), [tr("count"), tr("density (per km\u00b2)")], defaultValue=1
+            )
+        )
+        self.addParameter(QgsProcessingParameterBoolean(self.LOG1P, tr("log1p-transform the label"), True))
+        self.addParameter(
+            QgsProcessingParameterNumber(self.FOLDS, tr("Cross-validation folds"), integer, 5, False, 2, 50)
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(self.REPEATS, tr("Cross-validation repeats"), integer, 3, False, 1, 50)
+        )
+        self.addParameter(QgsProcessingParameterNumber(self.SEED, tr("Random seed"), integer, 0, False, 0))
+        advanced = [
+            QgsProcessingParameterEnum(
+                self.MODELS, tr("Prediction models (the first fills the predictions layer)"), list(PREDICTION_MODELS),
+                allowMultiple=True, defaultValue=[0],
+            ),
+            QgsProcessingParameterBoolean(self.SPATIAL, tr("Also evaluate with spatially blocked folds"), True),
+        ]  # fmt: skip
+        for parameter in advanced:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+            self.addParameter(parameter)
+        self.addParameter(
+            QgsProcessingParameterFileDestination(self.OUTPUT, tr("Output GeoPackage"), tr("GeoPackage (*.gpkg)"))
+        )
+        self.addOutput(QgsProcessingOutputVectorLayer(self.PREDICTIONS, tr("Predictions"), polygons))
+        self.addOutput(QgsProcessingOutputVectorLayer(self.METRICS, tr("Metrics"), QgsProcessing.SourceType.TypeVector))
+        self.addOutput(QgsProcessingOutputString(self.LABEL, tr("Label name (prefix of the output fields)")))
+        self.addOutput(QgsProcessingOutputNumber(self.R2, tr("R2 (shuffled folds, mean)")))
+        self.addOutput(QgsProcessingOutputNumber(self.MAE, tr("MAE (shuffled folds, mean)")))
+        self.addOutput(QgsProcessingOutputNumber(self.RMSE, tr("RMSE (shuffled folds, mean)")))
+
+    def processAlgorithm(  # noqa: N802 - QGIS API
+        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict[str, Any]:
+        """Export the layers, run the backend's ``predict`` job, report its outputs."""
+        self.layers_to_load: list[LayerToLoad] = []
+        python = backend_python()
+        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        id_field = self.parameterAsString(parameters, self.ID_FIELD, context)
+        label_field = self.parameterAsString(parameters, self.LABEL_FIELD, context)
+        label_id_field = self.parameterAsString(parameters, self.LABEL_ID_FIELD, context) or id_field
+        models = [PREDICTION_MODELS[i] for i in self.parameterAsEnums(parameters, self.MODELS, context)] or ["ridge"]
+        name = label_name(label_field)
+        with input_folder(feedback) as folder:
+            source = self.parameterAsSource(parameters, self.INPUT, context)
+            if source is None:
+                raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+            labels = self.parameterAsSource(parameters, self.LABELS, context)
+            _require_field(labels if labels is not None else source, label_field, tr("label field"))
+            if labels is not None:
+                _require_field(labels, label_id_field, tr("labels id field"))
+            job: dict[str, Any] = {
+                "embeddings": str(export_vector(source, folder / "embeddings.gpkg", context, feedback, "embedding")),
+                "id_field": id_field,
+                "label_field": label_field,
+                "label_name": name,
+                "target": TARGETS[self.parameterAsEnum(parameters, self.TARGET, context)],
+                "log1p": self.parameterAsBool(parameters, self.LOG1P, context),
+                "models": models,
+                "folds": self.parameterAsInt(parameters, self.FOLDS, context),
+                "repeats": self.parameterAsInt(parameters, self.REPEATS, context),
+                "spatial": self.parameterAsBool(parameters, self.SPATIAL, context),
+                "seed": self.parameterAsInt(parameters, self.SEED, context),
+                "output": output,
+                "overwrite": True,  # Processing asked before replacing a chosen file; the write is atomic
+            }
+            if labels is not None:
+                job["labels"] = str(export_vector(labels, folder / "labels.gpkg", context, feedback, "labels"))
+                job["labels_id_field"] = label_id_field
+            result = run_backend(python, "predict", job, feedback)
+        for line in result.get("report") or []:
+            feedback.pushInfo(str(line))
+        gpkg = str(result["output"])
+        name = str(result.get("label") or name)
+        scores = _shuffled_scores(result.get("metrics") or [], models[0])
+        for row in result.get("metrics") or []:
+            feedback.pushInfo(_score_line(row))
+        predictions = gpkg_uri(gpkg, "predictions")
+        self.layers_to_load.append(
+            LayerToLoad(predictions, tr("Predicted {}").format(name), self.PREDICTIONS, "predictions", name)
+        )
+        return {
+            self.OUTPUT: gpkg,
+            self.PREDICTIONS: predictions,
+            self.METRICS: gpkg_uri(gpkg, "metrics"),
+            self.LABEL: name,
+            self.R2: scores.get("r2_mean"),
+            self.MAE: scores.get("mae_mean"),
+            self.RMSE: scores.get("rmse_mean"),
+        }
+
+
+def _require_field(source, field: str, what: str) -> None:
+    names = source.fields().names()
+    if field not in names:
+        raise QgsProcessingException(
+            tr("The {} '{}' is not a field of '{}'; its fields: {}.").format(
+                what, field, source.sourceName(), ", ".join(names)
+            )
+        )
+
+
+def _shuffled_scores(rows: list[dict[str, Any]], model: str) -> dict[str, Any]:
+    """The metrics row of ``model`` under shuffled folds (or the first row)."""
+    for row in rows:
+        if row.get("model") == model and row.get("protocol") == "shuffled":
+            return row
+    return rows[0] if rows else {}
+
+
+def _score_line(row: dict[str, Any]) -> str:
+    """``ridge shuffled: R2 0.312 ± 0.060, MAE 0.51, RMSE 0.66``."""
+    values = {key: row.get(key) for key in ("r2_mean", "r2_std", "mae_mean", "rmse_mean")}
+    numbers = {key: float(value) if isinstance(value, (int, float)) else float("nan") for key, value in values.items()}
+    return "{} {}: R2 {:.3f} \u00b1 {:.3f}, MAE {:.4g}, RMSE {:.4g}".format(
+        row.get("model", "?"), row.get("protocol", "?"), numbers["r2_mean"], numbers["r2_std"], numbers["mae_mean"],
+        numbers["rmse_mean"],
+    )  # fmt: skip

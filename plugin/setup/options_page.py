@@ -1,0 +1,265 @@
+"""The "RegionLens" page of *Settings › Options*: backend path, detected device, "Test backend".
+
+- The backend interpreter (empty = automatic; the page shows what automatic resolves to). Any
+  interpreter works, also one the user built by hand; "Test backend" validates it.
+- The device: the NVIDIA GPU ``nvidia-smi`` reports and, after "Test backend", what the worker itself
+  says (``info``: torch version, device, CUDA devices, methods).
+- "Set up backend…" opens the setup dialog.
+
+"Test backend" starts the worker in a background thread (the first torch import takes seconds) and
+shows its answer, or the error with the worker's stderr. ``apply()`` (OK in the Options dialog) saves the path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from qgis.gui import QgsFileWidget, QgsOptionsPageWidget, QgsOptionsWidgetFactory
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import (
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..settings import Setting
+from ..worker_client import WorkerClient, WorkerDied, WorkerError
+from .background import BackgroundCall
+from .environment import automatic_backend_python, detect_gpu
+
+__all__ = ["RegionLensOptionsFactory", "RegionLensOptionsPage", "describe_info", "query_backend_info"]
+
+PLUGIN_ROOT = Path(__file__).resolve().parents[2]
+ICON = PLUGIN_ROOT / "resources" / "icon.svg"
+
+
+def query_backend_info(python: str | Path, plugin_root: str | Path = PLUGIN_ROOT, timeout: float = 120.0) -> dict:
+    """Start the worker with ``python``, ask for ``info`` (docs/protocol.md) and stop it. Blocking.
+
+    Raises:
+        WorkerError: The worker could not start (missing interpreter, import error, timeout) or answered
+            with an error; ``stderr`` holds its last lines.
+        WorkerDied: It exited before answering.
+    """
+    client = WorkerClient(python, plugin_root)
+    try:
+        client.start(timeout=timeout)
+        return client.run_job("info", idle_timeout=timeout)
+    finally:
+        client.close()
+
+
+def describe_info(info: dict[str, Any]) -> str:
+    """The worker's ``info`` in a few lines for the user."""
+    cuda = info.get("cuda_devices") or []
+    methods = info.get("methods") or {}
+    lines = [
+        f"Device: {info.get('device', '?')}",
+        f"torch {info.get('torch', '?')}, Python {info.get('python', '?')}, "
+        f"RegionLens backend {info.get('version', '?')}",
+        f"CUDA devices: {', '.join(map(str, cuda)) if cuda else 'none'}",
+        f"Methods: {', '.join(methods) if methods else 'none'}",
+    ]
+    if info.get("executable"):
+        lines.append(f"Interpreter: {info['executable']}")
+    return "\n".join(lines)
+
+
+def _describe_error(error: BaseException) -> tuple[str, str]:
+    """(summary, details) of a failed test."""
+    if isinstance(error, WorkerError):
+        return f"The backend did not work: {error.message}", "\n".join(p for p in (error.traceback, error.stderr) if p)
+    if isinstance(error, WorkerDied):
+        return f"The backend did not work: {error.message.splitlines()[0]}", error.stderr
+    return f"The backend did not work: {type(error).__name__}: {error}", ""
+
+
+class RegionLensOptionsPage(QgsOptionsPageWidget):
+    """The page itself.
+
+    Args:
+        parent: The Options dialog's page container.
+        open_setup: Opens the setup dialog (the plugin's; default :func:`.first_use.show_setup_dialog`).
+        plugin_root: The plugin folder (working directory of the worker).
+    """
+
+    def __init__(
+        self,
+        parent: QWidget | None = None,
+        open_setup: Callable[[], object] | None = None,
+        plugin_root: str | Path = PLUGIN_ROOT,
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("RegionLensOptionsPage")
+        self.plugin_root = Path(plugin_root)
+        self.open_setup = open_setup
+        self.last_info: dict[str, Any] | None = None  # the worker's latest ``info``
+        self.last_error: str | None = None  # the latest test's error summary
+        self._calls: list[BackgroundCall] = []  # running background calls, referenced until done
+        self._build()
+        self.python_widget.setFilePath(str(Setting.BACKEND_PYTHON.get() or ""))
+        self.python_widget.fileChanged.connect(self._update_automatic)
+        self._update_automatic()
+        self._start(detect_gpu, self._on_gpu, "regionlens-nvidia-smi")
+
+    # ------------------------------------------------------------------ layout
+
+    def _build(self) -> None:
+        self.python_widget = QgsFileWidget()
+        self.python_widget.setStorageMode(QgsFileWidget.StorageMode.GetFile)
+        self.python_widget.setDialogTitle("Python interpreter of the RegionLens backend environment")
+        self.python_widget.lineEdit().setPlaceholderText("automatic")
+        self.automatic_label = QLabel("")
+        self.automatic_label.setWordWrap(True)
+        self.automatic_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        hint = QLabel(
+            "Any Python of an environment with the backend's packages works (requirements/backend.txt), also "
+            "one you built by hand; \u201cTest backend\u201d checks it. On a GPU server, run "
+            "\u201cpython -m backend run CONFIG\u201d there and open the outputs here."
+        )
+        hint.setWordWrap(True)
+        backend_box = QGroupBox("Backend Python")
+        box = QVBoxLayout(backend_box)
+        box.addWidget(self.python_widget)
+        box.addWidget(self.automatic_label)
+        box.addWidget(hint)
+
+        self.gpu_label = QLabel("NVIDIA GPU: looking (nvidia-smi)\u2026")
+        self.gpu_label.setWordWrap(True)
+        self.result_label = QLabel("Backend: not tested yet.")
+        self.result_label.setWordWrap(True)
+        self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.details_view = QPlainTextEdit()
+        self.details_view.setReadOnly(True)
+        self.details_view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.details_view.setMaximumHeight(160)
+        self.details_view.setVisible(False)
+        device_box = QGroupBox("Device")
+        box = QVBoxLayout(device_box)
+        box.addWidget(self.gpu_label)
+        box.addWidget(self.result_label)
+        box.addWidget(self.details_view)
+
+        self.test_button = QPushButton("Test backend")
+        self.test_button.clicked.connect(self.test_backend)
+        self.setup_button = QPushButton("Set up backend\u2026")
+        self.setup_button.clicked.connect(self._open_setup)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.test_button)
+        buttons.addWidget(self.setup_button)
+        buttons.addStretch(1)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(backend_box)
+        layout.addWidget(device_box)
+        layout.addLayout(buttons)
+        layout.addStretch(1)
+
+    # ------------------------------------------------------------------ behaviour
+
+    def configured_python(self) -> str:
+        """The path typed in the page ("" = automatic)."""
+        return self.python_widget.filePath().strip()
+
+    def effective_python(self) -> Path | None:
+        """The interpreter "Test backend" uses: the typed one, else what automatic resolves to."""
+        configured = self.configured_python()
+        return Path(configured).expanduser() if configured else automatic_backend_python(self.plugin_root)
+
+    def apply(self) -> None:
+        """Save the path (QGIS calls this when the Options dialog is accepted)."""
+        Setting.BACKEND_PYTHON.set(self.configured_python())
+
+    def test_backend(self) -> None:
+        """Start the worker in the background and show its ``info`` (or why it failed)."""
+        python = self.effective_python()
+        if python is None:
+            self._show_error("No backend found. Click \u201cSet up backend\u2026\u201d or choose an interpreter.", "")
+            return
+        self.test_button.setEnabled(False)
+        self.result_label.setText(f"Backend: starting {python}\u2026")
+        self.details_view.setVisible(False)
+        root = self.plugin_root
+        self._start(lambda: query_backend_info(python, root), self._on_info, "regionlens-test-backend")
+
+    @property
+    def testing(self) -> bool:
+        """Whether a test is running."""
+        return not self.test_button.isEnabled()
+
+    def _on_info(self, result: Any, error: Any) -> None:
+        self.test_button.setEnabled(True)
+        if error is not None:
+            self._show_error(*_describe_error(error))
+            return
+        self.last_info = result if isinstance(result, dict) else {}
+        self.last_error = None
+        self.result_label.setText("Backend works.\n" + describe_info(self.last_info))
+
+    def _show_error(self, summary: str, details: str) -> None:
+        self.last_info = None
+        self.last_error = summary
+        self.result_label.setText(summary)
+        self.details_view.setPlainText(details)
+        self.details_view.setVisible(bool(details))
+
+    def _on_gpu(self, gpu: Any, error: Any) -> None:
+        if gpu is not None:
+            self.gpu_label.setText(f"NVIDIA GPU: {gpu.describe()} (nvidia-smi)")
+        else:
+            self.gpu_label.setText("NVIDIA GPU: none found (nvidia-smi is missing or lists none).")
+
+    def _update_automatic(self, *_args: object) -> None:
+        if self.configured_python():
+            path = Path(self.configured_python()).expanduser()
+            missing = f"{path} does not exist; RegionLens would fall back to automatic."
+            self.automatic_label.setText(f"Uses {path}." if path.is_file() else missing)
+            return
+        found = automatic_backend_python(self.plugin_root)
+        self.automatic_label.setText(
+            f"Automatic: uses {found}." if found is not None
+            else "Automatic: no backend found yet. Click \u201cSet up backend\u2026\u201d to create one."
+        )  # fmt: skip
+
+    def _open_setup(self) -> None:
+        if self.open_setup is not None:
+            self.open_setup()
+            return
+        from .first_use import show_setup_dialog
+
+        show_setup_dialog(self.window())
+
+    def _start(self, fn: Callable[[], Any], on_done: Callable[[Any, Any], None], name: str) -> None:
+        self._calls = [c for c in self._calls if c.running]  # keep the running ones referenced
+        call = BackgroundCall(fn, name, self)
+        self._calls.append(call)
+        call.done.connect(on_done)  # a method of this widget: delivered in the GUI thread
+        call.start()
+
+
+class RegionLensOptionsFactory(QgsOptionsWidgetFactory):
+    """Registers the "RegionLens" page (``iface.registerOptionsWidgetFactory``).
+
+    Args:
+        open_setup: Opens the setup dialog (passed on to each page).
+        plugin_root: The plugin folder.
+    """
+
+    def __init__(self, open_setup: Callable[[], object] | None = None, plugin_root: str | Path = PLUGIN_ROOT) -> None:
+        super().__init__("RegionLens", QIcon(str(ICON)))
+        self.open_setup = open_setup
+        self.plugin_root = Path(plugin_root)
+
+    def icon(self) -> QIcon:  # noqa: D102 - QGIS API
+        return QIcon(str(ICON))
+
+    def createWidget(self, parent: QWidget | None = None) -> RegionLensOptionsPage:  # noqa: N802 - QGIS API
+        """Build a page for the Options dialog."""
+        return RegionLensOptionsPage(parent, open_setup=self.open_setup, plugin_root=self.plugin_root)

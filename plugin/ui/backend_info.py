@@ -1,0 +1,67 @@
+"""Ask the backend which methods it offers (``info``, docs/protocol.md) without blocking the GUI.
+
+The first ``info`` imports torch in the worker (seconds), so it runs in a QgsTask; ``finished`` (main
+thread) updates :data:`plugin.parameters.METHODS` and hands the answer, or the error, to a callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from qgis.core import QgsTask
+
+from ..parameters import METHODS
+from ..tasks import PLUGIN_ROOT
+from ..worker_client import WorkerClient, WorkerException
+
+__all__ = ["BackendInfoTask"]
+
+
+class BackendInfoTask(QgsTask):
+    """Start the worker, ask ``info``, stop the worker.
+
+    Args:
+        python: The backend venv's interpreter.
+        on_finished: Called on the main thread with ``(info, error)``: the ``info`` answer (or
+            ``None``) and an error message ("" on success).
+        timeout: Seconds the worker gets to start and answer.
+    """
+
+    def __init__(
+        self,
+        python: Path,
+        on_finished: Callable[[dict[str, Any] | None, str], None] | None = None,
+        timeout: float = 120.0,
+    ) -> None:
+        super().__init__("RegionLens: asking the backend for its methods", QgsTask.Flag.CanCancel)
+        self.python = Path(python)
+        self.on_finished = on_finished
+        self.timeout = timeout
+        self.info: dict[str, Any] | None = None
+        self.error = ""
+
+    def run(self) -> bool:
+        """Task thread: one ``info`` request."""
+        client = WorkerClient(self.python, PLUGIN_ROOT)
+        try:
+            client.start(timeout=self.timeout)
+            self.info = client.run_job("info", {}, is_cancelled=self.isCanceled, idle_timeout=self.timeout)
+            return True
+        except WorkerException as exc:
+            self.error = getattr(exc, "message", "") or str(exc)
+        except Exception as exc:  # a task must report every failure, not raise it
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            client.close(timeout=5.0)
+        return False
+
+    def finished(self, result: bool) -> None:
+        """Main thread: update the method registry, then call back."""
+        if result and self.info is not None:
+            METHODS.update_from_info(self.info)
+        elif not self.error:
+            self.error = "cancelled" if self.isCanceled() else "no answer"
+        if self.on_finished is not None:
+            self.on_finished(self.info if result else None, self.error)

@@ -1,0 +1,99 @@
+"""Message-bar items with a "Details" button that opens a read-only text dialog (log, traceback)."""
+
+from __future__ import annotations
+
+from qgis.core import Qgis
+from qgis.gui import QgsMessageBar, QgsMessageBarItem
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QFontDatabase
+from qgis.PyQt.QtWidgets import (
+    QApplication,
+    QDialog,
+    QDialogButtonBox,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+__all__ = ["DetailsDialog", "push_message"]
+
+TITLE = "RegionLens"
+
+
+class DetailsDialog(QDialog):
+    """A read-only, monospaced text (a run log or a traceback) with Copy and Close buttons.
+
+    Args:
+        title: Window title.
+        text: The text.
+        parent: Parent widget.
+    """
+
+    def __init__(self, title: str, text: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.resize(760, 480)
+        layout = QVBoxLayout(self)
+        self.text_edit = QPlainTextEdit(self)
+        self.text_edit.setReadOnly(True)
+        self.text_edit.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.text_edit.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.text_edit.setPlainText(text)
+        layout.addWidget(self.text_edit)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
+        copy = buttons.addButton("Copy", QDialogButtonBox.ButtonRole.ActionRole)
+        copy.clicked.connect(lambda _checked=False: QApplication.clipboard().setText(self.text_edit.toPlainText()))
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+    def text(self) -> str:
+        """The text shown."""
+        return self.text_edit.toPlainText()
+
+
+def push_message(
+    bar: QgsMessageBar,
+    text: str,
+    level: Qgis.MessageLevel = Qgis.MessageLevel.Info,
+    details: str = "",
+    details_title: str = "RegionLens details",
+    duration: int | None = None,
+    parent: QWidget | None = None,
+) -> QgsMessageBarItem:
+    """Push ``RegionLens: <text>`` to the message bar, with a "Details" button when ``details`` is given.
+
+    Args:
+        bar: The message bar (``iface.messageBar()``).
+        text: The message.
+        level: Its level.
+        details: Text the "Details" button shows (none: no button).
+        details_title: Title of the details dialog.
+        duration: Seconds before it disappears (0: stays; default: QGIS's default for the level, but
+            critical messages stay).
+        parent: Parent of the details dialog (e.g. the main window).
+
+    Returns:
+        The pushed item; ``item.details_button`` is the button (or ``None``) and ``item.details_dialog``
+        the dialog once it was opened.
+    """
+    item = QgsMessageBar.createMessage(TITLE, text, bar)
+    item.details_button = None
+    item.details_dialog = None
+    if details:
+        button = QPushButton("Details", item)
+        button.setToolTip("Show the full log")
+
+        def show_details(_checked: bool = False) -> None:
+            dialog = DetailsDialog(details_title, details, parent)
+            dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+            item.details_dialog = dialog
+            dialog.show()
+
+        button.clicked.connect(show_details)
+        item.layout().addWidget(button)
+        item.details_button = button
+    if duration is None:
+        duration = 0 if level == Qgis.MessageLevel.Critical else QgsMessageBar.defaultMessageTimeout(level)
+    bar.pushWidget(item, level, duration)
+    return item

@@ -1,0 +1,169 @@
+"""The run's ``metrics`` table (docs/protocol.md) as a sortable table dialog.
+
+One row per method, label, target, model and protocol: R2 (mean ± std over the repeats), MAE and RMSE,
+in the modelled space (e.g. log1p density). Click a header to sort; numbers sort by their mean.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from qgis.core import QgsVectorLayer
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import (
+    QAbstractItemView,
+    QApplication,
+    QDialog,
+    QDialogButtonBox,
+    QHeaderView,
+    QLabel,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..results import open_gpkg_layer
+
+__all__ = ["COLUMNS", "MetricsDialog", "metrics_rows"]
+
+#: (header, metrics field or metric name) of the table's columns.
+COLUMNS = (
+    ("Method", "method"),
+    ("Label", "label"),
+    ("Target", "target"),
+    ("Model", "model"),
+    ("Protocol", "protocol"),
+    ("R\u00b2 mean \u00b1 std", "r2"),
+    ("MAE", "mae"),
+    ("RMSE", "rmse"),
+)
+_TEXT_FIELDS = ("method", "label", "target", "model", "protocol")
+_METRICS = ("r2", "mae", "rmse")
+
+
+def metrics_rows(layer: QgsVectorLayer) -> list[dict[str, Any]]:
+    """The rows of a ``metrics`` table layer as dicts (NULL -> ``None``)."""
+    names = layer.fields().names()
+    rows = []
+    for feature in layer.getFeatures():
+        row: dict[str, Any] = {}
+        for name in names:
+            value = feature[name]
+            row[name] = None if value is None or (hasattr(value, "isNull") and value.isNull()) else value
+        rows.append(row)
+    return rows
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+class _SortItem(QTableWidgetItem):
+    """A cell that sorts by a key (numbers before missing values) instead of its text."""
+
+    def __init__(self, text: str, key: Any) -> None:
+        super().__init__(text)
+        self.key = key
+        self.setFlags(self.flags() & ~Qt.ItemFlag.ItemIsEditable)
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        other_key = getattr(other, "key", other.text())
+        try:
+            return self.key < other_key
+        except TypeError:
+            return str(self.key) < str(other_key)
+
+
+class MetricsDialog(QDialog):
+    """A sortable table of a run's metrics.
+
+    Args:
+        rows: Metrics rows (dicts with the fields of the ``metrics`` table).
+        title: Window title.
+        parent: Parent widget.
+    """
+
+    def __init__(self, rows: list[dict[str, Any]], title: str = "RegionLens metrics", parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.resize(820, 420)
+        layout = QVBoxLayout(self)
+        note = QLabel(
+            "Out-of-fold scores of each label predicted from the embeddings (mean \u00b1 std over repeats), "
+            "in the modelled space (e.g. log1p density). Click a header to sort.",
+            self,
+        )
+        note.setWordWrap(True)
+        layout.addWidget(note)
+        self.table = QTableWidget(0, len(COLUMNS), self)
+        self.table.setHorizontalHeaderLabels([header for header, _key in COLUMNS])
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        layout.addWidget(self.table)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
+        copy = buttons.addButton("Copy table", QDialogButtonBox.ButtonRole.ActionRole)
+        copy.clicked.connect(lambda _checked=False: QApplication.clipboard().setText(self.as_text()))
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        self.set_rows(rows)
+
+    @classmethod
+    def from_layer(cls, layer: QgsVectorLayer, title: str | None = None, parent: QWidget | None = None):
+        """The dialog for a ``metrics`` table layer."""
+        return cls(metrics_rows(layer), title or "RegionLens metrics", parent)
+
+    @classmethod
+    def from_gpkg(cls, gpkg: str | Path, parent: QWidget | None = None) -> MetricsDialog:
+        """The dialog for a run's ``regionlens.gpkg``.
+
+        Raises:
+            ValueError: If the GeoPackage has no ``metrics`` table.
+        """
+        layer = open_gpkg_layer(gpkg, "metrics", "Metrics")
+        return cls.from_layer(layer, f"RegionLens metrics \u2014 {Path(gpkg).resolve().parent.name}", parent)
+
+    def set_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Fill the table (sorted by method, label, protocol and model)."""
+        self.table.setSortingEnabled(False)
+        order = ("method", "label", "protocol", "model", "target")
+        rows = sorted(rows, key=lambda row: tuple(str(row.get(k) or "") for k in order))
+        self.table.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            for c, (_header, key) in enumerate(COLUMNS):
+                if key in _TEXT_FIELDS:
+                    text = "" if row.get(key) is None else str(row[key])
+                    item = _SortItem(text, text)
+                else:
+                    mean, std = _number(row.get(f"{key}_mean")), _number(row.get(f"{key}_std"))
+                    text = "" if mean is None else f"{mean:.3f}" + ("" if std is None else f" \u00b1 {std:.3f}")
+                    item = _SortItem(text, (mean is None, mean if mean is not None else 0.0))
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(r, c, item)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+
+    def row_count(self) -> int:
+        """Number of rows shown."""
+        return self.table.rowCount()
+
+    def cell(self, row: int, column: int) -> str:
+        """Text of one cell."""
+        item = self.table.item(row, column)
+        return item.text() if item is not None else ""
+
+    def as_text(self) -> str:
+        """The table as tab-separated text (with the header)."""
+        lines = ["\t".join(header for header, _key in COLUMNS)]
+        for r in range(self.table.rowCount()):
+            lines.append("\t".join(self.cell(r, c) for c in range(self.table.columnCount())))
+        return "\n".join(lines)

@@ -1,0 +1,337 @@
+"""Run choices: validation messages, the run configuration, exported inputs, per-project storage.
+
+Covers plugin/parameters.py, plugin/input_export.py and plugin/project_settings.py on the real sample
+layers and on small memory layers built here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from qgis.core import QgsFeature, QgsGeometry, QgsProject, QgsRasterLayer, QgsVectorLayer
+
+from plugin.input_export import MARKER, remove_exported_inputs, remove_stale_staging
+from plugin.parameters import (
+    METHODS,
+    LabelChoice,
+    MethodChoice,
+    RunChoices,
+    inputs_dir_for,
+    label_name,
+    raster_path,
+    to_run_config,
+    validate,
+)
+from plugin.project_settings import clear_choices, load_choices, save_choices
+from plugin.sample_data import load_sample_data
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry():
+    """Every test starts with the baseline-only method registry."""
+    METHODS.reset()
+    yield
+    METHODS.reset()
+
+
+@pytest.fixture
+def sample(qgis_new_project: QgsProject) -> dict:
+    """The sample city's layers in a new project."""
+    return load_sample_data(qgis_new_project)
+
+
+def sample_choices(sample: dict, output_dir: Path, **changes) -> RunChoices:
+    """Valid choices on the sample city (small settings)."""
+    choices = RunChoices(
+        region_layer_id=sample["block_groups"].id(),
+        region_id_field="GEO_ID",
+        poi_layer_id=sample["pois"].id(),
+        poi_category_field="category",
+        poi_name_field="name",
+        raster_layer_ids=[sample["landsat"].id()],
+        labels=[LabelChoice(field="Population"), LabelChoice(points_layer_id=sample["crime_incidents"].id())],
+        methods=[MethodChoice("baseline", 8, {"log1p_counts": True, "neighbourhood_m": 0.0})],
+        cluster_k=4,
+        folds=3,
+        repeats=1,
+        output_dir=str(output_dir),
+    )
+    for key, value in changes.items():
+        setattr(choices, key, value)
+    return choices
+
+
+def memory_polygons(ids: list[str | None], name: str = "regions") -> QgsVectorLayer:
+    """A polygon memory layer (EPSG:32610) with one square per id in field ``rid``."""
+    layer = QgsVectorLayer("Polygon?crs=EPSG:32610&field=rid:string(20)&field=pop:integer", name, "memory")
+    features = []
+    for i, rid in enumerate(ids):
+        feature = QgsFeature(layer.fields())
+        x = 550_000 + 100 * i
+        feature.setGeometry(QgsGeometry.fromWkt(f"POLYGON(({x} 0,{x + 100} 0,{x + 100} 100,{x} 100,{x} 0))"))
+        feature.setAttributes([rid, i])
+        features.append(feature)
+    assert layer.dataProvider().addFeatures(features)[0]
+    layer.updateExtents()
+    return layer
+
+
+def has(problems: list[str], *words: str) -> bool:
+    return any(all(word in problem for word in words) for problem in problems)
+
+
+# ------------------------------------------------------------------------------------- validate
+
+
+def test_valid_sample_choices(sample: dict, tmp_path: Path) -> None:
+    assert validate(sample_choices(sample, tmp_path / "run"), QgsProject.instance()) == []
+
+
+def test_no_region_layer(qgis_new_project: QgsProject, tmp_path: Path) -> None:
+    problems = validate(RunChoices(output_dir=str(tmp_path / "run")), qgis_new_project)
+    assert has(problems, "Choose a region layer")
+
+
+def test_point_layer_as_regions(sample: dict, tmp_path: Path) -> None:
+    choices = sample_choices(sample, tmp_path / "run", region_layer_id=sample["pois"].id(), region_id_field="name")
+    assert has(validate(choices), "not a polygon layer", "POIs")
+
+
+def test_polygons_as_pois(sample: dict, tmp_path: Path) -> None:
+    choices = sample_choices(sample, tmp_path / "run", poi_layer_id=sample["block_groups"].id())
+    assert has(validate(choices), "POI layer", "not a point layer")
+
+
+def test_empty_region_layer(qgis_new_project: QgsProject, tmp_path: Path) -> None:
+    layer = memory_polygons([])
+    qgis_new_project.addMapLayer(layer)
+    choices = RunChoices(region_layer_id=layer.id(), region_id_field="rid", output_dir=str(tmp_path / "r"))
+    assert has(validate(choices), "has no features")
+
+
+def test_duplicate_and_null_ids(sample: dict, qgis_new_project: QgsProject, tmp_path: Path) -> None:
+    duplicated = memory_polygons(["a", "b", "b", "c"], "dup")
+    with_null = memory_polygons(["a", None, "c"], "nulls")
+    qgis_new_project.addMapLayers([duplicated, with_null])
+    choices = sample_choices(sample, tmp_path / "run", region_layer_id=duplicated.id(), region_id_field="rid")
+    choices.labels = []
+    problems = validate(choices)
+    assert has(problems, "'rid'", "duplicate values", "3 distinct ids for 4 regions"), problems
+    choices.region_layer_id = with_null.id()
+    assert has(validate(choices), "'rid'", "NULL"), validate(choices)
+    choices.region_id_field = "missing"
+    assert has(validate(choices), "no field 'missing'", "rid, pop")
+
+
+def test_duplicate_ids_in_a_geopackage(qgis_new_project: QgsProject, tmp_path: Path) -> None:
+    from qgis.core import QgsVectorFileWriter
+
+    memory = memory_polygons(["x", "x"], "dup")
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    path = tmp_path / "dup.gpkg"
+    error = QgsVectorFileWriter.writeAsVectorFormatV3(memory, str(path), qgis_new_project.transformContext(), options)
+    assert error[0] == QgsVectorFileWriter.WriterError.NoError
+    layer = QgsVectorLayer(str(path), "dup gpkg", "ogr")
+    qgis_new_project.addMapLayer(layer)
+    choices = RunChoices(region_layer_id=layer.id(), region_id_field="rid", raster_layer_ids=[],
+                         od_path="", output_dir=str(tmp_path / "out"))  # fmt: skip
+    assert has(validate(choices), "duplicate values")
+
+
+def test_no_sources(sample: dict, tmp_path: Path) -> None:
+    choices = sample_choices(sample, tmp_path / "run", poi_layer_id="", raster_layer_ids=[])
+    problems = validate(choices)
+    assert has(problems, "No input for baseline", "POI layer", "raster", "OD table", "land-use layer"), problems
+    choices.raster_layer_ids = [sample["landsat"].id()]  # a raster alone is enough
+    assert validate(choices) == []
+
+
+def test_category_field_and_label_field(sample: dict, tmp_path: Path) -> None:
+    choices = sample_choices(sample, tmp_path / "run", poi_category_field="kind")
+    choices.labels = [LabelChoice(field="NAME")]
+    problems = validate(choices)
+    assert has(problems, "POI layer has no field 'kind'")
+    assert has(problems, "label field 'NAME' is not numeric")
+    choices.poi_category_field = ""
+    assert has(validate(choices), "Choose the POI category field")
+
+
+def test_output_folder_not_empty_needs_replace(sample: dict, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "old.txt").write_text("x")
+    choices = sample_choices(sample, out)
+    assert has(validate(choices), "already holds files", "replace existing results")
+    choices.overwrite = True
+    assert validate(choices) == []
+
+
+def test_output_folder_unwritable(sample: dict, tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file.txt"
+    blocker.write_text("not a folder")
+    problems = validate(sample_choices(sample, blocker / "run"))
+    assert has(problems, "cannot be created", "is a file"), problems
+    assert has(validate(sample_choices(sample, blocker)), "is a file")
+    assert has(validate(sample_choices(sample, "")), "Choose an output folder")
+
+
+def test_inputs_folder_with_foreign_files(sample: dict, tmp_path: Path) -> None:
+    foreign = inputs_dir_for(tmp_path / "run")
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("user data")
+    assert has(validate(sample_choices(sample, tmp_path / "run")), "did not write")
+    (foreign / MARKER).write_text("")
+    assert validate(sample_choices(sample, tmp_path / "run")) == []
+
+
+def test_k_device_and_evaluation(sample: dict, tmp_path: Path) -> None:
+    choices = sample_choices(sample, tmp_path / "run", cluster_k=1, prediction_models=[], folds=1, device="cuda")
+    problems = validate(choices, backend_info={"cuda": False})
+    assert has(problems, "at least 2 (or auto)")
+    assert has(problems, "prediction model")
+    assert has(problems, "at least 2 folds")
+    assert has(problems, "no CUDA GPU")
+    choices.cluster_k = 0  # auto
+    assert not has(validate(choices), "clusters")
+
+
+def test_raster_must_be_a_local_file(sample: dict, qgis_new_project: QgsProject, tmp_path: Path) -> None:
+    assert raster_path(sample["landsat"]) is not None
+    remote = QgsRasterLayer("/vsicurl/https://example.invalid/image.tif", "remote", "gdal")
+    assert raster_path(remote) is None
+    xyz = QgsRasterLayer("type=xyz&url=https://tile.invalid/{z}/{x}/{y}.png", "tiles", "wms")
+    qgis_new_project.addMapLayer(xyz, False)
+    choices = sample_choices(sample, tmp_path / "run", raster_layer_ids=[xyz.id()])
+    assert has(validate(choices), "not a local file")
+
+
+def test_od_table_columns(sample: dict, tmp_path: Path) -> None:
+    od = tmp_path / "trips.csv"
+    od.write_text("from,to,trips\n060750101001,060750101002,3\n")
+    choices = sample_choices(sample, tmp_path / "run", od_path=str(od))
+    assert has(validate(choices), "no column 'origin', 'destination', 'count'", "from, to, trips")
+    choices.od_origin_field, choices.od_destination_field, choices.od_count_field = "from", "to", "trips"
+    assert validate(choices) == []
+    choices.od_path = str(tmp_path / "missing.csv")
+    assert has(validate(choices), "does not exist")
+
+
+def test_methods_from_backend_info(sample: dict, tmp_path: Path) -> None:
+    METHODS.update_from_info({
+        "cuda": False,
+        "methods": {
+            "baseline": {"title": "Baseline", "views": ["poi_counts", "image_stats"], "min_views": 1,
+                         "params": {"log1p_counts": True, "neighbourhood_m": 0.0}},
+            "fusion": {"title": "Fusion", "dim": 64, "views": ["poi_counts", "mobility", "landuse"],
+                       "min_views": 2, "params": {"epochs": 10, "lr": 0.001}},
+        },
+    })  # fmt: skip
+    assert METHODS.names() == ["baseline", "fusion"]
+    fusion = METHODS.choice("fusion")
+    assert (fusion.dim, fusion.params) == (64, {"epochs": 10, "lr": 0.001})
+    choices = sample_choices(sample, tmp_path / "run", methods=[METHODS.choice("baseline"), fusion])
+    assert has(validate(choices), "No input for fusion (it needs 2 kinds of input)", "OD table")
+    choices.methods = [MethodChoice("nonexistent")]
+    assert has(validate(choices), "does not offer the method 'nonexistent'")
+
+
+def test_label_names() -> None:
+    assert label_name("Population") == "population"
+    assert label_name("Crime incidents 2012 H2 (SFPD)") == "crime_incidents_2012_h2_sfpd"
+    assert label_name("2012 counts") == "label_2012_counts"
+    assert label_name("Population", taken=["population"]) == "population_2"
+    assert len(label_name("x" * 80)) == 31
+
+
+# ------------------------------------------------------------------------------------- config
+
+
+def test_to_run_config_exports_inputs(sample: dict, tmp_path: Path, backend_python: Path) -> None:
+    out = tmp_path / "run"
+    config = to_run_config(sample_choices(sample, out))
+    inputs = tmp_path / "run_inputs"
+    assert not out.exists()  # the results folder stays untouched: the backend writes it atomically
+    assert config["output_dir"] == str(out.resolve())
+    assert config["regions"] == {"path": str(inputs / "regions.gpkg"), "id_field": "GEO_ID"}
+    assert config["pois"]["path"] == str(inputs / "pois.gpkg")
+    assert config["pois"]["category_field"] == "category" and config["pois"]["name_field"] == "name"
+    assert config["rasters"] == [{"path": str(raster_path(sample["landsat"]).resolve())}]
+    assert config["labels"][0] == {"name": "population", "field": "Population", "target": "density", "log1p": True}
+    assert config["labels"][1]["name"] == "crime_incidents_2012_h2_sfpd"
+    assert config["labels"][1]["points"] == str(inputs / "label_crime_incidents_2012_h2_sfpd.gpkg")
+    assert config["methods"] == [{"name": "baseline", "dim": 8, "params": {"log1p_counts": True,
+                                                                         "neighbourhood_m": 0.0}}]  # fmt: skip
+    assert config["clustering"] == {"k": 4}
+    assert config["prediction"] == {"models": ["ridge"], "folds": 3, "repeats": 1, "spatial": True,
+                                    "write_model": "ridge"}  # fmt: skip
+    assert (inputs / MARKER).is_file()
+    assert json.loads((inputs / "config.json").read_text()) == config
+
+    regions = QgsVectorLayer(str(inputs / "regions.gpkg"), "r", "ogr")
+    assert regions.featureCount() == 579
+    assert [f for f in regions.fields().names() if f != "fid"] == ["GEO_ID", "Population"]
+    pois = QgsVectorLayer(str(inputs / "pois.gpkg"), "p", "ogr")
+    assert pois.featureCount() == 2563
+    assert {"category", "name"} <= set(pois.fields().names()) and "osm_id" not in pois.fields().names()
+
+    # The backend accepts the configuration as it is.
+    check = "import json,sys; from backend.config import config_from_dict; config_from_dict(json.load(sys.stdin))"
+    done = subprocess.run([str(backend_python), "-c", check], input=json.dumps(config), capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[2], timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    # Exporting again replaces the previous inputs; without labels there is no prediction section.
+    again = to_run_config(sample_choices(sample, out, labels=[], cluster_k=0))
+    assert again["prediction"] is None and again["clustering"] == {"k": "auto"}
+    assert not (inputs / "label_crime_incidents_2012_h2_sfpd.gpkg").exists()
+
+
+def test_remove_exported_inputs_and_staging(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    assert remove_exported_inputs(foreign) is False and foreign.exists()
+    ours = tmp_path / "run_inputs"
+    ours.mkdir()
+    (ours / MARKER).write_text("")
+    assert remove_exported_inputs(ours) is True and not ours.exists()
+    staging = tmp_path / ".run.tmp-abc123"
+    staging.mkdir()
+    (staging / "regionlens.gpkg").write_text("half")
+    other = tmp_path / ".other.tmp-1"
+    other.mkdir()
+    assert remove_stale_staging(tmp_path / "run") == [staging.resolve()]
+    assert not staging.exists() and other.exists()
+
+
+# ------------------------------------------------------------------------------------- project settings
+
+
+def test_choices_round_trip_through_the_project(sample: dict, qgis_new_project: QgsProject, tmp_path: Path) -> None:
+    assert load_choices(qgis_new_project) is None
+    choices = sample_choices(sample, tmp_path / "run", seed=7, device="cpu", overwrite=True)
+    save_choices(choices, qgis_new_project)
+    assert load_choices(qgis_new_project) == choices
+    project_file = tmp_path / "city.qgz"
+    assert qgis_new_project.write(str(project_file))
+    qgis_new_project.clear()
+    assert load_choices(qgis_new_project) is None
+    assert qgis_new_project.read(str(project_file))
+    assert load_choices(qgis_new_project) == choices
+    clear_choices(qgis_new_project)
+    assert load_choices(qgis_new_project) is None
+
+
+def test_malformed_project_entries_are_ignored(qgis_new_project: QgsProject) -> None:
+    qgis_new_project.writeEntry("RegionLens", "run/seed", '"not a number"')
+    qgis_new_project.writeEntry("RegionLens", "run/labels", '[{"field": "Population"}, 3, {"bogus": 1}]')
+    qgis_new_project.writeEntry("RegionLens", "run/methods", "{broken json")
+    qgis_new_project.writeEntry("RegionLens", "run/device", '"cuda"')
+    choices = load_choices(qgis_new_project)
+    assert choices is not None
+    assert choices.seed == 0 and choices.device == "cuda"
+    assert [lab.field for lab in choices.labels] == ["Population"]
+    assert [m.name for m in choices.methods] == ["baseline"]

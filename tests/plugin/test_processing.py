@@ -1,0 +1,473 @@
+"""The Processing provider (plugin/processing/): registration, the three algorithms with a real worker,
+styling on load, cancel, failures, and headless ``qgis_process.bin``.
+
+Runs ``processing.run`` in pytest-qgis: QGIS's own ``processing`` package lives in
+``<pkgDataPath>/python/plugins`` (added to ``sys.path`` here) and needs ``Processing.initialize()``.
+Fixtures defined here: ``processing_module``, ``provider``, ``embed_run`` (one small embed run on the
+sample city, shared by the tests that read its outputs) and ``installed_package``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import zipfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from qgis.core import (
+    QgsApplication,
+    QgsCategorizedSymbolRenderer,
+    QgsGraduatedSymbolRenderer,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeatureSourceDefinition,
+    QgsProcessingFeedback,
+    QgsProcessingUtils,
+    QgsProject,
+    QgsRasterLayer,
+    QgsSingleSymbolRenderer,
+    QgsVectorLayer,
+)
+
+from plugin.processing import _base, _outputs
+from plugin.processing._inputs import raster_input
+from plugin.processing.provider import RegionLensProvider
+
+ALGORITHM_IDS = {"regionlens:embed", "regionlens:cluster", "regionlens:predict"}
+SF = Path(__file__).resolve().parents[2] / "resources" / "sample_data" / "sf"
+BLOCKS = SF / "sf_block_groups_crime_pop.geojson"
+POIS = SF / "sf_pois_osm.geojson"
+LANDSAT = SF / "sf_landsat7_3857_30m.tif"
+N_BLOCKS = 579
+#: Small, fast prediction settings (ridge only, 3 folds, one repeat, no spatial folds).
+FAST = {"FOLDS": 3, "REPEATS": 1, "MODELS": [0], "SPATIAL": False}
+
+
+class RecordingFeedback(QgsProcessingFeedback):
+    """Keeps what an algorithm reports."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.infos: list[str] = []
+        self.errors: list[str] = []
+        self.progress_values: list[float] = []
+        self.progressChanged.connect(self.progress_values.append)
+
+    def pushInfo(self, info: str) -> None:
+        self.infos.append(info)
+
+    def reportError(self, error: str, fatalError: bool = False) -> None:  # noqa: N803 - QGIS API
+        self.errors.append(error)
+
+
+def new_context() -> QgsProcessingContext:
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    return context
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def processing_module() -> ModuleType:
+    """QGIS's ``processing`` package, initialised."""
+    plugins = str(Path(QgsApplication.pkgDataPath()) / "python" / "plugins")
+    if plugins not in sys.path:
+        sys.path.append(plugins)
+    from processing.core.Processing import Processing
+
+    Processing.initialize()
+    import processing
+
+    return processing
+
+
+@pytest.fixture(scope="module")
+def provider(processing_module: ModuleType) -> RegionLensProvider:
+    """This checkout's provider, registered for the module's tests."""
+    registry = QgsApplication.processingRegistry()
+    existing = registry.providerById("regionlens")
+    if existing is not None:
+        assert isinstance(existing, RegionLensProvider), "another RegionLens provider is registered"
+        yield existing
+        return
+    provider = RegionLensProvider()
+    assert registry.addProvider(provider)
+    yield provider
+    registry.removeProvider(provider)
+
+
+@pytest.fixture(scope="module")
+def embed_run(provider, processing_module, backend_python: Path, tmp_path_factory) -> dict[str, Any]:
+    """``regionlens:embed`` on the sample city (d = 8, k = 4, label Population, with the Landsat image)."""
+    out = tmp_path_factory.mktemp("embed") / "run"
+    feedback = RecordingFeedback()
+    context = new_context()
+    params = {
+        "REGIONS": str(BLOCKS), "REGION_ID": "GEO_ID", "POIS": str(POIS), "POI_CATEGORY": "category",
+        "POI_NAME": "name", "RASTERS": [str(LANDSAT)], "LABEL_FIELDS": ["Population"], "DIM": 8, "K": 4,
+        "SEED": 0, "DEVICE": 1, "OUTPUT_DIR": str(out), **FAST,
+    }  # fmt: skip
+    results = processing_module.run("regionlens:embed", params, feedback=feedback, context=context)
+    return {"results": results, "feedback": feedback, "context": context, "out": out}
+
+
+@pytest.fixture(scope="module")
+def installed_package(repo_root: Path) -> ModuleType:
+    """The repository root imported as QGIS does: a package named after the plugin folder."""
+    name = "regionlens"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        name, repo_root / "__init__.py", submodule_search_locations=[str(repo_root)]
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------------------------- registration
+
+
+def test_plugin_registers_and_removes_provider(installed_package: ModuleType, qgis_iface) -> None:
+    registry = QgsApplication.processingRegistry()
+    assert registry.providerById("regionlens") is None
+    plugin = installed_package.classFactory(qgis_iface)
+    plugin.initProcessing()
+    plugin.initProcessing()  # idempotent
+    try:
+        registered = registry.providerById("regionlens")
+        assert registered is plugin.provider
+        assert registered.name() == "RegionLens"
+        assert not registered.icon().isNull()
+        assert {alg.id() for alg in registered.algorithms()} == ALGORITHM_IDS
+        for alg_id in ALGORITHM_IDS:
+            assert registry.algorithmById(alg_id) is not None
+    finally:
+        plugin.unload()
+    assert registry.providerById("regionlens") is None
+    assert plugin.provider is None
+
+
+def test_algorithm_definitions(provider: RegionLensProvider) -> None:
+    algorithms = {alg.id(): alg for alg in provider.algorithms()}
+    assert set(algorithms) == ALGORITHM_IDS
+    for alg in algorithms.values():
+        assert alg.displayName() and alg.group() == "Region embeddings" and alg.groupId() == "embeddings"
+        assert len(alg.shortHelpString()) > 100
+        assert type(alg.createInstance()) is type(alg)
+        assert alg.flags() & alg.FlagCanCancel
+    params = {alg_id: {p.name() for p in alg.parameterDefinitions()} for alg_id, alg in algorithms.items()}
+    outputs = {alg_id: {o.name() for o in alg.outputDefinitions()} for alg_id, alg in algorithms.items()}
+    assert {
+        "REGIONS", "REGION_ID", "POIS", "POI_CATEGORY", "POI_NAME", "RASTERS", "LABEL_FIELDS", "TARGET", "LOG1P",
+        "METHOD", "DIM", "K", "SEED", "DEVICE", "OUTPUT_DIR",
+    } <= params["regionlens:embed"]  # fmt: skip
+    assert {"OUTPUT_DIR", "EMBEDDINGS", "CLUSTERS", "PREDICTIONS", "GPKG"} <= outputs["regionlens:embed"]
+    assert {"INPUT", "ID_FIELD", "K", "METHOD", "SEED", "OUTPUT"} <= params["regionlens:cluster"]
+    assert "CLUSTERS" in outputs["regionlens:cluster"]
+    assert {
+        "INPUT", "ID_FIELD", "LABELS", "LABEL_ID_FIELD", "LABEL_FIELD", "TARGET", "LOG1P", "FOLDS", "REPEATS", "SEED",
+        "OUTPUT",
+    } <= params["regionlens:predict"]  # fmt: skip
+    assert {"PREDICTIONS", "METRICS", "R2"} <= outputs["regionlens:predict"]
+    embed = algorithms["regionlens:embed"]
+    assert embed.parameterDefinition("METHOD").options() == list(_base.METHODS)
+    assert embed.parameterDefinition("DIM").defaultValue() == 32
+
+
+def test_invalid_choices_are_explained_before_running(provider, processing_module, tmp_path: Path) -> None:
+    base = {"REGIONS": str(BLOCKS), "REGION_ID": "GEO_ID", "OUTPUT_DIR": str(tmp_path / "out")}
+    cases = [
+        ({**base, "POIS": str(POIS)}, "category"),
+        (base, "points of interest"),
+        ({**base, "POIS": str(POIS), "POI_CATEGORY": "category", "K": 1}, "at least 2"),
+        ({**base, "POIS": str(POIS), "POI_CATEGORY": "category", "METHOD_PARAMS": "[1]"}, "JSON object"),
+    ]
+    for params, words in cases:
+        with pytest.raises(QgsProcessingException, match=words):
+            processing_module.run("regionlens:embed", params, feedback=RecordingFeedback())
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------- the algorithms
+
+
+def test_embed_on_sample_city(embed_run: dict[str, Any]) -> None:
+    results, out = embed_run["results"], embed_run["out"]
+    gpkg = out / "regionlens.gpkg"
+    assert gpkg.is_file() and (out / "run.json").is_file()
+    assert Path(results["GPKG"]) == gpkg.resolve()
+    assert Path(results["OUTPUT_DIR"]) == out.resolve()
+    assert results["DEVICE_USED"] == "cpu"
+    layers = {key: QgsVectorLayer(results[key], key, "ogr") for key in ("EMBEDDINGS", "CLUSTERS", "PREDICTIONS")}
+    for key, layer in layers.items():
+        assert layer.isValid(), key
+        assert layer.featureCount() == N_BLOCKS, key
+    assert [f for f in layers["EMBEDDINGS"].fields().names() if f.startswith("emb_")] == [f"emb_{i:03d}" for i in
+                                                                                           range(8)]  # fmt: skip
+    assert {f["cluster"] for f in layers["CLUSTERS"].getFeatures()} == {0, 1, 2, 3}
+    assert {"population_obs", "population_pred", "population_res"} <= set(layers["PREDICTIONS"].fields().names())
+    metrics = QgsVectorLayer(results["METRICS"], "metrics", "ogr")
+    assert metrics.isValid() and metrics.featureCount() >= 1
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["methods"][0]["dim"] == 8
+    assert len(run["config"]["rasters"]) == 1
+    feedback = embed_run["feedback"]
+    assert max(feedback.progress_values) >= 99
+    assert any("Finished on cpu" in line for line in feedback.infos)
+    # the exported inputs are gone
+    assert not list(Path(QgsProcessingUtils.tempFolder()).glob("regionlens-inputs-*"))
+
+
+def test_embed_queues_styled_layers(embed_run: dict[str, Any]) -> None:
+    context: QgsProcessingContext = embed_run["context"]
+    queued = context.layersToLoadOnCompletion()
+    results = embed_run["results"]
+    assert set(queued) == {results["EMBEDDINGS"], results["CLUSTERS"], results["PREDICTIONS"]}
+    names = {uri: details.name for uri, details in queued.items()}
+    assert names[results["PREDICTIONS"]] == "Predicted population"
+    for details in queued.values():
+        assert isinstance(details.postProcessor(), _outputs.StyleOnLoad)
+        assert details.postProcessor() in _outputs._POST_PROCESSORS  # kept alive
+
+
+def test_cluster_on_embed_output(embed_run: dict[str, Any], processing_module, tmp_path: Path) -> None:
+    output = tmp_path / "clusters.gpkg"
+    params = {"INPUT": embed_run["results"]["EMBEDDINGS"], "ID_FIELD": "region_id", "K": 3, "METHOD": 1,
+              "OUTPUT": str(output)}  # fmt: skip
+    results = processing_module.run("regionlens:cluster", params, feedback=RecordingFeedback())
+    assert output.is_file()
+    assert results["N_CLUSTERS"] == 3
+    assert -1.0 <= results["SILHOUETTE"] <= 1.0
+    clusters = QgsVectorLayer(results["CLUSTERS"], "clusters", "ogr")
+    assert clusters.isValid() and clusters.featureCount() == N_BLOCKS
+    assert {f["cluster"] for f in clusters.getFeatures()} == {0, 1, 2}
+    assert QgsVectorLayer(results["CLUSTER_PROFILES"], "profiles", "ogr").featureCount() > 0
+
+
+def test_predict_with_labels_on_another_layer(embed_run: dict[str, Any], processing_module, tmp_path: Path) -> None:
+    output = tmp_path / "predictions.gpkg"
+    params = {
+        "INPUT": embed_run["results"]["EMBEDDINGS"], "ID_FIELD": "region_id", "LABELS": str(BLOCKS),
+        "LABEL_ID_FIELD": "GEO_ID", "LABEL_FIELD": "Population", "TARGET": 1, "LOG1P": True, "SEED": 0,
+        "OUTPUT": str(output), **FAST,
+    }  # fmt: skip
+    results = processing_module.run("regionlens:predict", params, feedback=RecordingFeedback())
+    assert output.is_file()
+    assert results["LABEL"] == "population"
+    predictions = QgsVectorLayer(results["PREDICTIONS"], "predictions", "ogr")
+    assert predictions.isValid() and predictions.featureCount() == N_BLOCKS
+    assert {"population_obs", "population_pred", "population_res"} <= set(predictions.fields().names())
+    metrics = QgsVectorLayer(results["METRICS"], "metrics", "ogr")
+    rows = [feature.attributes() for feature in metrics.getFeatures()]
+    assert len(rows) == 1  # ridge, shuffled
+    assert isinstance(results["R2"], float) and results["R2"] > 0.1  # embed's R2 for population is about 0.4
+    assert results["MAE"] > 0 and results["RMSE"] >= results["MAE"]
+
+
+def test_predict_label_from_the_embedding_layer(
+    provider, processing_module, backend_python: Path, run_gpkg: Path, tmp_path: Path
+) -> None:
+    params = {"INPUT": f"{run_gpkg}|layername=embeddings", "ID_FIELD": "region_id", "LABEL_FIELD": "emb_003",
+              "TARGET": 0, "LOG1P": False, "OUTPUT": str(tmp_path / "p.gpkg"), **FAST}  # fmt: skip
+    results = processing_module.run("regionlens:predict", params, feedback=RecordingFeedback())
+    predictions = QgsVectorLayer(results["PREDICTIONS"], "predictions", "ogr")
+    assert predictions.featureCount() == 12
+    assert {"emb_003_obs", "emb_003_pred", "emb_003_res"} <= set(predictions.fields().names())
+
+
+def test_predict_reports_unknown_label_field(provider, processing_module, run_gpkg: Path, tmp_path: Path) -> None:
+    params = {"INPUT": f"{run_gpkg}|layername=embeddings", "ID_FIELD": "region_id", "LABEL_FIELD": "Population",
+              "OUTPUT": str(tmp_path / "p.gpkg")}  # fmt: skip
+    with pytest.raises(QgsProcessingException, match=r"label field 'Population'.*emb_000"):
+        processing_module.run("regionlens:predict", params, feedback=RecordingFeedback())
+
+
+def test_cluster_honours_selection_and_styles_on_load(
+    provider, processing_module, backend_python: Path, run_gpkg: Path, tmp_path: Path, qgis_new_project: QgsProject
+) -> None:
+    embeddings = QgsVectorLayer(f"{run_gpkg}|layername=embeddings", "embeddings", "ogr")
+    qgis_new_project.addMapLayer(embeddings)
+    embeddings.selectByIds(list(embeddings.allFeatureIds())[:8])
+    source = QgsProcessingFeatureSourceDefinition(embeddings.id(), True)
+    params = {"INPUT": source, "ID_FIELD": "region_id", "K": 2, "OUTPUT": str(tmp_path / "c.gpkg")}
+    results = processing_module.runAndLoadResults("regionlens:cluster", params, feedback=RecordingFeedback())
+    assert QgsVectorLayer(results["CLUSTERS"], "c", "ogr").featureCount() == 8
+    loaded = qgis_new_project.mapLayersByName("Clusters")
+    assert len(loaded) == 1
+    renderer = loaded[0].renderer()
+    assert isinstance(renderer, QgsCategorizedSymbolRenderer)
+    assert renderer.classAttribute() == "cluster"
+    assert len(renderer.categories()) == 2
+
+
+def test_predict_loads_predictions_and_residuals_styled(
+    provider, processing_module, backend_python: Path, run_gpkg: Path, tmp_path: Path, qgis_new_project: QgsProject
+) -> None:
+    params = {
+        "INPUT": f"{run_gpkg}|layername=embeddings", "ID_FIELD": "region_id",
+        "LABELS": f"{run_gpkg}|layername=predictions", "LABEL_ID_FIELD": "region_id",
+        "LABEL_FIELD": "population_obs", "TARGET": 0, "LOG1P": False, "OUTPUT": str(tmp_path / "p.gpkg"), **FAST,
+    }  # fmt: skip
+    processing_module.runAndLoadResults("regionlens:predict", params, feedback=RecordingFeedback())
+    predictions = qgis_new_project.mapLayersByName("Predicted population_obs")
+    residuals = qgis_new_project.mapLayersByName("Residuals population_obs (observed \u2212 predicted)")
+    assert len(predictions) == 1 and len(residuals) == 1
+    assert isinstance(predictions[0].renderer(), QgsGraduatedSymbolRenderer)
+    assert predictions[0].renderer().classAttribute() == "population_obs_pred"
+    assert isinstance(residuals[0].renderer(), QgsGraduatedSymbolRenderer)
+    assert residuals[0].renderer().classAttribute() == "population_obs_res"
+    assert len(residuals[0].renderer().ranges()) == 7  # symmetric diverging classes
+    # the residuals layer sits right below the predictions layer
+    order = [layer.name() for layer in qgis_new_project.layerTreeRoot().layerOrder()]
+    assert order.index(residuals[0].name()) == order.index(predictions[0].name()) + 1
+
+
+def test_post_processor_styles_directly(run_gpkg: Path, qgis_new_project: QgsProject) -> None:
+    context, feedback = new_context(), RecordingFeedback()
+    layers = {}
+    for style in _outputs.STYLES:
+        layers[style] = QgsVectorLayer(f"{run_gpkg}|layername={style}", style, "ogr")
+        qgis_new_project.addMapLayer(layers[style])
+    _outputs.StyleOnLoad("embeddings").postProcessLayer(layers["embeddings"], context, feedback)
+    _outputs.StyleOnLoad("clusters").postProcessLayer(layers["clusters"], context, feedback)
+    processor = _outputs.StyleOnLoad("predictions", "robbery")
+    processor.postProcessLayer(layers["predictions"], context, feedback)
+    assert isinstance(layers["embeddings"].renderer(), QgsSingleSymbolRenderer)
+    assert isinstance(layers["clusters"].renderer(), QgsCategorizedSymbolRenderer)
+    assert layers["predictions"].renderer().classAttribute() == "robbery_pred"
+    assert processor.residuals_layer is not None
+    assert processor.residuals_layer.renderer().classAttribute() == "robbery_res"
+    assert qgis_new_project.mapLayer(processor.residuals_layer.id()) is not None
+    # a label the layer lacks is reported, not raised: a finished run must not fail over styling
+    _outputs.StyleOnLoad("predictions", "nonexistent").postProcessLayer(layers["predictions"], context, feedback)
+    assert any("nonexistent_pred" in error for error in feedback.errors)
+
+
+# ---------------------------------------------------------------------------------------------- cancel, failures
+
+
+def test_cancel_during_run_leaves_no_output(provider, processing_module, backend_python: Path, tmp_path: Path) -> None:
+    feedback = RecordingFeedback()
+    timers: list[threading.Timer] = []
+
+    def cancel_soon(_progress: float) -> None:  # once the worker reports progress: it is running
+        if not timers:
+            timers.append(threading.Timer(0.3, feedback.cancel))
+            timers[0].start()
+
+    feedback.progressChanged.connect(cancel_soon)
+    out = tmp_path / "cancelled"
+    params = {  # default prediction settings: long enough to be cancelled mid-run
+        "REGIONS": str(BLOCKS), "REGION_ID": "GEO_ID", "POIS": str(POIS), "POI_CATEGORY": "category",
+        "LABEL_FIELDS": ["Population"], "DEVICE": 1, "OUTPUT_DIR": str(out),
+    }  # fmt: skip
+    with pytest.raises(QgsProcessingException, match="cancelled"):
+        processing_module.run("regionlens:embed", params, feedback=feedback)
+    assert timers and feedback.isCanceled()
+    assert not (out / "regionlens.gpkg").exists()
+    assert not [path for path in tmp_path.rglob("*.gpkg")]  # no staging copy left behind either
+
+
+def test_missing_backend_says_how_to_set_it_up(
+    provider, processing_module, monkeypatch: pytest.MonkeyPatch, run_gpkg: Path, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(_base, "find_backend_python", lambda *args: None)
+    params = {"INPUT": f"{run_gpkg}|layername=embeddings", "ID_FIELD": "region_id", "OUTPUT": str(tmp_path / "c.gpkg")}
+    with pytest.raises(QgsProcessingException) as info:
+        processing_module.run("regionlens:cluster", params, feedback=RecordingFeedback())
+    message = str(info.value)
+    assert "setup" in message and "make setup" in message and "Options \u203a RegionLens" in message
+
+
+def test_worker_error_becomes_processing_exception(
+    provider, processing_module, backend_python: Path, run_gpkg: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "c.gpkg"
+    params = {"INPUT": f"{run_gpkg}|layername=embeddings", "ID_FIELD": "NO_SUCH_ID", "OUTPUT": str(output)}
+    with pytest.raises(QgsProcessingException, match="NO_SUCH_ID") as info:
+        processing_module.run("regionlens:cluster", params, feedback=RecordingFeedback())
+    assert "Traceback" not in str(info.value)  # the user's input was at fault: the message alone
+    assert not output.exists()
+
+
+def test_dead_worker_becomes_processing_exception(
+    provider, processing_module, monkeypatch: pytest.MonkeyPatch, run_gpkg: Path, tmp_path: Path
+) -> None:
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'ImportError: no module named torch' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(_base, "find_backend_python", lambda *args: fake)
+    params = {"INPUT": f"{run_gpkg}|layername=embeddings", "ID_FIELD": "region_id", "OUTPUT": str(tmp_path / "c.gpkg")}
+    with pytest.raises(QgsProcessingException, match=r"(?s)exit 3.*no module named torch"):
+        processing_module.run("regionlens:cluster", params, feedback=RecordingFeedback())
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+def test_raster_inputs(tmp_path: Path) -> None:
+    context, feedback = new_context(), RecordingFeedback()
+    local = QgsRasterLayer(str(LANDSAT), "landsat", "gdal")
+    assert raster_input(local, tmp_path, context, feedback) == {"path": str(LANDSAT.resolve())}
+    archive = tmp_path / "landsat.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(LANDSAT, LANDSAT.name)
+    zipped = QgsRasterLayer(f"/vsizip/{archive}/{LANDSAT.name}", "Landsat (zipped)", "gdal")
+    assert zipped.isValid()
+    entry = raster_input(zipped, tmp_path, context, feedback)
+    assert entry["name"] == "Landsat_zipped"
+    exported = QgsRasterLayer(entry["path"], "exported", "gdal")
+    assert Path(entry["path"]).suffix == ".tif" and exported.isValid()
+    assert (exported.width(), exported.height(), exported.bandCount()) == (
+        zipped.width(), zipped.height(), zipped.bandCount()
+    )
+    assert exported.crs() == zipped.crs()
+
+
+# ---------------------------------------------------------------------------------------------- qgis_process
+
+
+def test_qgis_process_lists_and_runs_the_algorithms(
+    repo_root: Path, backend_python: Path, run_gpkg: Path, tmp_path: Path
+) -> None:
+    exe = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"
+    if not Path(exe).is_file():
+        pytest.skip("qgis_process.bin is not installed")
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "regionlens").symlink_to(repo_root, target_is_directory=True)
+    # A fresh profile (not the user's, nor the tests' .qgis-settings that pytest-qgis points QGIS_* at).
+    inherited = {"QGIS_CUSTOM_CONFIG_PATH", "QGIS_OPTIONS_PATH"}
+    env = {key: value for key, value in os.environ.items() if key not in inherited}
+    env.update(QT_QPA_PLATFORM="offscreen", QGIS_PLUGINPATH=str(plugins), XDG_DATA_HOME=str(tmp_path / "profile"))
+
+    def qgis_process(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+    enabled = qgis_process("plugins", "enable", "regionlens")  # once per profile
+    assert enabled.returncode == 0, enabled.stderr
+    assert (tmp_path / "profile" / "QGIS" / "QGIS3" / "profiles" / "default" / "QGIS" / "QGIS3.ini").is_file()
+    listed = qgis_process("list")
+    assert listed.returncode == 0, listed.stderr
+    for alg_id in ALGORITHM_IDS:
+        assert alg_id in listed.stdout
+    output = tmp_path / "clusters.gpkg"
+    ran = qgis_process("--json", "run", "regionlens:cluster", "--", f"INPUT={run_gpkg}|layername=embeddings",
+                       "ID_FIELD=region_id", "K=3", f"OUTPUT={output}")  # fmt: skip
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    results = json.loads(ran.stdout)["results"]
+    assert results["N_CLUSTERS"] == 3
+    assert output.is_file()

@@ -1,0 +1,400 @@
+"""The run dock on the real sample layers, and runs through it with the real backend worker.
+
+Covers plugin/ui/run_dock.py (populated from layers, live validation, per-project settings, Run,
+Cancel, a killed worker), the toolbar action of plugin/main.py, the message bar with a "Details"
+button (plugin/ui/messages.py) and the metrics table (plugin/ui/metrics_dialog.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from qgis.core import Qgis, QgsProject, QgsVectorLayer
+from qgis.PyQt.QtCore import Qt
+
+from plugin.main import RegionLensPlugin
+from plugin.parameters import METHODS
+from plugin.sample_data import load_sample_data
+from plugin.tasks import RunCancelled, RunFailed, RunSucceeded
+from plugin.ui import run_dock as run_dock_module
+from plugin.ui.messages import DetailsDialog, push_message
+from plugin.ui.metrics_dialog import MetricsDialog
+from plugin.ui.run_dock import BACKEND_MISSING, RunDock
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry():
+    METHODS.reset()
+    yield
+    METHODS.reset()
+
+
+@pytest.fixture
+def sample(qgis_new_project: QgsProject) -> dict:
+    return load_sample_data(qgis_new_project)
+
+
+@pytest.fixture
+def plugin(qgis_iface):
+    plugin = RegionLensPlugin(qgis_iface)
+    yield plugin
+    if plugin.run_dock is not None:
+        plugin.run_dock.disconnect_project()
+        plugin.run_dock.deleteLater()
+        plugin.run_dock = None
+
+
+@pytest.fixture
+def dock(plugin, qtbot, qgis_new_project):
+    """A dock that does not ask the backend for its methods (baseline only)."""
+    widget = RunDock(plugin, None, qgis_new_project, fetch_info=False)
+    qtbot.addWidget(widget)
+    widget.show()
+    yield widget
+    widget.disconnect_project()
+
+
+def items(list_widget) -> dict[str, object]:
+    return {list_widget.item(i).text(): list_widget.item(i) for i in range(list_widget.count())}
+
+
+def check(list_widget, text: str) -> None:
+    items(list_widget)[text].setCheckState(Qt.CheckState.Checked)
+
+
+def small_run(dock: RunDock, sample: dict, output_dir: Path, rasters: bool = True) -> None:
+    """Fill the dock for a fast run on the sample city (dim 8, k 4, 3 folds, 1 repeat, ridge only)."""
+    dock.region_combo.setLayer(sample["block_groups"])
+    dock.region_id_combo.setField("GEO_ID")
+    dock.poi_combo.setLayer(sample["pois"])
+    dock.poi_category_combo.setField("category")
+    if rasters:
+        check(dock.raster_list, sample["landsat"].name())
+    check(dock.label_list, "Population")
+    dock.method_sections["baseline"].set_checked(True)
+    dock.method_sections["baseline"].dim.setValue(8)
+    dock.k_spin.setValue(4)
+    dock.folds_spin.setValue(3)
+    dock.repeats_spin.setValue(1)
+    dock.ridge_check.setChecked(True)
+    dock.gbm_check.setChecked(False)
+    dock.spatial_check.setChecked(False)
+    dock.device_combo.setCurrentIndex(dock.device_combo.findData("cpu"))
+    dock.output_file.setFilePath(str(output_dir))
+
+
+def message_items(bar, level):
+    return [item for item in bar.items() if item.level() == level]
+
+
+# ------------------------------------------------------------------------------------- populated
+
+
+def test_dock_populated_from_sample_layers(dock: RunDock, sample: dict) -> None:
+    assert dock.region_combo.currentLayer() is sample["block_groups"]
+    region_names = [dock.region_combo.itemText(i) for i in range(dock.region_combo.count())]
+    assert region_names == [sample["block_groups"].name()]  # polygons only: no POIs, no raster
+    assert dock.region_id_combo.currentField() == "GEO_ID"
+    dock.region_combo.setLayer(sample["pois"])  # the filter refuses a point layer
+    assert dock.region_combo.currentLayer() is not sample["pois"]
+    dock.region_combo.setLayer(sample["block_groups"])
+
+    assert dock.poi_combo.currentLayer() is None  # optional, empty until chosen
+    poi_names = [dock.poi_combo.itemText(i) for i in range(dock.poi_combo.count())]
+    assert sample["pois"].name() in poi_names and sample["block_groups"].name() not in poi_names
+    dock.poi_combo.setLayer(sample["pois"])
+    assert dock.poi_category_combo.currentField() == "category"
+    assert dock.poi_name_combo.currentField() == "name"
+    poi_fields = [dock.poi_category_combo.itemText(i) for i in range(dock.poi_category_combo.count())]
+    assert {"category", "name"} <= set(poi_fields)
+
+    assert list(items(dock.raster_list)) == [sample["landsat"].name()]
+    assert dock.raster_hint.isHidden()
+    labels = set(items(dock.label_list))
+    assert {"Population", "Vandalism", "Robbery", "Drugs", "CarTheft"} <= labels
+    assert "GEO_ID" not in labels and "NAME" not in labels  # numeric fields only
+    assert list(dock.method_sections) == ["baseline"]
+    baseline = dock.method_sections["baseline"]
+    assert baseline.is_checked() and baseline.advanced.isCollapsed()
+    assert set(baseline.param_widgets) == {"log1p_counts", "neighbourhood_m"}
+    assert dock.k_spin.value() == 0 and dock.k_spin.text() == "auto"
+    assert [dock.device_combo.itemData(i) for i in range(dock.device_combo.count())] == ["auto", "cpu", "cuda"]
+
+
+def test_raster_list_follows_the_project(dock: RunDock, qgis_new_project: QgsProject, sample: dict) -> None:
+    assert dock.raster_list.count() == 1
+    qgis_new_project.removeMapLayer(sample["landsat"].id())
+    assert dock.raster_list.count() == 0 and not dock.raster_hint.isHidden()
+
+
+# ------------------------------------------------------------------------------------- validation
+
+
+def test_live_validation_messages(dock: RunDock, sample: dict, tmp_path: Path, qtbot) -> None:
+    dock.refresh_validation()
+    text = dock.validation_label.text()
+    assert "No input for baseline" in text and "Choose an output folder" in text
+    assert not dock.run_button.isEnabled()
+
+    small_run(dock, sample, tmp_path / "run")
+    qtbot.waitUntil(lambda: dock.problems == [], timeout=5_000)  # updated by itself (debounced)
+    assert dock.validation_label.isHidden() and dock.run_button.isEnabled()
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "old.txt").write_text("x")
+    dock.output_file.setFilePath(str(tmp_path / "run"))  # the same path again: re-check by hand
+    dock.refresh_validation()
+    assert "already holds files" in dock.validation_label.text() and not dock.run_button.isEnabled()
+    dock.overwrite_check.setChecked(True)
+    qtbot.waitUntil(lambda: dock.problems == [], timeout=5_000)
+
+    blocker = tmp_path / "plain_file"
+    blocker.write_text("x")
+    dock.output_file.setFilePath(str(blocker / "run"))
+    qtbot.waitUntil(lambda: "is a file" in dock.validation_label.text(), timeout=5_000)
+
+
+def test_no_region_layer_in_dock(dock: RunDock, qgis_new_project: QgsProject) -> None:
+    assert dock.region_combo.currentLayer() is None
+    assert "Choose a region layer" in "\n".join(dock.refresh_validation())
+
+
+def test_duplicate_ids_in_dock(dock: RunDock, qgis_new_project: QgsProject, tmp_path: Path) -> None:
+    layer = QgsVectorLayer("Polygon?crs=EPSG:32610&field=zone:string(10)", "zones", "memory")
+    from qgis.core import QgsFeature, QgsGeometry
+
+    for zone, x in (("a", 0), ("a", 10)):
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(QgsGeometry.fromWkt(f"POLYGON(({x} 0,{x + 10} 0,{x + 10} 10,{x} 10,{x} 0))"))
+        feature.setAttributes([zone])
+        layer.dataProvider().addFeature(feature)
+    qgis_new_project.addMapLayer(layer)
+    dock.region_combo.setLayer(layer)
+    assert dock.region_id_combo.currentField() == "zone"
+    assert any("duplicate values" in p for p in dock.refresh_validation())
+
+
+def test_backend_missing(plugin, qgis_new_project, sample, monkeypatch: pytest.MonkeyPatch, qtbot) -> None:
+    monkeypatch.setattr(run_dock_module, "find_backend_python", lambda: None)
+    widget = RunDock(plugin, None, qgis_new_project)
+    qtbot.addWidget(widget)
+    try:
+        assert widget.backend_label.text() == BACKEND_MISSING
+        assert list(widget.method_sections) == ["baseline"]  # still offered
+        assert BACKEND_MISSING in widget.validation_label.text()
+        assert not widget.run_button.isEnabled()
+        assert widget.run() is None
+
+        calls: list = []
+        monkeypatch.setattr(plugin, "ensure_backend", lambda on_ready: calls.append(on_ready) or False)
+        assert not widget.setup_button.isHidden()
+        widget.setup_button.click()  # opens the plugin's setup dialog ...
+        assert len(calls) == 1
+        monkeypatch.setattr(run_dock_module, "find_backend_python", lambda: Path("/opt/backend/bin/python"))
+        METHODS.from_backend = True  # (no worker to ask here)
+        calls[0](Path("/opt/backend/bin/python"))  # ... and once it is ready the dock offers Run
+        assert widget.backend_python == Path("/opt/backend/bin/python") and widget.setup_button.isHidden()
+        assert BACKEND_MISSING not in widget.validation_label.text()
+    finally:
+        widget.disconnect_project()
+
+
+def test_methods_fetched_in_background(plugin, qgis_new_project, backend_python: Path, qtbot) -> None:
+    widget = RunDock(plugin, None, qgis_new_project)  # fetch_info: a QgsTask asks the worker
+    qtbot.addWidget(widget)
+    try:
+        assert widget.info_task is not None  # the constructor returned without waiting for it
+        qtbot.waitUntil(lambda: widget.info_task is None, timeout=90_000)
+        assert METHODS.from_backend and METHODS.info["methods"]
+        assert set(widget.method_sections) == set(METHODS.info["methods"]) and "baseline" in widget.method_sections
+        assert "torch" in widget.backend_label.text()
+    finally:
+        widget.disconnect_project()
+
+
+# ------------------------------------------------------------------------------------- settings
+
+
+def test_settings_persist_per_project(plugin, sample: dict, qgis_new_project: QgsProject, tmp_path: Path, qtbot):
+    first = RunDock(plugin, None, qgis_new_project, fetch_info=False)
+    qtbot.addWidget(first)
+    small_run(first, sample, tmp_path / "run")
+    check(first.label_list, "Robbery")
+    first.label_points_combo.setLayer(sample["crime_incidents"])
+    first.target_combo.setCurrentIndex(first.target_combo.findData("count"))
+    first.log1p_check.setChecked(False)
+    first.seed_spin.setValue(11)
+    first.method_sections["baseline"].param_widgets["neighbourhood_m"].setValue(1000.0)
+    first.od_origin.setText("from")
+    wanted = first.choices()
+    qtbot.waitUntil(lambda: qgis_new_project.readEntry("RegionLens", "run/seed", "")[0] == "11", timeout=5_000)
+    first.disconnect_project()
+
+    second = RunDock(plugin, None, qgis_new_project, fetch_info=False)  # a new dock reads them back
+    qtbot.addWidget(second)
+    try:
+        assert second.choices() == wanted
+        assert second.method_sections["baseline"].choice().params["neighbourhood_m"] == 1000.0
+        assert items(second.raster_list)[sample["landsat"].name()].checkState() == Qt.CheckState.Checked
+
+        # Saved with the project file, restored when the project is read again.
+        project_file = tmp_path / "city.qgz"
+        assert qgis_new_project.write(str(project_file))
+        qgis_new_project.clear()
+        assert second.choices().region_layer_id == ""
+        assert qgis_new_project.read(str(project_file))
+        qtbot.waitUntil(lambda: second.choices() == wanted, timeout=5_000)
+    finally:
+        second.disconnect_project()
+
+
+# ------------------------------------------------------------------------------------- runs
+
+
+def test_run_through_the_dock(
+    qgis_iface, plugin, sample: dict, qgis_new_project: QgsProject, backend_python: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, qtbot,
+) -> None:  # fmt: skip
+    toolbar: list = []
+    monkeypatch.setattr(qgis_iface, "addToolBarIcon", toolbar.append)
+    qgis_iface.mainWindow().show()
+    plugin.initGui()
+    try:
+        assert toolbar == [plugin.run_action]  # the toolbar button opens the dock
+        plugin.run_action.trigger()
+        dock = plugin.run_dock
+        assert isinstance(dock, RunDock) and dock.isVisible()
+        qtbot.waitUntil(lambda: dock.info_task is None, timeout=90_000)  # methods from the backend
+
+        out = tmp_path / "run_sf"
+        small_run(dock, sample, out)
+        dock.refresh_validation()
+        assert dock.problems == []
+        progress: list[float] = []
+        qtbot.mouseClick(dock.run_button, Qt.MouseButton.LeftButton)
+        task = dock.task
+        assert task is not None and task in plugin.tasks  # the plugin keeps a reference
+        task.progressChanged.connect(progress.append)
+        assert not dock.run_button.isEnabled() and dock.cancel_button.isEnabled()
+        qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=240_000)
+
+        outcome = dock.last_outcome
+        assert isinstance(outcome, RunSucceeded), outcome
+        assert task not in plugin.tasks
+        assert outcome.gpkg == (out / "regionlens.gpkg").resolve() and outcome.gpkg.is_file()
+        assert progress and max(progress) > 50 and dock.progress_bar.value() == 100
+        assert dock.stage_label.text().startswith(f"Finished on {outcome.device}")
+        assert (tmp_path / "run_sf_inputs" / "config.json").is_file()  # inputs beside the results
+
+        group = qgis_new_project.layerTreeRoot().findGroup("RegionLens \u2014 run_sf")
+        assert group is not None
+        names = {node.layer().name() for node in group.findLayers()}
+        assert {"Clusters", "Predicted population", "Embeddings", "Metrics"} <= names
+
+        dialog = dock.metrics_dialog
+        assert isinstance(dialog, MetricsDialog) and dialog.isVisible()
+        assert dialog.row_count() >= 1
+        assert [dialog.cell(0, c) for c in (0, 1, 3, 4)] == ["baseline", "population", "ridge", "shuffled"]
+        assert "Population" in dialog.cell(0, 2)  # the modelled target, e.g. log1p(Population) density
+        float(dialog.cell(0, 5).split(" ")[0])  # R2 (one repeat: no std)
+
+        bar = qgis_iface.messageBar()
+        success = [i for i in message_items(bar, Qgis.MessageLevel.Success) if "finished on" in i.text()]
+        assert success and success[0].text() == f"finished on {outcome.device} in {outcome.seconds:.1f} s"
+        assert success[0].title() == "RegionLens"
+        success[0].details_button.click()
+        assert isinstance(success[0].details_dialog, DetailsDialog)
+        assert "Log:" in success[0].details_dialog.text() and str(outcome.gpkg) in success[0].details_dialog.text()
+        success[0].details_dialog.close()
+
+        assert not dock.run_button.isEnabled()  # the folder now holds results ...
+        assert "already holds files" in dock.validation_label.text()
+        plugin.run_action.trigger()  # ... and the toolbar button hides the dock again
+        assert not dock.isVisible()
+    finally:
+        plugin.unload()
+        qgis_iface.mainWindow().hide()
+    assert plugin.run_dock is None
+
+
+def test_cancel_mid_run_leaves_nothing(
+    qgis_iface, plugin, dock: RunDock, sample: dict, backend_python: Path, tmp_path: Path, qtbot
+) -> None:
+    out = tmp_path / "run_cancel"
+    small_run(dock, sample, out)
+    task = dock.run()
+    assert task is not None
+    qtbot.waitUntil(lambda: bool(task.status.stage) or dock.last_outcome is not None, timeout=90_000)
+    assert dock.last_outcome is None, dock.last_outcome
+    qtbot.mouseClick(dock.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=30_000)
+    assert isinstance(dock.last_outcome, RunCancelled), dock.last_outcome
+    assert not out.exists()
+    assert not (tmp_path / "run_cancel_inputs").exists()  # the exported inputs are removed too
+    assert not list(tmp_path.glob(".run_cancel.tmp-*"))
+    assert dock.stage_label.text().startswith("Cancelled")
+    assert dock.run_button.isEnabled() and not dock.cancel_button.isEnabled()
+    assert qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Info)
+
+
+def test_killed_worker_gives_a_clear_message(
+    qgis_iface, plugin, dock: RunDock, sample: dict, backend_python: Path, tmp_path: Path, qtbot
+) -> None:
+    out = tmp_path / "run_killed"
+    small_run(dock, sample, out)
+    task = dock.run()
+    assert task is not None
+    qtbot.waitUntil(lambda: bool(task.status.stage) or dock.last_outcome is not None, timeout=90_000)
+    assert dock.last_outcome is None and task.worker_pid is not None
+    os.kill(task.worker_pid, signal.SIGKILL)
+    qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=30_000)
+
+    outcome = dock.last_outcome
+    assert isinstance(outcome, RunFailed), outcome
+    assert outcome.kind == "died"
+    assert "killed (exit -9)" in outcome.message and "out of memory" in outcome.message
+    assert not out.exists() and not list(tmp_path.glob(".run_killed.tmp-*"))
+    assert "killed (exit -9)" in dock.stage_label.text()
+    critical = message_items(qgis_iface.messageBar(), Qgis.MessageLevel.Critical)
+    item = next(i for i in critical if "exit -9" in i.text())
+    assert item.text().startswith("the run failed (died): the worker was killed (exit -9), most likely out of memory")
+    item.details_button.click()
+    assert "exit -9" in item.details_dialog.text()
+    item.details_dialog.close()
+
+
+# ------------------------------------------------------------------------------------- widgets
+
+
+def test_metrics_dialog_sorts_numbers(run_gpkg: Path, qtbot) -> None:
+    dialog = MetricsDialog.from_gpkg(run_gpkg)
+    qtbot.addWidget(dialog)
+    assert dialog.windowTitle().endswith("run_small")
+    assert dialog.row_count() == 4
+    assert dialog.table.columnCount() == 8
+    assert dialog.cell(0, 5) == "0.400 \u00b1 0.050" and dialog.cell(0, 6) == "1.000 \u00b1 0.100"
+    rows = [
+        {"method": m, "label": "pop", "target": "density", "model": "ridge", "protocol": "shuffled",
+         "r2_mean": r2, "r2_std": 0.01, "mae_mean": 1.0, "mae_std": None, "rmse_mean": None, "rmse_std": None}
+        for m, r2 in (("a", 0.5), ("b", -0.25), ("c", 0.05))
+    ]  # fmt: skip
+    dialog.set_rows(rows)
+    dialog.table.sortByColumn(5, Qt.SortOrder.DescendingOrder)
+    assert [dialog.cell(r, 0) for r in range(3)] == ["a", "c", "b"]  # by value, not by text
+    assert dialog.cell(0, 6) == "1.000" and dialog.cell(0, 7) == ""
+    assert dialog.as_text().splitlines()[0].startswith("Method\tLabel")
+
+
+def test_message_with_details(qgis_iface, qtbot) -> None:
+    bar = qgis_iface.messageBar()
+    item = push_message(bar, "something failed", Qgis.MessageLevel.Critical, details="Traceback: boom")
+    assert item in bar.items() and item.level() == Qgis.MessageLevel.Critical
+    assert item.details_button is not None and item.details_button.text() == "Details"
+    item.details_button.click()
+    assert item.details_dialog.text() == "Traceback: boom"
+    item.details_dialog.close()
+    plain = push_message(bar, "no details", Qgis.MessageLevel.Info)
+    assert plain.details_button is None

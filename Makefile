@@ -13,7 +13,7 @@ QPY := $(QGISENV)/bin/python
 OFFSCREEN := QT_QPA_PLATFORM=offscreen
 PLUGIN_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default/python/plugins/regionlens
 
-.PHONY: help setup qgis models demo test test-backend test-plugin bench lint package install-plugin clean
+.PHONY: help setup qgis models demo test test-backend test-plugin bench lint package install-plugin screenshots clean
 
 help:
 	@echo "make demo            set up everything and run the San Francisco sample into out/demo/"
@@ -23,6 +23,7 @@ help:
 	@echo "make lint            ruff"
 	@echo "make package         dist/regionlens-<version>.zip for QGIS 'Install from ZIP'"
 	@echo "make install-plugin  link this folder into the default QGIS profile's plugins"
+	@echo "make screenshots     docs/images/*.png: run dock, results map, embedding explorer (runs the demo if needed)"
 
 setup: qgis $(BACKEND)/.installed $(QGISENV)/.installed models
 
@@ -72,6 +73,10 @@ lint: $(BACKEND)/.installed
 
 package: $(BACKEND)/.installed
 	$(BPY) scripts/package_plugin.py --out dist
+
+screenshots: setup
+	@test -f out/demo/regionlens.gpkg || $(MAKE) demo
+	$(OFFSCREEN) $(QPY) scripts/screenshots.py
 
 install-plugin:
 	mkdir -p "$(dir $(PLUGIN_DIR))"

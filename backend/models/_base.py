@@ -59,6 +59,8 @@ class Embedder(ABC):
     min_views: ClassVar[int] = 1
     #: Parameters dataclass of the method.
     Params: ClassVar[type[EmbedderParams]] = EmbedderParams
+    #: Embedding size offered by default in menus.
+    default_dim: ClassVar[int] = 32
 
     def __init__(self, dim: int = 32, seed: int = 0, device: str = "auto", **params: Any) -> None:
         if int(dim) < 1:
@@ -135,6 +137,7 @@ class Embedder(ABC):
         """Defaults and views, for menus and the worker's ``info`` action."""
         return {
             "title": cls.title,
+            "dim": cls.default_dim,
             "views": list(cls.uses_views),
             "min_views": cls.min_views,
             "params": asdict(cls.Params()),

@@ -1,9 +1,10 @@
-"""Jobs on an existing embedding layer: cluster it, or predict a label from it.
+"""Jobs on an existing embedding layer (cluster it, predict a label from it) and on a saved model (apply it).
 
-These back the Processing algorithms ``regionlens:cluster`` and ``regionlens:predict`` and the worker
-actions of the same names. The embedding layer is any polygon layer with an id field and numeric
-columns ``emb_000`` ... (what a RegionLens run writes). Each job writes one new GeoPackage atomically
-(a temporary file renamed into place) and never replaces an existing file unless asked to.
+The first two back the Processing algorithms ``regionlens:cluster`` and ``regionlens:predict`` and the
+worker actions of the same names; ``apply`` (worker action ``apply``) embeds another region layer with a
+model a run saved. The embedding layer is any polygon layer with an id field and numeric columns
+``emb_000`` ... (what a RegionLens run writes). Each job writes one new GeoPackage atomically (a
+temporary file renamed into place) and never replaces an existing file unless asked to.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from backend.errors import ConfigError, InputError, OutputError
 from backend.io.outputs import write_layer, write_table
 from backend.progress import Progress
 
-__all__ = ["ClusterJob", "PredictJob", "run_cluster_job", "run_predict_job", "read_embedding_layer"]
+__all__ = ["ApplyJob", "ClusterJob", "PredictJob", "run_apply_job", "run_cluster_job", "run_predict_job",
+           "read_embedding_layer"]
 
 _EMB = re.compile(r"^emb_\d+$")
 
@@ -213,3 +215,102 @@ def run_predict_job(params: dict[str, Any], progress: Progress | None = None) ->
     progress.update(1.0, "done")
     return {"output": str(out.target), "label": name, "metrics": metrics.to_dict("records"), "report": report,
             "seconds": round(time.perf_counter() - t0, 3), "params": asdict(job)}
+
+
+@dataclass
+class ApplyJob:
+    """Parameters of the ``apply`` action: embed a region layer with a saved model."""
+
+    model: str  # folder of a saved model (a run writes <output>/models/<method>/)
+    regions: str  # region layer to embed (any polygon layer; reprojected as in a run)
+    output: str  # GeoPackage file to write (layer embeddings)
+    id_field: str = "region_id"
+    layer: str | None = None
+    pois: str | None = None  # POI layer, for models that use POIs
+    poi_layer: str | None = None
+    category_field: str | None = None  # required with pois
+    name_field: str | None = None
+    rasters: list[Any] = field(default_factory=list)  # raster paths or {"path", "name", "bands"} dicts
+    device: str = "auto"
+    overwrite: bool = False
+
+
+_STAT_COLUMN = re.compile(r"^(.*)_b\d+_[A-Za-z0-9]+$")
+
+
+def _apply_config(job: ApplyJob, vocabulary: dict[str, list[str]]) -> Any:
+    """The run configuration that reads the job's inputs (rasters named like the model's image columns)."""
+    from backend.config import PoiSource, RasterSource, RunConfig
+
+    pois = None
+    if job.pois:
+        if not job.category_field:
+            raise ConfigError("apply: a POI layer needs its category field (category_field).")
+        pois = PoiSource(path=job.pois, category_field=job.category_field, name_field=job.name_field or None,
+                         layer=job.poi_layer)
+    rasters = [RasterSource(path=r) if isinstance(r, str) else RasterSource(**r) for r in job.rasters]
+    saved = sorted({m.group(1) for c in vocabulary.get("image_stats", []) if (m := _STAT_COLUMN.match(c))})
+    if len(rasters) == 1 and rasters[0].name is None and len(saved) == 1:
+        rasters[0].name = saved[0]  # the model's image columns carry the name of the raster it saw
+    return RunConfig(regions=RegionsSource(path=job.regions, id_field=job.id_field, layer=job.layer),
+                     output_dir=str(Path(job.output).parent), pois=pois, rasters=rasters)
+
+
+def run_apply_job(params: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
+    """Embed a region layer with a saved model (inductive use); writes the ``embeddings`` layer atomically.
+
+    The layer's views are built with the model's saved vocabulary (same POI categories, image and land-use
+    columns as in training). Methods that embed locations (CaLLiPer) need only the polygons; the others need
+    the inputs they learned from (a missing one is reported, all missing is an error).
+
+    Returns:
+        ``{"output", "gpkg", "method", "model", "n_regions", "dim", "device", "report", "seconds", "params"}``.
+
+    Raises:
+        InputError: If the model folder holds no saved model or the inputs cannot be used.
+        ConfigError: On unknown parameters or a POI layer without category field.
+        OutputError: If the output exists (and ``overwrite`` is false) or cannot be written.
+        Cancelled: If cancelled (nothing written).
+    """
+    from backend.io.city import read_city
+    from backend.models import load_embedder
+    from backend.views.build import build_views
+
+    job: ApplyJob = _job(ApplyJob, params)
+    progress = progress or Progress()
+    t0 = time.perf_counter()
+    out = _AtomicGpkg(job.output, job.overwrite)
+    folder = Path(job.model).expanduser()
+    if not (folder / "config.json").is_file():
+        raise InputError(f"{folder} holds no saved RegionLens model (no config.json). Choose a folder "
+                         "<run output>/models/<method>/ written by a run.")
+    progress.stage("load model", 0.0, 0.05)
+    model = load_embedder(str(folder))
+    model.device, model.device_used = job.device, None
+    needed = getattr(model, "views_for_transform", lambda: list(model.vocabulary))()
+    report: list[str] = []
+    progress.stage("read inputs", 0.05, 0.25)
+    city = read_city(_apply_config(job, model.vocabulary), progress)
+    report.extend(city.report)
+    progress.stage("build views", 0.25, 0.4)
+    views = build_views(city, needs=model.uses_views, vocabulary=model.vocabulary, progress=progress, report=report)
+    missing = [v for v in needed if v not in views.available()]
+    if needed and len(missing) == len(needed):
+        raise InputError(f"The {model.name} model learned from {', '.join(needed)}, which these inputs lack. Add "
+                         "the same kinds of layers it was trained with (a POI layer, imagery or a land-use layer).")
+    if missing:
+        report.append(f"The model learned from {', '.join(missing)} too, which these inputs lack; those "
+                      "views count as average.")
+    progress.stage(f"embed: {model.name}", 0.4, 0.9)
+    emb = model.transform(views, progress)
+    if not np.isfinite(emb.to_numpy()).all():
+        raise InputError(f"{model.name} produced non-finite embeddings for these regions.")
+    progress.stage("write", 0.9, 1.0)
+    frame = gpd.GeoDataFrame(emb, geometry=city.regions.geometry.reindex(emb.index).values, crs=city.crs)
+    frame.index = frame.index.astype(str).rename("region_id")
+    with out as tmp:
+        write_layer(frame, tmp, "embeddings")
+    progress.update(1.0, "done")
+    return {"output": str(out.target), "gpkg": str(out.target), "method": model.name, "model": str(folder),
+            "n_regions": len(emb), "dim": int(emb.shape[1]), "device": model.device_used or job.device,
+            "report": report, "seconds": round(time.perf_counter() - t0, 3), "params": asdict(job)}

@@ -82,6 +82,10 @@ class Worker:
 
             cfg = config_from_dict(params)
             return run_pipeline(cfg, progress).to_dict()
+        if action == "apply":
+            from backend.jobs import run_apply_job
+
+            return run_apply_job(params, progress)
         if action in {"cluster", "predict"}:
             from backend.jobs import run_cluster_job, run_predict_job
 
@@ -118,7 +122,7 @@ class Worker:
                 self._progress.cancel()
         elif action == "shutdown":
             return False
-        elif action in {"run", "cluster", "predict", "sleep", "info"}:
+        elif action in {"run", "cluster", "predict", "apply", "sleep", "info"}:
             if self._job is not None and self._job.is_alive():
                 self.emit({"id": req_id, "event": "error", "kind": "busy",
                            "message": "A job is already running; cancel it or wait.", "traceback": ""})

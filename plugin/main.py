@@ -43,6 +43,7 @@ from .ui.run_dock import RunDock
 
 if TYPE_CHECKING:  # the explorer (numpy, matplotlib) is imported when first opened
     from .explorer import EmbeddingExplorer
+    from .ui.apply_dialog import ApplyDialog
 
 __all__ = ["RegionLensPlugin"]
 
@@ -71,6 +72,8 @@ class RegionLensPlugin:
         self.export_action: QAction | None = None  # "Export layer…" (Plugins menu)
         self.layer_export_action: QAction | None = None  # "Export layer…" in the layer tree's context menu
         self.explorer: EmbeddingExplorer | None = None  # created on first use
+        self.apply_action: QAction | None = None  # "Apply a saved model to another layer…"
+        self.apply_dialog: ApplyDialog | None = None  # created on first use
 
     # ------------------------------------------------------------------ QGIS plugin API
 
@@ -109,6 +112,10 @@ class RegionLensPlugin:
         self.explorer_action = self._add_action(
             icon, "Embedding explorer", self.open_explorer,
             tip="Plot the embeddings in 2-D, coloured by cluster; select in the plot to select on the map",
+        )  # fmt: skip
+        self.apply_action = self._add_action(
+            icon, "Apply a saved model to another layer\u2026", self.open_apply_dialog,
+            tip="Embed another region layer with a model a run saved (<run output>/models/<method>)",
         )  # fmt: skip
         self.export_action = self._add_action(
             icon, "Export layer\u2026", self.export_layer,
@@ -151,6 +158,11 @@ class RegionLensPlugin:
             action.deleteLater()
         self.actions.clear()
         self.explorer_action = None
+        self.apply_action = None
+        if self.apply_dialog is not None:
+            self.apply_dialog.close()
+            self.apply_dialog.deleteLater()
+            self.apply_dialog = None
         self.export_action = None
         self.open_results_action = None
         self.sample_data_action = None
@@ -231,6 +243,16 @@ class RegionLensPlugin:
                 "RegionLens", "No RegionLens embeddings in this project yet: open run results or run RegionLens."
             )
         return self.explorer
+
+    def open_apply_dialog(self) -> ApplyDialog:
+        """Show the "apply a saved model to another layer" dialog (modeless; created on first use)."""
+        from .ui.apply_dialog import ApplyDialog
+
+        if self.apply_dialog is None:
+            self.apply_dialog = ApplyDialog(self, self.iface.mainWindow())
+        self.apply_dialog.show()
+        self.apply_dialog.raise_()
+        return self.apply_dialog
 
     def export_layer(self, layer: QgsMapLayer | None = None) -> ExportResult | None:
         """Ask for a layer (default: the active one), a format and a file; export; list renamed fields."""

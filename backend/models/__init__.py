@@ -7,10 +7,16 @@ from typing import Any
 from backend.errors import ConfigError
 from backend.models._base import Embedder, EmbedderParams, embedding_frame
 from backend.models.baseline import BaselineEmbedder
+from backend.models.calliper import CaLLiPerEmbedder
+from backend.models.cookie import CooKIEEmbedder
+from backend.models.hafusion import HAFusionEmbedder
 
 __all__ = [
     "EMBEDDERS",
     "BaselineEmbedder",
+    "CaLLiPerEmbedder",
+    "CooKIEEmbedder",
+    "HAFusionEmbedder",
     "Embedder",
     "EmbedderParams",
     "embedding_frame",
@@ -21,6 +27,9 @@ __all__ = [
 #: Registry: method name -> embedder class.
 EMBEDDERS: dict[str, type[Embedder]] = {
     BaselineEmbedder.name: BaselineEmbedder,
+    HAFusionEmbedder.name: HAFusionEmbedder,
+    CaLLiPerEmbedder.name: CaLLiPerEmbedder,
+    CooKIEEmbedder.name: CooKIEEmbedder,
 }
 
 

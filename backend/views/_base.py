@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,12 +28,16 @@ class Views:
         mobility: N x N flow counts (origin rows, destination columns), or None.
         adjacency: N x N sparse 0/1 matrix of regions sharing a boundary (queen contiguity), or None.
         poi_texts: One list of POI description strings per region (empty list if none), or None.
-        poi_points: One row per POI: ``x``, ``y`` (metric), ``region_id``, ``category``, ``text``, or None.
+        poi_points: One row per POI: ``x``, ``y`` (metric), ``region_id``, ``category``, ``text``, ``name``,
+            or None.
         chips: Raster name -> float32 array N x B x S x S scaled to [0, 1], zero outside the region
             polygon and on nodata; built only when a method needs chips.
         chip_masks: Raster name -> bool array N x S x S, True where the chip pixel is valid.
         areas_km2: Region areas in km2 (Series indexed by ``region_id``).
         centroids: N x 2 array of region centroid coordinates in the metric CRS.
+        geometry: The region polygons (a GeoSeries indexed by ``region_id`` whose ``crs`` is the metric
+            CRS of ``centroids`` and ``poi_points``), or None; methods that embed locations (CaLLiPer)
+            sample points inside them and reproject with their CRS.
     """
 
     region_ids: pd.Index
@@ -45,6 +50,7 @@ class Views:
     chip_masks: dict[str, np.ndarray] = field(default_factory=dict)
     areas_km2: pd.Series | None = None
     centroids: np.ndarray | None = None
+    geometry: Any = None  # geopandas.GeoSeries
 
     def __len__(self) -> int:
         return len(self.region_ids)

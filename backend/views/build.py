@@ -47,8 +47,8 @@ def build_views(
     """Build every view the city's sources allow.
 
     Always (when the source exists): ``poi_counts``, ``poi_texts``, ``poi_points``, ``image_stats``
-    (all rasters side by side), ``landuse``, ``mobility``, ``adjacency``, ``areas_km2`` and
-    ``centroids``. Image chips (one array per raster, keyed by raster name) only if ``"chips"`` is in
+    (all rasters side by side), ``landuse``, ``mobility``, ``adjacency``, ``areas_km2``, ``centroids``
+    and ``geometry``. Image chips (one array per raster, keyed by raster name) only if ``"chips"`` is in
     ``needs``. A missing source simply means fewer views.
 
     Args:
@@ -88,6 +88,7 @@ def build_views(
     views.areas_km2 = pd.Series(regions.geometry.area.to_numpy() / 1e6, index=ids, name="area_km2")
     centroids = regions.geometry.centroid
     views.centroids = np.column_stack([centroids.x.to_numpy(), centroids.y.to_numpy()])
+    views.geometry = regions.geometry.rename_axis("region_id")
     views.adjacency = adjacency_matrix(regions)
 
     step("POI views")

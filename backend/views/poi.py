@@ -60,7 +60,8 @@ def poi_points(city: CityData) -> pd.DataFrame:
 
     Returns:
         Frame indexed by ``feature_id`` with columns ``x``, ``y`` (in the city's metric CRS),
-        ``region_id``, ``category`` and ``text`` (see :func:`poi_text`).
+        ``region_id``, ``category``, ``text`` (see :func:`poi_text`) and ``name`` (str, or None where the
+        POI has no name or the layer no name field).
 
     Raises:
         ValueError: If the city has no POIs.
@@ -74,6 +75,7 @@ def poi_points(city: CityData) -> pd.DataFrame:
             "region_id": pois["region_id"].astype(str).to_numpy(),
             "category": pois["category"].astype(str).to_numpy(),
             "text": texts,
+            "name": [n.strip() if isinstance(n, str) and n.strip() else None for n in pois["name"]],
         },
         index=pd.Index(pois.index, name="feature_id"),
     )

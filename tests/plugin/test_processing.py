@@ -471,3 +471,14 @@ def test_qgis_process_lists_and_runs_the_algorithms(
     results = json.loads(ran.stdout)["results"]
     assert results["N_CLUSTERS"] == 3
     assert output.is_file()
+
+
+def test_processing_methods_match_the_backend_registry(backend_python, repo_root) -> None:
+    """The toolbox's method list is kept in one place; it must follow backend/models EMBEDDERS."""
+    import subprocess
+
+    from plugin.processing import _base
+
+    out = subprocess.run([str(backend_python), "-c", "from backend.models import EMBEDDERS; print(*EMBEDDERS)"],
+                         cwd=repo_root, capture_output=True, text=True, timeout=120, check=True)
+    assert tuple(out.stdout.split()) == _base.METHODS

@@ -45,7 +45,7 @@ def test_text_format() -> None:
 def test_points(sf_city: CityData, sf_views: Views) -> None:
     points = sf_views.poi_points
     assert points is not None
-    assert list(points.columns) == ["x", "y", "region_id", "category", "text"]
+    assert list(points.columns) == ["x", "y", "region_id", "category", "text", "name"]
     assert points.index.name == "feature_id" and len(points) == 2551
     xmin, ymin, xmax, ymax = sf_city.regions.total_bounds
     assert points["x"].between(xmin, xmax).all() and points["y"].between(ymin, ymax).all()

@@ -1,0 +1,510 @@
+"""CaLLiPer region embedder: contrastive language-location pre-training on POIs.
+
+Wang, Cheng, Feng, Chen and Zhang, "CaLLiPer: Contrastive Language-Location Pre-training for urban
+region representations", arXiv 2411.06229; public code github.com/xlwang233/CaLLiPer.
+
+Training pairs every POI's location with a templated description of the POI (its category, and its
+name when names are used; :mod:`.text`). The descriptions are encoded once by a frozen sentence encoder
+and cached on disk; a linear projection (trainable) maps them to the shared space, where a location
+encoder (grid encoding plus residual MLP; :mod:`.location`) learns to agree with them under a symmetric
+InfoNCE loss with learnable temperature (:mod:`.model`). AdamW, mini-batches of POIs, a fixed number of
+epochs with early stopping on the contrastive loss of a held-out share of the POIs (never on labels).
+
+A region's embedding is the trained location encoder evaluated inside the region:
+
+* ``polygon`` (default): the mean over ``region_points`` points spread evenly inside the polygon (a
+  Halton sequence over its bounding box, kept where inside: deterministic and independent of the
+  other regions, so the same polygon gets the same vector in any layer);
+* ``centroid``: at the polygon's centroid (what the paper does with population-weighted centroids);
+* ``poi``: the mean over the region's POI locations (regions without POIs fall back to ``polygon``).
+
+The location encoder is inductive: :meth:`CaLLiPerEmbedder.transform` embeds any region layer (its
+polygons are reprojected into the CRS the model was trained in) and :meth:`CaLLiPerEmbedder.embed_points`
+any points.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from backend.errors import ConfigError, InputError
+from backend.models._base import Embedder, EmbedderParams
+from backend.models.calliper.text import (
+    DEFAULT_ENCODER,
+    DEFAULT_NAME_TEMPLATE,
+    DEFAULT_TEMPLATE,
+    NAMES_CHOICES,
+    build_texts,
+    check_template,
+    default_cache_dir,
+    encode_texts,
+    use_names,
+)
+from backend.progress import Progress
+from backend.views._base import Views
+
+if TYPE_CHECKING:
+    import torch
+
+    from backend.models.calliper.model import CaLLiPerNet
+
+__all__ = ["REGION_MODES", "CaLLiPerEmbedder", "CaLLiPerParams", "sample_in_polygons"]
+
+#: How a region's embedding is formed from the location encoder.
+REGION_MODES = ("polygon", "centroid", "poi")
+#: Points per forward pass when embedding locations.
+_EMBED_CHUNK = 65536
+_HALTON_SIZE = 8192
+_MIN_IMPROVEMENT = 1e-4  # held-out loss must fall by this much to count as better
+
+
+@dataclass
+class CaLLiPerParams(EmbedderParams):
+    """Parameters of CaLLiPer (defaults: the paper's)."""
+
+    template: str = DEFAULT_TEMPLATE  # description of a POI; placeholders {category}, {name}, {article}
+    name_template: str = DEFAULT_NAME_TEMPLATE  # description of a named POI, when names are used
+    names: str = "auto"  # put POI names in the descriptions: auto (when the layer has names), yes, no
+    text_encoder: str = DEFAULT_ENCODER  # frozen sentence encoder: registry name or local folder
+    cache_dir: str = ""  # text-encoding cache folder; "" = ~/.cache/regionlens/text, "none" = no cache
+    min_scale_m: float = 100.0  # smallest scale of the grid encoding (metres)
+    max_scale_m: float = 10000.0  # largest scale of the grid encoding (metres)
+    scales: int = 32  # number of scales (the encoding has 4 x scales numbers)
+    scale_with_extent: bool = False  # largest scale = extent of the POIs, smallest keeps the ratio
+    hidden: int = 256  # width of the location MLP
+    blocks: int = 4  # residual blocks of the location MLP
+    dropout: float = 0.5  # dropout in the residual blocks
+    temperature: float = 0.07  # initial temperature of the InfoNCE loss (learned)
+    epochs: int = 100  # maximum number of epochs
+    batch_size: int = 1024  # POI pairs per batch (each batch's other pairs are the negatives)
+    learning_rate: float = 1e-3  # AdamW
+    weight_decay: float = 0.01  # AdamW, on weight matrices only
+    val_share: float = 0.1  # share of POIs held out for early stopping (contrastive loss); 0 = none
+    patience: int = 10  # stop after this many epochs without a better held-out loss, keep the best; 0 = all epochs
+    region_mode: str = "polygon"  # region embedding: polygon (mean inside), centroid, poi (mean at POIs)
+    region_points: int = 32  # points per region in polygon mode
+
+
+def _halton(n: int) -> np.ndarray:
+    """The first ``n`` points of the 2-D Halton sequence (bases 2 and 3), without the origin."""
+    from scipy.stats import qmc
+
+    return qmc.Halton(d=2, scramble=False).random(n + 1)[1:]
+
+
+def sample_in_polygons(geoms: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``k`` evenly spread points inside every polygon.
+
+    The points are the first points of a Halton sequence over the polygon's bounding box that fall inside
+    it: deterministic, and the same for a polygon whatever the other polygons are. A polygon too thin for
+    the sequence gets its representative point.
+
+    Args:
+        geoms: Polygons (shapely geometries, a GeoSeries or a list).
+        k: Points per polygon.
+
+    Returns:
+        ``(xy, owner)``: M x 2 float64 coordinates and, per point, the position of its polygon.
+    """
+    import shapely
+
+    base = _halton(_HALTON_SIZE)
+    parts, owners = [], []
+    for i, geom in enumerate(list(geoms)):
+        if geom is None or geom.is_empty:
+            continue
+        minx, miny, maxx, maxy = geom.bounds
+        width, height = maxx - minx, maxy - miny
+        area = geom.area
+        ratio = (width * height) / area if area > 0 else math.inf
+        m = int(min(_HALTON_SIZE, max(k, math.ceil(2 * k * ratio)))) if math.isfinite(ratio) else 0
+        pts = np.empty((0, 2))
+        if m and width > 0 and height > 0:
+            cand = base[:m] * (width, height) + (minx, miny)
+            pts = cand[shapely.contains_xy(geom, cand[:, 0], cand[:, 1])][:k]
+        if not len(pts):
+            rep = geom.representative_point()
+            pts = np.array([[rep.x, rep.y]])
+        parts.append(pts)
+        owners.append(np.full(len(pts), i, dtype=np.int64))
+    if not parts:
+        return np.empty((0, 2)), np.empty(0, dtype=np.int64)
+    return np.vstack(parts), np.concatenate(owners)
+
+
+class CaLLiPerEmbedder(Embedder):
+    """CaLLiPer: POI text-location contrastive learning; inductive region embeddings (module docstring).
+
+    Args:
+        dim: Size of the shared space and of the region embedding (the paper: 128).
+        seed: Seed of the weights, the held-out split, the batches and dropout.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+        **params: Fields of :class:`CaLLiPerParams`.
+
+    Raises:
+        ConfigError: On unknown or invalid parameters.
+    """
+
+    name = "calliper"
+    title = "CaLLiPer (Wang et al., 2024): POI text-location contrastive learning, inductive"
+    uses_views = ("poi_points",)
+    min_views = 1
+    Params = CaLLiPerParams
+    params: CaLLiPerParams
+    default_dim = 128
+
+    def __init__(self, dim: int = 128, seed: int = 0, device: str = "auto", **params: Any) -> None:
+        super().__init__(dim=dim, seed=seed, device=device, **params)
+        p = self.params
+        checks = [
+            (p.names in NAMES_CHOICES, f"names must be one of {NAMES_CHOICES}, got '{p.names}'"),
+            (p.region_mode in REGION_MODES, f"region_mode must be one of {REGION_MODES}, got '{p.region_mode}'"),
+            (0 < p.min_scale_m <= p.max_scale_m and math.isfinite(p.max_scale_m),
+             "min_scale_m and max_scale_m must satisfy 0 < min_scale_m <= max_scale_m"),
+            (p.scales >= 1 and p.hidden >= 1 and p.blocks >= 0, "scales and hidden must be >= 1, blocks >= 0"),
+            (0.0 <= p.dropout < 1.0, "dropout must lie in [0, 1)"),
+            (p.temperature > 0, "temperature must be > 0"),
+            (p.epochs >= 1 and p.batch_size >= 2, "epochs must be >= 1 and batch_size >= 2"),
+            (p.learning_rate > 0 and p.weight_decay >= 0, "learning_rate must be > 0 and weight_decay >= 0"),
+            (0.0 <= p.val_share < 0.5, "val_share must lie in [0, 0.5)"),
+            (p.patience >= 0 and p.region_points >= 1, "patience must be >= 0 and region_points >= 1"),
+            (bool(p.text_encoder.strip()), "text_encoder must name an encoder"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"{self.name}: {message}.")
+        check_template(p.template)
+        check_template(p.name_template, "name template")
+        self.val_history: list[float] = []  # held-out contrastive loss per epoch
+        self.meta: dict[str, Any] = {}  # CRS, origin, scales, text encoder, counts and timings
+        self._net: CaLLiPerNet | None = None
+
+    # ------------------------------------------------------------------------------------ extras
+    @property
+    def crs(self) -> Any:
+        """The metric CRS the model was trained in (a pyproj CRS), or None if the views had none."""
+        from pyproj import CRS
+
+        wkt = self.meta.get("crs")
+        return CRS.from_wkt(wkt) if wkt else None
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Counts and timings of the last fit (POIs, distinct texts, encoded texts, pairs per second, ...)."""
+        return dict(self.meta.get("stats", {}))
+
+    def views_for_transform(self) -> list[str]:
+        """Views :meth:`transform` needs besides the region polygons: the POIs in ``poi`` mode, else none."""
+        return ["poi_points"] if self.params.region_mode == "poi" else []
+
+    def embed_points(self, xy: np.ndarray, crs: Any = None, batch: int = _EMBED_CHUNK) -> np.ndarray:
+        """The location encoder at arbitrary points.
+
+        Args:
+            xy: M x 2 coordinates (x = easting or longitude first).
+            crs: Their CRS (anything pyproj accepts); None: the model's CRS.
+            batch: Points per forward pass.
+
+        Returns:
+            M x dim float32 location embeddings.
+
+        Raises:
+            RuntimeError: If the model is neither fitted nor loaded.
+        """
+        import torch
+
+        net = self._ready_net()
+        pts = self._to_model_crs(np.asarray(xy, dtype=np.float64).reshape(-1, 2), crs)
+        rel = pts - np.asarray(self.meta["origin"], dtype=np.float64)
+        device = next(net.parameters()).device
+        out = []
+        net.eval()
+        with torch.no_grad():
+            for start in range(0, len(rel), batch):
+                chunk = torch.as_tensor(rel[start : start + batch], dtype=torch.float32, device=device)
+                out.append(net.location(chunk).float().cpu().numpy())
+        return np.vstack(out) if out else np.empty((0, self.dim), dtype=np.float32)
+
+    # ------------------------------------------------------------------------------------ helpers
+    def _ready_net(self) -> CaLLiPerNet:
+        if self._net is None:
+            raise RuntimeError(f"{self.name}: call fit() (or load()) first.")
+        from backend.device import resolve_device
+
+        if self.device_used is None:
+            self.device_used = resolve_device(self.device)
+        return self._net.to(self.device_used)
+
+    def _to_model_crs(self, xy: np.ndarray, crs: Any) -> np.ndarray:
+        """Reproject ``xy`` from ``crs`` into the model's CRS (always x/y order, i.e. lon/lat for degrees)."""
+        model_crs = self.crs
+        if crs is None or model_crs is None:
+            return xy
+        from pyproj import CRS, Transformer
+
+        src = CRS.from_user_input(crs)
+        if src == model_crs:
+            return xy
+        transformer = Transformer.from_crs(src, model_crs, always_xy=True)
+        x, y = transformer.transform(xy[:, 0], xy[:, 1])
+        out = np.column_stack([np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)])
+        if not np.isfinite(out).all():
+            raise InputError(f"{self.name}: some locations cannot be projected into the model's CRS "
+                             f"({model_crs.name}); check the layer's CRS.")
+        return out
+
+    def _cache_dir(self) -> Path | None:
+        value = self.params.cache_dir.strip()
+        if value.lower() == "none":
+            return None
+        return Path(value).expanduser() if value else default_cache_dir()
+
+    @staticmethod
+    def _view_crs(views: Views) -> Any:
+        geometry = views.geometry
+        return None if geometry is None else geometry.crs
+
+    def _poi_frame(self, views: Views) -> pd.DataFrame:
+        pts = views.poi_points
+        if pts is None or not len(pts):
+            raise InputError(f"{self.name} learns from POIs, but the inputs have none. Add a POI layer.")
+        xy = pts[["x", "y"]].to_numpy(dtype=np.float64)
+        if not np.isfinite(xy).all():
+            raise InputError(f"{self.name}: some POIs have no valid coordinates.")
+        return pts
+
+    # ------------------------------------------------------------------------------------ fit
+    def _fit(self, views: Views, progress: Progress) -> None:
+        import torch
+
+        from backend.device import resolve_device
+        from backend.io.crs import choose_metric_crs
+        from backend.models.calliper.location import grid_scales
+        from backend.models.calliper.model import CaLLiPerNet, info_nce, parameter_groups
+
+        p = self.params
+        pts = self._poi_frame(views)
+        device = resolve_device(self.device)
+        self.device_used = device
+        stage = "embed: calliper"
+
+        # Coordinates in a metric CRS (a geographic CRS is replaced by the local UTM zone).
+        src_crs = self._view_crs(views)
+        model_crs = None
+        if src_crs is not None:
+            model_crs = choose_metric_crs(views.geometry, "the regions")
+        self.meta = {"crs": model_crs.to_wkt() if model_crs is not None else None}
+        xy = self._to_model_crs(pts[["x", "y"]].to_numpy(dtype=np.float64), src_crs)
+        origin = xy.mean(axis=0)
+        if p.scale_with_extent:
+            extent = float(max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1]), 1.0))
+            max_scale, min_scale = extent, extent * p.min_scale_m / p.max_scale_m
+        else:
+            max_scale, min_scale = p.max_scale_m, p.min_scale_m
+        scales = grid_scales(p.scales, min_scale, max_scale)
+
+        # Texts: build, deduplicate, encode through the cache.
+        names = pts["name"] if "name" in pts.columns else None
+        with_names = use_names(p.names, names)
+        if p.names == "yes" and not with_names:
+            progress.log(f"{self.name}: names were asked for but no POI has a name; using categories only.")
+        texts = build_texts(pts["category"].tolist(), names.tolist() if with_names and names is not None else None,
+                            p.template, p.name_template)
+        enc = encode_texts(texts, p.text_encoder, self._cache_dir(), device,
+                           progress=progress.sub(stage, 0.0, 0.15))
+        progress.log(
+            f"{self.name}: {len(texts):,} POIs, {len(enc.texts):,} distinct texts ({enc.n_cached:,} from the cache, "
+            f"{enc.n_encoded:,} encoded) in {enc.seconds:.1f} s; names {'used' if with_names else 'not used'}"
+        )
+
+        # Held-out POIs for early stopping.
+        n = len(xy)
+        if n < 2:
+            raise InputError(f"{self.name} needs at least 2 POIs; the inputs have {n}.")
+        order = np.random.default_rng(self.seed).permutation(n)
+        n_val = int(round(p.val_share * n))
+        if n_val < 2 or n - n_val < 2:
+            n_val = 0
+        val_rows, train_rows = np.sort(order[:n_val]), order[n_val:]
+
+        rel = torch.as_tensor(xy - origin, dtype=torch.float32, device=device)
+        text_vectors = torch.as_tensor(enc.vectors, dtype=torch.float32, device=device)
+        text_index = torch.as_tensor(enc.index, dtype=torch.long, device=device)
+        train_t = torch.as_tensor(train_rows, dtype=torch.long, device=device)
+        val_t = torch.as_tensor(val_rows, dtype=torch.long, device=device)
+        batch = p.batch_size
+
+        def batch_loss(net: CaLLiPerNet, rows: torch.Tensor) -> torch.Tensor:
+            codes = text_index[rows]
+            if text_vectors.shape[0] <= len(rows):  # few distinct texts: project them all, then gather
+                text = net.project_text(text_vectors)[codes]
+            else:
+                text = net.project_text(text_vectors[codes])
+            return info_nce(text, net.location(rel[rows]), net.logit_scale)
+
+        def held_out_loss(net: CaLLiPerNet) -> float:
+            net.eval()
+            total = 0.0
+            with torch.no_grad():
+                for rows in torch.tensor_split(val_t, max(1, math.ceil(len(val_t) / batch))):
+                    total += float(batch_loss(net, rows)) * len(rows)
+            return total / len(val_t)
+
+        train_progress = progress.sub(stage, 0.15, 1.0)
+        devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
+        self.history, self.val_history = [], []
+        best, best_state, best_epoch, stale = math.inf, None, 0, 0
+        train_seconds, pairs = 0.0, 0
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            net = CaLLiPerNet(enc.vectors.shape[1], scales, dim=self.dim, hidden=p.hidden, blocks=p.blocks,
+                              dropout=p.dropout, temperature=p.temperature).to(device)
+            optimizer = torch.optim.AdamW(parameter_groups(net, p.weight_decay), lr=p.learning_rate)
+            generator = torch.Generator().manual_seed(self.seed)
+            n_batches = max(1, math.ceil(len(train_rows) / batch))
+            for epoch in range(p.epochs):
+                t0 = time.perf_counter()
+                net.train()
+                perm = torch.randperm(len(train_rows), generator=generator).to(device)
+                total = 0.0
+                for rows in torch.tensor_split(train_t[perm], n_batches):
+                    progress.check_cancel()
+                    loss = batch_loss(net, rows)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total += float(loss.detach()) * len(rows)
+                train_seconds += time.perf_counter() - t0
+                pairs += len(train_rows)
+                self.history.append(total / len(train_rows))
+                message = f"epoch {epoch + 1}/{p.epochs}: loss {self.history[-1]:.4f}"
+                if n_val:
+                    self.val_history.append(held_out_loss(net))
+                    message += f", held-out {self.val_history[-1]:.4f}"
+                    if self.val_history[-1] < best - _MIN_IMPROVEMENT:
+                        best, best_epoch, stale = self.val_history[-1], epoch + 1, 0
+                        best_state = copy.deepcopy(net.state_dict())
+                    else:
+                        stale += 1
+                train_progress.update((epoch + 1) / p.epochs, message)
+                if n_val and p.patience and stale >= p.patience:
+                    progress.log(f"{self.name}: held-out loss has not improved for {p.patience} epochs; stopped "
+                                 f"after epoch {epoch + 1}, keeping epoch {best_epoch}")
+                    break
+        if best_state is not None and p.patience:  # early stopping: keep the best held-out epoch
+            net.load_state_dict(best_state)
+        net.eval()
+        self._net = net
+        self.vocabulary = {"poi_points": sorted({str(c) for c in pts["category"]})}
+        self.meta.update({
+            "origin": [float(origin[0]), float(origin[1])],
+            "scales_m": [float(scales[0]), float(scales[-1])],
+            "text_encoder": p.text_encoder,
+            "text_dim": int(enc.vectors.shape[1]),
+            "names_used": with_names,
+            "val_history": self.val_history,
+            "best_epoch": best_epoch or len(self.history),  # best held-out epoch (kept when patience > 0)
+            "kept_epoch": best_epoch if best_state is not None and p.patience else len(self.history),
+            "stats": {
+                "n_pois": n, "n_train": len(train_rows), "n_val": n_val, "n_texts": len(enc.texts),
+                "n_encoded": enc.n_encoded, "text_seconds": round(enc.seconds, 3),
+                "epochs_run": len(self.history), "train_seconds": round(train_seconds, 3),
+                "pairs_per_s": round(pairs / train_seconds, 1) if train_seconds > 0 else None,
+                "device": device,
+            },
+        })
+        progress.log(f"{self.name}: {len(self.history)} epochs on {device} ({pairs / max(train_seconds, 1e-9):,.0f} "
+                     f"pairs/s); final loss {self.history[-1]:.4f}"
+                     + (f", best held-out loss {best:.4f} at epoch {best_epoch}" if n_val else ""))
+
+    # ------------------------------------------------------------------------------------ transform
+    def _region_points(self, views: Views, progress: Progress) -> tuple[np.ndarray, np.ndarray, Any]:
+        """Points to average per region, their region positions and their CRS."""
+        mode = self.params.region_mode
+        n = len(views)
+        geometry = views.geometry
+        crs = self._view_crs(views)
+        if geometry is not None and len(geometry) != n:
+            raise InputError(f"{self.name}: the views hold {len(geometry)} polygons for {n} regions.")
+        if geometry is not None and crs is not None and self.crs is not None and self.crs != crs:
+            # Sample in the model's CRS: the same polygon gets the same points whatever CRS it comes in.
+            geometry = geometry.to_crs(self.crs)
+        geo_crs = None if geometry is None else geometry.crs
+        if mode == "poi":
+            pts = views.poi_points
+            if pts is None:
+                raise InputError(f"{self.name}: region_mode 'poi' needs a POI layer for the regions to embed.")
+            owner = views.region_ids.get_indexer(pd.Index(pts["region_id"].astype(str)))
+            keep = owner >= 0
+            xy, own = pts[["x", "y"]].to_numpy(dtype=np.float64)[keep], owner[keep]
+            empty = np.setdiff1d(np.arange(n), own)
+            if len(empty):
+                progress.log(f"{self.name}: {len(empty):,} regions hold no POI; they are embedded from points "
+                             "inside their polygons.")
+                if geometry is None:
+                    raise InputError(f"{self.name}: regions without POIs need their polygons (none given).")
+                more, more_own = sample_in_polygons(geometry.iloc[empty], self.params.region_points)
+                more = self._to_model_crs(more, geo_crs)
+                xy = np.vstack([self._to_model_crs(xy, crs), more])
+                return xy, np.concatenate([own, empty[more_own]]), self.crs
+            return xy, own, crs
+        if geometry is None:
+            if views.centroids is None:
+                raise InputError(f"{self.name}: the regions have neither polygons nor centroids.")
+            if mode == "polygon":
+                progress.log(f"{self.name}: no region polygons given; embedding at the centroids.")
+            return np.asarray(views.centroids, dtype=np.float64), np.arange(n), crs
+        if mode == "centroid":
+            c = geometry.centroid
+            return np.column_stack([c.x.to_numpy(), c.y.to_numpy()]), np.arange(n), geo_crs
+        xy, own = sample_in_polygons(geometry, self.params.region_points)
+        return xy, own, geo_crs
+
+    def _transform(self, views: Views, progress: Progress) -> np.ndarray:
+        import torch
+
+        xy, owner, crs = self._region_points(views, progress)
+        progress.update(0.1, f"embedding {len(xy):,} points of {len(views):,} regions")
+        emb = torch.as_tensor(self.embed_points(xy, crs), dtype=torch.float64)
+        total = torch.zeros((len(views), emb.shape[1]), dtype=torch.float64)
+        total.index_add_(0, torch.as_tensor(owner), emb)
+        counts = np.bincount(owner, minlength=len(views)).astype(np.float64)
+        if (counts == 0).any():
+            raise InputError(f"{self.name}: {int((counts == 0).sum())} regions have no usable geometry.")
+        progress.update(1.0, "calliper embeddings")
+        return total.numpy() / counts[:, None]
+
+    # ------------------------------------------------------------------------------------ save / load
+    def _save_weights(self, folder: Path) -> None:
+        import torch
+
+        if self._net is None:
+            raise RuntimeError(f"{self.name}: nothing to save; call fit() first.")
+        state = {k: v.detach().cpu() for k, v in self._net.state_dict().items()}
+        torch.save(state, folder / "weights.pt")
+        (folder / "calliper.json").write_text(json.dumps(self.meta, indent=2), encoding="utf-8")
+
+    def _load_weights(self, folder: Path) -> None:
+        import torch
+
+        from backend.models.calliper.location import grid_scales
+        from backend.models.calliper.model import CaLLiPerNet
+
+        self.meta = json.loads((folder / "calliper.json").read_text(encoding="utf-8"))
+        self.val_history = list(self.meta.get("val_history", []))
+        lo, hi = self.meta["scales_m"]
+        net = CaLLiPerNet(int(self.meta["text_dim"]), grid_scales(self.params.scales, lo, hi), dim=self.dim,
+                          hidden=self.params.hidden, blocks=self.params.blocks, dropout=self.params.dropout,
+                          temperature=self.params.temperature)
+        net.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
+        net.eval()
+        self._net = net

@@ -1,0 +1,642 @@
+"""CooKIE region embedder.
+
+Namgung, Lin, Lee and Chiang, "Less is More: Multimodal Region Representation via Pairwise Inter-view
+Learning" (arXiv 2505.18178); CooKIE stands for Cross modal Knowledge Injected Embedding. No code is
+published (the announced repository holds only a README). What the paper states (SPEC section 4.3): the
+multimodal region data are factorised into *unique* (modality-specific) and *shared* information; stage 1,
+intra-view pretraining, lets each modality's encoder learn from its own data alone; stage 2, pairwise
+inter-view learning, captures with a contrastive objective what each *pair* of modalities shares, so the
+number of objectives grows with M^2 rather than 2^M and the model stays small.
+
+Choices the paper leaves open, and what RegionLens does (each is a parameter where it matters):
+
+1. Modalities (:mod:`~backend.models.cookie.modalities`): POI category counts, POI texts (mean frozen
+   all-MiniLM-L6-v2 embedding per region, through CaLLiPer's text cache), imagery (frozen EfficientNet-Lite0
+   features of the region chips, masked average pooling, cached; or the image statistics with
+   ``image_encoder="stats"``, also the fallback when no chips were built), OD rows (trips out and in, log1p),
+   land-use shares. Any two or more; ``modalities`` restricts the set. Frozen image features rather than a
+   CNN trained on the chips: they train in seconds on a CPU and the image branch stays a small MLP.
+2. Encoders (:mod:`~backend.models.cookie.encoders`): per modality a 2-layer MLP trunk of width ``hidden``
+   on the standardised input vector, then a linear *unique* head, and per pair a linear *shared* projection
+   head on each side (:mod:`~backend.models.cookie.model`). Trunks are shared by the unique and shared heads
+   of a modality, so the factorisation happens in the heads.
+3. Stage 1, intra-view (``stage1_epochs``, default 100): ``intra_objective="contrastive"`` (default):
+   SimCLR-style symmetric InfoNCE between two augmentations of the same region, each augmentation zeroing
+   every input feature with probability ``feature_dropout`` (0.2) and adding Gaussian noise ``noise_std``
+   (0.1, in standardised units); ``"reconstruction"``: a linear decoder reconstructs the clean input from
+   the unique vector (MSE). Only trunks, unique heads (and decoders) train in stage 1; the unique head's
+   output is the modality's unique representation.
+4. Stage 2, pairwise inter-view (``stage2_epochs``, default 200), all parameters trainable, a fresh
+   optimiser: for each pair (i, j), symmetric InfoNCE across the regions of a batch between the shared
+   projections of the two modalities (augmented inputs) -- the *shared* part; plus the separation term;
+   plus the stage-1 objective, kept (weight ``intra_weight``) so the unique parts keep describing their
+   modality while they are being separated from the shared ones.
+5. Separation term: *orthogonality*, not CLUB -- the mean squared batch cross-correlation between a
+   modality's unique vector and each of its shared projections (:func:`~backend.models.cookie.losses.
+   cross_correlation_penalty`, weight ``separation_weight``): scale-invariant, no variational network, no
+   alternating updates (see :mod:`~backend.models.cookie.losses`).
+6. Loss weighting: stage 2 minimises ``mean_pairs InfoNCE + separation_weight * mean separation +
+   intra_weight * mean_modalities intra``; means (not sums) keep the loss scale independent of M, while the
+   number of terms is M + M(M-1)/2 + M(M-1) (:func:`~backend.models.cookie.model.objective_counts`).
+7. Temperature fixed at ``temperature`` = 0.1 (not learnt); AdamW, lr 1e-3, weight decay 1e-4; full batch
+   up to ``batch_size`` (1024) regions, else shuffled equal mini-batches (InfoNCE negatives are the other
+   regions of the batch).
+8. Stopping: the fixed epoch counts, or (``plateau_window`` > 0) per stage, when the mean training loss of
+   the last window improved by less than ``plateau_tol`` on the window before. Labels are never seen.
+9. Embedding: per modality the L2-normalised unique vector, per pair the L2-normalised sum of the two
+   normalised shared projections, concatenated (unique parts first, modalities in the order poi, poi_text,
+   image, mobility, landuse, then pairs). ``part`` = ``"all"``, ``"shared"`` or ``"unique"``. Sizes:
+   ``unique_dim`` per modality and ``shared_dim`` per pair, or (0, default) ``dim`` split half to the
+   unique and half to the shared parts, evenly (each part at least 2). :attr:`CooKIEEmbedder.layout` names
+   the columns of every part.
+10. Missing modalities at transform time (a new city without OD flows, OD rows of other regions): the
+    network is inductive per region; a missing modality's unique part is its training mean (a constant, no
+    information), a pair with one side missing uses the present side's projection (the two were trained to
+    agree), a pair with both missing its training mean. The log says which modality was missing. Rasters
+    named differently in another city are matched to the training rasters in sorted order (same count).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from backend.errors import ConfigError, InputError
+from backend.models._base import Embedder, EmbedderParams, embedding_frame
+from backend.models.cookie.modalities import (
+    COUNT_MODALITIES,
+    IMAGE_ENCODERS,
+    Scaler,
+    available_modalities,
+    default_image_cache_dir,
+    image_features,
+    text_features,
+)
+from backend.models.cookie.model import MODALITIES, modality_pairs, objective_counts, split_sizes
+from backend.progress import Progress
+from backend.views._base import Views
+
+if TYPE_CHECKING:
+    import torch
+
+    from backend.models.cookie.model import CooKIENet
+
+__all__ = ["PARTS", "INTRA_OBJECTIVES", "CooKIEEmbedder", "CooKIEParams"]
+
+#: Values of ``part``.
+PARTS = ("all", "shared", "unique")
+#: Values of ``intra_objective``.
+INTRA_OBJECTIVES = ("contrastive", "reconstruction")
+
+
+@dataclass
+class CooKIEParams(EmbedderParams):
+    """Parameters of CooKIE (see the module docstring for what each choice means)."""
+
+    modalities: str = ""  # comma-separated subset of poi, poi_text, image, mobility, landuse; "" = all present
+    part: str = "all"  # embedding returned: "all" (unique + shared), "shared" or "unique"
+    unique_dim: int = 0  # size of each modality's unique part; 0: from dim (half of dim, split evenly)
+    shared_dim: int = 0  # size of each pair's shared part; 0: from dim (half of dim, split evenly)
+    hidden: int = 64  # width of each modality's MLP trunk
+    stage1_epochs: int = 100  # intra-view pretraining epochs (0: skip stage 1)
+    stage2_epochs: int = 200  # pairwise inter-view epochs
+    intra_objective: str = "contrastive"  # stage-1 objective: "contrastive" (two augmentations) or "reconstruction"
+    learning_rate: float = 1e-3  # AdamW
+    weight_decay: float = 1e-4  # AdamW
+    batch_size: int = 1024  # regions per batch (all regions if fewer); InfoNCE negatives come from the batch
+    temperature: float = 0.1  # InfoNCE temperature (fixed)
+    feature_dropout: float = 0.2  # augmentation: probability of zeroing an input feature
+    noise_std: float = 0.1  # augmentation: Gaussian noise on standardised inputs
+    separation_weight: float = 1.0  # weight of the unique/shared cross-correlation penalty (stage 2)
+    intra_weight: float = 1.0  # weight of the intra-view objective kept during stage 2
+    dropout: float = 0.0  # dropout inside the trunks
+    plateau_window: int = 0  # > 0: stop a stage when the mean loss of the last window improved < plateau_tol
+    plateau_tol: float = 1e-3  # relative improvement over the previous window that counts as progress
+    image_encoder: str = "efficientnet-lite0"  # frozen chip encoder, or "stats" (image statistics)
+    image_size: int = 224  # chips are resized to this side for the image encoder
+    text_encoder: str = "all-MiniLM-L6-v2"  # sentence encoder of the POI texts (registry name or local folder)
+    cache_dir: str = ""  # cache root for text and image features; "" = ~/.cache/regionlens, "none" = no cache
+
+
+def _parse_modalities(value: str | Sequence[str]) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(v).strip() for v in items if str(v).strip()]
+    unknown = [n for n in names if n not in MODALITIES]
+    if unknown:
+        raise ConfigError(f"cookie: unknown modalities {unknown}; choose from {list(MODALITIES)}.")
+    return names
+
+
+class CooKIEEmbedder(Embedder):
+    """CooKIE: unique and pairwise-shared information of two or more modalities (see the module docstring).
+
+    Args:
+        dim: Embedding size of ``part="all"`` (split between unique and shared parts unless sizes are given).
+        seed: Seed of the weights, augmentations and batches.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+        **params: Fields of :class:`CooKIEParams`.
+
+    Raises:
+        ConfigError: On unknown or invalid parameters.
+    """
+
+    name = "cookie"
+    title = "CooKIE (Namgung et al., 2025): unique and pairwise-shared information of two or more modalities"
+    uses_views = ("poi_counts", "poi_texts", "chips", "image_stats", "mobility", "landuse")
+    min_views = 2
+    Params = CooKIEParams
+    params: CooKIEParams
+    default_dim = 64
+
+    def __init__(self, dim: int = 64, seed: int = 0, device: str = "auto", **params: Any) -> None:
+        super().__init__(dim=dim, seed=seed, device=device, **params)
+        p = self.params
+        self._wanted = _parse_modalities(p.modalities)
+        checks = [
+            (p.part in PARTS, f"part must be one of {PARTS}, got '{p.part}'"),
+            (p.intra_objective in INTRA_OBJECTIVES, f"intra_objective must be one of {INTRA_OBJECTIVES}"),
+            (p.unique_dim >= 0 and p.shared_dim >= 0, "unique_dim and shared_dim must be >= 0"),
+            (p.hidden >= 1, "hidden must be >= 1"),
+            (p.stage1_epochs >= 0 and p.stage2_epochs >= 0, "stage1_epochs and stage2_epochs must be >= 0"),
+            (p.stage1_epochs + p.stage2_epochs >= 1, "at least one training epoch is needed"),
+            (p.learning_rate > 0 and p.weight_decay >= 0, "learning_rate must be > 0, weight_decay >= 0"),
+            (p.batch_size >= 2, "batch_size must be >= 2"),
+            (p.temperature > 0, "temperature must be > 0"),
+            (0.0 <= p.feature_dropout < 1.0 and 0.0 <= p.dropout < 1.0, "dropouts must lie in [0, 1)"),
+            (p.noise_std >= 0 and p.separation_weight >= 0 and p.intra_weight >= 0,
+             "noise_std, separation_weight and intra_weight must be >= 0"),
+            (p.plateau_window >= 0, "plateau_window must be >= 0"),
+            (p.image_encoder in IMAGE_ENCODERS, f"image_encoder must be one of {IMAGE_ENCODERS}"),
+            (p.image_size >= 32, "image_size must be >= 32"),
+            (len(self._wanted) != 1, "modalities must name at least two modalities (or be empty for all)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"{self.name}: {message}.")
+        self.meta: dict[str, Any] = {}  # modality -> source view, raster names, encoders
+        self.layout: list[dict[str, Any]] = []  # one entry per embedding part: part, name, start, stop
+        self.stage_history: dict[str, list[dict[str, float]]] = {"stage1": [], "stage2": []}
+        self.loss_terms: dict[str, float] = {}
+        self.epochs_run = {"stage1": 0, "stage2": 0}
+        self.stage_seconds = {"stage1": 0.0, "stage2": 0.0}
+        self.train_seconds = 0.0
+        self.feature_notes: list[str] = []
+        self._scalers: dict[str, Scaler] = {}
+        self._unique_mean: dict[str, np.ndarray] = {}
+        self._shared_mean: dict[str, np.ndarray] = {}
+        self._net: CooKIENet | None = None
+
+    # ------------------------------------------------------------------------------------ public extras
+    @property
+    def network(self) -> CooKIENet:
+        """The trained torch network (after :meth:`fit` or :meth:`load`)."""
+        if self._net is None:
+            raise RuntimeError(f"{self.name}: call fit() (or load()) first.")
+        return self._net
+
+    @property
+    def modalities(self) -> list[str]:
+        """The modalities of the fitted model, in network order."""
+        return list(self.network.cfg.modalities)
+
+    def modalities_for(self, views: Views) -> dict[str, str]:
+        """The modalities this embedder would learn from ``views`` (restricted by ``modalities``) and their views."""
+        found = available_modalities(views, self.params.image_encoder)
+        if self._wanted:
+            found = {m: v for m, v in found.items() if m in self._wanted}
+        return found
+
+    def views_for_transform(self) -> list[str]:
+        """The views the fitted model embeds from (one per modality), for callers that check their inputs."""
+        if not self._fitted:
+            raise RuntimeError(f"{self.name}: call fit() (or load()) first.")
+        return list(self.meta["sources"].values())
+
+    def model_inputs(self, views: Views, progress: Progress | None = None) -> dict[str, np.ndarray | None]:
+        """The standardised float32 input matrix of every fitted modality (None where ``views`` lacks it)."""
+        progress = progress or Progress()
+        raw = self._raw_inputs(views, self.modalities, progress)
+        return {m: None if x is None else self._scalers[m].apply(x) for m, x in raw.items()}
+
+    def transform_part(self, views: Views, part: str, progress: Progress | None = None) -> pd.DataFrame:
+        """Like :meth:`transform` but for one ``part`` (``all``, ``shared``, ``unique``) whatever ``params.part`` is.
+
+        Raises:
+            ConfigError: On an unknown part.
+        """
+        if part not in PARTS:
+            raise ConfigError(f"{self.name}: part must be one of {PARTS}, got '{part}'.")
+        if not self._fitted:
+            raise RuntimeError(f"{self.name}: call fit() (or load()) before transform_part().")
+        return embedding_frame(self._embed(views, part, progress or Progress()), views.region_ids)
+
+    # --------------------------------------------------------------------------------------- checks
+    def _check_views(self, views: Views) -> None:
+        found = self.modalities_for(views)
+        if len(found) < 2:
+            missing = [m for m in self._wanted if m not in found]
+            hint = f" ({', '.join(missing)} not in the inputs)" if missing else ""
+            raise InputError(
+                f"CooKIE learns what pairs of modalities share, so it needs at least two of POI counts, POI texts, "
+                f"imagery, OD flows and land use{' among ' + ', '.join(self._wanted) if self._wanted else ''}; "
+                f"the inputs give {', '.join(found) or 'none'}{hint}. Add a POI layer, imagery, an OD table "
+                "or a land-use layer."
+            )
+
+    def _cache_dirs(self) -> tuple[Path | None, Path | None]:
+        """Folders of the text and image feature caches (None, None when ``cache_dir`` is ``"none"``)."""
+        from backend.models.calliper.text import default_cache_dir
+
+        value = self.params.cache_dir.strip()
+        if value.lower() == "none":
+            return None, None
+        if value:
+            root = Path(value).expanduser()
+            return root / "text", root / "image"
+        return default_cache_dir(), default_image_cache_dir()
+
+    # ------------------------------------------------------------------------------------- features
+    def _raw_inputs(self, views: Views, modalities: Sequence[str], progress: Progress) -> dict[str, np.ndarray | None]:
+        """Unscaled input matrices; None for a modality ``views`` cannot give in the fitted vocabulary."""
+        from backend.device import resolve_device
+
+        device = self.device_used or resolve_device(self.device)
+        out: dict[str, np.ndarray | None] = {}
+        ids = [str(r) for r in views.region_ids]
+        self.feature_notes = []
+        for k, m in enumerate(modalities):
+            sub = progress.sub("embed: cookie (inputs)", k / len(modalities), (k + 1) / len(modalities))
+            source = self.meta["sources"][m]
+            x: np.ndarray | None = None
+            if source in ("poi_counts", "landuse", "image_stats"):
+                table = views.tables.get(source)
+                if table is not None:
+                    x = table.reindex(columns=self.vocabulary[source], fill_value=0.0).to_numpy(dtype=np.float64)
+            elif source == "mobility":
+                if views.mobility is not None and ids == self.vocabulary["mobility"]:
+                    mob = np.asarray(views.mobility, dtype=np.float64)
+                    x = np.hstack([mob, mob.T])
+            elif source == "poi_texts":
+                if views.poi_texts is not None and any(len(t) for t in views.poi_texts):
+                    x, note = text_features(views.poi_texts, self.params.text_encoder, self._cache_dirs()[0], device,
+                                            sub)
+                    self.feature_notes.append(f"poi_text: {note}")
+            elif source == "chips":
+                rasters = self.vocabulary["chips"]
+                if not all(r in views.chips for r in rasters) and len(views.chips) == len(rasters):
+                    # Another city: rasters named differently, matched by sorted name.
+                    self.feature_notes.append(f"image: rasters {sorted(views.chips)} used for {rasters}")
+                    rasters = sorted(views.chips)
+                if all(r in views.chips for r in rasters):
+                    parts = []
+                    for r in rasters:
+                        feats, cached = image_features(views.chips[r], views.chip_masks.get(r),
+                                                       self.params.image_encoder, self.params.image_size,
+                                                       self._cache_dirs()[1], device, progress=sub)
+                        parts.append(feats)
+                        self.feature_notes.append(f"image: {r} {feats.shape[1]} features "
+                                                  f"({'from the cache' if cached else 'computed'})")
+                    x = np.hstack(parts)
+            out[m] = x
+        return out
+
+    # --------------------------------------------------------------------------------------- training
+    def _fit(self, views: Views, progress: Progress) -> None:
+        import torch
+
+        from backend.device import resolve_device
+        from backend.models.cookie.model import CooKIEConfig, CooKIENet, count_parameters
+
+        p = self.params
+        n = len(views)
+        if n < 2:
+            raise InputError(f"CooKIE needs at least 2 regions, got {n}.")
+        sources = self.modalities_for(views)
+        modalities = list(sources)
+        device = resolve_device(self.device)
+        self.device_used = device
+        ids = [str(r) for r in views.region_ids]
+        self.vocabulary = {}
+        for source in sources.values():
+            if source in ("poi_counts", "landuse", "image_stats"):
+                self.vocabulary[source] = [str(c) for c in views.tables[source].columns]
+            elif source == "mobility":
+                self.vocabulary["mobility"] = ids
+            elif source == "chips":
+                self.vocabulary["chips"] = sorted(views.chips)
+        self.meta = {"sources": sources, "text_encoder": p.text_encoder, "image_encoder": p.image_encoder}
+        if "image" in sources and sources["image"] == "image_stats" and p.image_encoder != "stats":
+            progress.log("cookie: no image chips in the views; the image modality uses the image statistics.")
+
+        raw = self._raw_inputs(views, modalities, progress.sub("embed: cookie (inputs)", 0.0, 0.1))
+        for note in self.feature_notes:
+            progress.log(f"cookie: {note}")
+        self._scalers = {}
+        inputs: dict[str, np.ndarray] = {}
+        for m in modalities:
+            x = raw[m]
+            if x is None:  # cannot happen at fit time: the source was found above
+                raise InputError(f"cookie: the {m} modality could not be built from the views.")
+            self._scalers[m] = Scaler(log1p=m in COUNT_MODALITIES, whole_view=m in COUNT_MODALITIES).fit(x)
+            inputs[m] = self._scalers[m].apply(x)
+
+        pairs = modality_pairs(modalities)
+        half = self.dim // 2
+        unique_dims = [p.unique_dim] * len(modalities) if p.unique_dim else split_sizes(half, len(modalities))
+        shared_dims = [p.shared_dim] * len(pairs) if p.shared_dim else split_sizes(self.dim - half, len(pairs))
+        cfg = CooKIEConfig(modalities=modalities, input_dims=[inputs[m].shape[1] for m in modalities],
+                           unique_dims=unique_dims, shared_dims=shared_dims, hidden=p.hidden, dropout=p.dropout,
+                           reconstruction=p.intra_objective == "reconstruction")
+        self.layout = _layout(cfg.modalities, cfg.unique_dims, cfg.pairs, cfg.shared_dims)
+        total = sum(unique_dims) + sum(shared_dims)
+        if total != self.dim:
+            progress.log(f"cookie: the embedding has {total} columns (asked for {self.dim}): "
+                         f"{len(modalities)} unique parts of {unique_dims} and {len(pairs)} shared parts of "
+                         f"{shared_dims}.")
+
+        fork_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(self.seed)
+            net = CooKIENet(cfg).to(device)
+            counts = objective_counts(len(modalities))
+            progress.log(
+                f"cookie: modalities {', '.join(f'{m} ({s})' for m, s in sources.items())}; {len(pairs)} pairs, "
+                f"{counts['total']} loss terms; {count_parameters(net):,} parameters; {n} regions; "
+                f"{p.stage1_epochs} + {p.stage2_epochs} epochs; device {device}"
+            )
+            self._net = net
+            x_all = {m: torch.from_numpy(inputs[m]).to(device) for m in modalities}
+            self._train(net, x_all, device, progress.sub("embed: cookie", 0.1, 0.95))
+            self._store_means(net, x_all)
+        progress.update(0.95, "cookie trained")
+
+    def _train(self, net: CooKIENet, x_all: dict[str, torch.Tensor], device: str, progress: Progress) -> None:
+        import torch
+
+        p = self.params
+        gen_np = np.random.default_rng(self.seed)
+        gen_t = torch.Generator(device=device)
+        gen_t.manual_seed(self.seed)
+        self.history = []
+        self.stage_history = {"stage1": [], "stage2": []}
+        self.epochs_run = {"stage1": 0, "stage2": 0}
+        self.stage_seconds = {"stage1": 0.0, "stage2": 0.0}
+        total = p.stage1_epochs + p.stage2_epochs
+        t0 = time.perf_counter()
+        done = 0
+        for stage, epochs in ((1, p.stage1_epochs), (2, p.stage2_epochs)):
+            if epochs == 0:
+                continue
+            if stage == 1:
+                params = [*net.encoders.parameters(), *net.unique.parameters(), *net.decoders.parameters()]
+            else:
+                params = list(net.parameters())
+            opt = _adamw(params, p.learning_rate, p.weight_decay)
+            key = f"stage{stage}"
+            t_stage = time.perf_counter()
+            net.train()
+            for epoch in range(epochs):
+                progress.check_cancel()
+                terms = self._epoch(stage, net, x_all, opt, gen_np, gen_t)
+                self.stage_history[key].append(terms)
+                self.history.append(terms["total"])
+                self.loss_terms = dict(terms)
+                self.epochs_run[key] = epoch + 1
+                done += 1
+                progress.update(done / total, f"stage {stage}, epoch {epoch + 1}/{epochs}, loss {terms['total']:.4f}")
+                if _plateau([t["total"] for t in self.stage_history[key]], p.plateau_window, p.plateau_tol):
+                    progress.log(f"cookie: stage {stage} loss reached a plateau after {epoch + 1} epochs; stopped.")
+                    done += epochs - epoch - 1
+                    break
+            self.stage_seconds[key] = time.perf_counter() - t_stage
+        net.eval()
+        self.train_seconds = time.perf_counter() - t0
+
+    def _epoch(self, stage: int, net: CooKIENet, x_all: dict[str, torch.Tensor], opt: Any,
+               gen_np: np.random.Generator, gen_t: torch.Generator) -> dict[str, float]:
+        import torch
+
+        n = next(iter(x_all.values())).shape[0]
+        bs = self.params.batch_size
+        if n <= bs:
+            batches: list[np.ndarray | None] = [None]
+        else:
+            batches = list(np.array_split(gen_np.permutation(n), math.ceil(n / bs)))
+        sums: dict[str, float] = {}
+        for idx in batches:
+            if idx is None:
+                xb = x_all
+                share = 1.0
+            else:
+                sel = torch.from_numpy(idx).to(next(iter(x_all.values())).device)
+                xb = {m: x[sel] for m, x in x_all.items()}
+                share = len(idx) / n
+            loss, terms = self.loss(stage, net, xb, gen_t)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * share
+        if not all(np.isfinite(v) for v in sums.values()):
+            raise InputError(f"CooKIE's training loss became {sums} in stage {stage}; the inputs may hold extreme "
+                             "values.")
+        return sums
+
+    def loss(self, stage: int, net: CooKIENet, xb: dict[str, torch.Tensor],
+             gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loss of one batch and its terms (stage 1: intra-view only; stage 2: all three).
+
+        Args:
+            stage: 1 or 2.
+            net: The network.
+            xb: Standardised inputs of the batch per modality.
+            gen: Generator of the augmentations.
+
+        Returns:
+            ``(loss, terms)`` with terms ``total``, ``intra`` and, in stage 2, ``inter`` and ``separation``.
+        """
+        import torch
+
+        from backend.models.cookie.losses import cross_correlation_penalty, info_nce, reconstruction_loss
+
+        p = self.params
+        a = {m: _augment(x, p.feature_dropout, p.noise_std, gen) for m, x in xb.items()}
+        ha = net.trunks(a)
+        ua = net.unique_parts(ha)
+        if p.intra_objective == "contrastive":
+            b = {m: _augment(x, p.feature_dropout, p.noise_std, gen) for m, x in xb.items()}
+            ub = net.unique_parts(net.trunks(b))
+            intra = torch.stack([info_nce(ua[m], ub[m], p.temperature) for m in ua]).mean()
+        else:
+            rec = net.decode(ua)
+            intra = torch.stack([reconstruction_loss(rec[m], xb[m]) for m in ua]).mean()
+        if stage == 1:
+            return intra, {"total": float(intra.detach()), "intra": float(intra.detach())}
+        shared = net.shared_parts(ha)
+        inter_terms, sep_terms = [], []
+        for pair, sides in shared.items():
+            s_a, s_b = sides
+            assert s_a is not None and s_b is not None  # every modality is present in training
+            inter_terms.append(info_nce(s_a, s_b, p.temperature))
+            sep_terms.append(cross_correlation_penalty(ua[pair[0]], s_a))
+            sep_terms.append(cross_correlation_penalty(ua[pair[1]], s_b))
+        inter = torch.stack(inter_terms).mean()
+        sep = torch.stack(sep_terms).mean()
+        total = inter + p.separation_weight * sep + p.intra_weight * intra
+        terms = {"total": float(total.detach()), "inter": float(inter.detach()),
+                 "separation": float(sep.detach()), "intra": float(intra.detach())}
+        return total, terms
+
+    def _store_means(self, net: CooKIENet, x_all: dict[str, torch.Tensor]) -> None:
+        net.eval()
+        unique, shared = net.embed(x_all)
+        self._unique_mean = {m: v.mean(dim=0).cpu().numpy().astype(np.float64) for m, v in unique.items()}
+        self._shared_mean = {f"{a}+{b}": v.mean(dim=0).cpu().numpy().astype(np.float64)
+                             for (a, b), v in shared.items()}
+
+    # --------------------------------------------------------------------------------------- embedding
+    def _embed(self, views: Views, part: str, progress: Progress) -> np.ndarray:
+        import torch
+
+        from backend.device import resolve_device
+
+        net = self.network
+        n = len(views)
+        inputs = self.model_inputs(views, progress.sub("embed: cookie (inputs)", 0.0, 0.5))
+        for note in self.feature_notes:
+            if "used for" in note:
+                progress.log(f"cookie: {note}")
+        missing = [m for m, x in inputs.items() if x is None]
+        if len(missing) == len(inputs):
+            raise InputError(f"CooKIE was trained on {', '.join(inputs)}, and the inputs give none of them.")
+        if missing:
+            progress.log(f"cookie: {', '.join(missing)} missing in these inputs; their unique parts are the training "
+                         "means and their pairs use the other modality.")
+        device = self.device_used or resolve_device(self.device)
+        net.to(device).eval()
+        xs = {m: None if x is None else torch.from_numpy(x).to(device) for m, x in inputs.items()}
+        unique, shared = net.embed(xs)
+        blocks = []
+        for item in self.layout:
+            if part != "all" and item["part"] != part:
+                continue
+            if item["part"] == "unique":
+                v = unique.get(item["name"])
+                mean = self._unique_mean[item["name"]]
+            else:
+                a, b = item["name"].split("+")
+                v = shared.get((a, b))
+                mean = self._shared_mean[item["name"]]
+            blocks.append(np.tile(mean, (n, 1)) if v is None else v.cpu().numpy().astype(np.float64))
+        progress.update(1.0, "CooKIE embeddings")
+        return np.hstack(blocks)
+
+    def _transform(self, views: Views, progress: Progress) -> np.ndarray:
+        return self._embed(views, self.params.part, progress)
+
+    # ---------------------------------------------------------------------------------------- storage
+    def _save_weights(self, folder: Path) -> None:
+        import torch
+        from safetensors.torch import save_file
+
+        net = self.network
+        tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+        for m, sc in self._scalers.items():
+            assert sc.mean is not None and sc.scale is not None
+            tensors[f"scaler.{m}.mean"] = torch.from_numpy(np.asarray(sc.mean, dtype=np.float64))
+            tensors[f"scaler.{m}.scale"] = torch.from_numpy(np.asarray(sc.scale, dtype=np.float64))
+        for m, v in self._unique_mean.items():
+            tensors[f"unique_mean.{m}"] = torch.from_numpy(v)
+        for k, v in self._shared_mean.items():
+            tensors[f"shared_mean.{k}"] = torch.from_numpy(v)
+        save_file(tensors, str(folder / "weights.safetensors"))
+        meta = {
+            "network": net.cfg.to_dict(),
+            "meta": self.meta,
+            "layout": self.layout,
+            "scalers": {m: {"log1p": sc.log1p, "whole_view": sc.whole_view} for m, sc in self._scalers.items()},
+            "epochs_run": self.epochs_run,
+            "stage_seconds": self.stage_seconds,
+            "train_seconds": self.train_seconds,
+            "loss_terms": self.loss_terms,
+            "stage_history": self.stage_history,
+        }
+        (folder / "cookie.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+    def _load_weights(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        from backend.models.cookie.model import CooKIEConfig, CooKIENet
+
+        meta = json.loads((folder / "cookie.json").read_text(encoding="utf-8"))
+        tensors = load_file(str(folder / "weights.safetensors"))
+        cfg = CooKIEConfig(**meta["network"])
+        net = CooKIENet(cfg)
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, strict=True)
+        net.eval()
+        self._net = net
+        self.meta = dict(meta["meta"])
+        self.layout = list(meta["layout"])
+        self._scalers = {}
+        for m, flags in meta["scalers"].items():
+            self._scalers[m] = Scaler(log1p=bool(flags["log1p"]), whole_view=bool(flags["whole_view"]),
+                                      mean=tensors[f"scaler.{m}.mean"].numpy(),
+                                      scale=tensors[f"scaler.{m}.scale"].numpy())
+        self._unique_mean = {k[len("unique_mean."):]: v.numpy() for k, v in tensors.items()
+                             if k.startswith("unique_mean.")}
+        self._shared_mean = {k[len("shared_mean."):]: v.numpy() for k, v in tensors.items()
+                             if k.startswith("shared_mean.")}
+        self.epochs_run = dict(meta.get("epochs_run", {}))
+        self.stage_seconds = dict(meta.get("stage_seconds", {}))
+        self.train_seconds = float(meta.get("train_seconds", 0.0))
+        self.loss_terms = dict(meta.get("loss_terms", {}))
+        self.stage_history = dict(meta.get("stage_history", {"stage1": [], "stage2": []}))
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _layout(modalities: Sequence[str], unique_dims: Sequence[int], pairs: Sequence[tuple[str, str]],
+            shared_dims: Sequence[int]) -> list[dict[str, Any]]:
+    """Column ranges of every part of the ``all`` embedding (unique parts, then shared parts)."""
+    out, start = [], 0
+    for m, d in zip(modalities, unique_dims, strict=True):
+        out.append({"part": "unique", "name": m, "start": start, "stop": start + d})
+        start += d
+    for (a, b), d in zip(pairs, shared_dims, strict=True):
+        out.append({"part": "shared", "name": f"{a}+{b}", "start": start, "stop": start + d})
+        start += d
+    return out
+
+
+def _augment(x: torch.Tensor, drop: float, noise: float, gen: torch.Generator) -> torch.Tensor:
+    """Zero each feature with probability ``drop`` and add Gaussian noise of std ``noise``."""
+    import torch
+
+    out = x
+    if drop > 0:
+        keep = torch.rand(x.shape, generator=gen, device=x.device) >= drop
+        out = out * keep.to(x.dtype)
+    if noise > 0:
+        out = out + noise * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+    return out
+
+
+def _adamw(params: list[Any], lr: float, weight_decay: float) -> Any:
+    import torch
+
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def _plateau(history: Sequence[float], window: int, tol: float) -> bool:
+    """True when the mean of the last ``window`` values improved less than ``tol`` (relative) on the window before."""
+    if window <= 0 or len(history) < 2 * window:
+        return False
+    before, last = float(np.mean(history[-2 * window:-window])), float(np.mean(history[-window:]))
+    return before - last < tol * abs(before)

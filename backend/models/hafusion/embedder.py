@@ -1,0 +1,419 @@
+"""HAFusion region embedder.
+
+Sun, Qi, Chang, Fan, Karunasekera and Tanin, "Urban Region Representation Learning with Attentive
+Fusion", ICDE 2024 (arXiv 2312.04606); public code github.com/MiRuacle24/HAFusion.
+
+Two configurations (``config``), see :mod:`backend.models.hafusion.model`:
+
+* ``reference``: the published architecture and training (full batch, Adam lr 5e-4, weight decay 5e-4,
+  2000 epochs, dropout 0.1, hidden width = number of regions, per-city hyper-parameters ``preset`` =
+  ``nyc``, ``chicago`` or ``sf``). Transductive: it embeds exactly the regions it was trained on.
+* ``scalable``: fixed width (``width``), fused attention kernels, mini-batches of ``batch_regions``
+  regions with the matching blocks of the targets; 300 epochs by default. Without an OD view it also embeds
+  regions it was not trained on (same table columns).
+* ``auto`` (default): ``reference`` up to :data:`AUTO_MAX_REGIONS` regions, ``scalable`` above.
+
+Any subset of the views POI counts, land use, image statistics and OD flows works (at least one). Each
+table view is an input and a similarity target; OD flows are an input and a relation target; spatial
+adjacency is a relation target when there is no OD table (``adjacency_target``). Training runs for a fixed
+number of epochs, or stops earlier when the training loss reaches a plateau (``plateau_window``); it never
+looks at labels. Progress is reported (and cancellation checked) once per epoch. The embedding is the
+network's output in evaluation mode (no dropout) after the last epoch; the public code instead keeps the
+training-mode output of the epoch with the best test R2, which an honest protocol cannot do.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from backend.errors import ConfigError, InputError
+from backend.models._base import Embedder, EmbedderParams
+from backend.models.hafusion.data import (
+    ADJACENCY_MODES,
+    SCALINGS,
+    InputTransform,
+    Targets,
+    apply_inputs,
+    build_targets,
+    fit_inputs,
+    input_views,
+)
+from backend.progress import Progress
+from backend.views._base import Views
+
+if TYPE_CHECKING:
+    import torch
+
+    from backend.models.hafusion.model import HAFusionConfig, HAFusionNet
+
+__all__ = [
+    "AUTO_MAX_REGIONS",
+    "CONFIGS",
+    "DEFAULT_EPOCHS",
+    "LOSS_SCALINGS",
+    "PRESETS",
+    "HAFusionEmbedder",
+    "HAFusionParams",
+    "choose_heads",
+]
+
+#: Configurations: the published one, the scalable one, or chosen by the number of regions.
+CONFIGS = ("auto", "reference", "scalable")
+#: Loss scalings (:data:`backend.models.hafusion.losses.REDUCTIONS`; kept here so importing needs no torch).
+LOSS_SCALINGS = ("reference", "mean")
+#: ``config="auto"`` uses the reference configuration up to this many regions.
+AUTO_MAX_REGIONS = 300
+#: Epochs when ``epochs`` is 0.
+DEFAULT_EPOCHS = {"reference": 2000, "scalable": 300}
+#: Per-city hyper-parameters of the paper (public code's parse_args): NYC, Chicago, San Francisco.
+PRESETS: dict[str, dict[str, int]] = {
+    "nyc": {"intra_blocks": 3, "inter_blocks": 3, "heads": 4, "d_prime": 64, "d_m": 72},
+    "chicago": {"intra_blocks": 1, "inter_blocks": 2, "heads": 1, "d_prime": 32, "d_m": 36},
+    "sf": {"intra_blocks": 3, "inter_blocks": 2, "heads": 5, "d_prime": 64, "d_m": 72},
+}
+
+
+@dataclass
+class HAFusionParams(EmbedderParams):
+    """Parameters of HAFusion (0 means "the default of the configuration or preset")."""
+
+    config: str = "auto"  # "reference" (published, width = N, transductive), "scalable", "auto" (by N)
+    preset: str = "nyc"  # paper's per-city hyper-parameters: "nyc", "chicago", "sf"
+    epochs: int = 0  # fixed training length; 0: 2000 (reference) or 300 (scalable)
+    learning_rate: float = 5e-4  # Adam
+    weight_decay: float = 5e-4  # Adam's L2 penalty
+    dropout: float = 0.1
+    intra_blocks: int = 0  # IntraAFL blocks per view (0: preset)
+    inter_blocks: int = 0  # InterAFL blocks (0: preset)
+    region_blocks: int = 3  # RegionFusion blocks
+    heads: int = 0  # attention heads (0: preset; lowered to a divisor of the width if needed)
+    d_prime: int = 0  # ViewFusion hidden size (0: preset)
+    d_m: int = 0  # InterAFL memory units (0: preset)
+    lift_channels: int = 32  # IntraAFL edge channels c
+    ffn_dim: int = 0  # attention-block feed-forward width (0: 2048 reference, 4 x width scalable)
+    width: int = 128  # scalable only: hidden width d
+    batch_regions: int = 1024  # scalable only: regions per mini-batch (all regions if fewer)
+    input_scaling: str = "auto"  # "raw", "log1p_mobility", "log1p"; auto: raw (reference), log1p (scalable)
+    adjacency_target: str = "auto"  # adjacency as relation target: "auto" (when no OD), "always", "never"
+    loss_scaling: str = "auto"  # "reference" (relation terms summed over pairs, as published), "mean" (per
+    # pair, so no term dominates by N^2); auto: reference (reference config), mean (scalable)
+    plateau_window: int = 0  # > 0: stop when the mean loss of the last window improved < plateau_tol
+    plateau_tol: float = 1e-3  # relative improvement over the previous window that counts as progress
+
+
+def choose_heads(width: int, wanted: int) -> int:
+    """The largest number of heads ``<= wanted`` that divides ``width`` (at least 1)."""
+    for h in range(max(1, min(wanted, width)), 0, -1):
+        if width % h == 0:
+            return h
+    return 1
+
+
+class HAFusionEmbedder(Embedder):
+    """HAFusion: attentive fusion of multi-view region data (see the module docstring).
+
+    Args:
+        dim: Embedding size (the paper: 144).
+        seed: Seed of the weights, dropout, mini-batches and SVD.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+        **params: Fields of :class:`HAFusionParams`.
+
+    Raises:
+        ConfigError: On unknown or invalid parameters.
+    """
+
+    name = "hafusion"
+    title = "HAFusion (Sun et al., ICDE 2024): attentive fusion of POI, land-use, imagery and OD views"
+    uses_views = ("poi_counts", "landuse", "image_stats", "mobility", "adjacency")
+    min_views = 1
+    Params = HAFusionParams
+    default_dim = 144  # the paper's embedding size
+    params: HAFusionParams
+
+    def __init__(self, dim: int = 144, seed: int = 0, device: str = "auto", **params: Any) -> None:
+        super().__init__(dim=dim, seed=seed, device=device, **params)
+        p = self.params
+        checks = [
+            (p.config in CONFIGS, f"config must be one of {CONFIGS}, got '{p.config}'"),
+            (p.preset in PRESETS, f"preset must be one of {sorted(PRESETS)}, got '{p.preset}'"),
+            (p.input_scaling in ("auto", *SCALINGS), f"input_scaling must be auto or one of {SCALINGS}"),
+            (p.adjacency_target in ADJACENCY_MODES, f"adjacency_target must be one of {ADJACENCY_MODES}"),
+            (p.loss_scaling in ("auto", *LOSS_SCALINGS), f"loss_scaling must be auto or one of {LOSS_SCALINGS}"),
+            (p.epochs >= 0 and p.plateau_window >= 0, "epochs and plateau_window must be >= 0"),
+            (p.learning_rate > 0 and p.weight_decay >= 0, "learning_rate must be > 0, weight_decay >= 0"),
+            (0.0 <= p.dropout < 1.0, "dropout must lie in [0, 1)"),
+            (p.width >= 1 and p.batch_regions >= 2, "width must be >= 1 and batch_regions >= 2"),
+            (min(p.intra_blocks, p.inter_blocks, p.region_blocks, p.heads, p.d_prime, p.d_m, p.ffn_dim) >= 0,
+             "block counts and sizes must be >= 0"),
+            (p.lift_channels >= 1, "lift_channels must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"{self.name}: {message}.")
+        self.variant: str | None = None  # configuration actually used
+        self.epochs_run = 0
+        self.train_seconds = 0.0
+        self.loss_terms: dict[str, float] = {}  # last epoch's loss per target
+        self._overrides: dict[str, Any] = {}
+        self._transforms: list[InputTransform] = []
+        self._cfg: HAFusionConfig | None = None
+        self._net: HAFusionNet | None = None
+
+    # ------------------------------------------------------------------------------------ public extras
+    def set_targets(self, **matrices: Any) -> HAFusionEmbedder:
+        """Use given target matrices instead of those derived from the views at the next :meth:`fit`.
+
+        Args:
+            **matrices: ``N x N`` arrays by target name: relations ``mobility``, ``adjacency``;
+                similarities ``poi_counts``, ``landuse``, ``image_stats`` (e.g. a benchmark's published
+                similarity matrices).
+
+        Returns:
+            ``self``.
+        """
+        self._overrides = dict(matrices)
+        return self
+
+    def resolve_config(self, n_regions: int) -> str:
+        """The configuration used for ``n_regions`` regions (``auto`` resolved)."""
+        if self.params.config != "auto":
+            return self.params.config
+        return "reference" if n_regions <= AUTO_MAX_REGIONS else "scalable"
+
+    def make_config(self, variant: str, views: list[str], input_dims: list[int], n_regions: int,
+                    relations: list[str], similarities: list[str]) -> HAFusionConfig:
+        """The network architecture for these inputs and targets (presets and overrides applied).
+
+        Args:
+            variant: ``"reference"`` or ``"scalable"``.
+            views: Input view names.
+            input_dims: Input columns per view (reference mobility: N).
+            n_regions: Number of regions N (the reference width).
+            relations: Relation target names.
+            similarities: Similarity target names.
+
+        Returns:
+            The :class:`~backend.models.hafusion.model.HAFusionConfig`.
+        """
+        from backend.models.hafusion.model import HAFusionConfig
+
+        p = self.params
+        preset = PRESETS[p.preset]
+        reference = variant == "reference"
+        width = n_regions if reference else p.width
+        return HAFusionConfig(
+            variant=variant,
+            views=list(views),
+            input_dims=list(input_dims),
+            identity=[reference and v == "mobility" for v in views],
+            width=width,
+            dim=self.dim,
+            relations=list(relations),
+            similarities=list(similarities),
+            heads=choose_heads(width, p.heads or preset["heads"]),
+            intra_blocks=p.intra_blocks or preset["intra_blocks"],
+            inter_blocks=p.inter_blocks or preset["inter_blocks"],
+            region_blocks=p.region_blocks,
+            d_prime=p.d_prime or preset["d_prime"],
+            d_m=p.d_m or preset["d_m"],
+            lift_channels=p.lift_channels,
+            ffn_dim=p.ffn_dim or (2048 if reference else 4 * width),
+            dropout=p.dropout,
+        )
+
+    @property
+    def network(self) -> HAFusionNet:
+        """The trained torch network (after :meth:`fit` or :meth:`load`)."""
+        if self._net is None:
+            raise RuntimeError(f"{self.name}: call fit() (or load()) first.")
+        return self._net
+
+    # --------------------------------------------------------------------------------------- training
+    def _fit(self, views: Views, progress: Progress) -> None:
+        import torch
+
+        from backend.device import resolve_device
+        from backend.models.hafusion.model import HAFusionNet, count_parameters
+
+        p = self.params
+        names = input_views(views, self.uses_views)
+        if not names:
+            raise InputError(
+                "HAFusion needs at least one input view (POI counts, land use, imagery or an OD table); "
+                f"the inputs only give {sorted(views.available()) or 'none'}."
+            )
+        n = len(views)
+        if n < 2:
+            raise InputError(f"HAFusion needs at least 2 regions, got {n}.")
+        variant = self.resolve_config(n)
+        scaling = p.input_scaling if p.input_scaling != "auto" else ("raw" if variant == "reference" else "log1p")
+        ids = [str(r) for r in views.region_ids]
+        self.vocabulary = {"region_id": ids}
+        for name in names:
+            self.vocabulary[name] = ids if name == "mobility" else [str(c) for c in views.tables[name].columns]
+        self._transforms = fit_inputs(views, names, variant, scaling, width=p.width, seed=self.seed)
+        inputs = apply_inputs(views, self._transforms, self.vocabulary)
+        targets = build_targets(views, names, p.adjacency_target, self._overrides)
+        cfg = self.make_config(variant, names, [x.shape[1] for x in inputs], n, list(targets.relations),
+                               list(targets.similarities))
+        device = resolve_device(self.device)
+        self.device_used, self.variant, self._cfg = device, variant, cfg
+        epochs = p.epochs or DEFAULT_EPOCHS[variant]
+        batch = n if variant == "reference" or n <= p.batch_regions else p.batch_regions
+
+        fork_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(self.seed)
+            net = HAFusionNet(cfg).to(device)
+            progress.log(
+                f"hafusion: {variant} configuration, {n} regions, views {', '.join(names)}, targets "
+                f"{', '.join([*targets.relations, *targets.similarities])}, {count_parameters(net):,} parameters, "
+                f"{epochs} epochs{'' if batch == n else f' of mini-batches of {batch} regions'}, device {device}"
+            )
+            self._net = net
+            self._train(net, inputs, targets, epochs, batch, device, progress)
+
+    def _train(self, net: HAFusionNet, inputs: list[np.ndarray], targets: Targets, epochs: int, batch: int,
+               device: str, progress: Progress) -> None:
+        import torch
+
+        from backend.models.hafusion.losses import total_loss
+
+        p = self.params
+        reduction = p.loss_scaling if p.loss_scaling != "auto" else (
+            "reference" if net.cfg.variant == "reference" else "mean")
+        try:
+            opt = torch.optim.Adam(net.parameters(), lr=p.learning_rate, weight_decay=p.weight_decay, fused=True)
+        except (RuntimeError, ValueError):  # a device without the fused kernel
+            opt = torch.optim.Adam(net.parameters(), lr=p.learning_rate, weight_decay=p.weight_decay)
+        n = len(inputs[0])
+        x_all = [torch.from_numpy(x).to(device) for x in inputs]
+
+        def blocks(idx: np.ndarray | None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+            rel = {k: torch.from_numpy(np.ascontiguousarray(t.block(idx))).to(device)
+                   for k, t in targets.relations.items()}
+            sim = {k: torch.from_numpy(np.ascontiguousarray(t.block(idx))).to(device)
+                   for k, t in targets.similarities.items()}
+            return rel, sim
+
+        full = blocks(None) if batch >= n else None
+        gen = np.random.default_rng(self.seed)
+        self.history = []
+        net.train()
+        t0 = time.perf_counter()
+        for epoch in range(epochs):
+            progress.check_cancel()
+            if full is not None:
+                batches: list[np.ndarray | None] = [None]
+            else:
+                perm = gen.permutation(n)
+                batches = [np.sort(perm[i:i + batch]) for i in range(0, n, batch)]
+            epoch_loss, terms_sum = 0.0, dict.fromkeys([*targets.relations, *targets.similarities], 0.0)
+            for idx in batches:
+                rel, sim = full if full is not None else blocks(idx)
+                x = x_all if idx is None else [t[torch.from_numpy(idx).to(device)] for t in x_all]
+                _, decoded = net(x)
+                loss, terms = total_loss(decoded, rel, sim, reduction)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                share = 1.0 if idx is None else len(idx) / n
+                epoch_loss += float(loss.detach()) * share
+                for k, v in terms.items():
+                    terms_sum[k] += float(v.detach()) * share
+            if not np.isfinite(epoch_loss):
+                raise InputError(f"HAFusion's training loss became {epoch_loss} at epoch {epoch + 1}; the inputs "
+                                 "may hold extreme values (try input_scaling='log1p').")
+            self.history.append(epoch_loss)
+            self.loss_terms = terms_sum
+            self.epochs_run = epoch + 1
+            progress.update((epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs}, loss {epoch_loss:.5g}")
+            if self._plateau():
+                progress.log(f"hafusion: training loss reached a plateau after {epoch + 1} epochs; stopped.")
+                break
+        self.train_seconds = time.perf_counter() - t0
+
+    def _plateau(self) -> bool:
+        """True when the mean loss of the last window improved less than ``plateau_tol`` on the one before."""
+        w = self.params.plateau_window
+        h = self.history
+        if w <= 0 or len(h) < 2 * w:
+            return False
+        before, last = float(np.mean(h[-2 * w:-w])), float(np.mean(h[-w:]))
+        return before - last < self.params.plateau_tol * abs(before)
+
+    # --------------------------------------------------------------------------------------- embedding
+    def _transform(self, views: Views, progress: Progress) -> np.ndarray:
+        import torch
+
+        from backend.device import resolve_device
+
+        net = self.network
+        ids = [str(r) for r in views.region_ids]
+        same = ids == self.vocabulary.get("region_id")
+        if not same and (net.cfg.variant == "reference" or "mobility" in net.cfg.views):
+            why = ("the reference configuration is transductive" if net.cfg.variant == "reference"
+                   else "OD-flow inputs are tied to the training regions")
+            fitted = len(self.vocabulary.get("region_id", []))
+            other = "" if len(ids) != fitted else " (other ids or another order)"
+            raise InputError(
+                f"HAFusion embeds only the {fitted} regions it was trained on ({why}); these views hold "
+                f"{len(ids)} regions{other}. Fit HAFusion on these regions, or use config='scalable' without OD flows."
+            )
+        inputs = apply_inputs(views, self._transforms, self.vocabulary)
+        device = self.device_used or resolve_device(self.device)
+        net.to(device).eval()
+        with torch.no_grad():
+            emb = net.embed([torch.from_numpy(x).to(device) for x in inputs])
+        progress.update(1.0, "HAFusion embeddings")
+        return emb.detach().cpu().numpy().astype(np.float64)
+
+    # ---------------------------------------------------------------------------------------- storage
+    def _save_weights(self, folder: Path) -> None:
+        import torch
+        from safetensors.torch import save_file
+
+        net = self.network
+        tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+        for tr in self._transforms:
+            for key, arr in tr.arrays().items():
+                tensors[f"input.{tr.view}.{key}"] = torch.from_numpy(arr)
+        save_file(tensors, str(folder / "weights.safetensors"))
+        meta = {
+            "variant": self.variant,
+            "network": net.cfg.to_dict(),
+            "inputs": [{"view": tr.view, "log1p": tr.log1p} for tr in self._transforms],
+            "epochs_run": self.epochs_run,
+            "train_seconds": self.train_seconds,
+            "loss_terms": self.loss_terms,
+        }
+        (folder / "hafusion.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+    def _load_weights(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        from backend.models.hafusion.model import HAFusionConfig, HAFusionNet
+
+        meta = json.loads((folder / "hafusion.json").read_text(encoding="utf-8"))
+        tensors = load_file(str(folder / "weights.safetensors"))
+        cfg = HAFusionConfig(**meta["network"])
+        net = HAFusionNet(cfg)
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, strict=True)
+        self._transforms = []
+        for item in meta["inputs"]:
+            tr = InputTransform(view=item["view"], log1p=bool(item["log1p"]))
+            for key in ("basis_out", "basis_in", "mean", "std"):
+                t = tensors.get(f"input.{tr.view}.{key}")
+                if t is not None:
+                    setattr(tr, key, t.numpy())
+            self._transforms.append(tr)
+        self._cfg, self._net, self.variant = cfg, net, meta["variant"]
+        self.epochs_run = int(meta.get("epochs_run", 0))
+        self.train_seconds = float(meta.get("train_seconds", 0.0))
+        self.loss_terms = dict(meta.get("loss_terms", {}))

@@ -1,0 +1,156 @@
+"""The ``apply`` job: a saved model embeds another region layer (inductive use; worker action ``apply``).
+
+The CaLLiPer models here are trained with a fake sentence encoder (a fixed vector per text; see
+``tests/backend/models/test_calliper.py``) so that the tests need seconds, not the real MiniLM.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import pytest
+import torch
+from shapely.geometry import box
+
+from backend.config import MethodSpec
+from backend.demo import SAMPLE_DIR, demo_config
+from backend.errors import InputError, OutputError
+from backend.io.city import CityData
+from backend.jobs import run_apply_job
+from backend.models import get_embedder
+from backend.models.calliper import text as text_mod
+from backend.pipeline import run_pipeline
+from backend.views import build_views
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = {"hidden": 32, "blocks": 2, "scales": 8, "epochs": 2, "batch_size": 512, "names": "no",
+         "cache_dir": "none", "region_points": 8}
+
+
+class FakeEncoder:
+    def encode(self, texts, **_kwargs) -> np.ndarray:
+        out = np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=16) for t in texts])
+        return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def calliper_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A quick demo run with CaLLiPer (fake encoder, one thread); returns its output folder."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr(text_mod, "_load_encoder", lambda name, device: FakeEncoder())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = demo_config(tmp_path_factory.mktemp("apply") / "run", quick=True)
+        cfg.methods = [MethodSpec("calliper", dim=8, params=dict(SMALL))]
+        cfg.rasters, cfg.labels, cfg.prediction, cfg.figures = [], [], None, False
+        cfg.clustering.k = 3
+        cfg.device = "cpu"
+        return Path(run_pipeline(cfg).output_dir)
+    finally:
+        torch.set_num_threads(threads)
+        patch.undo()
+
+
+def grid_layer(path: Path, crs: str = "EPSG:4326") -> Path:
+    """Six 1 km cells in central San Francisco (id field ``cell``), written in ``crs``."""
+    x0, y0 = 549_000.0, 4_180_000.0
+    cells = [box(x0 + i * 1000, y0 + j * 1000, x0 + (i + 1) * 1000, y0 + (j + 1) * 1000)
+             for i in range(3) for j in range(2)]
+    gdf = gpd.GeoDataFrame({"cell": [f"c{k}" for k in range(6)]}, geometry=cells, crs="EPSG:32610").to_crs(crs)
+    gdf.to_file(path, engine="pyogrio")
+    return path
+
+
+def test_pipeline_saves_the_model_and_apply_embeds_a_new_layer(calliper_run: Path, tmp_path: Path) -> None:
+    model_dir = calliper_run / "models" / "calliper"
+    assert {"config.json", "weights.pt", "calliper.json"} <= {p.name for p in model_dir.iterdir()}
+    out = tmp_path / "applied" / "grid.gpkg"
+    res = run_apply_job({"model": str(model_dir), "regions": str(grid_layer(tmp_path / "grid.geojson")),
+                         "id_field": "cell", "output": str(out), "device": "cpu"})
+    assert res["method"] == "calliper" and res["n_regions"] == 6 and res["dim"] == 8 and res["device"] == "cpu"
+    assert res["gpkg"] == str(out.resolve())
+    assert dict(pyogrio.list_layers(out)) == {"embeddings": "MultiPolygon"}  # repaired regions are multi
+    emb = gpd.read_file(out, layer="embeddings")
+    assert list(emb.columns) == ["region_id"] + [f"emb_{i:03d}" for i in range(8)] + ["geometry"]
+    assert emb["region_id"].tolist() == [f"c{k}" for k in range(6)]
+    assert emb.crs.to_epsg() == 32610  # the working CRS of a layer given in degrees
+    values = emb[[f"emb_{i:03d}" for i in range(8)]].to_numpy()
+    assert np.isfinite(values).all() and not np.allclose(values[0], values[5])
+    assert sorted(p.name for p in out.parent.iterdir()) == ["grid.gpkg"]  # no temporary file left
+    with pytest.raises(OutputError, match="exists"):
+        run_apply_job({"model": str(model_dir), "regions": str(tmp_path / "grid.geojson"), "id_field": "cell",
+                       "output": str(out)})
+
+
+def test_apply_reproduces_the_run_embeddings_of_the_same_regions(calliper_run: Path, tmp_path: Path) -> None:
+    run_emb = gpd.read_file(calliper_run / "regionlens.gpkg", layer="embeddings").set_index("region_id")
+    blocks = gpd.read_file(SAMPLE_DIR / "sf_block_groups_crime_pop.geojson").iloc[[3, 50, 400]]
+    blocks.to_file(tmp_path / "three.gpkg", engine="pyogrio")
+    out = tmp_path / "three_emb.gpkg"
+    run_apply_job({"model": str(calliper_run / "models" / "calliper"), "regions": str(tmp_path / "three.gpkg"),
+                   "id_field": "GEO_ID", "output": str(out)})
+    emb = gpd.read_file(out, layer="embeddings").set_index("region_id").drop(columns="geometry")
+    np.testing.assert_allclose(emb.to_numpy(), run_emb.loc[emb.index, emb.columns].to_numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_apply_baseline_aligns_the_saved_vocabulary(sf_city: CityData, tmp_path: Path) -> None:
+    views = build_views(sf_city, report=[])
+    model = get_embedder("baseline", dim=6).fit(views)
+    full = model.transform(views)
+    folder = model.save(tmp_path / "models" / "baseline")
+    picked = [3, 50, 400]
+    gpd.read_file(SAMPLE_DIR / "sf_block_groups_crime_pop.geojson").iloc[picked].to_file(tmp_path / "three.gpkg")
+    params = {"model": str(folder), "regions": str(tmp_path / "three.gpkg"), "id_field": "GEO_ID",
+              "output": str(tmp_path / "b.gpkg")}
+    with pytest.raises(InputError, match="lack"):  # the model learned from POIs and imagery
+        run_apply_job(params)
+    assert not (tmp_path / "b.gpkg").exists()
+    params.update(pois=str(SAMPLE_DIR / "sf_pois_osm.geojson"), category_field="category",
+                  rasters=[str(SAMPLE_DIR / "sf_landsat7_3857_30m.tif")])  # named like the run's raster
+    res = run_apply_job(params)
+    emb = gpd.read_file(tmp_path / "b.gpkg", layer="embeddings").set_index("region_id").drop(columns="geometry")
+    # Same POI counts and image statistics in the saved columns: the same vectors as in the full fit.
+    np.testing.assert_allclose(emb.to_numpy(), full.loc[emb.index].to_numpy(), rtol=1e-6, atol=1e-8)
+    assert res["n_regions"] == 3
+
+
+def test_apply_rejects_a_folder_without_a_model(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no saved RegionLens model"):
+        run_apply_job({"model": str(tmp_path), "regions": "x.gpkg", "output": str(tmp_path / "o.gpkg")})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_worker_apply_action(calliper_run: Path, tmp_path: Path) -> None:
+    grid = grid_layer(tmp_path / "grid.gpkg", crs="EPSG:3857")
+    request = {"id": 7, "action": "apply", "params": {"model": str(calliper_run / "models" / "calliper"),
+                                                       "regions": str(grid), "id_field": "cell",
+                                                       "output": str(tmp_path / "out.gpkg")}}
+    proc = subprocess.Popen([sys.executable, "-m", "backend.worker"], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    events = []
+    try:
+        proc.stdin.write(json.dumps(request) + "\n")
+        proc.stdin.flush()
+        while not events or events[-1]["event"] not in {"result", "error"} or events[-1]["id"] != 7:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()
+            events.append(json.loads(line))
+        proc.stdin.write(json.dumps({"action": "shutdown"}) + "\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert events[0]["event"] == "ready"
+    assert events[-1]["event"] == "result", events[-1]
+    assert events[-1]["result"]["n_regions"] == 6
+    assert any(e["event"] == "progress" and e["stage"] == "embed: calliper" for e in events)
+    assert (tmp_path / "out.gpkg").is_file()

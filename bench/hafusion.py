@@ -29,7 +29,7 @@ Chicago-sized inputs, beside the public code's published timings.
 
 Usage (from the repository root):
 
-    .venv/backend/bin/python bench/hafusion.py --json out/bench_hafusion.json            # everything (hours)
+    .venv/backend/bin/python bench/hafusion.py --json out/bench_hafusion.json   # all, about 90 min on 2 cores
     .venv/backend/bin/python bench/hafusion.py --quick --json out/bench_hafusion_quick.json
     .venv/backend/bin/python bench/hafusion.py --skip-speed --methods baseline hafusion_reference
 """

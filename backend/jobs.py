@@ -293,7 +293,9 @@ def run_apply_job(params: dict[str, Any], progress: Progress | None = None) -> d
     city = read_city(_apply_config(job, model.vocabulary), progress)
     report.extend(city.report)
     progress.stage("build views", 0.25, 0.4)
-    views = build_views(city, needs=model.uses_views, vocabulary=model.vocabulary, progress=progress, report=report)
+    # New regions are only embedded: no pre-training samples.
+    views = build_views(city, needs=set(model.uses_views) - {"samples"}, vocabulary=model.vocabulary,
+                        progress=progress, report=report)
     missing = [v for v in needed if v not in views.available()]
     if needed and len(missing) == len(needed):
         raise InputError(f"The {model.name} model learned from {', '.join(needed)}, which these inputs lack. Add "

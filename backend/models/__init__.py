@@ -10,6 +10,7 @@ from backend.models.baseline import BaselineEmbedder
 from backend.models.calliper import CaLLiPerEmbedder
 from backend.models.cookie import CooKIEEmbedder
 from backend.models.hafusion import HAFusionEmbedder
+from backend.models.refound import RefoundEmbedder
 
 __all__ = [
     "EMBEDDERS",
@@ -17,6 +18,7 @@ __all__ = [
     "CaLLiPerEmbedder",
     "CooKIEEmbedder",
     "HAFusionEmbedder",
+    "RefoundEmbedder",
     "Embedder",
     "EmbedderParams",
     "embedding_frame",
@@ -30,6 +32,7 @@ EMBEDDERS: dict[str, type[Embedder]] = {
     HAFusionEmbedder.name: HAFusionEmbedder,
     CaLLiPerEmbedder.name: CaLLiPerEmbedder,
     CooKIEEmbedder.name: CooKIEEmbedder,
+    RefoundEmbedder.name: RefoundEmbedder,
 }
 
 

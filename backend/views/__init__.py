@@ -11,6 +11,7 @@ from backend.views.imagery import image_chips, image_stats
 from backend.views.landuse import landuse_shares
 from backend.views.mobility import mobility_matrix
 from backend.views.poi import poi_counts, poi_points, poi_text, poi_texts
+from backend.views.samples import pretraining_grid, sample_views
 
 __all__ = [
     "TABLE_VIEWS",
@@ -25,4 +26,6 @@ __all__ = [
     "mobility_matrix",
     "landuse_shares",
     "adjacency_matrix",
+    "pretraining_grid",
+    "sample_views",
 ]

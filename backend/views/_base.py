@@ -38,6 +38,9 @@ class Views:
         geometry: The region polygons (a GeoSeries indexed by ``region_id`` whose ``crs`` is the metric
             CRS of ``centroids`` and ``poi_points``), or None; methods that embed locations (CaLLiPer)
             sample points inside them and reproject with their CRS.
+        samples: Extra unlabeled samples for pre-training: the views of a grid of square cells over the
+            regions' extent (see :mod:`backend.views.samples`), or None; built only when a method asks
+            for ``"samples"``.
     """
 
     region_ids: pd.Index
@@ -51,12 +54,13 @@ class Views:
     areas_km2: pd.Series | None = None
     centroids: np.ndarray | None = None
     geometry: Any = None  # geopandas.GeoSeries
+    samples: Views | None = None
 
     def __len__(self) -> int:
         return len(self.region_ids)
 
     def available(self) -> set[str]:
-        """Names of the views that are present (table names plus mobility/adjacency/poi_texts/chips)."""
+        """Names of the present views: table names, mobility, adjacency, poi_texts, poi_points, chips, samples."""
         names = set(self.tables)
         if self.mobility is not None:
             names.add("mobility")
@@ -68,4 +72,6 @@ class Views:
             names.add("poi_points")
         if self.chips:
             names.add("chips")
+        if self.samples is not None:
+            names.add("samples")
         return names

@@ -1,8 +1,8 @@
 """Turning a :class:`~backend.io.city.CityData` into :class:`~backend.views.Views`.
 
-The cheap views are always built from whichever sources the city has; image chips, the one costly
-view, only when a method asks for them. A saved model's vocabulary aligns the table columns so that
-new regions get exactly the columns the model was trained on.
+The cheap views are always built from whichever sources the city has; image chips and the
+pre-training samples, the costly views, only when a method asks for them. A saved model's vocabulary
+aligns the table columns so that new regions get exactly the columns the model was trained on.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from backend.views.imagery import image_chips, image_stats
 from backend.views.landuse import UNCOVERED, landuse_shares
 from backend.views.mobility import mobility_matrix
 from backend.views.poi import poi_counts, poi_points, poi_texts
+from backend.views.samples import pretraining_grid, sample_views
 
 __all__ = ["build_views"]
 
@@ -49,11 +50,13 @@ def build_views(
     Always (when the source exists): ``poi_counts``, ``poi_texts``, ``poi_points``, ``image_stats``
     (all rasters side by side), ``landuse``, ``mobility``, ``adjacency``, ``areas_km2``, ``centroids``
     and ``geometry``. Image chips (one array per raster, keyed by raster name) only if ``"chips"`` is in
-    ``needs``. A missing source simply means fewer views.
+    ``needs``; the pre-training samples (:attr:`Views.samples`: the views of
+    :func:`~backend.views.samples.pretraining_grid` with its defaults, chips of ``chip_size`` included)
+    only if ``"samples"`` is. A missing source simply means fewer views.
 
     Args:
         city: The inputs, read by :func:`~backend.io.read_city`.
-        needs: Costly views to build as well (``"chips"``).
+        needs: Costly views to build as well (``"chips"``, ``"samples"``).
         chip_size: Side of the image chips in pixels.
         vocabulary: View name -> columns to align to (``poi_counts`` categories, ``landuse`` classes
             with or without ``uncovered``, ``image_stats`` columns), from a saved model.
@@ -65,6 +68,7 @@ def build_views(
 
     Raises:
         InputError: If a raster can no longer be read.
+        ValueError: If ``"samples"`` is needed but the regions have no polygon with an extent.
         Cancelled: If the run is cancelled.
     """
     progress = progress or Progress()
@@ -74,14 +78,15 @@ def build_views(
     regions = city.regions
     ids = pd.Index(regions.index, name="region_id")
     views = Views(region_ids=ids)
-    n_steps = 3 + len(city.rasters) * (2 if "chips" in needs else 1)
+    n_sample_steps = 1 + len(city.rasters) if "samples" in needs else 0
+    n_steps = 3 + len(city.rasters) * (2 if "chips" in needs else 1) + n_sample_steps
     done = 0
 
-    def step(message: str) -> Progress:
+    def step(message: str, width: int = 1) -> Progress:
         nonlocal done
         progress.update(done / n_steps, message)
-        sub = progress.sub(message, done / n_steps, (done + 1) / n_steps)
-        done += 1
+        sub = progress.sub(message, done / n_steps, (done + width) / n_steps)
+        done += width
         return sub
 
     step("areas, centroids and adjacency")
@@ -119,5 +124,8 @@ def build_views(
             name = raster_name(raster)
             chips, masks = image_chips(regions, raster, chip_size, step(f"image chips ({name})"))
             views.chips[name], views.chip_masks[name] = chips, masks
+    if "samples" in needs:
+        sub = step("pre-training samples", n_sample_steps)
+        views.samples = sample_views(city, pretraining_grid(regions), chip_size, sub)
     progress.update(1.0, "views built")
     return views

@@ -53,7 +53,7 @@ GROUP_ID = "embeddings"
 
 #: Embedding methods the backend offers (backend/models EMBEDDERS). Kept here, in one place, because
 #: asking the worker (`info`) means starting it while the toolbox is being built.
-METHODS = ("baseline", "hafusion", "calliper", "cookie")  # backend/models EMBEDDERS, in registry order
+METHODS = ("baseline", "hafusion", "calliper", "cookie", "refound")  # backend/models EMBEDDERS, in registry order
 #: Choices of the DEVICE parameters (``auto``: CUDA when present, else MPS, else CPU).
 DEVICES = ("auto", "cpu", "cuda")
 #: How a label is modelled (backend/config.py LabelSpec.target; ``rate`` needs a denominator field).

@@ -31,7 +31,7 @@ def test_sf_views(sf_city: CityData, sf_views: Views) -> None:
 
 def test_chips_only_when_needed_and_missing_sources_mean_fewer_views(sf_city: CityData) -> None:
     views = build_views(sf_city, report=[])
-    assert not views.chips and "image_stats" in views.tables
+    assert not views.chips and views.samples is None and "image_stats" in views.tables
     bare = build_views(dataclasses.replace(sf_city, pois=None, rasters=[]), needs={"chips"}, report=[])
     assert bare.available() == {"adjacency"} and bare.areas_km2 is not None
 

@@ -75,19 +75,28 @@ def get_encoder(name: str, device: str = "cpu") -> Any:
     """Load a registered encoder, or a sentence-transformers model from a local folder.
 
     Args:
-        name: A registry name (see :data:`ENCODERS`) or the path of a local sentence-transformers folder.
+        name: A registry name (see :data:`ENCODERS`), the path of a local sentence-transformers folder, or a
+            hub name (``owner/model``) already in the local Hugging Face cache (never downloaded).
         device: Torch device.
 
     Raises:
-        ConfigError: If ``name`` is neither registered nor an existing folder.
+        ConfigError: If ``name`` is neither registered, an existing folder nor in the local cache.
     """
     if name in ENCODERS:
         return ENCODERS[name].loader(device)
-    if Path(name).is_dir():
-        from sentence_transformers import SentenceTransformer
+    from sentence_transformers import SentenceTransformer
 
+    if Path(name).is_dir():
         return SentenceTransformer(name, device=device)
+    if "/" in name and not name.startswith((".", "/", "~")):  # a hub name: only from the local cache
+        try:
+            return SentenceTransformer(name, device=device, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"Encoder '{name}' is not in the local Hugging Face cache ({exc}); RegionLens downloads nothing at "
+                "run time: download it once yourself or give a local folder."
+            ) from exc
     raise ConfigError(
-        f"Unknown encoder '{name}': use one of {sorted(ENCODERS)} or the path of a local model folder "
-        "(RegionLens downloads nothing at run time)."
+        f"Unknown encoder '{name}': use one of {sorted(ENCODERS)}, the path of a local model folder or a Hugging "
+        "Face model name already in the local cache (RegionLens downloads nothing at run time)."
     )

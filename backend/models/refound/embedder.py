@@ -624,9 +624,24 @@ class RefoundEmbedder(Embedder):
         return result
 
     # --------------------------------------------------------------------------------------- embedding
+    def cls_outputs(self, views: Views, progress: Progress | None = None) -> np.ndarray:
+        """The POI and image [CLS] outputs of every region of ``views``: N x 2 x width (for fine-tuned heads)."""
+        from backend.device import resolve_device
+
+        if not self._fitted:
+            raise RuntimeError(f"{self.name}: call fit() (or load()) before cls_outputs().")
+        progress = progress or Progress()
+        self._check_views(views)
+        trained_raster = self.meta.get("raster")
+        data = self.sample_set(views, False, progress.sub("embed: refound (tokens)", 0.0, 0.2))
+        self.meta["raster"] = trained_raster
+        device = self.device_used or resolve_device(self.device)
+        net = self.network.to(device)
+        return self._vectors(net, data, len(data), device, progress=progress.sub("refound", 0.2, 1.0), both=True)
+
     def _vectors(self, net: RefoundNet, data: SampleSet, n: int, device: str, batch: int = 64,
-                 progress: Progress | None = None) -> np.ndarray:
-        """Width-d vectors of the first ``n`` samples (evaluation mode, no masking)."""
+                 progress: Progress | None = None, both: bool = False) -> np.ndarray:
+        """Width-d vectors of the first ``n`` samples (evaluation mode, no masking); ``both``: N x 2 x W [CLS]."""
         import torch
 
         from backend.models.refound.model import region_vectors
@@ -642,8 +657,11 @@ class RefoundEmbedder(Embedder):
                 b = self._inputs(t, idx, device)
                 o = net(b["ids"], b["name_pos"], b["poi_pos"], b["grid"], b["category"], b["valid"], b["pixels"],
                         patch_mask=None, image_valid=b["image_valid"])
-                out.append(region_vectors(o, "mean").float().cpu().numpy())
-        return np.concatenate(out).astype(np.float64) if out else np.zeros((0, net.cfg.width))
+                v = torch.stack([o.poi_cls, o.image_cls], dim=1) if both else region_vectors(o, "mean")
+                out.append(v.float().cpu().numpy())
+        if not out:
+            return np.zeros((0, 2, net.cfg.width) if both else (0, net.cfg.width))
+        return np.concatenate(out).astype(np.float64)
 
     def _fit_reduction(self, data: SampleSet, device: str) -> None:
         """PCA of the training regions' vectors when ``dim`` is below the network width."""

@@ -165,7 +165,8 @@ def load_tokenizer(name: str = "all-MiniLM-L6-v2") -> Any:
     """The word-piece tokenizer of a registered text encoder or of a local model folder, offline.
 
     Args:
-        name: ``"all-MiniLM-L6-v2"`` (the packaged model) or the path of a local Hugging Face model folder.
+        name: ``"all-MiniLM-L6-v2"`` (the packaged model), the path of a local Hugging Face model folder, or
+            a hub name (``owner/model``) already in the local Hugging Face cache.
 
     Returns:
         A ``transformers`` tokenizer.
@@ -174,20 +175,28 @@ def load_tokenizer(name: str = "all-MiniLM-L6-v2") -> Any:
         ConfigError: If ``name`` is neither the packaged model nor a folder, or no tokenizer can be read from it
             (nothing is ever downloaded).
     """
+    from transformers import AutoTokenizer
+
     from backend.encoders.registry import ENCODERS, text_model_path
 
     if name in ENCODERS and ENCODERS[name].kind == "text":
         path = text_model_path()
     elif Path(name).is_dir():
         path = Path(name)
-    else:
+    elif name in ENCODERS or "/" not in name:
         raise ConfigError(
-            f"Unknown tokenizer '{name}': use 'all-MiniLM-L6-v2' or the path of a local model folder "
-            "(RegionLens downloads nothing at run time)."
+            f"Unknown tokenizer '{name}': use 'all-MiniLM-L6-v2', the path of a local model folder or a Hugging "
+            "Face model name already in the local cache (RegionLens downloads nothing at run time)."
         )
+    else:  # a hub name: only from the local Hugging Face cache
+        try:
+            return AutoTokenizer.from_pretrained(name, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"Tokenizer '{name}' is not in the local Hugging Face cache ({exc}); RegionLens downloads nothing "
+                "at run time: download it once yourself or give a local folder."
+            ) from exc
     try:
-        from transformers import AutoTokenizer
-
         return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"No tokenizer could be read from '{path}': {exc}") from exc

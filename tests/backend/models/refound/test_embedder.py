@@ -232,3 +232,27 @@ def test_grid_samples_join_pretraining(sf_views: Views) -> None:
     off = RefoundEmbedder(**fast(use_grid=False)).fit(views)
     assert off.n_samples == 40
     assert len(pretraining_grid(grid_src.geometry.to_frame("geometry"))) > 0
+
+
+# ----------------------------------------------------------------------------------------- fine-tuning
+def test_finetuned_head_predicts_out_of_fold(city40: Views) -> None:
+    from backend.models.refound.finetune import finetune_predictions
+
+    model = RefoundEmbedder(**fast()).fit(city40)
+    cls = model.cls_outputs(city40)
+    assert cls.shape == (40, 2, 32) and np.isfinite(cls).all()
+    np.testing.assert_allclose(cls.mean(axis=1), model.transform(city40).to_numpy(), rtol=1e-5, atol=1e-6)
+    # a label carried by the pooled [CLS] outputs (synthetic, 160 regions): the head learns it out of fold
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(160, 2, 32))
+    y = x[:, :, :3].mean(axis=1).sum(axis=1) + 0.05 * rng.normal(size=160)
+    folds = np.arange(160) % 4
+    pred = finetune_predictions(x, y, folds, epochs=40, seed=0)
+    assert np.isfinite(pred).all() and np.corrcoef(pred, y)[0, 1] > 0.6
+    np.testing.assert_array_equal(pred, finetune_predictions(x, y, folds, epochs=40, seed=0))
+    y_leak = y.copy()
+    y_leak[folds == 0] = 1e6  # fold 0's own labels change: its predictions must not
+    np.testing.assert_array_equal(finetune_predictions(x, y_leak, folds, epochs=40, seed=0)[folds == 0],
+                                  pred[folds == 0])
+    with pytest.raises(InputError):
+        finetune_predictions(cls, np.full(40, np.nan), np.arange(40) % 4)

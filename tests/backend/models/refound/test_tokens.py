@@ -216,6 +216,27 @@ def test_load_tokenizer_errors(tmp_path):
         load_tokenizer("efficientnet-lite0")
     with pytest.raises(ConfigError, match="No tokenizer"):
         load_tokenizer(str(tmp_path))
+    # a hub name is read from the local Hugging Face cache only, never downloaded
+    with pytest.raises(ConfigError, match="not in the local Hugging Face cache"):
+        load_tokenizer("regionlens-tests/no-such-model")
+
+
+def test_load_tokenizer_from_a_hub_name_in_the_local_cache(tmp_path, monkeypatch):
+    """A model in the Hugging Face cache layout (models--owner--name/snapshots/<rev>) loads offline by name."""
+    from backend.encoders.registry import text_model_path
+
+    cache = tmp_path / "hf"
+    snap = cache / "models--someone--minilm" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    for f in text_model_path().iterdir():
+        if f.is_file() and ("token" in f.name or f.name in ("vocab.txt", "config.json")):
+            (snap / f.name).write_bytes(f.read_bytes())
+    (cache / "models--someone--minilm" / "refs").mkdir()
+    (cache / "models--someone--minilm" / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    tok = load_tokenizer("someone/minilm")
+    assert tok.tokenize("blue bottle coffee") == load_tokenizer().tokenize("blue bottle coffee")
 
 
 def test_tokenize_rejects_bad_arguments(tokenizer):

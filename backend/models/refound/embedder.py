@@ -101,6 +101,7 @@ class RefoundParams(EmbedderParams):
     codebook_size: int = 0  # visual tokens; 0 = preset (256 small, 1024 full)
     tokenizer: str = "all-MiniLM-L6-v2"  # registry name or local folder
     text_teacher: str = "all-MiniLM-L6-v2"  # sentence encoder (registry name or local folder)
+    description_model: str = ""  # local causal LM that rewrites the templated region descriptions; "" = template
     image_teacher: str = "efficientnet-lite0"  # registered image encoder
     mixed_precision: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     checkpoint_every: int = 100  # steps between checkpoints (0: none)
@@ -341,6 +342,14 @@ class RefoundEmbedder(Embedder):
         text_cache = None if root is None else root / "text"
         image_cache = None if root is None else root / "refound"
         targets: dict[str, np.ndarray] = {}
+        if p.distill_text and p.description_model.strip():
+            from backend.models.refound.teachers import generate_descriptions
+
+            data.descriptions = generate_descriptions(data.descriptions, p.description_model.strip(), device,
+                                                      progress=progress.sub("embed: refound (descriptions)",
+                                                                            0.05, 0.07))
+            progress.log(f"refound: region descriptions written by {p.description_model.strip()}, e.g. "
+                         f"'{data.descriptions[0][:160]}'")
         if p.distill_text:
             targets["text"] = text_targets(data.descriptions, p.text_teacher, text_cache, device,
                                            progress.sub("embed: refound (language teacher)", 0.05, 0.1))

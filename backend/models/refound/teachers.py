@@ -48,7 +48,9 @@ from backend.errors import ConfigError, InputError
 from backend.progress import Progress
 
 __all__ = [
+    "DESCRIPTION_PROMPT",
     "VisionTargets",
+    "generate_descriptions",
     "region_description",
     "text_targets",
     "vision_targets",
@@ -142,6 +144,72 @@ def region_description(
         if top:
             text += " Among them: " + ", ".join(top) + "."
     return text
+
+
+# --------------------------------------------------------------------------------- generated descriptions
+#: Prompt of :func:`generate_descriptions`; ``{facts}`` is the templated description.
+DESCRIPTION_PROMPT = (
+    "Facts about an urban area: {facts}\n"
+    "Write one sentence that describes the character of this area for an urban planner:\n"
+)
+
+
+def generate_descriptions(
+    templates: Sequence[str],
+    model: str,
+    device: str = "cpu",
+    max_new_tokens: int = 48,
+    batch_size: int = 8,
+    progress: Progress | None = None,
+) -> list[str]:
+    """Rewrite templated descriptions with a local causal language model (greedy decoding, deterministic).
+
+    Args:
+        templates: Descriptions from :func:`region_description`; each distinct one is generated once.
+        model: A local folder of a Hugging Face causal language model, or a hub name already in the local
+            Hugging Face cache (nothing is downloaded).
+        device: Torch device of the model.
+        max_new_tokens: Length limit of each generated description.
+        batch_size: Prompts per generation call.
+        progress: Progress (one update per batch; cancellation checked).
+
+    Returns:
+        One description per template; the template itself where the model generated nothing.
+
+    Raises:
+        ConfigError: If the model cannot be loaded from disk.
+        Cancelled: If cancelled.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    progress = progress or Progress()
+    source = str(Path(model).expanduser()) if Path(model).expanduser().is_dir() else model
+    try:
+        tok = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        lm = AutoModelForCausalLM.from_pretrained(source, local_files_only=True).to(device).eval()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"refound: the description model '{model}' could not be loaded from disk ({exc}); give a local folder "
+            "of a causal language model or a name already in the Hugging Face cache (nothing is downloaded)."
+        ) from exc
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    unique = list(dict.fromkeys(str(t) for t in templates))
+    out: dict[str, str] = {}
+    for start in range(0, len(unique), batch_size):
+        progress.update(start / max(len(unique), 1), f"describing regions {start}/{len(unique)}")
+        chunk = unique[start:start + batch_size]
+        enc = tok([DESCRIPTION_PROMPT.format(facts=t) for t in chunk], return_tensors="pt", padding=True)
+        enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        with torch.no_grad():
+            ids = lm.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+        for template, row in zip(chunk, ids[:, enc["input_ids"].shape[1]:], strict=True):
+            text = " ".join(tok.decode(row, skip_special_tokens=True).split())
+            out[template] = text or template
+    progress.update(1.0, f"{len(unique):,} region descriptions generated")
+    return [out[str(t)] for t in templates]
 
 
 # ------------------------------------------------------------------------------------------ language teacher

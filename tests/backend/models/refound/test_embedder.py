@@ -256,3 +256,19 @@ def test_finetuned_head_predicts_out_of_fold(city40: Views) -> None:
                                   pred[folds == 0])
     with pytest.raises(InputError):
         finetune_predictions(cls, np.full(40, np.nan), np.arange(40) % 4)
+
+
+def test_a_local_language_model_writes_the_descriptions(city40: Views, tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tt", Path(__file__).with_name("test_teachers.py"))
+    assert spec is not None and spec.loader is not None
+    tt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tt)
+    folder = tt.tiny_causal_lm(tmp_path / "lm")
+    log: list[str] = []
+    templated = RefoundEmbedder(**fast(steps=2)).fit(city40)
+    written = RefoundEmbedder(**fast(steps=2, description_model=str(folder)))
+    written.fit(city40, Progress(log_callback=log.append))
+    assert any("region descriptions written by" in line for line in log)
+    assert written.loss_terms["distill_text"] != templated.loss_terms["distill_text"]  # other teacher targets

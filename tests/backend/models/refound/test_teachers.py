@@ -261,3 +261,35 @@ def test_visual_tokens_nearest_centroid() -> None:
     assert tokens.tolist() == [[0, 1], [2, 0]]
     with pytest.raises(ValueError, match="channels"):
         visual_tokens(patches, np.ones((2, 3), dtype=np.float32))
+
+
+# ------------------------------------------------------------------------------------- local language model
+def tiny_causal_lm(folder):
+    """A tiny, randomly initialised GPT-2 with the packaged MiniLM word pieces, saved as a local model folder."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from backend.encoders.registry import text_model_path
+
+    tok = AutoTokenizer.from_pretrained(str(text_model_path()), local_files_only=True)
+    torch.manual_seed(0)
+    lm = GPT2LMHeadModel(GPT2Config(vocab_size=tok.vocab_size, n_positions=256, n_embd=16, n_layer=1, n_head=2,
+                                    bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id))
+    lm.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_generate_descriptions_with_a_local_model(tmp_path):
+    from backend.errors import ConfigError
+    from backend.models.refound.teachers import generate_descriptions
+
+    folder = tiny_causal_lm(tmp_path / "lm")
+    templates = ["An urban area with 2 places: 2 cafes.", "An urban area with no recorded places.",
+                 "An urban area with 2 places: 2 cafes."]
+    out = generate_descriptions(templates, str(folder), max_new_tokens=8, batch_size=2)
+    assert len(out) == 3 and all(isinstance(t, str) and t for t in out)
+    assert out[0] == out[2]  # each distinct template once, greedy decoding
+    assert out == generate_descriptions(templates, str(folder), max_new_tokens=8)  # deterministic
+    with pytest.raises(ConfigError, match="could not be loaded"):
+        generate_descriptions(templates, str(tmp_path / "missing"))

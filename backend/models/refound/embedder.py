@@ -198,6 +198,13 @@ class RefoundEmbedder(Embedder):
         """Pre-training steps of this configuration."""
         return self.params.steps or DEFAULT_STEPS[self.params.config]
 
+    def views_for_transform(self) -> list[str]:
+        """The views the fitted model embeds from (POI points and/or chips), for callers that check inputs."""
+        if not self._fitted:
+            raise RuntimeError(f"{self.name}: call fit() (or load()) first.")
+        return [v for v, used in (("poi_points", self.meta.get("has_pois")), ("chips", self.meta.get("has_image")))
+                if used]
+
     def objectives(self) -> list[str]:
         """The objectives switched on."""
         return [o for o in OBJECTIVES if getattr(self.params, o)]
@@ -372,7 +379,8 @@ class RefoundEmbedder(Embedder):
             progress.log("refound: no imagery with valid pixels; the image objectives are off for this run.")
         self.meta.update({"network": cfg.to_dict(), "pieces": self._pieces.to_dict(),
                           "categories": self._categories.to_dict(), "objectives": self.objectives(),
-                          "has_image": has_image, "n_samples": len(data), "n_regions": data.n_regions})
+                          "has_image": has_image, "has_pois": bool(data.tokens.n_pois.sum() > 0),
+                          "n_samples": len(data), "n_regions": data.n_regions})
 
         fork_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
         with torch.random.fork_rng(devices=fork_devices):

@@ -272,3 +272,45 @@ def test_a_local_language_model_writes_the_descriptions(city40: Views, tmp_path:
     written.fit(city40, Progress(log_callback=log.append))
     assert any("region descriptions written by" in line for line in log)
     assert written.loss_terms["distill_text"] != templated.loss_terms["distill_text"]  # other teacher targets
+
+
+# ------------------------------------------------------------------------------------ pipeline and apply
+def test_pipeline_run_then_apply_to_another_layer(tmp_path: Path) -> None:
+    """ReFound through the whole job on the sample city, then the saved model embeds
+    another polygon layer from its POIs and imagery (the apply job builds no grid samples)."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from backend.config import MethodSpec
+    from backend.demo import demo_config
+    from backend.jobs import run_apply_job
+    from backend.pipeline import run_pipeline
+
+    cfg = demo_config(tmp_path / "run", quick=True)
+    # use_grid off keeps the teachers' work to the 579 regions (the grid is tested above)
+    cfg.methods = [MethodSpec("refound", dim=16, params={"steps": 3, "batch_size": 8, "use_grid": False})]
+    cfg.labels, cfg.prediction, cfg.figures = [], None, False
+    cfg.clustering.k = 3
+    cfg.device = "cpu"
+    log: list[str] = []
+    result = run_pipeline(cfg, Progress(log_callback=log.append))
+    assert any("579 regions + 0 grid cells" in line for line in log)
+    emb = gpd.read_file(Path(result.output_dir) / "regionlens.gpkg", layer="embeddings")
+    assert len(emb) == 579 and "emb_015" in emb.columns
+    model_dir = Path(result.output_dir) / "models" / "refound"
+    model = load_embedder(str(model_dir))
+    assert model.views_for_transform() == ["poi_points", "chips"]  # type: ignore[attr-defined]
+
+    x0, y0 = 549_000.0, 4_180_000.0
+    cells = gpd.GeoDataFrame({"cell": [f"c{k}" for k in range(4)]},
+                             geometry=[box(x0 + i * 800, y0 + j * 800, x0 + (i + 1) * 800, y0 + (j + 1) * 800)
+                                       for i in range(2) for j in range(2)], crs="EPSG:32610")
+    cells.to_file(tmp_path / "cells.geojson", engine="pyogrio")
+    sf = Path(cfg.regions.path).parent
+    res = run_apply_job({"model": str(model_dir), "regions": str(tmp_path / "cells.geojson"), "id_field": "cell",
+                         "pois": str(sf / "sf_pois_osm.geojson"), "category_field": "category", "name_field": "name",
+                         "rasters": [str(sf / "sf_landsat7_3857_30m.tif")], "output": str(tmp_path / "a.gpkg"),
+                         "device": "cpu"})
+    assert res["method"] == "refound" and res["n_regions"] == 4 and res["dim"] == 16
+    values = gpd.read_file(tmp_path / "a.gpkg", layer="embeddings")[[f"emb_{i:03d}" for i in range(16)]].to_numpy()
+    assert np.isfinite(values).all() and not np.allclose(values[0], values[3])

@@ -74,8 +74,9 @@ class Task:
         self.y, self.rows = y, rows
 
 
-def load_sf() -> tuple[Views, dict[str, Task], np.ndarray]:
-    """The sample city's views (chips at the pipeline's size) and the demo's labels (log1p densities)."""
+def load_sf(needs: frozenset[str] = frozenset({"chips"})) -> tuple[Views, dict[str, Task], np.ndarray]:
+    """The sample city's views (chips at the pipeline's size; ``needs`` as in build_views) and the demo's labels
+    (log1p densities)."""
     from backend.demo import demo_config
     from backend.io.city import read_city
     from backend.tasks.targets import make_target
@@ -84,7 +85,7 @@ def load_sf() -> tuple[Views, dict[str, Task], np.ndarray]:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = demo_config(Path(tmp) / "run")
     city = read_city(cfg)
-    views = build_views(city, needs={"chips"}, chip_size=cfg.chip_size, report=[])
+    views = build_views(city, needs=needs, chip_size=cfg.chip_size, report=[])
     tasks = {}
     for spec in cfg.labels:
         target = make_target(city.labels[spec.name].reindex(views.region_ids), spec, views.areas_km2, None)

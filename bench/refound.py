@@ -60,7 +60,6 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -71,6 +70,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backend.views._base import Views  # noqa: E402
+from bench.cookie import Task  # noqa: E402  (shared with the CooKIE bench)
+from bench.cookie import load_sf as load_cookie_sf  # noqa: E402
 
 METRICS = ("mae", "rmse", "r2")
 #: Objective switches of each ReFound variant (all on unless listed).
@@ -89,29 +90,9 @@ REDUCED_DIM = 64
 
 
 # ---------------------------------------------------------------------------------------------- data
-class Task:
-    """One label: model-space target values and the view rows they belong to."""
-
-    def __init__(self, y: np.ndarray, rows: np.ndarray) -> None:
-        self.y, self.rows = y, rows
-
-
 def load_sf() -> tuple[Views, dict[str, Task], np.ndarray]:
     """The sample city's views (chips at the pipeline's size, grid samples) and the demo's labels."""
-    from backend.demo import demo_config
-    from backend.io.city import read_city
-    from backend.tasks.targets import make_target
-    from backend.views.build import build_views
-
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = demo_config(Path(tmp) / "run")
-    city = read_city(cfg)
-    views = build_views(city, needs={"chips", "samples"}, chip_size=cfg.chip_size, report=[])
-    tasks = {}
-    for spec in cfg.labels:
-        target = make_target(city.labels[spec.name].reindex(views.region_ids), spec, views.areas_km2, None)
-        tasks[spec.name] = Task(target.y.to_numpy(), views.region_ids.get_indexer(target.y.index))
-    return views, tasks, np.asarray(views.centroids)
+    return load_cookie_sf(frozenset({"chips", "samples"}))
 
 
 def subset(views: Views, n: int) -> Views:

@@ -218,13 +218,12 @@ class RefoundEmbedder(Embedder):
             )
 
     def _cache_root(self) -> Path | None:
+        from backend.models.cookie.modalities import default_image_cache_dir
+
         value = self.params.cache_dir.strip()
         if value.lower() == "none":
             return None
-        if value:
-            return Path(value).expanduser()
-        root = os.environ.get("REGIONLENS_CACHE_DIR")
-        return Path(root).expanduser() if root else Path.home() / ".cache" / "regionlens"
+        return Path(value).expanduser() if value else default_image_cache_dir().parent
 
     def _raster_for(self, views: Views) -> str | None:
         """The raster whose chips feed the image part, or None."""
@@ -643,18 +642,26 @@ class RefoundEmbedder(Embedder):
     # --------------------------------------------------------------------------------------- embedding
     def cls_outputs(self, views: Views, progress: Progress | None = None) -> np.ndarray:
         """The POI and image [CLS] outputs of every region of ``views``: N x 2 x width (for fine-tuned heads)."""
-        from backend.device import resolve_device
-
         if not self._fitted:
             raise RuntimeError(f"{self.name}: call fit() (or load()) before cls_outputs().")
-        progress = progress or Progress()
+        return self._embed_regions(views, progress or Progress(), both=True)
+
+    def _embed_regions(self, views: Views, progress: Progress, both: bool = False) -> np.ndarray:
+        """Width-d vectors (``both``: N x 2 x W [CLS] outputs) of the regions of ``views``, frozen network."""
+        from backend.device import resolve_device
+
         self._check_views(views)
         trained_raster = self.meta.get("raster")
+        if trained_raster and views.chips and trained_raster not in views.chips:
+            progress.log(f"refound: raster '{trained_raster}' not in these inputs; using '{sorted(views.chips)[0]}'.")
+        if trained_raster and not views.chips:
+            progress.log("refound: no imagery in these inputs; regions embed from their POIs alone.")
         data = self.sample_set(views, False, progress.sub("embed: refound (tokens)", 0.0, 0.2))
         self.meta["raster"] = trained_raster
         device = self.device_used or resolve_device(self.device)
         net = self.network.to(device)
-        return self._vectors(net, data, len(data), device, progress=progress.sub("refound", 0.2, 1.0), both=True)
+        return self._vectors(net, data, len(data), device, progress=progress.sub("embed: refound (regions)", 0.2, 1.0),
+                             both=both)
 
     def _vectors(self, net: RefoundNet, data: SampleSet, n: int, device: str, batch: int = 64,
                  progress: Progress | None = None, both: bool = False) -> np.ndarray:
@@ -705,21 +712,7 @@ class RefoundEmbedder(Embedder):
         return out
 
     def _transform(self, views: Views, progress: Progress) -> np.ndarray:
-        from backend.device import resolve_device
-
-        self._check_views(views)
-        trained_raster = self.meta.get("raster")
-        if trained_raster and views.chips and trained_raster not in views.chips:
-            progress.log(f"refound: raster '{trained_raster}' not in these inputs; using '{sorted(views.chips)[0]}'.")
-        if trained_raster and not views.chips:
-            progress.log("refound: no imagery in these inputs; regions embed from their POIs alone.")
-        data = self.sample_set(views, False, progress.sub("embed: refound (tokens)", 0.0, 0.2))
-        self.meta["raster"] = trained_raster
-        device = self.device_used or resolve_device(self.device)
-        net = self.network.to(device)
-        vectors = self._vectors(net, data, len(data), device,
-                                progress=progress.sub("embed: refound (regions)", 0.2, 1.0))
-        return self._reduce(vectors)
+        return self._reduce(self._embed_regions(views, progress))
 
     # ---------------------------------------------------------------------------------------- storage
     def _save_weights(self, folder: Path) -> None:

@@ -69,6 +69,7 @@ __all__ = [
     "PREDICTION_MODELS",
     "CLUSTER_METHODS",
     "LIMITS",
+    "check_value",
 ]
 
 #: Devices a run may ask for (``cuda:N`` too).

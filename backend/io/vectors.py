@@ -53,8 +53,8 @@ def _no_area(repaired: gpd.GeoSeries, ids: pd.Index, place: str) -> None:
     if empty.any():
         raise InputError(
             f"{place}: {int(empty.sum()):,} region geometries have no area left after repair (collinear or "
-            f"degenerate polygons; ids {first_ids(ids[empty])}). Fix them in QGIS (Vector > Geometry Tools > Fix Geometries) "
-            "or delete them."
+            f"degenerate polygons; ids {first_ids(ids[empty])}). Fix them in QGIS (Vector > Geometry Tools > "
+            "Fix Geometries) or delete them."
         )
 
 

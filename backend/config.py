@@ -387,7 +387,9 @@ def _in_range(value: int, name: str, key: str) -> None:
 def _validate_methods(cfg: RunConfig) -> None:
     """Check every method's name, dim and parameters (types from its Params, ranges by its own checks)."""
     from backend.models import EMBEDDERS
+    from backend.models._base import VIEW_SOURCES, inputs_for
 
+    given = {"regions"} | {key for key in ("pois", "od", "landuse", "rasters") if getattr(cfg, key)}
     for i, spec in enumerate(cfg.methods):
         where = f"methods[{i}]"
         if spec.name not in EMBEDDERS:
@@ -399,6 +401,13 @@ def _validate_methods(cfg: RunConfig) -> None:
         if unknown:
             raise ConfigError(f"'{where}.params': {spec.name} has no parameters {unknown}; allowed: {sorted(hints)}.")
         spec.params = {k: check_value(v, hints[k], f"{where}.params.{k}") for k, v in spec.params.items()}
+        possible = [v for v in cls.uses_views if VIEW_SOURCES.get(v, "regions") in given]
+        if len(possible) < cls.min_views:
+            other = "" if spec.name == "baseline" else ", or choose another method (baseline uses any input)"
+            raise ConfigError(
+                f"'{where}': {spec.name} learns from {inputs_for(cls.uses_views)}, and the configuration gives "
+                f"{'too few of them' if possible else 'none'}. Add one{other}."
+            )
         try:
             cls(dim=spec.dim, seed=cfg.seed, device="cpu", **spec.params)  # runs the method's own range checks
         except ConfigError as exc:

@@ -9,7 +9,11 @@ import pytest
 from backend.config import config_from_dict, load_config
 from backend.errors import ConfigError
 
-BASE = {"output_dir": "out", "regions": {"path": "r.gpkg", "id_field": "id"}}
+BASE = {
+    "output_dir": "out",
+    "regions": {"path": "r.gpkg", "id_field": "id"},
+    "pois": {"path": "p.gpkg", "category_field": "c"},
+}
 
 
 def test_toml_relative_paths_resolve_against_file(tmp_path) -> None:

@@ -352,6 +352,8 @@ def config_from_dict(data: dict[str, Any], base_dir: str | Path = ".") -> RunCon
     for key in set(kwargs) - set(_SECTIONS) - set(_LISTS):
         kwargs[key] = check_value(kwargs[key], hints[key], key)
     cfg = RunConfig(**kwargs)
+    if not cfg.output_dir.strip():
+        raise ConfigError("'output_dir' is empty; give the folder the results go to.")
     cfg.output_dir = _resolve(cfg.output_dir, base) or cfg.output_dir
     cfg.regions.path = _resolve(cfg.regions.path, base) or ""
     if cfg.pois:
@@ -422,8 +424,6 @@ def _validate(cfg: RunConfig) -> None:
     device = cfg.device.lower()
     if device not in DEVICES and not re.fullmatch(r"cuda:\d+", device):
         raise ConfigError(f"'device' must be one of {list(DEVICES)} (or cuda:N), not '{cfg.device}'.")
-    if not cfg.output_dir.strip():
-        raise ConfigError("'output_dir' is empty; give the folder the results go to.")
     for key, path in [("regions.path", cfg.regions.path)] + [(f"rasters[{i}].path", r.path)
                                                                for i, r in enumerate(cfg.rasters)]:
         if not path.strip():

@@ -329,6 +329,8 @@ def config_from_dict(data: dict[str, Any], base_dir: str | Path = ".") -> RunCon
         ConfigError: On unknown keys, missing required keys or contradictory settings.
     """
     base = Path(base_dir)
+    if not isinstance(data, dict):
+        raise ConfigError(f"A run configuration must be a table/object, not {type(data).__name__}.")
     data = dict(data)
     if "regions" not in data:
         raise ConfigError("The configuration needs a [regions] section (path and id_field).")

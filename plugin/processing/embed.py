@@ -29,6 +29,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..input_export import remove_stale_staging
 from ._base import (
     DEVICES,
     METHODS,
@@ -247,7 +248,12 @@ class EmbedAlgorithm(RegionLensAlgorithm):
                 }
             rasters = self.parameterAsLayerList(parameters, self.RASTERS, context)
             config["rasters"] = [raster_input(layer, folder, context, feedback) for layer in rasters]
-            result = run_backend(python, "run", config, feedback)
+            try:
+                result = run_backend(python, "run", config, feedback)
+            except QgsProcessingException:
+                # A worker that was killed cannot remove its unfinished output; the worker has exited here.
+                remove_stale_staging(output_dir)
+                raise
 
         gpkg = str(result["gpkg"])  # (the run's report lines already came as log events)
         written = set(result.get("layers") or [])

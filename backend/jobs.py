@@ -88,9 +88,40 @@ def _job(cls: type, params: dict[str, Any]) -> Any:
     hints = typing.get_type_hints(cls)
     params = {key: check_value(value, hints[key], key) for key, value in params.items()}
     try:
-        return cls(**params)
+        job = cls(**params)
     except TypeError as exc:
         raise ConfigError(f"Incomplete parameters: {exc}.") from exc
+    _check_ranges(job)
+    return job
+
+
+def _check_ranges(job: Any) -> None:
+    """The ranges of a job's numeric parameters and its choices (the run configuration's rules)."""
+    from backend.config import CLUSTER_METHODS, LIMITS, PREDICTION_MODELS
+
+    def within(key: str, limit: str) -> None:
+        lo, hi = LIMITS[limit]
+        value = getattr(job, key)
+        if not lo <= value <= hi:
+            raise ConfigError(f"'{key}' must lie between {lo} and {hi}, not {value}.")
+
+    if hasattr(job, "seed"):
+        within("seed", "seed")
+    if isinstance(job, ClusterJob):
+        if job.k != "auto" and not isinstance(job.k, int):
+            raise ConfigError(f"'k' must be 'auto' or an integer >= 2, not {job.k!r}.")
+        if isinstance(job.k, int):
+            within("k", "k")
+        within("k_min", "k")
+        within("k_max", "k")
+        if job.method not in CLUSTER_METHODS:
+            raise ConfigError(f"'method' must be one of {list(CLUSTER_METHODS)}, not {job.method!r}.")
+    if isinstance(job, PredictJob):
+        within("folds", "folds")
+        within("repeats", "repeats")
+        bad = [m for m in job.models if m not in PREDICTION_MODELS]
+        if bad or not job.models:
+            raise ConfigError(f"'models' must be a non-empty list of {list(PREDICTION_MODELS)}, not {job.models}.")
 
 
 def read_embedding_layer(path: str, id_field: str, layer: str | None, report: list[str]) -> tuple[gpd.GeoDataFrame,

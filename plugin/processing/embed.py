@@ -158,7 +158,9 @@ class EmbedAlgorithm(RegionLensAlgorithm):
             QgsProcessingParameterString(
                 self.METHOD_PARAMS, tr('Method parameters (JSON, e.g. {"neighbourhood_m": 1000})'), optional=True
             ),
-            QgsProcessingParameterBoolean(self.OVERWRITE, tr("Replace the output folder if it holds files"), False),
+            QgsProcessingParameterBoolean(
+                self.OVERWRITE, tr("Replace a previous RegionLens run in the output folder"), False
+            ),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)

@@ -75,6 +75,13 @@ def test_job_parameters_of_the_wrong_type_are_config_errors(tmp_path) -> None:
     with pytest.raises(ConfigError, match="'folds' must be an integer"):
         run_predict_job({"embeddings": "e.gpkg", "output": str(tmp_path / "p.gpkg"), "label_field": "x",
                          "folds": "3"})
+    with pytest.raises(ConfigError, match="'folds' must lie between 2 and 100, not 1"):
+        run_predict_job({"embeddings": "e.gpkg", "output": str(tmp_path / "p.gpkg"), "label_field": "x", "folds": 1})
+    with pytest.raises(ConfigError, match="'models' must be"):
+        run_predict_job({"embeddings": "e.gpkg", "output": str(tmp_path / "p.gpkg"), "label_field": "x",
+                         "models": ["svm"]})
+    with pytest.raises(ConfigError, match="'k' must lie between 2"):
+        run_cluster_job({"embeddings": "e.gpkg", "output": str(tmp_path / "c.gpkg"), "k": 1})
     with pytest.raises(ConfigError, match="must be an object"):
         run_cluster_job(["e.gpkg"])  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []

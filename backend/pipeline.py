@@ -183,11 +183,10 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
 
         t0 = time.perf_counter()
         progress.stage("read inputs", 0.0, 0.10)
-        city = read_city(cfg, progress)
+        city = read_city(cfg, progress, check_regions=lambda n: check_region_count(cfg, n))
         report.extend(city.report)
         for line in city.report:
             progress.log(line)
-        check_region_count(cfg, len(city.regions))
         timed("read", t0)
 
         t0 = time.perf_counter()

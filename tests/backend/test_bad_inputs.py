@@ -128,6 +128,11 @@ def _single_region(cfg: dict[str, Any], folder: Path) -> None:
     cfg.pop("labels")
 
 
+def _single_region_pois_elsewhere(cfg: dict[str, Any], folder: Path) -> None:
+    _single_region(cfg, folder)
+    _pois_far_away(cfg, folder)
+
+
 def _empty_regions(cfg: dict[str, Any], folder: Path) -> None:
     _write(_regions(folder).iloc[:0], folder / "regions.gpkg")
 
@@ -233,6 +238,7 @@ CASES: list[tuple[str, Patch, int, list[str], list[str]]] = [
     ("regions-no-crs", _no_crs, 2, ["coordinate reference system"], []),
     ("region-no-area", _flat_region, 2, ["no area left after repair", "'99'"], []),
     ("single-region", _single_region, 2, ["1 region", "at least 3"], ["CRS"]),
+    ("single-region-pois-elsewhere", _single_region_pois_elsewhere, 2, ["1 region", "at least 3"], ["CRS"]),
     ("k-above-regions", _set("clustering", k=50), 2, ["clustering.k", "16 regions", "between 2 and 15"],
      ["smaller k"]),
     ("too-few-for-labels", _keep_regions(8), 2, ["8 regions", "at least 10"], []),

@@ -66,18 +66,12 @@ __all__ = [
     "input_paths",
     "load_config",
     "DEVICES",
-    "PREDICTION_MODELS",
-    "CLUSTER_METHODS",
     "LIMITS",
     "check_value",
 ]
 
 #: Devices a run may ask for (``cuda:N`` too).
 DEVICES = ("auto", "cpu", "cuda", "mps")
-#: Out-of-fold prediction models.
-PREDICTION_MODELS = ("ridge", "gbm")
-#: Clustering methods.
-CLUSTER_METHODS = ("kmeans", "agglomerative")
 #: Accepted ranges (inclusive) of the numeric settings, checked before any input is read.
 LIMITS: dict[str, tuple[int, int]] = {
     "seed": (0, 2**32 - 1),
@@ -421,6 +415,10 @@ def _validate_methods(cfg: RunConfig) -> None:
 
 
 def _validate(cfg: RunConfig) -> None:
+    from backend.tasks.clustering import CLUSTER_METHODS
+    from backend.tasks.prediction import MODELS as PREDICTION_MODELS
+    from backend.tasks.targets import TARGET_KINDS
+
     _in_range(cfg.seed, "seed", "seed")
     _in_range(cfg.chip_size, "chip_size", "chip_size")
     device = cfg.device.lower()
@@ -452,17 +450,17 @@ def _validate(cfg: RunConfig) -> None:
         seen.add(lab.name)
         if (lab.field is None) == (lab.points is None):
             raise ConfigError(f"Label '{lab.name}' needs exactly one of 'field' or 'points'.")
-        if lab.target not in {"count", "density", "rate"}:
-            raise ConfigError(f"Label '{lab.name}': target must be count, density or rate, not '{lab.target}'.")
+        if lab.target not in TARGET_KINDS:
+            raise ConfigError(f"Label '{lab.name}': target must be one of {list(TARGET_KINDS)}, not '{lab.target}'.")
         if lab.target == "rate" and not lab.per_field:
             raise ConfigError(f"Label '{lab.name}': target 'rate' needs per_field (e.g. Population).")
     if cfg.prediction is not None:
         pred = cfg.prediction
         bad = sorted(set(pred.models) - set(PREDICTION_MODELS))
         if bad:
-            raise ConfigError(f"Unknown prediction models {bad}; use ridge and/or gbm.")
+            raise ConfigError(f"Unknown prediction models {bad}; use one or more of {list(PREDICTION_MODELS)}.")
         if not pred.models:
-            raise ConfigError("'prediction.models' is empty; use [\"ridge\"], [\"gbm\"] or both.")
+            raise ConfigError(f"'prediction.models' is empty; use one or more of {list(PREDICTION_MODELS)}.")
         if len(set(pred.models)) != len(pred.models):
             raise ConfigError(f"'prediction.models' names a model twice: {pred.models}.")
         _in_range(pred.folds, "folds", "prediction.folds")
@@ -481,7 +479,7 @@ def _validate(cfg: RunConfig) -> None:
         if clu.k_max < clu.k_min:
             raise ConfigError(f"'clustering.k_max' ({clu.k_max}) is below clustering.k_min ({clu.k_min}).")
         if clu.method not in CLUSTER_METHODS:
-            raise ConfigError(f"'clustering.method' must be kmeans or agglomerative, not {clu.method!r}.")
+            raise ConfigError(f"'clustering.method' must be one of {list(CLUSTER_METHODS)}, not {clu.method!r}.")
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -97,7 +97,9 @@ def _job(cls: type, params: dict[str, Any]) -> Any:
 
 def _check_ranges(job: Any) -> None:
     """The ranges of a job's numeric parameters and its choices (the run configuration's rules)."""
-    from backend.config import CLUSTER_METHODS, LIMITS, PREDICTION_MODELS
+    from backend.config import LIMITS
+    from backend.tasks.clustering import CLUSTER_METHODS
+    from backend.tasks.prediction import MODELS as PREDICTION_MODELS
 
     def within(key: str, limit: str) -> None:
         lo, hi = LIMITS[limit]

@@ -346,7 +346,7 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
             "peak_rss_mb": round(_peak_rss_mb(), 1),
             "versions": package_versions(),
             "report": report,
-            "log": list(progress.log_messages),
+            "log": [line for line in progress.log_messages if line not in report],  # each note once
             "layers": layers,
             "metrics": metric_rows,
         }

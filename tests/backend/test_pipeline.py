@@ -155,6 +155,7 @@ def test_missing_label_values_are_reported_once(small_city, tmp_path) -> None:
     manifest = _run_small(small_city, tmp_path, regions)
     notes = [line for line in manifest["report"] if "'pop'" in line]
     assert len(notes) == 1 and "3 regions" in notes[0], notes
+    assert json.dumps(manifest).count("3 regions have no finite numeric value") == 1  # once in all of run.json
     assert {m["n_regions"] for m in manifest["metrics"]} == {13}
 
 

@@ -129,7 +129,11 @@ def _pid_gone(pid: int) -> bool:
         return True
     except OSError:
         return False
-    return False
+    try:  # a zombie (exited, not yet reaped) is gone too
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:].startswith("Z")
 
 
 def remove_stale_staging(output_dir: str | Path, pid: int | None = None) -> list[Path]:

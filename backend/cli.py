@@ -1,6 +1,7 @@
 """Command line: ``python -m backend run CONFIG``, ``python -m backend demo``, ``python -m backend info``.
 
-Exit codes: 0 success, 2 bad input, configuration or output folder, 130 cancelled, 1 internal error.
+Exit codes: 0 success, 2 bad input, configuration or output folder, 130 cancelled (Ctrl+C), 143 terminated
+(SIGTERM), 1 internal error. A cancelled or terminated run removes its unfinished output.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -17,6 +19,21 @@ from backend.errors import Cancelled, RegionLensError
 from backend.progress import Progress
 
 __all__ = ["main"]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl+C: the run stops and removes its unfinished output."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _cleanup() -> None:
+    """Remove staging folders this process still holds (a run interrupted where it could not clean up)."""
+    outputs = sys.modules.get("backend.io.outputs")
+    if outputs is not None:
+        outputs.remove_active_staging()
 
 
 def _terminal_progress(quiet: bool) -> tuple[Progress, Callable[[], None]]:
@@ -51,12 +68,12 @@ def _terminal_progress(quiet: bool) -> tuple[Progress, Callable[[], None]]:
     return Progress(callback=on_progress, log_callback=on_log), bar.close
 
 
-def _run(cfg, quiet: bool) -> int:  # noqa: ANN001
+def _run(cfg, quiet: bool, protect: tuple[str, ...] = ()) -> int:  # noqa: ANN001
     from backend.pipeline import run_pipeline
 
     progress, close = _terminal_progress(quiet)
     try:
-        result = run_pipeline(cfg, progress)
+        result = run_pipeline(cfg, progress, protect=protect)
     finally:
         close()
     print(f"RegionLens finished on {result.device} in {result.seconds:.1f} s")
@@ -90,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="versions, device and available methods as JSON")
     args = parser.parse_args(argv)
 
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.command == "info":
             from backend.worker import info
@@ -106,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.device = args.device
             if args.output_dir:
                 cfg.output_dir = str(Path(args.output_dir).resolve())
-            return _run(cfg, args.quiet)
+            return _run(cfg, args.quiet, protect=(str(Path(args.config).resolve()),))
         from backend.demo import demo_config
 
         out = Path(args.out).resolve()
@@ -119,12 +139,19 @@ def main(argv: list[str] | None = None) -> int:
     except Cancelled as exc:
         print(f"Cancelled: {exc}", file=sys.stderr)
         return 130
+    except Terminated:
+        print("Terminated (SIGTERM); no output was written.", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("Interrupted; no output was written.", file=sys.stderr)
         return 130
     except RegionLensError as exc:
         print(f"Error ({exc.kind}): {exc}", file=sys.stderr)
         return 2
+    finally:
+        _cleanup()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,11 @@ paths are resolved against the configuration file's folder. Example (TOML)::
 from __future__ import annotations
 
 import json
+import math
+import re
 import tomllib
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -58,8 +62,26 @@ __all__ = [
     "ClusteringSpec",
     "PredictionSpec",
     "RunConfig",
+    "config_from_dict",
+    "input_paths",
     "load_config",
+    "DEVICES",
+    "LIMITS",
+    "check_value",
 ]
+
+#: Devices a run may ask for (``cuda:N`` too).
+DEVICES = ("auto", "cpu", "cuda", "mps")
+#: Accepted ranges (inclusive) of the numeric settings, checked before any input is read.
+LIMITS: dict[str, tuple[int, int]] = {
+    "seed": (0, 2**32 - 1),
+    "chip_size": (8, 1024),
+    "dim": (1, 4096),
+    "folds": (2, 100),
+    "repeats": (1, 100),
+    "k": (2, 1000),
+    "band": (1, 10_000),
+}
 
 
 @dataclass
@@ -194,6 +216,84 @@ _SECTIONS: dict[str, type] = {
 _LISTS: dict[str, type] = {"rasters": RasterSource, "labels": LabelSpec, "methods": MethodSpec}
 
 
+_NONE = type(None)
+
+
+def _describe(hint: Any) -> str:
+    """How to name a type in a message: ``an integer``, ``a list of texts``, ..."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_describe(a) for a in typing.get_args(hint) if a is not _NONE]
+        text = " or ".join(parts)
+        return f"{text} (or left out)" if _NONE in typing.get_args(hint) else text
+    if origin is list:
+        (inner,) = typing.get_args(hint) or (Any,)
+        return f"a list of {_describe(inner).split(' ', 1)[-1]}s"
+    if origin is dict:
+        return "a table/object"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a text"}.get(hint, "a value")
+
+
+def check_value(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against the type ``hint`` of setting ``key``; returns it (integers become floats for a
+    float setting).
+
+    Raises:
+        ConfigError: Naming ``key``, the expected type and the value given (a lone text where a list is
+            expected gets the list form to write).
+    """
+    if hint is Any:
+        return value
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and _NONE in args:
+            return None
+        for arg in args:
+            if arg is _NONE:
+                continue
+            try:
+                return check_value(value, arg, key)
+            except ConfigError:
+                continue
+    elif origin is list:
+        if isinstance(value, list):
+            (inner,) = typing.get_args(hint) or (Any,)
+            return [check_value(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, str):
+            raise ConfigError(
+                f"'{key}' must be {_describe(hint)}, not the text {value!r}: write {key.rsplit('.', 1)[-1]} = "
+                f"[{json.dumps(value)}]."
+            )
+    elif origin is dict:
+        if isinstance(value, dict):
+            return value
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"'{key}' must be a finite number, not {value!r}.")
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    given = "a text" if isinstance(value, str) else f"a {type(value).__name__}"
+    if isinstance(value, bool):
+        given = "true/false"
+    raise ConfigError(f"'{key}' must be {_describe(hint)}, not {value!r} ({given}).")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"[{where}] must be a table/object, got {type(data).__name__}.")
@@ -201,8 +301,10 @@ def _build(cls: type, data: Any, where: str) -> Any:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"[{where}] has unknown keys {unknown}; allowed: {sorted(known)}.")
+    hints = _hints(cls)
+    checked = {key: check_value(value, hints[key], f"{where}.{key}") for key, value in data.items()}
     try:
-        return cls(**data)
+        return cls(**checked)
     except TypeError as exc:  # missing required key
         raise ConfigError(f"[{where}] is incomplete: {exc}.") from exc
 
@@ -221,6 +323,8 @@ def config_from_dict(data: dict[str, Any], base_dir: str | Path = ".") -> RunCon
         ConfigError: On unknown keys, missing required keys or contradictory settings.
     """
     base = Path(base_dir)
+    if not isinstance(data, dict):
+        raise ConfigError(f"A run configuration must be a table/object, not {type(data).__name__}.")
     data = dict(data)
     if "regions" not in data:
         raise ConfigError("The configuration needs a [regions] section (path and id_field).")
@@ -240,7 +344,12 @@ def config_from_dict(data: dict[str, Any], base_dir: str | Path = ".") -> RunCon
     unknown = sorted(set(kwargs) - known)
     if unknown:
         raise ConfigError(f"Unknown configuration keys {unknown}; allowed: {sorted(known)}.")
+    hints = _hints(RunConfig)
+    for key in set(kwargs) - set(_SECTIONS) - set(_LISTS):
+        kwargs[key] = check_value(kwargs[key], hints[key], key)
     cfg = RunConfig(**kwargs)
+    if not cfg.output_dir.strip():
+        raise ConfigError("'output_dir' is empty; give the folder the results go to.")
     cfg.output_dir = _resolve(cfg.output_dir, base) or cfg.output_dir
     cfg.regions.path = _resolve(cfg.regions.path, base) or ""
     if cfg.pois:
@@ -254,12 +363,76 @@ def config_from_dict(data: dict[str, Any], base_dir: str | Path = ".") -> RunCon
     for lab in cfg.labels:
         lab.points = _resolve(lab.points, base)
     _validate(cfg)
+    _validate_methods(cfg)
     return cfg
 
 
-def _validate(cfg: RunConfig) -> None:
-    import re
+def input_paths(cfg: RunConfig) -> list[str]:
+    """Every input file a run reads (a run must never replace or delete them)."""
+    paths = [cfg.regions.path]
+    paths += [src.path for src in (cfg.pois, cfg.od, cfg.landuse) if src is not None]
+    paths += [r.path for r in cfg.rasters]
+    paths += [lab.points for lab in cfg.labels if lab.points]
+    return [p for p in paths if p]
 
+
+def _in_range(value: int, name: str, key: str) -> None:
+    lo, hi = LIMITS[name]
+    if not lo <= value <= hi:
+        raise ConfigError(f"'{key}' must lie between {lo} and {hi}, not {value}.")
+
+
+def _validate_methods(cfg: RunConfig) -> None:
+    """Check every method's name, dim and parameters (types from its Params, ranges by its own checks)."""
+    from backend.models import EMBEDDERS
+    from backend.models._base import VIEW_SOURCES, inputs_for
+
+    given = {"regions"} | {key for key in ("pois", "od", "landuse", "rasters") if getattr(cfg, key)}
+    for i, spec in enumerate(cfg.methods):
+        where = f"methods[{i}]"
+        if spec.name not in EMBEDDERS:
+            raise ConfigError(f"'{where}.name': unknown method '{spec.name}'; available: {sorted(EMBEDDERS)}.")
+        _in_range(spec.dim, "dim", f"{where}.dim")
+        cls = EMBEDDERS[spec.name]
+        hints = _hints(cls.Params)
+        unknown = sorted(set(spec.params) - set(hints))
+        if unknown:
+            raise ConfigError(f"'{where}.params': {spec.name} has no parameters {unknown}; allowed: {sorted(hints)}.")
+        spec.params = {k: check_value(v, hints[k], f"{where}.params.{k}") for k, v in spec.params.items()}
+        possible = [v for v in cls.uses_views if VIEW_SOURCES.get(v, "regions") in given]
+        if len(possible) < cls.min_views:
+            other = "" if spec.name == "baseline" else ", or choose another method (baseline uses any input)"
+            raise ConfigError(
+                f"'{where}': {spec.name} learns from {inputs_for(cls.uses_views)}, and the configuration gives "
+                f"{'too few of them' if possible else 'none'}. Add one{other}."
+            )
+        try:
+            cls(dim=spec.dim, seed=cfg.seed, device="cpu", **spec.params)  # runs the method's own range checks
+        except ConfigError as exc:
+            raise ConfigError(f"'{where}' ({spec.name}): {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"'{where}' ({spec.name}): invalid parameters: {exc}.") from exc
+
+
+def _validate(cfg: RunConfig) -> None:
+    from backend.tasks.clustering import CLUSTER_METHODS
+    from backend.tasks.prediction import MODELS as PREDICTION_MODELS
+    from backend.tasks.targets import TARGET_KINDS
+
+    _in_range(cfg.seed, "seed", "seed")
+    _in_range(cfg.chip_size, "chip_size", "chip_size")
+    device = cfg.device.lower()
+    if device not in DEVICES and not re.fullmatch(r"cuda:\d+", device):
+        raise ConfigError(f"'device' must be one of {list(DEVICES)} (or cuda:N), not '{cfg.device}'.")
+    for key, path in [("regions.path", cfg.regions.path)] + [(f"rasters[{i}].path", r.path)
+                                                               for i, r in enumerate(cfg.rasters)]:
+        if not path.strip():
+            raise ConfigError(f"'{key}' is empty; give the file to read.")
+    for i, raster in enumerate(cfg.rasters):
+        for band in raster.bands or []:
+            _in_range(band, "band", f"rasters[{i}].bands")
+        if raster.bands is not None and not raster.bands:
+            raise ConfigError(f"'rasters[{i}].bands' is empty; leave it out to use the first three bands.")
     if not cfg.methods:
         raise ConfigError("No methods chosen; add at least one [[methods]] entry (e.g. name = \"baseline\").")
     names = [m.name for m in cfg.methods]
@@ -277,24 +450,36 @@ def _validate(cfg: RunConfig) -> None:
         seen.add(lab.name)
         if (lab.field is None) == (lab.points is None):
             raise ConfigError(f"Label '{lab.name}' needs exactly one of 'field' or 'points'.")
-        if lab.target not in {"count", "density", "rate"}:
-            raise ConfigError(f"Label '{lab.name}': target must be count, density or rate, not '{lab.target}'.")
+        if lab.target not in TARGET_KINDS:
+            raise ConfigError(f"Label '{lab.name}': target must be one of {list(TARGET_KINDS)}, not '{lab.target}'.")
         if lab.target == "rate" and not lab.per_field:
             raise ConfigError(f"Label '{lab.name}': target 'rate' needs per_field (e.g. Population).")
     if cfg.prediction is not None:
-        bad = sorted(set(cfg.prediction.models) - {"ridge", "gbm"})
+        pred = cfg.prediction
+        bad = sorted(set(pred.models) - set(PREDICTION_MODELS))
         if bad:
-            raise ConfigError(f"Unknown prediction models {bad}; use ridge and/or gbm.")
-        if cfg.prediction.folds < 2:
-            raise ConfigError("prediction.folds must be at least 2.")
-        if cfg.prediction.write_model not in cfg.prediction.models:
-            raise ConfigError("prediction.write_model must be one of prediction.models.")
+            raise ConfigError(f"Unknown prediction models {bad}; use one or more of {list(PREDICTION_MODELS)}.")
+        if not pred.models:
+            raise ConfigError(f"'prediction.models' is empty; use one or more of {list(PREDICTION_MODELS)}.")
+        if len(set(pred.models)) != len(pred.models):
+            raise ConfigError(f"'prediction.models' names a model twice: {pred.models}.")
+        _in_range(pred.folds, "folds", "prediction.folds")
+        _in_range(pred.repeats, "repeats", "prediction.repeats")
+        if pred.write_model not in pred.models:
+            raise ConfigError(f"'prediction.write_model' ({pred.write_model!r}) must be one of prediction.models "
+                              f"{pred.models}.")
     if cfg.clustering is not None:
-        k = cfg.clustering.k
-        if not (k == "auto" or (isinstance(k, int) and k >= 2)):
-            raise ConfigError(f"clustering.k must be 'auto' or an integer >= 2, not {k!r}.")
-        if cfg.clustering.method not in {"kmeans", "agglomerative"}:
-            raise ConfigError("clustering.method must be kmeans or agglomerative.")
+        clu = cfg.clustering
+        if not (clu.k == "auto" or isinstance(clu.k, int)):
+            raise ConfigError(f"'clustering.k' must be 'auto' or an integer >= 2, not {clu.k!r}.")
+        if isinstance(clu.k, int):
+            _in_range(clu.k, "k", "clustering.k")
+        _in_range(clu.k_min, "k", "clustering.k_min")
+        _in_range(clu.k_max, "k", "clustering.k_max")
+        if clu.k_max < clu.k_min:
+            raise ConfigError(f"'clustering.k_max' ({clu.k_max}) is below clustering.k_min ({clu.k_min}).")
+        if clu.method not in CLUSTER_METHODS:
+            raise ConfigError(f"'clustering.method' must be one of {list(CLUSTER_METHODS)}, not {clu.method!r}.")
 
 
 def load_config(path: str | Path) -> RunConfig:

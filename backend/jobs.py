@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,15 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from backend.config import LabelSpec, RegionsSource
+from backend.config import LabelSpec, RegionsSource, check_value
 from backend.errors import ConfigError, InputError, OutputError
-from backend.io.outputs import write_layer, write_table
+from backend.io.outputs import (
+    register_temporary,
+    remove_stale_temporary_files,
+    unregister_temporary,
+    write_layer,
+    write_table,
+)
 from backend.progress import Progress
 
 __all__ = ["ApplyJob", "ClusterJob", "PredictJob", "run_apply_job", "run_cluster_job", "run_predict_job",
@@ -72,14 +79,51 @@ class PredictJob:
 
 
 def _job(cls: type, params: dict[str, Any]) -> Any:
+    if not isinstance(params, dict):
+        raise ConfigError(f"The parameters must be an object, not {type(params).__name__}.")
     known = set(cls.__dataclass_fields__)
     unknown = sorted(set(params) - known)
     if unknown:
         raise ConfigError(f"Unknown parameters {unknown}; allowed: {sorted(known)}.")
+    hints = typing.get_type_hints(cls)
+    params = {key: check_value(value, hints[key], key) for key, value in params.items()}
     try:
-        return cls(**params)
+        job = cls(**params)
     except TypeError as exc:
         raise ConfigError(f"Incomplete parameters: {exc}.") from exc
+    _check_ranges(job)
+    return job
+
+
+def _check_ranges(job: Any) -> None:
+    """The ranges of a job's numeric parameters and its choices (the run configuration's rules)."""
+    from backend.config import LIMITS
+    from backend.tasks.clustering import CLUSTER_METHODS
+    from backend.tasks.prediction import MODELS as PREDICTION_MODELS
+
+    def within(key: str, limit: str) -> None:
+        lo, hi = LIMITS[limit]
+        value = getattr(job, key)
+        if not lo <= value <= hi:
+            raise ConfigError(f"'{key}' must lie between {lo} and {hi}, not {value}.")
+
+    if hasattr(job, "seed"):
+        within("seed", "seed")
+    if isinstance(job, ClusterJob):
+        if job.k != "auto" and not isinstance(job.k, int):
+            raise ConfigError(f"'k' must be 'auto' or an integer >= 2, not {job.k!r}.")
+        if isinstance(job.k, int):
+            within("k", "k")
+        within("k_min", "k")
+        within("k_max", "k")
+        if job.method not in CLUSTER_METHODS:
+            raise ConfigError(f"'method' must be one of {list(CLUSTER_METHODS)}, not {job.method!r}.")
+    if isinstance(job, PredictJob):
+        within("folds", "folds")
+        within("repeats", "repeats")
+        bad = [m for m in job.models if m not in PREDICTION_MODELS]
+        if bad or not job.models:
+            raise ConfigError(f"'models' must be a non-empty list of {list(PREDICTION_MODELS)}, not {job.models}.")
 
 
 def read_embedding_layer(path: str, id_field: str, layer: str | None, report: list[str]) -> tuple[gpd.GeoDataFrame,
@@ -104,12 +148,22 @@ def read_embedding_layer(path: str, id_field: str, layer: str | None, report: li
 
 
 class _AtomicGpkg:
-    """A temporary GeoPackage next to ``target``, renamed onto it when the job succeeds."""
+    """A temporary GeoPackage next to ``target``, renamed onto it when the job succeeds.
 
-    def __init__(self, target: str, overwrite: bool) -> None:
+    The target must not be one of the job's inputs. Temporary GeoPackages of dead jobs beside the target
+    are removed first (the pid in their name says whose they are).
+    """
+
+    def __init__(self, target: str, overwrite: bool, inputs: tuple[str | None, ...] = ()) -> None:
         self.target = Path(target).expanduser().resolve()
         if self.target.suffix.lower() != ".gpkg":
             raise OutputError(f"Output {self.target} must be a GeoPackage file ending in .gpkg.")
+        for path in inputs:
+            if path and Path(path).expanduser().resolve() == self.target:
+                raise OutputError(f"Output {self.target} is also an input of this job; choose another file. "
+                                  "Nothing was changed.")
+        if self.target.is_dir():
+            raise OutputError(f"Output {self.target} is a folder; choose a .gpkg file name.")
         if self.target.exists() and not overwrite:
             raise OutputError(f"Output {self.target} exists; choose another file or allow replacing it. "
                               "Nothing was changed.")
@@ -120,10 +174,12 @@ class _AtomicGpkg:
             raise OutputError(f"Cannot create {parent}: {exc.strerror}. Choose a folder you can write to.") from exc
         if not os.access(parent, os.W_OK):
             raise OutputError(f"Cannot write into {parent} (permission denied). Choose a folder you can write to.")
+        remove_stale_temporary_files(self.target)
         self.tmp = parent / f".{self.target.stem}.tmp-{os.getpid()}.gpkg"
         self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> Path:
+        register_temporary(self.tmp)
         return self.tmp
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -131,6 +187,7 @@ class _AtomicGpkg:
             os.replace(self.tmp, self.target)
         else:
             self.tmp.unlink(missing_ok=True)
+        unregister_temporary(self.tmp)
 
 
 def run_cluster_job(params: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
@@ -140,7 +197,7 @@ def run_cluster_job(params: dict[str, Any], progress: Progress | None = None) ->
     job: ClusterJob = _job(ClusterJob, params)
     progress = progress or Progress()
     t0 = time.perf_counter()
-    out = _AtomicGpkg(job.output, job.overwrite)
+    out = _AtomicGpkg(job.output, job.overwrite, (job.embeddings,))
     progress.stage("read embeddings", 0.0, 0.2)
     report: list[str] = []
     regions, x = read_embedding_layer(job.embeddings, job.id_field, job.layer, report)
@@ -166,7 +223,7 @@ def run_cluster_job(params: dict[str, Any], progress: Progress | None = None) ->
 
 def run_predict_job(params: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
     """Predict a label from an embedding layer out of fold; returns output path and metrics rows."""
-    from backend.io.labels import PER_SUFFIX, read_labels
+    from backend.io.labels import PER_SUFFIX, label_areas, read_labels, unreported_drops
     from backend.io.vectors import read_regions
     from backend.tasks.prediction import evaluate_label
     from backend.tasks.targets import make_target
@@ -174,7 +231,7 @@ def run_predict_job(params: dict[str, Any], progress: Progress | None = None) ->
     job: PredictJob = _job(PredictJob, params)
     progress = progress or Progress()
     t0 = time.perf_counter()
-    out = _AtomicGpkg(job.output, job.overwrite)
+    out = _AtomicGpkg(job.output, job.overwrite, (job.embeddings, job.labels))
     progress.stage("read", 0.0, 0.1)
     report: list[str] = []
     regions, x = read_embedding_layer(job.embeddings, job.id_field, job.layer, report)
@@ -191,10 +248,12 @@ def run_predict_job(params: dict[str, Any], progress: Progress | None = None) ->
     if unmatched:
         report.append(f"{unmatched} regions of the embedding layer have no row in the label layer.")
     per = raw_all.get(f"{name}{PER_SUFFIX}")
-    areas = regions.geometry.area / 1e6
-    target = make_target(raw, spec, areas, None if per is None else per.reindex(regions.index))
-    if target.n_dropped:
-        report.append(f"label '{name}': {target.n_dropped} regions have no usable value and are left out.")
+    per = None if per is None else per.reindex(regions.index)
+    areas = label_areas(regions.geometry.area / 1e6)
+    target = make_target(raw, spec, areas, per)
+    note = unreported_drops(spec, raw, per, areas, target)
+    if note:
+        report.append(note)
     rows = regions.index.get_indexer(target.y.index)
     coords = np.column_stack([regions.geometry.centroid.x, regions.geometry.centroid.y])
     progress.stage("predict", 0.1, 0.9)
@@ -279,7 +338,8 @@ def run_apply_job(params: dict[str, Any], progress: Progress | None = None) -> d
     job: ApplyJob = _job(ApplyJob, params)
     progress = progress or Progress()
     t0 = time.perf_counter()
-    out = _AtomicGpkg(job.output, job.overwrite)
+    out = _AtomicGpkg(job.output, job.overwrite, (job.regions, job.pois, *[r if isinstance(r, str) else
+                                                                         r.get("path") for r in job.rasters]))
     folder = Path(job.model).expanduser()
     if not (folder / "config.json").is_file():
         raise InputError(f"{folder} holds no saved RegionLens model (no config.json). Choose a folder "

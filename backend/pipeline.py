@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from backend import __version__
-from backend.config import RunConfig
+from backend.config import RunConfig, input_paths
 from backend.device import resolve_device
-from backend.errors import InputError
+from backend.errors import ConfigError, InputError
 from backend.io.outputs import GPKG_NAME, OutputFolder, write_json, write_layer, write_table
 from backend.progress import Progress
 
@@ -105,12 +105,49 @@ def _suffix(method: str, primary: str) -> str:
     return "" if method == primary else f"_{method}"
 
 
-def run_pipeline(cfg: RunConfig, progress: Progress | None = None) -> RunResult:
+def check_region_count(cfg: RunConfig, n_regions: int) -> None:
+    """Fail before any training when there are too few regions for the configured clusters or predictions.
+
+    Raises:
+        ConfigError: If ``k`` (or ``k_min`` with ``k = "auto"``) is not below the number of regions.
+        InputError: If there are too few regions to cluster or to predict a label at all.
+    """
+    from backend.tasks.targets import MIN_REGIONS
+
+    if cfg.prediction is not None and cfg.labels and n_regions < MIN_REGIONS:
+        raise InputError(
+            f"The regions layer holds {n_regions} region{'s' if n_regions != 1 else ''}; predicting a label needs "
+            f"at least {MIN_REGIONS}. Choose a layer with more regions, or leave out the labels."
+        )
+    clu = cfg.clustering
+    if clu is None:
+        return
+    if n_regions < 3:
+        raise InputError(
+            f"The regions layer holds {n_regions} region{'s' if n_regions != 1 else ''}; clustering needs at least "
+            "3 (and prediction at least 10). Choose a layer with more regions, or leave out [clustering]."
+        )
+    largest = n_regions - 1
+    if isinstance(clu.k, int) and clu.k > largest:
+        raise ConfigError(
+            f"'clustering.k' = {clu.k}, but the regions layer holds only {n_regions} regions: choose k between 2 "
+            f"and {largest}, or k = \"auto\"."
+        )
+    if clu.k == "auto" and clu.k_min > largest:
+        raise ConfigError(
+            f"'clustering.k_min' = {clu.k_min}, but the regions layer holds only {n_regions} regions: choose k_min "
+            f"between 2 and {largest}."
+        )
+
+
+def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tuple[str, ...] = ()) -> RunResult:
     """Run the whole job described by ``cfg``.
 
     Args:
         cfg: The run configuration.
         progress: Progress reporter and cancel flag.
+        protect: Further paths the run must never replace (the configuration file); the inputs and the
+            current directory are always protected.
 
     Returns:
         The final output paths, metrics and the device that ran.
@@ -120,6 +157,7 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None) -> RunResult:
         Cancelled: If cancelled through ``progress`` (nothing written).
     """
     from backend.io.city import read_city
+    from backend.io.labels import label_areas, unreported_drops
     from backend.models import get_embedder
     from backend.tasks.clustering import cluster, cluster_labels, cluster_profiles
     from backend.tasks.prediction import evaluate_label
@@ -135,7 +173,9 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None) -> RunResult:
         timings[stage] = round(time.perf_counter() - t0, 3)
 
     # Fail on an unusable output folder or device before any work.
-    with OutputFolder(cfg.output_dir, overwrite=cfg.overwrite) as out:
+    with OutputFolder(cfg.output_dir, overwrite=cfg.overwrite, protect=[*input_paths(cfg), *protect]) as out:
+        for stale in out.removed_stale:
+            progress.log(f"removed {stale.name}, the unfinished output of a run that was stopped")
         device = resolve_device(cfg.device)
         progress.log(f"device: {device}")
         methods = [get_embedder(m.name, dim=m.dim, seed=cfg.seed, device=device, **m.params) for m in cfg.methods]
@@ -143,7 +183,7 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None) -> RunResult:
 
         t0 = time.perf_counter()
         progress.stage("read inputs", 0.0, 0.10)
-        city = read_city(cfg, progress)
+        city = read_city(cfg, progress, check_regions=lambda n: check_region_count(cfg, n))
         report.extend(city.report)
         for line in city.report:
             progress.log(line)
@@ -195,18 +235,18 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None) -> RunResult:
         if cfg.prediction is not None and cfg.labels:
             if city.labels is None:
                 raise InputError("Labels were configured but none could be read.")
-            areas = views.areas_km2
+            areas = label_areas(views.areas_km2)
             n_jobs = len(cfg.labels) * len(embeddings)
             job = 0
             for spec in cfg.labels:
                 raw = city.labels[spec.name].reindex(views.region_ids)
                 per = city.labels.get(f"{spec.name}__per")
-                target = make_target(raw, spec, areas, None if per is None else per.reindex(views.region_ids))
-                if target.n_dropped:
-                    msg = (f"label '{spec.name}': {target.n_dropped} regions have no usable value and are left out "
-                           "of this task")
-                    report.append(msg)
-                    progress.log(msg)
+                per = None if per is None else per.reindex(views.region_ids)
+                target = make_target(raw, spec, areas, per)
+                note = unreported_drops(spec, raw, per, areas, target)
+                if note:
+                    report.append(note)
+                    progress.log(note)
                 keep = target.y.index
                 rows = views.region_ids.get_indexer(keep)
                 for name, emb in embeddings.items():
@@ -306,7 +346,7 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None) -> RunResult:
             "peak_rss_mb": round(_peak_rss_mb(), 1),
             "versions": package_versions(),
             "report": report,
-            "log": list(progress.log_messages),
+            "log": [line for line in progress.log_messages if line not in report],  # each note once
             "layers": layers,
             "metrics": metric_rows,
         }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -21,6 +22,9 @@ from backend.errors import Cancelled, RegionLensError
 from backend.progress import Progress
 
 __all__ = ["Worker", "main"]
+
+#: Seconds a job gets to stop by itself after SIGTERM before its unfinished output is removed for it.
+TERM_GRACE = 5.0
 
 
 class Worker:
@@ -140,13 +144,25 @@ class Worker:
     def serve(self, stdin: Any) -> None:
         """Read requests until ``shutdown`` or end of input, then cancel and join any job."""
         self.emit({"id": None, "event": "ready", "version": __version__, "pid": os.getpid()})
-        for line in stdin:
-            if line.strip() and not self.handle(line):
-                break
+        try:
+            for line in stdin:
+                if line.strip() and not self.handle(line):
+                    break
+        except SystemExit:  # SIGTERM (see main): stop the job, and remove its output if it cannot
+            self.stop(TERM_GRACE)
+            raise
+        self.stop(30.0)
+
+    def stop(self, timeout: float) -> None:
+        """Cancel any job and wait up to ``timeout`` s; a job still running then loses its unfinished output."""
         if self._progress is not None:
             self._progress.cancel()
         if self._job is not None:
-            self._job.join(timeout=30)
+            self._job.join(timeout=timeout)
+            if self._job.is_alive():
+                outputs = sys.modules.get("backend.io.outputs")
+                if outputs is not None:
+                    outputs.remove_active_staging()
 
 
 def info() -> dict[str, Any]:
@@ -177,8 +193,17 @@ def main() -> int:
     sys.stdout = sys.stderr
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    Worker(out_fd).serve(sys.stdin)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        Worker(out_fd).serve(sys.stdin)
+    except SystemExit as exc:
+        return int(exc.code or 0)
     return 0
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM ends the worker like ``shutdown``: the job is cancelled and leaves nothing behind."""
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ after a successful or failed run and removed when the run is cancelled.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ __all__ = ["MARKER", "InputExporter", "remove_exported_inputs", "remove_stale_st
 
 #: File that marks a folder as written by RegionLens (safe to clear).
 MARKER = ".regionlens-inputs"
+#: File in a backend staging folder naming the process that writes it (backend/io/outputs.py STAGING_MARKER).
+STAGING_MARKER = ".regionlens-staging"
 
 
 class InputExporter:
@@ -108,12 +111,38 @@ def remove_exported_inputs(folder: str | Path) -> bool:
     return False
 
 
-def remove_stale_staging(output_dir: str | Path) -> list[Path]:
+def _staging_pid(folder: Path) -> int | None:
+    """The pid in a backend staging folder's marker (:data:`STAGING_MARKER`), or None without a marker."""
+    try:
+        return int(json.loads((folder / STAGING_MARKER).read_text(encoding="utf-8"))["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _pid_gone(pid: int) -> bool:
+    """Whether no process ``pid`` runs (POSIX; elsewhere unknown, so False)."""
+    if os.name == "nt":
+        return False  # os.kill(pid, 0) would terminate the process on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    try:  # a zombie (exited, not yet reaped) is gone too
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:].startswith("Z")
+
+
+def remove_stale_staging(output_dir: str | Path, pid: int | None = None) -> list[Path]:
     """Remove the backend's staging folders (``.<name>.tmp-*``) left by a worker that was killed.
 
-    The backend writes a run into such a hidden sibling of the results folder and renames it into
-    place when complete; a killed worker cannot clean it up. Only call this after the run's worker
-    has exited.
+    The backend writes a run into such a hidden sibling of the results folder, with a marker file naming
+    its process, and renames it into place when complete; a killed worker cannot clean it up (the next
+    run removes it too). Only folders with the marker are touched: those of ``pid`` (the worker that
+    died) or, without ``pid``, those whose process no longer runs.
 
     Returns:
         The folders removed.
@@ -122,7 +151,8 @@ def remove_stale_staging(output_dir: str | Path) -> list[Path]:
     removed = []
     if out.parent.is_dir():
         for staging in out.parent.glob(f".{out.name}.tmp-*"):
-            if staging.is_dir():
+            owner = _staging_pid(staging) if staging.is_dir() and not staging.is_symlink() else None
+            if owner is not None and (owner == pid if pid is not None else _pid_gone(owner)):
                 shutil.rmtree(staging, ignore_errors=True)
                 removed.append(staging)
     return removed

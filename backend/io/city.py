@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import geopandas as gpd
@@ -45,7 +46,8 @@ class CityData:
     report: list[str] = field(default_factory=list)
 
 
-def read_city(config: RunConfig, progress: Progress | None = None) -> CityData:
+def read_city(config: RunConfig, progress: Progress | None = None,
+              check_regions: Callable[[int], None] | None = None) -> CityData:
     """Read, check and reproject every input of a run.
 
     Order: regions (which fix the metric CRS), POIs, rasters, OD table, land use, labels. Progress is
@@ -54,6 +56,8 @@ def read_city(config: RunConfig, progress: Progress | None = None) -> CityData:
     Args:
         config: The run configuration; its paths are already absolute.
         progress: Progress of the reading stage; ``None`` reports nothing.
+        check_regions: Called with the number of regions as soon as they are read, before the other
+            inputs (to refuse too few regions for the run's tasks before blaming another layer).
 
     Returns:
         The city, with ``report`` listing what was repaired, dropped or counted.
@@ -73,6 +77,8 @@ def read_city(config: RunConfig, progress: Progress | None = None) -> CityData:
     report: list[str] = []
     progress.update(0.0, "reading regions")
     regions, crs = read_regions(config.regions, report)
+    if check_regions is not None:
+        check_regions(len(regions))
     city = CityData(crs=crs, regions=regions, report=report)
     progress.update(0.15, f"{len(regions):,} regions")
     if config.pois is not None:

@@ -15,9 +15,9 @@ from pyproj import CRS
 from backend.config import LabelSpec
 from backend.errors import InputError
 from backend.io._layers import numeric_fields
-from backend.io.vectors import read_label_points
+from backend.io.vectors import read_label_points, tiny_regions
 
-__all__ = ["read_labels", "PER_SUFFIX"]
+__all__ = ["read_labels", "PER_SUFFIX", "label_areas", "unreported_drops"]
 
 #: Suffix of the column holding the denominator of a ``rate`` label.
 PER_SUFFIX = "__per"
@@ -40,7 +40,7 @@ def _numeric_field(regions: gpd.GeoDataFrame, field: str, label: str, role: str)
     elif not pd.api.types.is_numeric_dtype(raw):
         raw = raw.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
     values = pd.to_numeric(raw, errors="coerce").astype(float)
-    values[~np.isfinite(values)] = np.nan
+    values[~np.isfinite(values)] = np.nan  # inf and -inf count as missing (reported by the caller)
     if values.isna().all():
         raise InputError(
             f"Label '{label}': the {role} '{field}' holds no numeric value. Choose a numeric field: "
@@ -74,8 +74,8 @@ def read_labels(labels: list[LabelSpec], regions: gpd.GeoDataFrame, crs: CRS, re
             missing = int(values.isna().sum())
             if missing:
                 report.append(
-                    f"Label '{spec.name}': {missing:,} regions have no numeric value in '{spec.field}' "
-                    "and are left out of this task."
+                    f"Label '{spec.name}': {missing:,} regions have no finite numeric value in '{spec.field}' "
+                    "(empty, text, NaN or infinite) and are left out of this task."
                 )
             out[spec.name] = values.to_numpy()
         else:
@@ -90,3 +90,41 @@ def read_labels(labels: list[LabelSpec], regions: gpd.GeoDataFrame, crs: CRS, re
                 )
             out[spec.name + PER_SUFFIX] = per.to_numpy()
     return out
+
+
+def label_areas(areas_km2: pd.Series) -> pd.Series:
+    """Region areas for density labels: regions far smaller than the others (see
+    :func:`~backend.io.vectors.tiny_regions`, reported when the regions are read) get none, so they get no
+    density and are left out of density tasks."""
+    out = areas_km2.astype(float).copy()
+    out[tiny_regions(areas_km2)] = np.nan
+    return out
+
+
+def unreported_drops(spec: LabelSpec, raw: pd.Series, per: pd.Series | None, areas: pd.Series, target) -> str | None:  # noqa: ANN001
+    """A note on the regions a label's target left out beyond those already reported when reading.
+
+    Missing values and undefined denominators are reported by :func:`read_labels`, regions too small for a
+    density by the region reader; this names only the rest (values that overflow when divided by the area
+    or denominator), so each dropped region is reported once.
+
+    Args:
+        spec: The label.
+        raw: Its raw values (NaN = missing), indexed by ``region_id``.
+        per: The rate denominator, or None.
+        areas: The areas passed to the target (NaN for regions too small for a density).
+        target: The :class:`~backend.tasks.targets.Target` built from them.
+
+    Returns:
+        The note, or None when every dropped region was reported already.
+    """
+    known = raw.isna()
+    if spec.target == "density":
+        known |= areas.reindex(raw.index).isna()
+    if spec.target == "rate" and per is not None:
+        known |= per.isna() | ~(per > 0)
+    extra = int(target.n_dropped) - int(known.sum())
+    if extra <= 0:
+        return None
+    return (f"Label '{spec.name}': {extra:,} regions have a {target.description} that is not a finite number "
+            f"(an extreme value such as 1e308) and are left out of this task.")

@@ -30,7 +30,32 @@ from backend.io._layers import (
 )
 from backend.io.crs import choose_metric_crs
 
-__all__ = ["read_regions", "read_pois", "read_landuse", "read_label_points"]
+__all__ = ["read_regions", "read_pois", "read_landuse", "read_label_points", "tiny_regions", "MIN_AREA_SHARE"]
+
+#: A region whose area is below this share of the median region area is flagged, and gets no density label
+#: (a sliver's density is extreme and would dominate the fit).
+MIN_AREA_SHARE = 1e-3
+
+
+def tiny_regions(areas: pd.Series) -> pd.Index:
+    """Ids of the regions whose area is below :data:`MIN_AREA_SHARE` of the median area (or not positive)."""
+    values = pd.to_numeric(areas, errors="coerce").astype(float)
+    positive = values[values > 0]
+    if not len(positive):
+        return pd.Index([], name=areas.index.name)
+    small = ~(values >= MIN_AREA_SHARE * float(positive.median()))
+    return areas.index[small.to_numpy()]
+
+
+def _no_area(repaired: gpd.GeoSeries, ids: pd.Index, place: str) -> None:
+    """Raise if a repaired region has nothing polygonal left."""
+    empty = repaired.isna().to_numpy()
+    if empty.any():
+        raise InputError(
+            f"{place}: {int(empty.sum()):,} region geometries have no area left after repair (collinear or "
+            f"degenerate polygons; ids {first_ids(ids[empty])}). Fix them in QGIS (Vector > Geometry Tools > "
+            "Fix Geometries) or delete them."
+        )
 
 
 def read_regions(src: RegionsSource, report: list[str]) -> tuple[gpd.GeoDataFrame, CRS]:
@@ -86,19 +111,31 @@ def read_regions(src: RegionsSource, report: list[str]) -> tuple[gpd.GeoDataFram
             f"{place}: {int(missing.sum()):,} regions have no geometry (ids {first_ids(gdf.index[missing])}). "
             "Delete them or draw their polygons."
         )
+    # Validity is checked in the layer's own CRS: reprojection can turn a broken polygon (a collinear ring,
+    # a bow tie) into a valid-looking sliver that would then pass unnoticed.
+    invalid_ids = gdf.index[~gdf.geometry.is_valid.to_numpy()]
+    repaired, n_invalid = repair_polygons(gdf.geometry)
+    if n_invalid:
+        _no_area(repaired, gdf.index, place)
+        report.append(
+            f"Repaired {n_invalid:,} invalid region geometries ({place}; ids {first_ids(invalid_ids)}); check "
+            "them on the map (QGIS: Vector > Geometry Tools > Check Validity)."
+        )
+        gdf = gdf.set_geometry(repaired)
     crs = choose_metric_crs(gdf, place, report)
     gdf = gdf.to_crs(crs)
     repaired, n_invalid = repair_polygons(gdf.geometry)
     if n_invalid:
-        report.append(f"Repaired {n_invalid:,} invalid region geometries ({place}).")
-        empty = repaired.isna()
-        if empty.any():
-            raise InputError(
-                f"{place}: {int(empty.sum()):,} region geometries have no area left after repair (ids "
-                f"{first_ids(gdf.index[empty])}). Fix them in QGIS (Vector > Geometry Tools > Fix Geometries) "
-                "or delete them."
-            )
+        _no_area(repaired, gdf.index, place)
+        report.append(f"Repaired {n_invalid:,} region geometries that became invalid when reprojected ({place}).")
         gdf = gdf.set_geometry(repaired)
+    small = tiny_regions(gdf.geometry.area)
+    if len(small):
+        report.append(
+            f"{len(small):,} regions are far smaller than the others (under {MIN_AREA_SHARE:.1%} of the median "
+            f"region area; ids {first_ids(small)}): they get no density label. Check them for slivers or "
+            f"degenerate polygons ({place})."
+        )
     if src.id_field == "region_id":
         gdf = gdf.drop(columns="region_id")
     elif "region_id" in gdf.columns:

@@ -21,7 +21,27 @@ from backend.errors import ConfigError, InputError
 from backend.progress import Progress
 from backend.views._base import Views
 
-__all__ = ["Embedder", "EmbedderParams", "embedding_frame"]
+__all__ = ["Embedder", "EmbedderParams", "embedding_frame", "VIEW_SOURCES", "SOURCE_NAMES", "inputs_for"]
+
+#: Configuration section (backend/config.py) each view is built from.
+VIEW_SOURCES: dict[str, str] = {
+    "poi_counts": "pois", "poi_texts": "pois", "poi_points": "pois",
+    "image_stats": "rasters", "chips": "rasters",
+    "mobility": "od", "landuse": "landuse",
+    "adjacency": "regions", "samples": "regions",
+}
+#: How to name each source when asking the user to add it.
+SOURCE_NAMES: dict[str, str] = {
+    "pois": "a POI layer ([pois])", "rasters": "imagery ([[rasters]])", "od": "an OD table ([od])",
+    "landuse": "a land-use layer ([landuse])", "regions": "more regions",
+}
+
+
+def inputs_for(views: tuple[str, ...]) -> str:
+    """The inputs that give ``views``, for a message: ``a POI layer ([pois]) or imagery ([[rasters]])``."""
+    names = [SOURCE_NAMES[s] for s in dict.fromkeys(VIEW_SOURCES.get(v, "regions") for v in views)
+             if s != "regions"]
+    return " or ".join(names) or "more inputs"
 
 
 @dataclass
@@ -149,8 +169,7 @@ class Embedder(ABC):
         if len(have) < self.min_views:
             raise InputError(
                 f"{self.name} needs at least {self.min_views} of the views {list(self.uses_views)}, "
-                f"but the inputs only give {sorted(views.available()) or 'none'}. Add a POI layer, imagery, "
-                "an OD table or a land-use layer."
+                f"but the inputs only give {sorted(views.available()) or 'none'}. Add {inputs_for(self.uses_views)}."
             )
 
     @abstractmethod

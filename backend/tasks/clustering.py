@@ -93,9 +93,20 @@ def _k_range(xs: np.ndarray, k_min: int, k_max: int) -> range:
     if hi < k_min:
         raise InputError(
             f"Cannot choose among {k_min}..{k_max} clusters: only {len(xs)} regions with {n_distinct} distinct "
-            "embeddings; give a smaller k or more regions."
+            f"embeddings; {_fewer_hint(k_min, len(xs), n_distinct, 'k_min')}"
         )
     return range(k_min, hi + 1)
+
+
+def _fewer_hint(k: int, n: int, n_distinct: int, name: str) -> str:
+    """What to do when ``k`` clusters cannot be made: a smaller k only when one exists (k >= 2 always)."""
+    largest = min(n - 1, n_distinct)
+    if largest >= 2:
+        return f"choose {name} between 2 and {largest}."
+    if n_distinct < n:
+        return ("the regions' embeddings are (nearly) all the same, so there is nothing to cluster; check that the "
+                "inputs differ between regions.")
+    return "clustering needs at least 3 regions."
 
 
 class _Ward:
@@ -219,7 +230,7 @@ def cluster(
         if k_used > len(xs) - 1 or k_used > n_distinct:
             raise InputError(
                 f"Cannot make {k_used} clusters from {len(xs)} regions ({n_distinct} distinct embeddings); "
-                "choose a smaller k."
+                f"{_fewer_hint(k_used, len(xs), n_distinct, 'k')}"
             )
     else:
         raise ValueError(f"k must be 'auto' or an integer >= 2, not {k!r}.")

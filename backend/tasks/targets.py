@@ -7,8 +7,9 @@ drawn to hold similar populations are nearly unpredictable, while log1p densitie
 (see SPEC section 5), so the transform matters as much as the model.
 
 :func:`make_target` drops the regions whose target is undefined (missing value, missing or
-non-positive area or denominator) and returns a :class:`Target` whose :meth:`Target.inverse` maps
-model-space predictions back to the label's own units (the units written to the predictions layer).
+non-positive area or denominator, a quotient that overflows) and returns a :class:`Target` whose
+:meth:`Target.inverse` maps model-space predictions back to the label's own units (the units written to
+the predictions layer).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Target:
         scale: Per-region factor that turns a target value back into the label's units (area in km2
             for a density, the denominator for a rate, 1 for a count), indexed like ``y``.
         n_dropped: Number of input regions dropped because the target is undefined there.
+        n_overflow: Of those, regions whose value divided by area or denominator is not finite.
     """
 
     label: str
@@ -53,6 +55,7 @@ class Target:
     description: str
     scale: pd.Series
     n_dropped: int
+    n_overflow: int = 0
 
     def inverse(self, y_model: pd.Series | np.ndarray | Sequence[float]) -> pd.Series:
         """Map model-space values back to the label's own units.
@@ -144,7 +147,12 @@ def make_target(
     scale = scale.where(scale > 0)
 
     valid = values.notna() & scale.notna()
-    y = (values[valid] / scale[valid]).astype(float)
+    with np.errstate(over="ignore"):
+        y = (values[valid] / scale[valid]).astype(float)
+    overflow = y.index[~np.isfinite(y.to_numpy())]  # e.g. 1e308 people on a fraction of a km2
+    if len(overflow):
+        valid[overflow] = False
+        y = y.drop(overflow)
     if spec.log1p:
         if (y <= -1).any():
             raise InputError(
@@ -168,4 +176,5 @@ def make_target(
         description=description,
         scale=scale[valid].astype(float),
         n_dropped=n_dropped,
+        n_overflow=len(overflow),
     )

@@ -29,6 +29,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..input_export import remove_stale_staging
 from ._base import (
     DEVICES,
     METHODS,
@@ -157,7 +158,9 @@ class EmbedAlgorithm(RegionLensAlgorithm):
             QgsProcessingParameterString(
                 self.METHOD_PARAMS, tr('Method parameters (JSON, e.g. {"neighbourhood_m": 1000})'), optional=True
             ),
-            QgsProcessingParameterBoolean(self.OVERWRITE, tr("Replace the output folder if it holds files"), False),
+            QgsProcessingParameterBoolean(
+                self.OVERWRITE, tr("Replace a previous RegionLens run in the output folder"), False
+            ),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
@@ -247,7 +250,12 @@ class EmbedAlgorithm(RegionLensAlgorithm):
                 }
             rasters = self.parameterAsLayerList(parameters, self.RASTERS, context)
             config["rasters"] = [raster_input(layer, folder, context, feedback) for layer in rasters]
-            result = run_backend(python, "run", config, feedback)
+            try:
+                result = run_backend(python, "run", config, feedback)
+            except QgsProcessingException:
+                # A worker that was killed cannot remove its unfinished output; the worker has exited here.
+                remove_stale_staging(output_dir)
+                raise
 
         gpkg = str(result["gpkg"])  # (the run's report lines already came as log events)
         written = set(result.get("layers") or [])

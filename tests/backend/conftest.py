@@ -152,3 +152,39 @@ def write_tif(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def small_city(tmp_path: Path, write_gpkg: Callable[..., Path]) -> dict[str, Any]:
+    """A small real city in ``tmp_path``: 16 squares of 100 m (4 x 4, EPSG:32610, ids 1..16 in ``rid``, numeric
+    ``pop`` and text ``kind``) in ``regions.gpkg`` and 48 POIs (``category``, ``name``) in ``pois.gpkg``.
+
+    Returns a fresh configuration dict (paths relative to ``tmp_path``; baseline, one density label, ridge only,
+    no figures) that runs in seconds; write it into ``tmp_path`` to use it.
+    """
+    from shapely.geometry import Point
+
+    squares, rows = [], []
+    for i in range(16):
+        x, y = TOY_X0 + 100 * (i % 4), TOY_Y0 + 100 * (i // 4)
+        squares.append(box(x, y, x + 100, y + 100))
+        rows.append({"rid": i + 1, "pop": float(10 + 7 * i), "kind": "abcd"[i % 4]})
+    write_gpkg(gpd.GeoDataFrame(rows, geometry=squares, crs="EPSG:32610"), "regions.gpkg")
+    points, attrs = [], []
+    categories = ["cafe", "bank", "school", "park"]
+    for i in range(16):
+        x, y = TOY_X0 + 100 * (i % 4), TOY_Y0 + 100 * (i // 4)
+        for j in range(3):
+            points.append(Point(x + 20 + 30 * j, y + 25 + 25 * j))
+            attrs.append({"category": categories[(i + j * (i % 3)) % 4], "name": f"place {i}-{j}"})
+    write_gpkg(gpd.GeoDataFrame(attrs, geometry=points, crs="EPSG:32610"), "pois.gpkg")
+    return {
+        "output_dir": "out",
+        "regions": {"path": "regions.gpkg", "id_field": "rid"},
+        "pois": {"path": "pois.gpkg", "category_field": "category", "name_field": "name"},
+        "labels": [{"name": "pop", "field": "pop", "target": "density", "log1p": True}],
+        "methods": [{"name": "baseline", "dim": 4}],
+        "clustering": {"k": 3},
+        "prediction": {"models": ["ridge"], "folds": 3, "repeats": 1, "spatial": False},
+        "figures": False,
+    }

@@ -9,7 +9,11 @@ import pytest
 from backend.config import config_from_dict, load_config
 from backend.errors import ConfigError
 
-BASE = {"output_dir": "out", "regions": {"path": "r.gpkg", "id_field": "id"}}
+BASE = {
+    "output_dir": "out",
+    "regions": {"path": "r.gpkg", "id_field": "id"},
+    "pois": {"path": "p.gpkg", "category_field": "c"},
+}
 
 
 def test_toml_relative_paths_resolve_against_file(tmp_path) -> None:
@@ -59,3 +63,42 @@ def test_missing_sections_and_file(tmp_path) -> None:
     (tmp_path / "bad.toml").write_text("this is = = not toml")
     with pytest.raises(ConfigError, match="Cannot parse"):
         load_config(tmp_path / "bad.toml")
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"methods": [{"name": "baseline", "dim": "sixteen"}]}, r"'methods\[0\].dim' must be an integer"),
+        ({"methods": [{"name": "baseline", "dim": True}]}, r"'methods\[0\].dim' must be an integer"),
+        ({"methods": [{"name": "baseline", "params": {"neighbourhood_m": "far"}}]}, "neighbourhood_m' must be a"),
+        ({"methods": [{"name": "baseline", "params": {"neighbourhood_m": float("nan")}}]}, "finite"),
+        ({"methods": [{"name": "calliper", "params": {"epochs": 0}}]}, "epochs"),
+        ({"methods": [{"name": "calliper"}], "pois": None}, "calliper learns from a POI layer"),
+        ({"prediction": {"folds": "3"}}, "'prediction.folds' must be an integer"),
+        ({"prediction": {"models": "gbm"}}, r'write models = \["gbm"\]'),
+        ({"prediction": {"repeats": 1000}}, "between 1 and 100"),
+        ({"clustering": {"k_min": 4, "k_max": 3}}, "k_max"),
+        ({"rasters": [{"path": "a.tif", "bands": "1,2"}]}, r"'rasters\[0\].bands' must be a list of integers"),
+        ({"rasters": {"path": "a.tif"}}, "must be a list"),
+        ({"regions": {"path": 3, "id_field": "id"}}, "'regions.path' must be a text"),
+        ({"labels": [{"name": "a", "field": "f", "log1p": 1}]}, "must be true or false"),
+        ({"seed": 1.5}, "'seed' must be an integer"),
+        ({"device": "tpu"}, "'device' must be one of"),
+    ],
+)
+def test_wrong_types_and_ranges_name_the_key(patch, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({**BASE, **patch})
+
+
+def test_integers_are_accepted_for_numbers_and_lists_for_lists() -> None:
+    cfg = config_from_dict({**BASE, "methods": [{"name": "baseline", "params": {"neighbourhood_m": 500}}],
+                            "prediction": {"models": ["gbm"], "write_model": "gbm"}, "device": "cuda:1"})
+    assert cfg.methods[0].params["neighbourhood_m"] == 500.0 and isinstance(cfg.methods[0].params["neighbourhood_m"],
+                                                                              float)
+    assert cfg.prediction is not None and cfg.prediction.models == ["gbm"]
+
+
+def test_a_configuration_must_be_an_object() -> None:
+    with pytest.raises(ConfigError, match="must be a table/object"):
+        config_from_dict(["regions"])  # type: ignore[arg-type]

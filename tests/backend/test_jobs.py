@@ -7,7 +7,7 @@ import pyogrio
 import pytest
 
 from backend.demo import demo_config
-from backend.errors import InputError, OutputError
+from backend.errors import ConfigError, InputError, OutputError
 from backend.jobs import run_cluster_job, run_predict_job
 from backend.pipeline import run_pipeline
 
@@ -55,3 +55,40 @@ def test_jobs_reject_layers_without_embeddings(tmp_path) -> None:
         run_cluster_job({"embeddings": str(SAMPLE_DIR / "sf_block_groups_crime_pop.geojson"), "id_field": "GEO_ID",
                          "output": str(tmp_path / "x.gpkg")})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_job_output_never_replaces_an_input(run_gpkg, tmp_path) -> None:
+    import shutil
+
+    layer = tmp_path / "emb.gpkg"
+    shutil.copy(run_gpkg, layer)
+    before = layer.read_bytes()
+    with pytest.raises(OutputError, match="also an input"):
+        run_cluster_job({"embeddings": str(layer), "layer": "embeddings", "k": 3, "output": str(layer),
+                         "overwrite": True})
+    assert layer.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["emb.gpkg"]
+
+
+def test_job_parameters_of_the_wrong_type_are_config_errors(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"'k' must be an integer or a text, not \[3\]"):
+        run_cluster_job({"embeddings": "e.gpkg", "output": str(tmp_path / "c.gpkg"), "k": [3]})
+    with pytest.raises(ConfigError, match="'folds' must be an integer"):
+        run_predict_job({"embeddings": "e.gpkg", "output": str(tmp_path / "p.gpkg"), "label_field": "x",
+                         "folds": "3"})
+    with pytest.raises(ConfigError, match="'folds' must lie between 2 and 100, not 1"):
+        run_predict_job({"embeddings": "e.gpkg", "output": str(tmp_path / "p.gpkg"), "label_field": "x", "folds": 1})
+    with pytest.raises(ConfigError, match="'models' must be"):
+        run_predict_job({"embeddings": "e.gpkg", "output": str(tmp_path / "p.gpkg"), "label_field": "x",
+                         "models": ["svm"]})
+    with pytest.raises(ConfigError, match="'k' must lie between 2"):
+        run_cluster_job({"embeddings": "e.gpkg", "output": str(tmp_path / "c.gpkg"), "k": 1})
+    with pytest.raises(ConfigError, match="must be an object"):
+        run_cluster_job(["e.gpkg"])  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_temporary_geopackage_of_a_dead_job_is_removed(run_gpkg, tmp_path) -> None:
+    stale = tmp_path / ".c.tmp-999999999.gpkg"  # no process has this pid
+    stale.write_text("half-written")
+    run_cluster_job({"embeddings": run_gpkg, "layer": "embeddings", "k": 3, "output": str(tmp_path / "c.gpkg")})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.gpkg"]

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import geopandas as gpd
+import pandas as pd
 import pyogrio
 import pytest
 
@@ -124,3 +125,51 @@ def test_cancel_from_another_thread_is_prompt(tmp_path) -> None:
         run_pipeline(demo_config(tmp_path / "run", quick=True), progress)
     timer.cancel()
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------ imperfect labels and regions
+def _run_small(small_city: dict, tmp_path: Path, regions: gpd.GeoDataFrame | None = None) -> dict:
+    """Run the small city (optionally with other regions) through the CLI in-process; returns run.json."""
+    from backend.cli import main
+
+    if regions is not None:
+        (tmp_path / "regions.gpkg").unlink()
+        regions.to_file(tmp_path / "regions.gpkg", engine="pyogrio")
+    (tmp_path / "config.json").write_text(json.dumps(small_city))
+    assert main(["run", str(tmp_path / "config.json"), "--quiet"]) == 0
+    return json.loads((tmp_path / "out" / "run.json").read_text())
+
+
+def test_extreme_label_values_are_dropped_counted_and_reported_once(small_city, tmp_path) -> None:
+    regions = gpd.read_file(tmp_path / "regions.gpkg")
+    regions.loc[:4, "pop"] = 1e308  # finite, but 1e308 per 0.01 km2 overflows to infinity
+    manifest = _run_small(small_city, tmp_path, regions)
+    notes = [line for line in manifest["report"] if "'pop'" in line]
+    assert len(notes) == 1 and "5 regions" in notes[0] and "not a finite number" in notes[0], notes
+    assert {m["n_regions"] for m in manifest["metrics"]} == {11}
+
+
+def test_missing_label_values_are_reported_once(small_city, tmp_path) -> None:
+    regions = gpd.read_file(tmp_path / "regions.gpkg")
+    regions.loc[:2, "pop"] = float("nan")
+    manifest = _run_small(small_city, tmp_path, regions)
+    notes = [line for line in manifest["report"] if "'pop'" in line]
+    assert len(notes) == 1 and "3 regions" in notes[0], notes
+    assert json.dumps(manifest).count("3 regions have no finite numeric value") == 1  # once in all of run.json
+    assert {m["n_regions"] for m in manifest["metrics"]} == {13}
+
+
+def test_tiny_region_gets_no_density_and_is_reported(small_city, tmp_path) -> None:
+    from shapely.geometry import box
+
+    from tests.backend.conftest import TOY_X0, TOY_Y0
+
+    regions = gpd.read_file(tmp_path / "regions.gpkg")
+    sliver = gpd.GeoDataFrame({"rid": [17], "pop": [5.0], "kind": ["e"]},
+                              geometry=[box(TOY_X0 + 400, TOY_Y0, TOY_X0 + 400.01, TOY_Y0 + 0.01)], crs=regions.crs)
+    manifest = _run_small(small_city, tmp_path, pd.concat([regions, sliver], ignore_index=True))
+    assert any("far smaller than the others" in line and "'17'" in line for line in manifest["report"])
+    assert manifest["n_regions"] == 17
+    assert {m["n_regions"] for m in manifest["metrics"]} == {16}  # the sliver's density is left out
+    pred = gpd.read_file(tmp_path / "out" / "regionlens.gpkg", layer="predictions").set_index("region_id")
+    assert pd.isna(pred.loc["17", "pop_pred"]) and pred.loc["1", "pop_pred"] > 0

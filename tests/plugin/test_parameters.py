@@ -7,13 +7,15 @@ layers and on small memory layers built here.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from qgis.core import QgsFeature, QgsGeometry, QgsProject, QgsRasterLayer, QgsVectorLayer
 
-from plugin.input_export import MARKER, remove_exported_inputs, remove_stale_staging
+from plugin.input_export import MARKER, STAGING_MARKER, remove_exported_inputs, remove_stale_staging
 from plugin.parameters import (
     METHODS,
     LabelChoice,
@@ -298,13 +300,23 @@ def test_remove_exported_inputs_and_staging(tmp_path: Path) -> None:
     ours.mkdir()
     (ours / MARKER).write_text("")
     assert remove_exported_inputs(ours) is True and not ours.exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
     staging = tmp_path / ".run.tmp-abc123"
     staging.mkdir()
     (staging / "regionlens.gpkg").write_text("half")
+    (staging / STAGING_MARKER).write_text(json.dumps({"pid": int(dead.stdout)}))
+    live = tmp_path / ".run.tmp-live"  # a run still writing: never touched
+    live.mkdir()
+    (live / STAGING_MARKER).write_text(json.dumps({"pid": os.getpid()}))
+    unmarked = tmp_path / ".run.tmp-other"  # not the backend's
+    unmarked.mkdir()
     other = tmp_path / ".other.tmp-1"
     other.mkdir()
     assert remove_stale_staging(tmp_path / "run") == [staging.resolve()]
-    assert not staging.exists() and other.exists()
+    assert not staging.exists() and live.exists() and unmarked.exists() and other.exists()
+    assert remove_stale_staging(tmp_path / "run", pid=os.getpid()) == [live.resolve()]  # the worker that died
+    assert unmarked.exists()
 
 
 # ------------------------------------------------------------------------------------- project settings

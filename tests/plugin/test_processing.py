@@ -415,6 +415,28 @@ def test_dead_worker_becomes_processing_exception(
         processing_module.run("regionlens:cluster", params, feedback=RecordingFeedback())
 
 
+def test_killed_worker_leaves_no_staging_folder(
+    provider, processing_module, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    unmarked = tmp_path / ".run.tmp-notours"  # not written by the backend: kept
+    unmarked.mkdir()
+    fake = tmp_path / "python"  # a worker killed while writing: its staging folder names it, then it dies
+    fake.write_text(
+        "#!/bin/sh\n"
+        f"mkdir -p '{tmp_path}/.run.tmp-abc'\n"
+        f"echo \"{{\\\"pid\\\": $$}}\" > '{tmp_path}/.run.tmp-abc/.regionlens-staging'\n"
+        "kill -9 $$\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(_base, "find_backend_python", lambda *args: fake)
+    params = {"REGIONS": str(BLOCKS), "REGION_ID": "GEO_ID", "POIS": str(POIS), "POI_CATEGORY": "category",
+              "OUTPUT_DIR": str(out), **FAST}
+    with pytest.raises(QgsProcessingException, match="-9"):
+        processing_module.run("regionlens:embed", params, feedback=RecordingFeedback())
+    assert not (tmp_path / ".run.tmp-abc").exists() and unmarked.is_dir() and not out.exists()
+
+
 # ---------------------------------------------------------------------------------------------- inputs
 
 

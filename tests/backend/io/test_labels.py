@@ -41,7 +41,8 @@ def test_non_numeric_and_missing_values_are_nan_and_counted(toy_read: gpd.GeoDat
     labels = read_labels([LabelSpec("crime", field="crime")], toy_read, toy_read.crs, report)
     assert labels["crime"].tolist()[0] == 3.0 and labels["crime"].tolist()[3] == 7.5
     assert labels["crime"].isna().tolist() == [False, True, True, False]
-    assert report == ["Label 'crime': 2 regions have no numeric value in 'crime' and are left out of this task."]
+    assert report == ["Label 'crime': 2 regions have no finite numeric value in 'crime' (empty, text, NaN or "
+                      "infinite) and are left out of this task."]
 
 
 def test_unknown_field_lists_numeric_fields(toy_read: gpd.GeoDataFrame) -> None:

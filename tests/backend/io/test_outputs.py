@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import sqlite3
+from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
@@ -11,7 +14,15 @@ import pytest
 import shapely
 
 from backend.errors import OutputError
-from backend.io.outputs import OutputFolder, check_output_dir, write_layer, write_table
+from backend.io.outputs import (
+    STAGING_MARKER,
+    OutputFolder,
+    check_output_dir,
+    remove_active_staging,
+    remove_stale_temporary_files,
+    write_layer,
+    write_table,
+)
 
 
 def test_commit_moves_staging_into_place(tmp_path) -> None:
@@ -32,18 +43,100 @@ def test_failure_leaves_nothing(tmp_path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def _previous_run(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"regionlens": "0.1.0"}))
+    (folder / "regionlens.gpkg").write_text("old results")
+    return folder
+
+
 def test_existing_output_is_kept_unless_overwrite(tmp_path) -> None:
-    target = tmp_path / "run"
-    target.mkdir()
-    (target / "mine.txt").write_text("user data")
+    target = _previous_run(tmp_path / "run")
     with pytest.raises(OutputError, match="already holds files"):
         OutputFolder(target)
-    assert (target / "mine.txt").read_text() == "user data"
+    assert (target / "regionlens.gpkg").read_text() == "old results"
     with OutputFolder(target, overwrite=True) as out:
         out.path("new.txt").write_text("y")
         out.commit()
     assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_overwrite_refuses_a_folder_without_run_json(tmp_path) -> None:
+    target = tmp_path / "run"
+    target.mkdir()
+    (target / "mine.txt").write_text("user data")
+    (target / "run.json").write_text("[1, 2]")  # not a RegionLens manifest
+    with pytest.raises(OutputError, match=r"no RegionLens run \(run.json\)"):
+        OutputFolder(target, overwrite=True)
+    assert (target / "mine.txt").read_text() == "user data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_overwrite_refuses_a_run_folder_holding_an_input(tmp_path) -> None:
+    target = _previous_run(tmp_path / "run")
+    (target / "inputs").mkdir()
+    regions = target / "inputs" / "regions.gpkg"
+    regions.write_text("input")
+    with pytest.raises(OutputError, match="contains an input or the configuration file"):
+        OutputFolder(target, overwrite=True, protect=[str(regions)])
+    assert regions.read_text() == "input" and (target / "run.json").is_file()
+
+
+def test_overwrite_refuses_the_current_directory_and_its_parents(tmp_path, monkeypatch) -> None:
+    target = _previous_run(tmp_path / "run")
+    (target / "sub").mkdir()
+    monkeypatch.chdir(target / "sub")
+    for folder in (target, target / "sub"):
+        with pytest.raises(OutputError, match="contains the current directory"):
+            check_output_dir(folder, overwrite=True)
+    assert (target / "run.json").is_file()
+
+
+def test_stale_staging_of_dead_process_is_removed_live_and_foreign_kept(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / ".run.tmp-dead"
+    stale.mkdir()
+    (stale / "regionlens.gpkg").write_text("half")
+    (stale / STAGING_MARKER).write_text(json.dumps({"pid": dead_pid, "host": socket.gethostname()}))
+    live = tmp_path / ".other.tmp-live"
+    live.mkdir()
+    (live / STAGING_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    foreign = tmp_path / ".run.tmp-nomarker"
+    foreign.mkdir()
+    elsewhere = tmp_path / ".run.tmp-host"
+    elsewhere.mkdir()
+    (elsewhere / STAGING_MARKER).write_text(json.dumps({"pid": dead_pid, "host": "another-machine"}))
+    with OutputFolder(tmp_path / "run") as out:
+        assert out.removed_stale == [stale]
+        assert (out.staging / STAGING_MARKER).is_file()
+        out.commit()
+    assert not stale.exists() and live.is_dir() and foreign.is_dir() and elsewhere.is_dir()
+    assert not (tmp_path / "run" / STAGING_MARKER).exists()
+
+
+def test_remove_active_staging(tmp_path) -> None:
+    out = OutputFolder(tmp_path / "run")
+    out.path("a.txt").write_text("x")
+    assert remove_active_staging() == [out.staging]
+    assert list(tmp_path.iterdir()) == []
+    assert remove_active_staging() == []
+
+
+def test_stale_temporary_geopackages(tmp_path) -> None:
+    mine = tmp_path / f".c.tmp-{os.getpid()}.gpkg"
+    dead = tmp_path / ".c.tmp-999999999.gpkg"
+    journal = tmp_path / ".c.tmp-999999999.gpkg-journal"
+    other = tmp_path / ".d.tmp-999999999.gpkg"
+    for p in (mine, dead, journal, other):
+        p.write_text("x")
+    assert sorted(remove_stale_temporary_files(tmp_path / "c.gpkg")) == [dead, journal]
+    assert mine.exists() and other.exists()
 
 
 def test_empty_existing_folder_is_fine_and_file_is_refused(tmp_path) -> None:

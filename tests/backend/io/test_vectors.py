@@ -14,7 +14,7 @@ from shapely.geometry import LineString, MultiPoint, Point, Polygon, box
 from backend.config import LabelSpec, LandUseSource, PoiSource, RegionsSource
 from backend.errors import ConfigError, InputError
 from backend.io.city import CityData
-from backend.io.vectors import read_label_points, read_landuse, read_pois, read_regions
+from backend.io.vectors import read_label_points, read_landuse, read_pois, read_regions, tiny_regions
 
 X0, Y0 = 550_000.0, 4_180_000.0  # lower-left corner of the toy grid (see conftest)
 
@@ -128,8 +128,41 @@ def test_geometry_empty_after_repair_names_the_region(
 ) -> None:
     flat = Polygon([(X0, Y0 + 300), (X0 + 50, Y0 + 350), (X0 + 100, Y0 + 400), (X0, Y0 + 300)])  # no area
     extra = gpd.GeoDataFrame({"rid": [77], "pop": [1.0], "kind": ["e"]}, geometry=[flat], crs="EPSG:32610")
-    with pytest.raises(InputError, match=r"1 region geometries have no area left after repair \(ids '77'\)"):
+    with pytest.raises(InputError, match=r"1 region geometries have no area left after repair \(.*ids '77'\)"):
         _regions(write_gpkg(pd.concat([toy_regions, extra], ignore_index=True), "r.gpkg"))
+
+
+def test_validity_is_checked_before_reprojecting(
+    toy_regions: gpd.GeoDataFrame, write_gpkg: Callable[..., Path]
+) -> None:
+    # A collinear ring in degrees is invalid; reprojected to UTM its points leave the line and it would pass
+    # as a valid sliver, so the check must come first.
+    grid = toy_regions.to_crs("EPSG:4326")
+    x, y, d = -122.4375, 37.765625, 2.0**-10  # exactly representable: the ring is exactly collinear
+    flat = Polygon([(x, y), (x + d, y + d), (x + 2 * d, y + 2 * d), (x, y)])
+    moved = gpd.GeoSeries([flat], crs="EPSG:4326").to_crs("EPSG:32610").iloc[0]
+    assert not flat.is_valid and moved.is_valid and moved.area > 0  # reprojected, it would pass as a sliver
+    extra = gpd.GeoDataFrame({"rid": [77], "pop": [1.0], "kind": ["e"]}, geometry=[flat], crs="EPSG:4326")
+    path = write_gpkg(pd.concat([grid, extra], ignore_index=True), "r.gpkg")
+    with pytest.raises(InputError, match=r"no area left after repair .*ids '77'"):
+        _regions(path)
+
+
+def test_bow_tie_repair_names_the_region(toy_regions: gpd.GeoDataFrame, write_gpkg: Callable[..., Path]) -> None:
+    bow_tie = Polygon([(X0, Y0 + 300), (X0 + 100, Y0 + 400), (X0 + 100, Y0 + 300), (X0, Y0 + 400)])
+    extra = gpd.GeoDataFrame({"rid": [5], "pop": [1.0], "kind": ["e"]}, geometry=[bow_tie], crs="EPSG:32610")
+    _, report = _regions(write_gpkg(pd.concat([toy_regions, extra], ignore_index=True), "r.gpkg"))
+    assert any("Repaired 1 invalid region geometries" in line and "ids '5'" in line for line in report)
+
+
+def test_tiny_regions_are_reported(toy_regions: gpd.GeoDataFrame, write_gpkg: Callable[..., Path]) -> None:
+    sliver = box(X0 + 300, Y0, X0 + 300.01, Y0 + 0.01)  # 1e-4 m2 beside 10,000 m2 squares
+    extra = gpd.GeoDataFrame({"rid": [9], "pop": [1.0], "kind": ["e"]}, geometry=[sliver], crs="EPSG:32610")
+    regions, report = _regions(write_gpkg(pd.concat([toy_regions, extra], ignore_index=True), "r.gpkg"))
+    assert list(tiny_regions(regions.geometry.area)) == ["9"]
+    assert any(line.startswith("1 regions are far smaller than the others") and "'9'" in line for line in report)
+    _, clean = _regions(write_gpkg(toy_regions, "clean.gpkg"))
+    assert not any("far smaller" in line for line in clean)
 
 
 # --------------------------------------------------------------------------------------------- POIs

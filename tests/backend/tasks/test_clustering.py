@@ -60,8 +60,16 @@ def test_fixed_k_and_determinism() -> None:
 
 def test_invalid_k() -> None:
     x, _ = _blobs((4, 4))
-    with pytest.raises(InputError, match="smaller k"):
+    with pytest.raises(InputError, match="choose k between 2 and 7"):
         cluster(x, k=8)
+    same = np.ones((5, 3))  # k is already 2: no smaller k to suggest
+    with pytest.raises(InputError, match="nothing to cluster") as err:
+        cluster(same, k=2)
+    assert "choose k" not in str(err.value)
+    with pytest.raises(InputError, match="nothing to cluster"):
+        cluster(same, k="auto")
+    with pytest.raises(InputError, match="at least 3 regions"):
+        cluster(np.eye(2), k=2)
     with pytest.raises(ValueError, match="'auto'"):
         cluster(x, k=1)
     with pytest.raises(ValueError, match="method"):

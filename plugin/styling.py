@@ -1,7 +1,8 @@
 """Renderers for RegionLens output layers: clusters, predictions, residuals, embeddings.
 
-- clusters: categorized on ``cluster`` with fixed, distinct colours (matplotlib's tab10, then the light
-  half of tab20), legend ``Cluster 0 — <cluster_label>`` and the cluster number as map label;
+- clusters: categorized on ``cluster`` with the palette shared with the backend's figures
+  (``regionlens_common``), legend ``Cluster 0 — <cluster_name>`` (the readable name the backend wrote)
+  and the cluster number as map label;
 - predictions: graduated on ``<label>_pred`` (quantile or Jenks, 5 classes, Viridis);
 - residuals: graduated on ``<label>_res`` (observed minus predicted), 7 classes symmetric around 0
   with the diverging RdBu ramp, so that white means "about right";
@@ -39,6 +40,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
+from .common import common
+
 __all__ = [
     "CLUSTER_COLOURS",
     "VIRIDIS",
@@ -54,13 +57,8 @@ __all__ = [
     "style_embeddings",
 ]
 
-#: tab10, then the light colours of tab20: 20 distinct cluster colours.
-CLUSTER_COLOURS = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
-    "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
-]  # fmt: skip
+#: The fixed cluster colours (clusters 0..19), shared with the backend's figures.
+CLUSTER_COLOURS = list(common.CLUSTER_COLOURS)
 #: Sequential ramp for predicted values (matplotlib viridis, 5 anchors).
 VIRIDIS = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"]
 #: Diverging ramp for residuals (ColorBrewer RdBu, 11 classes): red = observed below predicted.
@@ -74,11 +72,8 @@ _OUTLINE_WIDTH = "0.1"  # millimetres
 
 
 def cluster_colour(index: int) -> QColor:
-    """Colour of cluster ``index``: the fixed list first, then golden-angle hues beyond 20 clusters."""
-    if 0 <= index < len(CLUSTER_COLOURS):
-        return QColor(CLUSTER_COLOURS[index])
-    hue = int((abs(index) * 137.508) % 360)
-    return QColor.fromHsv(hue, 160, 200)
+    """Colour of cluster ``index``, the same as in the backend's figures (``regionlens_common``)."""
+    return QColor(common.cluster_colour(abs(int(index))))
 
 
 def gradient_ramp(colours: Sequence[str]) -> QgsGradientColorRamp:

@@ -112,16 +112,19 @@ def _centre(X: np.ndarray) -> np.ndarray:  # noqa: N803
 
 @dataclass
 class _Distinct:
-    """The distinct rows of the centred embeddings and which of them every region has."""
+    """The distinct embeddings and which of them every region has."""
 
     rows: np.ndarray  # D x d
     inverse: np.ndarray  # N: index into rows
     counts: np.ndarray  # D: regions per distinct row
 
     @classmethod
-    def of(cls, xs: np.ndarray) -> _Distinct:
-        rows, inverse, counts = np.unique(xs, axis=0, return_inverse=True, return_counts=True)
-        return cls(rows, inverse.ravel(), counts)
+    def of(cls, X: np.ndarray) -> _Distinct:  # noqa: N803
+        """The distinct rows of ``X``, centred on their own mean (so copies of a row change nothing)."""
+        xa = _centre(X)  # checks shape and finiteness
+        raw = np.asarray(X, dtype=float).reshape(xa.shape)
+        rows, inverse, counts = np.unique(raw, axis=0, return_inverse=True, return_counts=True)
+        return cls(rows - rows.mean(axis=0), inverse.ravel(), counts)
 
     def warnings(self) -> list[str]:
         n, top = int(self.counts.sum()), int(self.counts.max())
@@ -227,7 +230,7 @@ def suggest_k(
         InputError: If there are fewer than 3 distinct embeddings.
     """
     _check_method(method)
-    distinct = _Distinct.of(_centre(X))
+    distinct = _Distinct.of(X)
     scores = _scores(distinct.rows, _k_range(len(distinct.rows), k_min, k_max, []), method, seed)
     return _best(scores), scores
 
@@ -269,7 +272,7 @@ def cluster(
             many for agglomerative clustering.
     """
     _check_method(method)
-    distinct = _Distinct.of(_centre(X))
+    distinct = _Distinct.of(X)
     rows, n_distinct = distinct.rows, len(distinct.rows)
     notes = distinct.warnings()
     scores: dict[int, float] = {}
@@ -278,7 +281,7 @@ def cluster(
         k_used = _best(scores)
     elif isinstance(k, int | np.integer) and not isinstance(k, bool) and k >= 2:
         k_used = int(k)
-        if k_used > n_distinct:
+        if k_used > n_distinct or k_used > len(distinct.inverse) - 1:
             raise InputError(
                 f"Cannot make {k_used} clusters from {len(distinct.inverse)} regions ({n_distinct} distinct "
                 "embeddings); choose a smaller k."
@@ -455,10 +458,11 @@ def _phrase(feature: str, z: float) -> tuple[str, str]:
     if feature.startswith(LANDUSE_SHARE):
         what = feature[len(LANDUSE_SHARE):].replace("_", " ").strip()
         return ("lu+" if up else "lu-"), what
-    base, _, tag = feature.partition(" (")
+    if feature in _PHRASES:
+        return feature, _PHRASES[feature][0 if up else 1]
+    base, _, tag = feature.partition(" (")  # "image brightness (<raster>)" when there are several rasters
     if base in _PHRASES:
-        words = _PHRASES[base][0 if up else 1]
-        return feature, words + (f" ({tag}" if tag else "")
+        return feature, f"{_PHRASES[base][0 if up else 1]} ({tag}"
     return feature, f"{'higher' if up else 'lower'} {feature}"
 
 

@@ -39,7 +39,11 @@ def test_layers_and_schema(demo_run) -> None:
     assert list(emb.columns) == ["region_id"] + [f"emb_{i:03d}" for i in range(16)] + ["geometry"]
     assert emb["region_id"].is_unique
     clusters = gpd.read_file(result.gpkg, layer="clusters")
-    assert clusters["cluster"].min() == 0 and clusters["cluster_label"].str.len().gt(0).all()
+    assert clusters["cluster"].min() == 0 and clusters["cluster_name"].str.len().gt(0).all()
+    # Names a planner reads: no raster band codes, embedding dimensions or +/- signs.
+    for name in clusters["cluster_name"].unique():
+        assert "_mean" not in name and "emb_" not in name and "+" not in name, name
+    assert clusters["cluster"].nunique() >= 4
     pred = gpd.read_file(result.gpkg, layer="predictions")
     for label in ("population", "vandalism", "robbery", "drugs", "cartheft", "incidents"):
         assert {f"{label}_obs", f"{label}_pred", f"{label}_res"} <= set(pred.columns)
@@ -124,3 +128,33 @@ def test_cancel_from_another_thread_is_prompt(tmp_path) -> None:
         run_pipeline(demo_config(tmp_path / "run", quick=True), progress)
     timer.cancel()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sparse_pois_without_raster_run_to_the_end(tmp_path, sf_dir) -> None:
+    """Issue 11 item 4: a POI layer with two rare categories and no raster (every category under the 5%
+    support that POI shares need in a profile) used to end in "features has no numeric column"."""
+    from backend.config import config_from_dict
+
+    regions = gpd.read_file(sf_dir / "sf_block_groups_crime_pop.geojson")[["GEO_ID", "geometry"]]
+    pois = gpd.read_file(sf_dir / "sf_pois_osm.geojson")
+    pois = pois[pois["category"].isin(["diplomatic", "ngo"])][["category", "geometry"]]
+    regions.to_file(tmp_path / "regions.gpkg", layer="regions", driver="GPKG")
+    pois.to_file(tmp_path / "pois.gpkg", layer="pois", driver="GPKG")
+    cfg = config_from_dict(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "regions": {"path": str(tmp_path / "regions.gpkg"), "id_field": "GEO_ID"},
+            "pois": {"path": str(tmp_path / "pois.gpkg"), "category_field": "category"},
+            "methods": [{"name": "baseline", "dim": 4}],
+            "prediction": None,
+        }
+    )
+    result = run_pipeline(cfg, Progress())
+    clusters = gpd.read_file(result.gpkg, layer="clusters")
+    assert len(clusters) == 579 and clusters["cluster_name"].str.len().gt(0).all()
+    profiles = pyogrio.read_dataframe(result.gpkg, layer="cluster_profiles")
+    assert "cluster_name" in profiles.columns and len(profiles)
+    assert "cluster_profiles.png" in [Path(f).name for f in result.figures]
+    manifest = json.loads(Path(result.run_json).read_text())
+    # Most block groups hold none of these POIs: one shared embedding, said in the log and run.json.
+    assert any("regions share one embedding" in line for line in manifest["report"])

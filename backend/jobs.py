@@ -204,6 +204,7 @@ def run_predict_job(params: dict[str, Any], progress: Progress | None = None) ->
     result = evaluate_label(x[rows], target.y.to_numpy(), coords[rows], models=tuple(job.models), folds=job.folds,
                             repeats=job.repeats, spatial=job.spatial, seed=job.seed, progress=progress)
     metrics = result.metrics.copy()
+    metrics.insert(0, "units", target.units)
     metrics.insert(0, "target", target.description)
     metrics.insert(0, "label", name)
     metrics.insert(0, "method", "embeddings")

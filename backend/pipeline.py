@@ -29,7 +29,7 @@ from regionlens_common import CLUSTER_NAME_FIELD
 __all__ = ["RunResult", "run_pipeline", "package_versions"]
 
 METRIC_COLUMNS = [
-    "method", "label", "target", "model", "protocol", "n_regions",
+    "method", "label", "target", "units", "model", "protocol", "n_regions",
     "mae_mean", "mae_std", "rmse_mean", "rmse_std", "r2_mean", "r2_std",
 ]
 
@@ -185,6 +185,7 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None) -> RunResult:
         metric_rows: list[dict[str, Any]] = []
         predictions: dict[str, pd.DataFrame] = {name: pd.DataFrame(index=views.region_ids) for name in embeddings}
         obs_pred: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {name: {} for name in embeddings}
+        label_units: dict[str, str] = {}
         if cfg.prediction is not None and cfg.labels:
             if city.labels is None:
                 raise InputError("Labels were configured but none could be read.")
@@ -195,6 +196,7 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None) -> RunResult:
                 raw = city.labels[spec.name].reindex(views.region_ids)
                 per = city.labels.get(f"{spec.name}__per")
                 target = make_target(raw, spec, areas, None if per is None else per.reindex(views.region_ids))
+                label_units[spec.name] = target.units
                 if target.n_dropped:
                     msg = (f"label '{spec.name}': {target.n_dropped} regions have no usable value and are left out "
                            "of this task")
@@ -211,6 +213,7 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None) -> RunResult:
                         repeats=cfg.prediction.repeats, spatial=cfg.prediction.spatial, seed=cfg.seed, progress=sub,
                     )
                     table = result.metrics.copy()
+                    table.insert(0, "units", target.units)
                     table.insert(0, "target", target.description)
                     table.insert(0, "label", spec.name)
                     table.insert(0, "method", name)
@@ -303,6 +306,7 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None) -> RunResult:
             "log": list(progress.log_messages),
             "layers": layers,
             "metrics": metric_rows,
+            "label_units": label_units,
         }
         write_json(manifest, out.path("run.json"))
         final = out.commit()

@@ -21,6 +21,7 @@ import pandas as pd
 
 from backend.config import LabelSpec
 from backend.errors import ConfigError, InputError
+from regionlens_common import label_units
 
 __all__ = ["Target", "make_target", "MIN_REGIONS", "TARGET_KINDS"]
 
@@ -44,6 +45,9 @@ class Target:
         scale: Per-region factor that turns a target value back into the label's units (area in km2
             for a density, the denominator for a rate, 1 for a count), indexed like ``y``.
         n_dropped: Number of input regions dropped because the target is undefined there.
+        units: Units of ``y`` as a planner reads them (:func:`regionlens_common.label_units`): ``count``,
+            ``per km²``, ``per Population``, wrapped as ``log1p(...)``; fills the ``units`` column of the
+            metrics table, the space every metric is computed in.
     """
 
     label: str
@@ -53,6 +57,7 @@ class Target:
     description: str
     scale: pd.Series
     n_dropped: int
+    units: str = ""
 
     def inverse(self, y_model: pd.Series | np.ndarray | Sequence[float]) -> pd.Series:
         """Map model-space values back to the label's own units.
@@ -168,4 +173,5 @@ def make_target(
         description=description,
         scale=scale[valid].astype(float),
         n_dropped=n_dropped,
+        units=label_units(spec.target, bool(spec.log1p), spec.per_field),
     )

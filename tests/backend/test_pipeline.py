@@ -59,6 +59,9 @@ def test_metrics_are_honest_and_complete(demo_run) -> None:
     assert set(metrics["label"]) == {"population", "vandalism", "robbery", "drugs", "cartheft", "incidents"}
     pop = metrics[(metrics.label == "population") & (metrics.protocol == "shuffled")].iloc[0]
     assert pop["target"].startswith("log1p") and pop["n_regions"] == 579
+    assert pop["units"] == "log1p(per km\u00b2)"  # the space every score is computed in
+    manifest = json.loads(Path(result.run_json).read_text())
+    assert manifest["label_units"]["population"] == "log1p(per km\u00b2)"
     # Image statistics carry signal for log1p population density (SPEC: about 0.4 from image stats alone).
     assert pop["r2_mean"] > 0.2
 

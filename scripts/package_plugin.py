@@ -2,7 +2,8 @@
 
 The zip holds one folder, ``regionlens/`` (the plugin's import name), with the tracked files QGIS and
 the backend need: metadata, entry point, the module both sides import (regionlens_common.py),
-plugin/, backend/, resources/ (sample city included), requirements/, docs/, README and LICENSE. Tests, benchmarks, CI and venvs stay out.
+plugin/, backend/, resources/ (sample city included), requirements/, docs/, README and LICENSE.
+Tests, benchmarks, CI and venvs stay out.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
 
-from backend.tasks.clustering import cluster_profiles
 import regionlens_common
+from backend.tasks.clustering import cluster_profiles
 from backend.viz import (
     CLUSTER_COLOURS,
     cluster_colour,

@@ -374,17 +374,17 @@ def test_metrics_dialog_sorts_numbers(run_gpkg: Path, qtbot) -> None:
     qtbot.addWidget(dialog)
     assert dialog.windowTitle().endswith("run_small")
     assert dialog.row_count() == 4
-    assert dialog.table.columnCount() == 8
-    assert dialog.cell(0, 5) == "0.400 \u00b1 0.050" and dialog.cell(0, 6) == "1.000 \u00b1 0.100"
+    assert dialog.table.columnCount() == 9
+    assert dialog.cell(0, 6) == "0.400 \u00b1 0.050" and dialog.cell(0, 7) == "1.000 \u00b1 0.100"
     rows = [
         {"method": m, "label": "pop", "target": "density", "model": "ridge", "protocol": "shuffled",
          "r2_mean": r2, "r2_std": 0.01, "mae_mean": 1.0, "mae_std": None, "rmse_mean": None, "rmse_std": None}
         for m, r2 in (("a", 0.5), ("b", -0.25), ("c", 0.05))
     ]  # fmt: skip
     dialog.set_rows(rows)
-    dialog.table.sortByColumn(5, Qt.SortOrder.DescendingOrder)
+    dialog.table.sortByColumn(6, Qt.SortOrder.DescendingOrder)
     assert [dialog.cell(r, 0) for r in range(3)] == ["a", "c", "b"]  # by value, not by text
-    assert dialog.cell(0, 6) == "1.000" and dialog.cell(0, 7) == ""
+    assert dialog.cell(0, 7) == "1.000" and dialog.cell(0, 8) == ""
     assert dialog.as_text().splitlines()[0].startswith("Method\tLabel")
 
 

@@ -16,7 +16,8 @@ from qgis.core import Qgis, QgsProject, QgsVectorLayer
 from qgis.PyQt.QtCore import Qt
 
 from plugin.main import RegionLensPlugin
-from plugin.parameters import METHODS
+from plugin.parameters import METHODS, label_name
+from plugin.project_settings import save_choices
 from plugin.sample_data import load_sample_data
 from plugin.tasks import RunCancelled, RunFailed, RunSucceeded
 from plugin.ui import run_dock as run_dock_module
@@ -213,6 +214,31 @@ def test_methods_fetched_in_background(plugin, qgis_new_project, backend_python:
         assert "torch" in widget.backend_label.text()
     finally:
         widget.disconnect_project()
+
+
+def test_labels_can_be_renamed_and_ids_are_not_offered(
+    plugin, dock: RunDock, sample: dict, qgis_new_project: QgsProject, qtbot
+) -> None:
+    dock.region_combo.setLayer(sample["block_groups"])
+    assert "CENSUSAREA" not in items(dock.label_list)  # geometry-derived: not a quantity to predict
+    item = items(dock.label_list)["Robbery"]
+    item.setCheckState(Qt.CheckState.Checked)
+    item.setText("robberies")  # double-click and type: the label's column name
+    dock.label_points_combo.setLayer(sample["crime_incidents"])
+    # The layer "Crime incidents 2012 H2 (SFPD)"-like title gives a short readable default name.
+    assert dock.label_points_name.placeholderText() == label_name(sample["crime_incidents"].name())
+    assert len(dock.label_points_name.placeholderText()) <= 31
+    dock.label_points_name.setText("incidents")
+    labels = dock.choices().labels
+    assert [(lab.field, lab.name) for lab in labels] == [("Robbery", "robberies"), ("", "incidents")]
+    save_choices(dock.choices(), qgis_new_project)
+    second = RunDock(plugin, None, qgis_new_project, fetch_info=False)
+    qtbot.addWidget(second)
+    try:
+        assert "robberies" in items(second.label_list) and second.label_points_name.text() == "incidents"
+        assert second.choices().labels == labels
+    finally:
+        second.disconnect_project()
 
 
 # ------------------------------------------------------------------------------------- settings

@@ -98,14 +98,18 @@ def _slug(text: str) -> str:
 def label_name(text: str, taken: Iterable[str] = ()) -> str:
     """A short, readable, unused label name from a field name or a layer title.
 
-    Bracketed parts and words holding digits (years, halves, versions) are dropped and at most three
-    words are kept: ``"Crime incidents 2012 H2 (SFPD)"`` -> ``crime_incidents``, ``Population`` ->
-    ``population``. When nothing is left the whole text is used (``"2012"`` -> ``label_2012``). A name
-    in ``taken`` gets ``_2``, ``_3``, ... The result matches :data:`LABEL_NAME_PATTERN`.
+    A field name (no spaces) is kept, in lower case with ``_`` for other characters: ``Population`` ->
+    ``population``, ``crime_2012`` -> ``crime_2012``. A title (with spaces or brackets) loses its
+    bracketed parts and its words holding digits (years, halves, versions) and keeps at most three words:
+    ``"Crime incidents 2012 H2 (SFPD)"`` -> ``crime_incidents``; when nothing is left the whole title is
+    used (``"2012 Q1"`` -> ``label_2012_q1``). A name in ``taken`` gets ``_2``, ``_3``, ... The result
+    matches :data:`LABEL_NAME_PATTERN`.
     """
-    plain = re.sub(r"\([^)]*\)|\[[^\]]*\]", " ", text)
-    words = [w for w in _slug(plain).split("_") if w and not any(ch.isdigit() for ch in w)]
-    base = "_".join(words[:_NAME_WORDS]) or _slug(text)
+    base = _slug(text)
+    if re.search(r"[\s()\[\]]", text.strip()):
+        plain = re.sub(r"\([^)]*\)|\[[^\]]*\]", " ", text)
+        words = [w for w in _slug(plain).split("_") if w and not any(ch.isdigit() for ch in w)]
+        base = "_".join(words[:_NAME_WORDS]) or base
     if not base or not base[0].isalpha():
         base = f"label_{base}".rstrip("_")
     base = base[:LABEL_NAME_MAX].rstrip("_")

@@ -237,8 +237,11 @@ def run_label_units(layer: QgsVectorLayer, label: str) -> str:
 
 
 def units_title(name: str, units: str) -> str:
-    """``name`` with the modelled units appended once: ``Predicted population (modelled as log1p(per km²))``."""
-    if not units:
+    """``name`` with the modelled units appended once: ``Predicted population (modelled as log1p(per km²))``.
+
+    Nothing is added for a label modelled as it is (``count``) or when the units are unknown.
+    """
+    if not units or units == "count":
         return name
     note = f"(modelled as {units})"
     return name if note in name else f"{name} {note}"

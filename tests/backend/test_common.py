@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
         ("Crime incidents 2012 H2 (SFPD)", "crime_incidents"),
         ("Population", "population"),
         ("CarTheft", "cartheft"),
-        ("sf_crime_incidents_2012h2", "sf_crime_incidents"),
-        ("2012", "label_2012"),
+        ("sf_crime_incidents_2012h2", "sf_crime_incidents_2012h2"),  # a field or file name is kept
+        ("emb_003", "emb_003"),
+        ("2012 Q1", "label_2012_q1"),
         ("Très grande densité de population urbaine", "tr_s_grande"),
     ],
 )

@@ -174,7 +174,7 @@ def test_prediction_legend_titles_carry_the_units(qgis_new_project: QgsProject, 
     assert layers["residuals"].name().endswith("(modelled as log1p(per km\u00b2))")
     style_predictions(layers["predictions"], "population")  # restyling does not repeat the units
     assert layers["predictions"].name().count("modelled as") == 1
-    assert units_title("Predicted x", "") == "Predicted x"
+    assert units_title("Predicted x", "") == units_title("Predicted x", "count") == "Predicted x"
 
 
 def test_cluster_colours_are_distinct() -> None:

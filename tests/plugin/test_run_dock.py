@@ -318,14 +318,15 @@ def test_run_through_the_dock(
         group = qgis_new_project.layerTreeRoot().findGroup("RegionLens \u2014 run_sf")
         assert group is not None
         names = {node.layer().name() for node in group.findLayers()}
-        assert {"Clusters", "Predicted population", "Embeddings", "Metrics"} <= names
+        assert {"Clusters", "Predicted population (modelled as log1p(per km\u00b2))", "Embeddings", "Metrics"} <= names
 
         dialog = dock.metrics_dialog
         assert isinstance(dialog, MetricsDialog) and dialog.isVisible()
         assert dialog.row_count() >= 1
-        assert [dialog.cell(0, c) for c in (0, 1, 3, 4)] == ["baseline", "population", "ridge", "shuffled"]
+        assert [dialog.cell(0, c) for c in (0, 1, 4, 5)] == ["baseline", "population", "ridge", "shuffled"]
         assert "Population" in dialog.cell(0, 2)  # the modelled target, e.g. log1p(Population) density
-        float(dialog.cell(0, 5).split(" ")[0])  # R2 (one repeat: no std)
+        assert dialog.cell(0, 3) == "log1p(per km\u00b2)"  # its units
+        float(dialog.cell(0, 6).split(" ")[0])  # R2 (one repeat: no std)
 
         bar = qgis_iface.messageBar()
         success = [i for i in message_items(bar, Qgis.MessageLevel.Success) if "finished on" in i.text()]

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import ConfigError
+from regionlens_common import AUTO_K_MAX, AUTO_K_MIN, LABEL_NAME_PATTERN
 
 __all__ = [
     "RegionsSource",
@@ -164,8 +165,8 @@ class ClusteringSpec:
     """k-means clustering of the embeddings."""
 
     k: int | str = "auto"  # number of clusters, or "auto" (best silhouette in [k_min, k_max])
-    k_min: int = 2
-    k_max: int = 12
+    k_min: int = AUTO_K_MIN
+    k_max: int = AUTO_K_MAX
     method: str = "kmeans"  # "kmeans" or "agglomerative"
 
 
@@ -440,7 +441,7 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"Each method may appear once; got {names}.")
     seen: set[str] = set()
     for lab in cfg.labels:
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,30}", lab.name):
+        if not LABEL_NAME_PATTERN.fullmatch(lab.name):
             raise ConfigError(
                 f"Label name '{lab.name}' must start with a letter and hold only letters, digits and "
                 "underscores (at most 31 characters)."

@@ -41,7 +41,7 @@ def demo_config_dict(output_dir: str | Path, quick: bool = False) -> dict[str, A
         "rasters": [{"path": str(sf / "sf_landsat7_3857_30m.tif"), "name": "landsat"}],
         "labels": labels,
         "methods": [{"name": "baseline", "dim": 16 if quick else 32, "params": {}}],
-        "clustering": {"k": "auto", "k_min": 3, "k_max": 10},
+        "clustering": {"k": "auto"},
         "prediction": {
             "models": ["ridge"] if quick else ["ridge", "gbm"],
             "folds": 3 if quick else 5,

@@ -31,6 +31,7 @@ from backend.io.outputs import (
     write_table,
 )
 from backend.progress import Progress
+from regionlens_common import AUTO_K_MAX, AUTO_K_MIN, CLUSTER_NAME_FIELD, label_name
 
 __all__ = ["ApplyJob", "ClusterJob", "PredictJob", "run_apply_job", "run_cluster_job", "run_predict_job",
            "read_embedding_layer"]
@@ -47,8 +48,8 @@ class ClusterJob:
     id_field: str = "region_id"
     layer: str | None = None
     k: int | str = "auto"
-    k_min: int = 2
-    k_max: int = 12
+    k_min: int = AUTO_K_MIN
+    k_max: int = AUTO_K_MAX
     method: str = "kmeans"
     seed: int = 0
     overwrite: bool = False
@@ -192,7 +193,7 @@ class _AtomicGpkg:
 
 def run_cluster_job(params: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
     """Cluster an embedding layer; returns ``{"output", "k", "silhouette", "sizes", "seconds"}``."""
-    from backend.tasks.clustering import cluster, cluster_labels, cluster_profiles
+    from backend.tasks.clustering import cluster, cluster_names, cluster_profiles
 
     job: ClusterJob = _job(ClusterJob, params)
     progress = progress or Progress()
@@ -207,10 +208,12 @@ def run_cluster_job(params: dict[str, Any], progress: Progress | None = None) ->
     numeric = regions.drop(columns="geometry").select_dtypes("number")
     others = numeric[[c for c in numeric.columns if not _EMB.match(str(c))]]
     profiles = cluster_profiles(res.labels, others if others.shape[1] else numeric)
-    texts = cluster_labels(profiles)
+    names = cluster_names(profiles, res.labels, x, regions.index)
+    profiles.insert(1, CLUSTER_NAME_FIELD, profiles["cluster"].map(names))
+    report.extend(res.warnings)
     progress.stage("write", 0.8, 1.0)
     frame = gpd.GeoDataFrame({"cluster": res.labels.astype(int),
-                              "cluster_label": [texts.get(int(c), "") for c in res.labels]},
+                              CLUSTER_NAME_FIELD: [names[int(c)] for c in res.labels]},
                              geometry=regions.geometry.values, crs=regions.crs, index=regions.index)
     with out as tmp:
         write_layer(frame, tmp, "clusters")
@@ -235,7 +238,7 @@ def run_predict_job(params: dict[str, Any], progress: Progress | None = None) ->
     progress.stage("read", 0.0, 0.1)
     report: list[str] = []
     regions, x = read_embedding_layer(job.embeddings, job.id_field, job.layer, report)
-    name = job.label_name or re.sub(r"[^A-Za-z0-9_]", "_", job.label_field)
+    name = job.label_name or label_name(job.label_field)
     spec = LabelSpec(name=name, field=job.label_field, target=job.target, per_field=job.per_field, log1p=job.log1p)
     if job.labels:
         label_regions, _ = read_regions(RegionsSource(path=job.labels, id_field=job.labels_id_field or job.id_field,
@@ -260,6 +263,7 @@ def run_predict_job(params: dict[str, Any], progress: Progress | None = None) ->
     result = evaluate_label(x[rows], target.y.to_numpy(), coords[rows], models=tuple(job.models), folds=job.folds,
                             repeats=job.repeats, spatial=job.spatial, seed=job.seed, progress=progress)
     metrics = result.metrics.copy()
+    metrics.insert(0, "units", target.units)
     metrics.insert(0, "target", target.description)
     metrics.insert(0, "label", name)
     metrics.insert(0, "method", "embeddings")

@@ -24,11 +24,12 @@ from backend.device import resolve_device
 from backend.errors import ConfigError, InputError
 from backend.io.outputs import GPKG_NAME, OutputFolder, write_json, write_layer, write_table
 from backend.progress import Progress
+from regionlens_common import CLUSTER_NAME_FIELD
 
 __all__ = ["RunResult", "run_pipeline", "package_versions"]
 
 METRIC_COLUMNS = [
-    "method", "label", "target", "model", "protocol", "n_regions",
+    "method", "label", "target", "units", "model", "protocol", "n_regions",
     "mae_mean", "mae_std", "rmse_mean", "rmse_std", "r2_mean", "r2_std",
 ]
 
@@ -73,32 +74,6 @@ def package_versions() -> dict[str, str]:
 def _peak_rss_mb() -> float:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 1024.0 if sys.platform != "darwin" else rss / 1024.0 / 1024.0
-
-
-def _profile_features(views: Any, min_support: float = 0.05) -> pd.DataFrame:
-    """Interpretable per-region features for cluster profiles.
-
-    POI category shares (categories present in at least ``min_support`` of the regions, so that a
-    category seen once does not name a cluster), the mean of every image band and land-use shares.
-    """
-    parts = []
-    counts = views.tables.get("poi_counts")
-    if counts is not None and counts.shape[1]:
-        support = (counts > 0).mean(axis=0)
-        common = counts.loc[:, support >= min_support]
-        total = counts.sum(axis=1).replace(0, np.nan)
-        if common.shape[1]:
-            parts.append(common.div(total, axis=0).fillna(0.0).add_prefix("poi_"))
-    image = views.tables.get("image_stats")
-    if image is not None and image.shape[1]:
-        keep = [c for c in image.columns if c.endswith("_mean")]
-        parts.append(image[keep or list(image.columns)])
-    landuse = views.tables.get("landuse")
-    if landuse is not None and landuse.shape[1]:
-        parts.append(landuse.add_prefix("lu_"))
-    if not parts:
-        return pd.DataFrame(index=views.region_ids)
-    return pd.concat(parts, axis=1)
 
 
 def _suffix(method: str, primary: str) -> str:
@@ -159,7 +134,7 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
     from backend.io.city import read_city
     from backend.io.labels import label_areas, unreported_drops
     from backend.models import get_embedder
-    from backend.tasks.clustering import cluster, cluster_labels, cluster_profiles
+    from backend.tasks.clustering import cluster, cluster_names, cluster_profiles, profile_features
     from backend.tasks.prediction import evaluate_label
     from backend.tasks.targets import make_target
     from backend.views.build import build_views
@@ -171,6 +146,10 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
 
     def timed(stage: str, t0: float) -> None:
         timings[stage] = round(time.perf_counter() - t0, 3)
+
+    def note(message: str) -> None:
+        report.append(message)
+        progress.log(message)
 
     # Fail on an unusable output folder or device before any work.
     with OutputFolder(cfg.output_dir, overwrite=cfg.overwrite, protect=[*input_paths(cfg), *protect]) as out:
@@ -214,15 +193,29 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
         # Clustering
         t0 = time.perf_counter()
         progress.stage("cluster", 0.60, 0.65)
-        profile_features = _profile_features(views)
+        features = profile_features(views)
         clusters: dict[str, tuple[np.ndarray, dict[int, str], pd.DataFrame]] = {}
         if cfg.clustering is not None:
             for name, emb in embeddings.items():
-                res = cluster(emb.to_numpy(), k=cfg.clustering.k, method=cfg.clustering.method,
-                              k_min=cfg.clustering.k_min, k_max=cfg.clustering.k_max, seed=cfg.seed)
-                profiles = cluster_profiles(res.labels, profile_features)
-                clusters[name] = (res.labels, cluster_labels(profiles), profiles)
-                progress.log(f"{name}: {res.k} clusters (silhouette {res.silhouette:.3f})")
+                try:
+                    res = cluster(emb.to_numpy(), k=cfg.clustering.k, method=cfg.clustering.method,
+                                  k_min=cfg.clustering.k_min, k_max=cfg.clustering.k_max, seed=cfg.seed)
+                except InputError as exc:
+                    note(f"{name}: no clusters ({exc})")
+                    continue
+                for line in res.warnings:
+                    note(f"{name}: {line}")
+                profiles = cluster_profiles(res.labels, features)
+                if profiles.empty:
+                    note(f"{name}: no interpretable input feature (POI categories, image, land use, region area) "
+                         "to profile clusters with; profiles use the embedding dimensions and clusters are named "
+                         "by their most typical regions")
+                    profiles = cluster_profiles(res.labels, emb.reset_index(drop=True))
+                names = cluster_names(profiles, res.labels, emb.to_numpy(), views.region_ids)
+                profiles.insert(1, "cluster_name", profiles["cluster"].map(names))
+                clusters[name] = (res.labels, names, profiles)
+                progress.log(f"{name}: {res.k} clusters (silhouette {res.silhouette:.3f} over "
+                             f"{res.n_distinct} distinct embeddings)")
                 progress.update(1.0)
         timed("cluster", t0)
 
@@ -232,6 +225,7 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
         metric_rows: list[dict[str, Any]] = []
         predictions: dict[str, pd.DataFrame] = {name: pd.DataFrame(index=views.region_ids) for name in embeddings}
         obs_pred: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {name: {} for name in embeddings}
+        label_units: dict[str, str] = {}
         if cfg.prediction is not None and cfg.labels:
             if city.labels is None:
                 raise InputError("Labels were configured but none could be read.")
@@ -243,10 +237,10 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
                 per = city.labels.get(f"{spec.name}__per")
                 per = None if per is None else per.reindex(views.region_ids)
                 target = make_target(raw, spec, areas, per)
-                note = unreported_drops(spec, raw, per, areas, target)
-                if note:
-                    report.append(note)
-                    progress.log(note)
+                label_units[spec.name] = target.units
+                dropped = unreported_drops(spec, raw, per, areas, target)
+                if dropped:
+                    note(dropped)
                 keep = target.y.index
                 rows = views.region_ids.get_indexer(keep)
                 for name, emb in embeddings.items():
@@ -258,6 +252,7 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
                         repeats=cfg.prediction.repeats, spatial=cfg.prediction.spatial, seed=cfg.seed, progress=sub,
                     )
                     table = result.metrics.copy()
+                    table.insert(0, "units", target.units)
                     table.insert(0, "target", target.description)
                     table.insert(0, "label", spec.name)
                     table.insert(0, "method", name)
@@ -291,7 +286,7 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
             if name in clusters:
                 labels, texts, profiles = clusters[name]
                 cl = pd.DataFrame({"cluster": labels.astype(int)}, index=views.region_ids)
-                cl["cluster_label"] = [texts.get(int(c), "") for c in labels]
+                cl[CLUSTER_NAME_FIELD] = [texts.get(int(c), "") for c in labels]
                 add_layer(cl, f"clusters{sfx}")
                 if len(profiles):
                     write_table(profiles, gpkg, f"cluster_profiles{sfx}")
@@ -317,7 +312,8 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
                 labels = clusters[name][0] if name in clusters else np.zeros(len(views), dtype=int)
                 figures.append(str(plot_embedding_2d(embeddings[name].to_numpy(), labels,
                                                      out.path("figures", f"embedding_2d{sfx}.png"),
-                                                     title=f"{name}: embeddings (PCA), coloured by cluster")))
+                                                     title=f"{name}: embeddings (PCA), coloured by cluster",
+                                                     names=clusters[name][1] if name in clusters else None)))
                 if name in clusters and len(clusters[name][2]):
                     figures.append(str(plot_cluster_profiles(clusters[name][2],
                                                              out.path("figures", f"cluster_profiles{sfx}.png"))))
@@ -349,6 +345,7 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
             "log": [line for line in progress.log_messages if line not in report],  # each note once
             "layers": layers,
             "metrics": metric_rows,
+            "label_units": label_units,
         }
         write_json(manifest, out.path("run.json"))
         final = out.commit()

@@ -136,7 +136,7 @@ def shapefile_field_names(names: Sequence[str]) -> dict[str, str]:
        three, so they stay together: ``population_pred`` -> ``popul_pred``, ``population_obs`` ->
        ``popul_obs``. Two labels with the same first characters get numbered stems: ``popu1_pred``.
     3. Any other name is cut to 10 characters; if that name is taken (ignoring case), its end is
-       replaced by ``_1``, ``_2``, ...: ``cluster_label`` -> ``cluster_la``.
+       replaced by ``_1``, ``_2``, ...: ``cluster_name`` -> ``cluster_na``.
 
     So ``region_id``, ``cluster`` and ``emb_000`` ... ``emb_999`` never change.
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,6 +33,9 @@ from qgis.core import (
     QgsVectorLayer,
     QgsWkbTypes,
 )
+from qgis.PyQt.QtCore import QVariant
+
+from .common import common
 
 __all__ = [
     "DEVICES",
@@ -46,6 +48,7 @@ __all__ = [
     "MethodRegistry",
     "RunChoices",
     "inputs_dir_for",
+    "label_fields",
     "label_name",
     "raster_path",
     "sources_of",
@@ -60,7 +63,6 @@ TARGETS = ("count", "density")
 #: Regressors of the evaluation (``backend/config.py`` PredictionSpec.models).
 PREDICTION_MODELS = ("ridge", "gbm")
 
-_LABEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,30}")
 
 
 # ---------------------------------------------------------------------------------------- choices
@@ -232,18 +234,37 @@ _SOURCE_WORDS = {"pois": "a POI layer", "rasters": "a raster", "od": "an OD tabl
 
 
 def label_name(text: str, taken: Iterable[str] = ()) -> str:
-    """A valid, unused output label name from a field or layer name (``Crime incidents`` -> ``crime_incidents``)."""
-    base = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
-    if not base or not base[0].isalpha():
-        base = f"label_{base}".rstrip("_")
-    base = base[:31]
-    used = set(taken)
-    name, n = base, 2
-    while name in used:
-        suffix = f"_{n}"
-        name = base[: 31 - len(suffix)] + suffix
-        n += 1
-    return name
+    """A short, readable, unused label name from a field name or layer title (the shared rule,
+    :func:`regionlens_common.label_name`): ``Crime incidents 2012 H2 (SFPD)`` -> ``crime_incidents``."""
+    return common.label_name(text, taken)
+
+
+_INTEGER_TYPES = (QVariant.Int, QVariant.UInt, QVariant.LongLong, QVariant.ULongLong)
+
+
+def label_fields(layer: QgsVectorLayer | None, id_field: str = "") -> list[str]:
+    """The fields of ``layer`` that may be offered as labels to predict, in layer order.
+
+    Numeric fields other than ``id_field`` that pass the shared rule
+    (:func:`regionlens_common.is_label_field`): no identifiers (``GEOID``, ``OBJECTID``, ``fid``, an
+    integer field whose every value differs) and no geometry-derived fields (``CENSUSAREA``,
+    ``Shape_Area``, a grid's ``left``/``top``/``right``/``bottom``). The run dock and the Processing
+    algorithms both offer and check labels with this function.
+    """
+    if layer is None:
+        return []
+    n_features = max(0, layer.featureCount())
+    out = []
+    for index, candidate in enumerate(layer.fields()):
+        if not candidate.isNumeric() or candidate.name() == id_field:
+            continue
+        integer = candidate.type() in _INTEGER_TYPES
+        n_distinct = 0
+        if integer and n_features > 1:
+            n_distinct = len([v for v in layer.uniqueValues(index) if not _is_null(v)])
+        if common.is_label_field(candidate.name(), integer, n_features, n_distinct):
+            out.append(candidate.name())
+    return out
 
 
 def resolved_label_names(choices: RunChoices, project: QgsProject | None = None) -> list[str]:
@@ -499,7 +520,7 @@ def _check_labels(
                 problems.append(f"The point layer of label '{name}' is no longer in the project.")
             elif points.geometryType() != QgsWkbTypes.GeometryType.PointGeometry:
                 problems.append(f"The label layer '{points.name()}' is not a point layer.")
-        if not _LABEL_NAME.fullmatch(name):
+        if not common.LABEL_NAME_PATTERN.fullmatch(name):
             problems.append(f"Label name '{name}' must start with a letter (letters, digits, underscores).")
     if len(set(names)) != len(names):
         problems.append("Two labels have the same name.")

@@ -1,8 +1,10 @@
 """Renderers for RegionLens output layers: clusters, predictions, residuals, embeddings.
 
-- clusters: categorized on ``cluster`` with fixed, distinct colours (matplotlib's tab10, then the light
-  half of tab20), legend ``Cluster 0 — <cluster_label>`` and the cluster number as map label;
-- predictions: graduated on ``<label>_pred`` (quantile or Jenks, 5 classes, Viridis);
+- clusters: categorized on ``cluster`` with the palette shared with the backend's figures
+  (``regionlens_common``), legend ``Cluster 0 — <cluster_name>`` (the readable name the backend wrote)
+  and the cluster number as map label;
+- predictions: graduated on ``<label>_pred`` (quantile or Jenks, 5 classes, Viridis); the layer name
+  (legend title) says which units the run modelled the label in (``modelled as log1p(per km²)``);
 - residuals: graduated on ``<label>_res`` (observed minus predicted), 7 classes symmetric around 0
   with the diverging RdBu ramp, so that white means "about right";
 - embeddings: a light single symbol (the layer is there for its attributes).
@@ -21,6 +23,7 @@ from qgis.core import (
     QgsClassificationEqualInterval,
     QgsClassificationJenks,
     QgsClassificationQuantile,
+    QgsExpression,
     QgsFeatureRequest,
     QgsFillSymbol,
     QgsGradientColorRamp,
@@ -39,6 +42,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
+from .common import common
+
 __all__ = [
     "CLUSTER_COLOURS",
     "VIRIDIS",
@@ -47,6 +52,8 @@ __all__ = [
     "cluster_colour",
     "gradient_ramp",
     "numeric_values",
+    "run_label_units",
+    "units_title",
     "symmetric_breaks",
     "style_clusters",
     "style_predictions",
@@ -54,13 +61,8 @@ __all__ = [
     "style_embeddings",
 ]
 
-#: tab10, then the light colours of tab20: 20 distinct cluster colours.
-CLUSTER_COLOURS = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
-    "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
-]  # fmt: skip
+#: The fixed cluster colours (clusters 0..19), shared with the backend's figures.
+CLUSTER_COLOURS = list(common.CLUSTER_COLOURS)
 #: Sequential ramp for predicted values (matplotlib viridis, 5 anchors).
 VIRIDIS = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"]
 #: Diverging ramp for residuals (ColorBrewer RdBu, 11 classes): red = observed below predicted.
@@ -74,11 +76,8 @@ _OUTLINE_WIDTH = "0.1"  # millimetres
 
 
 def cluster_colour(index: int) -> QColor:
-    """Colour of cluster ``index``: the fixed list first, then golden-angle hues beyond 20 clusters."""
-    if 0 <= index < len(CLUSTER_COLOURS):
-        return QColor(CLUSTER_COLOURS[index])
-    hue = int((abs(index) * 137.508) % 360)
-    return QColor.fromHsv(hue, 160, 200)
+    """Colour of cluster ``index``, the same as in the backend's figures (``regionlens_common``)."""
+    return QColor(common.cluster_colour(abs(int(index))))
 
 
 def gradient_ramp(colours: Sequence[str]) -> QgsGradientColorRamp:
@@ -154,15 +153,18 @@ def _fmt(value: float, precision: int) -> str:
 def style_clusters(
     layer: QgsVectorLayer,
     field: str = "cluster",
-    label_field: str = "cluster_label",
+    label_field: str = common.CLUSTER_NAME_FIELD,
     show_labels: bool = True,
 ) -> QgsCategorizedSymbolRenderer:
     """Categorized renderer on the cluster number, with readable legend entries and map labels.
 
+    The legend reads ``Cluster 0 — more cafes, banks; brighter image`` from the ``cluster_name`` the
+    backend wrote (docs/protocol.md); a layer without it (an older run) shows ``Cluster 0``.
+
     Args:
         layer: A ``clusters`` layer.
         field: Integer cluster field.
-        label_field: Text field describing each cluster (optional in the data).
+        label_field: Text field naming each cluster (optional in the data).
         show_labels: Label each region with its cluster number.
 
     Returns:
@@ -214,14 +216,53 @@ def style_clusters(
     return renderer
 
 
+def run_label_units(layer: QgsVectorLayer, label: str) -> str:
+    """Units the run modelled ``label`` in (``units`` of its ``metrics`` rows, e.g. ``log1p(per km²)``).
+
+    Read from the ``metrics`` table of the GeoPackage the layer comes from; ``""`` when there is none
+    (another file, an older run).
+    """
+    path = layer.source().split("|")[0]
+    if layer.providerType() != "ogr" or not path.lower().endswith(".gpkg"):
+        return ""
+    metrics = QgsVectorLayer(f"{path}|layername=metrics", "metrics", "ogr")
+    if not metrics.isValid() or metrics.fields().indexOf("units") < 0 or metrics.fields().indexOf("label") < 0:
+        return ""
+    expression = QgsExpression.createFieldEqualityExpression("label", label)
+    for feature in metrics.getFeatures(QgsFeatureRequest().setFilterExpression(expression)):
+        value = feature["units"]
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def units_title(name: str, units: str) -> str:
+    """``name`` with the modelled units appended once: ``Predicted population (modelled as log1p(per km²))``.
+
+    Nothing is added for a label modelled as it is (``count``) or when the units are unknown.
+    """
+    if not units or units == "count":
+        return name
+    note = f"(modelled as {units})"
+    return name if note in name else f"{name} {note}"
+
+
+def _title_with_units(layer: QgsVectorLayer, label: str, units: str | None) -> None:
+    layer.setName(units_title(layer.name(), run_label_units(layer, label) if units is None else units))
+
+
 def style_predictions(
     layer: QgsVectorLayer,
     label: str,
     mode: str = "quantile",
     classes: int = 5,
     suffix: str = "_pred",
+    units: str | None = None,
 ) -> QgsGraduatedSymbolRenderer:
     """Graduated renderer on ``<label>_pred`` with a sequential ramp (Viridis).
+
+    The values are in the label's own units; the layer's name (its legend title) gets the units the
+    run modelled the label in, e.g. ``(modelled as log1p(per km²))``.
 
     Args:
         layer: A ``predictions`` layer.
@@ -229,6 +270,7 @@ def style_predictions(
         mode: ``quantile`` (equal counts) or ``jenks`` (natural breaks).
         classes: Number of classes.
         suffix: ``_pred`` for predictions, ``_obs`` to show the observed values the same way.
+        units: Modelled units; ``None``: read from the run's ``metrics`` table (:func:`run_label_units`).
 
     Returns:
         The renderer (already set on the layer).
@@ -258,6 +300,7 @@ def style_predictions(
             renderer.updateRangeLabel(i, _range_label(class_range.lowerValue(), class_range.upperValue(), precision))
     layer.setRenderer(renderer)
     layer.setLabelsEnabled(False)
+    _title_with_units(layer, label, units)
     layer.triggerRepaint()
     return renderer
 
@@ -286,11 +329,12 @@ def symmetric_breaks(values: Sequence[float]) -> list[float]:
     return bounds
 
 
-def style_residuals(layer: QgsVectorLayer, label: str) -> QgsGraduatedSymbolRenderer:
+def style_residuals(layer: QgsVectorLayer, label: str, units: str | None = None) -> QgsGraduatedSymbolRenderer:
     """Graduated renderer on ``<label>_res`` (observed minus predicted), symmetric around 0, RdBu.
 
     Seven classes: ``[-m, -b3], [-b3, -b2], [-b2, -b1], [-b1, b1], [b1, b2], [b2, b3], [b3, m]``
     (see :func:`symmetric_breaks`); red where the model over-predicted, blue where it under-predicted.
+    The layer's name gets the modelled units as in :func:`style_predictions`.
 
     Raises:
         ValueError: If the field is missing.
@@ -322,6 +366,7 @@ def style_residuals(layer: QgsVectorLayer, label: str) -> QgsGraduatedSymbolRend
     renderer.setClassificationMethod(method)
     layer.setRenderer(renderer)
     layer.setLabelsEnabled(False)
+    _title_with_units(layer, label, units)
     layer.triggerRepaint()
     return renderer
 

@@ -1,8 +1,9 @@
 """Build dist/regionlens-<version>.zip, installable from QGIS's Plugins > Install from ZIP.
 
 The zip holds one folder, ``regionlens/`` (the plugin's import name), with the tracked files QGIS and
-the backend need: metadata, entry point, plugin/, backend/, resources/ (sample city included),
-requirements/, docs/, README and LICENSE. Tests, benchmarks, CI and venvs stay out.
+the backend need: metadata, entry point, the module both sides import (regionlens_common.py),
+plugin/, backend/, resources/ (sample city included), requirements/, docs/, README and LICENSE.
+Tests, benchmarks, CI and venvs stay out.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 INCLUDE_DIRS = ("plugin/", "backend/", "resources/", "requirements/", "docs/")
-INCLUDE_FILES = ("metadata.txt", "__init__.py", "README.md", "LICENSE")
+INCLUDE_FILES = ("metadata.txt", "__init__.py", "regionlens_common.py", "README.md", "LICENSE")
 
 
 def tracked_files() -> list[str]:

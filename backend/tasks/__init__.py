@@ -3,10 +3,18 @@
 * :mod:`backend.tasks.targets`: a label as a count, density or rate, optionally log1p, and back.
 * :mod:`backend.tasks.prediction`: ridge and gradient boosting scored out-of-fold under shuffled and
   spatially blocked repeated K-fold.
-* :mod:`backend.tasks.clustering`: k-means or Ward clustering, k by silhouette, cluster profiles.
+* :mod:`backend.tasks.clustering`: k-means or Ward clustering, k by silhouette over the distinct
+  embeddings, cluster profiles and readable cluster names.
 """
 
-from backend.tasks.clustering import ClusterResult, cluster, cluster_labels, cluster_profiles, suggest_k
+from backend.tasks.clustering import (
+    ClusterResult,
+    cluster,
+    cluster_names,
+    cluster_profiles,
+    profile_features,
+    suggest_k,
+)
 from backend.tasks.prediction import METRIC_COLUMNS, PredictionResult, evaluate_label, metrics_table
 from backend.tasks.targets import Target, make_target
 
@@ -21,5 +29,6 @@ __all__ = [
     "suggest_k",
     "cluster",
     "cluster_profiles",
-    "cluster_labels",
+    "cluster_names",
+    "profile_features",
 ]

@@ -1,6 +1,6 @@
 """Out-of-fold prediction of a label from region embeddings, under shuffled and spatially blocked CV.
 
-Two regressors: ``ridge`` (standardisation, then ridge regression whose penalty is chosen by RidgeCV's
+Two regressors: ``ridge`` (a feature guard, then ridge regression whose penalty is chosen by RidgeCV's
 efficient leave-one-out on the training fold only) and ``gbm`` (histogram gradient boosting with fixed,
 modest settings; nothing is tuned). Nothing is ever fitted or selected on a test fold.
 
@@ -12,6 +12,14 @@ Two protocols (SPEC section 5, "honest protocol"):
   block-to-fold assignment), again repeated over ``repeats`` seeds, so neighbouring regions, which
   leak into each other, mostly fall in the same fold (Roberts et al., 2017, "Cross-validation
   strategies for data with temporal, spatial, hierarchical, or phylogenetic structure", Ecography).
+
+**Feature guard** (:class:`FeatureGuard`, the first step of the ridge pipeline, so it is fitted on the
+training fold only and never sees a test label): a column that differs from its training median in fewer
+than :data:`MIN_SUPPORT` training regions (a POI category present in one region, an embedding dimension
+carried by one outlier) is dropped, and the remaining columns are standardised with the training mean and
+standard deviation and clipped to +-:data:`CLIP_Z`. Without it a region whose value on such a column is
+far outside what the training fold saw gets a z-score of 24 or 1,000 and an extrapolated prediction that
+alone pushes R2 to -3 or -1000. Gradient boosting splits on thresholds and does not extrapolate.
 
 For every (model, protocol, repeat) each region gets one out-of-fold prediction; MAE, RMSE and R2 are
 computed over all regions for that repeat and reported as mean and standard deviation over repeats.
@@ -26,13 +34,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import RegressorMixin
+from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
 from sklearn.cluster import KMeans
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import GroupKFold, KFold
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 from backend.errors import InputError
 from backend.progress import Progress
@@ -42,6 +49,9 @@ __all__ = [
     "PROTOCOLS",
     "METRIC_COLUMNS",
     "RIDGE_ALPHAS",
+    "MIN_SUPPORT",
+    "CLIP_Z",
+    "FeatureGuard",
     "BLOCKS_PER_FOLD",
     "PredictionResult",
     "make_model",
@@ -72,6 +82,43 @@ METRIC_COLUMNS = (
 RIDGE_ALPHAS = np.logspace(-3, 4, 15)
 #: Spatial blocks per fold in the blocked protocol.
 BLOCKS_PER_FOLD = 4
+#: Ridge uses a feature only if it differs from its training median in at least this many training regions.
+MIN_SUPPORT = 3
+#: Standardised ridge features are clipped to +-CLIP_Z.
+CLIP_Z = 5.0
+
+
+class FeatureGuard(TransformerMixin, BaseEstimator):
+    """Drop features with too little support, standardise the rest, clip to +-``clip``.
+
+    Args:
+        min_support: Fewest training rows whose value differs from the column's training median.
+        clip: Bound of the standardised values.
+    """
+
+    def __init__(self, min_support: int = MIN_SUPPORT, clip: float = CLIP_Z) -> None:
+        self.min_support = min_support
+        self.clip = clip
+
+    def fit(self, X: np.ndarray, y: Any = None) -> FeatureGuard:  # noqa: N803
+        """Learn which columns to keep and their mean and standard deviation from the training rows."""
+        xa = np.asarray(X, dtype=float)
+        median = np.median(xa, axis=0)
+        tol = 1e-9 * np.maximum(1.0, np.abs(median))
+        support = (np.abs(xa - median) > tol).sum(axis=0)
+        std = xa.std(axis=0)
+        self.keep_ = np.flatnonzero((support >= self.min_support) & (std > 0))
+        self.mean_ = xa.mean(axis=0)[self.keep_]
+        self.scale_ = std[self.keep_]
+        self.n_dropped_ = xa.shape[1] - len(self.keep_)
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        """The kept columns, standardised and clipped (one zero column when none is kept)."""
+        xa = np.asarray(X, dtype=float)
+        if not len(self.keep_):
+            return np.zeros((len(xa), 1))
+        return np.clip((xa[:, self.keep_] - self.mean_) / self.scale_, -self.clip, self.clip)
 
 
 @dataclass
@@ -104,7 +151,7 @@ def make_model(name: str, seed: int = 0) -> RegressorMixin:
         ValueError: If ``name`` is not one of :data:`MODELS`.
     """
     if name == "ridge":
-        return Pipeline([("scale", StandardScaler()), ("ridge", RidgeCV(alphas=RIDGE_ALPHAS))])
+        return Pipeline([("guard", FeatureGuard()), ("ridge", RidgeCV(alphas=RIDGE_ALPHAS))])
     if name == "gbm":
         return HistGradientBoostingRegressor(
             max_iter=200,

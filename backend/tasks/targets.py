@@ -22,6 +22,7 @@ import pandas as pd
 
 from backend.config import LabelSpec
 from backend.errors import ConfigError, InputError
+from regionlens_common import label_units
 
 __all__ = ["Target", "make_target", "MIN_REGIONS", "TARGET_KINDS"]
 
@@ -46,6 +47,9 @@ class Target:
             for a density, the denominator for a rate, 1 for a count), indexed like ``y``.
         n_dropped: Number of input regions dropped because the target is undefined there.
         n_overflow: Of those, regions whose value divided by area or denominator is not finite.
+        units: Units of ``y`` as a planner reads them (:func:`regionlens_common.label_units`): ``count``,
+            ``per km²``, ``per Population``, wrapped as ``log1p(...)``; fills the ``units`` column of the
+            metrics table, the space every metric is computed in.
     """
 
     label: str
@@ -56,6 +60,7 @@ class Target:
     scale: pd.Series
     n_dropped: int
     n_overflow: int = 0
+    units: str = ""
 
     def inverse(self, y_model: pd.Series | np.ndarray | Sequence[float]) -> pd.Series:
         """Map model-space values back to the label's own units.
@@ -177,4 +182,5 @@ def make_target(
         scale=scale[valid].astype(float),
         n_dropped=n_dropped,
         n_overflow=len(overflow),
+        units=label_units(spec.target, bool(spec.log1p), spec.per_field),
     )

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from backend.tasks.prediction import regression_metrics
-from backend.viz.colors import cluster_colors
+from backend.viz.colors import cluster_colours
 
 __all__ = [
     "DPI",
@@ -31,6 +31,7 @@ __all__ = [
 #: Resolution of every PNG.
 DPI = 110
 _LEGEND_MAX = 20  # clusters beyond this are drawn but not listed in the legend
+_LEGEND_CHARS = 48  # longest cluster name shown in the legend
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -46,11 +47,20 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return out
 
 
+def _legend_text(c: int, size: int, names: Mapping[int, str] | None) -> str:
+    text = f"cluster {c} ({size})"
+    name = (names or {}).get(c, "")
+    if name:
+        text += ": " + (name if len(name) <= _LEGEND_CHARS else name[: _LEGEND_CHARS - 1] + "\u2026")
+    return text
+
+
 def plot_embedding_2d(
     emb: np.ndarray,
     labels: np.ndarray | None,
     path: str | Path,
     title: str = "Region embeddings (PCA)",
+    names: Mapping[int, str] | None = None,
 ) -> Path:
     """Scatter of the embeddings projected on their first two principal components, coloured by cluster.
 
@@ -59,6 +69,7 @@ def plot_embedding_2d(
         labels: 0-based cluster of every region, or None for a single colour.
         path: PNG file to write (parent folders are created).
         title: Figure title.
+        names: Cluster number -> readable name, shown in the legend.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -88,7 +99,7 @@ def plot_embedding_2d(
     fig = _new_figure(7.0, 6.0)
     ax = fig.add_subplot()
     k = int(lab.max()) + 1
-    colors = cluster_colors(k)
+    colors = cluster_colours(k)
     size = float(np.clip(3000.0 / len(x), 4.0, 30.0))
     handles = []
     for c in range(k):
@@ -98,7 +109,7 @@ def plot_embedding_2d(
         ax.scatter(xy[sel, 0], xy[sel, 1], s=size, color=colors[c], alpha=0.8, linewidths=0)
         if labels is not None and c < _LEGEND_MAX:
             handles.append(
-                Line2D([], [], marker="o", linestyle="", color=colors[c], label=f"cluster {c} ({int(sel.sum())})")
+                Line2D([], [], marker="o", linestyle="", color=colors[c], label=_legend_text(c, int(sel.sum()), names))
             )
     if handles:
         ax.legend(handles=handles, fontsize="small", loc="best", ncol=1 if len(handles) <= 10 else 2)
@@ -152,7 +163,7 @@ def plot_pred_vs_obs(
             ax.set_title(f"{label}: no data")
             continue
         size = float(np.clip(3000.0 / len(o), 4.0, 30.0))
-        ax.scatter(o, p, s=size, color=cluster_colors(1)[0], alpha=0.6, linewidths=0)
+        ax.scatter(o, p, s=size, color=cluster_colours(1)[0], alpha=0.6, linewidths=0)
         lo = float(min(o.min(), p.min()))
         hi = float(max(o.max(), p.max()))
         pad = 0.03 * (hi - lo) if hi > lo else 1.0
@@ -212,7 +223,7 @@ def plot_cluster_profiles(
     im = ax.imshow(z.to_numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
     ax.set_xticks(range(len(feats)), [str(f) for f in feats], rotation=45, ha="right")
     ax.set_yticks(range(len(z)), [f"cluster {int(c)} ({int(sizes.loc[c])})" for c in z.index])
-    colors = cluster_colors(int(max(z.index)) + 1)
+    colors = cluster_colours(int(max(z.index)) + 1)
     for tick, c in zip(ax.get_yticklabels(), z.index, strict=True):
         tick.set_color(colors[int(c)])
         tick.set_fontweight("bold")
@@ -259,7 +270,7 @@ def plot_training_loss(
         raise ValueError("history is empty: nothing to plot.")
     fig = _new_figure(6.5, 4.0)
     ax = fig.add_subplot()
-    colors = cluster_colors(len(series))
+    colors = cluster_colours(len(series))
     for (name, values), color in zip(series.items(), colors, strict=True):
         ax.plot(np.arange(1, len(values) + 1), values, color=color, label=name, marker="." if len(values) < 40 else "")
     finite = np.concatenate([v[np.isfinite(v)] for v in series.values()])

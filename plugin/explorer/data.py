@@ -23,6 +23,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
+from ..common import common
 from ..styling import cluster_colour
 
 __all__ = [
@@ -43,7 +44,7 @@ __all__ = [
 
 ID_FIELD = "region_id"
 CLUSTER_FIELD = "cluster"
-CLUSTER_LABEL_FIELD = "cluster_label"
+CLUSTER_LABEL_FIELD = common.CLUSTER_NAME_FIELD  # the readable cluster name (docs/protocol.md)
 RUN_GROUP_PREFIX = "RegionLens \u2014 "  # results.run_group_name
 _EMB_RE = re.compile(r"^emb_\d+$")
 _NUMERIC_TYPES = {"int", "integer", "integer64", "real", "double", "float", "decimal", "numeric"}
@@ -147,7 +148,7 @@ def read_explorer_data(
 
     Args:
         embeddings: A layer with ``id_field`` and ``emb_*`` fields.
-        clusters: A layer with ``id_field``, ``cluster`` (integer) and optionally ``cluster_label``.
+        clusters: A layer with ``id_field``, ``cluster`` (integer) and optionally ``cluster_name``.
         id_field: The region id field of both layers.
 
     Returns:

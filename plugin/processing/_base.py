@@ -9,10 +9,9 @@ killed). Every failure becomes a :class:`QgsProcessingException` with a message 
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,13 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingUtils,
+    QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
+from ..common import common
+from ..parameters import label_fields
 from ..tasks import PLUGIN_ROOT
 from ..worker_client import WorkerCancelled, WorkerClient, WorkerDied, WorkerError, find_backend_python
 
@@ -42,6 +44,7 @@ __all__ = [
     "RegionLensAlgorithm",
     "backend_python",
     "input_folder",
+    "check_label_fields",
     "label_name",
     "run_backend",
 ]
@@ -82,15 +85,25 @@ def tr(text: str) -> str:
     return QCoreApplication.translate("RegionLens", text)
 
 
-def label_name(field: str) -> str:
-    """A label name the backend accepts for a field name: ``Population`` -> ``population``.
+def label_name(field: str, taken: Iterable[str] = ()) -> str:
+    """A label name the backend accepts for a field name, not in ``taken`` (the shared rule,
+    :func:`regionlens_common.label_name`): ``Population`` -> ``population``."""
+    return common.label_name(field, taken)
 
-    Lower case, letters, digits and underscores, starting with a letter, at most 31 characters.
-    """
-    name = re.sub(r"[^a-z0-9_]+", "_", field.strip().lower()).strip("_")
-    if not name or not name[0].isalpha():
-        name = f"l_{name}".rstrip("_")
-    return name[:31]
+
+def check_label_fields(layer: QgsVectorLayer | None, fields: list[str]) -> str:
+    """Why some of ``fields`` cannot be labels to predict (``""`` when all can), by the rule the run dock
+    uses (:func:`..parameters.label_fields`): identifiers and geometry-derived fields are refused."""
+    if layer is None or not fields:
+        return ""
+    offered = set(label_fields(layer))
+    refused = [f for f in fields if f not in offered]
+    if not refused:
+        return ""
+    return tr(
+        "{} cannot be predicted: identifiers (id, GEOID, OBJECTID, unique integers) and fields derived from the "
+        "geometry (area, bounds) are not labels. Labels of this layer: {}."
+    ).format(", ".join(refused), ", ".join(label_fields(layer)) or tr("none"))
 
 
 class RegionLensAlgorithm(QgsProcessingAlgorithm):

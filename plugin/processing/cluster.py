@@ -2,7 +2,7 @@
 
 The input is any polygon layer with an id field and numeric ``emb_000`` ... fields, usually the
 ``embeddings`` layer of a run. The output GeoPackage holds ``clusters`` (region id, ``cluster``,
-``cluster_label``) and the ``cluster_profiles`` table; ``clusters`` loads categorized.
+``cluster_name``) and the ``cluster_profiles`` table; ``clusters`` loads categorized.
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ class ClusterAlgorithm(RegionLensAlgorithm):
     HELP = (
         "Clusters the regions of an embedding layer (a polygon layer with numeric fields emb_000, emb_001, "
         "..., such as the 'embeddings' layer RegionLens writes) with k-means or agglomerative (Ward) "
-        "clustering.\n\nK = 0 chooses the number of clusters between 2 and 12 by silhouette. The output "
-        "GeoPackage holds the layer 'clusters' (region id, cluster, and cluster_label naming the features "
-        "that set each cluster apart) and the table 'cluster_profiles'. The result also reports the number "
-        "of clusters and the silhouette score."
+        "clustering.\n\nK = 0 chooses the number of clusters between 4 and 12 by silhouette over the distinct "
+        "embeddings (regions with identical embeddings count once). The output GeoPackage holds the layer "
+        "'clusters' (region id, cluster, and cluster_name: the cluster in words) and the table "
+        "'cluster_profiles'. The result also reports the number of clusters and the silhouette score."
     )
 
     INPUT = "INPUT"

@@ -37,6 +37,7 @@ from ._base import (
     TARGETS,
     RegionLensAlgorithm,
     backend_python,
+    check_label_fields,
     input_folder,
     label_name,
     run_backend,
@@ -190,6 +191,12 @@ class EmbedAlgorithm(RegionLensAlgorithm):
             return False, tr("Choose points of interest, satellite images or both: the embedding is learned from them.")
         if self.parameterAsInt(parameters, self.K, context) == 1:
             return False, tr("The number of clusters must be 0 (choose automatically) or at least 2.")
+        refused = check_label_fields(
+            self.parameterAsVectorLayer(parameters, self.REGIONS, context),
+            self.parameterAsFields(parameters, self.LABEL_FIELDS, context),
+        )
+        if refused:
+            return False, refused
         if _given(parameters, self.METHOD_PARAMS):
             try:
                 _method_params(self.parameterAsString(parameters, self.METHOD_PARAMS, context))
@@ -299,10 +306,7 @@ def _labels(fields: list[str], target: str, log1p: bool) -> list[dict[str, Any]]
     labels: list[dict[str, Any]] = []
     used: set[str] = set()
     for field in fields:
-        name, index = label_name(field), 1
-        while name in used:
-            index += 1
-            name = f"{label_name(field)[:28]}_{index}"
+        name = label_name(field, used)
         used.add(name)
         labels.append({"name": name, "field": field, "target": target, "log1p": log1p})
     return labels

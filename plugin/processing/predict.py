@@ -33,6 +33,7 @@ from ._base import (
     TARGETS,
     RegionLensAlgorithm,
     backend_python,
+    check_label_fields,
     input_folder,
     label_name,
     run_backend,
@@ -157,6 +158,12 @@ class PredictAlgorithm(RegionLensAlgorithm):
                 raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
             labels = self.parameterAsSource(parameters, self.LABELS, context)
             _require_field(labels if labels is not None else source, label_field, tr("label field"))
+            refused = check_label_fields(
+                self.parameterAsVectorLayer(parameters, self.LABELS if labels is not None else self.INPUT, context),
+                [label_field],
+            )
+            if refused:
+                raise QgsProcessingException(refused)
             if labels is not None:
                 _require_field(labels, label_id_field, tr("labels id field"))
             job: dict[str, Any] = {

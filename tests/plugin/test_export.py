@@ -41,7 +41,7 @@ def _null(value: object) -> bool:
 
 def test_shapefile_field_names_rule() -> None:
     names = [
-        "fid", "region_id", "emb_000", "emb_001", "cluster", "cluster_label",
+        "fid", "region_id", "emb_000", "emb_001", "cluster", "cluster_name",
         *PREDICTION_FIELDS[1:],
         "popularity_pred", "theft1_obs", "theft1_pred", "theft1_res", "crime_obs", "crime_pred",
         "a_very_long_field_name", "a_very_long_field_name_2", "A_VERY_LON", "Bevölkerungsdichte",
@@ -58,7 +58,7 @@ def test_shapefile_field_names_rule() -> None:
     assert [mapping[f"robbery_{s}"] for s in ("obs", "pred", "res")] == ["robbe_obs", "robbe_pred", "robbe_res"]
     assert [mapping[f"theft1_{s}"] for s in ("obs", "pred", "res")] == ["theft_obs", "theft_pred", "theft_res"]
     assert mapping["popularity_pred"].endswith("_pred") and mapping["popularity_pred"] != "popul_pred"
-    assert mapping["cluster_label"] == "cluster_la"
+    assert mapping["cluster_name"] == "cluster_na"
     # plain truncation, numbered on a clash (also with a kept name in another case)
     assert mapping["a_very_long_field_name"] == "a_very_l_1"  # "a_very_lon" is taken by A_VERY_LON
     assert mapping["a_very_long_field_name_2"] == "a_very_l_2"
@@ -172,14 +172,14 @@ def test_export_refuses_to_overwrite(run_gpkg: Path, tmp_path: Path) -> None:
     written = QgsVectorLayer(str(again.path), "written", "ogr")
     assert "popul_pred" in written.fields().names()
     mapping = {row[0]: row[1] for row in csv.reader((tmp_path / "layer_fields.csv").open(encoding="utf-8"))}
-    assert "cluster_label" not in mapping and mapping["population_pred"] == "popul_pred"
+    assert "cluster_name" not in mapping and mapping["population_pred"] == "popul_pred"
     assert [p.name for p in tmp_path.iterdir() if "tmp" in p.name] == []
 
     export_layer(predictions, tmp_path / "p.gpkg", "GPKG")
     with pytest.raises(FileExistsError):
         export_layer(clusters, tmp_path / "p.gpkg", "GPKG")
     export_layer(clusters, tmp_path / "p.gpkg", "GPKG", overwrite=True)
-    assert QgsVectorLayer(f"{tmp_path / 'p.gpkg'}|layername=p", "p", "ogr").fields().names()[-1] == "cluster_label"
+    assert QgsVectorLayer(f"{tmp_path / 'p.gpkg'}|layername=p", "p", "ogr").fields().names()[-1] == "cluster_name"
 
 
 def test_export_unwritable_paths(run_gpkg: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from osgeo import ogr
 from qgis.core import QgsFeature, QgsGeometry, QgsProject, QgsRasterLayer, QgsVectorLayer
 
 from plugin.input_export import MARKER, STAGING_MARKER, remove_exported_inputs, remove_stale_staging
@@ -22,6 +23,7 @@ from plugin.parameters import (
     MethodChoice,
     RunChoices,
     inputs_dir_for,
+    label_fields,
     label_name,
     raster_path,
     to_run_config,
@@ -243,10 +245,35 @@ def test_methods_from_backend_info(sample: dict, tmp_path: Path) -> None:
 
 def test_label_names() -> None:
     assert label_name("Population") == "population"
-    assert label_name("Crime incidents 2012 H2 (SFPD)") == "crime_incidents_2012_h2_sfpd"
-    assert label_name("2012 counts") == "label_2012_counts"
+    assert label_name("Crime incidents 2012 H2 (SFPD)") == "crime_incidents"  # short and readable
+    assert label_name("2012 counts") == "counts"
+    assert label_name("2012") == "label_2012"
     assert label_name("Population", taken=["population"]) == "population_2"
     assert len(label_name("x" * 80)) == 31
+
+
+def test_label_fields_leave_out_ids_and_geometry(sample: dict, qgis_new_project: QgsProject, tmp_path: Path) -> None:
+    offered = label_fields(sample["block_groups"], "GEO_ID")
+    assert {"Population", "Vandalism", "Robbery", "Drugs", "CarTheft"} <= set(offered)
+    assert "CENSUSAREA" not in offered and "GEO_ID" not in offered
+    # A "Create grid" result saved to a GeoPackage: id, left/top/right/bottom, plus a measured value.
+    path = tmp_path / "grid.gpkg"
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = ds.CreateLayer("grid", None, ogr.wkbPolygon)
+    fields = [("id", ogr.OFTInteger64), ("left", ogr.OFTReal), ("top", ogr.OFTReal), ("right", ogr.OFTReal),
+              ("bottom", ogr.OFTReal), ("cell_no", ogr.OFTInteger), ("Shape_Area", ogr.OFTReal),
+              ("trees", ogr.OFTInteger)]  # fmt: skip
+    for name, kind in fields:
+        layer.CreateField(ogr.FieldDefn(name, kind))
+    for i in range(6):
+        feature = ogr.Feature(layer.GetLayerDefn())
+        for name, value in zip([f[0] for f in fields], [i, i, i + 1, i + 1, i, 100 + i, 1.0, i % 3], strict=True):
+            feature.SetField(name, value)
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON (({i} 0, {i + 1} 0, {i + 1} 1, {i} 1, {i} 0))"))
+        layer.CreateFeature(feature)
+    ds = None
+    grid = QgsVectorLayer(f"{path}|layername=grid", "grid", "ogr")
+    assert label_fields(grid) == ["trees"]  # cell_no: an integer unique per cell numbers the cells
 
 
 # ------------------------------------------------------------------------------------- config
@@ -263,8 +290,8 @@ def test_to_run_config_exports_inputs(sample: dict, tmp_path: Path, backend_pyth
     assert config["pois"]["category_field"] == "category" and config["pois"]["name_field"] == "name"
     assert config["rasters"] == [{"path": str(raster_path(sample["landsat"]).resolve())}]
     assert config["labels"][0] == {"name": "population", "field": "Population", "target": "density", "log1p": True}
-    assert config["labels"][1]["name"] == "crime_incidents_2012_h2_sfpd"
-    assert config["labels"][1]["points"] == str(inputs / "label_crime_incidents_2012_h2_sfpd.gpkg")
+    assert config["labels"][1]["name"] == "crime_incidents"
+    assert config["labels"][1]["points"] == str(inputs / "label_crime_incidents.gpkg")
     assert config["methods"] == [{"name": "baseline", "dim": 8, "params": {"log1p_counts": True,
                                                                          "neighbourhood_m": 0.0}}]  # fmt: skip
     assert config["clustering"] == {"k": 4}
@@ -289,7 +316,7 @@ def test_to_run_config_exports_inputs(sample: dict, tmp_path: Path, backend_pyth
     # Exporting again replaces the previous inputs; without labels there is no prediction section.
     again = to_run_config(sample_choices(sample, out, labels=[], cluster_k=0))
     assert again["prediction"] is None and again["clustering"] == {"k": "auto"}
-    assert not (inputs / "label_crime_incidents_2012_h2_sfpd.gpkg").exists()
+    assert not (inputs / "label_crime_incidents.gpkg").exists()
 
 
 def test_remove_exported_inputs_and_staging(tmp_path: Path) -> None:

@@ -194,6 +194,8 @@ def test_invalid_choices_are_explained_before_running(provider, processing_modul
         (base, "points of interest"),
         ({**base, "POIS": str(POIS), "POI_CATEGORY": "category", "K": 1}, "at least 2"),
         ({**base, "POIS": str(POIS), "POI_CATEGORY": "category", "METHOD_PARAMS": "[1]"}, "JSON object"),
+        # the run dock's rule (plugin/parameters.label_fields): no area or id field as a label
+        ({**base, "POIS": str(POIS), "POI_CATEGORY": "category", "LABEL_FIELDS": ["CENSUSAREA"]}, "be predicted"),
     ]
     for params, words in cases:
         with pytest.raises(QgsProcessingException, match=words):

@@ -16,7 +16,15 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QColor
 
 from plugin.results import LAYER_KEYS, gpkg_layer_names, label_names, load_run_outputs, run_group_name
-from plugin.styling import CLUSTER_COLOURS, cluster_colour, symmetric_breaks
+from plugin.styling import (
+    CLUSTER_COLOURS,
+    cluster_colour,
+    run_label_units,
+    style_clusters,
+    style_predictions,
+    symmetric_breaks,
+    units_title,
+)
 
 
 def test_load_run_outputs(qgis_new_project: QgsProject, run_gpkg: Path) -> None:
@@ -49,7 +57,7 @@ def test_clusters_are_categorized(qgis_new_project: QgsProject, run_gpkg: Path) 
     assert renderer.classAttribute() == "cluster"
     categories = renderer.categories()
     assert [c.value() for c in categories] == [0, 1, 2, 3]
-    assert categories[0].label() == "Cluster 0 \u2014 cafe+ bank+"
+    assert categories[0].label() == "Cluster 0 \u2014 more cafes, banks"  # the backend's cluster_name
     assert [c.symbol().color().name() for c in categories] == CLUSTER_COLOURS[:4]
     outline = categories[0].symbol().symbolLayer(0).strokeWidth()
     assert 0 < outline <= 0.2  # thin outline
@@ -127,6 +135,46 @@ def test_symmetric_breaks() -> None:
     assert b[-1] == 8.0
     assert all(0 < x < y for x, y in zip(b[:-1], b[1:], strict=True))
     assert symmetric_breaks([2.0, 2.0, -2.0]) == [0.5, 1.0, 1.5, 2.0]  # equal steps when quartiles tie
+
+
+def test_map_and_figure_palettes_agree_for_0_to_30_clusters() -> None:
+    import regionlens_common
+    from plugin.common import common
+
+    assert common is regionlens_common  # the one module the backend's figures use (backend/viz/colors.py)
+    for k in range(31):
+        assert [cluster_colour(i).name() for i in range(k)] == regionlens_common.cluster_colours(k)
+    # Before, cluster 1 was orange on the map and light blue in a figure of more than 10 clusters.
+    assert cluster_colour(1).name() == regionlens_common.cluster_colours(12)[1] == "#ff7f0e"
+
+
+def test_cluster_legend_uses_names_never_codes(qgis_new_project: QgsProject, tmp_path: Path) -> None:
+    """An older run's ``cluster_label`` codes (``b1_mean-``) are not shown; ``cluster_name`` is."""
+    path = tmp_path / "old.gpkg"
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = ds.CreateLayer("clusters", None, ogr.wkbPoint)
+    for name, kind in (("cluster", ogr.OFTInteger), ("cluster_label", ogr.OFTString)):
+        layer.CreateField(ogr.FieldDefn(name, kind))
+    for c, code in enumerate(["sf_landsat7_3857_30m_b2_mean+", "emb_000+ emb_001-"]):
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("cluster", c)
+        feature.SetField("cluster_label", code)
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({c} 0)"))
+        layer.CreateFeature(feature)
+    ds = None
+    old = QgsVectorLayer(f"{path}|layername=clusters", "old", "ogr")
+    renderer = style_clusters(old)
+    assert [c.label() for c in renderer.categories()] == ["Cluster 0", "Cluster 1"]
+
+
+def test_prediction_legend_titles_carry_the_units(qgis_new_project: QgsProject, run_gpkg: Path) -> None:
+    layers = load_run_outputs(run_gpkg, qgis_new_project)
+    assert run_label_units(layers["predictions"], "population") == "log1p(per km\u00b2)"
+    assert layers["predictions"].name().endswith("(modelled as log1p(per km\u00b2))")
+    assert layers["residuals"].name().endswith("(modelled as log1p(per km\u00b2))")
+    style_predictions(layers["predictions"], "population")  # restyling does not repeat the units
+    assert layers["predictions"].name().count("modelled as") == 1
+    assert units_title("Predicted x", "") == units_title("Predicted x", "count") == "Predicted x"
 
 
 def test_cluster_colours_are_distinct() -> None:

@@ -16,7 +16,8 @@ from qgis.core import Qgis, QgsProject, QgsVectorLayer
 from qgis.PyQt.QtCore import Qt
 
 from plugin.main import RegionLensPlugin
-from plugin.parameters import METHODS
+from plugin.parameters import METHODS, label_name
+from plugin.project_settings import save_choices
 from plugin.sample_data import load_sample_data
 from plugin.tasks import RunCancelled, RunFailed, RunSucceeded
 from plugin.ui import run_dock as run_dock_module
@@ -215,6 +216,31 @@ def test_methods_fetched_in_background(plugin, qgis_new_project, backend_python:
         widget.disconnect_project()
 
 
+def test_labels_can_be_renamed_and_ids_are_not_offered(
+    plugin, dock: RunDock, sample: dict, qgis_new_project: QgsProject, qtbot
+) -> None:
+    dock.region_combo.setLayer(sample["block_groups"])
+    assert "CENSUSAREA" not in items(dock.label_list)  # geometry-derived: not a quantity to predict
+    item = items(dock.label_list)["Robbery"]
+    item.setCheckState(Qt.CheckState.Checked)
+    item.setText("robberies")  # double-click and type: the label's column name
+    dock.label_points_combo.setLayer(sample["crime_incidents"])
+    # The layer "Crime incidents 2012 H2 (SFPD)"-like title gives a short readable default name.
+    assert dock.label_points_name.placeholderText() == label_name(sample["crime_incidents"].name())
+    assert len(dock.label_points_name.placeholderText()) <= 31
+    dock.label_points_name.setText("incidents")
+    labels = dock.choices().labels
+    assert [(lab.field, lab.name) for lab in labels] == [("Robbery", "robberies"), ("", "incidents")]
+    save_choices(dock.choices(), qgis_new_project)
+    second = RunDock(plugin, None, qgis_new_project, fetch_info=False)
+    qtbot.addWidget(second)
+    try:
+        assert "robberies" in items(second.label_list) and second.label_points_name.text() == "incidents"
+        assert second.choices().labels == labels
+    finally:
+        second.disconnect_project()
+
+
 # ------------------------------------------------------------------------------------- settings
 
 
@@ -292,14 +318,15 @@ def test_run_through_the_dock(
         group = qgis_new_project.layerTreeRoot().findGroup("RegionLens \u2014 run_sf")
         assert group is not None
         names = {node.layer().name() for node in group.findLayers()}
-        assert {"Clusters", "Predicted population", "Embeddings", "Metrics"} <= names
+        assert {"Clusters", "Predicted population (modelled as log1p(per km\u00b2))", "Embeddings", "Metrics"} <= names
 
         dialog = dock.metrics_dialog
         assert isinstance(dialog, MetricsDialog) and dialog.isVisible()
         assert dialog.row_count() >= 1
-        assert [dialog.cell(0, c) for c in (0, 1, 3, 4)] == ["baseline", "population", "ridge", "shuffled"]
+        assert [dialog.cell(0, c) for c in (0, 1, 4, 5)] == ["baseline", "population", "ridge", "shuffled"]
         assert "Population" in dialog.cell(0, 2)  # the modelled target, e.g. log1p(Population) density
-        float(dialog.cell(0, 5).split(" ")[0])  # R2 (one repeat: no std)
+        assert dialog.cell(0, 3) == "log1p(per km\u00b2)"  # its units
+        float(dialog.cell(0, 6).split(" ")[0])  # R2 (one repeat: no std)
 
         bar = qgis_iface.messageBar()
         success = [i for i in message_items(bar, Qgis.MessageLevel.Success) if "finished on" in i.text()]
@@ -374,17 +401,17 @@ def test_metrics_dialog_sorts_numbers(run_gpkg: Path, qtbot) -> None:
     qtbot.addWidget(dialog)
     assert dialog.windowTitle().endswith("run_small")
     assert dialog.row_count() == 4
-    assert dialog.table.columnCount() == 8
-    assert dialog.cell(0, 5) == "0.400 \u00b1 0.050" and dialog.cell(0, 6) == "1.000 \u00b1 0.100"
+    assert dialog.table.columnCount() == 9
+    assert dialog.cell(0, 6) == "0.400 \u00b1 0.050" and dialog.cell(0, 7) == "1.000 \u00b1 0.100"
     rows = [
         {"method": m, "label": "pop", "target": "density", "model": "ridge", "protocol": "shuffled",
          "r2_mean": r2, "r2_std": 0.01, "mae_mean": 1.0, "mae_std": None, "rmse_mean": None, "rmse_std": None}
         for m, r2 in (("a", 0.5), ("b", -0.25), ("c", 0.05))
     ]  # fmt: skip
     dialog.set_rows(rows)
-    dialog.table.sortByColumn(5, Qt.SortOrder.DescendingOrder)
+    dialog.table.sortByColumn(6, Qt.SortOrder.DescendingOrder)
     assert [dialog.cell(r, 0) for r in range(3)] == ["a", "c", "b"]  # by value, not by text
-    assert dialog.cell(0, 6) == "1.000" and dialog.cell(0, 7) == ""
+    assert dialog.cell(0, 7) == "1.000" and dialog.cell(0, 8) == ""
     assert dialog.as_text().splitlines()[0].startswith("Method\tLabel")
 
 

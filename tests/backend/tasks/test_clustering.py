@@ -1,4 +1,4 @@
-"""Tests of backend.tasks.clustering: k by silhouette, relabelling, profiles and label texts."""
+"""Tests of backend.tasks.clustering: k by silhouette over distinct embeddings, relabelling, profiles and names."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from backend.errors import InputError
-from backend.tasks.clustering import cluster, cluster_labels, cluster_profiles, suggest_k
+from backend.tasks.clustering import cluster, cluster_names, cluster_profiles, profile_features, suggest_k
+from backend.views import Views
 
 
 def _blobs(sizes: tuple[int, ...] = (40, 40, 40, 40), d: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -33,14 +34,14 @@ def test_k_max_is_clipped_to_regions() -> None:
     x, _ = _blobs((3, 3), d=2)
     _, scores = suggest_k(x, k_min=2, k_max=12)
     assert max(scores) == 5
-    with pytest.raises(InputError, match="regions"):
+    with pytest.raises(InputError, match="distinct"):
         suggest_k(x[:2])
 
 
 @pytest.mark.parametrize("method", ["kmeans", "agglomerative"])
 def test_cluster_recovers_blobs_and_relabels_by_size(method: str) -> None:
     x, truth = _blobs((15, 50, 30), d=4, seed=1)
-    res = cluster(x, k="auto", method=method, k_max=6, seed=0)
+    res = cluster(x, k="auto", method=method, k_min=2, k_max=6, seed=0)
     assert res.k == 3 and res.method == method
     assert adjusted_rand_score(truth, res.labels) == pytest.approx(1.0)
     assert list(np.bincount(res.labels)) == [50, 30, 15]  # cluster 0 is the largest
@@ -93,25 +94,112 @@ def test_profiles_by_hand() -> None:
         cluster_profiles(labels[:3], feats)
 
 
-def test_cluster_label_texts() -> None:
-    prof = pd.DataFrame(
-        {
-            "cluster": [0, 0, 0, 0, 1, 1, 1, 1, 2, 2],
-            "n_regions": [5] * 10,
-            "feature": ["cafe", "bank", "b1_mean", "park", "cafe", "bank", "b1_mean", "park", "cafe", "bank"],
-            "zscore": [1.5, 1.2, -0.9, 0.1, -0.2, 0.0, 2.0, -0.4, 0.0, 0.0],
-        }
-    )
-    texts = cluster_labels(prof, top=3)
-    assert texts[0] == "cafe+ bank+ b1_mean-"
-    assert texts[1] == "b1_mean+ park- cafe-"  # zero z-scores are never named
-    assert texts[2] == "average"
-    assert cluster_labels(prof, top=1)[0] == "cafe+"
+def _sparse_counts(seed: int = 0) -> np.ndarray:
+    """log1p counts of 3 rare POI categories over 600 regions; about two thirds of the regions are empty."""
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((600, 3))
+    rows = rng.choice(600, 250, replace=False)
+    counts[rows] = rng.poisson([0.8, 0.5, 0.3], size=(250, 3))
+    return np.log1p(counts)
 
-    long = pd.DataFrame(
-        {"cluster": [0, 0, 0], "n_regions": 1, "feature": ["x" * 30, "y" * 30, "z" * 30], "zscore": [3.0, 2.0, 1.0]}
+
+def test_identical_rows_do_not_drive_k() -> None:
+    x = _sparse_counts()
+    n_zero = int((x.sum(axis=1) == 0).sum())
+    res = cluster(x, k="auto", seed=0)
+    # Before: k = 12 with a silhouette of 0.95, bought by the block of identical empty regions.
+    distinct = np.unique(x, axis=0)
+    assert res.k == suggest_k(distinct, seed=0)[0]  # the copies of a row do not change the choice
+    assert res.silhouette < 0.6
+    assert res.n_distinct == len(distinct) and res.largest_shared == n_zero
+    assert res.warnings and f"{n_zero} of 600 regions share one embedding" in res.warnings[0]
+    # identical rows share their cluster
+    zero = x.sum(axis=1) == 0
+    assert len(np.unique(res.labels[zero])) == 1
+
+
+def test_auto_k_starts_at_four_and_narrows_for_few_distinct_rows() -> None:
+    x, _ = _blobs((60, 60), d=3, seed=4)
+    res = cluster(x, k="auto", seed=0)
+    assert min(res.scores) == 4 and res.k >= 4 and not res.warnings
+    few = np.repeat(np.eye(3) * 5.0, 20, axis=0)  # three distinct embeddings
+    res = cluster(few, k="auto", seed=0)
+    assert sorted(res.scores) == [2] and res.k == 2
+    assert any("k was chosen among 2..2" in w for w in res.warnings)
+
+
+def test_auto_k_is_deterministic_and_samples_large_inputs() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2600, 4))
+    a = suggest_k(x, k_max=5, seed=3)
+    b = suggest_k(x, k_max=5, seed=3)
+    assert a == b and sorted(a[1]) == [4, 5]
+
+
+def test_sample_city_gets_at_least_four_clusters(sf_views) -> None:
+    from backend.models import get_embedder
+    from backend.progress import Progress
+
+    emb = get_embedder("baseline", dim=16, seed=0).fit_transform(sf_views, Progress())
+    res = cluster(emb.to_numpy(), k="auto", seed=0)
+    assert res.k >= 4
+    assert np.isfinite(res.silhouette)
+
+
+def test_profiles_of_nothing_are_empty_not_an_error() -> None:
+    prof = cluster_profiles(np.array([0, 1, 1]), pd.DataFrame({"name": list("abc")}))
+    assert prof.empty and list(prof.columns) == ["cluster", "n_regions", "feature", "mean", "zscore"]
+
+
+def _views(counts: pd.DataFrame, image: pd.DataFrame | None = None, areas: list[float] | None = None) -> Views:
+    ids = pd.Index([f"r{i}" for i in range(len(counts))], name="region_id")
+    tables = {"poi_counts": counts.set_axis(ids)}
+    if image is not None:
+        tables["image_stats"] = image.set_axis(ids)
+    area = pd.Series(areas if areas is not None else [1.0] * len(ids), index=ids)
+    return Views(region_ids=ids, tables=tables, areas_km2=area, centroids=np.zeros((len(ids), 2)))
+
+
+def test_profile_features_are_words() -> None:
+    counts = pd.DataFrame({"cafe": [3, 0, 0, 1], "bank": [0, 2, 1, 0], "rare": [0, 0, 0, 1]})
+    image = pd.DataFrame(
+        {f"img_b{b}_{s}": np.arange(4.0) + b for b in (1, 2, 3) for s in ("mean", "std")}
     )
-    text = cluster_labels(long)[0]
-    assert text == "x" * 30 + "+"  # the next feature would pass 60 characters: cut at a whole feature
-    huge = cluster_labels(long.assign(feature=["w" * 100, "a", "b"]))[0]
-    assert len(huge) == 60 and huge.endswith("...")
+    feats = profile_features(_views(counts, image, [1.0, 2.0, 0.5, 1.0]), min_support=0.3)
+    assert list(feats.columns) == [
+        "POI share: cafe", "POI share: bank", "POIs per km\u00b2", "image brightness", "image texture",
+        "image greenness", "region area (km\u00b2)",
+    ]  # fmt: skip
+    assert feats["POI share: cafe"].tolist() == [1.0, 0.0, 0.0, 0.5]
+    assert feats["POIs per km\u00b2"].tolist() == [3.0, 1.0, 2.0, 2.0]
+    assert feats["image brightness"].tolist() == [2.0, 3.0, 4.0, 5.0]
+
+
+def test_cluster_names_read_as_words() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    counts = pd.DataFrame({"cafe": [5, 4, 6, 0, 0, 0, 1, 1, 0], "pharmacy": [0, 0, 0, 3, 2, 4, 0, 1, 0]})
+    image = pd.DataFrame({"sf_landsat7_3857_30m_b1_mean": [9, 9, 9, 1, 1, 1, 5, 5, 5.0]})
+    areas = [1.0] * 6 + [9.0, 8.0, 9.0]
+    views = _views(counts, image, areas)
+    prof = cluster_profiles(labels, profile_features(views))
+    x = np.arange(18.0).reshape(9, 2)
+    names = cluster_names(prof, labels, x, views.region_ids)
+    assert set(names) == {0, 1, 2}
+    for name in names.values():
+        assert "sf_landsat" not in name and "_mean" not in name and "+" not in name
+    assert "more cafes" in names[0] and "brighter image" in names[0]
+    assert "more pharmacies" in names[1] and "darker image" in names[1]
+    assert "larger regions" in names[2]
+
+
+def test_clusters_without_features_are_named_by_example_regions() -> None:
+    labels = np.array([0, 0, 0, 1, 1])
+    x = np.array([[0.0, 0], [0.1, 0], [5, 0], [9, 9], [9.2, 9]])
+    ids = ["a", "b", "c", "d", "e"]
+    emb = pd.DataFrame(x, columns=["emb_000", "emb_001"])
+    names = cluster_names(cluster_profiles(labels, emb), labels, x, ids)
+    assert names[0] == "3 regions, most like b, a"
+    assert names[1].startswith("2 regions, most like ")
+    assert "emb_" not in " ".join(names.values())
+    empty = cluster_profiles(labels, pd.DataFrame(index=range(5)))
+    assert cluster_names(empty, labels, x, ids)[0] == "3 regions, most like b, a"

@@ -42,11 +42,13 @@ def test_model_space_values(data: tuple[pd.Series, pd.Series, pd.Series]) -> Non
     dens = make_target(raw, LabelSpec(name="c", field="Crime", target="density", log1p=True), areas, None)
     np.testing.assert_allclose(dens.y.to_numpy(), np.log1p(raw / areas).to_numpy())
     assert dens.description == "log1p(Crime per km2)"
+    assert dens.units == "log1p(per km\u00b2)"
     rate = make_target(raw, LabelSpec(name="c", field="Crime", target="rate", per_field="Pop"), areas, per)
     np.testing.assert_allclose(rate.y.to_numpy(), (raw / per).to_numpy())
     assert rate.description == "Crime per Pop"
+    assert rate.units == "per Pop"
     count = make_target(raw, LabelSpec(name="c", points="crimes.gpkg"), areas, None)
-    assert count.description == "c"
+    assert count.description == "c" and count.units == "count"
     np.testing.assert_allclose(count.y.to_numpy(), raw.to_numpy())
 
 

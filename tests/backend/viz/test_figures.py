@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
 
+import regionlens_common
 from backend.tasks.clustering import cluster_profiles
 from backend.viz import (
-    CLUSTER_COLORS,
-    CLUSTER_COLORS_MANY,
-    cluster_colors,
+    CLUSTER_COLOURS,
+    cluster_colour,
+    cluster_colours,
     plot_cluster_profiles,
     plot_embedding_2d,
     plot_pred_vs_obs,
@@ -95,12 +96,16 @@ def test_no_pyplot_figures_leak(tmp_path: Path, emb: tuple[np.ndarray, np.ndarra
     assert plt.get_fignums() == before
 
 
-def test_cluster_colors_match_matplotlib() -> None:
-    assert CLUSTER_COLORS == [to_hex(c) for c in matplotlib.colormaps["tab10"].colors]
-    assert CLUSTER_COLORS_MANY == [to_hex(c) for c in matplotlib.colormaps["tab20"].colors]
-    assert cluster_colors(4) == CLUSTER_COLORS[:4]
-    assert cluster_colors(10) == CLUSTER_COLORS
-    assert cluster_colors(12) == CLUSTER_COLORS_MANY[:12]
-    assert cluster_colors(25)[20:] == CLUSTER_COLORS_MANY[:5]
+def test_cluster_colours_are_the_shared_palette() -> None:
+    tab10 = [to_hex(c) for c in matplotlib.colormaps["tab10"].colors]
+    tab20 = [to_hex(c) for c in matplotlib.colormaps["tab20"].colors]
+    assert list(CLUSTER_COLOURS) == tab10 + tab20[1::2]  # tab10, then the light half of tab20
+    # One colour per cluster number whatever k is: cluster 1 stays orange with 12 clusters (it was light
+    # blue in the figures and orange on the map).
+    for k in range(31):
+        assert cluster_colours(k) == regionlens_common.cluster_colours(k)
+        assert cluster_colours(k) == [cluster_colour(i) for i in range(k)]
+    assert cluster_colours(12)[1] == "#ff7f0e"
+    assert len(set(cluster_colours(31))) == 31
     with pytest.raises(ValueError):
-        cluster_colors(-1)
+        cluster_colours(-1)

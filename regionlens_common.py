@@ -1,0 +1,184 @@
+"""Names and rules the backend and the QGIS plugin must agree on; pure Python, no dependencies.
+
+Both sides import this one module (SPEC section 2): the backend as ``regionlens_common`` (the worker
+runs with the plugin folder as its working directory, tests with ``pythonpath = .``), the plugin as
+``regionlens.regionlens_common`` when installed (see ``plugin/common.py``). Nothing here may import
+numpy, Qt, QGIS or anything from ``backend/``.
+
+- clusters: the name column :data:`CLUSTER_NAME_FIELD`, the range of ``k = auto`` and the palette,
+  :func:`cluster_colour` (cluster ``i`` has one colour whatever the number of clusters, on the map and in
+  the figures);
+- the label-name rule: :data:`LABEL_NAME_PATTERN`, :func:`label_name` (a short, readable output column
+  prefix from a field or layer title) and :func:`is_label_field` (which fields may be offered as labels
+  to predict: never id-like or geometry-derived ones);
+- label units: :func:`label_units` (the words legends and the metrics dialog show).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import re
+from collections.abc import Iterable
+
+__all__ = [
+    "CLUSTER_NAME_FIELD",
+    "AUTO_K_MIN",
+    "AUTO_K_MAX",
+    "CLUSTER_COLOURS",
+    "cluster_colour",
+    "cluster_colours",
+    "LABEL_NAME_PATTERN",
+    "LABEL_NAME_MAX",
+    "label_name",
+    "is_label_field",
+    "label_units",
+]
+
+# ------------------------------------------------------------------------------------------- clusters
+
+#: Text column of the ``clusters`` layers (and of ``cluster_profiles``): the cluster's readable name.
+CLUSTER_NAME_FIELD = "cluster_name"
+#: Range of k that ``k = auto`` tries (see backend/tasks/clustering.py and docs/methods/clustering.md).
+AUTO_K_MIN, AUTO_K_MAX = 4, 12
+
+
+#: matplotlib's ``tab10``, then the light halves of ``tab20``: 20 distinct colours of clusters 0..19.
+CLUSTER_COLOURS: tuple[str, ...] = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
+    "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+)  # fmt: skip
+_GOLDEN_ANGLE = 137.508  # degrees: successive hues beyond the fixed list stay far apart
+
+
+def cluster_colour(index: int) -> str:
+    """Hex colour (``#rrggbb``) of cluster ``index``, the same whatever the number of clusters.
+
+    Clusters 0..19 take :data:`CLUSTER_COLOURS`; beyond, hues step by the golden angle at a fixed
+    saturation and value, so any number of clusters gets colours.
+
+    Raises:
+        ValueError: If ``index`` is negative.
+    """
+    if index < 0:
+        raise ValueError(f"Cluster numbers start at 0, got {index}.")
+    if index < len(CLUSTER_COLOURS):
+        return CLUSTER_COLOURS[index]
+    hue = (index * _GOLDEN_ANGLE) % 360.0
+    r, g, b = colorsys.hsv_to_rgb(hue / 360.0, 160 / 255, 200 / 255)
+    return "#{:02x}{:02x}{:02x}".format(*(round(c * 255) for c in (r, g, b)))
+
+
+def cluster_colours(k: int) -> list[str]:
+    """Colours of clusters ``0..k-1`` (see :func:`cluster_colour`).
+
+    Raises:
+        ValueError: If ``k`` is negative.
+    """
+    if k < 0:
+        raise ValueError(f"k must be non-negative, got {k}.")
+    return [cluster_colour(i) for i in range(k)]
+
+
+# ----------------------------------------------------------------------------------------- labels
+
+#: Longest label name; output columns add ``_pred``, ``_obs``, ``_res``.
+LABEL_NAME_MAX = 31
+#: A valid label name: a letter, then letters, digits or underscores.
+LABEL_NAME_PATTERN = re.compile(rf"[A-Za-z][A-Za-z0-9_]{{0,{LABEL_NAME_MAX - 1}}}")
+#: Words of a layer title kept in a default label name ("Crime incidents 2012 H2 (SFPD)" -> crime_incidents).
+_NAME_WORDS = 3
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
+
+
+def label_name(text: str, taken: Iterable[str] = ()) -> str:
+    """A short, readable, unused label name from a field name or a layer title.
+
+    A field name (no spaces) is kept, in lower case with ``_`` for other characters: ``Population`` ->
+    ``population``, ``crime_2012`` -> ``crime_2012``. A title (with spaces or brackets) loses its
+    bracketed parts and its words holding digits (years, halves, versions) and keeps at most three words:
+    ``"Crime incidents 2012 H2 (SFPD)"`` -> ``crime_incidents``; when nothing is left the whole title is
+    used (``"2012 Q1"`` -> ``label_2012_q1``). A name in ``taken`` gets ``_2``, ``_3``, ... The result
+    matches :data:`LABEL_NAME_PATTERN`.
+    """
+    base = _slug(text)
+    if re.search(r"[\s()\[\]]", text.strip()):
+        plain = re.sub(r"\([^)]*\)|\[[^\]]*\]", " ", text)
+        words = [w for w in _slug(plain).split("_") if w and not any(ch.isdigit() for ch in w)]
+        base = "_".join(words[:_NAME_WORDS]) or base
+    if not base or not base[0].isalpha():
+        base = f"label_{base}".rstrip("_")
+    base = base[:LABEL_NAME_MAX].rstrip("_")
+    used = set(taken)
+    name, n = base, 2
+    while name in used:
+        suffix = f"_{n}"
+        name = base[: LABEL_NAME_MAX - len(suffix)] + suffix
+        n += 1
+    return name
+
+
+#: Field names that are identifiers, however they hold their values.
+_ID_WORDS = {"id", "fid", "gid", "uid", "oid", "geoid", "objectid", "ogc_fid", "fips", "code"}
+#: Field names derived from the geometry (area, perimeter, a grid cell's bounds, coordinates).
+_GEOMETRY_NAMES = {
+    "area", "shape_area", "shape_leng", "shape_length", "perimeter", "censusarea", "aland", "awater",
+    "aland10", "awater10", "area_km2", "area_m2", "left", "top", "right", "bottom", "xmin", "xmax", "ymin",
+    "ymax", "x", "y", "lon", "lat", "longitude", "latitude", "centroid_x", "centroid_y",
+}  # fmt: skip
+
+
+def is_label_field(name: str, integer: bool = False, n_values: int = 0, n_distinct: int = 0) -> bool:
+    """Whether a numeric field may be offered as a label to predict.
+
+    Not offered: identifiers (a name that is or ends in an id word such as ``id``, ``fid``, ``GEOID``,
+    ``OBJECTID``, ``tract_id``, ``FIPS``; or an integer field whose every value is distinct, which numbers
+    the regions rather than measuring them) and geometry-derived fields (``CENSUSAREA``, ``Shape_Area``,
+    ``ALAND``, a grid's ``left``/``top``/``right``/``bottom``, coordinates).
+
+    Args:
+        name: Field name.
+        integer: The field holds integers.
+        n_values: Number of non-missing values (0: unknown).
+        n_distinct: Number of distinct values among them.
+
+    Returns:
+        True if the field can be a label.
+    """
+    slug = _slug(name)
+    if not slug or slug in _GEOMETRY_NAMES:
+        return False
+    words = slug.split("_")
+    if slug in _ID_WORDS or words[-1] in _ID_WORDS or words[0] in {"geoid", "objectid", "fid"}:
+        return False
+    if re.fullmatch(r"(geo|object|f|g|o)?id\d*|[a-z]*fp\d*", slug):
+        return False  # GEOID10, OBJECTID, STATEFP, COUNTYFP
+    if integer and n_values > 1 and n_distinct == n_values:
+        return False
+    return True
+
+
+_TARGET_UNITS = {"count": "count", "density": "per km\u00b2"}
+
+
+def label_units(target: str, log1p: bool = False, per_field: str | None = None) -> str:
+    """Units of a label as a planner reads them.
+
+    Args:
+        target: ``count``, ``density`` or ``rate``.
+        log1p: The model works on ``log1p`` of the target.
+        per_field: The denominator of a rate (e.g. ``Population``).
+
+    Returns:
+        ``"count"``, ``"per km²"``, ``"per Population"``, wrapped as ``"log1p(per km²)"`` when modelled
+        in log1p space.
+    """
+    if target == "rate":
+        units = f"per {per_field}" if per_field else "per resident"
+    else:
+        units = _TARGET_UNITS.get(target, target)
+    return f"log1p({units})" if log1p else units

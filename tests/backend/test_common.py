@@ -1,0 +1,77 @@
+"""The dependency-free module both sides import (regionlens_common.py): label rules, and that it is
+importable the three ways it is used (repository root, the backend, the installed plugin zip)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import regionlens_common as common
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("Crime incidents 2012 H2 (SFPD)", "crime_incidents"),
+        ("Population", "population"),
+        ("CarTheft", "cartheft"),
+        ("sf_crime_incidents_2012h2", "sf_crime_incidents_2012h2"),  # a field or file name is kept
+        ("emb_003", "emb_003"),
+        ("2012 Q1", "label_2012_q1"),
+        ("Très grande densité de population urbaine", "tr_s_grande"),
+    ],
+)
+def test_label_name_is_short_and_readable(text: str, name: str) -> None:
+    assert common.label_name(text) == name
+    assert common.LABEL_NAME_PATTERN.fullmatch(name)
+
+
+def test_label_name_avoids_taken_names() -> None:
+    assert common.label_name("Population", ["population"]) == "population_2"
+    assert common.label_name("Population", ["population", "population_2"]) == "population_3"
+    assert len(common.label_name("x" * 60, ["x" * 31])) <= common.LABEL_NAME_MAX
+
+
+@pytest.mark.parametrize(
+    "field", ["GEOID", "GEO_ID", "fid", "OBJECTID", "tract_id", "STATEFP", "CENSUSAREA", "Shape_Area", "left",
+              "top", "right", "bottom", "ALAND", "ogc_fid"],
+)  # fmt: skip
+def test_id_and_geometry_fields_are_not_labels(field: str) -> None:
+    assert not common.is_label_field(field)
+
+
+def test_measured_fields_are_labels_but_unique_integers_are_not() -> None:
+    for field in ("Population", "Robbery", "CarTheft", "median_income", "paid_parking"):
+        assert common.is_label_field(field)
+    assert not common.is_label_field("BLOCK", integer=True, n_values=579, n_distinct=579)  # numbers the rows
+    assert common.is_label_field("Robbery", integer=True, n_values=579, n_distinct=40)
+    assert common.is_label_field("Population", integer=False, n_values=579, n_distinct=579)  # real values
+
+
+def test_label_units() -> None:
+    assert common.label_units("count") == "count"
+    assert common.label_units("density", log1p=True) == "log1p(per km\u00b2)"
+    assert common.label_units("rate", per_field="Population") == "per Population"
+
+
+def test_plugin_zip_ships_the_shared_module(tmp_path: Path) -> None:
+    built = subprocess.run([sys.executable, "scripts/package_plugin.py", "--out", str(tmp_path)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    (archive,) = tmp_path.glob("regionlens-*.zip")
+    with zipfile.ZipFile(archive) as zf:
+        assert "regionlens/regionlens_common.py" in zf.namelist()
+        zf.extractall(tmp_path / "plugins")
+    # Installed, the plugin package is ``regionlens``: plugin/common.py finds the module relative to it.
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import regionlens.plugin.common as c; "
+             "print(c.common.__name__, c.common.cluster_colour(1))")
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "plugins")], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["regionlens.regionlens_common", "#ff7f0e"]

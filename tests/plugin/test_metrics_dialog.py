@@ -1,0 +1,38 @@
+"""The metrics dialog says in what units and space the scores are, and flags R2 below 0."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from plugin.ui.metrics_dialog import COLUMNS, NEGATIVE_R2, MetricsDialog
+
+
+def _row(method: str, r2: float, units: str = "log1p(per km\u00b2)") -> dict:
+    return {"method": method, "label": "robbery", "target": "log1p(Robbery per km2)", "units": units,
+            "model": "ridge", "protocol": "shuffled", "n_regions": 579, "r2_mean": r2, "r2_std": 0.1,
+            "mae_mean": 0.5, "mae_std": 0.01, "rmse_mean": 0.7, "rmse_std": 0.02}  # fmt: skip
+
+
+def test_units_column_and_log1p_note(run_gpkg: Path, qtbot) -> None:
+    dialog = MetricsDialog.from_gpkg(run_gpkg)
+    qtbot.addWidget(dialog)
+    units_column = [key for _header, key in COLUMNS].index("units")
+    assert dialog.cell(0, units_column) == "log1p(per km\u00b2)"
+    note = dialog.units_label.text()
+    assert "log1p space" in note and "population, robbery" in note
+    assert not dialog.negative_label.isVisibleTo(dialog) and dialog.negative_r2_rows() == []
+
+    dialog.set_rows([{**_row("baseline", 0.3, units="count"), "target": "Robbery"}])
+    assert "log1p" not in dialog.units_label.text()
+
+
+def test_negative_r2_is_highlighted_and_explained(qtbot) -> None:
+    dialog = MetricsDialog([_row("baseline", 0.31), _row("hafusion", -3.2), _row("cookie", -0.01)])
+    qtbot.addWidget(dialog)
+    flagged = sorted(dialog.cell(r, 0) for r in dialog.negative_r2_rows())
+    assert flagged == ["cookie", "hafusion"]
+    assert dialog.negative_label.isVisibleTo(dialog)
+    assert "worse than predicting the mean" in dialog.negative_label.text()
+    r2_column = [key for _header, key in COLUMNS].index("r2")
+    row = next(r for r in range(dialog.row_count()) if dialog.cell(r, 0) == "hafusion")
+    assert dialog.table.item(row, r2_column).toolTip() == NEGATIVE_R2

@@ -198,6 +198,8 @@ class RegionLensPlugin:
             self.run_dock = RunDock(self, self.iface.mainWindow())
             self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.run_dock)
             self.run_dock.show()
+            if self.run_dock.backend_python is None:  # first use: the setup dialog opens by itself
+                self.run_dock.set_up_backend()
         elif self.run_dock.isVisible():
             self.run_dock.hide()
         else:

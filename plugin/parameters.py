@@ -128,6 +128,8 @@ class MethodInfo:
     params: dict[str, Any] = field(default_factory=dict)  # default parameters
     views: list[str] = field(default_factory=list)  # views the method can learn from
     min_views: int = 1  # how many of them it needs
+    #: name -> {label, help, type, default, choices, min, max} (the backend's ``param_info``; docs/protocol.md)
+    param_info: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 #: The baseline as the backend defines it (backend/models/baseline.py); used until ``info`` answers.
@@ -184,6 +186,7 @@ class MethodRegistry:
                 params=dict(desc.get("params") or {}),
                 views=[str(v) for v in desc.get("views") or []],
                 min_views=int(desc.get("min_views", 1) or 1),
+                param_info={str(k): dict(v) for k, v in (desc.get("param_info") or {}).items() if isinstance(v, dict)},
             )
         self.from_backend = True
 

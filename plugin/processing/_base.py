@@ -10,6 +10,7 @@ killed). Every failure becomes a :class:`QgsProcessingException` with a message 
 from __future__ import annotations
 
 import configparser
+import html
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -128,8 +129,8 @@ class RegionLensAlgorithm(QgsProcessingAlgorithm):
         return [tag.strip() for tag in tr(self.TAGS).split(",") if tag.strip()]
 
     def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
-        """Help shown beside the parameters."""
-        return tr(self.HELP)
+        """Help shown beside the parameters (QGIS renders it as HTML: ``<label>`` must stay visible)."""
+        return html.escape(tr(self.HELP), quote=False)
 
     def helpUrl(self) -> str:  # noqa: N802 - QGIS API
         """The README's Processing section (the dialog's Help button)."""

@@ -5,6 +5,7 @@ It sits above the dock's scroll area, so it is the first thing a planner sees, w
 
 from __future__ import annotations
 
+from qgis.PyQt.QtCore import QSize
 from qgis.PyQt.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 __all__ = ["BACKEND_MISSING", "BACKEND_MISSING_PROBLEM", "OPTIONS_PAGE", "BackendBanner"]
@@ -13,8 +14,8 @@ __all__ = ["BACKEND_MISSING", "BACKEND_MISSING_PROBLEM", "OPTIONS_PAGE", "Backen
 OPTIONS_PAGE = "Settings \u203a Options \u203a RegionLens"
 #: The banner's text.
 BACKEND_MISSING = (
-    "<b>The RegionLens backend is not set up yet.</b> It is the Python environment (PyTorch and friends) "
-    f"where the embeddings are learned. Set it up here, or choose an existing one in {OPTIONS_PAGE}."
+    "<b>The backend is not set up yet.</b> RegionLens learns in its own Python environment: set it up "
+    f"here, or choose an existing one in <i>{OPTIONS_PAGE}</i>."
 )
 #: The line in the dock's list of problems.
 BACKEND_MISSING_PROBLEM = "Set up the backend first (the button at the top of this dock)."
@@ -43,4 +44,23 @@ class BackendBanner(QFrame):
         row.addWidget(self.button)
         row.addStretch(1)
         layout.addLayout(row)
+        # its full height (the wrapped text included) whatever the dock's height: the form below scrolls instead
+        policy = QSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        policy.setHeightForWidth(True)
+        self.setSizePolicy(policy)
         self.setVisible(False)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        """The height the wrapped text needs at the current width (the layout's hint assumes a wide label)."""
+        hint = super().sizeHint()
+        return QSize(hint.width(), max(hint.height(), self.heightForWidth(max(self.width(), 1))))
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        """Never less than :meth:`sizeHint`'s height: the text is not clipped."""
+        return QSize(super().minimumSizeHint().width(), self.sizeHint().height())
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        """A new width changes the wrapped height: let the dock's layout ask again."""
+        super().resizeEvent(event)
+        if event.size().width() != event.oldSize().width():
+            self.updateGeometry()

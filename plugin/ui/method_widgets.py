@@ -51,6 +51,17 @@ def _decimals(*values: Any) -> int:
     return decimals
 
 
+class _DecimalSpinBox(QDoubleSpinBox):
+    """A QDoubleSpinBox that shows ``0.5`` and ``0.0005``, not ``0.500000`` and ``0.000500``."""
+
+    def textFromValue(self, value: float) -> str:  # noqa: N802 - Qt API
+        text = self.locale().toString(float(value), "f", self.decimals())
+        point = self.locale().decimalPoint()
+        if point in text:
+            text = text.rstrip("0").rstrip(point)
+        return text
+
+
 def param_widget(default: Any, parent: QWidget | None = None, spec: dict[str, Any] | None = None) -> QWidget:
     """The editor for a parameter whose default is ``default``, described by ``spec`` (``param_info``)."""
     spec = spec or {}
@@ -65,7 +76,7 @@ def param_widget(default: Any, parent: QWidget | None = None, spec: dict[str, An
         low, high = _bound(spec.get("min"), _INT_RANGE[0]), _bound(spec.get("max"), _INT_RANGE[1])
         widget.setRange(int(max(low, _INT_RANGE[0])), int(min(high, _INT_RANGE[1])))
     elif isinstance(default, float):
-        widget = QDoubleSpinBox(parent)
+        widget = _DecimalSpinBox(parent)
         widget.setDecimals(_decimals(default, spec.get("min")))
         widget.setRange(_bound(spec.get("min"), _FLOAT_RANGE[0]), _bound(spec.get("max"), _FLOAT_RANGE[1]))
         widget.setStepType(QAbstractSpinBox.StepType.AdaptiveDecimalStepType)

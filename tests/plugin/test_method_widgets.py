@@ -61,6 +61,7 @@ def test_enumerations_are_dropdowns_and_numbers_have_ranges(qtbot) -> None:
     assert isinstance(hidden, QSpinBox) and (hidden.minimum(), hidden.maximum()) == (1, 4096)
     rate = widget.param_widgets["learning_rate"]
     assert isinstance(rate, QDoubleSpinBox) and rate.minimum() == 1e-7 and rate.maximum() == 1.0
+    assert rate.text() == "0.0005"  # not 0.000500000
     assert isinstance(widget.param_widgets["template"], QLineEdit)
     assert isinstance(widget.param_widgets["scale_with_extent"], QCheckBox)  # no description: still offered
 

@@ -193,6 +193,8 @@ def test_algorithm_definitions(provider: RegionLensProvider) -> None:
     )
     for alg in algorithms.values():
         assert alg.helpUrl() == "https://github.com/regionlens/regionlens#processing-toolbox-models-qgis_process"
+    embed_help = algorithms["regionlens:embed"].shortHelpString()  # rendered as HTML: placeholders stay visible
+    assert "&lt;label&gt;_obs" in embed_help and "<label>" not in embed_help
 
 
 def test_embed_offers_the_dock_defaults(provider: RegionLensProvider) -> None:

@@ -182,7 +182,7 @@ def test_backend_missing(plugin, qgis_new_project, sample, monkeypatch: pytest.M
     monkeypatch.setattr(run_dock_module, "find_backend_python", lambda: None)
     widget = RunDock(plugin, None, qgis_new_project)
     qtbot.addWidget(widget)
-    widget.resize(305, 352)  # the size QGIS first gives the dock
+    widget.resize(305, 700)  # a narrow right-hand dock
     widget.show()
     try:
         # a banner at the very top, above the scrolled form, names the real place of the settings
@@ -191,6 +191,10 @@ def test_backend_missing(plugin, qgis_new_project, sample, monkeypatch: pytest.M
         assert widget.setup_button.isVisible()
         top = widget.setup_button.mapTo(widget, widget.setup_button.rect().bottomLeft()).y()
         assert top < widget.height()  # visible without scrolling
+        qtbot.wait(50)  # (layout requests are processed by the event loop)
+        label = widget.banner.label
+        assert label.height() >= label.heightForWidth(label.width())  # the whole text, not clipped
+        assert widget.banner.minimumSizeHint().height() >= label.heightForWidth(label.width())  # asks for it
         assert not widget.backend_label.isVisible()
         assert list(widget.method_sections) == ["baseline"]  # still offered
         assert BACKEND_MISSING_PROBLEM in widget.validation_label.text()

@@ -597,3 +597,33 @@ def test_processing_methods_come_from_the_backend(provider, backend_python, repo
     assert _base.METHODS is METHODS  # the plugin's one registry, filled from the backend
     cached = json.loads(info_cache_path().read_text())  # so the next start needs no worker
     assert list(cached["info"]["methods"]) == backend
+
+
+def test_embed_sends_od_and_land_use_like_the_dock(provider, processing_module, monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:  # fmt: skip
+    """The OD table and the land-use layer reach the run configuration as the dock sends them (backend/config.py)."""
+    from plugin.processing import embed as embed_module
+
+    od = tmp_path / "trips.csv"
+    od.write_text("from,to,trips\n060750101001,060750101002,3\n")
+    sent: list[dict] = []
+
+    def capture(_python, action, config, _feedback):
+        sent.append({"action": action, **json.loads(json.dumps(config))})
+        raise QgsProcessingException("stop here")
+
+    monkeypatch.setattr(embed_module, "run_backend", capture)
+    params = {
+        "REGIONS": str(BLOCKS), "REGION_ID": "GEO_ID", "OD_TABLE": str(od), "OD_ORIGIN": "from",
+        "OD_DESTINATION": "to", "OD_COUNT": "trips", "LANDUSE": str(BLOCKS), "LANDUSE_CLASS": "LSAD",
+        "OUTPUT_DIR": str(tmp_path / "out"),
+    }  # fmt: skip
+    with pytest.raises(QgsProcessingException, match="stop here"):
+        processing_module.run("regionlens:embed", params, feedback=RecordingFeedback())
+    (config,) = sent
+    assert config["action"] == "run"
+    assert config["od"] == {"path": str(od.resolve()), "origin_field": "from", "destination_field": "to",
+                            "count_field": "trips"}  # fmt: skip
+    assert config["landuse"]["class_field"] == "LSAD" and config["landuse"]["path"].endswith("landuse.gpkg")
+    assert config["methods"] == [{"name": "baseline", "dim": 32, "params": {}}]  # the dock's default method
+    assert config["labels"] == [] and config["prediction"] is None

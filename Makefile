@@ -71,8 +71,8 @@ bench: setup
 lint: $(BACKEND)/.installed
 	$(BPY) -m ruff check .
 
-package: $(BACKEND)/.installed
-	$(BPY) scripts/package_plugin.py --out dist
+package:
+	python3 scripts/package_plugin.py --out dist
 
 screenshots: setup
 	@test -f out/demo/regionlens.gpkg || $(MAKE) demo

@@ -29,7 +29,8 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.gui import QgsMapLayerComboBox
-from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtCore import QUrl, QVariant
+from qgis.PyQt.QtGui import QDesktopServices
 from qgis.PyQt.QtWidgets import (
     QComboBox,
     QDialog,
@@ -43,6 +44,8 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from .ui.messages import push_message
 
 try:  # QGIS 3
     from qgis.core import QgsMapLayerType
@@ -60,6 +63,7 @@ __all__ = [
     "export_layer",
     "export_layer_dialog",
     "output_files",
+    "report_export",
     "shapefile_field_names",
 ]
 
@@ -90,12 +94,21 @@ class ExportResult:
     feature_count: int = 0
 
     def message(self) -> str:
-        """One line for the message bar: where the layer went and every renamed field."""
-        text = f"Exported {self.feature_count} features to {self.path}."
+        """A short line for the message bar: how many features went to which file, how many fields renamed."""
+        text = f"Exported {self.feature_count} features to {self.path.name}."
         if self.renamed:
-            pairs = ", ".join(f"{old} \u2192 {new}" for old, new in self.renamed.items())
-            text += f" Renamed for the shapefile: {pairs}."
+            count = len(self.renamed)
+            text += f" {count} field{'s' if count > 1 else ''} renamed for the shapefile (see Details)."
         return text
+
+    def details(self) -> str:
+        """The full report: the file, every file written and every renamed field."""
+        lines = [f"Exported {self.feature_count} features to {self.path}.", "", "Files written:"]
+        lines += [f"  {p}" for p in self.files or (self.path,)]
+        if self.renamed:
+            lines += ["", "Fields renamed for the shapefile (names of at most 10 characters):"]
+            lines += [f"  {old} \u2192 {new}" for old, new in self.renamed.items()]
+        return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------- names
@@ -491,8 +504,18 @@ def export_layer_dialog(iface, layer: QgsMapLayer | None = None) -> ExportResult
     except (OSError, ValueError) as exc:
         bar.pushCritical("RegionLens", f"Export failed: {exc}")
         return None
-    if result.renamed:
-        bar.pushWarning("RegionLens", result.message())
-    else:
-        bar.pushSuccess("RegionLens", result.message())
+    report_export(bar, result, iface.mainWindow())
     return result
+
+
+def report_export(bar, result: ExportResult, parent: QWidget | None = None):
+    """A green success message, short enough for the bar: the file name, an *Open folder* button, and the
+    full report (files, renamed fields) behind *Details*. Returns the message-bar item."""
+    folder = result.path.parent
+
+    def open_folder() -> None:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
+    return push_message(bar, result.message(), Qgis.MessageLevel.Success, details=result.details(),
+                        details_title="RegionLens export", parent=parent,
+                        actions=[("Open folder", open_folder)])  # fmt: skip

@@ -22,7 +22,7 @@ from qgis.core import (
     QgsProject,
     QgsRectangle,
 )
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QFileDialog
 
@@ -184,8 +184,12 @@ class RegionLensPlugin:
         except (OSError, ValueError) as exc:
             self.iface.messageBar().pushCritical("RegionLens", str(exc))
             return {}
-        if was_empty:
-            project.setCrs(layers["landsat"].crs())  # show the image unwarped
+        if was_empty:  # show the image unwarped, in its own CRS
+            crs = layers["landsat"].crs()
+            project.setCrs(crs)
+            # QGIS's layer-tree bridge gives an empty project the CRS of the first layer in the tree (the POIs,
+            # EPSG:4326) in a deferred update queued by the layers just added; set ours after it.
+            QTimer.singleShot(0, lambda: project.setCrs(crs))
         self._zoom_to(layers["block_groups"])
         self.iface.messageBar().pushSuccess(
             "RegionLens", "Sample city added: San Francisco block groups, OpenStreetMap POIs, Landsat-7 image."
@@ -198,6 +202,8 @@ class RegionLensPlugin:
             self.run_dock = RunDock(self, self.iface.mainWindow())
             self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.run_dock)
             self.run_dock.show()
+            if self.run_dock.backend_python is None:  # first use: the setup dialog opens by itself
+                self.run_dock.set_up_backend()
         elif self.run_dock.isVisible():
             self.run_dock.hide()
         else:

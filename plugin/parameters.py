@@ -18,6 +18,7 @@ method added to the backend appears in the dock without touching the plugin.
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -49,7 +50,9 @@ __all__ = [
     "RunChoices",
     "inputs_dir_for",
     "label_fields",
+    "info_cache_path",
     "label_name",
+    "missing_input",
     "raster_path",
     "sources_of",
     "to_run_config",
@@ -130,6 +133,8 @@ class MethodInfo:
     params: dict[str, Any] = field(default_factory=dict)  # default parameters
     views: list[str] = field(default_factory=list)  # views the method can learn from
     min_views: int = 1  # how many of them it needs
+    #: name -> {label, help, type, default, choices, min, max} (the backend's ``param_info``; docs/protocol.md)
+    param_info: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 #: The baseline as the backend defines it (backend/models/baseline.py); used until ``info`` answers.
@@ -143,12 +148,21 @@ BASELINE = MethodInfo(
 )
 
 
+def info_cache_path() -> Path:
+    """Where the backend's last ``info`` answer is kept (in the QGIS profile), so that the Processing
+    toolbox offers every method at start-up without starting the backend."""
+    from qgis.core import QgsApplication
+
+    return Path(QgsApplication.qgisSettingsDirPath()) / "regionlens" / "backend_info.json"
+
+
 class MethodRegistry:
     """Method name -> :class:`MethodInfo`; the one place the plugin learns which methods exist."""
 
     def __init__(self) -> None:
         self._methods: dict[str, MethodInfo] = {BASELINE.name: replace(BASELINE, params=dict(BASELINE.params))}
         self.from_backend = False  # True once update_from_info() has run
+        self.from_cache = False  # True when the methods come from the cached answer (load_cache())
         self.info: dict[str, Any] | None = None  # the backend's last ``info`` answer
 
     def names(self) -> list[str]:
@@ -168,11 +182,19 @@ class MethodRegistry:
         info = self._methods[name]
         return MethodChoice(info.name, info.dim, dict(info.params))
 
-    def update_from_info(self, info: dict[str, Any]) -> None:
-        """Take the methods of a backend ``info`` answer (docs/protocol.md); keeps the baseline first."""
+    def update_from_info(self, info: dict[str, Any], python: str | Path | None = None) -> None:
+        """Take the methods of a backend ``info`` answer (docs/protocol.md); keeps the baseline first.
+
+        Args:
+            info: The answer.
+            python: The interpreter that answered; when given, the answer is cached for it
+                (:func:`info_cache_path`, read by :meth:`load_cache`).
+        """
         methods = info.get("methods")
         if not isinstance(methods, dict):
             return
+        if python is not None:
+            self._save_cache(info, python)
         self.info = info
         for name, desc in methods.items():
             if not isinstance(desc, dict):
@@ -186,8 +208,33 @@ class MethodRegistry:
                 params=dict(desc.get("params") or {}),
                 views=[str(v) for v in desc.get("views") or []],
                 min_views=int(desc.get("min_views", 1) or 1),
+                param_info={str(k): dict(v) for k, v in (desc.get("param_info") or {}).items() if isinstance(v, dict)},
             )
         self.from_backend = True
+
+    def load_cache(self, python: str | Path) -> bool:
+        """Take the methods of the cached ``info`` answer of ``python``; False if there is none."""
+        try:
+            cached = json.loads(info_cache_path().read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        if not isinstance(cached, dict) or cached.get("python") != str(python):
+            return False
+        if not isinstance(cached.get("info"), dict):
+            return False
+        from_backend = self.from_backend
+        self.update_from_info(cached["info"])
+        self.from_backend, self.from_cache = from_backend, True
+        return True
+
+    @staticmethod
+    def _save_cache(info: dict[str, Any], python: str | Path) -> None:
+        path = info_cache_path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"python": str(python), "info": info}), encoding="utf-8")
+        except (OSError, TypeError, ValueError):
+            pass  # a cache only: the next answer tries again
 
     def reset(self) -> None:
         """Back to the baseline only (tests)."""
@@ -540,11 +587,19 @@ def _check_methods(choices: RunChoices, problems: list[str]) -> None:
             continue
         if method.dim < 1:
             problems.append(f"{info.name}: the embedding size must be at least 1.")
-        usable = [view_source(v) for v in info.views]
-        if sum(1 for source in usable if source in have) < max(info.min_views, 1):
-            words = " or ".join(_SOURCE_WORDS[s] for s in _SOURCE_WORDS if s in usable)
-            need = "" if info.min_views <= 1 else f" (it needs {info.min_views} kinds of input)"
-            problems.append(f"No input for {info.name}{need}: add {words or 'an input it can use'}.")
+        problem = missing_input(info, have)
+        if problem:
+            problems.append(problem)
+
+
+def missing_input(info: MethodInfo, have: set[str]) -> str | None:
+    """Why ``info``'s method cannot learn from the inputs ``have`` (see :func:`sources_of`), or ``None``."""
+    usable = [view_source(v) for v in info.views]
+    if sum(1 for source in usable if source in have) >= max(info.min_views, 1):
+        return None
+    words = " or ".join(_SOURCE_WORDS[s] for s in _SOURCE_WORDS if s in usable)
+    need = "" if info.min_views <= 1 else f" (it needs {info.min_views} kinds of input)"
+    return f"No input for {info.name}{need}: add {words or 'an input it can use'}."
 
 
 def _check_settings(choices: RunChoices, backend_info: dict[str, Any] | None, problems: list[str]) -> None:

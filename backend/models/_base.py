@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,7 +21,16 @@ from backend.errors import ConfigError, InputError
 from backend.progress import Progress
 from backend.views._base import Views
 
-__all__ = ["Embedder", "EmbedderParams", "embedding_frame", "VIEW_SOURCES", "SOURCE_NAMES", "inputs_for"]
+__all__ = [
+    "Embedder",
+    "EmbedderParams",
+    "SOURCE_NAMES",
+    "VIEW_SOURCES",
+    "describe_params",
+    "embedding_frame",
+    "inputs_for",
+    "param",
+]
 
 #: Configuration section (backend/config.py) each view is built from.
 VIEW_SOURCES: dict[str, str] = {
@@ -44,9 +53,64 @@ def inputs_for(views: tuple[str, ...]) -> str:
     return " or ".join(names) or "more inputs"
 
 
+def param(
+    default: Any,
+    label: str,
+    help: str,  # noqa: A002 - the word the description uses
+    *,
+    choices: tuple[str, ...] | list[str] = (),
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> Any:
+    """A parameter field with what a menu needs to offer it (see :func:`describe_params`).
+
+    Args:
+        default: The default value (bool, int, float or str).
+        label: A short readable name ("Hidden width").
+        help: One line saying what it does, for a tooltip.
+        choices: The allowed values of a text parameter (a dropdown); empty = free text.
+        minimum: The smallest allowed value of a number (None = no bound).
+        maximum: The largest allowed value of a number (None = no bound).
+    """
+    meta = {"label": label, "help": help, "choices": [str(c) for c in choices], "min": minimum, "max": maximum}
+    return field(default=default, metadata=meta)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    return "str"
+
+
+def describe_params(params_cls: type) -> dict[str, dict[str, Any]]:
+    """Name -> ``{label, help, type, default, choices, min, max}`` for every field made with :func:`param`.
+
+    This is what the worker's ``info`` sends as a method's ``param_info`` (docs/protocol.md): the plugin
+    builds dropdowns, ranged spin boxes, labels and tooltips from it.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for f in fields(params_cls):
+        default = f.default if f.default is not MISSING else None
+        out[f.name] = {
+            "label": f.metadata.get("label") or f.name.replace("_", " ").capitalize(),
+            "help": f.metadata.get("help", ""),
+            "type": _kind(default),
+            "default": default,
+            "choices": list(f.metadata.get("choices", [])),
+            "min": f.metadata.get("min"),
+            "max": f.metadata.get("max"),
+        }
+    return out
+
+
 @dataclass
 class EmbedderParams:
-    """Method-specific parameters; each embedder subclasses this with its own fields and defaults."""
+    """Method-specific parameters; each embedder subclasses this with its own fields, each made with
+    :func:`param` (default, label, one-line help, choices, range)."""
 
 
 def embedding_frame(values: np.ndarray, region_ids: pd.Index) -> pd.DataFrame:
@@ -161,6 +225,7 @@ class Embedder(ABC):
             "views": list(cls.uses_views),
             "min_views": cls.min_views,
             "params": asdict(cls.Params()),
+            "param_info": describe_params(cls.Params),
         }
 
     # ------------------------------------------------------------------------------- for subclasses

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.models._base import Embedder, EmbedderParams
+from backend.models._base import Embedder, EmbedderParams, param
 from backend.progress import Progress
 from backend.views._base import Views
 
@@ -30,8 +30,11 @@ _COUNT_VIEWS = {"poi_counts", "mobility"}
 class BaselineParams(EmbedderParams):
     """Parameters of the baseline."""
 
-    log1p_counts: bool = True  # log1p on POI counts and mobility rows before standardising
-    neighbourhood_m: float = 0.0  # > 0: append the mean features of regions within this radius (metres)
+    log1p_counts: bool = param(
+        True, "Log-scale counts", "Take log(1 + x) of POI counts and mobility rows before standardising them.")
+    neighbourhood_m: float = param(
+        0.0, "Neighbourhood radius (m)",
+        "Above 0: add the mean features of the regions within this many metres (0 = none).", minimum=0.0)
 
 
 class BaselineEmbedder(Embedder):

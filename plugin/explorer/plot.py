@@ -15,7 +15,15 @@ import numpy as np
 from qgis.PyQt.QtCore import QT_VERSION_STR
 from qgis.PyQt.QtWidgets import QWidget
 
-__all__ = ["MISSING_MATPLOTLIB", "NO_CLUSTER_COLOUR", "PlotContent", "ScatterPlot", "require_matplotlib"]
+__all__ = [
+    "LEGEND_MAX",
+    "MIN_CANVAS_SIZE",
+    "MISSING_MATPLOTLIB",
+    "NO_CLUSTER_COLOUR",
+    "PlotContent",
+    "ScatterPlot",
+    "require_matplotlib",
+]
 
 MISSING_MATPLOTLIB = (
     "The embedding explorer needs matplotlib in QGIS's Python: on Debian or Ubuntu "
@@ -27,6 +35,32 @@ NO_CLUSTER_COLOUR = "#bdbdbd"
 _POINT_SIZE = 18.0
 _HIGHLIGHT_SIZE = 70.0
 _PICK_PIXELS = 6.0  # a click (a rectangle smaller than this) picks the nearest point within this distance
+#: The canvas never gets smaller than this (pixels): axes, ticks and the legend below them keep their room.
+MIN_CANVAS_SIZE = (360, 320)
+#: Below this many pixels a draw is skipped (the layout would collapse); the next resize draws.
+_MIN_DRAW_PIXELS = 120
+#: Legend entries shown; more clusters are summed up in one last entry.
+LEGEND_MAX = 10
+#: Legend texts are cut to this many characters (the full label is in the clusters layer).
+LEGEND_CHARS = 26
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= LEGEND_CHARS else text[: LEGEND_CHARS - 1].rstrip() + "\u2026"
+
+
+def _sized_canvas(canvas_class):
+    """The Qt canvas class, drawing only when it has a usable size (no "axes collapsed" warnings while
+    the dock is hidden or being laid out)."""
+
+    class SizedCanvas(canvas_class):
+        def draw(self):
+            width, height = self.get_width_height()
+            if width < _MIN_DRAW_PIXELS or height < _MIN_DRAW_PIXELS:
+                return  # resizeEvent draws again once the canvas has its size
+            super().draw()
+
+    return SizedCanvas
 
 
 def require_matplotlib():
@@ -76,7 +110,8 @@ class ScatterPlot:
     def __init__(self, parent: QWidget | None = None, on_select: Callable[[np.ndarray], None] | None = None):
         figure_class, canvas_class = require_matplotlib()
         self.figure = figure_class(figsize=(5, 4), dpi=100, layout="constrained")
-        self.canvas = canvas_class(self.figure)
+        self.canvas = _sized_canvas(canvas_class)(self.figure)
+        self.canvas.setMinimumSize(*MIN_CANVAS_SIZE)
         if parent is not None:
             self.canvas.setParent(parent)
         self.on_select = on_select
@@ -136,13 +171,19 @@ class ScatterPlot:
         self.highlight = ax.scatter([], [], s=_HIGHLIGHT_SIZE, facecolors="none", edgecolors="black",
                                     linewidths=1.4, zorder=3)  # fmt: skip
         if content.legend:
+            entries = list(content.legend)
+            if len(entries) > LEGEND_MAX:
+                rest = len(entries) - (LEGEND_MAX - 1)
+                entries = entries[: LEGEND_MAX - 1] + [(f"\u2026 and {rest} more", "#ffffff")]
             handles = [
                 Line2D([], [], marker="o", linestyle="", markersize=6, markerfacecolor=colour,
-                       markeredgecolor="#ffffff", label=text)
-                for text, colour in content.legend
+                       markeredgecolor="#ffffff", label=_cut(text))
+                for text, colour in entries
             ]  # fmt: skip
-            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="x-small",
-                      frameon=False, borderaxespad=0.0)  # fmt: skip
+            # below the axes, where a narrow dock has room (constrained layout makes space for it)
+            ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="x-small",
+                      frameon=False, borderaxespad=0.0, ncol=2 if len(handles) > 3 else 1,
+                      columnspacing=1.0, handletextpad=0.3)  # fmt: skip
         ax.set_title(content.title, fontsize="small")
         ax.set_xlabel(content.axis_labels[0], fontsize="small")
         ax.set_ylabel(content.axis_labels[1], fontsize="small")

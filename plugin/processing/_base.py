@@ -9,14 +9,18 @@ killed). Every failure becomes a :class:`QgsProcessingException` with a message 
 
 from __future__ import annotations
 
+import configparser
+import html
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from qgis.core import (
+    Qgis,
+    QgsMessageLog,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
@@ -27,22 +31,31 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from ..common import common
-from ..parameters import label_fields
+from ..parameters import DEVICES, METHODS, PREDICTION_MODELS, TARGETS, LabelChoice, RunChoices, label_fields, label_name
 from ..tasks import PLUGIN_ROOT
-from ..worker_client import WorkerCancelled, WorkerClient, WorkerDied, WorkerError, find_backend_python
+from ..worker_client import (
+    WorkerCancelled,
+    WorkerClient,
+    WorkerDied,
+    WorkerError,
+    WorkerException,
+    find_backend_python,
+)
 
 __all__ = [
+    "DEFAULTS",
     "DEVICES",
     "GROUP",
     "GROUP_ID",
+    "HELP_URL",
     "ICON_PATH",
-    "METHODS",
+    "LABEL_DEFAULTS",
     "PREDICTION_MODELS",
     "SETUP_HINT",
     "TARGETS",
     "RegionLensAlgorithm",
     "backend_python",
+    "ensure_methods",
     "input_folder",
     "check_label_fields",
     "label_name",
@@ -53,16 +66,20 @@ __all__ = [
 ICON_PATH = PLUGIN_ROOT / "resources" / "icon.svg"
 GROUP = "Region embeddings"
 GROUP_ID = "embeddings"
+#: The defaults of a run, the same as the run dock's (plugin/parameters.py).
+DEFAULTS = RunChoices()
+#: The defaults of a label, the same as the run dock's.
+LABEL_DEFAULTS = LabelChoice()
 
-#: Embedding methods the backend offers (backend/models EMBEDDERS). Kept here, in one place, because
-#: asking the worker (`info`) means starting it while the toolbox is being built.
-METHODS = ("baseline", "hafusion", "calliper", "cookie", "refound")  # backend/models EMBEDDERS, in registry order
-#: Choices of the DEVICE parameters (``auto``: CUDA when present, else MPS, else CPU).
-DEVICES = ("auto", "cpu", "cuda")
-#: How a label is modelled (backend/config.py LabelSpec.target; ``rate`` needs a denominator field).
-TARGETS = ("count", "density")
-#: Out-of-fold prediction models (backend/config.py PredictionSpec.models).
-PREDICTION_MODELS = ("ridge", "gbm")
+
+def _repository_url() -> str:
+    meta = configparser.ConfigParser()
+    meta.read(PLUGIN_ROOT / "metadata.txt", encoding="utf-8")
+    return meta.get("general", "repository", fallback="").rstrip("/")
+
+
+#: The README's Processing section (the algorithms' help button).
+HELP_URL = f"{_repository_url()}#processing-toolbox-models-qgis_process"
 
 SETUP_HINT = (
     "The RegionLens backend is not installed: no backend Python interpreter was found. Run the RegionLens "
@@ -83,12 +100,6 @@ _INPUT_KINDS = frozenset({"input", "config", "output", "busy"})
 def tr(text: str) -> str:
     """Translate ``text`` in the RegionLens context."""
     return QCoreApplication.translate("RegionLens", text)
-
-
-def label_name(field: str, taken: Iterable[str] = ()) -> str:
-    """A label name the backend accepts for a field name, not in ``taken`` (the shared rule,
-    :func:`regionlens_common.label_name`): ``Population`` -> ``population``."""
-    return common.label_name(field, taken)
 
 
 def check_label_fields(layer: QgsVectorLayer | None, fields: list[str]) -> str:
@@ -135,8 +146,12 @@ class RegionLensAlgorithm(QgsProcessingAlgorithm):
         return [tag.strip() for tag in tr(self.TAGS).split(",") if tag.strip()]
 
     def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
-        """Help shown beside the parameters."""
-        return tr(self.HELP)
+        """Help shown beside the parameters (QGIS renders it as HTML: ``<label>`` must stay visible)."""
+        return html.escape(tr(self.HELP), quote=False)
+
+    def helpUrl(self) -> str:  # noqa: N802 - QGIS API
+        """The README's Processing section (the dialog's Help button)."""
+        return HELP_URL
 
     def icon(self) -> QIcon:
         """The RegionLens icon."""
@@ -152,6 +167,38 @@ class RegionLensAlgorithm(QgsProcessingAlgorithm):
 
         queue_layers(context, getattr(self, "layers_to_load", []))
         return {}  # keep processAlgorithm's results
+
+
+def ensure_methods(python: Path | None = None, wait: bool = True) -> bool:
+    """Fill :data:`plugin.parameters.METHODS` from the backend's description of its methods.
+
+    From the cached answer of the backend's last ``info`` (written whenever it answers); without one,
+    and with ``wait``, it asks the backend now (the worker imports torch: seconds, once per backend).
+
+    Returns:
+        True when the registry holds the backend's methods.
+    """
+    if METHODS.from_backend:
+        return True
+    python = python or find_backend_python(PLUGIN_ROOT)
+    if python is None:
+        return False
+    if METHODS.load_cache(python):
+        return True
+    if not wait:
+        return False
+    client = WorkerClient(python, PLUGIN_ROOT)
+    try:
+        client.start(timeout=START_TIMEOUT)
+        METHODS.update_from_info(client.run_job("info", {}, idle_timeout=START_TIMEOUT), python)
+    except WorkerException as exc:
+        message = getattr(exc, "message", "") or str(exc)
+        QgsMessageLog.logMessage(f"The backend did not describe its methods ({message}); only the baseline "
+                                 "is offered.", "RegionLens", Qgis.MessageLevel.Warning)  # fmt: skip
+        return False
+    finally:
+        client.close(timeout=CANCEL_GRACE)
+    return True
 
 
 def backend_python() -> Path:
@@ -227,11 +274,13 @@ def run_backend(
     except WorkerCancelled as exc:
         raise QgsProcessingException(cancelled) from exc
     except WorkerError as exc:
+        message = exc.message or tr("The backend failed ({}).").format(exc.kind)
+        if exc.kind in _INPUT_KINDS:  # the input was at fault: the message alone says what to change
+            raise QgsProcessingException(message) from None
         if exc.traceback:
             feedback.pushDebugInfo(exc.traceback)
-        message = exc.message or tr("The backend failed ({}).").format(exc.kind)
         tail = _tail(exc.stderr)
-        if tail and exc.kind not in _INPUT_KINDS:
+        if tail:
             message += "\n" + tr("Last lines of the worker's error output:") + "\n" + tail
         raise QgsProcessingException(message) from exc
     except WorkerDied as exc:

@@ -53,6 +53,9 @@ class LayerToLoad:
     output: str  # name of the algorithm output it belongs to
     style: str  # one of STYLES
     label: str | None = None  # predictions: the label whose <label>_pred / _res fields are shown
+    extra_labels: tuple[str, ...] = ()  # predictions: further labels, each shown by another instance of the layer
+    group: str = ""  # layer-tree group to put the layer (and its companions) in; "" = where Processing puts it
+    tag: str = ""  # appended to the names of the companion layers, e.g. " (calliper)"
 
 
 class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
@@ -64,14 +67,19 @@ class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
         residuals: For ``predictions``: also add a residuals layer (same source) below it.
     """
 
-    def __init__(self, style: str, label: str | None = None, residuals: bool = True) -> None:
+    def __init__(self, style: str, label: str | None = None, residuals: bool = True,
+                 extra_labels: tuple[str, ...] = (), group: str = "", tag: str = "") -> None:  # fmt: skip
         super().__init__()
         if style not in STYLES:
             raise ValueError(f"Unknown output style '{style}'; use one of {STYLES}.")
         self.style = style
         self.label = label
         self.residuals = residuals
-        self.residuals_layer: QgsVectorLayer | None = None  # the residuals layer it added, if any
+        self.extra_labels = tuple(extra_labels)
+        self.group = group
+        self.tag = tag
+        self.residuals_layer: QgsVectorLayer | None = None  # the residuals layer of ``label`` it added, if any
+        self.added: list[QgsVectorLayer] = []  # every companion layer it added (other labels, residuals)
 
     def postProcessLayer(  # noqa: N802 - QGIS API
         self, layer: QgsMapLayer, context: QgsProcessingContext, feedback: QgsProcessingFeedback
@@ -79,6 +87,9 @@ class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
         """Apply the style; never raises (a styling problem must not fail a finished run)."""
         if not isinstance(layer, QgsVectorLayer) or not layer.isValid():
             return
+        project = layer.project() or context.project() or QgsProject.instance()
+        if self.group:
+            _move_to_group(project, layer, self.group)
         try:
             if self.style == "clusters":
                 styling.style_clusters(layer)
@@ -86,34 +97,70 @@ class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
                 styling.style_embeddings(layer)
             elif self.label is not None:
                 styling.style_predictions(layer, self.label)
+                after = layer
                 if self.residuals and f"{self.label}_res" in layer.fields().names():
-                    self.residuals_layer = self._add_residuals(layer, context)
+                    self.residuals_layer = after = self._add_residuals(layer, self.label, project, after) or after
+                for label in self.extra_labels:
+                    if f"{label}_pred" not in layer.fields().names():
+                        continue
+                    other = QgsVectorLayer(layer.source(), tr("Predicted {}").format(label) + self.tag,
+                                           layer.providerType())  # fmt: skip
+                    if not other.isValid():
+                        continue
+                    styling.style_predictions(other, label)
+                    after = self._insert_after(project, other, after, visible=False)
+                    if self.residuals and f"{label}_res" in layer.fields().names():
+                        after = self._add_residuals(layer, label, project, after) or after
         except ValueError as exc:
             if feedback is not None:
                 feedback.reportError(tr("Could not style '{}': {}").format(layer.name(), exc))
 
-    def _add_residuals(self, layer: QgsVectorLayer, context: QgsProcessingContext) -> QgsVectorLayer | None:
-        residuals = QgsVectorLayer(
-            layer.source(), tr("Residuals {} (observed \u2212 predicted)").format(self.label), layer.providerType()
-        )
+    def _add_residuals(self, layer: QgsVectorLayer, label: str, project: QgsProject,
+                       after: QgsVectorLayer) -> QgsVectorLayer | None:  # fmt: skip
+        name = tr("Residuals {} (observed \u2212 predicted)").format(f"{label}{self.tag}")
+        residuals = QgsVectorLayer(layer.source(), name, layer.providerType())
         if not residuals.isValid():
             return None
-        styling.style_residuals(residuals, self.label or "")
-        project = layer.project() or context.project() or QgsProject.instance()
+        styling.style_residuals(residuals, label)
+        return self._insert_after(project, residuals, after, visible=after is layer)
+
+    def _insert_after(self, project: QgsProject, new: QgsVectorLayer, after: QgsVectorLayer,
+                      visible: bool) -> QgsVectorLayer:  # fmt: skip
         root = project.layerTreeRoot()
-        node = root.findLayer(layer.id())
+        node = root.findLayer(after.id())
         parent = node.parent() if node is not None else None
-        project.addMapLayer(residuals, False)
+        project.addMapLayer(new, False)
         if isinstance(parent, QgsLayerTreeGroup):
-            parent.insertLayer(parent.children().index(node) + 1, residuals)
+            added = parent.insertLayer(parent.children().index(node) + 1, new)
         else:
-            root.insertLayer(0, residuals)
-        return residuals
+            added = root.insertLayer(0, new)
+        if added is not None and not visible:
+            added.setItemVisibilityChecked(False)
+        self.added.append(new)
+        return new
+
+
+def _move_to_group(project: QgsProject, layer: QgsMapLayer, name: str) -> None:
+    """Put ``layer``'s node into the top-level group ``name`` (created at the top when missing)."""
+    root = project.layerTreeRoot()
+    node = root.findLayer(layer.id())
+    if node is None:
+        return
+    group = root.findGroup(name)
+    if group is None:
+        group = root.insertGroup(0, name)
+        group.setExpanded(True)
+    parent = node.parent()
+    if parent is group:
+        return
+    group.addChildNode(node.clone())
+    if isinstance(parent, QgsLayerTreeGroup):
+        parent.removeChildNode(node)
 
 
 def post_processor(item: LayerToLoad) -> StyleOnLoad:
     """A :class:`StyleOnLoad` for ``item``, kept alive for the session."""
-    processor = StyleOnLoad(item.style, item.label)
+    processor = StyleOnLoad(item.style, item.label, extra_labels=item.extra_labels, group=item.group, tag=item.tag)
     _POST_PROCESSORS.append(processor)
     return processor
 

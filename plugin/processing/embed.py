@@ -1,19 +1,25 @@
 """``regionlens:embed``: learn region embeddings, cluster the regions and predict labels (worker ``run``).
 
-The region polygons (and POIs) are exported to GeoPackages, the rasters passed by path, and the run
-configuration of backend/config.py built from the parameters. The run writes ``<OUTPUT_DIR>/regionlens.gpkg``
-(docs/protocol.md); its layers are the outputs and load styled into the project.
+The same job as the run dock, with the same defaults (:data:`._base.DEFAULTS`, plugin/parameters.py) and
+the methods the backend describes (:data:`plugin.parameters.METHODS`): regions, POIs, imagery, an OD
+table, a land-use layer, labels from numeric fields or from points counted per region. The vector
+inputs are exported to GeoPackages, rasters and the OD table passed by path, and the run configuration of
+backend/config.py built from the parameters. The run writes ``<OUTPUT_DIR>/regionlens.gpkg``
+(docs/protocol.md); every method's layers (and one predictions map per label) load styled into one
+group named after the run.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from qgis.core import (
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
+    QgsProcessingFeatureSource,
     QgsProcessingFeedback,
     QgsProcessingOutputFile,
     QgsProcessingOutputString,
@@ -23,6 +29,7 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
+    QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
@@ -30,9 +37,12 @@ from qgis.core import (
 )
 
 from ..input_export import remove_stale_staging
+from ..parameters import METHODS, missing_input
+from ..results import run_group_name
 from ._base import (
+    DEFAULTS,
     DEVICES,
-    METHODS,
+    LABEL_DEFAULTS,
     PREDICTION_MODELS,
     TARGETS,
     RegionLensAlgorithm,
@@ -48,6 +58,9 @@ from ._outputs import LayerToLoad, gpkg_uri
 
 __all__ = ["EmbedAlgorithm"]
 
+#: Layers a run writes per method (``<layer>`` for the first method, ``<layer>_<method>`` for the others).
+_METHOD_LAYERS = (("embeddings", "Embeddings"), ("clusters", "Clusters"), ("predictions", "Predictions"))
+
 
 def _given(parameters: dict[str, Any], name: str) -> bool:
     value = parameters.get(name)
@@ -55,22 +68,27 @@ def _given(parameters: dict[str, Any], name: str) -> bool:
 
 
 class EmbedAlgorithm(RegionLensAlgorithm):
-    """Learn region embeddings from POIs and imagery; cluster; predict labels out of fold."""
+    """Learn region embeddings from POIs, imagery, mobility and land use; cluster; predict labels out of fold."""
 
     ALG_ID = "embed"
     DISPLAY_NAME = "Learn region embeddings"
-    TAGS = "embedding,region,poi,satellite,cluster,predict,machine learning,urban"
+    TAGS = "embedding,region,poi,satellite,mobility,land use,cluster,predict,machine learning,urban"
     HELP = (
-        "Learns one vector (an embedding) per region polygon from the points of interest inside it and, "
-        "optionally, satellite images; clusters the regions; and predicts each chosen label (numeric "
-        "fields of the region layer) from the embeddings, always out of fold.\n\n"
+        "Learns one vector (an embedding) per region polygon with each chosen method from what the region "
+        "holds: points of interest, satellite images, trips between regions (an OD table: origin id, "
+        "destination id, count) and land use; clusters the regions; and predicts each label (numeric fields "
+        "of the region layer, or points counted per region such as crime incidents) from the embeddings, "
+        "always out of fold. The same job as the RegionLens run dock, with the same defaults.\n\n"
         "Training runs in the RegionLens backend (its own Python environment, on the CUDA GPU when there "
-        "is one). The output folder receives regionlens.gpkg (layers embeddings, clusters, predictions, "
-        "table metrics), run.json and figures; the folder must be new or empty unless 'Replace the output "
-        "folder' (advanced) is ticked.\n\n"
+        "is one). The output folder receives regionlens.gpkg (per method: embeddings, clusters, "
+        "predictions; the table metrics), run.json and figures; the folder must be new or empty unless "
+        "'Replace a previous RegionLens run in the output folder' (advanced) is ticked. The layers load into "
+        "a group named after the output folder, each named by its method.\n\n"
         "Labels are modelled as density per km\u00b2 with log1p by default; predictions and residuals are "
-        "written in the label's own units (<label>_obs, _pred, _res; <label> is the field name in lower "
-        "case). K = 0 chooses the number of clusters by silhouette."
+        "written in the label's own units (<label>_obs, _pred, _res; <label> is the field or layer name in "
+        "lower case). K = 0 chooses the number of clusters automatically. Embedding size 0 uses each "
+        "method's own default. Method parameters (advanced): a JSON object for the first method, or one "
+        'object per method, e.g. {"calliper": {"epochs": 20}}.'
     )
 
     REGIONS = "REGIONS"
@@ -79,7 +97,14 @@ class EmbedAlgorithm(RegionLensAlgorithm):
     POI_CATEGORY = "POI_CATEGORY"
     POI_NAME = "POI_NAME"
     RASTERS = "RASTERS"
+    OD_TABLE = "OD_TABLE"
+    OD_ORIGIN = "OD_ORIGIN"
+    OD_DESTINATION = "OD_DESTINATION"
+    OD_COUNT = "OD_COUNT"
+    LANDUSE = "LANDUSE"
+    LANDUSE_CLASS = "LANDUSE_CLASS"
     LABEL_FIELDS = "LABEL_FIELDS"
+    LABEL_POINTS = "LABEL_POINTS"
     TARGET = "TARGET"
     LOG1P = "LOG1P"
     METHOD = "METHOD"
@@ -104,16 +129,15 @@ class EmbedAlgorithm(RegionLensAlgorithm):
     DEVICE_USED = "DEVICE_USED"
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802 - QGIS API
-        """Declare the parameters and outputs."""
+        """Declare the parameters (the run dock's defaults) and outputs."""
         polygons = [QgsProcessing.SourceType.TypeVectorPolygon]
+        points = [QgsProcessing.SourceType.TypeVectorPoint]
         self.addParameter(QgsProcessingParameterFeatureSource(self.REGIONS, tr("Regions (polygons)"), polygons))
         self.addParameter(
             QgsProcessingParameterField(self.REGION_ID, tr("Region id field (unique)"), None, self.REGIONS)
         )
         self.addParameter(
-            QgsProcessingParameterFeatureSource(
-                self.POIS, tr("Points of interest"), [QgsProcessing.SourceType.TypeVectorPoint], optional=True
-            )
+            QgsProcessingParameterFeatureSource(self.POIS, tr("Points of interest"), points, optional=True)
         )
         self.addParameter(
             QgsProcessingParameterField(self.POI_CATEGORY, tr("POI category field"), None, self.POIS, optional=True)
@@ -127,51 +151,90 @@ class EmbedAlgorithm(RegionLensAlgorithm):
             )
         )
         self.addParameter(
+            QgsProcessingParameterFile(
+                self.OD_TABLE, tr("Trips between regions (OD table, CSV: origin id, destination id, count)"),
+                QgsProcessingParameterFile.Behavior.File, "csv", optional=True,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(self.LANDUSE, tr("Land use (polygons)"), polygons, optional=True)
+        )
+        self.addParameter(
             QgsProcessingParameterField(
-                self.LABEL_FIELDS,
-                tr("Labels to predict (numeric fields of the regions)"),
-                None,
-                self.REGIONS,
-                QgsProcessingParameterField.DataType.Numeric,
-                allowMultiple=True,
-                optional=True,
+                self.LANDUSE_CLASS, tr("Land-use class field"), None, self.LANDUSE, optional=True
             )
         )
         self.addParameter(
+            QgsProcessingParameterField(
+                self.LABEL_FIELDS, tr("Labels to predict: numeric fields of the regions"), None, self.REGIONS,
+                QgsProcessingParameterField.DataType.Numeric, allowMultiple=True, optional=True,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterMultipleLayers(
+                self.LABEL_POINTS, tr("Labels to predict: points counted per region (e.g. crime incidents)"),
+                QgsProcessing.SourceType.TypeVectorPoint, optional=True,
+            )
+        )  # fmt: skip
+        self.addParameter(
             QgsProcessingParameterEnum(
-                self.TARGET, tr("Model labels as"), [tr("count"), tr("density (per km\u00b2)")], defaultValue=1
+                self.TARGET, tr("Model labels as"), [tr("count"), tr("density (per km\u00b2)")],
+                defaultValue=TARGETS.index(LABEL_DEFAULTS.target),
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterBoolean(self.LOG1P, tr("log1p-transform the labels"), LABEL_DEFAULTS.log1p)
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.METHOD, tr("Methods"), METHODS.names(), allowMultiple=True,
+                defaultValue=[m.name for m in DEFAULTS.methods], usesStaticStrings=True,
+            )
+        )  # fmt: skip
+        self.addParameter(_integer(self.DIM, tr("Embedding size (0 = each method's default)"), 0, 0, 4096))
+        self.addParameter(
+            _integer(self.K, tr("Number of clusters (0 = choose automatically)"), DEFAULTS.cluster_k, 0, 100)
+        )
+        self.addParameter(_integer(self.SEED, tr("Random seed"), DEFAULTS.seed, 0))
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.DEVICE, tr("Device"), list(DEVICES), defaultValue=DEVICES.index(DEFAULTS.device)
             )
         )
-        self.addParameter(QgsProcessingParameterBoolean(self.LOG1P, tr("log1p-transform the labels"), True))
-        self.addParameter(QgsProcessingParameterEnum(self.METHOD, tr("Method"), list(METHODS), defaultValue=0))
-        self.addParameter(_integer(self.DIM, tr("Embedding size"), 32, 2, 1024))
-        self.addParameter(_integer(self.K, tr("Number of clusters (0 = choose automatically)"), 0, 0, 100))
-        self.addParameter(_integer(self.SEED, tr("Random seed"), 0, 0))
-        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, tr("Device"), list(DEVICES), defaultValue=0))
 
         advanced = [
-            _integer(self.FOLDS, tr("Cross-validation folds"), 5, 2, 50),
-            _integer(self.REPEATS, tr("Cross-validation repeats"), 3, 1, 50),
-            QgsProcessingParameterEnum(
-                self.MODELS, tr("Prediction models"), list(PREDICTION_MODELS), allowMultiple=True, defaultValue=[0, 1]
+            QgsProcessingParameterString(self.OD_ORIGIN, tr("OD table: origin id column"), DEFAULTS.od_origin_field),
+            QgsProcessingParameterString(
+                self.OD_DESTINATION, tr("OD table: destination id column"), DEFAULTS.od_destination_field
             ),
-            QgsProcessingParameterBoolean(self.SPATIAL, tr("Also evaluate with spatially blocked folds"), True),
+            QgsProcessingParameterString(self.OD_COUNT, tr("OD table: trip count column"), DEFAULTS.od_count_field),
+            _integer(self.FOLDS, tr("Cross-validation folds"), DEFAULTS.folds, 2, 50),
+            _integer(self.REPEATS, tr("Cross-validation repeats"), DEFAULTS.repeats, 1, 50),
+            QgsProcessingParameterEnum(
+                self.MODELS, tr("Prediction models"), list(PREDICTION_MODELS), allowMultiple=True,
+                defaultValue=[PREDICTION_MODELS.index(m) for m in DEFAULTS.prediction_models],
+            ),
+            QgsProcessingParameterBoolean(
+                self.SPATIAL, tr("Also evaluate with spatially blocked folds"), DEFAULTS.spatial
+            ),
             QgsProcessingParameterString(
                 self.METHOD_PARAMS, tr('Method parameters (JSON, e.g. {"neighbourhood_m": 1000})'), optional=True
             ),
             QgsProcessingParameterBoolean(
-                self.OVERWRITE, tr("Replace a previous RegionLens run in the output folder"), False
+                self.OVERWRITE, tr("Replace a previous RegionLens run in the output folder"), DEFAULTS.overwrite
             ),
-        ]
+        ]  # fmt: skip
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
             self.addParameter(parameter)
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_DIR, tr("Output folder")))
 
         self.addOutput(QgsProcessingOutputFile(self.GPKG, tr("Results GeoPackage")))
-        self.addOutput(QgsProcessingOutputVectorLayer(self.EMBEDDINGS, tr("Embeddings"), polygons[0]))
-        self.addOutput(QgsProcessingOutputVectorLayer(self.CLUSTERS, tr("Clusters"), polygons[0]))
-        self.addOutput(QgsProcessingOutputVectorLayer(self.PREDICTIONS, tr("Predictions"), polygons[0]))
+        self.addOutput(QgsProcessingOutputVectorLayer(self.EMBEDDINGS, tr("Embeddings (first method)"), polygons[0]))
+        self.addOutput(QgsProcessingOutputVectorLayer(self.CLUSTERS, tr("Clusters (first method)"), polygons[0]))
+        self.addOutput(
+            QgsProcessingOutputVectorLayer(self.PREDICTIONS, tr("Predictions (first method)"), polygons[0])
+        )
         self.addOutput(
             QgsProcessingOutputVectorLayer(self.METRICS, tr("Metrics"), QgsProcessing.SourceType.TypeVector)
         )
@@ -181,28 +244,53 @@ class EmbedAlgorithm(RegionLensAlgorithm):
     def checkParameterValues(  # noqa: N802 - QGIS API
         self, parameters: dict[str, Any], context: QgsProcessingContext
     ) -> tuple[bool, str]:
-        """Explain contradictory choices before the run starts."""
+        """Explain wrong or contradictory choices before the run starts, as the run dock does."""
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, message
+        problem = self._problem(parameters, context)
+        return (False, problem) if problem else (True, "")
+
+    def _problem(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str | None:
+        regions = self.parameterAsSource(parameters, self.REGIONS, context)
+        id_field = self.parameterAsString(parameters, self.REGION_ID, context)
+        if regions is not None and id_field and regions.fields().indexFromName(id_field) < 0:
+            return tr("The region layer has no field '{}' (fields: {}).").format(
+                id_field, ", ".join(regions.fields().names())
+            )
         if _given(parameters, self.POIS) and not _given(parameters, self.POI_CATEGORY):
-            return False, tr("Choose the POI category field (the field that says what each point is).")
-        if not _given(parameters, self.POIS) and not _given(parameters, self.RASTERS):
-            return False, tr("Choose points of interest, satellite images or both: the embedding is learned from them.")
+            return tr("Choose the POI category field (the field that says what each point is).")
+        if _given(parameters, self.LANDUSE) and not _given(parameters, self.LANDUSE_CLASS):
+            return tr("Choose the land-use class field.")
         if self.parameterAsInt(parameters, self.K, context) == 1:
-            return False, tr("The number of clusters must be 0 (choose automatically) or at least 2.")
+            return tr("The number of clusters must be 0 (choose automatically) or at least 2.")
         refused = check_label_fields(
             self.parameterAsVectorLayer(parameters, self.REGIONS, context),
             self.parameterAsFields(parameters, self.LABEL_FIELDS, context),
         )
         if refused:
-            return False, refused
-        if _given(parameters, self.METHOD_PARAMS):
-            try:
-                _method_params(self.parameterAsString(parameters, self.METHOD_PARAMS, context))
-            except QgsProcessingException as exc:
-                return False, str(exc)
-        return True, ""
+            return refused
+        methods = self.parameterAsEnumStrings(parameters, self.METHOD, context)
+        if not methods:
+            return tr("Choose at least one method.")
+        have = {"regions"} | {
+            source for source, name in (("pois", self.POIS), ("rasters", self.RASTERS), ("od", self.OD_TABLE),
+                                        ("landuse", self.LANDUSE)) if _given(parameters, name)
+        }  # fmt: skip
+        for method in methods:
+            info = METHODS.get(method)
+            if info is None:
+                return tr("The backend does not offer the method '{}'; it offers {}.").format(
+                    method, ", ".join(METHODS.names())
+                )
+            problem = missing_input(info, have)
+            if problem:
+                return problem
+        try:
+            _method_params(self.parameterAsString(parameters, self.METHOD_PARAMS, context), methods)
+        except QgsProcessingException as exc:
+            return str(exc)
+        return None
 
     def processAlgorithm(  # noqa: N802 - QGIS API
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
@@ -210,31 +298,24 @@ class EmbedAlgorithm(RegionLensAlgorithm):
         """Export the inputs, run the backend, report its outputs."""
         self.layers_to_load: list[LayerToLoad] = []
         python = backend_python()
+        problem = self._problem(parameters, context)  # (scripts may skip checkParameterValues)
+        if problem:
+            raise QgsProcessingException(problem)
         output_dir = self.parameterAsFileOutput(parameters, self.OUTPUT_DIR, context)
-        label_fields = self.parameterAsFields(parameters, self.LABEL_FIELDS, context)
         target = TARGETS[self.parameterAsEnum(parameters, self.TARGET, context)]
         log1p = self.parameterAsBool(parameters, self.LOG1P, context)
-        models = [PREDICTION_MODELS[i] for i in self.parameterAsEnums(parameters, self.MODELS, context)] or ["ridge"]
+        models = [PREDICTION_MODELS[i] for i in sorted(self.parameterAsEnums(parameters, self.MODELS, context))]
+        models = models or list(DEFAULTS.prediction_models)
         k = self.parameterAsInt(parameters, self.K, context)
-        labels = _labels(label_fields, target, log1p)
+        dim = self.parameterAsInt(parameters, self.DIM, context)
+        methods = self.parameterAsEnumStrings(parameters, self.METHOD, context)
+        method_params = _method_params(self.parameterAsString(parameters, self.METHOD_PARAMS, context), methods)
         config: dict[str, Any] = {
             "output_dir": output_dir,
             "methods": [
-                {
-                    "name": METHODS[self.parameterAsEnum(parameters, self.METHOD, context)],
-                    "dim": self.parameterAsInt(parameters, self.DIM, context),
-                    "params": _method_params(self.parameterAsString(parameters, self.METHOD_PARAMS, context)),
-                }
+                {"name": m, "dim": dim or METHODS.get(m).dim, "params": method_params.get(m, {})} for m in methods
             ],
-            "labels": labels,
             "clustering": {"k": k if k >= 2 else "auto"},
-            "prediction": {
-                "models": models,
-                "folds": self.parameterAsInt(parameters, self.FOLDS, context),
-                "repeats": self.parameterAsInt(parameters, self.REPEATS, context),
-                "spatial": self.parameterAsBool(parameters, self.SPATIAL, context),
-                "write_model": "ridge" if "ridge" in models else models[0],
-            },
             "seed": self.parameterAsInt(parameters, self.SEED, context),
             "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             "overwrite": self.parameterAsBool(parameters, self.OVERWRITE, context),
@@ -257,6 +338,33 @@ class EmbedAlgorithm(RegionLensAlgorithm):
                 }
             rasters = self.parameterAsLayerList(parameters, self.RASTERS, context)
             config["rasters"] = [raster_input(layer, folder, context, feedback) for layer in rasters]
+            od = self.parameterAsFile(parameters, self.OD_TABLE, context)
+            if od:
+                config["od"] = {
+                    "path": str(Path(od).expanduser().resolve()),
+                    "origin_field": self.parameterAsString(parameters, self.OD_ORIGIN, context),
+                    "destination_field": self.parameterAsString(parameters, self.OD_DESTINATION, context),
+                    "count_field": self.parameterAsString(parameters, self.OD_COUNT, context),
+                }
+            landuse = self.parameterAsSource(parameters, self.LANDUSE, context)
+            if landuse is not None:
+                config["landuse"] = {
+                    "path": str(export_vector(landuse, folder / "landuse.gpkg", context, feedback, "land-use")),
+                    "class_field": self.parameterAsString(parameters, self.LANDUSE_CLASS, context),
+                }
+            labels = self._labels(parameters, context, feedback, folder, target, log1p)
+            config["labels"] = labels
+            config["prediction"] = (
+                {
+                    "models": models,
+                    "folds": self.parameterAsInt(parameters, self.FOLDS, context),
+                    "repeats": self.parameterAsInt(parameters, self.REPEATS, context),
+                    "spatial": self.parameterAsBool(parameters, self.SPATIAL, context),
+                    "write_model": models[0],
+                }
+                if labels
+                else None
+            )
             try:
                 result = run_backend(python, "run", config, feedback)
             except QgsProcessingException:
@@ -274,22 +382,47 @@ class EmbedAlgorithm(RegionLensAlgorithm):
             self.RUN_JSON: result.get("run_json"),
             self.DEVICE_USED: result.get("device"),
         }
-        for output, layer in (
-            (self.EMBEDDINGS, "embeddings"),
-            (self.CLUSTERS, "clusters"),
-            (self.PREDICTIONS, "predictions"),
-            (self.METRICS, "metrics"),
-        ):
+        layer_outputs = (self.EMBEDDINGS, self.CLUSTERS, self.PREDICTIONS)
+        for output, (layer, _title) in zip(layer_outputs, _METHOD_LAYERS, strict=True):
             outputs[output] = gpkg_uri(gpkg, layer) if layer in written else None
-        first_label = labels[0]["name"] if labels else None
-        for output, style, name in (
-            (self.EMBEDDINGS, "embeddings", tr("Embeddings")),
-            (self.CLUSTERS, "clusters", tr("Clusters")),
-            (self.PREDICTIONS, "predictions", tr("Predicted {}").format(first_label)),
-        ):
-            if outputs[output] and (style != "predictions" or first_label):
-                self.layers_to_load.append(LayerToLoad(outputs[output], name, output, style, first_label))
+        outputs[self.METRICS] = gpkg_uri(gpkg, "metrics") if "metrics" in written else None
+        self.layers_to_load = _layers_to_load(gpkg, written, methods, [lab["name"] for lab in labels], layer_outputs)
         return outputs
+
+    def _labels(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback,
+                folder: Path, target: str, log1p: bool) -> list[dict[str, Any]]:  # fmt: skip
+        """``[[labels]]``: numeric fields of the regions, then point layers counted per region; unique names."""
+        labels: list[dict[str, Any]] = []
+        names: list[str] = []
+        for field in self.parameterAsFields(parameters, self.LABEL_FIELDS, context):
+            names.append(label_name(field, names))
+            labels.append({"name": names[-1], "field": field, "target": target, "log1p": log1p})
+        for layer in self.parameterAsLayerList(parameters, self.LABEL_POINTS, context):
+            names.append(label_name(layer.name(), names))
+            source = QgsProcessingFeatureSource(layer, context)
+            path = export_vector(source, folder / f"label_{names[-1]}.gpkg", context, feedback, layer.name())
+            labels.append({"name": names[-1], "points": str(path), "target": target, "log1p": log1p})
+        return labels
+
+
+def _layers_to_load(gpkg: str, written: set[str], methods: list[str], labels: list[str],
+                    outputs: tuple[str, str, str]) -> list[LayerToLoad]:  # fmt: skip
+    """Every method's layers, named by method, into the run's group; one predictions map per label."""
+    group = run_group_name(gpkg)
+    items: list[LayerToLoad] = []
+    for position, method in enumerate(methods):
+        for output, (layer, title) in zip(outputs, _METHOD_LAYERS, strict=True):
+            table = layer if position == 0 else f"{layer}_{method}"
+            if table not in written:
+                continue
+            tag = f" ({method})"
+            if layer != "predictions":
+                items.append(LayerToLoad(gpkg_uri(gpkg, table), f"{title}{tag}", output, layer, group=group, tag=tag))
+            elif labels:
+                name = tr("Predicted {}").format(labels[0]) + tag
+                items.append(LayerToLoad(gpkg_uri(gpkg, table), name, output, layer, labels[0], tuple(labels[1:]),
+                                         group=group, tag=tag))  # fmt: skip
+    return items
 
 
 def _integer(name: str, description: str, default: int, minimum: int, maximum: int | None = None):
@@ -301,29 +434,27 @@ def _integer(name: str, description: str, default: int, minimum: int, maximum: i
     return parameter
 
 
-def _labels(fields: list[str], target: str, log1p: bool) -> list[dict[str, Any]]:
-    """``[[labels]]`` entries for numeric fields of the region layer, with unique names."""
-    labels: list[dict[str, Any]] = []
-    used: set[str] = set()
-    for field in fields:
-        name = label_name(field, used)
-        used.add(name)
-        labels.append({"name": name, "field": field, "target": target, "log1p": log1p})
-    return labels
-
-
-def _method_params(text: str) -> dict[str, Any]:
-    """The METHOD_PARAMS JSON object (empty text: no parameters).
+def _method_params(text: str, methods: list[str]) -> dict[str, dict[str, Any]]:
+    """The METHOD_PARAMS JSON object, per method: one object for the first method, or one per method.
 
     Raises:
-        QgsProcessingException: If it is not a JSON object.
+        QgsProcessingException: If it is not a JSON object, or names a method that does not run.
     """
-    if not text or not text.strip():
+    if not text or not text.strip() or not methods:
         return {}
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise QgsProcessingException(tr("Method parameters are not valid JSON: {}").format(exc)) from exc
+        raise QgsProcessingException(tr("Method parameters are not valid JSON: {}").format(exc)) from None
     if not isinstance(value, dict):
         raise QgsProcessingException(tr('Method parameters must be a JSON object, e.g. {"neighbourhood_m": 1000}.'))
-    return value
+    if value and all(isinstance(v, dict) for v in value.values()):
+        unknown = sorted(set(value) - set(methods))
+        if unknown:
+            raise QgsProcessingException(
+                tr("Method parameters for {} but the run's methods are {}.").format(
+                    ", ".join(unknown), ", ".join(methods)
+                )
+            )
+        return {str(k): dict(v) for k, v in value.items()}
+    return {methods[0]: value}

@@ -29,6 +29,8 @@ from qgis.core import (
 )
 
 from ._base import (
+    DEFAULTS,
+    LABEL_DEFAULTS,
     PREDICTION_MODELS,
     TARGETS,
     RegionLensAlgorithm,
@@ -109,23 +111,28 @@ class PredictAlgorithm(RegionLensAlgorithm):
         )  # fmt: skip
         self.addParameter(
             QgsProcessingParameterEnum(
-                self.TARGET, tr("Model the label as"), [tr("count"), tr("density (per km\u00b2)")], defaultValue=1
+                self.TARGET, tr("Model the label as"), [tr("count"), tr("density (per km\u00b2)")],
+                defaultValue=TARGETS.index(LABEL_DEFAULTS.target),
             )
         )
-        self.addParameter(QgsProcessingParameterBoolean(self.LOG1P, tr("log1p-transform the label"), True))
         self.addParameter(
-            QgsProcessingParameterNumber(self.FOLDS, tr("Cross-validation folds"), integer, 5, False, 2, 50)
+            QgsProcessingParameterBoolean(self.LOG1P, tr("log1p-transform the label"), LABEL_DEFAULTS.log1p)
         )
-        self.addParameter(
-            QgsProcessingParameterNumber(self.REPEATS, tr("Cross-validation repeats"), integer, 3, False, 1, 50)
-        )
-        self.addParameter(QgsProcessingParameterNumber(self.SEED, tr("Random seed"), integer, 0, False, 0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.FOLDS, tr("Cross-validation folds"), integer, DEFAULTS.folds, False, 2, 50
+        ))  # fmt: skip
+        self.addParameter(QgsProcessingParameterNumber(
+            self.REPEATS, tr("Cross-validation repeats"), integer, DEFAULTS.repeats, False, 1, 50
+        ))  # fmt: skip
+        self.addParameter(QgsProcessingParameterNumber(self.SEED, tr("Random seed"), integer, DEFAULTS.seed, False, 0))
         advanced = [
             QgsProcessingParameterEnum(
                 self.MODELS, tr("Prediction models (the first fills the predictions layer)"), list(PREDICTION_MODELS),
-                allowMultiple=True, defaultValue=[0],
+                allowMultiple=True, defaultValue=[PREDICTION_MODELS.index(m) for m in DEFAULTS.prediction_models],
             ),
-            QgsProcessingParameterBoolean(self.SPATIAL, tr("Also evaluate with spatially blocked folds"), True),
+            QgsProcessingParameterBoolean(
+                self.SPATIAL, tr("Also evaluate with spatially blocked folds"), DEFAULTS.spatial
+            ),
         ]  # fmt: skip
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from qgis.core import QgsProcessingProvider
+from qgis.core import QgsApplication, QgsProcessingProvider
+from qgis.PyQt import sip
 from qgis.PyQt.QtGui import QIcon
 
-from ._base import ICON_PATH
+from ..tasks import PLUGIN_ROOT
+from ..worker_client import find_backend_python
+from ._base import ICON_PATH, ensure_methods
 from .cluster import ClusterAlgorithm
 from .embed import EmbedAlgorithm
 from .predict import PredictAlgorithm
@@ -17,6 +20,10 @@ PROVIDER_ID = "regionlens"
 
 class RegionLensProvider(QgsProcessingProvider):
     """Provides ``regionlens:embed``, ``regionlens:cluster`` and ``regionlens:predict``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._info_task = None  # the background ``info`` request, while it runs
 
     def id(self) -> str:
         """Provider id, the prefix of the algorithm ids."""
@@ -39,6 +46,27 @@ class RegionLensProvider(QgsProcessingProvider):
         return str(ICON_PATH)
 
     def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API
-        """Add the three algorithms."""
+        """Add the three algorithms, offering the methods the backend describes (:func:`._base.ensure_methods`).
+
+        Headless (``qgis_process``, scripts) a backend that was never asked is asked now; in QGIS desktop it
+        is asked in the background and the toolbox is refreshed when it answers.
+        """
+        desktop = QgsApplication.instance() is not None and QgsApplication.instance().platform() == "desktop"
+        if not ensure_methods(wait=not desktop) and desktop:
+            self._ask_in_background()
         for algorithm in (EmbedAlgorithm(), ClusterAlgorithm(), PredictAlgorithm()):
             self.addAlgorithm(algorithm)
+
+    def _ask_in_background(self) -> None:
+        from ..ui.backend_info import BackendInfoTask
+
+        python = find_backend_python(PLUGIN_ROOT)
+        if python is None or self._info_task is not None:
+            return
+        self._info_task = BackendInfoTask(python, on_finished=self._answered)
+        QgsApplication.taskManager().addTask(self._info_task)
+
+    def _answered(self, info: dict | None, _error: str) -> None:
+        self._info_task = None
+        if info is not None and not sip.isdeleted(self):
+            self.refreshAlgorithms()

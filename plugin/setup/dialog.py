@@ -15,7 +15,7 @@ from typing import Any
 
 from qgis.core import QgsApplication, QgsTaskManager
 from qgis.gui import QgsFileWidget
-from qgis.PyQt.QtCore import pyqtSignal
+from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QFontDatabase
 from qgis.PyQt.QtWidgets import (
     QComboBox,
@@ -26,6 +26,7 @@ from qgis.PyQt.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -34,10 +35,12 @@ from ..settings import Setting
 from ..worker_client import venv_python
 from .background import BackgroundCall
 from .environment import (
+    ENVIRONMENT_GB,
     GpuInfo,
     InstallStep,
     PythonInfo,
     TorchChoice,
+    check_free_space,
     check_target_dir,
     choose_torch,
     cpu_torch,
@@ -111,7 +114,8 @@ class SetupDialog(QDialog):
         intro = QLabel(
             "RegionLens trains in its own Python environment (PyTorch, geopandas, \u2026), separate from "
             "QGIS. This creates it, installs the pinned packages and checks the offline models. It takes a "
-            "few minutes and needs an internet connection once."
+            "few minutes, needs an internet connection once and, with PyTorch's CPU build, about "
+            f"{ENVIRONMENT_GB['cpu']:g} GB of disk (the exact figure for the build chosen is below)."
         )
         intro.setWordWrap(True)
 
@@ -150,12 +154,23 @@ class SetupDialog(QDialog):
         form.addRow("Install into:", self.folder_widget)
         form.addRow("", folder_note)
 
-        self.log_view = QPlainTextEdit()
+        self.steps_view = QPlainTextEdit()  # what happens, in plain steps
+        self.steps_view.setReadOnly(True)
+        self.steps_view.setMinimumHeight(110)
+        self.log_view = QPlainTextEdit()  # the raw output of every command, behind "Details"
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(20000)
         self.log_view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         self.log_view.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.log_view.setMinimumHeight(160)
+        self.log_view.setVisible(False)
+        self.details_button = QToolButton()
+        self.details_button.setText("Details")
+        self.details_button.setToolTip("Show the full output of every command (pip, Python)")
+        self.details_button.setCheckable(True)
+        self.details_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.details_button.setArrowType(Qt.ArrowType.RightArrow)
+        self.details_button.toggled.connect(self._show_details)
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.progress.setValue(0)
@@ -178,8 +193,10 @@ class SetupDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(intro)
         layout.addLayout(form)
-        layout.addWidget(QLabel("Log:"))
-        layout.addWidget(self.log_view, 1)
+        layout.addWidget(QLabel("Progress:"))
+        layout.addWidget(self.steps_view, 1)
+        layout.addWidget(self.details_button)
+        layout.addWidget(self.log_view, 2)
         layout.addWidget(self.progress)
         layout.addWidget(self.status_label)
         layout.addLayout(buttons)
@@ -210,8 +227,16 @@ class SetupDialog(QDialog):
         return self.python_widget.filePath().strip()
 
     def append_log(self, line: str) -> None:
-        """Add one line to the log view."""
+        """Add one line of raw output to the details log."""
         self.log_view.appendPlainText(line)
+
+    def append_step(self, line: str) -> None:
+        """Add one plain line to the progress list (and to the details log)."""
+        self.steps_view.appendPlainText(line)
+
+    def _show_details(self, shown: bool) -> None:
+        self.log_view.setVisible(shown)
+        self.details_button.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
 
     def _on_detected(self, result: Any, error: Any) -> None:
         self._detection = None
@@ -258,6 +283,8 @@ class SetupDialog(QDialog):
             problem = "Choose a Python 3.11 to 3.13 interpreter to create the environment from."
         if problem is None and not Path(base).is_file():
             problem = f"The base Python does not exist: {base}"
+        if problem is None:
+            problem = check_free_space(self.target_dir(), self.torch_choice())
         if problem is not None:
             self.status_label.setText(problem)
             return None
@@ -271,8 +298,10 @@ class SetupDialog(QDialog):
         Setting.SETUP_BASE_PYTHON.set(base)
         self.outcome = None
         self.log_view.clear()
+        self.steps_view.clear()
         self.append_log(choice.reason)
         self.append_log(f"Installing into {venv_dir}")
+        self.append_step(f"{choice.reason} Installing into {venv_dir}.")
         task = BackendInstallTask(venv_dir, steps, on_finished=self._on_finished, python=venv_python(venv_dir))
         task.logLine.connect(self.append_log)
         task.stepStarted.connect(self._on_step)
@@ -293,6 +322,7 @@ class SetupDialog(QDialog):
 
     def _on_step(self, index: int, count: int, title: str) -> None:
         self.status_label.setText(f"Step {index + 1} of {count}: {title}\u2026")
+        self.append_step(f"{index + 1}/{count}  {title}\u2026")
 
     def _on_progress(self, value: float) -> None:
         self.progress.setValue(round(value))
@@ -306,13 +336,19 @@ class SetupDialog(QDialog):
             self.status_label.setText(
                 f"The backend is ready ({outcome.seconds:.0f} s): {outcome.python}. RegionLens uses it from now on."
             )
+            self.append_step("Done: the backend is ready.")
+            self.install_button.setEnabled(False)  # installed: nothing left to do here
+            self.install_button.setText("Installed")
             self.backendReady.emit(str(outcome.python))
         elif isinstance(outcome, InstallFailed):
             self.progress.setValue(0)
             self.append_log(outcome.message)
-            self.status_label.setText(f"Setup failed at \u201c{outcome.step}\u201d. The log above shows why.")
+            self.append_step(f"Failed: {outcome.step}. Details shows the full output.")
+            self.details_button.setChecked(True)  # the raw output says why
+            self.status_label.setText(f"Setup failed at \u201c{outcome.step}\u201d. The details below show why.")
         elif isinstance(outcome, InstallCancelled):
             self.progress.setValue(0)
+            self.append_step("Cancelled.")
             self.status_label.setText(outcome.message)
 
     def _set_running(self, running: bool) -> None:

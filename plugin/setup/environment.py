@@ -26,13 +26,14 @@ import shutil
 import subprocess  # nosec B404 # runs nvidia-smi and probes interpreters: explicit argv, no shell
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..worker_client import build_worker_env, venv_python
 
 __all__ = [
     "CPU_INDEX_URL",
+    "ENVIRONMENT_GB",
     "MAX_PYTHON",
     "MIN_PYTHON",
     "TORCH_VERSION",
@@ -42,6 +43,7 @@ __all__ = [
     "TorchChoice",
     "automatic_backend_python",
     "base_python_candidates",
+    "check_free_space",
     "check_target_dir",
     "choose_torch",
     "cpu_torch",
@@ -49,6 +51,7 @@ __all__ = [
     "default_backend_dir",
     "detect_gpu",
     "find_base_python",
+    "free_bytes",
     "install_plan",
     "install_steps",
     "parse_nvidia_smi",
@@ -59,6 +62,13 @@ __all__ = [
 
 #: The torch release the backend is tested with (requirements/backend.txt pins the same).
 TORCH_VERSION = "2.13.0"
+#: Download of the torch wheel per build (PyPI's CUDA build pulls NVIDIA's CUDA libraries too).
+TORCH_DOWNLOAD = {"cpu": "about 200 MB", "cuda": "about 2.5 GB", "default": "about 80 MB"}
+#: The whole backend environment on disk per torch build, in GB (CPU build on Linux measured: 1.9 GB, of which
+#: torch is 0.75 GB; the CUDA build adds NVIDIA's libraries).
+ENVIRONMENT_GB = {"cpu": 1.9, "cuda": 6.0, "default": 1.5}
+#: Extra free space the installation needs while it runs (pip's downloads and unpacking), in GB.
+INSTALL_MARGIN_GB = 1.0
 #: PyTorch's CPU-only wheel index (PyPI's Linux wheels are CUDA builds of several GB).
 CPU_INDEX_URL = "https://download.pytorch.org/whl/cpu"
 #: Supported base interpreters, inclusive: the backend needs 3.11 (tomllib; numpy 2.4 and pandas 3
@@ -118,8 +128,20 @@ class TorchChoice:
     build: str  # "cpu", "cuda" or "default" (macOS: PyPI's wheel, CPU plus Apple MPS)
     requirement: str  # pip requirement, e.g. "torch==2.13.0"
     index_url: str | None  # pip --index-url (None: PyPI)
-    size: str  # approximate download, e.g. "about 200 MB"
+    size: str  # approximate download of torch, e.g. "about 200 MB"
     reason: str  # a sentence for the user: what was found and what gets installed
+    disk_gb: float = 1.9  # the whole environment on disk (torch, geopandas, models, ...), in GB
+
+    @property
+    def needs_bytes(self) -> int:
+        """Free space the installation needs: the environment plus room for pip's downloads and unpacking."""
+        return int((self.disk_gb + INSTALL_MARGIN_GB) * 1e9)
+
+    @property
+    def title(self) -> str:
+        """The installation step that installs this build, in plain words."""
+        words = {"cpu": "CPU build", "cuda": "CUDA build for the NVIDIA GPU", "default": "standard build"}
+        return f"Installing PyTorch ({words.get(self.build, self.build)}, {self.size} to download)"
 
     def pip_args(self) -> list[str]:
         """Arguments after ``pip install`` that install this build."""
@@ -200,6 +222,16 @@ def detect_gpu(timeout: float = 10.0) -> GpuInfo | None:
     return parse_nvidia_smi(done.stdout)
 
 
+def _sizes(build: str) -> str:
+    return f"{TORCH_DOWNLOAD[build]} download; the environment takes about {ENVIRONMENT_GB[build]:g} GB of disk"
+
+
+def _choice(build: str, reason: str) -> TorchChoice:
+    index = CPU_INDEX_URL if build == "cpu" else None
+    return TorchChoice(build, f"torch=={TORCH_VERSION}", index, TORCH_DOWNLOAD[build], f"{reason} ({_sizes(build)}).",
+                       ENVIRONMENT_GB[build])  # fmt: skip
+
+
 def choose_torch(gpu: GpuInfo | None, platform: str | None = None) -> TorchChoice:
     """Pick the torch build for this machine.
 
@@ -213,48 +245,55 @@ def choose_torch(gpu: GpuInfo | None, platform: str | None = None) -> TorchChoic
         has no CUDA, so a Windows GPU still gets the CPU build and the reason says how to change that.
     """
     platform = sys.platform if platform is None else platform
-    requirement = f"torch=={TORCH_VERSION}"
     if platform == "darwin":
-        return TorchChoice(
-            "default", requirement, None, "about 80 MB",
-            f"macOS: installing the standard build of torch {TORCH_VERSION} (CPU, and Apple's MPS GPU where "
-            "available; about 80 MB).",
-        )  # fmt: skip
+        return _choice("default", f"macOS: installing the standard build of torch {TORCH_VERSION}, for the CPU "
+                                  "and Apple's MPS GPU where available")  # fmt: skip
     if gpu is not None and platform.startswith("linux"):
-        return TorchChoice(
-            "cuda", requirement, None, "about 2.5 GB",
-            f"{gpu.name} found (driver {gpu.driver}): installing the CUDA build of torch {TORCH_VERSION} "
-            "(about 2.5 GB). If torch later reports no CUDA, update the NVIDIA driver or choose the CPU build.",
-        )  # fmt: skip
+        choice = _choice("cuda", f"{gpu.name} found (driver {gpu.driver}): installing the CUDA build of torch "
+                                 f"{TORCH_VERSION}")  # fmt: skip
+        return replace(choice, reason=choice.reason + " If torch later reports no CUDA, update the NVIDIA driver "
+                       "or choose the CPU build.")  # fmt: skip
     if gpu is not None:
-        return TorchChoice(
-            "cpu", requirement, CPU_INDEX_URL, "about 200 MB",
-            f"{gpu.name} found, but PyPI's Windows wheels of torch are CPU-only: installing the CPU build "
-            f"of torch {TORCH_VERSION} (about 200 MB). For the GPU, install a CUDA build from pytorch.org "
-            "into the backend environment afterwards.",
-        )  # fmt: skip
-    return TorchChoice(
-        "cpu", requirement, CPU_INDEX_URL, "about 200 MB",
-        f"No NVIDIA GPU found: installing the CPU build of torch {TORCH_VERSION} (about 200 MB).",
-    )  # fmt: skip
+        choice = _choice("cpu", f"{gpu.name} found, but PyPI's Windows wheels of torch are CPU-only: installing the "
+                                f"CPU build of torch {TORCH_VERSION}")  # fmt: skip
+        return replace(choice, reason=choice.reason + " For the GPU, install a CUDA build from pytorch.org into "
+                       "the backend environment afterwards.")  # fmt: skip
+    return _choice("cpu", f"No NVIDIA GPU found: installing the CPU build of torch {TORCH_VERSION}")
 
 
 def cpu_torch() -> TorchChoice:
     """The CPU build, chosen by the user (e.g. a GPU whose driver is too old for the CUDA build)."""
-    return TorchChoice(
-        "cpu", f"torch=={TORCH_VERSION}", CPU_INDEX_URL, "about 200 MB",
-        f"CPU build of torch {TORCH_VERSION} chosen (about 200 MB); training runs on the processor.",
-    )  # fmt: skip
+    choice = _choice("cpu", f"CPU build of torch {TORCH_VERSION} chosen")
+    return replace(choice, reason=choice.reason + " Training runs on the processor.")
 
 
 def cuda_torch() -> TorchChoice:
     """PyPI's CUDA build, chosen by the user (Linux; needs a recent NVIDIA driver)."""
-    return TorchChoice(
-        "cuda",
-        f"torch=={TORCH_VERSION}",
-        None,
-        "about 2.5 GB",
-        f"CUDA build of torch {TORCH_VERSION} chosen (about 2.5 GB); it needs an NVIDIA GPU and a recent driver.",
+    choice = _choice("cuda", f"CUDA build of torch {TORCH_VERSION} chosen")
+    return replace(choice, reason=choice.reason + " It needs an NVIDIA GPU and a recent driver.")
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free bytes on the disk that holds ``path`` (or its nearest existing parent folder)."""
+    anchor = Path(path).expanduser()
+    while not anchor.exists() and anchor != anchor.parent:
+        anchor = anchor.parent
+    return shutil.disk_usage(anchor).free
+
+
+def check_free_space(path: str | Path, choice: TorchChoice) -> str | None:
+    """Why the environment does not fit on the disk of ``path`` (a clear message), or ``None`` when it does."""
+    try:
+        free = free_bytes(path)
+    except OSError:
+        return None  # unknown: let the installation try (pip reports a full disk itself)
+    need = choice.needs_bytes
+    if free >= need:
+        return None
+    return (
+        f"Not enough free disk space for the backend: it needs about {need / 1e9:.1f} GB (the environment, about "
+        f"{choice.disk_gb:g} GB, and room for the downloads) but only {free / 1e9:.1f} GB are free on the disk of "
+        f"{Path(path).expanduser()}. Free some space or choose a folder on another disk."
     )
 
 
@@ -516,18 +555,17 @@ def install_plan(
     quiet_pip = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
     check = _CHECK_BASE.format(lo=MIN_PYTHON, hi=MAX_PYTHON, span=_version_range())
     return [
-        InstallStep("Check the base Python", [str(base_python), "-I", "-c", check]),
-        InstallStep("Create the virtual environment", [str(base_python), "-m", "venv", str(venv_dir)]),
-        InstallStep("Upgrade pip", [*pip, "--upgrade", "pip"], env=quiet_pip),
+        InstallStep("Checking the Python interpreter", [str(base_python), "-I", "-c", check]),
+        InstallStep("Creating the environment", [str(base_python), "-m", "venv", str(venv_dir)]),
+        InstallStep("Updating the package installer (pip)", [*pip, "--upgrade", "pip"], env=quiet_pip),
+        InstallStep(torch_choice.title, [*pip, *torch_choice.pip_args()], env=quiet_pip),
         InstallStep(
-            f"Install torch {TORCH_VERSION} ({torch_choice.build} build, {torch_choice.size})",
-            [*pip, *torch_choice.pip_args()],
-            env=quiet_pip,
+            "Installing the other packages (geopandas, scikit-learn, sentence-transformers, \u2026)",
+            [*pip, *read_requirements(requirements_file)], env=quiet_pip,
         ),  # fmt: skip
-        InstallStep("Install the backend's packages", [*pip, *read_requirements(requirements_file)], env=quiet_pip),
-        InstallStep("Check torch", [python, "-c", _CHECK_TORCH]),
+        InstallStep("Checking PyTorch", [python, "-c", _CHECK_TORCH]),
         InstallStep(
-            "Check the offline models",
+            "Checking the offline text and image models",
             [python, "-m", "backend.encoders", "check"],
             cwd=root,
             env={"HF_HUB_OFFLINE": "1"},

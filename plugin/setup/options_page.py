@@ -121,8 +121,9 @@ class RegionLensOptionsPage(QgsOptionsPageWidget):
         self.automatic_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         hint = QLabel(
             "Any Python of an environment with the backend's packages works (requirements/backend.txt), also "
-            "one you built by hand; \u201cTest backend\u201d checks it. On a GPU server, run "
-            "\u201cpython -m backend run CONFIG\u201d there and open the outputs here."
+            "one you built by hand; \u201cTest backend\u201d checks it. To train on another computer (a GPU "
+            "server), run RegionLens there and open its results here with Plugins \u203a RegionLens \u203a "
+            "Open run results\u2026"
         )
         hint.setWordWrap(True)
         backend_box = QGroupBox("Backend Python")

@@ -49,6 +49,7 @@ from ..parameters import DEVICES, raster_path
 from ..tasks import PLUGIN_ROOT, RunCancelled, RunFailed, RunOutcome, RunSucceeded, RunTask
 from ..worker_client import WorkerCancelled, WorkerClient, WorkerDied, WorkerError, find_backend_python
 from .messages import push_message
+from .wheel_guard import guard_wheel
 
 __all__ = [
     "ApplyChoices",
@@ -396,12 +397,13 @@ class ApplyDialog(QDialog):
         self.buttons = QDialogButtonBox(self)
         self.apply_button = self.buttons.addButton("Apply", QDialogButtonBox.ButtonRole.AcceptRole)
         self.cancel_button = self.buttons.addButton("Cancel run", QDialogButtonBox.ButtonRole.ActionRole)
-        self.cancel_button.setVisible(False)
         self.close_button = self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
+        self.cancel_button.setVisible(False)  # after the last addButton(): each one shows all buttons again
         self.apply_button.clicked.connect(lambda _checked=False: self.start())
         self.cancel_button.clicked.connect(lambda _checked=False: self.cancel())
         self.close_button.clicked.connect(lambda _checked=False: self.close())
         layout.addWidget(self.buttons)
+        guard_wheel(self)  # the wheel never changes a dropdown the pointer merely passes over
 
         self.model_file.fileChanged.connect(lambda _path: self.refresh())
         self.region_combo.layerChanged.connect(lambda _layer: self._on_region_layer_changed())

@@ -60,7 +60,7 @@ class BackendInfoTask(QgsTask):
     def finished(self, result: bool) -> None:
         """Main thread: update the method registry, then call back."""
         if result and self.info is not None:
-            METHODS.update_from_info(self.info)
+            METHODS.update_from_info(self.info, self.python)  # (also cached for the Processing toolbox)
         elif not self.error:
             self.error = "cancelled" if self.isCanceled() else "no answer"
         if self.on_finished is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from qgis.core import Qgis
 from qgis.gui import QgsMessageBar, QgsMessageBarItem
 from qgis.PyQt.QtCore import Qt
@@ -60,6 +62,7 @@ def push_message(
     details_title: str = "RegionLens details",
     duration: int | None = None,
     parent: QWidget | None = None,
+    actions: Sequence[tuple[str, Callable[[], object]]] = (),
 ) -> QgsMessageBarItem:
     """Push ``RegionLens: <text>`` to the message bar, with a "Details" button when ``details`` is given.
 
@@ -72,6 +75,7 @@ def push_message(
         duration: Seconds before it disappears (0: stays; default: QGIS's default for the level, but
             critical messages stay).
         parent: Parent of the details dialog (e.g. the main window).
+        actions: ``(button text, callback)`` pairs: more buttons on the message (e.g. "Open folder").
 
     Returns:
         The pushed item; ``item.details_button`` is the button (or ``None``) and ``item.details_dialog``
@@ -93,6 +97,12 @@ def push_message(
         button.clicked.connect(show_details)
         item.layout().addWidget(button)
         item.details_button = button
+    item.action_buttons = []
+    for text_, callback in actions:
+        action = QPushButton(text_, item)
+        action.clicked.connect(lambda _checked=False, run=callback: run())
+        item.layout().addWidget(action)
+        item.action_buttons.append(action)
     if duration is None:
         duration = 0 if level == Qgis.MessageLevel.Critical else QgsMessageBar.defaultMessageTimeout(level)
     bar.pushWidget(item, level, duration)

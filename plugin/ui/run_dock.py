@@ -64,14 +64,14 @@ from ..parameters import (
 from ..project_settings import load_choices, save_choices
 from ..tasks import RunCancelled, RunFailed, RunOutcome, RunParameters, RunSucceeded, RunTask
 from ..worker_client import find_backend_python
+from .backend_banner import BACKEND_MISSING_PROBLEM, BackendBanner
 from .backend_info import BackendInfoTask
 from .method_widgets import MethodSection
 from .metrics_dialog import MetricsDialog
+from .wheel_guard import guard_wheel
 
-__all__ = ["BACKEND_MISSING", "RunDock"]
+__all__ = ["RunDock"]
 
-#: Shown when no backend interpreter is found.
-BACKEND_MISSING = "Backend not set up \u2014 open RegionLens Settings"
 _ID_NAME = re.compile(r"(^|_)(geo_?)?id$|^fid$|^code$|^id_", re.IGNORECASE)
 
 
@@ -182,6 +182,10 @@ class RunDock(QgsDockWidget):
         layout = QVBoxLayout(content)
         layout.setContentsMargins(0, 0, 0, 0)
         scroll.setWidget(content)
+        self.banner = BackendBanner(outer)  # above the scroll area: seen first while no backend exists
+        self.setup_button = self.banner.button
+        self.setup_button.clicked.connect(self.set_up_backend)
+        outer_layout.addWidget(self.banner)
         outer_layout.addWidget(scroll, 1)
 
         # Regions
@@ -281,11 +285,6 @@ class RunDock(QgsDockWidget):
         self.backend_label = QLabel("", box)
         self.backend_label.setWordWrap(True)
         self.methods_layout.addWidget(self.backend_label)
-        self.setup_button = QPushButton("Set up the backend\u2026", box)
-        self.setup_button.setToolTip("Create the backend environment, or set the path of an existing one")
-        self.setup_button.setVisible(False)
-        self.setup_button.clicked.connect(self.set_up_backend)
-        self.methods_layout.addWidget(self.setup_button)
         self.method_sections: dict[str, MethodSection] = {}
         layout.addWidget(box)
 
@@ -369,6 +368,7 @@ class RunDock(QgsDockWidget):
         buttons.addWidget(self.cancel_button)
         outer_layout.addLayout(buttons)
         self.setWidget(outer)
+        guard_wheel(content)  # the wheel scrolls the dock, not the dropdown under the pointer
 
         # Signals. Anything may re-validate (``_schedule``); only what a person does counts as an edit
         # (``_edited``) and is stored in the project: ``activated``, ``clicked``, ``textEdited`` fire for
@@ -434,10 +434,11 @@ class RunDock(QgsDockWidget):
         self.backend_python = find_backend_python()
         self.backend_label.setVisible(True)
         can_set_up = callable(getattr(self.plugin, "ensure_backend", None))
+        self.banner.setVisible(self.backend_python is None)
         self.setup_button.setVisible(self.backend_python is None and can_set_up)
         if self.backend_python is None:
-            self.backend_label.setText(BACKEND_MISSING)
-            self.backend_label.setStyleSheet("QLabel { color: #c62828; }")
+            self.backend_label.setText("")  # (the banner says it)
+            self.backend_label.setVisible(False)
             return
         self.backend_label.setStyleSheet("")
         if METHODS.from_backend or not fetch_info:
@@ -628,7 +629,7 @@ class RunDock(QgsDockWidget):
         choices = self.choices()
         problems = []
         if self.backend_python is None:
-            problems.append(f"{BACKEND_MISSING}.")
+            problems.append(BACKEND_MISSING_PROBLEM)
         problems += validate(choices, self.project, METHODS.info)
         self.problems = problems
         self.validation_label.setText("\n".join(f"\u2022 {p}" for p in problems))

@@ -93,6 +93,19 @@ def test_dialog_adapts_to_the_model_and_validates(tmp_path: Path, qgis_new_proje
     assert validate_apply(dialog.choices(), qgis_new_project, None)[-1].startswith("The backend is not set up")
 
 
+def test_idle_dialog_shows_no_cancel_button_and_ignores_the_wheel(qgis_new_project: QgsProject, qtbot) -> None:
+    from tests.plugin.test_wheel_guard import wheel
+
+    qgis_new_project.addMapLayer(square_layer())
+    dialog = ApplyDialog(plugin=None, project=qgis_new_project, backend_python=Path("/usr/bin/python3"))
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert dialog.close_button.isVisible() and not dialog.cancel_button.isVisible()
+    device = dialog.device_combo.currentIndex()
+    assert not wheel(dialog.device_combo).isAccepted()
+    assert dialog.device_combo.currentIndex() == device
+
+
 def test_apply_runs_the_worker_and_loads_the_layer(backend_python: Path, repo_root: Path, tmp_path: Path,
                                                    qgis_new_project: QgsProject, qtbot) -> None:
     model_dir = tmp_path / "run" / "models" / "calliper"

@@ -263,3 +263,38 @@ def test_layers_removed_and_dock_reopened(explorer: EmbeddingExplorer, run_layer
     assert [t.get_text() for t in explorer.plot.axes.get_legend().get_texts()] == ["no cluster"]
     QgsProject.instance().removeMapLayer(embeddings.id())
     assert explorer.embeddings_layer() is None or explorer.embeddings_layer() is not embeddings
+
+
+def test_docked_at_its_first_size_the_legend_fits_without_warnings(qtbot) -> None:
+    """QGIS first gives the dock about 305 x 352 px: the plot keeps a usable size, the legend stays inside the
+    figure (below the axes), and matplotlib never warns that the axes collapsed."""
+    import warnings
+
+    from plugin.explorer.plot import LEGEND_CHARS, LEGEND_MAX, MIN_CANVAS_SIZE, PlotContent, ScatterPlot
+
+    dock = EmbeddingExplorer(None)
+    qtbot.addWidget(dock)
+    dock.resize(305, 352)
+    dock.show()
+    assert dock.minimumSizeHint().width() >= MIN_CANVAS_SIZE[0]
+    assert dock.plot.canvas.width() >= MIN_CANVAS_SIZE[0] and dock.plot.canvas.height() >= MIN_CANVAS_SIZE[1]
+
+    plot = dock.plot
+    rng = np.random.default_rng(0)
+    legend = [(f"{c}: many cafes, few offices, bright roofs and long labels {c}", "#1f77b4") for c in range(14)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plot.draw(PlotContent(rng.normal(size=(50, 2)), colours=np.tile([0.1, 0.4, 0.7, 1.0], (50, 1)),
+                              legend=legend, title="Embeddings", axis_labels=("PC 1", "PC 2")))  # fmt: skip
+        plot.canvas.draw()
+        hidden = ScatterPlot(None)  # a canvas that never got a size: drawing it is skipped, not warned about
+        hidden.canvas.resize(0, 0)
+        hidden.figure.set_size_inches(0.01, 0.01)
+        hidden.canvas.draw()
+    assert not [w for w in caught if "collapsed" in str(w.message)], [str(w.message) for w in caught]
+    box = plot.axes.get_legend().get_window_extent()
+    figure = plot.figure.bbox
+    assert box.x0 >= figure.x0 - 1 and box.x1 <= figure.x1 + 1 and box.y0 >= figure.y0 - 1
+    texts = [t.get_text() for t in plot.axes.get_legend().get_texts()]
+    assert len(texts) == LEGEND_MAX and texts[-1] == "\u2026 and 5 more"
+    assert all(len(t) <= LEGEND_CHARS for t in texts)

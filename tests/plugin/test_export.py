@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from qgis.core import Qgis, QgsVectorFileWriter, QgsVectorLayer
+from qgis.PyQt.QtGui import QDesktopServices
 from qgis.PyQt.QtWidgets import QMessageBox
 
 from plugin import export as export_module
@@ -92,10 +93,12 @@ def test_export_predictions_to_shapefile(run_gpkg: Path, tmp_path: Path) -> None
         "robbery_obs": "robbe_obs", "robbery_pred": "robbe_pred", "robbery_res": "robbe_res",
     }  # fmt: skip
     assert result.renamed == expected
-    message = result.message()
-    assert "Renamed for the shapefile" in message
+    assert result.message() == (
+        "Exported 12 features to predictions.shp. 6 fields renamed for the shapefile (see Details)."
+    )
+    details = result.details()
     for old, new in expected.items():
-        assert f"{old} \u2192 {new}" in message
+        assert f"{old} \u2192 {new}" in details
 
     written = QgsVectorLayer(str(result.path), "written", "ogr")
     assert written.isValid()
@@ -141,7 +144,7 @@ def test_export_geopackage_keeps_names(run_gpkg: Path, tmp_path: Path) -> None:
     source = _layer(run_gpkg, "predictions")
     result = export_layer(source, tmp_path / "out.gpkg", "GPKG")
     assert result.renamed == {}
-    assert "Renamed" not in result.message()
+    assert "renamed" not in result.message() and "renamed" not in result.details()
     written = QgsVectorLayer(f"{result.path}|layername=out", "written", "ogr")
     assert written.isValid()
     assert written.fields().names() == source.fields().names()
@@ -231,10 +234,19 @@ def test_export_dialog_reports_renamed_fields(
     bar.clear_messages()
     result = export_layer_dialog(qgis_iface, layer)
     assert result is not None and result.path == tmp_path / "pred_export.shp"
-    warnings = bar.get_messages(Qgis.MessageLevel.Warning)
-    assert len(warnings) == 1
-    assert "Renamed for the shapefile: population_obs \u2192 popul_obs" in warnings[0]
-    assert all(f"{old} \u2192 {new}" in warnings[0] for old, new in result.renamed.items())
+    # a success (green), short, with the renamed fields behind Details and a button to open the folder
+    items = [item for item in bar.items() if item.text().startswith("Exported")]
+    assert len(items) == 1 and items[0].level() == Qgis.MessageLevel.Success
+    assert not bar.get_messages(Qgis.MessageLevel.Warning)
+    assert len(items[0].text()) < 100 and "pred_export.shp" in items[0].text()
+    assert [b.text() for b in items[0].action_buttons] == ["Open folder"]
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()) or True)
+    items[0].action_buttons[0].click()
+    assert opened == [str(tmp_path)]
+    items[0].details_button.click()
+    assert "population_obs \u2192 popul_obs" in items[0].details_dialog.text()
+    items[0].details_dialog.close()
 
     # the file exists now: the dialog asks before replacing it
     asked = []

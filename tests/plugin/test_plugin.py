@@ -93,3 +93,20 @@ def test_open_run_results_reports_errors(qgis_iface, qgis_new_project: QgsProjec
     assert plugin.open_run_results(tmp_path / "missing" / "regionlens.gpkg") == {}
     assert any("not found" in message for message in bar.get_messages(Qgis.MessageLevel.Critical))
     assert not qgis_new_project.mapLayers()
+
+
+def test_sample_data_opens_in_the_image_crs_in_real_qgis(qgis_iface, qgis_new_project: QgsProject, qtbot) -> None:
+    """In QGIS the layer tree's canvas bridge gives an empty project the CRS of the first layer in the tree (the
+    POIs, EPSG:4326) once the event loop runs: the sample must still end in the image's CRS (EPSG:3857)."""
+    from qgis.gui import QgsLayerTreeMapCanvasBridge, QgsMapCanvas
+
+    canvas = QgsMapCanvas()
+    bridge = QgsLayerTreeMapCanvasBridge(qgis_new_project.layerTreeRoot(), canvas)
+    plugin = RegionLensPlugin(qgis_iface)
+    try:
+        layers = plugin.load_sample_data()
+        qtbot.wait(100)  # the bridge's deferred update, then ours
+        assert qgis_new_project.crs().authid() == layers["landsat"].crs().authid() == "EPSG:3857"
+    finally:
+        del bridge
+        canvas.deleteLater()

@@ -37,6 +37,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
+from plugin.parameters import METHODS, LabelChoice, RunChoices, info_cache_path
 from plugin.processing import _base, _outputs
 from plugin.processing._inputs import raster_input
 from plugin.processing.provider import RegionLensProvider
@@ -46,6 +47,7 @@ SF = Path(__file__).resolve().parents[2] / "resources" / "sample_data" / "sf"
 BLOCKS = SF / "sf_block_groups_crime_pop.geojson"
 POIS = SF / "sf_pois_osm.geojson"
 LANDSAT = SF / "sf_landsat7_3857_30m.tif"
+CRIMES = SF / "sf_crime_incidents_2012h2.geojson"
 N_BLOCKS = 579
 #: Small, fast prediction settings (ridge only, 3 folds, one repeat, no spatial folds).
 FAST = {"FOLDS": 3, "REPEATS": 1, "MODELS": [0], "SPATIAL": False}
@@ -108,14 +110,18 @@ def provider(processing_module: ModuleType) -> RegionLensProvider:
 
 @pytest.fixture(scope="module")
 def embed_run(provider, processing_module, backend_python: Path, tmp_path_factory) -> dict[str, Any]:
-    """``regionlens:embed`` on the sample city (d = 8, k = 4, label Population, with the Landsat image)."""
+    """``regionlens:embed`` on the sample city (d = 8, k = 4, labels Population and the crime incidents counted
+    per block group, with the Landsat image)."""
     out = tmp_path_factory.mktemp("embed") / "run"
     feedback = RecordingFeedback()
     context = new_context()
+    crimes = QgsVectorLayer(str(CRIMES), "Crime incidents 2012 H2", "ogr")
+    assert crimes.isValid()
+    QgsProject.instance().addMapLayer(crimes)
     params = {
         "REGIONS": str(BLOCKS), "REGION_ID": "GEO_ID", "POIS": str(POIS), "POI_CATEGORY": "category",
-        "POI_NAME": "name", "RASTERS": [str(LANDSAT)], "LABEL_FIELDS": ["Population"], "DIM": 8, "K": 4,
-        "SEED": 0, "DEVICE": 1, "OUTPUT_DIR": str(out), **FAST,
+        "POI_NAME": "name", "RASTERS": [str(LANDSAT)], "LABEL_FIELDS": ["Population"], "LABEL_POINTS": [crimes.id()],
+        "DIM": 8, "K": 4, "SEED": 0, "DEVICE": 1, "OUTPUT_DIR": str(out), **FAST,
     }  # fmt: skip
     results = processing_module.run("regionlens:embed", params, feedback=feedback, context=context)
     return {"results": results, "feedback": feedback, "context": context, "out": out}
@@ -182,20 +188,45 @@ def test_algorithm_definitions(provider: RegionLensProvider) -> None:
         "OUTPUT",
     } <= params["regionlens:predict"]  # fmt: skip
     assert {"PREDICTIONS", "METRICS", "R2"} <= outputs["regionlens:predict"]
-    embed = algorithms["regionlens:embed"]
-    assert embed.parameterDefinition("METHOD").options() == list(_base.METHODS)
-    assert embed.parameterDefinition("DIM").defaultValue() == 32
+    assert {"OD_TABLE", "OD_ORIGIN", "OD_DESTINATION", "OD_COUNT", "LANDUSE", "LANDUSE_CLASS", "LABEL_POINTS"} <= (
+        params["regionlens:embed"]
+    )
+    for alg in algorithms.values():
+        assert alg.helpUrl() == "https://github.com/regionlens/regionlens#processing-toolbox-models-qgis_process"
+    embed_help = algorithms["regionlens:embed"].shortHelpString()  # rendered as HTML: placeholders stay visible
+    assert "&lt;label&gt;_obs" in embed_help and "<label>" not in embed_help
+
+
+def test_embed_offers_the_dock_defaults(provider: RegionLensProvider) -> None:
+    """The toolbox and the run dock run the same job with the same defaults (plugin/parameters.py)."""
+    embed = provider.algorithm("embed")
+    dock = RunChoices()
+    label = LabelChoice()
+    models = embed.parameterDefinition("MODELS")
+    assert [models.options()[i] for i in models.defaultValue()] == dock.prediction_models == ["ridge"]  # no gbm
+    assert embed.parameterDefinition("METHOD").defaultValue() == [m.name for m in dock.methods]
+    assert embed.parameterDefinition("FOLDS").defaultValue() == dock.folds
+    assert embed.parameterDefinition("REPEATS").defaultValue() == dock.repeats
+    assert embed.parameterDefinition("SPATIAL").defaultValue() == dock.spatial
+    assert embed.parameterDefinition("K").defaultValue() == dock.cluster_k
+    assert embed.parameterDefinition("OD_ORIGIN").defaultValue() == dock.od_origin_field
+    target = embed.parameterDefinition("TARGET")
+    assert _base.TARGETS[target.defaultValue()] == label.target
+    assert embed.parameterDefinition("LOG1P").defaultValue() == label.log1p
+    predict = provider.algorithm("predict")
+    assert predict.parameterDefinition("MODELS").defaultValue() == models.defaultValue()
 
 
 def test_invalid_choices_are_explained_before_running(provider, processing_module, tmp_path: Path) -> None:
     base = {"REGIONS": str(BLOCKS), "REGION_ID": "GEO_ID", "OUTPUT_DIR": str(tmp_path / "out")}
     cases = [
         ({**base, "POIS": str(POIS)}, "category"),
-        (base, "points of interest"),
+        (base, "No input for baseline"),
         ({**base, "POIS": str(POIS), "POI_CATEGORY": "category", "K": 1}, "at least 2"),
         ({**base, "POIS": str(POIS), "POI_CATEGORY": "category", "METHOD_PARAMS": "[1]"}, "JSON object"),
         # the run dock's rule (plugin/parameters.label_fields): no area or id field as a label
         ({**base, "POIS": str(POIS), "POI_CATEGORY": "category", "LABEL_FIELDS": ["CENSUSAREA"]}, "be predicted"),
+        ({**base, "REGION_ID": "NO_SUCH_ID", "POIS": str(POIS), "POI_CATEGORY": "category"}, "no field 'NO_SUCH_ID'"),
     ]
     for params, words in cases:
         with pytest.raises(QgsProcessingException, match=words):
@@ -239,10 +270,72 @@ def test_embed_queues_styled_layers(embed_run: dict[str, Any]) -> None:
     results = embed_run["results"]
     assert set(queued) == {results["EMBEDDINGS"], results["CLUSTERS"], results["PREDICTIONS"]}
     names = {uri: details.name for uri, details in queued.items()}
-    assert names[results["PREDICTIONS"]] == "Predicted population"
+    assert names[results["PREDICTIONS"]] == "Predicted population (baseline)"
+    assert names[results["CLUSTERS"]] == "Clusters (baseline)"
     for details in queued.values():
-        assert isinstance(details.postProcessor(), _outputs.StyleOnLoad)
-        assert details.postProcessor() in _outputs._POST_PROCESSORS  # kept alive
+        processor = details.postProcessor()
+        assert isinstance(processor, _outputs.StyleOnLoad)
+        assert processor in _outputs._POST_PROCESSORS  # kept alive
+        assert processor.group == f"RegionLens \u2014 {embed_run['out'].name}"
+    predictions = queued[results["PREDICTIONS"]].postProcessor()
+    assert predictions.label == "population" and predictions.extra_labels == ("crime_incidents_2012_h2",)
+
+
+def test_embed_counts_points_as_a_label(embed_run: dict[str, Any]) -> None:
+    layer = QgsVectorLayer(embed_run["results"]["PREDICTIONS"], "p", "ogr")
+    names = layer.fields().names()
+    assert {"crime_incidents_2012_h2_obs", "crime_incidents_2012_h2_pred"} <= set(names)
+    observed = sum(f["crime_incidents_2012_h2_obs"] for f in layer.getFeatures())
+    assert observed > 0
+
+
+def test_embed_layers_load_grouped_by_run_with_every_label(embed_run: dict[str, Any], qgis_new_project) -> None:
+    """What Processing does on completion: each queued layer added, then its post-processor called."""
+    results = embed_run["results"]
+    context = embed_run["context"]
+    for uri, details in context.layersToLoadOnCompletion().items():
+        layer = QgsVectorLayer(uri, details.name, "ogr")
+        qgis_new_project.addMapLayer(layer)
+        details.postProcessor().postProcessLayer(layer, context, RecordingFeedback())
+    root = qgis_new_project.layerTreeRoot()
+    group = root.findGroup(f"RegionLens \u2014 {embed_run['out'].name}")
+    assert group is not None and not [n for n in root.children() if n is not group]  # all in the run's group
+    names = {node.layer().name() for node in group.findLayers()}
+    assert {
+        "Embeddings (baseline)", "Clusters (baseline)", "Predicted population (baseline)",
+        "Residuals population (baseline) (observed \u2212 predicted)",
+        "Predicted crime_incidents_2012_h2 (baseline)",
+        "Residuals crime_incidents_2012_h2 (baseline) (observed \u2212 predicted)",
+    } == names
+    assert results["PREDICTIONS"]
+
+
+def test_bad_id_gives_one_clear_message(provider, processing_module, backend_python: Path, tmp_path: Path) -> None:
+    """The backend's message, once, without a traceback (the check runs before the worker starts too)."""
+    feedback = RecordingFeedback()
+    params = {"REGIONS": str(BLOCKS), "REGION_ID": "NO_SUCH_ID", "POIS": str(POIS), "POI_CATEGORY": "category",
+              "OUTPUT_DIR": str(tmp_path / "out")}  # fmt: skip
+    alg = provider.algorithm("embed").create()
+    with pytest.raises(QgsProcessingException) as info:
+        alg.processAlgorithm(params, new_context(), feedback)  # (skips checkParameterValues, as scripts may)
+    message = str(info.value)
+    assert message.startswith("The region layer has no field 'NO_SUCH_ID'") and message.count("NO_SUCH_ID") == 1
+    assert "Traceback" not in message and not feedback.errors
+    assert not (tmp_path / "out").exists()
+
+
+def test_duplicate_ids_give_the_backend_message_once(provider, processing_module, backend_python: Path,
+                                                     tmp_path: Path) -> None:  # fmt: skip
+    """An input the backend rejects: its message alone, no traceback, nothing written."""
+    feedback = RecordingFeedback()
+    params = {"REGIONS": str(BLOCKS), "REGION_ID": "Population", "POIS": str(POIS), "POI_CATEGORY": "category",
+              "OUTPUT_DIR": str(tmp_path / "out"), **FAST}  # fmt: skip
+    with pytest.raises(QgsProcessingException) as info:
+        processing_module.run("regionlens:embed", params, feedback=feedback)
+    message = str(info.value)
+    assert "is not unique" in message and message.count("is not unique") == 1 and "Traceback" not in message
+    assert not [line for line in feedback.errors + feedback.infos if "is not unique" in line]  # said once: raised
+    assert not (tmp_path / "out").exists()
 
 
 def test_cluster_on_embed_output(embed_run: dict[str, Any], processing_module, tmp_path: Path) -> None:
@@ -497,12 +590,42 @@ def test_qgis_process_lists_and_runs_the_algorithms(
     assert output.is_file()
 
 
-def test_processing_methods_match_the_backend_registry(backend_python, repo_root) -> None:
-    """The toolbox's method list is kept in one place; it must follow backend/models EMBEDDERS."""
-    import subprocess
-
-    from plugin.processing import _base
-
+def test_processing_methods_come_from_the_backend(provider, backend_python, repo_root) -> None:
+    """No list of methods in the plugin: the toolbox offers what the backend describes (``info``)."""
     out = subprocess.run([str(backend_python), "-c", "from backend.models import EMBEDDERS; print(*EMBEDDERS)"],
-                         cwd=repo_root, capture_output=True, text=True, timeout=120, check=True)
-    assert tuple(out.stdout.split()) == _base.METHODS
+                         cwd=repo_root, capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    backend = out.stdout.split()
+    assert provider.algorithm("embed").parameterDefinition("METHOD").options() == backend
+    assert _base.METHODS is METHODS  # the plugin's one registry, filled from the backend
+    cached = json.loads(info_cache_path().read_text())  # so the next start needs no worker
+    assert list(cached["info"]["methods"]) == backend
+
+
+def test_embed_sends_od_and_land_use_like_the_dock(provider, processing_module, monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:  # fmt: skip
+    """The OD table and the land-use layer reach the run configuration as the dock sends them (backend/config.py)."""
+    from plugin.processing import embed as embed_module
+
+    od = tmp_path / "trips.csv"
+    od.write_text("from,to,trips\n060750101001,060750101002,3\n")
+    sent: list[dict] = []
+
+    def capture(_python, action, config, _feedback):
+        sent.append({"action": action, **json.loads(json.dumps(config))})
+        raise QgsProcessingException("stop here")
+
+    monkeypatch.setattr(embed_module, "run_backend", capture)
+    params = {
+        "REGIONS": str(BLOCKS), "REGION_ID": "GEO_ID", "OD_TABLE": str(od), "OD_ORIGIN": "from",
+        "OD_DESTINATION": "to", "OD_COUNT": "trips", "LANDUSE": str(BLOCKS), "LANDUSE_CLASS": "LSAD",
+        "OUTPUT_DIR": str(tmp_path / "out"),
+    }  # fmt: skip
+    with pytest.raises(QgsProcessingException, match="stop here"):
+        processing_module.run("regionlens:embed", params, feedback=RecordingFeedback())
+    (config,) = sent
+    assert config["action"] == "run"
+    assert config["od"] == {"path": str(od.resolve()), "origin_field": "from", "destination_field": "to",
+                            "count_field": "trips"}  # fmt: skip
+    assert config["landuse"]["class_field"] == "LSAD" and config["landuse"]["path"].endswith("landuse.gpkg")
+    assert config["methods"] == [{"name": "baseline", "dim": 32, "params": {}}]  # the dock's default method
+    assert config["labels"] == [] and config["prediction"] is None

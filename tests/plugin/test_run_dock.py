@@ -21,9 +21,10 @@ from plugin.project_settings import save_choices
 from plugin.sample_data import load_sample_data
 from plugin.tasks import RunCancelled, RunFailed, RunSucceeded
 from plugin.ui import run_dock as run_dock_module
+from plugin.ui.backend_banner import BACKEND_MISSING, BACKEND_MISSING_PROBLEM, OPTIONS_PAGE
 from plugin.ui.messages import DetailsDialog, push_message
 from plugin.ui.metrics_dialog import MetricsDialog
-from plugin.ui.run_dock import BACKEND_MISSING, RunDock
+from plugin.ui.run_dock import RunDock
 
 
 @pytest.fixture(autouse=True)
@@ -182,10 +183,22 @@ def test_backend_missing(plugin, qgis_new_project, sample, monkeypatch: pytest.M
     monkeypatch.setattr(run_dock_module, "find_backend_python", lambda: None)
     widget = RunDock(plugin, None, qgis_new_project)
     qtbot.addWidget(widget)
+    widget.resize(305, 700)  # a narrow right-hand dock
+    widget.show()
     try:
-        assert widget.backend_label.text() == BACKEND_MISSING
+        # a banner at the very top, above the scrolled form, names the real place of the settings
+        assert widget.banner.isVisible() and widget.banner.label.text() == BACKEND_MISSING
+        assert OPTIONS_PAGE in BACKEND_MISSING and OPTIONS_PAGE == "Settings \u203a Options \u203a RegionLens"
+        assert widget.setup_button.isVisible()
+        top = widget.setup_button.mapTo(widget, widget.setup_button.rect().bottomLeft()).y()
+        assert top < widget.height()  # visible without scrolling
+        qtbot.wait(50)  # (layout requests are processed by the event loop)
+        label = widget.banner.label
+        assert label.height() >= label.heightForWidth(label.width())  # the whole text, not clipped
+        assert widget.banner.minimumSizeHint().height() >= label.heightForWidth(label.width())  # asks for it
+        assert not widget.backend_label.isVisible()
         assert list(widget.method_sections) == ["baseline"]  # still offered
-        assert BACKEND_MISSING in widget.validation_label.text()
+        assert BACKEND_MISSING_PROBLEM in widget.validation_label.text()
         assert not widget.run_button.isEnabled()
         assert widget.run() is None
 
@@ -198,7 +211,8 @@ def test_backend_missing(plugin, qgis_new_project, sample, monkeypatch: pytest.M
         METHODS.from_backend = True  # (no worker to ask here)
         calls[0](Path("/opt/backend/bin/python"))  # ... and once it is ready the dock offers Run
         assert widget.backend_python == Path("/opt/backend/bin/python") and widget.setup_button.isHidden()
-        assert BACKEND_MISSING not in widget.validation_label.text()
+        assert widget.banner.isHidden()
+        assert BACKEND_MISSING_PROBLEM not in widget.validation_label.text()
     finally:
         widget.disconnect_project()
 
@@ -425,3 +439,26 @@ def test_message_with_details(qgis_iface, qtbot) -> None:
     item.details_dialog.close()
     plain = push_message(bar, "no details", Qgis.MessageLevel.Info)
     assert plain.details_button is None
+
+
+def test_first_opening_without_backend_opens_the_setup(plugin, qgis_new_project, monkeypatch) -> None:
+    """README: the first time something needs the backend, the setup dialog opens by itself."""
+    monkeypatch.setattr(run_dock_module, "find_backend_python", lambda: None)
+    calls: list = []
+    monkeypatch.setattr(plugin, "ensure_backend", lambda on_ready: calls.append(on_ready) or False)
+    dock = plugin.toggle_run_dock()
+    assert len(calls) == 1 and not dock.banner.isHidden()
+    plugin.toggle_run_dock()  # hide
+    plugin.toggle_run_dock()  # show again: the banner offers it, no second dialog
+    assert len(calls) == 1
+
+
+def test_wheel_over_the_dock_does_not_change_its_editors(dock: RunDock) -> None:
+    from tests.plugin.test_wheel_guard import wheel
+
+    device = dock.device_combo.currentIndex()
+    dim = dock.method_sections["baseline"].dim
+    before = dim.value()
+    assert not wheel(dock.device_combo).isAccepted()
+    assert not wheel(dim).isAccepted()
+    assert dock.device_combo.currentIndex() == device and dim.value() == before

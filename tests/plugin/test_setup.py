@@ -21,7 +21,7 @@ from qgis.core import Qgis, QgsApplication
 
 from plugin.main import RegionLensPlugin
 from plugin.settings import Setting
-from plugin.setup import first_use
+from plugin.setup import environment, first_use
 from plugin.setup.dialog import SetupDialog
 from plugin.setup.environment import (
     CPU_INDEX_URL,
@@ -139,12 +139,16 @@ def test_choose_torch_texts() -> None:
     assert cuda.reason.startswith(
         f"NVIDIA RTX 4090 found (driver 550): installing the CUDA build of torch {TORCH_VERSION}"
     )
-    assert "2.5 GB" in cuda.reason
+    assert "about 2.5 GB download; the environment takes about 6 GB of disk" in cuda.reason
     assert cuda.pip_args() == [f"torch=={TORCH_VERSION}"]
 
     cpu = choose_torch(None, platform="linux")
     assert cpu.build == "cpu" and cpu.index_url == CPU_INDEX_URL
-    assert cpu.reason == f"No NVIDIA GPU found: installing the CPU build of torch {TORCH_VERSION} (about 200 MB)."
+    assert cpu.reason == (
+        f"No NVIDIA GPU found: installing the CPU build of torch {TORCH_VERSION} (about 200 MB download; the "
+        "environment takes about 1.9 GB of disk)."
+    )  # the environment is 1.9 GB (torch alone 754 MB), not "about 200 MB"
+    assert cpu.needs_bytes >= 1.9e9
     assert cpu.pip_args() == [f"torch=={TORCH_VERSION}", "--index-url", "https://download.pytorch.org/whl/cpu"]
 
     windows = choose_torch(gpu, platform="win32")  # PyPI's Windows wheel has no CUDA: say so
@@ -216,6 +220,10 @@ def test_install_steps_argv(repo_root: Path, tmp_path: Path) -> None:
     assert cuda[3][-1] == f"torch=={TORCH_VERSION}" and "--index-url" not in cuda[3]
 
     plan = install_plan("/opt/python3.12", venv, choose_torch(None, "linux"), requirements)
+    assert [step.title for step in plan][:4] == [
+        "Checking the Python interpreter", "Creating the environment", "Updating the package installer (pip)",
+        "Installing PyTorch (CPU build, about 200 MB to download)",
+    ]  # plain steps for the progress list
     assert plan[-1].cwd == repo_root  # `-m backend.encoders` imports from the plugin folder
     assert plan[-1].env["HF_HUB_OFFLINE"] == "1"
 
@@ -353,11 +361,42 @@ def test_setup_dialog_shows_choice_and_runs_injected_steps(
     assert calls == [(base_python, target, "cpu")]
     log = dialog.log_view.toPlainText()
     assert "CPU build of torch" in log and "hello" in log and "[2/2]" in log
+    steps = dialog.steps_view.toPlainText()  # plain steps; the raw output stays behind "Details"
+    assert "1/2  Create\u2026" in steps and steps.rstrip().endswith("Done: the backend is ready.")
+    assert "hello" not in steps.splitlines() and not [line for line in steps.splitlines() if line.startswith("$ ")]
+    assert dialog.log_view.isHidden()
+    dialog.details_button.click()
+    assert not dialog.log_view.isHidden()
     assert dialog.progress.value() == 100
     assert "The backend is ready" in dialog.status_label.text()
     assert ready == [str(venv_python(target))]
     assert Setting.BACKEND_PYTHON.get() == str(venv_python(target))
-    assert not dialog.running and dialog.install_button.isEnabled()
+    assert not dialog.running and not dialog.install_button.isEnabled()  # installed: no second install
+    assert dialog.install_button.text() == "Installed"
+
+
+def test_setup_dialog_checks_free_disk_space(no_gpu: None, base_python: Path, tmp_path: Path, qtbot,
+                                             monkeypatch) -> None:  # fmt: skip
+    monkeypatch.setattr(environment, "free_bytes", lambda _path: int(0.5e9))
+    dialog = SetupDialog(make_steps=lambda *_args: [], target_dir=tmp_path / "backend")
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: dialog.detected, timeout=30_000)
+    dialog.python_widget.setFilePath(str(base_python))
+    assert dialog.start_install() is None and not dialog.running
+    text = dialog.status_label.text()
+    assert text.startswith("Not enough free disk space for the backend: it needs about 2.9 GB")
+    assert "only 0.5 GB are free" in text
+    assert not (tmp_path / "backend").exists()
+
+
+def test_options_page_says_what_a_planner_does() -> None:
+    from qgis.PyQt.QtWidgets import QLabel
+
+    page = RegionLensOptionsPage()
+    texts = " ".join(label.text() for label in page.findChildren(QLabel))
+    assert "python -m backend" not in texts and "CONFIG" not in texts
+    assert "Open run results" in texts
+    page.deleteLater()
 
 
 @posix_only

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from backend.errors import ConfigError, InputError
-from backend.models._base import Embedder, EmbedderParams
+from backend.models._base import Embedder, EmbedderParams, param
 from backend.models.calliper.text import (
     DEFAULT_ENCODER,
     DEFAULT_NAME_TEMPLATE,
@@ -71,27 +71,47 @@ _MIN_IMPROVEMENT = 1e-4  # held-out loss must fall by this much to count as bett
 class CaLLiPerParams(EmbedderParams):
     """Parameters of CaLLiPer (defaults: the paper's)."""
 
-    template: str = DEFAULT_TEMPLATE  # description of a POI; placeholders {category}, {name}, {article}
-    name_template: str = DEFAULT_NAME_TEMPLATE  # description of a named POI, when names are used
-    names: str = "auto"  # put POI names in the descriptions: auto (when the layer has names), yes, no
-    text_encoder: str = DEFAULT_ENCODER  # frozen sentence encoder: registry name or local folder
-    cache_dir: str = ""  # text-encoding cache folder; "" = ~/.cache/regionlens/text, "none" = no cache
-    min_scale_m: float = 100.0  # smallest scale of the grid encoding (metres)
-    max_scale_m: float = 10000.0  # largest scale of the grid encoding (metres)
-    scales: int = 32  # number of scales (the encoding has 4 x scales numbers)
-    scale_with_extent: bool = False  # largest scale = extent of the POIs, smallest keeps the ratio
-    hidden: int = 256  # width of the location MLP
-    blocks: int = 4  # residual blocks of the location MLP
-    dropout: float = 0.5  # dropout in the residual blocks
-    temperature: float = 0.07  # initial temperature of the InfoNCE loss (learned)
-    epochs: int = 100  # maximum number of epochs
-    batch_size: int = 1024  # POI pairs per batch (each batch's other pairs are the negatives)
-    learning_rate: float = 1e-3  # AdamW
-    weight_decay: float = 0.01  # AdamW, on weight matrices only
-    val_share: float = 0.1  # share of POIs held out for early stopping (contrastive loss); 0 = none
-    patience: int = 10  # stop after this many epochs without a better held-out loss, keep the best; 0 = all epochs
-    region_mode: str = "polygon"  # region embedding: polygon (mean inside), centroid, poi (mean at POIs)
-    region_points: int = 32  # points per region in polygon mode
+    template: str = param(
+        DEFAULT_TEMPLATE, "POI description",
+        "Sentence describing a POI for the text encoder; placeholders {category}, {name}, {article}.")
+    name_template: str = param(
+        DEFAULT_NAME_TEMPLATE, "Named POI description", "Sentence for a POI with a name, when names are used.")
+    names: str = param(
+        "auto", "Use POI names", "Put POI names in the descriptions: auto (when the layer has names), yes or no.",
+        choices=NAMES_CHOICES)
+    text_encoder: str = param(
+        DEFAULT_ENCODER, "Text encoder", "Frozen sentence encoder: a registry name or a local model folder.")
+    cache_dir: str = param(
+        "", "Text cache folder", "Where encoded texts are kept; empty = ~/.cache/regionlens/text, none = no cache.")
+    min_scale_m: float = param(
+        100.0, "Smallest scale (m)", "Finest scale of the location encoding.", minimum=0.001)
+    max_scale_m: float = param(
+        10000.0, "Largest scale (m)", "Coarsest scale of the location encoding.", minimum=0.001)
+    scales: int = param(32, "Scales", "Number of scales between the smallest and the largest.", minimum=1)
+    scale_with_extent: bool = param(
+        False, "Scale with the city", "Largest scale = extent of the POIs; the smallest keeps the ratio.")
+    hidden: int = param(256, "Hidden width", "Width of the location network's layers.", minimum=1)
+    blocks: int = param(4, "Residual blocks", "Residual blocks of the location network.", minimum=0)
+    dropout: float = param(0.5, "Dropout", "Share of activations dropped in the residual blocks.",
+                           minimum=0.0, maximum=0.99)
+    temperature: float = param(
+        0.07, "Initial temperature", "Starting temperature of the contrastive loss (then learned).", minimum=1e-4)
+    epochs: int = param(100, "Epochs", "Most passes over the POIs.", minimum=1)
+    batch_size: int = param(
+        1024, "Batch size", "POI pairs per batch (the other pairs of a batch are its negatives).", minimum=2)
+    learning_rate: float = param(1e-3, "Learning rate", "AdamW's step size.", minimum=1e-7, maximum=1.0)
+    weight_decay: float = param(0.01, "Weight decay", "AdamW's penalty, on weight matrices only.", minimum=0.0)
+    val_share: float = param(
+        0.1, "Held-out share", "Share of POIs held out for early stopping (0 = none).", minimum=0.0, maximum=0.49)
+    patience: int = param(
+        10, "Patience (epochs)", "Stop after this many epochs without a better held-out loss (0 = run all).",
+        minimum=0)
+    region_mode: str = param(
+        "polygon", "Region embedding",
+        "polygon: mean over points inside the region; centroid: at its centroid; poi: mean at its POIs.",
+        choices=REGION_MODES)
+    region_points: int = param(32, "Points per region", "Points sampled inside each region (polygon mode).",
+                               minimum=1)
 
 
 def _halton(n: int) -> np.ndarray:

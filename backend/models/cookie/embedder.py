@@ -70,7 +70,7 @@ import numpy as np
 import pandas as pd
 
 from backend.errors import ConfigError, InputError
-from backend.models._base import Embedder, EmbedderParams, embedding_frame
+from backend.models._base import Embedder, EmbedderParams, embedding_frame, param
 from backend.models.cookie.modalities import (
     COUNT_MODALITIES,
     IMAGE_ENCODERS,
@@ -101,29 +101,51 @@ INTRA_OBJECTIVES = ("contrastive", "reconstruction")
 class CooKIEParams(EmbedderParams):
     """Parameters of CooKIE (see the module docstring for what each choice means)."""
 
-    modalities: str = ""  # comma-separated subset of poi, poi_text, image, mobility, landuse; "" = all present
-    part: str = "all"  # embedding returned: "all" (unique + shared), "shared" or "unique"
-    unique_dim: int = 0  # size of each modality's unique part; 0: from dim (half of dim, split evenly)
-    shared_dim: int = 0  # size of each pair's shared part; 0: from dim (half of dim, split evenly)
-    hidden: int = 64  # width of each modality's MLP trunk
-    stage1_epochs: int = 100  # intra-view pretraining epochs (0: skip stage 1)
-    stage2_epochs: int = 200  # pairwise inter-view epochs
-    intra_objective: str = "contrastive"  # stage-1 objective: "contrastive" (two augmentations) or "reconstruction"
-    learning_rate: float = 1e-3  # AdamW
-    weight_decay: float = 1e-4  # AdamW
-    batch_size: int = 1024  # regions per batch (all regions if fewer); InfoNCE negatives come from the batch
-    temperature: float = 0.1  # InfoNCE temperature (fixed)
-    feature_dropout: float = 0.2  # augmentation: probability of zeroing an input feature
-    noise_std: float = 0.1  # augmentation: Gaussian noise on standardised inputs
-    separation_weight: float = 1.0  # weight of the unique/shared cross-correlation penalty (stage 2)
-    intra_weight: float = 1.0  # weight of the intra-view objective kept during stage 2
-    dropout: float = 0.0  # dropout inside the trunks
-    plateau_window: int = 0  # > 0: stop a stage when the mean loss of the last window improved < plateau_tol
-    plateau_tol: float = 1e-3  # relative improvement over the previous window that counts as progress
-    image_encoder: str = "efficientnet-lite0"  # frozen chip encoder, or "stats" (image statistics)
-    image_size: int = 224  # chips are resized to this side for the image encoder
-    text_encoder: str = "all-MiniLM-L6-v2"  # sentence encoder of the POI texts (registry name or local folder)
-    cache_dir: str = ""  # cache root for text and image features; "" = ~/.cache/regionlens, "none" = no cache
+    modalities: str = param(
+        "", "Modalities",
+        "Comma-separated subset of poi, poi_text, image, mobility, landuse; empty = all present.")
+    part: str = param(
+        "all", "Embedding part", "What the embedding holds: all (unique + shared), shared or unique parts.",
+        choices=PARTS)
+    unique_dim: int = param(
+        0, "Unique size", "Size of each modality's own part; 0 = half the embedding, split evenly.", minimum=0)
+    shared_dim: int = param(
+        0, "Shared size", "Size of each pair's shared part; 0 = half the embedding, split evenly.", minimum=0)
+    hidden: int = param(64, "Hidden width", "Width of each modality's network.", minimum=1)
+    stage1_epochs: int = param(
+        100, "Stage 1 epochs", "Epochs of learning each modality alone (0 = skip stage 1).", minimum=0)
+    stage2_epochs: int = param(200, "Stage 2 epochs", "Epochs of learning what pairs of modalities share.", minimum=0)
+    intra_objective: str = param(
+        "contrastive", "Stage 1 objective", "contrastive (two augmented copies) or reconstruction.",
+        choices=INTRA_OBJECTIVES)
+    learning_rate: float = param(1e-3, "Learning rate", "AdamW's step size.", minimum=1e-7, maximum=1.0)
+    weight_decay: float = param(1e-4, "Weight decay", "AdamW's penalty on the weights.", minimum=0.0)
+    batch_size: int = param(
+        1024, "Batch size", "Regions per batch (all if fewer); the batch's other regions are its negatives.",
+        minimum=2)
+    temperature: float = param(0.1, "Temperature", "Temperature of the contrastive loss (fixed).", minimum=1e-4)
+    feature_dropout: float = param(
+        0.2, "Feature dropout", "Augmentation: chance of zeroing an input feature.", minimum=0.0, maximum=0.99)
+    noise_std: float = param(0.1, "Noise", "Augmentation: Gaussian noise on the standardised inputs.", minimum=0.0)
+    separation_weight: float = param(
+        1.0, "Separation weight", "Weight of the penalty keeping unique and shared parts apart (stage 2).", minimum=0.0)
+    intra_weight: float = param(
+        1.0, "Stage 1 weight in stage 2", "Weight of the single-modality objective kept during stage 2.", minimum=0.0)
+    dropout: float = param(
+        0.0, "Dropout", "Share of activations dropped inside the networks.", minimum=0.0, maximum=0.99)
+    plateau_window: int = param(
+        0, "Plateau window", "Above 0: stop a stage when the mean loss of this many epochs stops improving.", minimum=0)
+    plateau_tol: float = param(
+        1e-3, "Plateau tolerance", "Relative improvement over the previous window that counts as progress.",
+        minimum=0.0)
+    image_encoder: str = param(
+        "efficientnet-lite0", "Image encoder", "Frozen encoder of the image chips, or stats (image statistics).",
+        choices=IMAGE_ENCODERS)
+    image_size: int = param(224, "Chip size (px)", "Chips are resized to this side for the image encoder.", minimum=32)
+    text_encoder: str = param(
+        "all-MiniLM-L6-v2", "Text encoder", "Sentence encoder of the POI texts (registry name or local folder).")
+    cache_dir: str = param(
+        "", "Cache folder", "Cache for text and image features; empty = ~/.cache/regionlens, none = no cache.")
 
 
 def _parse_modalities(value: str | Sequence[str]) -> list[str]:

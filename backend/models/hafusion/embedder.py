@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from backend.errors import ConfigError, InputError
-from backend.models._base import Embedder, EmbedderParams
+from backend.models._base import Embedder, EmbedderParams, param
 from backend.models.hafusion.data import (
     ADJACENCY_MODES,
     SCALINGS,
@@ -83,28 +83,47 @@ PRESETS: dict[str, dict[str, int]] = {
 class HAFusionParams(EmbedderParams):
     """Parameters of HAFusion (0 means "the default of the configuration or preset")."""
 
-    config: str = "auto"  # "reference" (published, width = N, transductive), "scalable", "auto" (by N)
-    preset: str = "nyc"  # paper's per-city hyper-parameters: "nyc", "chicago", "sf"
-    epochs: int = 0  # fixed training length; 0: 2000 (reference) or 300 (scalable)
-    learning_rate: float = 5e-4  # Adam
-    weight_decay: float = 5e-4  # Adam's L2 penalty
-    dropout: float = 0.1
-    intra_blocks: int = 0  # IntraAFL blocks per view (0: preset)
-    inter_blocks: int = 0  # InterAFL blocks (0: preset)
-    region_blocks: int = 3  # RegionFusion blocks
-    heads: int = 0  # attention heads (0: preset; lowered to a divisor of the width if needed)
-    d_prime: int = 0  # ViewFusion hidden size (0: preset)
-    d_m: int = 0  # InterAFL memory units (0: preset)
-    lift_channels: int = 32  # IntraAFL edge channels c
-    ffn_dim: int = 0  # attention-block feed-forward width (0: 2048 reference, 4 x width scalable)
-    width: int = 128  # scalable only: hidden width d
-    batch_regions: int = 1024  # scalable only: regions per mini-batch (all regions if fewer)
-    input_scaling: str = "auto"  # "raw", "log1p_mobility", "log1p"; auto: raw (reference), log1p (scalable)
-    adjacency_target: str = "auto"  # adjacency as relation target: "auto" (when no OD), "always", "never"
-    loss_scaling: str = "auto"  # "reference" (relation terms summed over pairs, as published), "mean" (per
-    # pair, so no term dominates by N^2); auto: reference (reference config), mean (scalable)
-    plateau_window: int = 0  # > 0: stop when the mean loss of the last window improved < plateau_tol
-    plateau_tol: float = 1e-3  # relative improvement over the previous window that counts as progress
+    config: str = param(
+        "auto", "Configuration",
+        "reference: the published model (width = number of regions); scalable: fixed width, for large "
+        "cities; auto: chosen by the number of regions.", choices=CONFIGS)
+    preset: str = param(
+        "nyc", "City preset", "The paper's per-city block counts, heads and sizes (used where 0 is set below).",
+        choices=tuple(PRESETS))
+    epochs: int = param(0, "Epochs", "Fixed training length; 0 = 2000 (reference) or 300 (scalable).", minimum=0)
+    learning_rate: float = param(5e-4, "Learning rate", "Adam's step size.", minimum=1e-7, maximum=1.0)
+    weight_decay: float = param(5e-4, "Weight decay", "Adam's L2 penalty on the weights.", minimum=0.0)
+    dropout: float = param(0.1, "Dropout", "Share of activations dropped while training.", minimum=0.0, maximum=0.99)
+    intra_blocks: int = param(0, "Intra-view blocks", "Attention blocks inside each view (0 = preset).", minimum=0)
+    inter_blocks: int = param(0, "Inter-view blocks", "Attention blocks across the views (0 = preset).", minimum=0)
+    region_blocks: int = param(3, "Region fusion blocks", "Transformer blocks over the regions.", minimum=0)
+    heads: int = param(
+        0, "Attention heads", "0 = preset; lowered to a divisor of the width when needed.", minimum=0)
+    d_prime: int = param(0, "View-fusion size", "Hidden size of the view fusion (0 = preset).", minimum=0)
+    d_m: int = param(0, "Memory units", "Learnable memory units of the inter-view attention (0 = preset).", minimum=0)
+    lift_channels: int = param(32, "Edge channels", "Channels lifting each attention map (c).", minimum=1)
+    ffn_dim: int = param(
+        0, "Feed-forward width", "0 = 2048 (reference) or 4 x width (scalable).", minimum=0)
+    width: int = param(128, "Hidden width", "Scalable configuration only: hidden width of every view.", minimum=1)
+    batch_regions: int = param(
+        1024, "Regions per batch", "Scalable configuration only: regions per mini-batch (all if fewer).", minimum=2)
+    input_scaling: str = param(
+        "auto", "Input scaling",
+        "raw, log1p of mobility, or log1p of every count view; auto: raw (reference), log1p (scalable).",
+        choices=("auto", *SCALINGS))
+    adjacency_target: str = param(
+        "auto", "Adjacency as target",
+        "Learn from which regions touch: auto (when there is no OD table), always or never.",
+        choices=ADJACENCY_MODES)
+    loss_scaling: str = param(
+        "auto", "Loss scaling",
+        "reference: relation terms summed over pairs, as published; mean: per pair, so no term dominates; "
+        "auto: reference (reference configuration), mean (scalable).", choices=("auto", *LOSS_SCALINGS))
+    plateau_window: int = param(
+        0, "Plateau window", "Above 0: stop when the mean loss of this many epochs stops improving.", minimum=0)
+    plateau_tol: float = param(
+        1e-3, "Plateau tolerance", "Relative improvement over the previous window that counts as progress.",
+        minimum=0.0)
 
 
 def choose_heads(width: int, wanted: int) -> int:

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from backend.errors import Cancelled, ConfigError, InputError
-from backend.models._base import Embedder, EmbedderParams
+from backend.models._base import Embedder, EmbedderParams, param
 from backend.progress import Progress
 from backend.views._base import Views
 
@@ -82,31 +82,47 @@ OBJECTIVES = ("masked_poi", "masked_image", "alignment", "distill_text", "distil
 class RefoundParams(EmbedderParams):
     """Parameters of ReFound (see the module docstring)."""
 
-    config: str = "small"  # "small" (4 x 128, a CPU in minutes) or "full" (12 x 768, for GPUs)
-    steps: int = 0  # pre-training steps; 0 = 600 (small) or 20000 (full)
-    batch_size: int = 32  # samples per step
-    learning_rate: float = 0.0  # AdamW peak; 0 = 5e-4 (small) or 5e-5 (full)
-    weight_decay: float = 0.01
-    warmup: float = 0.1  # share of the steps with a linear warm-up
-    dropout: float = 0.1
-    moge: bool = True  # POI and image FFN experts in the lower layers (False: one shared FFN, ablation)
-    masked_poi: bool = True  # masked POI-token prediction
-    masked_image: bool = True  # masked patch prediction of visual tokens
-    alignment: bool = True  # cross-modal spatial alignment
-    distill_text: bool = True  # POI [CLS] toward the language teacher
-    distill_image: bool = True  # image [CLS] toward the vision teacher
-    distill_similarity: bool = True  # POI-image similarities toward the teacher's image-image similarities
-    use_grid: bool = True  # pre-train also on the grid samples when the views carry them
-    image_raster: str = ""  # raster whose chips are the image input; "" = first in sorted order
-    codebook_size: int = 0  # visual tokens; 0 = preset (256 small, 1024 full)
-    tokenizer: str = "all-MiniLM-L6-v2"  # registry name or local folder
-    text_teacher: str = "all-MiniLM-L6-v2"  # sentence encoder (registry name or local folder)
-    description_model: str = ""  # local causal LM that rewrites the templated region descriptions; "" = template
-    image_teacher: str = "efficientnet-lite0"  # registered image encoder
-    mixed_precision: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    checkpoint_every: int = 100  # steps between checkpoints (0: none)
-    checkpoint_dir: str = ""  # "" = <cache>/refound/checkpoints/<fingerprint>; "none" = no checkpoints
-    cache_dir: str = ""  # cache root for teacher features; "" = ~/.cache/regionlens, "none" = no cache
+    config: str = param(
+        "small", "Size", "small: 4 layers of 128 (a CPU in minutes); full: 12 layers of 768 (for GPUs).",
+        choices=CONFIGS)
+    steps: int = param(0, "Training steps", "Pre-training steps; 0 = 600 (small) or 20000 (full).", minimum=0)
+    batch_size: int = param(32, "Batch size", "Samples per step.", minimum=2)
+    learning_rate: float = param(
+        0.0, "Learning rate", "AdamW's peak step size; 0 = 5e-4 (small) or 5e-5 (full).", minimum=0.0, maximum=1.0)
+    weight_decay: float = param(0.01, "Weight decay", "AdamW's penalty on the weights.", minimum=0.0)
+    warmup: float = param(0.1, "Warm-up share", "Share of the steps with a linear warm-up.", minimum=0.0, maximum=0.99)
+    dropout: float = param(0.1, "Dropout", "Share of activations dropped while training.", minimum=0.0, maximum=0.99)
+    moge: bool = param(
+        True, "Geospatial experts", "Separate POI and image feed-forward experts in the lower layers.")
+    masked_poi: bool = param(True, "Masked POI prediction", "Objective: predict masked POI tokens.")
+    masked_image: bool = param(
+        True, "Masked image prediction", "Objective: predict the visual tokens of masked patches.")
+    alignment: bool = param(True, "Spatial alignment", "Objective: tell which POIs lie under masked image patches.")
+    distill_text: bool = param(
+        True, "Learn from the language model", "Objective: POI summary toward the language teacher.")
+    distill_image: bool = param(
+        True, "Learn from the vision model", "Objective: image summary toward the vision teacher.")
+    distill_similarity: bool = param(
+        True, "Learn image similarities", "Objective: POI-image similarities toward the teacher's image similarities.")
+    use_grid: bool = param(
+        True, "Also learn from grid cells", "Pre-train also on grid samples when the inputs carry them.")
+    image_raster: str = param(
+        "", "Image raster", "Raster whose chips are the image input; empty = the first in sorted order.")
+    codebook_size: int = param(
+        0, "Visual tokens", "Size of the visual-token codebook; 0 = 256 (small) or 1024 (full).", minimum=0)
+    tokenizer: str = param("all-MiniLM-L6-v2", "Tokenizer", "Registry name or local folder of the tokenizer.")
+    text_teacher: str = param(
+        "all-MiniLM-L6-v2", "Language teacher", "Sentence encoder to learn from (registry name or local folder).")
+    description_model: str = param(
+        "", "Description model", "Local language model that rewrites the region descriptions; empty = template.")
+    image_teacher: str = param("efficientnet-lite0", "Vision teacher", "Registered image encoder to learn from.")
+    mixed_precision: bool = param(True, "Mixed precision", "bf16 arithmetic on CUDA GPUs (ignored on the CPU).")
+    checkpoint_every: int = param(
+        100, "Checkpoint every (steps)", "Steps between checkpoints a stopped run resumes from (0 = none).", minimum=0)
+    checkpoint_dir: str = param(
+        "", "Checkpoint folder", "Empty = in the cache folder, per input fingerprint; none = no checkpoints.")
+    cache_dir: str = param(
+        "", "Cache folder", "Cache for teacher features; empty = ~/.cache/regionlens, none = no cache.")
 
 
 @dataclass
@@ -431,8 +447,8 @@ class RefoundEmbedder(Embedder):
         steps = self.steps
         lr = p.learning_rate or DEFAULT_LR[p.config]
         decay, no_decay = [], []
-        for name, param in net.named_parameters():
-            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+        for name, weight in net.named_parameters():
+            (no_decay if weight.ndim < 2 or "norm" in name.lower() else decay).append(weight)
         groups = [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         try:  # the fused kernel: one pass over all parameters (several times faster on a CPU)
             opt = torch.optim.AdamW(groups, lr=lr, fused=True)

@@ -67,7 +67,7 @@ def test_invalid_k() -> None:
     with pytest.raises(InputError, match="nothing to cluster") as err:
         cluster(same, k=2)
     assert "choose k" not in str(err.value)
-    with pytest.raises(InputError, match="nothing to cluster"):
+    with pytest.raises(InputError, match="only 1 distinct embedding"):
         cluster(same, k="auto")
     with pytest.raises(InputError, match="at least 3 regions"):
         cluster(np.eye(2), k=2)

@@ -34,7 +34,7 @@ except ImportError:  # Qt5 (QGIS 3)
 from . import setup as backend_setup
 from .export import VECTOR_LAYER_TYPE, ExportResult, export_layer_dialog
 from .processing import RegionLensProvider
-from .results import load_run_outputs
+from .results import RunLayers, load_run_outputs
 from .sample_data import load_sample_data
 from .settings import Setting
 from .tasks import LOG_TAG, PLUGIN_ROOT, RunCancelled, RunFailed, RunOutcome, RunParameters, RunSucceeded, RunTask
@@ -205,7 +205,7 @@ class RegionLensPlugin:
             self.run_dock.raise_()
         return self.run_dock
 
-    def open_run_results(self, path: str | Path | None = None) -> dict[str, QgsMapLayer]:
+    def open_run_results(self, path: str | Path | None = None) -> RunLayers | dict[str, QgsMapLayer]:
         """Ask for a ``regionlens.gpkg`` (unless ``path`` is given) and load it styled."""
         if path is None:
             start = str(Setting.LAST_RESULTS_DIR.get() or Path.home())
@@ -302,7 +302,7 @@ class RegionLensPlugin:
         self.actions.append(action)
         return action
 
-    def _load_results(self, gpkg: Path) -> dict[str, QgsMapLayer]:
+    def _load_results(self, gpkg: Path) -> RunLayers | dict[str, QgsMapLayer]:
         project = QgsProject.instance()
         was_empty = not project.mapLayers()
         try:
@@ -315,7 +315,10 @@ class RegionLensPlugin:
             if was_empty:
                 project.setCrs(first.crs())
             self._zoom_to(first)
-        self.iface.messageBar().pushSuccess("RegionLens", f"Loaded {len(layers)} layers from {gpkg}.")
+        methods = ", ".join(layers.methods)
+        self.iface.messageBar().pushSuccess(
+            "RegionLens", f"Loaded {len(layers.entries)} layers ({methods}) from {gpkg}."
+        )
         if self.explorer is not None and "embeddings" in layers:  # an open explorer follows the new run
             self.explorer.set_layers(layers["embeddings"], layers.get("clusters"))
         return layers

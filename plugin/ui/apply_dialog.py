@@ -552,7 +552,8 @@ class ApplyDialog(QDialog):
         gpkg = outcome.gpkg
         method = outcome.result.get("method", "model")
         try:
-            return load_run_outputs(gpkg, self.project, group_name=f"RegionLens \u2014 {method} applied: {gpkg.stem}")
+            return dict(load_run_outputs(gpkg, self.project, group_name=f"RegionLens \u2014 {method} applied: {gpkg.stem}",
+                                         primary_method=str(method), run_name=gpkg.stem))
         except (OSError, ValueError) as exc:
             self.status_label.setText(str(exc))
             return {}

@@ -57,11 +57,11 @@ from .backend_info import BackendInfoTask
 from .method_widgets import MethodSection
 from .metrics_dialog import MetricsDialog
 
-__all__ = ["BACKEND_MISSING", "RunDock"]
+__all__ = ["BACKEND_MISSING", "RunDock", "guess_id_field", "guess_poi_fields"]
 
 #: Shown when no backend interpreter is found.
 BACKEND_MISSING = "Backend not set up \u2014 open RegionLens Settings"
-_ID_NAME = re.compile(r"(^|_)(geo_?)?id$|^fid$|^code$|^id_", re.IGNORECASE)
+_ID_NAME = re.compile(r"(^|_)(geo_?)?id$|^code$|^id_", re.IGNORECASE)
 
 
 class _Plugin(Protocol):
@@ -107,6 +107,18 @@ def _guess_field(layer: QgsVectorLayer | None, *patterns: str | re.Pattern[str])
         if found:
             return found
     return ""
+
+
+def guess_id_field(layer: QgsVectorLayer | None) -> str:
+    """The region layer's likely id field: an ``id``-like name, else ``fid``, else the first field."""
+    names = layer.fields().names() if layer is not None else []
+    return _guess_field(layer, _ID_NAME, r"^fid$") or (names[0] if names else "")
+
+
+def guess_poi_fields(layer: QgsVectorLayer | None) -> tuple[str, str]:
+    """A POI layer's likely category and name fields (``""`` where none fits)."""
+    category = _guess_field(layer, r"^category$", r"categ", r"amenity", r"class", r"type")
+    return category, _guess_field(layer, r"^name$")
 
 
 class RunDock(QgsDockWidget):
@@ -638,7 +650,7 @@ class RunDock(QgsDockWidget):
             if previous in names:
                 self.region_id_combo.setField(previous)
             else:
-                self.region_id_combo.setField(_guess_field(vector, _ID_NAME) or (names[0] if names else ""))
+                self.region_id_combo.setField(guess_id_field(vector))
         checked = {
             item.data(Qt.ItemDataRole.UserRole)
             for item in self._items(self.label_list)
@@ -664,9 +676,9 @@ class RunDock(QgsDockWidget):
         self.poi_category_combo.setLayer(vector)
         self.poi_name_combo.setLayer(vector)
         if vector is not None:
-            category = _guess_field(vector, r"^category$", r"categ", r"amenity", r"class", r"type")
+            category, name = guess_poi_fields(vector)
             self.poi_category_combo.setField(category)
-            self.poi_name_combo.setField(_guess_field(vector, r"^name$"))
+            self.poi_name_combo.setField(name)
         self._schedule()
 
     def _on_landuse_layer_changed(self, *_args: object) -> None:

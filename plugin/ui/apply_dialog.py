@@ -303,8 +303,7 @@ class ApplyTask(RunTask):
     def run(self) -> bool:
         """Task thread: start the worker, send ``apply``, map events; never touches the GUI."""
         if self.isCanceled():
-            self.outcome = RunCancelled("Applying the model was cancelled.")
-            return False
+            return self._cancelled(RunCancelled("Applying the model was cancelled."))
         started = time.monotonic()
         client = WorkerClient(self.params.backend_python, self.params.plugin_root, on_stderr=self._log_stderr)
         self.client = client
@@ -319,8 +318,8 @@ class ApplyTask(RunTask):
                 seconds=float(seconds) if isinstance(seconds, (int, float)) else time.monotonic() - started,
             )
             return True
-        except WorkerCancelled as exc:
-            self.outcome = RunCancelled(exc.message)
+        except WorkerCancelled:
+            return self._cancelled(RunCancelled("Applying the model was cancelled."))
         except WorkerError as exc:
             self.outcome = RunFailed(exc.kind, exc.message, "\n".join(p for p in (exc.traceback, exc.stderr) if p))
         except WorkerDied as exc:

@@ -176,7 +176,7 @@ class RegionLensPlugin:
     # ------------------------------------------------------------------ actions
 
     def load_sample_data(self) -> dict[str, QgsMapLayer]:
-        """Add the San Francisco sample city to the current project and zoom to it."""
+        """Add the San Francisco sample city to the current project, zoom to it, and choose it in the run dock."""
         project = QgsProject.instance()
         was_empty = not project.mapLayers()
         try:
@@ -187,8 +187,11 @@ class RegionLensPlugin:
         if was_empty:
             project.setCrs(layers["landsat"].crs())  # show the image unwarped
         self._zoom_to(layers["block_groups"])
+        dock = self.run_dock if self.run_dock is not None and self.run_dock.isVisible() else self.toggle_run_dock()
+        dock.use_sample(layers)
         self.iface.messageBar().pushSuccess(
-            "RegionLens", "Sample city added: San Francisco block groups, OpenStreetMap POIs, Landsat-7 image."
+            "RegionLens", "Sample city added and chosen in the run dock: San Francisco block groups, OpenStreetMap "
+            "POIs, Landsat-7 image, population and crime labels. Press Run."
         )
         return layers
 

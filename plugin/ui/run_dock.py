@@ -51,13 +51,22 @@ from qgis.PyQt.QtWidgets import (
 from ..input_export import remove_exported_inputs, remove_stale_staging
 from ..parameters import DEVICES, METHODS, TARGETS, LabelChoice, RunChoices, inputs_dir_for, to_run_config, validate
 from ..project_settings import load_choices, save_choices
+from ..sample_data import SAMPLE_CHOICES
 from ..tasks import RunCancelled, RunFailed, RunOutcome, RunParameters, RunSucceeded, RunTask
 from ..worker_client import find_backend_python
 from .backend_info import BackendInfoTask
 from .method_widgets import MethodSection
 from .metrics_dialog import MetricsDialog
 
-__all__ = ["BACKEND_MISSING", "RunDock", "guess_id_field", "guess_poi_fields"]
+__all__ = [
+    "BACKEND_MISSING",
+    "RunDock",
+    "guess_id_field",
+    "guess_poi_fields",
+    "next_free_folder",
+    "output_folder_is_free",
+    "suggested_output_folder",
+]
 
 #: Shown when no backend interpreter is found.
 BACKEND_MISSING = "Backend not set up \u2014 open RegionLens Settings"
@@ -107,6 +116,36 @@ def _guess_field(layer: QgsVectorLayer | None, *patterns: str | re.Pattern[str])
         if found:
             return found
     return ""
+
+
+def output_folder_is_free(path: Path) -> bool:
+    """Whether a run can write to ``path`` without replacing anything: no files there, nor inputs beside it."""
+    taken = path.exists() and (not path.is_dir() or any(path.iterdir()))
+    return not taken and not inputs_dir_for(path).exists()
+
+
+def next_free_folder(path: str | Path) -> Path:
+    """``path`` if it is free (:func:`output_folder_is_free`), else ``path_2``, ``path_3``, ... (the first free).
+
+    A name that already ends in ``_<n>`` counts on from ``n``.
+    """
+    path = Path(path).expanduser()
+    if output_folder_is_free(path):
+        return path
+    match = re.fullmatch(r"(.*)_(\d+)", path.name)
+    stem, n = (match.group(1), int(match.group(2))) if match else (path.name, 1)
+    while True:
+        n += 1
+        candidate = path.with_name(f"{stem}_{n}")
+        if output_folder_is_free(candidate):
+            return candidate
+
+
+def suggested_output_folder(project: QgsProject, name: str = "run_1") -> Path:
+    """A fresh results folder: ``<project folder or home>/regionlens/<name>``, or the next free name."""
+    home = project.homePath() if project is not None else ""
+    base = Path(home) if home else Path.home()
+    return next_free_folder(base / "regionlens" / name)
 
 
 def guess_id_field(layer: QgsVectorLayer | None) -> str:
@@ -167,6 +206,7 @@ class RunDock(QgsDockWidget):
         self._on_landuse_layer_changed()
         self.check_backend(fetch_info)
         self.restore()
+        self._suggest_output_folder()
         self._listen_to_project()
         self.refresh_validation()
 
@@ -589,8 +629,13 @@ class RunDock(QgsDockWidget):
         self._schedule()
 
     def _apply_methods(self, methods: dict[str, Any]) -> None:
-        missing = {name: m for name, m in methods.items() if name not in self.method_sections}
-        self._pending_methods = missing or None
+        """Tick exactly ``methods``; those the backend has not listed yet are ticked once it has.
+
+        The whole choice stays pending (not only the missing methods), so that when the sections are
+        rebuilt the methods offered from the start (the baseline) keep their tick.
+        """
+        missing = [name for name in methods if name not in self.method_sections]
+        self._pending_methods = dict(methods) if missing else None
         for name, section in self.method_sections.items():
             section.set_checked(name in methods)
             if name in methods:
@@ -747,7 +792,9 @@ class RunDock(QgsDockWidget):
 
     def _on_project_read(self, *_args: object) -> None:
         self._refresh_rasters(set())
-        if not self.restore():
+        restored = self.restore()
+        self._suggest_output_folder()
+        if not restored:
             self._schedule()
 
     def _on_project_write(self, *_args: object) -> None:
@@ -758,7 +805,49 @@ class RunDock(QgsDockWidget):
         self._refresh_rasters(set())
         self.od_file.setFilePath("")
         self.output_file.setFilePath("")
+        self._suggest_output_folder()
         self._user_changed = False
+
+    def _suggest_output_folder(self) -> None:
+        """Fill an empty output folder with a fresh one (not stored in the project until a person edits)."""
+        if self.output_file.filePath().strip():
+            return
+        restoring, self._restoring = self._restoring, True
+        try:
+            self.output_file.setFilePath(str(suggested_output_folder(self.project)))
+        finally:
+            self._restoring = restoring
+        self._schedule()
+
+    # ================================================================== sample data
+
+    def use_sample(self, layers: dict[str, Any]) -> None:
+        """Choose the sample city's layers (:func:`plugin.sample_data.load_sample_data`): regions, POIs, the
+        image, labels and a fresh output folder, so that Run works straight away."""
+        region = layers.get(str(SAMPLE_CHOICES["regions"]))
+        if region is not None:
+            self.region_combo.setLayer(region)
+            self._on_region_layer_changed()
+            self.region_id_combo.setField(str(SAMPLE_CHOICES["region_id_field"]))
+        pois = layers.get(str(SAMPLE_CHOICES["pois"]))
+        if pois is not None:
+            self.poi_combo.setLayer(pois)
+            self._on_poi_layer_changed()
+            self.poi_category_combo.setField(str(SAMPLE_CHOICES["poi_category_field"]))
+            self.poi_name_combo.setField(str(SAMPLE_CHOICES["poi_name_field"]))
+        rasters = {layers[key].id() for key in SAMPLE_CHOICES["rasters"] if key in layers}
+        for item in self._items(self.raster_list):
+            if item.data(Qt.ItemDataRole.UserRole) in rasters:
+                item.setCheckState(Qt.CheckState.Checked)
+        fields = set(SAMPLE_CHOICES["label_fields"])
+        for item in self._items(self.label_list):
+            checked = item.data(Qt.ItemDataRole.UserRole) in fields
+            item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+        self.label_points_combo.setLayer(layers.get(str(SAMPLE_CHOICES["label_points"])))
+        if not self.output_file.filePath().strip() or not output_folder_is_free(Path(self.output_file.filePath())):
+            self.output_file.setFilePath(str(suggested_output_folder(self.project, "sf_sample")))
+        self._user_changed = True
+        self.refresh_validation()
 
     # ================================================================== run
 
@@ -824,6 +913,10 @@ class RunDock(QgsDockWidget):
             self.progress_bar.setValue(100)
             self.stage_label.setText(f"Finished on {outcome.device} in {outcome.seconds:.1f} s.")
             self.show_metrics(outcome.gpkg)
+            used = Path(self.output_file.filePath().strip()).expanduser()
+            same = task is not None and used.resolve() == Path(task.params.output_dir).resolve()
+            if same and not self.overwrite_check.isChecked():
+                self.output_file.setFilePath(str(next_free_folder(used)))  # the next run gets a fresh folder
         elif isinstance(outcome, RunCancelled):
             self.progress_bar.setValue(0)
             self.stage_label.setText("Cancelled; nothing was written.")

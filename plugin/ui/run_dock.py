@@ -192,6 +192,7 @@ class RunDock(QgsDockWidget):
         self._user_changed = False
         self._pending_methods: dict[str, Any] | None = None  # stored method choices not yet offered
         self._inputs_dir: Path | None = None  # where the running task's inputs were exported
+        self._suggested_output = ""  # the output folder RegionLens suggested (not stored as a choice)
         self._connections: list[tuple[Any, Callable[..., None]]] = []
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -642,8 +643,11 @@ class RunDock(QgsDockWidget):
                 section.set_choice(methods[name])
 
     def save(self) -> None:
-        """Store the choices in the project."""
-        save_choices(self.choices(), self.project)
+        """Store the choices in the project (a suggested output folder is not a choice: stored empty)."""
+        choices = self.choices()
+        if choices.output_dir and choices.output_dir == self._suggested_output:
+            choices.output_dir = ""
+        save_choices(choices, self.project)
         self._user_changed = False
 
     def restore(self) -> bool:
@@ -808,13 +812,20 @@ class RunDock(QgsDockWidget):
         self._suggest_output_folder()
         self._user_changed = False
 
-    def _suggest_output_folder(self) -> None:
-        """Fill an empty output folder with a fresh one (not stored in the project until a person edits)."""
-        if self.output_file.filePath().strip():
-            return
+    def _suggest_output_folder(self, folder: Path | None = None) -> None:
+        """Show ``folder`` (default: a fresh one, if the field is empty) as the output folder.
+
+        A suggestion is not stored in the project (a reopened project gets a fresh one) until a person
+        edits the field.
+        """
+        if folder is None:
+            if self.output_file.filePath().strip():
+                return
+            folder = suggested_output_folder(self.project)
         restoring, self._restoring = self._restoring, True
         try:
-            self.output_file.setFilePath(str(suggested_output_folder(self.project)))
+            self._suggested_output = str(folder)
+            self.output_file.setFilePath(str(folder))
         finally:
             self._restoring = restoring
         self._schedule()
@@ -845,7 +856,7 @@ class RunDock(QgsDockWidget):
             item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
         self.label_points_combo.setLayer(layers.get(str(SAMPLE_CHOICES["label_points"])))
         if not self.output_file.filePath().strip() or not output_folder_is_free(Path(self.output_file.filePath())):
-            self.output_file.setFilePath(str(suggested_output_folder(self.project, "sf_sample")))
+            self._suggest_output_folder(suggested_output_folder(self.project, "sf_sample"))
         self._user_changed = True
         self.refresh_validation()
 
@@ -916,7 +927,7 @@ class RunDock(QgsDockWidget):
             used = Path(self.output_file.filePath().strip()).expanduser()
             same = task is not None and used.resolve() == Path(task.params.output_dir).resolve()
             if same and not self.overwrite_check.isChecked():
-                self.output_file.setFilePath(str(next_free_folder(used)))  # the next run gets a fresh folder
+                self._suggest_output_folder(next_free_folder(used))  # the next run gets a fresh folder
         elif isinstance(outcome, RunCancelled):
             self.progress_bar.setValue(0)
             self.stage_label.setText("Cancelled; nothing was written.")

@@ -144,6 +144,7 @@ def test_raster_list_follows_the_project(dock: RunDock, qgis_new_project: QgsPro
 
 
 def test_live_validation_messages(dock: RunDock, sample: dict, tmp_path: Path, qtbot) -> None:
+    dock.output_file.setFilePath("")
     dock.refresh_validation()
     text = dock.validation_label.text()
     assert "No input for baseline" in text and "Choose an output folder" in text

@@ -376,3 +376,12 @@ def test_geopackage_fid_is_exported_as_a_column(qgis_new_project: QgsProject, tm
     assert gpkg_columns(written, "regions") == ["fid", "regionlens_fid", "pop"]  # a key column name no field uses
     exported = QgsVectorLayer(str(written), "r", "ogr")
     assert sorted(f["fid"] for f in exported.getFeatures()) == [1, 2, 3]
+
+    # Processing exports the same way.
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback
+
+    from plugin.processing._inputs import export_vector
+
+    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+    path = export_vector(cells, tmp_path / "processing.gpkg", context, feedback, "regions")
+    assert gpkg_columns(path, "processing") == ["fid", "regionlens_fid", "pop"]

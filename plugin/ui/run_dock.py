@@ -415,6 +415,7 @@ class RunDock(QgsDockWidget):
         self.label_points_combo.layerChanged.connect(self._schedule)
         for combo in (self.region_id_combo, self.poi_category_combo, self.poi_name_combo, self.landuse_class_combo):
             combo.fieldChanged.connect(self._schedule)
+        self.region_id_combo.fieldChanged.connect(self._refresh_labels)  # the id is no label
         for combo in (
             self.region_combo, self.poi_combo, self.landuse_combo, self.label_points_combo, self.region_id_combo,
             self.poi_category_combo, self.poi_name_combo, self.landuse_class_combo, self.target_combo,
@@ -700,6 +701,12 @@ class RunDock(QgsDockWidget):
                 self.region_id_combo.setField(previous)
             else:
                 self.region_id_combo.setField(guess_id_field(vector))
+        self._refresh_labels()
+
+    def _refresh_labels(self, *_args: object) -> None:
+        """List the region layer's numeric fields as labels, except the id field (keeps the ticks)."""
+        layer = self.region_combo.currentLayer()
+        vector = layer if isinstance(layer, QgsVectorLayer) else None
         checked = {
             item.data(Qt.ItemDataRole.UserRole)
             for item in self._items(self.label_list)

@@ -126,6 +126,13 @@ def test_dock_populated_from_sample_layers(dock: RunDock, sample: dict) -> None:
     labels = set(items(dock.label_list))
     assert {"Population", "Vandalism", "Robbery", "Drugs", "CarTheft"} <= labels
     assert "GEO_ID" not in labels and "NAME" not in labels  # numeric fields only
+    check(dock.label_list, "Robbery")
+    dock.region_id_combo.setField("Population")  # the id field is never a label; other ticks stay
+    assert "Population" not in items(dock.label_list)
+    dock.region_id_combo.setField("GEO_ID")
+    assert "Population" in items(dock.label_list)
+    assert items(dock.label_list)["Robbery"].checkState() == Qt.CheckState.Checked
+    items(dock.label_list)["Robbery"].setCheckState(Qt.CheckState.Unchecked)
     assert list(dock.method_sections) == ["baseline"]
     baseline = dock.method_sections["baseline"]
     assert baseline.is_checked() and baseline.advanced.isCollapsed()

@@ -259,10 +259,11 @@ def to_apply_parameters(choices: ApplyChoices, backend_python: Path, model: Save
     """
     project = project or QgsProject.instance()
     output = Path(choices.output).expanduser().resolve()
+    regions = _vector(project, choices.region_layer_id)
+    if regions is None:
+        raise ValueError("Choose the region layer to embed.")
     exporter = InputExporter(apply_inputs_dir(output))
     exporter.prepare()
-    regions = _vector(project, choices.region_layer_id)
-    assert regions is not None  # validated
     params: dict[str, Any] = {
         "model": str(Path(choices.model_dir).expanduser().resolve()),
         "regions": str(exporter.export(regions, "regions", [choices.region_id_field])),
@@ -550,9 +551,8 @@ class ApplyDialog(QDialog):
 
     def start(self) -> ApplyTask | None:
         """Export the layers and start the job in QGIS's task manager (``None`` if the choices are invalid)."""
-        if self.task is not None or self.refresh():
+        if self.task is not None or self.refresh() or self.backend_python is None or self.model is None:
             return None
-        assert self.backend_python is not None and self.model is not None  # validated
         try:
             params = to_apply_parameters(self.choices(), self.backend_python, self.model, self.project)
         except ValueError as exc:

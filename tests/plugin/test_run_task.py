@@ -93,6 +93,7 @@ def test_run_task_cancel(backend_python: Path, repo_root: Path, tmp_path: Path, 
     try:
         manager.addTask(task)
         qtbot.waitUntil(lambda: bool(task.status.stage) or bool(outcomes), timeout=60_000)
+        assert not outcomes, outcomes  # still running
         task.cancel()
         qtbot.waitUntil(lambda: bool(outcomes), timeout=30_000)
     finally:

@@ -105,9 +105,16 @@ def test_info_about_a_saved_model(worker, tmp_path) -> None:
     model = ev["result"]["model"]
     assert model["name"] == "baseline" and model["dim"] == 2
     assert list(model["inputs"]) == ["regions", "pois"] and model["inputs"]["pois"]["required"] is True
-    worker.send({"id": 5, "action": "info", "params": {"model": str(tmp_path / "none")}})
-    ev, _ = worker.until("error", 5)
-    assert ev["kind"] == "input" and "no saved RegionLens model" in ev["message"]
+    other = Proc()  # a fresh worker: the first job's thread may not have ended yet ("busy")
+    try:
+        assert other.read()["event"] == "ready"
+        other.send({"id": 5, "action": "info", "params": {"model": str(tmp_path / "none")}})
+        ev, _ = other.until("error", 5)
+        assert ev["kind"] == "input" and "no saved RegionLens model" in ev["message"]
+        assert other.close() == 0
+    finally:
+        if other.p.poll() is None:
+            other.p.kill()
 
 
 def test_stray_prints_do_not_corrupt_protocol() -> None:

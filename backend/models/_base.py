@@ -22,7 +22,15 @@ from backend.errors import ConfigError, InputError
 from backend.progress import Progress
 from backend.views._base import Views
 
-__all__ = ["INPUT_FIELDS", "Embedder", "EmbedderParams", "embedding_frame", "VIEW_SOURCES", "SOURCE_NAMES", "inputs_for"]
+__all__ = [
+    "INPUT_FIELDS",
+    "SOURCE_NAMES",
+    "VIEW_SOURCES",
+    "Embedder",
+    "EmbedderParams",
+    "embedding_frame",
+    "inputs_for",
+]
 
 #: Configuration section (backend/config.py) each view is built from.
 VIEW_SOURCES: dict[str, str] = {

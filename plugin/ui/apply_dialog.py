@@ -63,8 +63,8 @@ __all__ = [
 ]
 
 #: Inputs the ``apply`` action takes besides the regions (backend/jobs.py ApplyJob).
-APPLY_INPUTS = ("pois", "raster")
-_INPUT_WORDS = {"pois": "a POI layer", "raster": "a raster", "landuse": "a land-use layer", "od": "an OD table"}
+APPLY_INPUTS = ("pois", "rasters")
+_INPUT_WORDS = {"pois": "a POI layer", "rasters": "a raster", "landuse": "a land-use layer", "od": "an OD table"}
 
 
 # ---------------------------------------------------------------------------------------- the model
@@ -189,7 +189,7 @@ def validate_apply(choices: ApplyChoices, project: QgsProject | None = None,
         ):
             problems.append("Choose the POI category field.")
     raster = project.mapLayer(choices.raster_layer_id) if choices.raster_layer_id else None
-    if model is not None and model.requires("raster") and raster is None:
+    if model is not None and model.requires("rasters") and raster is None:
         problems.append(f"This {model.name} model learned from imagery: choose the raster of the regions.")
     if choices.raster_layer_id and (raster is None or raster_path(raster) is None):
         problems.append("The raster must be a local file (GeoTIFF).")
@@ -218,7 +218,7 @@ def _input_problems(model: SavedModel, have_pois: bool, have_raster: bool) -> li
                 "which the apply action cannot take; run RegionLens on this layer instead."]
     if any(model.requires(n) for n in offered):
         return []  # said above when missing
-    given = {"pois": have_pois, "raster": have_raster}
+    given = {"pois": have_pois, "rasters": have_raster}
     if offered and not any(given[n] for n in offered):
         return [f"This {model.name} model needs {' or '.join(_INPUT_WORDS[n] for n in offered)}."]
     return []
@@ -280,7 +280,7 @@ def to_apply_parameters(choices: ApplyChoices, backend_python: Path, model: Save
                       poi_layer="pois", category_field=choices.poi_category_field, name_field=name_field or None)
     raster = project.mapLayer(choices.raster_layer_id) if choices.raster_layer_id else None
     path = raster_path(raster) if raster is not None else None
-    if model.needs("raster") and path is not None:
+    if model.needs("rasters") and path is not None:
         params["rasters"] = [str(path)]
     exporter.finish(params)
     return ApplyParameters(backend_python=Path(backend_python), params=params, inputs_dir=exporter.folder,
@@ -539,8 +539,8 @@ class ApplyDialog(QDialog):
         self.poi_box.setEnabled(model is None or pois)
         self.poi_box.setTitle("Points of interest" + (
             "" if model is None or model.requires("pois") else " (optional)" if pois else " (not needed)"))
-        self.raster_box.setVisible(model is not None and model.needs("raster"))
-        self.raster_box.setTitle("Imagery" + ("" if model is not None and model.requires("raster") else " (optional)"))
+        self.raster_box.setVisible(model is not None and model.needs("rasters"))
+        self.raster_box.setTitle("Imagery" + ("" if model is not None and model.requires("rasters") else " (optional)"))
         self.problems = validate_apply(self.choices(), self.project, self.backend_python, model, self.model_problem)
         self.problem_label.setText("\n".join(self.problems))
         running = self.task is not None

@@ -91,7 +91,7 @@ def test_saved_model_from_the_backend_answer() -> None:
     answer = {"model": {"folder": "/m", "name": "calliper", "title": "CaLLiPer", "dim": 8,
                         "inputs": {"regions": {"views": [], "fields": ["id_field"], "required": True}}}}
     model = SavedModel.from_info(answer)
-    assert model.name == "calliper" and not model.needs("pois") and not model.needs("raster")
+    assert model.name == "calliper" and not model.needs("pois") and not model.needs("rasters")
     assert "polygons alone" in model.summary and "(8-d)" in model.summary
     answer["model"]["inputs"]["landuse"] = {"views": ["landuse"], "fields": ["class_field"], "required": False}
     assert "land-use layer" in SavedModel.from_info(answer).summary  # said, though the dialog cannot give it
@@ -126,7 +126,7 @@ def test_dialog_asks_the_backend_what_a_model_needs(
     # ReFound (POI names and image chips): both go to the worker, names included.
     dialog.model_file.setFilePath(str(folders["refound"]))
     qtbot.waitUntil(lambda: dialog.model_task is None, timeout=60_000)
-    assert dialog.model is not None and dialog.model.needs("pois") and dialog.model.needs("raster")
+    assert dialog.model is not None and dialog.model.needs("pois") and dialog.model.needs("rasters")
     assert dialog.problems == [], dialog.problems
     params = to_apply_parameters(dialog.choices(), backend_python, dialog.model, qgis_new_project)
     assert params.params["rasters"] == [str(raster_path(sample["landsat"]))]

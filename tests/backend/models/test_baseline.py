@@ -86,7 +86,7 @@ def test_save_load_round_trip_and_new_regions(tmp_path) -> None:
     assert saved["inputs"] == {
         "regions": {"views": [], "fields": ["id_field"], "optional_fields": [], "required": True},
         "pois": {"views": ["poi_counts"], "fields": ["category_field"], "optional_fields": [], "required": False},
-        "raster": {"views": ["image_stats"], "fields": [], "optional_fields": [], "rasters": ["img"],
+        "rasters": {"views": ["image_stats"], "fields": [], "optional_fields": [], "names": ["img"],
                    "required": False},
         "od": {"views": ["mobility"], "fields": ["origin_field", "destination_field", "count_field"],
                "optional_fields": [], "required": False},

@@ -281,8 +281,8 @@ def test_text_and_image_modalities_through_cached_encoders(tmp_path: Path) -> No
     emb = CooKIEEmbedder(**params).fit(views)
     assert emb.meta["sources"] == {"poi": "poi_counts", "poi_text": "poi_texts", "image": "chips"}
     saved = json.loads((emb.save(tmp_path / "model") / "config.json").read_text())["inputs"]
-    assert list(saved) == ["regions", "pois", "raster"]  # the chips' raster is asked for, not lost
-    assert saved["raster"] == {"views": ["chips"], "fields": [], "optional_fields": [], "rasters": ["sat"],
+    assert list(saved) == ["regions", "pois", "rasters"]  # the chips' raster is asked for, not lost
+    assert saved["rasters"] == {"views": ["chips"], "fields": [], "optional_fields": [], "names": ["sat"],
                                "required": False}
     assert saved["pois"]["views"] == ["poi_counts", "poi_texts"] and saved["pois"]["optional_fields"] == ["name_field"]
     assert FakeTextEncoder.calls >= 1 and FakeImageEncoder.calls >= 1

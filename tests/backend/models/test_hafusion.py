@@ -280,8 +280,8 @@ def test_save_load_round_trip(tmp_path) -> None:
     folder = model.save(tmp_path / "m")
     assert (folder / "config.json").is_file() and (folder / "weights.safetensors").is_file()
     inputs = json.loads((folder / "config.json").read_text())["inputs"]
-    assert list(inputs) == ["regions", "pois", "raster", "landuse", "od"]
-    assert inputs["raster"]["views"] == ["image_stats"] and inputs["landuse"]["fields"] == ["class_field"]
+    assert list(inputs) == ["regions", "pois", "rasters", "landuse", "od"]
+    assert inputs["rasters"]["views"] == ["image_stats"] and inputs["landuse"]["fields"] == ["class_field"]
     loaded = load_embedder(str(folder))
     assert isinstance(loaded, HAFusionEmbedder) and loaded.history == model.history
     pd.testing.assert_frame_equal(loaded.transform(views), before)

@@ -161,7 +161,7 @@ def test_save_load_round_trip(city40: Views, tmp_path: Path) -> None:
     inputs = json.loads((tmp_path / "m" / "config.json").read_text())["inputs"]
     assert inputs["pois"] == {"views": ["poi_points"], "fields": ["category_field"], "optional_fields": ["name_field"],
                               "required": False}
-    assert inputs["raster"]["views"] == ["chips"] and inputs["raster"]["rasters"] == [model.meta["raster"]]
+    assert inputs["rasters"]["views"] == ["chips"] and inputs["rasters"]["names"] == [model.meta["raster"]]
     loaded = load_embedder(str(tmp_path / "m"))
     assert isinstance(loaded, RefoundEmbedder)
     np.testing.assert_allclose(loaded.transform(city40).to_numpy(), before.to_numpy(), rtol=1e-6, atol=1e-8)

@@ -298,10 +298,7 @@ class ApplyJob:
     overwrite: bool = False
 
 
-_STAT_COLUMN = re.compile(r"^(.*)_b\d+_[A-Za-z0-9]+$")
-
-
-def _apply_config(job: ApplyJob, vocabulary: dict[str, list[str]]) -> Any:
+def _apply_config(job: ApplyJob, saved: list[str]) -> Any:
     """The run configuration that reads the job's inputs (rasters named like the model's image columns)."""
     from backend.config import PoiSource, RasterSource, RunConfig
 
@@ -312,9 +309,8 @@ def _apply_config(job: ApplyJob, vocabulary: dict[str, list[str]]) -> Any:
         pois = PoiSource(path=job.pois, category_field=job.category_field, name_field=job.name_field or None,
                          layer=job.poi_layer)
     rasters = [RasterSource(path=r) if isinstance(r, str) else RasterSource(**r) for r in job.rasters]
-    saved = sorted({m.group(1) for c in vocabulary.get("image_stats", []) if (m := _STAT_COLUMN.match(c))})
     if len(rasters) == 1 and rasters[0].name is None and len(saved) == 1:
-        rasters[0].name = saved[0]  # the model's image columns carry the name of the raster it saw
+        rasters[0].name = saved[0]  # named like the raster the model saw (its image columns, its chips)
     return RunConfig(regions=RegionsSource(path=job.regions, id_field=job.id_field, layer=job.layer),
                      output_dir=str(Path(job.output).parent), pois=pois, rasters=rasters)
 
@@ -351,10 +347,10 @@ def run_apply_job(params: dict[str, Any], progress: Progress | None = None) -> d
     progress.stage("load model", 0.0, 0.05)
     model = load_embedder(str(folder))
     model.device, model.device_used = job.device, None
-    needed = getattr(model, "views_for_transform", lambda: list(model.vocabulary))()
+    needed = model.views_for_transform()
     report: list[str] = []
     progress.stage("read inputs", 0.05, 0.25)
-    city = read_city(_apply_config(job, model.vocabulary), progress)
+    city = read_city(_apply_config(job, model.raster_names()), progress)
     report.extend(city.report)
     progress.stage("build views", 0.25, 0.4)
     # New regions are only embedded: no pre-training samples.

@@ -104,7 +104,7 @@ class Worker:
             progress.update(1.0, "done")
             return {"slept": seconds}
         if action == "info":
-            return info()
+            return info(params.get("model"))
         raise RegionLensError(f"Unknown action '{action}'.")
 
     # ---------------------------------------------------------------------------------- main loop
@@ -165,8 +165,16 @@ class Worker:
                     outputs.remove_active_staging()
 
 
-def info() -> dict[str, Any]:
-    """Versions, the device ``auto`` resolves to, and the available methods with their defaults."""
+def info(model: str | None = None) -> dict[str, Any]:
+    """Versions, the device ``auto`` resolves to, and the available methods with their defaults.
+
+    With ``model`` (a saved model's folder): only ``{"model": ...}``, what that model is and which
+    inputs it needs (``backend.models.describe_saved_model``), without importing torch for new models.
+    """
+    if model:
+        from backend.models import describe_saved_model
+
+        return {"model": describe_saved_model(str(model))}
     import platform
 
     import torch

@@ -11,6 +11,12 @@ holds files, so nothing may be put inside it before the run. The inputs folder h
 (:data:`MARKER`) so that RegionLens only ever clears a folder it wrote itself, and ``config.json``, the
 run configuration (``python -m backend run <inputs folder>/config.json`` repeats the run). It is kept
 after a successful or failed run and removed when the run is cancelled.
+
+Every chosen field is written as a real attribute column, ``fid`` included: a GeoPackage stores its
+feature ids in a key column (named ``fid`` by default) that QGIS shows as a field but that readers such
+as the backend's do not see as one, so the GeoPackages written here name their key column
+:func:`fid_column` (a name no chosen field uses), and :meth:`InputExporter.export` checks the written
+file for every chosen field.
 """
 
 from __future__ import annotations
@@ -18,17 +24,52 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from osgeo import ogr
 from qgis.core import QgsProject, QgsVectorFileWriter, QgsVectorLayer
 
-__all__ = ["MARKER", "InputExporter", "remove_exported_inputs", "remove_stale_staging"]
+__all__ = [
+    "MARKER",
+    "InputExporter",
+    "fid_column",
+    "gpkg_columns",
+    "remove_exported_inputs",
+    "remove_stale_staging",
+]
 
 #: File that marks a folder as written by RegionLens (safe to clear).
 MARKER = ".regionlens-inputs"
 #: File in a backend staging folder naming the process that writes it (backend/io/outputs.py STAGING_MARKER).
 STAGING_MARKER = ".regionlens-staging"
+_FID_COLUMN = "regionlens_fid"
+
+
+def fid_column(field_names: Iterable[str]) -> str:
+    """A name for the GeoPackage key column that none of ``field_names`` uses (case-insensitive).
+
+    Pass it as the ``FID=<name>`` layer option, so that a field named ``fid`` is written as an ordinary
+    column instead of becoming the (invisible to readers) key column.
+    """
+    taken = {name.lower() for name in field_names}
+    name, n = _FID_COLUMN, 2
+    while name.lower() in taken:
+        name, n = f"{_FID_COLUMN}_{n}", n + 1
+    return name
+
+
+def gpkg_columns(path: str | Path, layer_name: str) -> list[str]:
+    """The attribute columns a reader sees in one layer of a GeoPackage (without its key column)."""
+    dataset = ogr.Open(str(path))
+    if dataset is None:
+        return []
+    layer = dataset.GetLayerByName(layer_name)
+    if layer is None:
+        return []
+    definition = layer.GetLayerDefn()
+    return [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
 
 
 class InputExporter:
@@ -73,19 +114,22 @@ class InputExporter:
             The GeoPackage's path.
 
         Raises:
-            ValueError: If QGIS cannot write the file.
+            ValueError: If QGIS cannot write the file, or a chosen field is not a column of the written file.
         """
         path = self.folder / f"{name}.gpkg"
         indices = []
+        wanted = []
         for field_name in dict.fromkeys(f for f in fields if f):
             idx = layer.fields().indexFromName(field_name)
             if idx >= 0:
                 indices.append(idx)
+                wanted.append(field_name)
         options = QgsVectorFileWriter.SaveVectorOptions()
         options.driverName = "GPKG"
         options.layerName = name
         options.fileEncoding = "UTF-8"
         options.attributes = indices
+        options.layerOptions = [f"FID={fid_column(layer.fields().names())}"]
         options.actionOnExistingFile = QgsVectorFileWriter.ActionOnExistingFile.CreateOrOverwriteFile
         context = QgsProject.instance().transformContext()
         result = QgsVectorFileWriter.writeAsVectorFormatV3(layer, str(path), context, options)
@@ -93,6 +137,13 @@ class InputExporter:
         if error != QgsVectorFileWriter.WriterError.NoError:
             raise ValueError(f"Cannot export layer '{layer.name()}' to {path}: {message or error}.")
         self.written.append(path)
+        columns = gpkg_columns(path, name)
+        missing = [f for f in wanted if f not in columns]
+        if missing:
+            raise ValueError(
+                f"Exporting layer '{layer.name()}' did not keep the field(s) {', '.join(missing)} as columns "
+                f"(written: {', '.join(columns) or 'none'}); choose another field."
+            )
         return path
 
     def finish(self, config: dict[str, Any]) -> Path:

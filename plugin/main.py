@@ -34,7 +34,7 @@ except ImportError:  # Qt5 (QGIS 3)
 from . import setup as backend_setup
 from .export import VECTOR_LAYER_TYPE, ExportResult, export_layer_dialog
 from .processing import RegionLensProvider
-from .results import load_run_outputs
+from .results import RunLayers, load_run_outputs
 from .sample_data import load_sample_data
 from .settings import Setting
 from .tasks import LOG_TAG, PLUGIN_ROOT, RunCancelled, RunFailed, RunOutcome, RunParameters, RunSucceeded, RunTask
@@ -176,7 +176,7 @@ class RegionLensPlugin:
     # ------------------------------------------------------------------ actions
 
     def load_sample_data(self) -> dict[str, QgsMapLayer]:
-        """Add the San Francisco sample city to the current project and zoom to it."""
+        """Add the San Francisco sample city to the current project, zoom to it, and choose it in the run dock."""
         project = QgsProject.instance()
         was_empty = not project.mapLayers()
         try:
@@ -191,8 +191,11 @@ class RegionLensPlugin:
             # EPSG:4326) in a deferred update queued by the layers just added; set ours after it.
             QTimer.singleShot(0, lambda: project.setCrs(crs))
         self._zoom_to(layers["block_groups"])
+        dock = self.run_dock if self.run_dock is not None and self.run_dock.isVisible() else self.toggle_run_dock()
+        dock.use_sample(layers)
         self.iface.messageBar().pushSuccess(
-            "RegionLens", "Sample city added: San Francisco block groups, OpenStreetMap POIs, Landsat-7 image."
+            "RegionLens", "Sample city added and chosen in the run dock: San Francisco block groups, OpenStreetMap "
+            "POIs, Landsat-7 image, population and crime labels. Press Run."
         )
         return layers
 
@@ -211,7 +214,7 @@ class RegionLensPlugin:
             self.run_dock.raise_()
         return self.run_dock
 
-    def open_run_results(self, path: str | Path | None = None) -> dict[str, QgsMapLayer]:
+    def open_run_results(self, path: str | Path | None = None) -> RunLayers | dict[str, QgsMapLayer]:
         """Ask for a ``regionlens.gpkg`` (unless ``path`` is given) and load it styled."""
         if path is None:
             start = str(Setting.LAST_RESULTS_DIR.get() or Path.home())
@@ -308,7 +311,7 @@ class RegionLensPlugin:
         self.actions.append(action)
         return action
 
-    def _load_results(self, gpkg: Path) -> dict[str, QgsMapLayer]:
+    def _load_results(self, gpkg: Path) -> RunLayers | dict[str, QgsMapLayer]:
         project = QgsProject.instance()
         was_empty = not project.mapLayers()
         try:
@@ -321,7 +324,10 @@ class RegionLensPlugin:
             if was_empty:
                 project.setCrs(first.crs())
             self._zoom_to(first)
-        self.iface.messageBar().pushSuccess("RegionLens", f"Loaded {len(layers)} layers from {gpkg}.")
+        methods = ", ".join(layers.methods)
+        self.iface.messageBar().pushSuccess(
+            "RegionLens", f"Loaded {len(layers.entries)} layers ({methods}) from {gpkg}."
+        )
         if self.explorer is not None and "embeddings" in layers:  # an open explorer follows the new run
             self.explorer.set_layers(layers["embeddings"], layers.get("clusters"))
         return layers

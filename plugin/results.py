@@ -1,24 +1,31 @@
 """Load a RegionLens run (``<output_dir>/regionlens.gpkg``, docs/protocol.md) into a QGIS project.
 
 The layers are read from the GeoPackage file (``<gpkg>|layername=<layer>``): durable, never memory
-layers. They go into one layer group, styled by :mod:`.styling`:
+layers. Every method's and every label's layers are loaded, styled by :mod:`.styling`, into one group
+per run (``RegionLens — <run>``) holding one group per method (primary method first) and the
+``metrics`` table that covers every method:
 
-========================  ==========================================  ============================
-key of the returned dict   GeoPackage layer                           style
-========================  ==========================================  ============================
-``clusters``               ``clusters``                               categorized on ``cluster``
-``predictions``            ``predictions``                            graduated ``<label>_pred``
-``residuals``              ``predictions`` (second layer instance)    diverging ``<label>_res``
-``embeddings``             ``embeddings``                             light single symbol
-``metrics``                ``metrics`` (table)                        -
-``cluster_profiles``       ``cluster_profiles`` (table)               -
-========================  ==========================================  ============================
+========================  ===============================================  ============================
+key                        GeoPackage layer (primary / further method m)    style
+========================  ===============================================  ============================
+``clusters``               ``clusters`` / ``clusters_m``                    categorized on ``cluster``
+``predictions``            ``predictions`` / ``predictions_m``, per label   graduated ``<label>_pred``
+``residuals``              the same layer again, per label                  diverging ``<label>_res``
+``embeddings``             ``embeddings`` / ``embeddings_m``                light single symbol
+``cluster_profiles``       ``cluster_profiles`` / ``cluster_profiles_m``    - (table)
+``metrics``                ``metrics`` (every method)                       - (table)
+========================  ===============================================  ============================
 
-Layers a run did not write (no labels: no predictions) are left out of the dict.
+Layer names carry the run and the method (``Clusters (calliper, run_sf)``), so they stay apart in
+layer lists. The methods and which one is primary come from the run's ``run.json`` (written beside
+the GeoPackage) or, without it, from the GeoPackage's layer names.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from qgis.core import QgsLayerTreeGroup, QgsProject, QgsProviderRegistry, QgsVectorLayer
@@ -27,16 +34,20 @@ from . import styling
 
 __all__ = [
     "LAYER_KEYS",
+    "RunLayer",
+    "RunLayers",
     "gpkg_layer_names",
     "label_names",
     "load_run_outputs",
     "open_gpkg_layer",
     "run_group_name",
+    "run_methods",
 ]
 
-#: Order of the layers in the group (top first).
-LAYER_KEYS = ("clusters", "predictions", "residuals", "embeddings", "metrics", "cluster_profiles")
-_METHOD_LAYERS = {"clusters", "predictions", "embeddings"}  # these get a ``_<method>`` variant per method
+#: Order of a method's layers in its group (top first); ``metrics`` follows the method groups.
+LAYER_KEYS = ("clusters", "predictions", "residuals", "embeddings", "cluster_profiles", "metrics")
+_METHOD_TABLES = ("embeddings", "clusters", "predictions", "cluster_profiles")  # a ``_<method>`` variant each
+_TITLES = {"clusters": "Clusters", "embeddings": "Embeddings", "cluster_profiles": "Cluster profiles"}
 
 
 def run_group_name(gpkg_path: str | Path) -> str:
@@ -69,30 +80,129 @@ def open_gpkg_layer(gpkg_path: str | Path, layer_name: str, title: str | None = 
     return layer
 
 
+def table_name(key: str, method: str, primary: str) -> str:
+    """The GeoPackage layer of ``key`` for ``method``: ``key`` for the primary method, else ``key_method``."""
+    return key if method == primary else f"{key}_{method}"
+
+
+def run_methods(gpkg_path: str | Path, primary_hint: str = "") -> list[str]:
+    """The run's methods, primary first.
+
+    From ``run.json`` beside the GeoPackage (``methods``, ``primary_method``) when it matches the
+    GeoPackage; otherwise from the layer names (``embeddings_<m>`` ... are further methods) with the
+    primary method named by the ``metrics`` table, ``primary_hint``, or ``"results"``.
+    """
+    path = Path(gpkg_path)
+    available = set(gpkg_layer_names(path))
+    suffixed = []
+    for name in sorted(available):
+        for key in _METHOD_TABLES:
+            if name.startswith(f"{key}_") and name[len(key) + 1 :] not in suffixed:
+                suffixed.append(name[len(key) + 1 :])
+    manifest = _read_manifest(path.parent / "run.json")
+    methods = [str(m) for m in manifest.get("methods") or [] if isinstance(m, str) and m]
+    primary = str(manifest.get("primary_method") or (methods[0] if methods else ""))
+    if (
+        primary in methods
+        and set(suffixed) == set(methods) - {primary}
+        and any(key in available for key in _METHOD_TABLES)
+    ):
+        return [primary, *[m for m in methods if m != primary]]
+    if not any(key in available for key in _METHOD_TABLES):
+        return suffixed
+    named = [m for m in _metrics_methods(path) if m not in suffixed] if "metrics" in available else []
+    return [named[0] if named else (primary_hint or "results"), *suffixed]
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _metrics_methods(gpkg: Path) -> list[str]:
+    layer = QgsVectorLayer(f"{gpkg}|layername=metrics", "metrics", "ogr")
+    index = layer.fields().indexFromName("method") if layer.isValid() else -1
+    if index < 0:
+        return []
+    return sorted({str(v) for v in layer.uniqueValues(index) if v is not None and str(v) not in {"", "NULL"}})
+
+
+@dataclass(frozen=True)
+class RunLayer:
+    """One loaded layer: which method, which kind (a :data:`LAYER_KEYS` key) and which label."""
+
+    method: str  # "" for the run-wide ``metrics`` table
+    key: str
+    layer: QgsVectorLayer
+    label: str = ""  # the label of a predictions or residuals layer
+
+
+class RunLayers(Mapping[str, QgsVectorLayer]):
+    """Every layer a run loaded (:attr:`entries`), in its layer group (:attr:`group`).
+
+    As a mapping it holds the primary method's layers by key, plus ``metrics``; ``predictions`` and
+    ``residuals`` are those of the label asked for (default: the first label).
+    """
+
+    def __init__(self, entries: list[RunLayer], group: QgsLayerTreeGroup, methods: list[str], label: str | None):
+        self.entries = entries
+        self.group = group
+        self.methods = methods
+        self.label = label
+        primary = methods[0] if methods else ""
+        self._primary = {
+            e.key: e.layer
+            for e in reversed(entries)  # the first entry of a key wins
+            if e.method in (primary, "") and (not e.label or e.label == label)
+        }
+
+    def __getitem__(self, key: str) -> QgsVectorLayer:
+        return self._primary[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([key for key in LAYER_KEYS if key in self._primary])
+
+    def __len__(self) -> int:
+        return len(self._primary)
+
+    def layer(self, key: str, method: str | None = None, label: str | None = None) -> QgsVectorLayer | None:
+        """The layer of ``key`` for ``method`` (default: primary) and ``label`` (default: the first)."""
+        method = self.methods[0] if method is None and self.methods else method
+        for entry in self.entries:
+            if entry.key == key and entry.method in (method, "") and (label is None or entry.label == label):
+                return entry.layer
+        return None
+
+
 def load_run_outputs(
     gpkg_path: str | Path,
     project: QgsProject | None = None,
     group_name: str | None = None,
     label: str | None = None,
-    method: str | None = None,
+    primary_method: str = "",
+    run_name: str | None = None,
     prediction_mode: str = "quantile",
     save_styles: bool = False,
-) -> dict[str, QgsVectorLayer]:
-    """Add a run's layers, styled, to a new layer group at the top of the project's layer tree.
+) -> RunLayers:
+    """Add every layer of a run, styled, to a new layer group at the top of the project's layer tree.
 
     Args:
-        gpkg_path: The run's ``regionlens.gpkg``.
+        gpkg_path: The run's ``regionlens.gpkg`` (or any GeoPackage with these layers).
         project: Target project (default: ``QgsProject.instance()``).
         group_name: Group name (default: ``RegionLens — <run folder name>``).
-        label: Label the predictions and residuals layers show (default: the first label).
-        method: Load the layers of this further method (``clusters_<method>``, ...) instead of the
-            primary method's; ``None`` for the primary method.
-        prediction_mode: ``quantile`` or ``jenks`` classes for the predictions layer.
+        label: The label whose maps are shown and returned by the mapping (default: the first label).
+        primary_method: Name of the unsuffixed layers' method when the GeoPackage does not say
+            (no ``run.json``, no ``metrics``), e.g. the saved model an ``apply`` job used.
+        run_name: Run name in the layer names (default: the GeoPackage's folder name).
+        prediction_mode: ``quantile`` or ``jenks`` classes for the predictions layers.
         save_styles: Also store the styles in the GeoPackage (``layer_styles`` table) as the
             layers' default styles, so that they come styled however the file is opened.
 
     Returns:
-        The loaded layers by key (see the module docstring).
+        The loaded layers (see :class:`RunLayers`).
 
     Raises:
         FileNotFoundError: If the GeoPackage does not exist.
@@ -105,62 +215,77 @@ def load_run_outputs(
     if project is None:
         project = QgsProject.instance()
     available = set(gpkg_layer_names(path))
-    suffix = f"_{method}" if method else ""
-
-    def table(key: str) -> str:
-        return f"{key}{suffix}" if key in _METHOD_LAYERS else key
-
-    wanted = [key for key in LAYER_KEYS if key != "residuals" and table(key) in available]
-    if not any(key in _METHOD_LAYERS for key in wanted):
+    methods = run_methods(path, primary_method)
+    if not methods:
         layers_found = ", ".join(sorted(available)) or "none"
-        raise ValueError(
-            f"{path} holds no RegionLens layers{' for method ' + method if method else ''} "
-            f"(layers found: {layers_found})."
-        )
-    tag = f" ({method})" if method else ""
-    layers: dict[str, QgsVectorLayer] = {}
+        raise ValueError(f"{path} holds no RegionLens layers (layers found: {layers_found}).")
+    primary = methods[0]
+    run = run_name or path.parent.name
 
-    if "clusters" in wanted:
-        layers["clusters"] = open_gpkg_layer(path, table("clusters"), f"Clusters{tag}")
-        styling.style_clusters(layers["clusters"])
-    if "predictions" in wanted:
-        predictions = open_gpkg_layer(path, table("predictions"), "Predictions")
-        labels = label_names(predictions)
-        if label is not None and label not in labels:
-            raise ValueError(f"Label '{label}' is not in {path.name}; the run's labels: {', '.join(labels) or 'none'}.")
-        chosen = label if label is not None else (labels[0] if labels else None)
-        if chosen is not None:
-            predictions.setName(f"Predicted {chosen}{tag}")
-            styling.style_predictions(predictions, chosen, mode=prediction_mode)
-            layers["predictions"] = predictions
-            if f"{chosen}_res" in predictions.fields().names():
-                residuals = open_gpkg_layer(
-                    path, table("predictions"), f"Residuals {chosen}{tag} (observed \u2212 predicted)"
-                )
-                styling.style_residuals(residuals, chosen)
-                layers["residuals"] = residuals
-    if "embeddings" in wanted:
-        layers["embeddings"] = open_gpkg_layer(path, table("embeddings"), f"Embeddings{tag}")
-        styling.style_embeddings(layers["embeddings"])
-    if "metrics" in wanted:
-        layers["metrics"] = open_gpkg_layer(path, "metrics", "Metrics")
-    if "cluster_profiles" in wanted:
-        layers["cluster_profiles"] = open_gpkg_layer(path, "cluster_profiles", "Cluster profiles")
+    entries: list[RunLayer] = []
+    all_labels: list[str] = []
+    for method in methods:
+        tag = f" ({method}, {run})"
+        for key in ("clusters", "predictions", "embeddings", "cluster_profiles"):
+            table = table_name(key, method, primary)
+            if table not in available:
+                continue
+            if key != "predictions":
+                layer = open_gpkg_layer(path, table, f"{_TITLES[key]}{tag}")
+                if key == "clusters":
+                    styling.style_clusters(layer)
+                elif key == "embeddings":
+                    styling.style_embeddings(layer)
+                entries.append(RunLayer(method, key, layer))
+                continue
+            labels = label_names(open_gpkg_layer(path, table))
+            all_labels += [lab for lab in labels if lab not in all_labels]
+            for name in labels:
+                predictions = open_gpkg_layer(path, table, f"Predicted {name}{tag}")
+                styling.style_predictions(predictions, name, mode=prediction_mode)
+                entries.append(RunLayer(method, "predictions", predictions, name))
+                if f"{name}_res" in predictions.fields().names():
+                    residuals = open_gpkg_layer(path, table, f"Residuals {name}, observed \u2212 predicted{tag}")
+                    styling.style_residuals(residuals, name)
+                    entries.append(RunLayer(method, "residuals", residuals, name))
+    if label is not None and label not in all_labels:
+        raise ValueError(f"Label '{label}' is not in {path.name}; the run's labels: {', '.join(all_labels) or 'none'}.")
+    chosen = label if label is not None else (all_labels[0] if all_labels else None)
+    if "metrics" in available:
+        entries.append(RunLayer("", "metrics", open_gpkg_layer(path, "metrics", f"Metrics ({run})")))
 
     if save_styles:
-        _save_default_styles(layers)
+        _save_default_styles(entries)
 
     group = _new_group(project, group_name or run_group_name(path))
-    first_map_layer = next((key for key in LAYER_KEYS if key in layers and layers[key].isSpatial()), None)
-    for key in LAYER_KEYS:
-        if key not in layers:
+    shown = next(
+        (e for key in LAYER_KEYS for e in entries
+         if e.method == primary and e.key == key and e.layer.isSpatial() and e.label in ("", chosen)),
+        None,
+    )  # fmt: skip
+    order = {key: i for i, key in enumerate(LAYER_KEYS)}
+    for method in methods:
+        mine = [e for e in entries if e.method == method]
+        if not mine:
             continue
-        layer = layers[key]
-        project.addMapLayer(layer, False)
-        node = group.addLayer(layer)
-        node.setItemVisibilityChecked(key == first_map_layer)
-        node.setExpanded(key == first_map_layer)
-    return layers
+        sub = group.addGroup(method)
+        sub.setExpanded(method == primary)
+        labels_order = {name: i for i, name in enumerate(all_labels)}
+        mine.sort(key=lambda e: (order[e.key] if e.key not in ("predictions", "residuals") else order["predictions"],
+                                 labels_order.get(e.label, -1), order[e.key]))
+        for entry in mine:
+            _add(project, sub, entry.layer, entry is shown)
+    for entry in entries:
+        if entry.method == "":
+            _add(project, group, entry.layer, False)
+    return RunLayers(entries, group, methods, chosen)
+
+
+def _add(project: QgsProject, group: QgsLayerTreeGroup, layer: QgsVectorLayer, visible: bool) -> None:
+    project.addMapLayer(layer, False)
+    node = group.addLayer(layer)
+    node.setItemVisibilityChecked(visible)
+    node.setExpanded(visible)
 
 
 def _new_group(project: QgsProject, name: str) -> QgsLayerTreeGroup:
@@ -169,10 +294,19 @@ def _new_group(project: QgsProject, name: str) -> QgsLayerTreeGroup:
     return group
 
 
-def _save_default_styles(layers: dict[str, QgsVectorLayer]) -> None:
-    """Store styles in the GeoPackage's ``layer_styles`` table (best effort, errors ignored)."""
-    for key in ("clusters", "predictions", "embeddings"):
-        if key in layers:
-            layers[key].saveStyleToDatabase(f"RegionLens {key}", "Written by the RegionLens plugin", True, "")
-    if "residuals" in layers:
-        layers["residuals"].saveStyleToDatabase("RegionLens residuals", "Written by the RegionLens plugin", False, "")
+def _save_default_styles(entries: list[RunLayer]) -> None:
+    """Store styles in the GeoPackage's ``layer_styles`` table (best effort, errors ignored).
+
+    One default style per GeoPackage layer: clusters, embeddings, and the first label's predictions;
+    residuals and further labels are stored as extra styles.
+    """
+    defaults: set[str] = set()
+    for entry in entries:
+        if entry.key not in ("clusters", "predictions", "residuals", "embeddings"):
+            continue
+        table = entry.layer.source().split("layername=")[-1]
+        default = entry.key != "residuals" and table not in defaults
+        if default:
+            defaults.add(table)
+        name = f"RegionLens {entry.key}" + (f" {entry.label}" if entry.label else "")
+        entry.layer.saveStyleToDatabase(name, "Written by the RegionLens plugin", default, "")

@@ -15,7 +15,7 @@ from qgis.core import (
 
 from .styling import base_symbol
 
-__all__ = ["SAMPLE_DIR", "SAMPLE_GROUP", "SAMPLE_LAYERS", "load_sample_data"]
+__all__ = ["SAMPLE_CHOICES", "SAMPLE_DIR", "SAMPLE_GROUP", "SAMPLE_LAYERS", "load_sample_data"]
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "resources" / "sample_data" / "sf"
 SAMPLE_GROUP = "RegionLens sample \u2014 San Francisco"
@@ -26,6 +26,18 @@ SAMPLE_LAYERS: dict[str, tuple[str, str, str, bool]] = {
     "crime_incidents": ("sf_crime_incidents_2012h2.geojson", "Crime incidents 2012 H2 (SFPD)", "ogr", False),
     "block_groups": ("sf_block_groups_crime_pop.geojson", "Block groups (population, crime)", "ogr", True),
     "landsat": ("sf_landsat7_3857_30m.tif", "Landsat-7 (USGS)", "gdal", True),
+}
+
+#: What the run dock preselects for the sample (``RunDock.use_sample``): every input and some labels.
+SAMPLE_CHOICES: dict[str, str | list[str]] = {
+    "regions": "block_groups",
+    "region_id_field": "GEO_ID",
+    "pois": "pois",
+    "poi_category_field": "category",
+    "poi_name_field": "name",
+    "rasters": ["landsat"],
+    "label_fields": ["Population", "Robbery"],  # numeric fields of the block groups
+    "label_points": "crime_incidents",  # counted per block group
 }
 
 

@@ -4,6 +4,11 @@
 turns progress events into ``setProgress`` and cancels the worker when the user cancels the task.
 ``RunTask.finished`` executes on the main thread and hands the result object to a callback; all GUI
 work (loading layers, message bar) belongs there, never in ``run``.
+
+A cancelled run is not a failure: ``run`` then returns ``True`` and the task's description says
+"cancelled", so QGIS's own end-of-task notice (shown for tasks longer than a few seconds) does not
+read "Task failed". The callback runs once QGIS has posted that notice (on the next event-loop
+pass), so RegionLens's own message is the one on top of the message bar.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from qgis.core import Qgis, QgsMessageLog, QgsTask
+from qgis.PyQt.QtCore import QTimer
 
 from .worker_client import WorkerCancelled, WorkerClient, WorkerDied, WorkerError
 
@@ -80,7 +86,7 @@ class RunFailed:
 class RunCancelled:
     """The user cancelled the run; nothing was written."""
 
-    message: str = "The run was cancelled."
+    message: str = "The run was cancelled; nothing was written."
 
 
 RunOutcome = Union[RunSucceeded, RunFailed, RunCancelled]
@@ -126,8 +132,7 @@ class RunTask(QgsTask):
     def run(self) -> bool:
         """Task thread: start the worker, run, map events; never touches the GUI."""
         if self.isCanceled():
-            self.outcome = RunCancelled()
-            return False
+            return self._cancelled(RunCancelled())
         started = time.monotonic()
         client = WorkerClient(self.params.backend_python, self.params.plugin_root, on_stderr=self._log_stderr)
         self.client = client
@@ -148,8 +153,8 @@ class RunTask(QgsTask):
                 seconds=float(seconds) if isinstance(seconds, (int, float)) else time.monotonic() - started,
             )
             return True
-        except WorkerCancelled as exc:
-            self.outcome = RunCancelled(exc.message)
+        except WorkerCancelled:
+            return self._cancelled(RunCancelled())
         except WorkerError as exc:
             self.outcome = RunFailed(exc.kind, exc.message, _join(exc.traceback, exc.stderr))
         except WorkerDied as exc:
@@ -160,8 +165,15 @@ class RunTask(QgsTask):
             client.close(timeout=self.params.cancel_grace)
         return False
 
+    def _cancelled(self, outcome: RunCancelled) -> bool:
+        """Record a cancelled run; ``True`` for ``run`` to return (QGIS must not call it a failure)."""
+        self.outcome = outcome
+        if "cancelled" not in self.description():
+            self.setDescription(f"{self.description()} (cancelled)")
+        return True
+
     def finished(self, result: bool) -> None:
-        """Main thread: hand the outcome to the callback."""
+        """Main thread: log a failure; hand the outcome to the callback on the next event-loop pass."""
         if self.outcome is None:  # cancelled before it started, or run() never ran
             self.outcome = (
                 RunCancelled() if self.isCanceled() else RunFailed("internal", "The task ended without a result.")
@@ -169,8 +181,10 @@ class RunTask(QgsTask):
         if isinstance(self.outcome, RunFailed):
             details = f"\n{self.outcome.details}" if self.outcome.details else ""
             QgsMessageLog.logMessage(f"{self.outcome.message}{details}", LOG_TAG, Qgis.MessageLevel.Critical)
-        if self.on_finished is not None:
-            self.on_finished(self.outcome)
+        callback, outcome = self.on_finished, self.outcome
+        if callback is not None:
+            # QGIS posts its "Task complete"/"Task failed" notice right after finished(); report after it.
+            QTimer.singleShot(0, lambda: callback(outcome))
 
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("event")

@@ -22,6 +22,7 @@ __all__ = [
     "Embedder",
     "EmbedderParams",
     "embedding_frame",
+    "describe_saved_model",
     "get_embedder",
     "load_embedder",
 ]
@@ -58,3 +59,34 @@ def load_embedder(path: str) -> Embedder:
     if name not in EMBEDDERS:
         raise ConfigError(f"{path} holds an unknown method '{name}'.")
     return EMBEDDERS[name].load(path)
+
+
+def describe_saved_model(path: str) -> dict[str, Any]:
+    """What a saved model is and what embedding new regions with it needs (the worker's ``info`` with ``model``).
+
+    Returns:
+        ``{"folder", "name", "title", "dim", "params", "inputs"}``; ``inputs`` as :meth:`Embedder.inputs`
+        (read from ``config.json``; computed from the loaded model for models saved before it was written).
+
+    Raises:
+        InputError: If the folder holds no readable saved model.
+    """
+    import json
+    from pathlib import Path
+
+    from backend.errors import InputError
+
+    folder = Path(path).expanduser()
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{folder} holds no saved RegionLens model (config.json unreadable: {exc}). Choose a "
+                         "folder <run output>/models/<method>/ written by a run.") from exc
+    name = config.get("name") if isinstance(config, dict) else None
+    if name not in EMBEDDERS:
+        raise InputError(f"{folder / 'config.json'} is not a RegionLens model configuration (method {name!r}).")
+    inputs = config.get("inputs")
+    if not isinstance(inputs, dict):
+        inputs = load_embedder(str(folder)).inputs()
+    return {"folder": str(folder.resolve()), "name": name, "title": EMBEDDERS[name].title,
+            "dim": config.get("dim"), "params": config.get("params") or {}, "inputs": inputs}

@@ -9,6 +9,7 @@ every view, so new regions get the same columns) plus a weights file.
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -22,6 +23,7 @@ from backend.progress import Progress
 from backend.views._base import Views
 
 __all__ = [
+    "INPUT_FIELDS",
     "Embedder",
     "EmbedderParams",
     "SOURCE_NAMES",
@@ -51,6 +53,16 @@ def inputs_for(views: tuple[str, ...]) -> str:
     names = [SOURCE_NAMES[s] for s in dict.fromkeys(VIEW_SOURCES.get(v, "regions") for v in views)
              if s != "regions"]
     return " or ".join(names) or "more inputs"
+
+#: Per input (a section of ``backend.config``): the fields it must name and those it may name.
+INPUT_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "regions": (("id_field",), ()),
+    "pois": (("category_field",), ("name_field",)),
+    "rasters": ((), ()),
+    "landuse": (("class_field",), ()),
+    "od": (("origin_field", "destination_field", "count_field"), ()),
+}
+_STAT_COLUMN = re.compile(r"^(.*)_b\d+_[A-Za-z0-9]+$")  # image statistics: <raster>_b<band>_<stat>
 
 
 def param(
@@ -185,6 +197,46 @@ class Embedder(ABC):
         """The views of ``views`` this method will learn from."""
         return [v for v in self.uses_views if v in views.available()]
 
+    def views_for_transform(self) -> list[str]:
+        """The views the fitted model embeds new regions from (its vocabulary's views by default)."""
+        return [view for view in self.vocabulary if view in VIEW_SOURCES]
+
+    def inputs(self) -> dict[str, dict[str, Any]]:
+        """What embedding new regions with this fitted model needs, by input (saved as ``inputs``).
+
+        ``{"regions": {...}, "pois": {...}, "rasters": {...}, ...}`` in that order (the sections of the
+        run configuration, ``backend.config``), each with ``views``
+        (the views built from it), ``fields`` (what it must name, as in ``backend.config``),
+        ``optional_fields``, and ``required`` (``False`` when the model can do without it: its views
+        then count as average, as long as another input is given). The ``rasters`` entry also holds
+        ``names``, the names of the rasters the model saw.
+        """
+        found: dict[str, dict[str, Any]] = {}
+        for name in ("regions", *[VIEW_SOURCES[v] for v in self.views_for_transform()]):
+            if name not in found:
+                required, optional = INPUT_FIELDS[name]
+                found[name] = {"views": [], "fields": list(required), "optional_fields": list(optional)}
+        for view in self.views_for_transform():
+            found[VIEW_SOURCES[view]]["views"].append(view)
+        if "pois" in found and "poi_counts" in found["pois"]["views"] and len(found["pois"]["views"]) == 1:
+            found["pois"]["optional_fields"] = []  # category counts ignore names
+        if "rasters" in found:
+            found["rasters"]["names"] = self.raster_names()
+        others = [name for name in found if name != "regions"]
+        for name, entry in found.items():
+            entry["required"] = name == "regions" or len(others) == 1
+        order = list(INPUT_FIELDS)
+        return {name: found[name] for name in sorted(found, key=order.index)}
+
+    def raster_names(self) -> list[str]:
+        """Names of the rasters the model learned from (chips, or the prefixes of its image columns)."""
+        names = [str(r) for r in self.vocabulary.get("chips", [])]
+        for column in self.vocabulary.get("image_stats", []):
+            prefix = _STAT_COLUMN.match(str(column))
+            if prefix and prefix.group(1) not in names:
+                names.append(prefix.group(1))
+        return names
+
     def save(self, path: str | Path) -> Path:
         """Write ``config.json`` and the weights into folder ``path``; returns the folder."""
         folder = Path(path)
@@ -196,6 +248,7 @@ class Embedder(ABC):
             "device": self.device,
             "params": asdict(self.params),
             "vocabulary": self.vocabulary,
+            "inputs": self.inputs(),
             "history": self.history,
         }
         (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")

@@ -28,6 +28,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
+from ..input_export import fid_column
 from ._base import tr
 
 __all__ = ["export_raster", "export_vector", "raster_input"]
@@ -60,6 +61,7 @@ def export_vector(
     options.driverName = "GPKG"
     options.layerName = path.stem
     options.fileEncoding = "UTF-8"
+    options.layerOptions = [f"FID={fid_column(source.fields().names())}"]  # a field named fid stays a column
     wkb_type = source.wkbType()
     polygons = QgsWkbTypes.geometryType(wkb_type) == QgsWkbTypes.GeometryType.PolygonGeometry
     if polygons:

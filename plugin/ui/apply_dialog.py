@@ -5,16 +5,14 @@ dialog -> :class:`ApplyChoices` -> :func:`validate_apply` (shown live, in red) -
 ``RunSucceeded`` / ``RunFailed`` / ``RunCancelled`` -> :meth:`ApplyDialog._done` (main thread: loads the
 ``embeddings`` layer styled, reports in the message bar).
 
-A run saves every model in ``<output folder>/models/<method>/`` (``config.json`` plus weights). What the
-model needs is read from ``config.json`` (:func:`read_saved_model`), without the backend: CaLLiPer embeds
-regions from their polygons alone (its ``poi`` region mode also needs POIs); the other methods need the
-kinds of input they learned from (their saved vocabulary names them: POI counts, image statistics).
+A run saves every model in ``<output folder>/models/<method>/``. What a model needs is the backend's to
+say: the dialog asks the worker (``info`` with ``model``, in the background) and shows the inputs of its
+answer (:class:`SavedModel`): the POI layer with the fields it names, the raster, and whether each is
+required. It never reads the model's files itself.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import time
 import traceback
 from collections.abc import Callable
@@ -31,6 +29,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 from qgis.gui import QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt import sip
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -48,7 +47,9 @@ from ..input_export import MARKER, InputExporter, remove_exported_inputs
 from ..parameters import DEVICES, raster_path
 from ..tasks import PLUGIN_ROOT, RunCancelled, RunFailed, RunOutcome, RunSucceeded, RunTask
 from ..worker_client import WorkerCancelled, WorkerClient, WorkerDied, WorkerError, find_backend_python
+from .backend_info import BackendInfoTask
 from .messages import push_message
+from .run_dock import guess_id_field, guess_poi_fields
 from .wheel_guard import guard_wheel
 
 __all__ = [
@@ -58,12 +59,13 @@ __all__ = [
     "ApplyTask",
     "SavedModel",
     "apply_inputs_dir",
-    "read_saved_model",
     "to_apply_parameters",
     "validate_apply",
 ]
 
-_ID_NAME = re.compile(r"(^|_)(geo_?)?id$|^fid$|^code$|^id_", re.IGNORECASE)
+#: Inputs the ``apply`` action takes besides the regions (backend/jobs.py ApplyJob).
+APPLY_INPUTS = ("pois", "rasters")
+_INPUT_WORDS = {"pois": "a POI layer", "rasters": "a raster", "landuse": "a land-use layer", "od": "an OD table"}
 
 
 # ---------------------------------------------------------------------------------------- the model
@@ -71,49 +73,61 @@ _ID_NAME = re.compile(r"(^|_)(geo_?)?id$|^fid$|^code$|^id_", re.IGNORECASE)
 
 @dataclass
 class SavedModel:
-    """What a saved model needs, read from its ``config.json``."""
+    """A saved model as the backend describes it (the ``model`` of its ``info`` answer)."""
 
     folder: Path
     name: str  # method (registry name)
     dim: int  # embedding size
-    pois: bool  # needs a POI layer
-    imagery: bool  # learned from image statistics (a raster can be given)
-    summary: str  # one line for the dialog
+    inputs: dict[str, dict[str, Any]]  # input -> {"views", "fields", "optional_fields", "required", ...}
+    title: str = ""
 
+    @classmethod
+    def from_info(cls, answer: dict[str, Any]) -> SavedModel:
+        """Build from the worker's answer (``info`` with ``model``).
 
-def read_saved_model(folder: str | Path) -> SavedModel:
-    """Read a saved model's ``config.json``.
+        Raises:
+            ValueError: If the answer is not a model description.
+        """
+        model = answer.get("model") if isinstance(answer, dict) else None
+        if not isinstance(model, dict) or not model.get("name") or not isinstance(model.get("inputs"), dict):
+            raise ValueError("The backend did not describe the model (update the backend).")
+        dim = model.get("dim")
+        return cls(folder=Path(str(model.get("folder", ""))), name=str(model["name"]),
+                   dim=int(dim) if isinstance(dim, int) else 0,
+                   inputs={str(k): v for k, v in model["inputs"].items() if isinstance(v, dict)},
+                   title=str(model.get("title") or ""))
 
-    Raises:
-        ValueError: If the folder holds no readable RegionLens model.
-    """
-    path = Path(folder).expanduser() / "config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{Path(folder)} holds no saved RegionLens model (config.json unreadable: {exc}).") from exc
-    if not isinstance(config, dict) or not config.get("name"):
-        raise ValueError(f"{path} is not a RegionLens model configuration.")
-    name = str(config["name"])
-    vocabulary = config.get("vocabulary") if isinstance(config.get("vocabulary"), dict) else {}
-    params = config.get("params") if isinstance(config.get("params"), dict) else {}
-    if name == "calliper":  # inductive location encoder: polygons suffice, POIs only in "poi" mode
-        pois = params.get("region_mode") == "poi"
-        how = "at POI locations" if pois else ("at region centroids" if params.get("region_mode") == "centroid"
-                                               else "from points inside each polygon")
-        summary = f"CaLLiPer location encoder: embeds any regions {how}"
-    else:
-        pois = any(str(view).startswith("poi") for view in vocabulary)
-        summary = f"{name}: learned from {', '.join(sorted(vocabulary)) or 'its inputs'}"
-    dim = config.get("dim")
-    return SavedModel(
-        folder=Path(folder).expanduser(),
-        name=name,
-        dim=int(dim) if isinstance(dim, int) else 0,
-        pois=pois,
-        imagery="image_stats" in vocabulary,
-        summary=f"{summary} ({dim}-d).",
-    )
+    def needs(self, name: str) -> bool:
+        """Whether the model learned from input ``name`` (``pois``, ``raster``, ...)."""
+        return name in self.inputs
+
+    def requires(self, name: str) -> bool:
+        """Whether embedding fails without input ``name``."""
+        return bool(self.inputs.get(name, {}).get("required"))
+
+    def fields(self, name: str, optional: bool = False) -> list[str]:
+        """The fields input ``name`` must name (or may name, with ``optional``), e.g. ``category_field``."""
+        key = "optional_fields" if optional else "fields"
+        return [str(f) for f in self.inputs.get(name, {}).get(key, [])]
+
+    @property
+    def summary(self) -> str:
+        """One line for the dialog: the method and what it embeds from."""
+        given = [n for n in self.inputs if n != "regions"]
+        if not given:
+            what = "embeds any regions from their polygons alone"
+        else:
+            parts = []
+            for n in given:
+                word = _INPUT_WORDS.get(n, n)
+                parts.append(word if self.requires(n) else f"{word} (optional)")
+            what = "needs " + ", ".join(parts)
+        unsupported = [n for n in given if n not in APPLY_INPUTS]
+        note = ""
+        if unsupported:
+            note = (f" It also learned from {' and '.join(_INPUT_WORDS.get(n, n) for n in unsupported)}, which "
+                    "this dialog cannot give; those features count as average.")
+        return f"{self.title or self.name}: {what} ({self.dim}-d).{note}"
 
 
 # ---------------------------------------------------------------------------------------- choices
@@ -141,18 +155,20 @@ def _vector(project: QgsProject, layer_id: str) -> QgsVectorLayer | None:
 
 
 def validate_apply(choices: ApplyChoices, project: QgsProject | None = None,
-                   backend_python: Path | None = None) -> list[str]:
-    """Every problem with the choices, in words (empty when the job can start)."""
+                   backend_python: Path | None = None, model: SavedModel | None = None,
+                   model_problem: str = "") -> list[str]:
+    """Every problem with the choices, in words (empty when the job can start).
+
+    Args:
+        model: The backend's description of the chosen model (``None`` while unknown).
+        model_problem: Why the model is unknown (the backend's error, or that it is being asked).
+    """
     project = project or QgsProject.instance()
     problems: list[str] = []
-    model: SavedModel | None = None
     if not choices.model_dir.strip():
         problems.append("Choose the folder of a saved model (<run output>/models/<method>).")
-    else:
-        try:
-            model = read_saved_model(choices.model_dir)
-        except ValueError as exc:
-            problems.append(str(exc))
+    elif model is None:
+        problems.append(model_problem or "Reading the saved model\u2026")
     regions = _vector(project, choices.region_layer_id)
     if regions is None:
         problems.append("Choose the region layer to embed.")
@@ -164,17 +180,22 @@ def validate_apply(choices: ApplyChoices, project: QgsProject | None = None,
         if regions.featureCount() == 0:
             problems.append(f"The region layer '{regions.name()}' has no features.")
     pois = _vector(project, choices.poi_layer_id)
-    if model is not None and model.pois and pois is None:
+    if model is not None and model.requires("pois") and pois is None:
         problems.append(f"This {model.name} model needs a POI layer for the regions.")
-    if pois is not None and (model is None or model.pois):
+    if pois is not None and model is not None and model.needs("pois"):
         if pois.geometryType() != QgsWkbTypes.GeometryType.PointGeometry:
             problems.append(f"The POI layer '{pois.name()}' is not a point layer.")
-        if not choices.poi_category_field or pois.fields().indexFromName(choices.poi_category_field) < 0:
+        if "category_field" in model.fields("pois") and (
+            not choices.poi_category_field or pois.fields().indexFromName(choices.poi_category_field) < 0
+        ):
             problems.append("Choose the POI category field.")
-    if choices.raster_layer_id:
-        layer = project.mapLayer(choices.raster_layer_id)
-        if layer is None or raster_path(layer) is None:
-            problems.append("The raster must be a local file (GeoTIFF).")
+    raster = project.mapLayer(choices.raster_layer_id) if choices.raster_layer_id else None
+    if model is not None and model.requires("rasters") and raster is None:
+        problems.append(f"This {model.name} model learned from imagery: choose the raster of the regions.")
+    if choices.raster_layer_id and (raster is None or raster_path(raster) is None):
+        problems.append("The raster must be a local file (GeoTIFF).")
+    if model is not None:
+        problems += _input_problems(model, pois is not None, raster is not None)
     out = choices.output.strip()
     if not out:
         problems.append("Choose the GeoPackage to write (.gpkg).")
@@ -187,6 +208,21 @@ def validate_apply(choices: ApplyChoices, project: QgsProject | None = None,
     if backend_python is None:
         problems.append("The backend is not set up (RegionLens \u203a Set up backend\u2026).")
     return problems
+
+
+def _input_problems(model: SavedModel, have_pois: bool, have_raster: bool) -> list[str]:
+    """The model needs at least one input it learned from; the apply action takes POIs and rasters."""
+    learned = [n for n in model.inputs if n != "regions"]
+    offered = [n for n in learned if n in APPLY_INPUTS]
+    if learned and not offered:
+        return [f"This {model.name} model learned only from {' and '.join(_INPUT_WORDS.get(n, n) for n in learned)}, "
+                "which the apply action cannot take; run RegionLens on this layer instead."]
+    if any(model.requires(n) for n in offered):
+        return []  # said above when missing
+    given = {"pois": have_pois, "rasters": have_raster}
+    if offered and not any(given[n] for n in offered):
+        return [f"This {model.name} model needs {' or '.join(_INPUT_WORDS[n] for n in offered)}."]
+    return []
 
 
 def apply_inputs_dir(output: str | Path) -> Path:
@@ -213,22 +249,24 @@ class ApplyParameters:
         return dict(self.params)
 
 
-def to_apply_parameters(choices: ApplyChoices, backend_python: Path, project: QgsProject | None = None
-                        ) -> ApplyParameters:
+def to_apply_parameters(choices: ApplyChoices, backend_python: Path, model: SavedModel,
+                        project: QgsProject | None = None) -> ApplyParameters:
     """Export the chosen layers and build the job (call only when :func:`validate_apply` found nothing).
+
+    Only the inputs ``model`` needs are sent, with the fields it names.
 
     Raises:
         ValueError: If a layer cannot be exported.
     """
     project = project or QgsProject.instance()
-    model = read_saved_model(choices.model_dir)
     output = Path(choices.output).expanduser().resolve()
+    regions = _vector(project, choices.region_layer_id)
+    if regions is None:
+        raise ValueError("Choose the region layer to embed.")
     exporter = InputExporter(apply_inputs_dir(output))
     exporter.prepare()
-    regions = _vector(project, choices.region_layer_id)
-    assert regions is not None  # validated
     params: dict[str, Any] = {
-        "model": str(model.folder.resolve()),
+        "model": str(Path(choices.model_dir).expanduser().resolve()),
         "regions": str(exporter.export(regions, "regions", [choices.region_id_field])),
         "layer": "regions",
         "id_field": choices.region_id_field,
@@ -237,13 +275,13 @@ def to_apply_parameters(choices: ApplyChoices, backend_python: Path, project: Qg
         "device": choices.device,
     }
     pois = _vector(project, choices.poi_layer_id)
-    if model.pois and pois is not None:
-        params.update(pois=str(exporter.export(pois, "pois", [choices.poi_category_field, choices.poi_name_field])),
-                      poi_layer="pois", category_field=choices.poi_category_field,
-                      name_field=choices.poi_name_field or None)
+    if model.needs("pois") and pois is not None:
+        name_field = choices.poi_name_field if "name_field" in model.fields("pois", optional=True) else ""
+        params.update(pois=str(exporter.export(pois, "pois", [choices.poi_category_field, name_field])),
+                      poi_layer="pois", category_field=choices.poi_category_field, name_field=name_field or None)
     raster = project.mapLayer(choices.raster_layer_id) if choices.raster_layer_id else None
     path = raster_path(raster) if raster is not None else None
-    if model.imagery and path is not None:
+    if model.needs("rasters") and path is not None:
         params["rasters"] = [str(path)]
     exporter.finish(params)
     return ApplyParameters(backend_python=Path(backend_python), params=params, inputs_dir=exporter.folder,
@@ -267,8 +305,7 @@ class ApplyTask(RunTask):
     def run(self) -> bool:
         """Task thread: start the worker, send ``apply``, map events; never touches the GUI."""
         if self.isCanceled():
-            self.outcome = RunCancelled("Applying the model was cancelled.")
-            return False
+            return self._cancelled(RunCancelled("Applying the model was cancelled."))
         started = time.monotonic()
         client = WorkerClient(self.params.backend_python, self.params.plugin_root, on_stderr=self._log_stderr)
         self.client = client
@@ -283,8 +320,8 @@ class ApplyTask(RunTask):
                 seconds=float(seconds) if isinstance(seconds, (int, float)) else time.monotonic() - started,
             )
             return True
-        except WorkerCancelled as exc:
-            self.outcome = RunCancelled(exc.message)
+        except WorkerCancelled:
+            return self._cancelled(RunCancelled("Applying the model was cancelled."))
         except WorkerError as exc:
             self.outcome = RunFailed(exc.kind, exc.message, "\n".join(p for p in (exc.traceback, exc.stderr) if p))
         except WorkerDied as exc:
@@ -321,7 +358,9 @@ class ApplyDialog(QDialog):
         self.last_outcome: RunOutcome | None = None
         self.loaded_layers: dict[str, Any] = {}
         self.problems: list[str] = []
-        self.model: SavedModel | None = None
+        self.model: SavedModel | None = None  # the backend's description of the chosen model
+        self.model_problem = ""  # why there is none (being asked, or the backend's error)
+        self.model_task: BackendInfoTask | None = None
         self._build()
         self._on_region_layer_changed()
         self._on_poi_layer_changed()
@@ -336,7 +375,7 @@ class ApplyDialog(QDialog):
         self.model_file = QgsFileWidget(box)
         self.model_file.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.model_file.setDialogTitle("Folder of a saved model (<run output>/models/<method>)")
-        self.model_info = QLabel("", box)
+        self.model_info = QLabel("", box)  # what the backend says the model needs
         self.model_info.setWordWrap(True)
         form.addRow("Model folder", self.model_file)
         form.addRow(self.model_info)
@@ -405,7 +444,7 @@ class ApplyDialog(QDialog):
         layout.addWidget(self.buttons)
         guard_wheel(self)  # the wheel never changes a dropdown the pointer merely passes over
 
-        self.model_file.fileChanged.connect(lambda _path: self.refresh())
+        self.model_file.fileChanged.connect(lambda _path: self.ask_model())
         self.region_combo.layerChanged.connect(lambda _layer: self._on_region_layer_changed())
         self.region_id_combo.fieldChanged.connect(lambda _name: self.refresh())
         self.poi_combo.layerChanged.connect(lambda _layer: self._on_poi_layer_changed())
@@ -428,9 +467,7 @@ class ApplyDialog(QDialog):
         layer = self.region_combo.currentLayer()
         self.region_id_combo.setLayer(layer)
         if isinstance(layer, QgsVectorLayer):
-            names = layer.fields().names()
-            guess = next((n for n in names if _ID_NAME.search(n)), names[0] if names else "")
-            self.region_id_combo.setField(guess)
+            self.region_id_combo.setField(guess_id_field(layer))
         self.refresh()
 
     def _on_poi_layer_changed(self) -> None:
@@ -438,9 +475,9 @@ class ApplyDialog(QDialog):
         self.poi_category_combo.setLayer(layer)
         self.poi_name_combo.setLayer(layer)
         if isinstance(layer, QgsVectorLayer):
-            names = layer.fields().names()
-            self.poi_category_combo.setField(next((n for n in names if "categ" in n.lower()), ""))
-            self.poi_name_combo.setField(next((n for n in names if n.lower() == "name"), ""))
+            category, name = guess_poi_fields(layer)
+            self.poi_category_combo.setField(category)
+            self.poi_name_combo.setField(name)
         self.refresh()
 
     # ------------------------------------------------------------------ state
@@ -463,19 +500,50 @@ class ApplyDialog(QDialog):
             device=str(self.device_combo.currentData()),
         )
 
-    def refresh(self) -> list[str]:
-        """Re-read the model, show what it needs, validate; returns the problems."""
+    def ask_model(self) -> BackendInfoTask | None:
+        """Ask the backend (in the background) what the chosen model is and which inputs it needs."""
         folder = self.model_file.filePath().strip()
+        if self.model_task is not None:
+            self.model_task.on_finished = None
+            self.model_task.cancel()
+            self.model_task = None
+        self.model = None
+        self.model_problem = ""
+        if folder and self.backend_python is None:
+            self.model_problem = "The backend must be set up to read the saved model."
+        elif folder:
+            self.model_problem = "Asking the backend about the saved model\u2026"
+            task = BackendInfoTask(self.backend_python, params={"model": folder},
+                                   on_finished=lambda info, error: self._model_answered(task, folder, info, error))
+            self.model_task = task
+            QgsApplication.taskManager().addTask(task)
+        self.refresh()
+        return self.model_task
+
+    def _model_answered(self, task: BackendInfoTask, folder: str, info: dict[str, Any] | None, error: str) -> None:
+        if sip.isdeleted(self) or task is not self.model_task:
+            return
+        self.model_task = None
+        if folder != self.model_file.filePath().strip():
+            return
         try:
-            self.model = read_saved_model(folder) if folder else None
-        except ValueError:
-            self.model = None
+            self.model = SavedModel.from_info(info) if info is not None else None
+            self.model_problem = "" if info is not None else (error.strip().splitlines() or ["no answer"])[0]
+        except ValueError as exc:
+            self.model, self.model_problem = None, str(exc)
+        self.refresh()
+
+    def refresh(self) -> list[str]:
+        """Show what the model needs, validate; returns the problems."""
         model = self.model
         self.model_info.setText(model.summary if model is not None else "")
-        self.poi_box.setEnabled(model is None or model.pois)
-        self.poi_box.setTitle("Points of interest" + ("" if model is None or model.pois else " (not needed)"))
-        self.raster_box.setVisible(model is not None and model.imagery)
-        self.problems = validate_apply(self.choices(), self.project, self.backend_python)
+        pois = model is not None and model.needs("pois")
+        self.poi_box.setEnabled(model is None or pois)
+        self.poi_box.setTitle("Points of interest" + (
+            "" if model is None or model.requires("pois") else " (optional)" if pois else " (not needed)"))
+        self.raster_box.setVisible(model is not None and model.needs("rasters"))
+        self.raster_box.setTitle("Imagery" + ("" if model is not None and model.requires("rasters") else " (optional)"))
+        self.problems = validate_apply(self.choices(), self.project, self.backend_python, model, self.model_problem)
         self.problem_label.setText("\n".join(self.problems))
         running = self.task is not None
         self.apply_button.setEnabled(not self.problems and not running)
@@ -485,11 +553,10 @@ class ApplyDialog(QDialog):
 
     def start(self) -> ApplyTask | None:
         """Export the layers and start the job in QGIS's task manager (``None`` if the choices are invalid)."""
-        if self.task is not None or self.refresh():
+        if self.task is not None or self.refresh() or self.backend_python is None or self.model is None:
             return None
-        assert self.backend_python is not None  # validated
         try:
-            params = to_apply_parameters(self.choices(), self.backend_python, self.project)
+            params = to_apply_parameters(self.choices(), self.backend_python, self.model, self.project)
         except ValueError as exc:
             self.problem_label.setText(str(exc))
             return None
@@ -554,7 +621,8 @@ class ApplyDialog(QDialog):
         gpkg = outcome.gpkg
         method = outcome.result.get("method", "model")
         try:
-            return load_run_outputs(gpkg, self.project, group_name=f"RegionLens \u2014 {method} applied: {gpkg.stem}")
+            return dict(load_run_outputs(gpkg, self.project, primary_method=str(method), run_name=gpkg.stem,
+                                         group_name=f"RegionLens \u2014 {method} applied: {gpkg.stem}"))
         except (OSError, ValueError) as exc:
             self.status_label.setText(str(exc))
             return {}

@@ -2,6 +2,8 @@
 
 The first ``info`` imports torch in the worker (seconds), so it runs in a QgsTask; ``finished`` (main
 thread) updates :data:`plugin.parameters.METHODS` and hands the answer, or the error, to a callback.
+With ``params={"model": <folder>}`` the same request describes a saved model instead (what it is and
+which inputs it needs); the registry is then left alone.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class BackendInfoTask(QgsTask):
 
     Args:
         python: The backend venv's interpreter.
+        params: The request's parameters (``{"model": folder}`` to describe a saved model).
         on_finished: Called on the main thread with ``(info, error)``: the ``info`` answer (or
             ``None``) and an error message ("" on success).
         timeout: Seconds the worker gets to start and answer.
@@ -34,9 +37,12 @@ class BackendInfoTask(QgsTask):
         python: Path,
         on_finished: Callable[[dict[str, Any] | None, str], None] | None = None,
         timeout: float = 120.0,
+        params: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__("RegionLens: asking the backend for its methods", QgsTask.Flag.CanCancel)
+        what = "a saved model" if params and params.get("model") else "its methods"
+        super().__init__(f"RegionLens: asking the backend about {what}", QgsTask.Flag.CanCancel)
         self.python = Path(python)
+        self.params = dict(params or {})
         self.on_finished = on_finished
         self.timeout = timeout
         self.info: dict[str, Any] | None = None
@@ -47,7 +53,7 @@ class BackendInfoTask(QgsTask):
         client = WorkerClient(self.python, PLUGIN_ROOT)
         try:
             client.start(timeout=self.timeout)
-            self.info = client.run_job("info", {}, is_cancelled=self.isCanceled, idle_timeout=self.timeout)
+            self.info = client.run_job("info", self.params, is_cancelled=self.isCanceled, idle_timeout=self.timeout)
             return True
         except WorkerException as exc:
             self.error = getattr(exc, "message", "") or str(exc)
@@ -59,7 +65,7 @@ class BackendInfoTask(QgsTask):
 
     def finished(self, result: bool) -> None:
         """Main thread: update the method registry, then call back."""
-        if result and self.info is not None:
+        if result and self.info is not None and "methods" in self.info:
             METHODS.update_from_info(self.info, self.python)  # (also cached for the Processing toolbox)
         elif not self.error:
             self.error = "cancelled" if self.isCanceled() else "no answer"

@@ -62,6 +62,7 @@ from ..parameters import (
     validate,
 )
 from ..project_settings import load_choices, save_choices
+from ..sample_data import SAMPLE_CHOICES
 from ..tasks import RunCancelled, RunFailed, RunOutcome, RunParameters, RunSucceeded, RunTask
 from ..worker_client import find_backend_python
 from .backend_banner import BACKEND_MISSING_PROBLEM, BackendBanner
@@ -70,9 +71,16 @@ from .method_widgets import MethodSection
 from .metrics_dialog import MetricsDialog
 from .wheel_guard import guard_wheel
 
-__all__ = ["RunDock"]
+__all__ = [
+    "RunDock",
+    "guess_id_field",
+    "guess_poi_fields",
+    "next_free_folder",
+    "output_folder_is_free",
+    "suggested_output_folder",
+]
 
-_ID_NAME = re.compile(r"(^|_)(geo_?)?id$|^fid$|^code$|^id_", re.IGNORECASE)
+_ID_NAME = re.compile(r"(^|_)(geo_?)?id$|^code$|^id_", re.IGNORECASE)
 
 
 class _Plugin(Protocol):
@@ -120,6 +128,48 @@ def _guess_field(layer: QgsVectorLayer | None, *patterns: str | re.Pattern[str])
     return ""
 
 
+def output_folder_is_free(path: Path) -> bool:
+    """Whether a run can write to ``path`` without replacing anything: no files there, nor inputs beside it."""
+    taken = path.exists() and (not path.is_dir() or any(path.iterdir()))
+    return not taken and not inputs_dir_for(path).exists()
+
+
+def next_free_folder(path: str | Path) -> Path:
+    """``path`` if it is free (:func:`output_folder_is_free`), else ``path_2``, ``path_3``, ... (the first free).
+
+    A name that already ends in ``_<n>`` counts on from ``n``.
+    """
+    path = Path(path).expanduser()
+    if output_folder_is_free(path):
+        return path
+    match = re.fullmatch(r"(.*)_(\d+)", path.name)
+    stem, n = (match.group(1), int(match.group(2))) if match else (path.name, 1)
+    while True:
+        n += 1
+        candidate = path.with_name(f"{stem}_{n}")
+        if output_folder_is_free(candidate):
+            return candidate
+
+
+def suggested_output_folder(project: QgsProject, name: str = "run_1") -> Path:
+    """A fresh results folder: ``<project folder or home>/regionlens/<name>``, or the next free name."""
+    home = project.homePath() if project is not None else ""
+    base = Path(home) if home else Path.home()
+    return next_free_folder(base / "regionlens" / name)
+
+
+def guess_id_field(layer: QgsVectorLayer | None) -> str:
+    """The region layer's likely id field: an ``id``-like name, else ``fid``, else the first field."""
+    names = layer.fields().names() if layer is not None else []
+    return _guess_field(layer, _ID_NAME, r"^fid$") or (names[0] if names else "")
+
+
+def guess_poi_fields(layer: QgsVectorLayer | None) -> tuple[str, str]:
+    """A POI layer's likely category and name fields (``""`` where none fits)."""
+    category = _guess_field(layer, r"^category$", r"categ", r"amenity", r"class", r"type")
+    return category, _guess_field(layer, r"^name$")
+
+
 class RunDock(QgsDockWidget):
     """The RegionLens run dock.
 
@@ -152,6 +202,7 @@ class RunDock(QgsDockWidget):
         self._user_changed = False
         self._pending_methods: dict[str, Any] | None = None  # stored method choices not yet offered
         self._inputs_dir: Path | None = None  # where the running task's inputs were exported
+        self._suggested_output = ""  # the output folder RegionLens suggested (not stored as a choice)
         self._connections: list[tuple[Any, Callable[..., None]]] = []
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -166,6 +217,7 @@ class RunDock(QgsDockWidget):
         self._on_landuse_layer_changed()
         self.check_backend(fetch_info)
         self.restore()
+        self._suggest_output_folder()
         self._listen_to_project()
         self.refresh_validation()
 
@@ -381,6 +433,7 @@ class RunDock(QgsDockWidget):
         self.label_points_name.textEdited.connect(self._edited)
         for combo in (self.region_id_combo, self.poi_category_combo, self.poi_name_combo, self.landuse_class_combo):
             combo.fieldChanged.connect(self._schedule)
+        self.region_id_combo.fieldChanged.connect(self._refresh_labels)  # the id is no label
         for combo in (
             self.region_combo, self.poi_combo, self.landuse_combo, self.label_points_combo, self.region_id_combo,
             self.poi_category_combo, self.poi_name_combo, self.landuse_class_combo, self.target_combo,
@@ -600,16 +653,24 @@ class RunDock(QgsDockWidget):
         self._schedule()
 
     def _apply_methods(self, methods: dict[str, Any]) -> None:
-        missing = {name: m for name, m in methods.items() if name not in self.method_sections}
-        self._pending_methods = missing or None
+        """Tick exactly ``methods``; those the backend has not listed yet are ticked once it has.
+
+        The whole choice stays pending (not only the missing methods), so that when the sections are
+        rebuilt the methods offered from the start (the baseline) keep their tick.
+        """
+        missing = [name for name in methods if name not in self.method_sections]
+        self._pending_methods = dict(methods) if missing else None
         for name, section in self.method_sections.items():
             section.set_checked(name in methods)
             if name in methods:
                 section.set_choice(methods[name])
 
     def save(self) -> None:
-        """Store the choices in the project."""
-        save_choices(self.choices(), self.project)
+        """Store the choices in the project (a suggested output folder is not a choice: stored empty)."""
+        choices = self.choices()
+        if choices.output_dir and choices.output_dir == self._suggested_output:
+            choices.output_dir = ""
+        save_choices(choices, self.project)
         self._user_changed = False
 
     def restore(self) -> bool:
@@ -661,7 +722,13 @@ class RunDock(QgsDockWidget):
             if previous in names:
                 self.region_id_combo.setField(previous)
             else:
-                self.region_id_combo.setField(_guess_field(vector, _ID_NAME) or (names[0] if names else ""))
+                self.region_id_combo.setField(guess_id_field(vector))
+        self._refresh_labels()
+
+    def _refresh_labels(self, *_args: object) -> None:
+        """List the region layer's numeric fields as labels, except the id field (keeps the ticks)."""
+        layer = self.region_combo.currentLayer()
+        vector = layer if isinstance(layer, QgsVectorLayer) else None
         checked = {
             item.data(Qt.ItemDataRole.UserRole)
             for item in self._items(self.label_list)
@@ -690,9 +757,9 @@ class RunDock(QgsDockWidget):
         self.poi_category_combo.setLayer(vector)
         self.poi_name_combo.setLayer(vector)
         if vector is not None:
-            category = _guess_field(vector, r"^category$", r"categ", r"amenity", r"class", r"type")
+            category, name = guess_poi_fields(vector)
             self.poi_category_combo.setField(category)
-            self.poi_name_combo.setField(_guess_field(vector, r"^name$"))
+            self.poi_name_combo.setField(name)
         self._schedule()
 
     def _on_landuse_layer_changed(self, *_args: object) -> None:
@@ -761,7 +828,9 @@ class RunDock(QgsDockWidget):
 
     def _on_project_read(self, *_args: object) -> None:
         self._refresh_rasters(set())
-        if not self.restore():
+        restored = self.restore()
+        self._suggest_output_folder()
+        if not restored:
             self._schedule()
 
     def _on_project_write(self, *_args: object) -> None:
@@ -772,7 +841,56 @@ class RunDock(QgsDockWidget):
         self._refresh_rasters(set())
         self.od_file.setFilePath("")
         self.output_file.setFilePath("")
+        self._suggest_output_folder()
         self._user_changed = False
+
+    def _suggest_output_folder(self, folder: Path | None = None) -> None:
+        """Show ``folder`` (default: a fresh one, if the field is empty) as the output folder.
+
+        A suggestion is not stored in the project (a reopened project gets a fresh one) until a person
+        edits the field.
+        """
+        if folder is None:
+            if self.output_file.filePath().strip():
+                return
+            folder = suggested_output_folder(self.project)
+        restoring, self._restoring = self._restoring, True
+        try:
+            self._suggested_output = str(folder)
+            self.output_file.setFilePath(str(folder))
+        finally:
+            self._restoring = restoring
+        self._schedule()
+
+    # ================================================================== sample data
+
+    def use_sample(self, layers: dict[str, Any]) -> None:
+        """Choose the sample city's layers (:func:`plugin.sample_data.load_sample_data`): regions, POIs, the
+        image, labels and a fresh output folder, so that Run works straight away."""
+        region = layers.get(str(SAMPLE_CHOICES["regions"]))
+        if region is not None:
+            self.region_combo.setLayer(region)
+            self._on_region_layer_changed()
+            self.region_id_combo.setField(str(SAMPLE_CHOICES["region_id_field"]))
+        pois = layers.get(str(SAMPLE_CHOICES["pois"]))
+        if pois is not None:
+            self.poi_combo.setLayer(pois)
+            self._on_poi_layer_changed()
+            self.poi_category_combo.setField(str(SAMPLE_CHOICES["poi_category_field"]))
+            self.poi_name_combo.setField(str(SAMPLE_CHOICES["poi_name_field"]))
+        rasters = {layers[key].id() for key in SAMPLE_CHOICES["rasters"] if key in layers}
+        for item in self._items(self.raster_list):
+            if item.data(Qt.ItemDataRole.UserRole) in rasters:
+                item.setCheckState(Qt.CheckState.Checked)
+        fields = set(SAMPLE_CHOICES["label_fields"])
+        for item in self._items(self.label_list):
+            checked = item.data(Qt.ItemDataRole.UserRole) in fields
+            item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+        self.label_points_combo.setLayer(layers.get(str(SAMPLE_CHOICES["label_points"])))
+        if not self.output_file.filePath().strip() or not output_folder_is_free(Path(self.output_file.filePath())):
+            self._suggest_output_folder(suggested_output_folder(self.project, "sf_sample"))
+        self._user_changed = True
+        self.refresh_validation()
 
     # ================================================================== run
 
@@ -838,6 +956,10 @@ class RunDock(QgsDockWidget):
             self.progress_bar.setValue(100)
             self.stage_label.setText(f"Finished on {outcome.device} in {outcome.seconds:.1f} s.")
             self.show_metrics(outcome.gpkg)
+            used = Path(self.output_file.filePath().strip()).expanduser()
+            same = task is not None and used.resolve() == Path(task.params.output_dir).resolve()
+            if same and not self.overwrite_check.isChecked():
+                self._suggest_output_folder(next_free_folder(used))  # the next run gets a fresh folder
         elif isinstance(outcome, RunCancelled):
             self.progress_bar.setValue(0)
             self.stage_label.setText("Cancelled; nothing was written.")

@@ -90,6 +90,33 @@ def test_run_with_bad_config_reports_config_error(worker, tmp_path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+def test_info_about_a_saved_model(worker, tmp_path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from backend.models import BaselineEmbedder
+    from backend.views import Views
+
+    ids = pd.Index([f"r{i}" for i in range(8)], name="region_id")
+    counts = pd.DataFrame(np.arange(24).reshape(8, 3) % 5, index=ids, columns=["bank", "cafe", "school"])
+    BaselineEmbedder(dim=2).fit(Views(region_ids=ids, tables={"poi_counts": counts})).save(tmp_path / "m")
+    worker.send({"id": 4, "action": "info", "params": {"model": str(tmp_path / "m")}})
+    ev, _ = worker.until("result", 4)
+    model = ev["result"]["model"]
+    assert model["name"] == "baseline" and model["dim"] == 2
+    assert list(model["inputs"]) == ["regions", "pois"] and model["inputs"]["pois"]["required"] is True
+    other = Proc()  # a fresh worker: the first job's thread may not have ended yet ("busy")
+    try:
+        assert other.read()["event"] == "ready"
+        other.send({"id": 5, "action": "info", "params": {"model": str(tmp_path / "none")}})
+        ev, _ = other.until("error", 5)
+        assert ev["kind"] == "input" and "no saved RegionLens model" in ev["message"]
+        assert other.close() == 0
+    finally:
+        if other.p.poll() is None:
+            other.p.kill()
+
+
 def test_stray_prints_do_not_corrupt_protocol() -> None:
     code = ("import os, sys; from backend.worker import Worker; fd=os.dup(1); os.dup2(2,1); sys.stdout=sys.stderr; "
             "print('noise'); os.system('echo c-noise'); Worker(fd).emit({'event':'x'})")

@@ -96,8 +96,14 @@ def _add(layer, values: dict, geometry: ogr.Geometry | None = None) -> None:
     assert layer.CreateFeature(feature) == 0
 
 
-def write_run_gpkg(folder: Path, labels: Sequence[str] = ("population", "robbery")) -> Path:
-    """Write ``folder/regionlens.gpkg`` with the layers of docs/protocol.md; return its path."""
+def write_run_gpkg(
+    folder: Path, labels: Sequence[str] = ("population", "robbery"), methods: Sequence[str] = ("baseline",)
+) -> Path:
+    """Write ``folder/regionlens.gpkg`` with the layers of docs/protocol.md; return its path.
+
+    The first method's layers are unsuffixed; every further method ``m`` adds ``embeddings_m``,
+    ``clusters_m``, ``predictions_m`` and ``cluster_profiles_m`` (as a run does), with its own values.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "regionlens.gpkg"
     ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path), options=["VERSION=1.3"])
@@ -107,65 +113,69 @@ def write_run_gpkg(folder: Path, labels: Sequence[str] = ("population", "robbery
     n = GRID_COLUMNS * GRID_ROWS
     ids = [f"r{i:02d}" for i in range(n)]
 
-    emb_fields = [("region_id", ogr.OFTString)] + [(f"emb_{j:03d}", ogr.OFTReal) for j in range(EMB_DIM)]
-    emb = _layer(ds, "embeddings", srs, emb_fields)
-    for i in range(n):
-        _add(emb, {"region_id": ids[i], **{f"emb_{j:03d}": math.sin(i + j) for j in range(EMB_DIM)}}, _square(i))
+    for m, method in enumerate(methods):
+        sfx = "" if m == 0 else f"_{method}"
+        emb_fields = [("region_id", ogr.OFTString)] + [(f"emb_{j:03d}", ogr.OFTReal) for j in range(EMB_DIM)]
+        emb = _layer(ds, f"embeddings{sfx}", srs, emb_fields)
+        for i in range(n):
+            values = {f"emb_{j:03d}": math.sin(i + j + m) for j in range(EMB_DIM)}
+            _add(emb, {"region_id": ids[i], **values}, _square(i))
 
-    clusters = _layer(
-        ds,
-        "clusters",
-        srs,
-        [("region_id", ogr.OFTString), ("cluster", ogr.OFTInteger), ("cluster_name", ogr.OFTString)],
-    )
-    for i in range(n):
-        c = i % N_CLUSTERS
-        _add(clusters, {"region_id": ids[i], "cluster": c, "cluster_name": CLUSTER_NAMES[c]}, _square(i))
+        clusters = _layer(
+            ds,
+            f"clusters{sfx}",
+            srs,
+            [("region_id", ogr.OFTString), ("cluster", ogr.OFTInteger), ("cluster_name", ogr.OFTString)],
+        )
+        for i in range(n):
+            c = i % N_CLUSTERS
+            _add(clusters, {"region_id": ids[i], "cluster": c, "cluster_name": CLUSTER_NAMES[c]}, _square(i))
 
-    pred_fields = [("region_id", ogr.OFTString)]
-    for label in labels:
-        pred_fields += [(f"{label}_obs", ogr.OFTReal), (f"{label}_pred", ogr.OFTReal), (f"{label}_res", ogr.OFTReal)]
-    predictions = _layer(ds, "predictions", srs, pred_fields)
-    for i in range(n):
-        row: dict = {"region_id": ids[i]}
-        for k, label in enumerate(labels):
-            obs = 1000.0 * (k + 1) + 150.0 * i
-            pred = obs + (-1) ** i * 40.0 * (i % 5)  # residuals of both signs
-            if i == n - 1:  # one missing label value, as the protocol allows
-                row.update({f"{label}_obs": None, f"{label}_pred": pred, f"{label}_res": None})
-            else:
-                row.update({f"{label}_obs": obs, f"{label}_pred": pred, f"{label}_res": obs - pred})
-        _add(predictions, row, _square(i))
+        pred_fields = [("region_id", ogr.OFTString)]
+        for label in labels:
+            pred_fields += [(f"{label}_{part}", ogr.OFTReal) for part in ("obs", "pred", "res")]
+        predictions = _layer(ds, f"predictions{sfx}", srs, pred_fields)
+        for i in range(n):
+            row: dict = {"region_id": ids[i]}
+            for k, label in enumerate(labels):
+                obs = 1000.0 * (k + 1) + 150.0 * i
+                pred = obs + (-1) ** i * 40.0 * (i % 5) + m  # residuals of both signs
+                if i == n - 1:  # one missing label value, as the protocol allows
+                    row.update({f"{label}_obs": None, f"{label}_pred": pred, f"{label}_res": None})
+                else:
+                    row.update({f"{label}_obs": obs, f"{label}_pred": pred, f"{label}_res": obs - pred})
+            _add(predictions, row, _square(i))
 
     metric_fields = [
         ("method", ogr.OFTString), ("label", ogr.OFTString), ("target", ogr.OFTString), ("units", ogr.OFTString),
         ("model", ogr.OFTString), ("protocol", ogr.OFTString), ("n_regions", ogr.OFTInteger),
     ] + [(f"{m}_{s}", ogr.OFTReal) for m in ("mae", "rmse", "r2") for s in ("mean", "std")]  # fmt: skip
     metrics = _layer(ds, "metrics", None, metric_fields)
-    for label in labels:
+    for method, label in [(method, label) for method in methods for label in labels]:
         for protocol in ("shuffled", "spatial"):
             _add(metrics, {
-                "method": "baseline", "label": label, "target": f"log1p({label} per km2)", "units": LABEL_UNITS,
+                "method": method, "label": label, "target": f"log1p({label} per km2)", "units": LABEL_UNITS,
                 "model": "ridge", "protocol": protocol,
                 "n_regions": n, "mae_mean": 1.0, "mae_std": 0.1, "rmse_mean": 1.5, "rmse_std": 0.2,
                 "r2_mean": 0.4, "r2_std": 0.05,
             })  # fmt: skip
 
-    profiles = _layer(
-        ds, "cluster_profiles", None,
-        [("cluster", ogr.OFTInteger), ("cluster_name", ogr.OFTString), ("n_regions", ogr.OFTInteger),
-         ("feature", ogr.OFTString), ("mean", ogr.OFTReal), ("zscore", ogr.OFTReal)],
-    )  # fmt: skip
-    for c in range(N_CLUSTERS):
-        _add(profiles, {"cluster": c, "cluster_name": CLUSTER_NAMES[c], "n_regions": 3, "feature": "POI share: cafe",
-                        "mean": 0.1 * c, "zscore": c - 1.5})
+    for m, method in enumerate(methods):
+        profiles = _layer(
+            ds, "cluster_profiles" if m == 0 else f"cluster_profiles_{method}", None,
+            [("cluster", ogr.OFTInteger), ("cluster_name", ogr.OFTString), ("n_regions", ogr.OFTInteger),
+             ("feature", ogr.OFTString), ("mean", ogr.OFTReal), ("zscore", ogr.OFTReal)],
+        )  # fmt: skip
+        for c in range(N_CLUSTERS):
+            _add(profiles, {"cluster": c, "cluster_name": CLUSTER_NAMES[c], "n_regions": 3,
+                            "feature": "POI share: cafe", "mean": 0.1 * c, "zscore": c - 1.5})
     ds = None  # noqa: F841 - closes and flushes the GeoPackage
     return path
 
 
 @pytest.fixture
 def make_run_gpkg() -> Callable[..., Path]:
-    """``make_run_gpkg(folder, labels=("population", "robbery")) -> Path`` (see write_run_gpkg)."""
+    """``make_run_gpkg(folder, labels=("population", "robbery"), methods=("baseline",)) -> Path``."""
     return write_run_gpkg
 
 

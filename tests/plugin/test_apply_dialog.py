@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from qgis.core import QgsFeature, QgsGeometry, QgsProject, QgsRectangle, QgsVectorLayer
 
+from plugin.parameters import raster_path
+from plugin.sample_data import load_sample_data
 from plugin.tasks import RunSucceeded
-from plugin.ui.apply_dialog import ApplyDialog, apply_inputs_dir, read_saved_model, validate_apply
+from plugin.ui.apply_dialog import ApplyDialog, SavedModel, apply_inputs_dir, to_apply_parameters, validate_apply
 
 # Trains a tiny CaLLiPer model (fake sentence encoder, one epoch) on four squares and saves it to argv[1].
 TRAIN_SCRIPT = """
@@ -38,11 +40,37 @@ CaLLiPerEmbedder(dim=4, device="cpu", epochs=1, hidden=16, blocks=1, scales=4, n
 """
 
 
-def write_config(folder: Path, name: str, vocabulary: dict, params: dict | None = None) -> Path:
-    folder.mkdir(parents=True)
-    config = {"name": name, "dim": 8, "seed": 0, "device": "auto", "params": params or {}, "vocabulary": vocabulary}
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
+# Describes, as the backend saves it, a chips-CooKIE model and a ReFound model (POIs and imagery), without
+# training: the backend's own Embedder.inputs() on a fitted state. Prints {"cookie": config, "refound": config}.
+DESCRIBE_SCRIPT = """
+import json
+from backend.models import CooKIEEmbedder, RefoundEmbedder
+cookie = CooKIEEmbedder(dim=8)
+cookie.vocabulary = {"poi_counts": ["bank", "cafe"], "chips": ["sf_landsat7_3857_30m"]}
+cookie.meta = {"sources": {"poi": "poi_counts", "image": "chips"}}
+refound = RefoundEmbedder(dim=8)
+refound.vocabulary = {"chips": ["sf_landsat7_3857_30m"]}
+refound.meta = {"has_pois": True, "has_image": True, "raster": "sf_landsat7_3857_30m"}
+out = {}
+for model in (cookie, refound):
+    model._fitted = True
+    out[model.name] = {"name": model.name, "dim": 8, "seed": 0, "device": "auto", "params": {},
+                       "vocabulary": model.vocabulary, "inputs": model.inputs()}
+print(json.dumps(out))
+"""
+
+
+def saved_configs(backend_python: Path, repo_root: Path, folder: Path) -> dict[str, Path]:
+    """Model folders holding the backend's config.json of a chips-CooKIE and a ReFound model."""
+    done = subprocess.run([str(backend_python), "-c", DESCRIBE_SCRIPT], cwd=repo_root, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    folders = {}
+    for name, config in json.loads(done.stdout.strip().splitlines()[-1]).items():
+        folders[name] = folder / name
+        folders[name].mkdir(parents=True)
+        (folders[name] / "config.json").write_text(json.dumps(config))
+    return folders
 
 
 def square_layer(n: int = 3, name: str = "cells") -> QgsVectorLayer:
@@ -59,38 +87,75 @@ def square_layer(n: int = 3, name: str = "cells") -> QgsVectorLayer:
     return layer
 
 
-def test_read_saved_model(tmp_path: Path) -> None:
-    cal = read_saved_model(write_config(tmp_path / "cal", "calliper", {"poi_points": ["cafe"]},
-                                        {"region_mode": "polygon"}))
-    assert cal.name == "calliper" and not cal.pois and not cal.imagery and "inside each polygon" in cal.summary
-    poi_mode = read_saved_model(write_config(tmp_path / "calp", "calliper", {}, {"region_mode": "poi"}))
-    assert poi_mode.pois
-    base = read_saved_model(write_config(tmp_path / "base", "baseline", {"poi_counts": ["cafe"], "image_stats": []}))
-    assert base.pois and base.imagery
-    with pytest.raises(ValueError, match="no saved RegionLens model"):
-        read_saved_model(tmp_path / "nothing")
+def test_saved_model_from_the_backend_answer() -> None:
+    answer = {"model": {"folder": "/m", "name": "calliper", "title": "CaLLiPer", "dim": 8,
+                        "inputs": {"regions": {"views": [], "fields": ["id_field"], "required": True}}}}
+    model = SavedModel.from_info(answer)
+    assert model.name == "calliper" and not model.needs("pois") and not model.needs("rasters")
+    assert "polygons alone" in model.summary and "(8-d)" in model.summary
+    answer["model"]["inputs"]["landuse"] = {"views": ["landuse"], "fields": ["class_field"], "required": False}
+    assert "land-use layer" in SavedModel.from_info(answer).summary  # said, though the dialog cannot give it
+    with pytest.raises(ValueError, match="did not describe"):
+        SavedModel.from_info({"version": "0.1"})
 
 
-def test_dialog_adapts_to_the_model_and_validates(tmp_path: Path, qgis_new_project: QgsProject) -> None:
+def test_dialog_asks_the_backend_what_a_model_needs(
+    backend_python: Path, repo_root: Path, tmp_path: Path, qgis_new_project: QgsProject, qtbot
+) -> None:
+    folders = saved_configs(backend_python, repo_root, tmp_path / "models")
+    sample = load_sample_data(qgis_new_project)
+    dialog = ApplyDialog(plugin=None, project=qgis_new_project, backend_python=backend_python)
+    assert dialog.region_id_combo.currentField() == "GEO_ID"
+    assert any("saved model" in p for p in dialog.problems) and not dialog.apply_button.isEnabled()
+    dialog.output_file.setFilePath(str(tmp_path / "out.gpkg"))
+
+    # CooKIE that learned from image chips: the raster is asked for and sent (it used to be dropped).
+    dialog.model_file.setFilePath(str(folders["cookie"]))
+    assert dialog.model_task is not None and any("Asking the backend" in p for p in dialog.problems)
+    qtbot.waitUntil(lambda: dialog.model_task is None, timeout=60_000)
+    assert dialog.model is not None and dialog.model.name == "cookie"
+    assert not dialog.raster_box.isHidden() and dialog.poi_box.isEnabled()
+    assert dialog.problems == ["This cookie model needs a POI layer or a raster."]
+    dialog.raster_combo.setLayer(sample["landsat"])
+    dialog.poi_combo.setLayer(sample["pois"])
+    assert dialog.problems == [], dialog.problems
+    params = to_apply_parameters(dialog.choices(), backend_python, dialog.model, qgis_new_project)
+    assert params.params["rasters"] == [str(raster_path(sample["landsat"]))]
+    assert params.params["category_field"] == "category" and params.params["name_field"] is None  # counts only
+
+    # ReFound (POI names and image chips): both go to the worker, names included.
+    dialog.model_file.setFilePath(str(folders["refound"]))
+    qtbot.waitUntil(lambda: dialog.model_task is None, timeout=60_000)
+    assert dialog.model is not None and dialog.model.needs("pois") and dialog.model.needs("rasters")
+    assert dialog.problems == [], dialog.problems
+    params = to_apply_parameters(dialog.choices(), backend_python, dialog.model, qgis_new_project)
+    assert params.params["rasters"] == [str(raster_path(sample["landsat"]))]
+    assert (params.params["category_field"], params.params["name_field"]) == ("category", "name")
+    assert "regions" in params.params and Path(params.params["pois"]).is_file()
+
+    dialog.model_file.setFilePath(str(tmp_path / "nothing"))  # the backend's error is shown
+    qtbot.waitUntil(lambda: dialog.model_task is None, timeout=60_000)
+    assert any("no saved RegionLens model" in p for p in dialog.problems)
+
+
+def test_dialog_validates(tmp_path: Path, qgis_new_project: QgsProject) -> None:
     layer = square_layer()
     qgis_new_project.addMapLayer(layer)
     dialog = ApplyDialog(plugin=None, project=qgis_new_project, backend_python=Path("/usr/bin/python3"))
     assert dialog.region_id_combo.currentField() == "cell_id"
-    assert any("saved model" in p for p in dialog.problems) and not dialog.apply_button.isEnabled()
-
-    dialog.model_file.setFilePath(str(write_config(tmp_path / "base", "baseline", {"poi_counts": ["cafe"]})))
-    assert dialog.poi_box.isEnabled() and any("needs a POI layer" in p for p in dialog.refresh())
-
-    dialog.model_file.setFilePath(str(write_config(tmp_path / "cal", "calliper", {}, {"region_mode": "polygon"})))
+    dialog.model = SavedModel(tmp_path, "calliper", 8, {"regions": {"fields": ["id_field"], "required": True}})
+    dialog.model_file.blockSignals(True)
+    dialog.model_file.setFilePath(str(tmp_path))
+    dialog.model_file.blockSignals(False)
     dialog.output_file.setFilePath(str(tmp_path / "out.txt"))
-    assert not dialog.poi_box.isEnabled()
+    assert not dialog.poi_box.isEnabled() and dialog.raster_box.isHidden()
     assert dialog.problems == ["The output must be a GeoPackage file ending in .gpkg."]
     (tmp_path / "out.gpkg").write_text("")
     dialog.output_file.setFilePath(str(tmp_path / "out.gpkg"))
     assert any("exists" in p for p in dialog.problems)
     dialog.overwrite_check.setChecked(True)
     assert dialog.problems == [] and dialog.apply_button.isEnabled()
-    assert validate_apply(dialog.choices(), qgis_new_project, None)[-1].startswith("The backend is not set up")
+    assert validate_apply(dialog.choices(), qgis_new_project, None, dialog.model)[-1].startswith("The backend is not")
 
 
 def test_idle_dialog_shows_no_cancel_button_and_ignores_the_wheel(qgis_new_project: QgsProject, qtbot) -> None:
@@ -122,6 +187,7 @@ def test_apply_runs_the_worker_and_loads_the_layer(backend_python: Path, repo_ro
     plugin = Plugin()
     dialog = ApplyDialog(plugin, project=qgis_new_project, backend_python=backend_python)
     dialog.model_file.setFilePath(str(model_dir))
+    qtbot.waitUntil(lambda: dialog.model_task is None, timeout=60_000)
     out = tmp_path / "applied" / "cells.gpkg"
     dialog.output_file.setFilePath(str(out))
     assert dialog.problems == [], dialog.problems

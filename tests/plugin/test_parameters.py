@@ -14,9 +14,16 @@ from pathlib import Path
 
 import pytest
 from osgeo import ogr
-from qgis.core import QgsFeature, QgsGeometry, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.core import QgsFeature, QgsGeometry, QgsProject, QgsRasterLayer, QgsVectorFileWriter, QgsVectorLayer
 
-from plugin.input_export import MARKER, STAGING_MARKER, remove_exported_inputs, remove_stale_staging
+from plugin.input_export import (
+    MARKER,
+    STAGING_MARKER,
+    InputExporter,
+    gpkg_columns,
+    remove_exported_inputs,
+    remove_stale_staging,
+)
 from plugin.parameters import (
     METHODS,
     LabelChoice,
@@ -302,7 +309,7 @@ def test_to_run_config_exports_inputs(sample: dict, tmp_path: Path, backend_pyth
 
     regions = QgsVectorLayer(str(inputs / "regions.gpkg"), "r", "ogr")
     assert regions.featureCount() == 579
-    assert [f for f in regions.fields().names() if f != "fid"] == ["GEO_ID", "Population"]
+    assert gpkg_columns(inputs / "regions.gpkg", "regions") == ["GEO_ID", "Population"]  # what the backend reads
     pois = QgsVectorLayer(str(inputs / "pois.gpkg"), "p", "ogr")
     assert pois.featureCount() == 2563
     assert {"category", "name"} <= set(pois.fields().names()) and "osm_id" not in pois.fields().names()
@@ -374,3 +381,34 @@ def test_malformed_project_entries_are_ignored(qgis_new_project: QgsProject) -> 
     assert choices.seed == 0 and choices.device == "cuda"
     assert [lab.field for lab in choices.labels] == ["Population"]
     assert [m.name for m in choices.methods] == ["baseline"]
+
+
+def test_geopackage_fid_is_exported_as_a_column(qgis_new_project: QgsProject, tmp_path: Path) -> None:
+    """A GeoPackage's key column (fid) shows as a field in QGIS; chosen as the id, it must reach the backend."""
+    memory = QgsVectorLayer("Polygon?crs=EPSG:32610&field=regionlens_fid:integer&field=pop:integer", "cells", "memory")
+    for i in range(3):
+        feature = QgsFeature(memory.fields())
+        feature.setGeometry(QgsGeometry.fromWkt(f"POLYGON(({i} 0,{i + 1} 0,{i + 1} 1,{i} 1,{i} 0))"))
+        feature.setAttributes([i, 10 * i])
+        memory.dataProvider().addFeature(feature)
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    path = str(tmp_path / "cells.gpkg")
+    assert QgsVectorFileWriter.writeAsVectorFormatV3(memory, path, qgis_new_project.transformContext(), options)[0] == 0
+    cells = QgsVectorLayer(path, "cells", "ogr")
+    assert cells.fields().names()[0] == "fid"
+    exporter = InputExporter(tmp_path / "inputs")
+    exporter.prepare()
+    written = exporter.export(cells, "regions", ["fid", "regionlens_fid", "pop"])
+    assert gpkg_columns(written, "regions") == ["fid", "regionlens_fid", "pop"]  # a key column name no field uses
+    exported = QgsVectorLayer(str(written), "r", "ogr")
+    assert sorted(f["fid"] for f in exported.getFeatures()) == [1, 2, 3]
+
+    # Processing exports the same way.
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback
+
+    from plugin.processing._inputs import export_vector
+
+    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+    path = export_vector(cells, tmp_path / "processing.gpkg", context, feedback, "regions")
+    assert gpkg_columns(path, "processing") == ["fid", "regionlens_fid", "pop"]

@@ -43,7 +43,7 @@ def test_class_factory_init_gui_unload(installed_package: ModuleType, qgis_iface
     assert plugin.actions == []
 
 
-def test_load_sample_data(qgis_iface, qgis_new_project: QgsProject) -> None:
+def test_load_sample_data(qgis_iface, qgis_new_project: QgsProject, qtbot) -> None:
     plugin = RegionLensPlugin(qgis_iface)
     plugin.initGui()
     try:
@@ -63,6 +63,24 @@ def test_load_sample_data(qgis_iface, qgis_new_project: QgsProject) -> None:
         assert any(isinstance(n.layer(), QgsRasterLayer) for n in layers.values())
         assert qgis_new_project.crs().authid() == "EPSG:3857"
         assert qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Success)
+
+        # The run dock opens with every sample input chosen: try everything with one click on Run.
+        dock = plugin.run_dock
+        assert dock is not None and not dock.isHidden()  # shown (the stub main window itself is hidden)
+        choices = dock.choices()
+        by_name = {n.layer().name(): n.layer() for n in layers.values()}
+        assert choices.region_layer_id == blocks.id() and choices.region_id_field == "GEO_ID"
+        pois = next(layer for name, layer in by_name.items() if name.startswith("POIs"))
+        assert choices.poi_layer_id == pois.id()
+        assert (choices.poi_category_field, choices.poi_name_field) == ("category", "name")
+        landsat = next(layer for layer in by_name.values() if isinstance(layer, QgsRasterLayer))
+        assert choices.raster_layer_ids == [landsat.id()]
+        assert [lab.field for lab in choices.labels if lab.field] == ["Population", "Robbery"]
+        assert [lab.points_layer_id for lab in choices.labels if lab.points_layer_id] == [crimes.layer().id()]
+        assert Path(choices.output_dir).parent.name == "regionlens"
+        dock.refresh_validation()
+        assert dock.problems == [], dock.problems
+        qtbot.waitUntil(lambda: dock.info_task is None, timeout=90_000)
     finally:
         plugin.unload()
 
@@ -80,7 +98,9 @@ def test_open_run_results_from_dialog(
         plugin.open_results_action.trigger()
         group = qgis_new_project.layerTreeRoot().findGroup("RegionLens \u2014 run_small")
         assert group is not None
-        assert len(group.findLayers()) == 6
+        names = {node.layer().source().split("layername=")[1] for node in group.findLayers()}
+        assert names == {"clusters", "predictions", "embeddings", "cluster_profiles", "metrics"}
+        assert len(group.findLayers()) == 8  # two labels: a predictions and a residuals map each
         assert qgis_new_project.crs().authid() == "EPSG:32610"
     finally:
         plugin.unload()

@@ -53,7 +53,7 @@ def test_render_demo(run_gpkg: Path) -> None:
     project = QgsProject()
     assert project.read(str(written["project"]))
     layers = list(project.mapLayers().values())
-    assert len(layers) == 6
+    assert len(layers) == 8  # every label's predictions and residuals maps
     assert all(layer.isValid() for layer in layers)
     assert project.layerTreeRoot().findGroup("RegionLens \u2014 run_small") is not None
     project.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,14 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
-from plugin.results import LAYER_KEYS, gpkg_layer_names, label_names, load_run_outputs, run_group_name
+from plugin.results import (
+    LAYER_KEYS,
+    gpkg_layer_names,
+    label_names,
+    load_run_outputs,
+    run_group_name,
+    run_methods,
+)
 from plugin.styling import (
     CLUSTER_COLOURS,
     cluster_colour,
@@ -29,25 +37,74 @@ from plugin.styling import (
 
 def test_load_run_outputs(qgis_new_project: QgsProject, run_gpkg: Path) -> None:
     layers = load_run_outputs(run_gpkg, qgis_new_project)
-    assert list(layers) == list(LAYER_KEYS)
+    assert list(layers) == list(LAYER_KEYS)  # the primary method's layers, first label
 
     group = qgis_new_project.layerTreeRoot().findGroup("RegionLens \u2014 run_small")
-    assert group is not None
+    assert group is not None and layers.group is group
     assert run_group_name(run_gpkg) == group.name()
-    assert [node.layer() for node in group.findLayers()] == [layers[key] for key in LAYER_KEYS]
-    visible = {key for key in LAYER_KEYS if group.findLayer(layers[key].id()).itemVisibilityChecked()}
-    assert visible == {"clusters"}
+    assert [child.name() for child in group.children()] == ["baseline", "Metrics (run_small)"]
+    method_group = group.findGroup("baseline")
+    assert [node.layer().name() for node in method_group.findLayers()] == [
+        "Clusters (baseline, run_small)",
+        "Predicted population (baseline, run_small)",
+        "Residuals population, observed \u2212 predicted (baseline, run_small)",
+        "Predicted robbery (baseline, run_small)",
+        "Residuals robbery, observed \u2212 predicted (baseline, run_small)",
+        "Embeddings (baseline, run_small)",
+        "Cluster profiles (baseline, run_small)",
+    ]
+    visible = [node.layer() for node in group.findLayers() if node.itemVisibilityChecked()]
+    assert visible == [layers["clusters"]]
 
-    for key, layer in layers.items():
-        table = "predictions" if key == "residuals" else key
-        assert layer.isValid(), key
-        assert layer.providerType() == "ogr"
-        assert layer.source() == f"{run_gpkg.resolve()}|layername={table}"
-        assert qgis_new_project.mapLayer(layer.id()) is layer
+    for entry in layers.entries:
+        table = "predictions" if entry.key == "residuals" else entry.key
+        assert entry.layer.isValid(), entry
+        assert entry.layer.providerType() == "ogr"
+        assert entry.layer.source() == f"{run_gpkg.resolve()}|layername={table}"
+        assert qgis_new_project.mapLayer(entry.layer.id()) is entry.layer
     assert layers["metrics"].isSpatial() is False
     assert layers["metrics"].featureCount() == 4
     assert layers["cluster_profiles"].isSpatial() is False
     assert layers["clusters"].crs().authid() == "EPSG:32610"
+
+
+def test_every_method_and_label_is_loaded_and_grouped(
+    qgis_new_project: QgsProject, make_run_gpkg, tmp_path: Path
+) -> None:
+    gpkg = make_run_gpkg(tmp_path / "two", labels=("population", "robbery"), methods=("baseline", "calliper"))
+    layers = load_run_outputs(gpkg, qgis_new_project)
+    assert run_methods(gpkg) == ["baseline", "calliper"]  # no run.json: primary named by the metrics table
+    assert layers.methods == ["baseline", "calliper"]
+
+    loaded = {entry.layer.source().split("layername=")[1] for entry in layers.entries}
+    assert loaded == set(gpkg_layer_names(gpkg))  # every layer of the GeoPackage reaches the map
+    group = layers.group
+    calliper = group.findGroup("calliper")
+    assert [child.name() for child in group.children()] == ["baseline", "calliper", "Metrics (two)"]
+    names = [node.layer().name() for node in calliper.findLayers()]
+    assert names == [
+        "Clusters (calliper, two)",
+        "Predicted population (calliper, two)",
+        "Residuals population, observed \u2212 predicted (calliper, two)",
+        "Predicted robbery (calliper, two)",
+        "Residuals robbery, observed \u2212 predicted (calliper, two)",
+        "Embeddings (calliper, two)",
+        "Cluster profiles (calliper, two)",
+    ]
+    robbery = layers.layer("predictions", "calliper", "robbery")
+    assert robbery.source().endswith("layername=predictions_calliper")
+    assert robbery.renderer().classAttribute() == "robbery_pred"
+    assert layers.layer("residuals", "calliper", "robbery").renderer().classAttribute() == "robbery_res"
+    assert isinstance(layers.layer("clusters", "calliper").renderer(), QgsCategorizedSymbolRenderer)
+    assert calliper.isExpanded() is False and group.findGroup("baseline").isExpanded() is True
+    assert all(not node.itemVisibilityChecked() for node in calliper.findLayers())
+
+    # The run's manifest names the methods and the primary one.
+    manifest = {"methods": ["calliper", "baseline"], "primary_method": "baseline"}
+    (gpkg.parent / "run.json").write_text(json.dumps(manifest))
+    assert run_methods(gpkg) == ["baseline", "calliper"]
+    (gpkg.parent / "run.json").write_text(json.dumps({"methods": ["hafusion"], "primary_method": "hafusion"}))
+    assert run_methods(gpkg) == ["baseline", "calliper"]  # a manifest that does not match is not trusted
 
 
 def test_clusters_are_categorized(qgis_new_project: QgsProject, run_gpkg: Path) -> None:

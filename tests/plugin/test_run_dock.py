@@ -12,19 +12,29 @@ import signal
 from pathlib import Path
 
 import pytest
-from qgis.core import Qgis, QgsProject, QgsVectorLayer
+from qgis.core import (
+    Qgis,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsGeometry,
+    QgsProject,
+    QgsRectangle,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
+)
 from qgis.PyQt.QtCore import Qt
 
 from plugin.main import RegionLensPlugin
 from plugin.parameters import METHODS, label_name
 from plugin.project_settings import save_choices
+from plugin.results import gpkg_layer_names
 from plugin.sample_data import load_sample_data
 from plugin.tasks import RunCancelled, RunFailed, RunSucceeded
 from plugin.ui import run_dock as run_dock_module
 from plugin.ui.backend_banner import BACKEND_MISSING, BACKEND_MISSING_PROBLEM, OPTIONS_PAGE
 from plugin.ui.messages import DetailsDialog, push_message
 from plugin.ui.metrics_dialog import MetricsDialog
-from plugin.ui.run_dock import RunDock
+from plugin.ui.run_dock import RunDock, next_free_folder
 
 
 @pytest.fixture(autouse=True)
@@ -118,6 +128,13 @@ def test_dock_populated_from_sample_layers(dock: RunDock, sample: dict) -> None:
     labels = set(items(dock.label_list))
     assert {"Population", "Vandalism", "Robbery", "Drugs", "CarTheft"} <= labels
     assert "GEO_ID" not in labels and "NAME" not in labels  # numeric fields only
+    check(dock.label_list, "Robbery")
+    dock.region_id_combo.setField("Population")  # the id field is never a label; other ticks stay
+    assert "Population" not in items(dock.label_list)
+    dock.region_id_combo.setField("GEO_ID")
+    assert "Population" in items(dock.label_list)
+    assert items(dock.label_list)["Robbery"].checkState() == Qt.CheckState.Checked
+    items(dock.label_list)["Robbery"].setCheckState(Qt.CheckState.Unchecked)
     assert list(dock.method_sections) == ["baseline"]
     baseline = dock.method_sections["baseline"]
     assert baseline.is_checked() and baseline.advanced.isCollapsed()
@@ -136,6 +153,7 @@ def test_raster_list_follows_the_project(dock: RunDock, qgis_new_project: QgsPro
 
 
 def test_live_validation_messages(dock: RunDock, sample: dict, tmp_path: Path, qtbot) -> None:
+    dock.output_file.setFilePath("")
     dock.refresh_validation()
     text = dock.validation_label.text()
     assert "No input for baseline" in text and "Choose an output folder" in text
@@ -291,7 +309,137 @@ def test_settings_persist_per_project(plugin, sample: dict, qgis_new_project: Qg
         second.disconnect_project()
 
 
+def test_reopened_project_keeps_every_saved_method(
+    plugin, sample: dict, qgis_new_project: QgsProject, tmp_path: Path, qtbot
+) -> None:
+    info = {"version": "test", "methods": {
+        "baseline": {"title": "Baseline", "dim": 32, "views": ["poi_counts"], "min_views": 1, "params": {}},
+        "hafusion": {"title": "HAFusion", "dim": 16, "views": ["poi_counts"], "min_views": 1, "params": {"epochs": 0}},
+    }}  # fmt: skip
+    METHODS.update_from_info(info)
+    first = RunDock(plugin, None, qgis_new_project, fetch_info=False)
+    qtbot.addWidget(first)
+    small_run(first, sample, tmp_path / "run")
+    first.method_sections["hafusion"].set_checked(True)
+    assert [m.name for m in first.choices().methods] == ["baseline", "hafusion"]
+    first.save()
+    project_file = tmp_path / "city.qgz"
+    assert qgis_new_project.write(str(project_file))
+    first.disconnect_project()
+
+    METHODS.reset()  # a new QGIS session: only the baseline is known until the backend answers
+    second = RunDock(plugin, None, qgis_new_project, fetch_info=False)
+    qtbot.addWidget(second)
+    try:
+        qgis_new_project.clear()
+        assert qgis_new_project.read(str(project_file))
+        assert [m.name for m in second.choices().methods] == ["baseline"]  # hafusion not offered yet
+        METHODS.update_from_info(info)  # the backend answers (as BackendInfoTask.finished does)
+        second._info_done(info, "")
+        assert [m.name for m in second.choices().methods] == ["baseline", "hafusion"]
+    finally:
+        second.disconnect_project()
+
+
+def test_output_folder_is_suggested_and_fresh(
+    dock: RunDock, qgis_new_project: QgsProject, tmp_path: Path, qtbot
+) -> None:
+    assert dock.output_file.filePath() == str(Path.home() / "regionlens" / "run_1")  # an unsaved project
+    assert qgis_new_project.write(str(tmp_path / "city.qgz"))
+    qgis_new_project.clear()
+    (tmp_path / "regionlens" / "run_1").mkdir(parents=True)
+    (tmp_path / "regionlens" / "run_1" / "regionlens.gpkg").write_text("x")
+    (tmp_path / "regionlens" / "run_2_inputs").mkdir()  # a run's exported inputs: run_2 is taken too
+    assert qgis_new_project.read(str(tmp_path / "city.qgz"))
+    assert dock.output_file.filePath() == str(tmp_path / "regionlens" / "run_3")  # beside the project
+    assert next_free_folder(tmp_path / "regionlens" / "run_1") == tmp_path / "regionlens" / "run_3"
+    assert next_free_folder(tmp_path / "regionlens" / "sf") == tmp_path / "regionlens" / "sf"
+    assert qgis_new_project.readEntry("RegionLens", "run/output_dir", "")[0] in ("", '""')  # not stored by itself
+
+
 # ------------------------------------------------------------------------------------- runs
+
+
+def grid_geopackage(path: Path, pois: QgsVectorLayer, cells: int = 6, size: float = 500.0) -> QgsVectorLayer:
+    """A cells x cells grid of squares over the middle of the sample POIs, saved as a GeoPackage (key column fid),
+    with a text name and a numeric ``households`` field; opened as QGIS opens a .gpkg."""
+    memory = QgsVectorLayer("Polygon?crs=EPSG:3857&field=name:string(20)&field=households:integer", "grid", "memory")
+    extent = QgsCoordinateTransform(pois.crs(), memory.crs(), QgsProject.instance()).transformBoundingBox(
+        pois.extent())
+    x0 = extent.center().x() - cells * size / 2
+    y0 = extent.center().y() - cells * size / 2
+    features = []
+    for i in range(cells * cells):
+        feature = QgsFeature(memory.fields())
+        x, y = x0 + (i % cells) * size, y0 + (i // cells) * size
+        feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(x, y, x + size, y + size)))
+        feature.setAttributes([f"cell {i}", 100 + (i * 37) % 250])
+        features.append(feature)
+    assert memory.dataProvider().addFeatures(features)
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    error = QgsVectorFileWriter.writeAsVectorFormatV3(memory, str(path), QgsProject.instance().transformContext(),
+                                                      options)[0]
+    assert error == QgsVectorFileWriter.WriterError.NoError
+    layer = QgsVectorLayer(str(path), "grid", "ogr")
+    assert layer.isValid() and layer.fields().names() == ["fid", "name", "households"]
+    return layer
+
+
+def test_geopackage_regions_two_methods_two_labels_through_the_dock(
+    plugin, sample: dict, qgis_new_project: QgsProject, backend_python: Path, tmp_path: Path, qtbot
+) -> None:
+    grid = grid_geopackage(tmp_path / "grid.gpkg", sample["pois"])
+    qgis_new_project.addMapLayer(grid)
+    dock = RunDock(plugin, None, qgis_new_project)  # asks the backend for its methods
+    qtbot.addWidget(dock)
+    try:
+        qtbot.waitUntil(lambda: dock.info_task is None, timeout=90_000)
+        assert "hafusion" in dock.method_sections
+        dock.region_combo.setLayer(grid)
+        assert dock.region_id_combo.currentField() == "fid"  # the only id there is: a GeoPackage's key column
+        dock.poi_combo.setLayer(sample["pois"])
+        check(dock.label_list, "households")
+        dock.label_points_combo.setLayer(sample["crime_incidents"])
+        for name, section in dock.method_sections.items():
+            section.set_checked(name in ("baseline", "hafusion"))
+        dock.method_sections["baseline"].dim.setValue(4)
+        dock.method_sections["hafusion"].dim.setValue(4)
+        dock.method_sections["hafusion"].param_widgets["epochs"].setValue(2)
+        dock.k_spin.setValue(3)
+        dock.folds_spin.setValue(3)
+        dock.repeats_spin.setValue(1)
+        dock.spatial_check.setChecked(False)
+        dock.device_combo.setCurrentIndex(dock.device_combo.findData("cpu"))
+        out = tmp_path / "grid_run"
+        dock.output_file.setFilePath(str(out))
+        assert dock.refresh_validation() == []
+        assert [m.name for m in dock.choices().methods] == ["baseline", "hafusion"]
+        task = dock.run()
+        assert task is not None
+        qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=300_000)
+        outcome = dock.last_outcome
+        assert isinstance(outcome, RunSucceeded), outcome
+        # fid reached the worker as a real column: the regions are named by it.
+        embeddings = QgsVectorLayer(f"{outcome.gpkg}|layername=embeddings", "e", "ogr")
+        assert sorted(int(f["region_id"]) for f in embeddings.getFeatures()) == list(range(1, 37))
+
+        # Every layer of every method and label is on the map, grouped per method inside the run's group.
+        group = qgis_new_project.layerTreeRoot().findGroup("RegionLens \u2014 grid_run")
+        assert group is not None
+        assert [child.name() for child in group.children()] == ["baseline", "hafusion", "Metrics (grid_run)"]
+        loaded = {node.layer().source().split("layername=")[1] for node in group.findLayers()}
+        assert loaded == set(gpkg_layer_names(outcome.gpkg))
+        labels = ["households", "crime_incidents_2012_h2_sfpd"]
+        for method in ("baseline", "hafusion"):
+            names = [node.layer().name() for node in group.findGroup(method).findLayers()]
+            tag = f"({method}, grid_run)"
+            assert f"Clusters {tag}" in names and f"Embeddings {tag}" in names
+            assert all(f"Predicted {label} {tag}" in names for label in labels), names
+            assert all(f"Residuals {label}, observed \u2212 predicted {tag}" in names for label in labels), names
+        assert dock.output_file.filePath() == str(tmp_path / "grid_run_2")  # a fresh folder for the next run
+    finally:
+        dock.disconnect_project()
 
 
 def test_run_through_the_dock(
@@ -332,7 +480,8 @@ def test_run_through_the_dock(
         group = qgis_new_project.layerTreeRoot().findGroup("RegionLens \u2014 run_sf")
         assert group is not None
         names = {node.layer().name() for node in group.findLayers()}
-        assert {"Clusters", "Predicted population (modelled as log1p(per km\u00b2))", "Embeddings", "Metrics"} <= names
+        assert {"Clusters (baseline, run_sf)", "Predicted population (baseline, run_sf)",
+                "Embeddings (baseline, run_sf)", "Metrics (run_sf)"} <= names
 
         dialog = dock.metrics_dialog
         assert isinstance(dialog, MetricsDialog) and dialog.isVisible()
@@ -351,9 +500,11 @@ def test_run_through_the_dock(
         assert "Log:" in success[0].details_dialog.text() and str(outcome.gpkg) in success[0].details_dialog.text()
         success[0].details_dialog.close()
 
-        assert not dock.run_button.isEnabled()  # the folder now holds results ...
-        assert "already holds files" in dock.validation_label.text()
-        plugin.run_action.trigger()  # ... and the toolbar button hides the dock again
+        # The folder now holds results: the dock moved on to a fresh one, so the next run can start.
+        assert dock.output_file.filePath() == str(tmp_path / "run_sf_2")
+        qtbot.waitUntil(lambda: dock.problems == [], timeout=5_000)
+        assert dock.run_button.isEnabled() and "already holds files" not in dock.validation_label.text()
+        plugin.run_action.trigger()  # the toolbar button hides the dock again
         assert not dock.isVisible()
     finally:
         plugin.unload()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import QgsApplication, QgsCategorizedSymbolRenderer, QgsProject
+from qgis.core import QgsApplication, QgsCategorizedSymbolRenderer, QgsProject, QgsTask
 
 from plugin.results import load_run_outputs
 from plugin.tasks import RunCancelled, RunFailed, RunParameters, RunSucceeded, RunTask
@@ -58,7 +58,7 @@ def test_run_task_end_to_end(
     assert layers["clusters"].featureCount() > 500
 
 
-def test_run_task_reports_bad_input(backend_python: Path, repo_root: Path, tmp_path: Path) -> None:
+def test_run_task_reports_bad_input(backend_python: Path, repo_root: Path, tmp_path: Path, qtbot) -> None:
     config = sample_config(repo_root)
     config["regions"] = {"path": str(tmp_path / "missing.geojson"), "id_field": "GEO_ID"}
     outcomes: list = []
@@ -66,6 +66,7 @@ def test_run_task_reports_bad_input(backend_python: Path, repo_root: Path, tmp_p
     ok = task.run()  # in this thread: no task manager needed
     task.finished(ok)
     assert ok is False
+    qtbot.waitUntil(lambda: bool(outcomes), timeout=5_000)  # handed over on the next event-loop pass
     assert len(outcomes) == 1
     outcome = outcomes[0]
     assert isinstance(outcome, RunFailed), outcome
@@ -76,23 +77,42 @@ def test_run_task_reports_bad_input(backend_python: Path, repo_root: Path, tmp_p
 
 def test_run_task_cancel(backend_python: Path, repo_root: Path, tmp_path: Path, qtbot) -> None:
     outcomes: list = []
+    notices: list[str] = []  # what QGIS's own end-of-task notice would say (qgisapp.cpp: complete or failed)
     params = RunParameters(backend_python, sample_config(repo_root), tmp_path / "run_cancel", cancel_grace=3.0)
-    task = RunTask(params, on_finished=outcomes.append)
-    QgsApplication.taskManager().addTask(task)
-    qtbot.waitUntil(lambda: bool(task.status.stage) or bool(outcomes), timeout=60_000)
-    task.cancel()
-    qtbot.waitUntil(lambda: bool(outcomes), timeout=30_000)
+    task = RunTask(params, on_finished=lambda outcome: outcomes.append(outcome) or notices.append("RegionLens"),
+                   description="RegionLens: run_cancel")
+    manager = QgsApplication.taskManager()
+
+    def qgis_notice(task_id: int, status: int) -> None:
+        ended = manager.task(task_id)
+        if ended is not None and status in (QgsTask.TaskStatus.Complete, QgsTask.TaskStatus.Terminated):
+            word = "Task complete" if status == QgsTask.TaskStatus.Complete else "Task failed"
+            notices.append(f"{word}: {ended.description()}")
+
+    manager.statusChanged.connect(qgis_notice)
+    try:
+        manager.addTask(task)
+        qtbot.waitUntil(lambda: bool(task.status.stage) or bool(outcomes), timeout=60_000)
+        assert not outcomes, outcomes  # still running
+        task.cancel()
+        qtbot.waitUntil(lambda: bool(outcomes), timeout=30_000)
+    finally:
+        manager.statusChanged.disconnect(qgis_notice)
     assert isinstance(outcomes[0], RunCancelled), outcomes[0]
+    assert "cancelled" in outcomes[0].message
     assert not (tmp_path / "run_cancel" / "regionlens.gpkg").exists()
+    # QGIS's notice reads as a cancelled run, not a failed one, and RegionLens reports after it (on top).
+    assert notices == ["Task complete: RegionLens: run_cancel (cancelled)", "RegionLens"]
 
 
-def test_run_task_cancelled_before_start(tmp_path: Path) -> None:
+def test_run_task_cancelled_before_start(tmp_path: Path, qtbot) -> None:
     outcomes: list = []
     task = RunTask(RunParameters(tmp_path / "python", {}, tmp_path / "out"), on_finished=outcomes.append)
     task.cancel()
     ok = task.run()
     task.finished(ok)
-    assert isinstance(outcomes[0], RunCancelled)
+    qtbot.waitUntil(lambda: bool(outcomes), timeout=5_000)
+    assert ok is True and isinstance(outcomes[0], RunCancelled)
 
 
 def test_run_task_missing_backend(tmp_path: Path) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from backend.errors import ConfigError, InputError
-from backend.models import EMBEDDERS, BaselineEmbedder, get_embedder, load_embedder
+from backend.models import EMBEDDERS, BaselineEmbedder, describe_saved_model, get_embedder, load_embedder
 from backend.views._base import Views
 
 
@@ -79,6 +81,23 @@ def test_save_load_round_trip_and_new_regions(tmp_path) -> None:
     assert (tmp_path / "m" / "weights.safetensors").is_file()
     loaded = load_embedder(str(tmp_path / "m"))
     pd.testing.assert_frame_equal(before, loaded.transform(views))
+    # The saved config says what new regions need: POIs (categories only), the raster and the OD table.
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["inputs"] == {
+        "regions": {"views": [], "fields": ["id_field"], "optional_fields": [], "required": True},
+        "pois": {"views": ["poi_counts"], "fields": ["category_field"], "optional_fields": [], "required": False},
+        "rasters": {"views": ["image_stats"], "fields": [], "optional_fields": [], "names": ["img"],
+                   "required": False},
+        "od": {"views": ["mobility"], "fields": ["origin_field", "destination_field", "count_field"],
+               "optional_fields": [], "required": False},
+    }
+    described = describe_saved_model(str(tmp_path / "m"))
+    assert described["name"] == "baseline" and described["inputs"] == saved["inputs"] and described["dim"] == 4
+    del saved["inputs"]  # a model saved before ``inputs`` existed: computed from the loaded model
+    (tmp_path / "m" / "config.json").write_text(json.dumps(saved))
+    assert describe_saved_model(str(tmp_path / "m"))["inputs"] == loaded.inputs()
+    with pytest.raises(InputError, match="no saved RegionLens model"):
+        describe_saved_model(str(tmp_path / "nothing"))
     # New regions with shuffled category columns, an unseen category and no mobility: same columns used.
     new = make_views(n=10, seed=9, mobility=False)
     counts = new.tables["poi_counts"]

@@ -282,6 +282,11 @@ def test_save_load_round_trip(tmp_path: Path, fake_encoder: dict) -> None:
     assert "location.out.weight" in state and "logit_scale" in state
     config = json.loads((folder / "config.json").read_text())
     assert config["name"] == "calliper" and config["vocabulary"] == {"poi_points": ["bank", "cafe", "school"]}
+    assert list(config["inputs"]) == ["regions"]  # polygon mode: the location encoder needs only the polygons
+    model.params.region_mode = "poi"
+    assert model.inputs()["pois"] == {"views": ["poi_points"], "fields": ["category_field"],
+                                      "optional_fields": ["name_field"], "required": True}
+    model.params.region_mode = "polygon"
     loaded = load_embedder(str(folder))
     assert isinstance(loaded, CaLLiPerEmbedder) and loaded.history == model.history
     pd.testing.assert_frame_equal(loaded.transform(views), emb)

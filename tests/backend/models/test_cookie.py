@@ -4,6 +4,7 @@ Tiny sizes, CPU, seeded, offline."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -279,6 +280,11 @@ def test_text_and_image_modalities_through_cached_encoders(tmp_path: Path) -> No
     params = dict(dim=12, seed=0, cache_dir=str(tmp_path), image_size=32, **FAST)
     emb = CooKIEEmbedder(**params).fit(views)
     assert emb.meta["sources"] == {"poi": "poi_counts", "poi_text": "poi_texts", "image": "chips"}
+    saved = json.loads((emb.save(tmp_path / "model") / "config.json").read_text())["inputs"]
+    assert list(saved) == ["regions", "pois", "rasters"]  # the chips' raster is asked for, not lost
+    assert saved["rasters"] == {"views": ["chips"], "fields": [], "optional_fields": [], "names": ["sat"],
+                               "required": False}
+    assert saved["pois"]["views"] == ["poi_counts", "poi_texts"] and saved["pois"]["optional_fields"] == ["name_field"]
     assert FakeTextEncoder.calls >= 1 and FakeImageEncoder.calls >= 1
     inputs = emb.model_inputs(views)
     assert inputs["poi_text"].shape == (24, 9) and inputs["image"].shape == (24, 6)

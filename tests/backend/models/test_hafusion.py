@@ -3,6 +3,7 @@ view subsets, determinism, save/load, cancellation and the scalable configuratio
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections.abc import Iterator
@@ -278,6 +279,9 @@ def test_save_load_round_trip(tmp_path) -> None:
     before = model.transform(views)
     folder = model.save(tmp_path / "m")
     assert (folder / "config.json").is_file() and (folder / "weights.safetensors").is_file()
+    inputs = json.loads((folder / "config.json").read_text())["inputs"]
+    assert list(inputs) == ["regions", "pois", "rasters", "landuse", "od"]
+    assert inputs["rasters"]["views"] == ["image_stats"] and inputs["landuse"]["fields"] == ["class_field"]
     loaded = load_embedder(str(folder))
     assert isinstance(loaded, HAFusionEmbedder) and loaded.history == model.history
     pd.testing.assert_frame_equal(loaded.transform(views), before)

@@ -4,6 +4,7 @@ regions with the real packaged teachers (MiniLM, EfficientNet-Lite0) and tokeniz
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,10 @@ def test_save_load_round_trip(city40: Views, tmp_path: Path) -> None:
     model = RefoundEmbedder(**fast(dim=16)).fit(city40)
     before = model.transform(city40)
     model.save(tmp_path / "m")
+    inputs = json.loads((tmp_path / "m" / "config.json").read_text())["inputs"]
+    assert inputs["pois"] == {"views": ["poi_points"], "fields": ["category_field"], "optional_fields": ["name_field"],
+                              "required": False}
+    assert inputs["rasters"]["views"] == ["chips"] and inputs["rasters"]["names"] == [model.meta["raster"]]
     loaded = load_embedder(str(tmp_path / "m"))
     assert isinstance(loaded, RefoundEmbedder)
     np.testing.assert_allclose(loaded.transform(city40).to_numpy(), before.to_numpy(), rtol=1e-6, atol=1e-8)

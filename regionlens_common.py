@@ -132,12 +132,14 @@ _GEOMETRY_NAMES = {
 }  # fmt: skip
 
 
-def is_label_field(name: str, integer: bool = False, n_values: int = 0, n_distinct: int = 0) -> bool:
+def is_label_field(
+    name: str, integer: bool = False, n_values: int = 0, n_distinct: int = 0, span: int | None = None
+) -> bool:
     """Whether a numeric field may be offered as a label to predict.
 
     Not offered: identifiers (a name that is or ends in an id word such as ``id``, ``fid``, ``GEOID``,
-    ``OBJECTID``, ``tract_id``, ``FIPS``; or an integer field whose every value is distinct, which numbers
-    the regions rather than measuring them) and geometry-derived fields (``CENSUSAREA``, ``Shape_Area``,
+    ``OBJECTID``, ``tract_id``, ``FIPS``; or an integer field whose every value is distinct and that runs
+    without gaps, ``1, 2, ..., N`` in any order, which numbers the regions rather than measuring them) and geometry-derived fields (``CENSUSAREA``, ``Shape_Area``,
     ``ALAND``, a grid's ``left``/``top``/``right``/``bottom``, coordinates).
 
     Args:
@@ -145,6 +147,8 @@ def is_label_field(name: str, integer: bool = False, n_values: int = 0, n_distin
         integer: The field holds integers.
         n_values: Number of non-missing values (0: unknown).
         n_distinct: Number of distinct values among them.
+        span: ``max - min + 1`` of the values (None: unknown, then distinct integers alone mark a numbering).
+            Distinct integers with gaps (household counts) are measurements, not a numbering.
 
     Returns:
         True if the field can be a label.
@@ -157,7 +161,7 @@ def is_label_field(name: str, integer: bool = False, n_values: int = 0, n_distin
         return False
     if re.fullmatch(r"(geo|object|f|g|o)?id\d*|[a-z]*fp\d*", slug):
         return False  # GEOID10, OBJECTID, STATEFP, COUNTYFP
-    if integer and n_values > 1 and n_distinct == n_values:
+    if integer and n_values > 1 and n_distinct == n_values and (span is None or span == n_values):
         return False
     return True
 

@@ -294,7 +294,7 @@ def label_fields(layer: QgsVectorLayer | None, id_field: str = "") -> list[str]:
 
     Numeric fields other than ``id_field`` that pass the shared rule
     (:func:`regionlens_common.is_label_field`): no identifiers (``GEOID``, ``OBJECTID``, ``fid``, an
-    integer field whose every value differs) and no geometry-derived fields (``CENSUSAREA``,
+    integer field numbering the regions 1..N) and no geometry-derived fields (``CENSUSAREA``,
     ``Shape_Area``, a grid's ``left``/``top``/``right``/``bottom``). The run dock and the Processing
     algorithms both offer and check labels with this function.
     """
@@ -306,10 +306,12 @@ def label_fields(layer: QgsVectorLayer | None, id_field: str = "") -> list[str]:
         if not candidate.isNumeric() or candidate.name() == id_field:
             continue
         integer = candidate.type() in _INTEGER_TYPES
-        n_distinct = 0
+        n_distinct, span = 0, None
         if integer and n_features > 1:
-            n_distinct = len([v for v in layer.uniqueValues(index) if not _is_null(v)])
-        if common.is_label_field(candidate.name(), integer, n_features, n_distinct):
+            values = [int(v) for v in layer.uniqueValues(index) if not _is_null(v)]
+            n_distinct = len(values)
+            span = max(values) - min(values) + 1 if values else None
+        if common.is_label_field(candidate.name(), integer, n_features, n_distinct, span):
             out.append(candidate.name())
     return out
 

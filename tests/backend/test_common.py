@@ -50,6 +50,8 @@ def test_measured_fields_are_labels_but_unique_integers_are_not() -> None:
     for field in ("Population", "Robbery", "CarTheft", "median_income", "paid_parking"):
         assert common.is_label_field(field)
     assert not common.is_label_field("BLOCK", integer=True, n_values=579, n_distinct=579)  # numbers the rows
+    assert not common.is_label_field("BLOCK", integer=True, n_values=579, n_distinct=579, span=579)  # 1..579
+    assert common.is_label_field("households", integer=True, n_values=36, n_distinct=36, span=240)  # a count
     assert common.is_label_field("Robbery", integer=True, n_values=579, n_distinct=40)
     assert common.is_label_field("Population", integer=False, n_values=579, n_distinct=579)  # real values
 

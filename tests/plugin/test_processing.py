@@ -278,14 +278,14 @@ def test_embed_queues_styled_layers(embed_run: dict[str, Any]) -> None:
         assert processor in _outputs._POST_PROCESSORS  # kept alive
         assert processor.group == f"RegionLens \u2014 {embed_run['out'].name}"
     predictions = queued[results["PREDICTIONS"]].postProcessor()
-    assert predictions.label == "population" and predictions.extra_labels == ("crime_incidents_2012_h2",)
+    assert predictions.label == "population" and predictions.extra_labels == ("crime_incidents",)
 
 
 def test_embed_counts_points_as_a_label(embed_run: dict[str, Any]) -> None:
     layer = QgsVectorLayer(embed_run["results"]["PREDICTIONS"], "p", "ogr")
     names = layer.fields().names()
-    assert {"crime_incidents_2012_h2_obs", "crime_incidents_2012_h2_pred"} <= set(names)
-    observed = sum(f["crime_incidents_2012_h2_obs"] for f in layer.getFeatures())
+    assert {"crime_incidents_obs", "crime_incidents_pred"} <= set(names)
+    observed = sum(f["crime_incidents_obs"] for f in layer.getFeatures())
     assert observed > 0
 
 
@@ -302,10 +302,11 @@ def test_embed_layers_load_grouped_by_run_with_every_label(embed_run: dict[str, 
     assert group is not None and not [n for n in root.children() if n is not group]  # all in the run's group
     names = {node.layer().name() for node in group.findLayers()}
     assert {
-        "Embeddings (baseline)", "Clusters (baseline)", "Predicted population (baseline)",
-        "Residuals population (baseline) (observed \u2212 predicted)",
-        "Predicted crime_incidents_2012_h2 (baseline)",
-        "Residuals crime_incidents_2012_h2 (baseline) (observed \u2212 predicted)",
+        "Embeddings (baseline)", "Clusters (baseline)",
+        "Predicted population (baseline) (modelled as log1p(per km\u00b2))",
+        "Residuals population (baseline) (observed \u2212 predicted) (modelled as log1p(per km\u00b2))",
+        "Predicted crime_incidents (baseline) (modelled as log1p(per km\u00b2))",
+        "Residuals crime_incidents (baseline) (observed \u2212 predicted) (modelled as log1p(per km\u00b2))",
     } == names
     assert results["PREDICTIONS"]
 

@@ -46,10 +46,10 @@ def test_load_run_outputs(qgis_new_project: QgsProject, run_gpkg: Path) -> None:
     method_group = group.findGroup("baseline")
     assert [node.layer().name() for node in method_group.findLayers()] == [
         "Clusters (baseline, run_small)",
-        "Predicted population (baseline, run_small)",
-        "Residuals population, observed \u2212 predicted (baseline, run_small)",
-        "Predicted robbery (baseline, run_small)",
-        "Residuals robbery, observed \u2212 predicted (baseline, run_small)",
+        "Predicted population (baseline, run_small) (modelled as log1p(per km\u00b2))",
+        "Residuals population, observed \u2212 predicted (baseline, run_small) (modelled as log1p(per km\u00b2))",
+        "Predicted robbery (baseline, run_small) (modelled as log1p(per km\u00b2))",
+        "Residuals robbery, observed \u2212 predicted (baseline, run_small) (modelled as log1p(per km\u00b2))",
         "Embeddings (baseline, run_small)",
         "Cluster profiles (baseline, run_small)",
     ]
@@ -84,10 +84,10 @@ def test_every_method_and_label_is_loaded_and_grouped(
     names = [node.layer().name() for node in calliper.findLayers()]
     assert names == [
         "Clusters (calliper, two)",
-        "Predicted population (calliper, two)",
-        "Residuals population, observed \u2212 predicted (calliper, two)",
-        "Predicted robbery (calliper, two)",
-        "Residuals robbery, observed \u2212 predicted (calliper, two)",
+        "Predicted population (calliper, two) (modelled as log1p(per km\u00b2))",
+        "Residuals population, observed \u2212 predicted (calliper, two) (modelled as log1p(per km\u00b2))",
+        "Predicted robbery (calliper, two) (modelled as log1p(per km\u00b2))",
+        "Residuals robbery, observed \u2212 predicted (calliper, two) (modelled as log1p(per km\u00b2))",
         "Embeddings (calliper, two)",
         "Cluster profiles (calliper, two)",
     ]

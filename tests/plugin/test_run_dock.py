@@ -430,13 +430,14 @@ def test_geopackage_regions_two_methods_two_labels_through_the_dock(
         assert [child.name() for child in group.children()] == ["baseline", "hafusion", "Metrics (grid_run)"]
         loaded = {node.layer().source().split("layername=")[1] for node in group.findLayers()}
         assert loaded == set(gpkg_layer_names(outcome.gpkg))
-        labels = ["households", "crime_incidents_2012_h2_sfpd"]
+        labels = ["households", "crime_incidents"]  # the counted points' label: the shared short name
         for method in ("baseline", "hafusion"):
             names = [node.layer().name() for node in group.findGroup(method).findLayers()]
             tag = f"({method}, grid_run)"
             assert f"Clusters {tag}" in names and f"Embeddings {tag}" in names
-            assert all(f"Predicted {label} {tag}" in names for label in labels), names
-            assert all(f"Residuals {label}, observed \u2212 predicted {tag}" in names for label in labels), names
+            units = " (modelled as log1p(per km\u00b2))"  # the dock's default target
+            assert all(f"Predicted {label} {tag}{units}" in names for label in labels), names
+            assert all(f"Residuals {label}, observed \u2212 predicted {tag}{units}" in names for label in labels), names
         assert dock.output_file.filePath() == str(tmp_path / "grid_run_2")  # a fresh folder for the next run
     finally:
         dock.disconnect_project()
@@ -480,7 +481,7 @@ def test_run_through_the_dock(
         group = qgis_new_project.layerTreeRoot().findGroup("RegionLens \u2014 run_sf")
         assert group is not None
         names = {node.layer().name() for node in group.findLayers()}
-        assert {"Clusters (baseline, run_sf)", "Predicted population (baseline, run_sf)",
+        assert {"Clusters (baseline, run_sf)", "Predicted population (baseline, run_sf) (modelled as log1p(per km\u00b2))",
                 "Embeddings (baseline, run_sf)", "Metrics (run_sf)"} <= names
 
         dialog = dock.metrics_dialog

@@ -13,6 +13,7 @@ even load the encoder.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import string
@@ -57,7 +58,7 @@ NAMES_CHOICES = ("auto", "yes", "no")
 TEMPLATE_FIELDS = ("category", "name", "article")
 #: Distinct texts handed to the encoder per call (progress and cancellation between calls).
 ENCODE_CHUNK = 8192
-_SQL_CHUNK = 500  # texts per SELECT ... IN (...)
+_SQL_CHUNK = 500  # texts per SELECT ... IN (json_each(?))
 
 
 def category_label(category: Any) -> str:
@@ -194,11 +195,11 @@ class TextCache:
         try:
             with self._connect(self.path) as con:
                 for start in range(0, len(texts), _SQL_CHUNK):
-                    chunk = list(texts[start : start + _SQL_CHUNK])
-                    marks = ",".join("?" * len(chunk))
+                    chunk = json.dumps(list(texts[start : start + _SQL_CHUNK]))
                     rows = con.execute(
-                        f"SELECT text, dim, vec FROM vectors WHERE model = ? AND text IN ({marks})",  # noqa: S608
-                        [model, *chunk],
+                        "SELECT text, dim, vec FROM vectors"
+                        " WHERE model = ? AND text IN (SELECT value FROM json_each(?))",
+                        (model, chunk),
                     )
                     for text, dim, blob in rows:
                         vec = np.frombuffer(blob, dtype=np.float32)

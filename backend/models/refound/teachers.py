@@ -186,8 +186,10 @@ def generate_descriptions(
     progress = progress or Progress()
     source = str(Path(model).expanduser()) if Path(model).expanduser().is_dir() else model
     try:
-        tok = AutoTokenizer.from_pretrained(source, local_files_only=True)
-        lm = AutoModelForCausalLM.from_pretrained(source, local_files_only=True).to(device).eval()
+        # local_files_only: nothing is downloaded, so there is no remote revision to pin
+        tok = AutoTokenizer.from_pretrained(source, local_files_only=True)  # nosec B615
+        lm = AutoModelForCausalLM.from_pretrained(source, local_files_only=True)  # nosec B615
+        lm = lm.to(device).eval()
     except (OSError, ValueError) as exc:
         raise ConfigError(
             f"refound: the description model '{model}' could not be loaded from disk ({exc}); give a local folder "

@@ -217,9 +217,10 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
         profile_features = _profile_features(views)
         clusters: dict[str, tuple[np.ndarray, dict[int, str], pd.DataFrame]] = {}
         if cfg.clustering is not None:
-            for name, emb in embeddings.items():
+            for i, (name, emb) in enumerate(embeddings.items()):
                 res = cluster(emb.to_numpy(), k=cfg.clustering.k, method=cfg.clustering.method,
-                              k_min=cfg.clustering.k_min, k_max=cfg.clustering.k_max, seed=cfg.seed)
+                              k_min=cfg.clustering.k_min, k_max=cfg.clustering.k_max, seed=cfg.seed,
+                              progress=progress.sub("cluster", i / len(embeddings), (i + 1) / len(embeddings)))
                 profiles = cluster_profiles(res.labels, profile_features)
                 clusters[name] = (res.labels, cluster_labels(profiles), profiles)
                 progress.log(f"{name}: {res.k} clusters (silhouette {res.silhouette:.3f})")

@@ -23,6 +23,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
 from backend.errors import InputError
+from backend.progress import Progress
 
 __all__ = [
     "CLUSTER_METHODS",
@@ -132,10 +133,12 @@ def _kmeans(xs: np.ndarray, k: int, seed: int) -> np.ndarray:
     return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(xs).astype(int)
 
 
-def _scores(xs: np.ndarray, ks: range, method: str, seed: int) -> dict[int, float]:
+def _scores(xs: np.ndarray, ks: range, method: str, seed: int, progress: Progress | None = None) -> dict[int, float]:
+    progress = progress or Progress()
     ward = _Ward(xs) if method == "agglomerative" else None
     out: dict[int, float] = {}
-    for k in ks:
+    for i, k in enumerate(ks):
+        progress.update(i / len(ks), f"silhouette of k = {k}")
         labels = ward.cut(k) if ward is not None else _kmeans(xs, k, seed)
         out[k] = _silhouette(xs, labels, seed)
     return out
@@ -197,6 +200,7 @@ def cluster(
     k_min: int = 2,
     k_max: int = 12,
     seed: int = 0,
+    progress: Progress | None = None,
 ) -> ClusterResult:
     """Cluster the embeddings (centred, not rescaled).
 
@@ -207,6 +211,7 @@ def cluster(
         k_min: Smallest k tried when ``k`` is ``"auto"``.
         k_max: Largest k tried when ``k`` is ``"auto"``.
         seed: Random state of k-means and of the silhouette sample.
+        progress: Reported (and cancellation checked) once per k tried.
 
     Returns:
         The :class:`ClusterResult`, clusters numbered by decreasing size.
@@ -222,7 +227,7 @@ def cluster(
     xs = _centre(X)
     scores: dict[int, float] = {}
     if k == "auto":
-        scores = _scores(xs, _k_range(xs, k_min, k_max), method, seed)
+        scores = _scores(xs, _k_range(xs, k_min, k_max), method, seed, progress)
         k_used = _best(scores)
     elif isinstance(k, int | np.integer) and not isinstance(k, bool) and k >= 2:
         k_used = int(k)

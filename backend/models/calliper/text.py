@@ -56,8 +56,10 @@ DEFAULT_NAME_TEMPLATE = "{name}, a place of {category}"
 NAMES_CHOICES = ("auto", "yes", "no")
 #: Placeholders a template may use.
 TEMPLATE_FIELDS = ("category", "name", "article")
-#: Distinct texts handed to the encoder per call (progress and cancellation between calls).
-ENCODE_CHUNK = 8192
+#: Distinct texts handed to the encoder per call (progress and cancellation between calls): small enough
+#: that a chunk takes well under a second on a CPU.
+ENCODE_CHUNK = 128
+_CACHE_WRITE_EVERY = 4096  # encoded texts per write to the cache
 _SQL_CHUNK = 500  # texts per SELECT ... IN (json_each(?))
 
 
@@ -271,7 +273,8 @@ def encode_texts(
         cache_dir: Cache folder; None disables the cache.
         device: Torch device of the encoder.
         batch_size: Texts per forward pass of the encoder.
-        progress: Progress (one update per chunk of :data:`ENCODE_CHUNK` texts; cancellation checked).
+        progress: Progress (cancellation checked per chunk of :data:`ENCODE_CHUNK` texts and while the
+            encoder loads; progress reported at least every second).
         loader: ``loader(name, device) -> model`` with sentence-transformers' ``encode``; default: the
             encoder registry. The encoder is loaded only if some text is missing from the cache.
 
@@ -297,17 +300,24 @@ def encode_texts(
         progress.log(f"calliper: {cache.error}")
     new: dict[str, np.ndarray] = {}
     if missing:
-        model = (loader or _load_encoder)(encoder, device)
+        load = loader or _load_encoder
+        model = progress.wait(lambda: load(encoder, device), f"loading {encoder}")
+        pending: list[str] = []
         for start in range(0, len(missing), ENCODE_CHUNK):
-            progress.update(start / len(missing), f"encoding texts {start:,}/{len(missing):,}")
+            progress.poll(start / len(missing), f"encoding texts {start:,}/{len(missing):,}")
             chunk = missing[start : start + ENCODE_CHUNK]
             vecs = np.asarray(
-                model.encode(chunk, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                             show_progress_bar=False),
+                model.encode(chunk, batch_size=min(batch_size, ENCODE_CHUNK), convert_to_numpy=True,
+                             normalize_embeddings=True, show_progress_bar=False),
                 dtype=np.float32,
             )
-            cache.put_many(model_key, chunk, vecs)
             new.update(zip(chunk, vecs, strict=True))
+            pending.extend(chunk)
+            if len(pending) >= _CACHE_WRITE_EVERY:  # texts encoded so far survive a cancel
+                cache.put_many(model_key, pending, np.stack([new[t] for t in pending]))
+                pending = []
+        if pending:
+            cache.put_many(model_key, pending, np.stack([new[t] for t in pending]))
         if cache.error:
             progress.log(f"calliper: {cache.error}")
     dims = {v.shape[0] for v in (*found.values(), *new.values())}

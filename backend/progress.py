@@ -94,6 +94,7 @@ class Progress:
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
                 box["error"] = exc
 
+        self.update(self._fraction, message)
         thread = threading.Thread(target=target, name="regionlens-wait", daemon=True)
         thread.start()
         while True:

@@ -109,6 +109,8 @@ class Worker:
         self._lock = threading.Lock()
         self._job: threading.Thread | None = None
         self._progress: Progress | None = None
+        self._state = threading.Lock()  # guards _busy
+        self._busy = False  # a job runs and has not written its final event yet
 
     # ------------------------------------------------------------------------------------- events
     def emit(self, event: dict[str, Any]) -> None:
@@ -149,19 +151,22 @@ class Worker:
     def _run_job(self, req_id: Any, action: str, params: dict[str, Any], progress: Progress) -> None:
         try:
             result = self._dispatch(action, params, progress)
-            self.emit({"id": req_id, "event": "result", "result": result})
+            final = {"id": req_id, "event": "result", "result": result}
         except Cancelled as exc:
-            self.emit({"id": req_id, "event": "error", "kind": "cancelled", "message": str(exc), "traceback": ""})
+            final = {"id": req_id, "event": "error", "kind": "cancelled", "message": str(exc), "traceback": ""}
         except RegionLensError as exc:
-            self.emit({"id": req_id, "event": "error", "kind": exc.kind, "message": str(exc),
-                       "traceback": traceback.format_exc()})
+            final = {"id": req_id, "event": "error", "kind": exc.kind, "message": str(exc),
+                     "traceback": traceback.format_exc()}
         except MemoryError:
-            self.emit({"id": req_id, "event": "error", "kind": "memory",
-                       "message": "The backend ran out of memory; use fewer regions, smaller chips or a smaller model.",
-                       "traceback": traceback.format_exc()})
+            final = {"id": req_id, "event": "error", "kind": "memory",
+                     "message": "The backend ran out of memory; use fewer regions, smaller chips or a smaller model.",
+                     "traceback": traceback.format_exc()}
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the plugin as an event
-            self.emit({"id": req_id, "event": "error", "kind": "internal",
-                       "message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+            final = {"id": req_id, "event": "error", "kind": "internal", "message": f"{type(exc).__name__}: {exc}",
+                     "traceback": traceback.format_exc()}
+        with self._state:  # a request read after the final event finds the worker idle
+            self.emit(final)
+            self._busy = False
 
     def _dispatch(self, action: str, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         if action == "run":
@@ -201,7 +206,8 @@ class Worker:
 
     def _handle(self, line: bytes | str) -> bool:
         req_id, action, params = parse_request(line)
-        running = self._job is not None and self._job.is_alive()
+        with self._state:
+            running = self._busy
         if action == "ping":
             self.emit({"id": req_id, "event": "result", "result": {"pong": True, "version": __version__}})
         elif action == "cancel":
@@ -220,6 +226,7 @@ class Worker:
                 return True
             progress = self._progress_for(req_id)
             self._progress = progress
+            self._busy = True
             self._job = threading.Thread(target=self._run_job, args=(req_id, action, params, progress), daemon=True)
             self._job.start()
         return True

@@ -58,7 +58,7 @@ NAMES_CHOICES = ("auto", "yes", "no")
 TEMPLATE_FIELDS = ("category", "name", "article")
 #: Distinct texts handed to the encoder per call (progress and cancellation between calls): small enough
 #: that a chunk takes well under a second on a CPU.
-ENCODE_CHUNK = 128
+ENCODE_CHUNK = 64
 _CACHE_WRITE_EVERY = 4096  # encoded texts per write to the cache
 _SQL_CHUNK = 500  # texts per SELECT ... IN (json_each(?))
 

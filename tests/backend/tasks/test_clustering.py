@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from backend.errors import InputError
+from backend.errors import Cancelled, InputError
+from backend.tasks import clustering as clustering_mod
 from backend.tasks.clustering import cluster, cluster_labels, cluster_profiles, suggest_k
 
 
@@ -115,3 +116,13 @@ def test_cluster_label_texts() -> None:
     assert text == "x" * 30 + "+"  # the next feature would pass 60 characters: cut at a whole feature
     huge = cluster_labels(long.assign(feature=["w" * 100, "a", "b"]))[0]
     assert len(huge) == 60 and huge.endswith("...")
+
+
+def test_cancel_between_the_k_tried(cancel_after, monkeypatch: pytest.MonkeyPatch) -> None:
+    x, _ = _blobs()
+    tried: list[int] = []
+    real = clustering_mod._kmeans
+    monkeypatch.setattr(clustering_mod, "_kmeans", lambda xs, k, seed: tried.append(k) or real(xs, k, seed))
+    with pytest.raises(Cancelled):
+        cluster(x, k="auto", k_min=2, k_max=10, progress=cancel_after(2))
+    assert tried == [2, 3]  # one check per k: the third k was never tried

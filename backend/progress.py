@@ -28,7 +28,7 @@ __all__ = ["HEARTBEAT_S", "Progress", "ProgressCallback"]
 ProgressCallback = Callable[[str, float, str], None]
 
 #: :meth:`Progress.poll` and :meth:`Progress.wait` report progress at least this often (seconds).
-HEARTBEAT_S = 1.0
+HEARTBEAT_S = 0.5
 #: How often :meth:`Progress.wait` looks at the cancel request (seconds).
 _WAIT_TICK_S = 0.05
 

@@ -8,6 +8,7 @@ while a job runs; a cancelled job stops at its next progress point and writes no
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -29,6 +30,11 @@ __all__ = ["Worker", "jsonable", "main", "parse_request"]
 JOB_ACTIONS = ("run", "cluster", "predict", "apply", "sleep", "info")
 #: Actions answered at once.
 CONTROL_ACTIONS = ("ping", "cancel", "shutdown")
+
+
+#: The module each heavy job needs (imported while progress is reported and a cancel is watched).
+_JOB_MODULES = {"run": "backend.pipeline", "apply": "backend.jobs", "cluster": "backend.jobs",
+                "predict": "backend.jobs"}
 
 
 class ProtocolError(ValueError):
@@ -169,6 +175,9 @@ class Worker:
             self._busy = False
 
     def _dispatch(self, action: str, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        if action in {"run", "apply", "cluster", "predict"}:  # the first import of torch and GDAL takes seconds
+            progress.stage("start", 0.0, 0.0)
+            progress.wait(lambda: importlib.import_module(_JOB_MODULES[action]), "loading the backend")
         if action == "run":
             from backend.config import config_from_dict
             from backend.pipeline import run_pipeline

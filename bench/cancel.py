@@ -11,7 +11,7 @@ seconds (``observe``) and then ``cancel`` is sent. Measured:
 * max gap in stage: the longest time without a progress event from the stage's first event to the
   ``error`` event; target at most 2 s;
 * max gap, run: the same from the first progress event of the run (reading inputs and building views
-  included).
+  included); ``--json`` also names the event that ended it (``gap_run_before``).
 
 Prints a markdown table (and ``--json OUT`` writes the rows). Usage (repository root; it takes 10-25
 minutes on a laptop CPU):
@@ -130,7 +130,9 @@ def measure(case: Case, timeout: float = 600.0) -> dict[str, Any]:
                     continue
                 kind = ev["event"]
                 if kind in ("progress", "result", "error") and t_last is not None:
-                    gap_run = max(gap_run, t - t_last)
+                    if t - t_last > gap_run:
+                        gap_run = t - t_last
+                        row["gap_run_before"] = f"{ev.get('stage', kind)}: {ev.get('message', '')[:60]}"
                     if t_stage is not None:
                         gap_stage = max(gap_stage, t - t_last)
                 if kind == "progress":

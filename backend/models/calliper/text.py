@@ -56,9 +56,12 @@ DEFAULT_NAME_TEMPLATE = "{name}, a place of {category}"
 NAMES_CHOICES = ("auto", "yes", "no")
 #: Placeholders a template may use.
 TEMPLATE_FIELDS = ("category", "name", "article")
-#: Distinct texts handed to the encoder per call (progress and cancellation between calls): small enough
-#: that a chunk takes well under a second on a CPU.
-ENCODE_CHUNK = 64
+#: Distinct texts handed to the encoder per call (progress and cancellation between calls): the first call
+#: gets ENCODE_CHUNK_MIN, later ones as many as the measured speed encodes in about ENCODE_CHUNK_SECONDS
+#: (long descriptions on a slow CPU: a few; short labels on a GPU: up to ENCODE_CHUNK_MAX).
+ENCODE_CHUNK_MIN = 8
+ENCODE_CHUNK_MAX = 256
+ENCODE_CHUNK_SECONDS = 0.3
 _CACHE_WRITE_EVERY = 4096  # encoded texts per write to the cache
 _SQL_CHUNK = 500  # texts per SELECT ... IN (json_each(?))
 
@@ -273,8 +276,8 @@ def encode_texts(
         cache_dir: Cache folder; None disables the cache.
         device: Torch device of the encoder.
         batch_size: Texts per forward pass of the encoder.
-        progress: Progress (cancellation checked per chunk of :data:`ENCODE_CHUNK` texts and while the
-            encoder loads; progress reported at least every second).
+        progress: Progress (cancellation checked while the encoder loads and between chunks of about
+            :data:`ENCODE_CHUNK_SECONDS` of encoding; progress reported at least every second).
         loader: ``loader(name, device) -> model`` with sentence-transformers' ``encode``; default: the
             encoder registry. The encoder is loaded only if some text is missing from the cache.
 
@@ -303,14 +306,19 @@ def encode_texts(
         load = loader or _load_encoder
         model = progress.wait(lambda: load(encoder, device), f"loading {encoder}")
         pending: list[str] = []
-        for start in range(0, len(missing), ENCODE_CHUNK):
+        start, size = 0, ENCODE_CHUNK_MIN
+        while start < len(missing):
             progress.poll(start / len(missing), f"encoding texts {start:,}/{len(missing):,}")
-            chunk = missing[start : start + ENCODE_CHUNK]
+            chunk = missing[start : start + size]
+            t_chunk = time.perf_counter()
             vecs = np.asarray(
-                model.encode(chunk, batch_size=min(batch_size, ENCODE_CHUNK), convert_to_numpy=True,
+                model.encode(chunk, batch_size=min(batch_size, len(chunk)), convert_to_numpy=True,
                              normalize_embeddings=True, show_progress_bar=False),
                 dtype=np.float32,
             )
+            rate = len(chunk) / max(time.perf_counter() - t_chunk, 1e-6)  # texts per second
+            size = int(min(ENCODE_CHUNK_MAX, max(ENCODE_CHUNK_MIN, rate * ENCODE_CHUNK_SECONDS)))
+            start += len(chunk)
             new.update(zip(chunk, vecs, strict=True))
             pending.extend(chunk)
             if len(pending) >= _CACHE_WRITE_EVERY:  # texts encoded so far survive a cancel

@@ -213,11 +213,11 @@ class CountingEncoder:
 
 def test_cancel_during_text_encoding_stops_within_a_few_small_chunks(cancel_after) -> None:
     encoder = CountingEncoder()
-    texts = [f"A place of shop {i}" for i in range(2000)]
+    texts = [f"A place of shop {i}" for i in range(5000)]
     with pytest.raises(Cancelled):
         encode_texts(texts, cache_dir=None, progress=cancel_after(4), loader=lambda name, device: encoder)
-    # checks: before the load, then one per chunk: at most three chunks were encoded, not all 2,000 texts
-    assert 0 < encoder.encoded <= 3 * text_mod.ENCODE_CHUNK <= 256
+    # checks: before the load, then one per chunk: at most three chunks were encoded, not all 5,000 texts
+    assert 0 < encoder.encoded <= 3 * text_mod.ENCODE_CHUNK_MAX < 1000
 
 
 def test_cancel_while_the_text_encoder_loads(cancel_after) -> None:

@@ -32,9 +32,14 @@ JOB_ACTIONS = ("run", "cluster", "predict", "apply", "sleep", "info")
 CONTROL_ACTIONS = ("ping", "cancel", "shutdown")
 
 
-#: The module each heavy job needs (imported while progress is reported and a cancel is watched).
-_JOB_MODULES = {"run": "backend.pipeline", "apply": "backend.jobs", "cluster": "backend.jobs",
-                "predict": "backend.jobs"}
+#: The modules each heavy job imports (torch, GDAL, scikit-learn: seconds on a first import), imported up
+#: front while progress is reported and a cancel is watched.
+_RUN_MODULES = ("torch", "backend.pipeline", "backend.io.city", "backend.models", "backend.views.build",
+                "backend.tasks.clustering", "backend.tasks.prediction", "backend.tasks.targets")
+_JOB_MODULES = {"run": _RUN_MODULES, "apply": (*_RUN_MODULES, "backend.jobs"),
+                "cluster": ("backend.jobs", "backend.io.vectors", "backend.tasks.clustering"),
+                "predict": ("backend.jobs", "backend.io.vectors", "backend.io.labels", "backend.tasks.prediction",
+                            "backend.tasks.targets")}
 
 
 class ProtocolError(ValueError):
@@ -177,7 +182,8 @@ class Worker:
     def _dispatch(self, action: str, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         if action in {"run", "apply", "cluster", "predict"}:  # the first import of torch and GDAL takes seconds
             progress.stage("start", 0.0, 0.0)
-            progress.wait(lambda: importlib.import_module(_JOB_MODULES[action]), "loading the backend")
+            for module in _JOB_MODULES[action]:
+                progress.wait(lambda module=module: importlib.import_module(module), "loading the backend")
         if action == "run":
             from backend.config import config_from_dict
             from backend.pipeline import run_pipeline

@@ -470,7 +470,7 @@ class RefoundEmbedder(Embedder):
         try:
             with progress.watch(net):  # a step of the full configuration can take seconds on a CPU
                 for step in range(start, steps):
-                    progress.poll(step / steps, f"step {step + 1}/{steps}")
+                    progress.poll(step / steps)
                     net.train()
                     terms = self._step(net, tensors, step, autocast)
                     loss = terms.pop("_loss")

@@ -20,7 +20,7 @@ help:
 	@echo "make test            set up everything and run all tests (backend and plugin)"
 	@echo "make setup           QGIS (apt, as root, when missing), .venv/backend, .venv/qgis, offline models"
 	@echo "make bench           baseline benchmark on the sample city (time per stage, peak memory, R2)"
-	@echo "make lint            ruff"
+	@echo "make lint            ruff and bandit (medium severity and up: zero findings)"
 	@echo "make package         dist/regionlens-<version>.zip for QGIS 'Install from ZIP'"
 	@echo "make install-plugin  link this folder into the default QGIS profile's plugins"
 	@echo "make screenshots     docs/images/*.png: run dock, results map, embedding explorer (runs the demo if needed)"
@@ -57,7 +57,7 @@ demo: setup
 	$(BPY) -m backend demo --out out/demo
 	$(OFFSCREEN) $(QPY) -m plugin.render_demo out/demo
 
-test: setup test-backend test-plugin
+test: setup lint test-backend test-plugin
 
 test-backend:
 	$(BPY) -m pytest tests/backend
@@ -70,6 +70,7 @@ bench: setup
 
 lint: $(BACKEND)/.installed
 	$(BPY) -m ruff check .
+	$(BPY) -m bandit -q -r backend plugin -ll
 
 package:
 	python3 scripts/package_plugin.py --out dist

@@ -139,8 +139,9 @@ def is_label_field(
 
     Not offered: identifiers (a name that is or ends in an id word such as ``id``, ``fid``, ``GEOID``,
     ``OBJECTID``, ``tract_id``, ``FIPS``; or an integer field whose every value is distinct and that runs
-    without gaps, ``1, 2, ..., N`` in any order, which numbers the regions rather than measuring them) and geometry-derived fields (``CENSUSAREA``, ``Shape_Area``,
-    ``ALAND``, a grid's ``left``/``top``/``right``/``bottom``, coordinates).
+    without gaps, ``1, 2, ..., N`` in any order, which numbers the regions rather than measuring them) and
+    geometry-derived fields (``CENSUSAREA``, ``Shape_Area``, ``ALAND``, a grid's
+    ``left``/``top``/``right``/``bottom``, coordinates).
 
     Args:
         name: Field name.

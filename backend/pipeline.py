@@ -196,10 +196,11 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
         features = profile_features(views)
         clusters: dict[str, tuple[np.ndarray, dict[int, str], pd.DataFrame]] = {}
         if cfg.clustering is not None:
-            for name, emb in embeddings.items():
+            for i, (name, emb) in enumerate(embeddings.items()):
                 try:
                     res = cluster(emb.to_numpy(), k=cfg.clustering.k, method=cfg.clustering.method,
-                                  k_min=cfg.clustering.k_min, k_max=cfg.clustering.k_max, seed=cfg.seed)
+                                  k_min=cfg.clustering.k_min, k_max=cfg.clustering.k_max, seed=cfg.seed,
+                                  progress=progress.sub("cluster", i / len(embeddings), (i + 1) / len(embeddings)))
                 except InputError as exc:
                     note(f"{name}: no clusters ({exc})")
                     continue

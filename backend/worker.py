@@ -8,7 +8,9 @@ while a job runs; a cancelled job stops at its next progress point and writes no
 
 from __future__ import annotations
 
+import importlib
 import json
+import math
 import os
 import signal
 import sys
@@ -18,10 +20,93 @@ import traceback
 from typing import Any
 
 from backend import __version__
-from backend.errors import Cancelled, RegionLensError
+from backend.errors import Cancelled, ConfigError, RegionLensError
 from backend.progress import Progress
 
-__all__ = ["Worker", "main"]
+__all__ = ["Worker", "jsonable", "main", "parse_request"]
+
+
+#: Actions that start a job (one at a time, in a thread).
+JOB_ACTIONS = ("run", "cluster", "predict", "apply", "sleep", "info")
+#: Actions answered at once.
+CONTROL_ACTIONS = ("ping", "cancel", "shutdown")
+
+
+#: The modules each heavy job imports (torch, GDAL, scikit-learn: seconds on a first import), imported up
+#: front while progress is reported and a cancel is watched.
+_RUN_MODULES = ("torch", "backend.pipeline", "backend.io.city", "backend.models", "backend.views.build",
+                "backend.tasks.clustering", "backend.tasks.prediction", "backend.tasks.targets")
+_JOB_MODULES = {"run": _RUN_MODULES, "apply": (*_RUN_MODULES, "backend.jobs"),
+                "cluster": ("backend.jobs", "backend.io.vectors", "backend.tasks.clustering"),
+                "predict": ("backend.jobs", "backend.io.vectors", "backend.io.labels", "backend.tasks.prediction",
+                            "backend.tasks.targets")}
+
+
+class ProtocolError(ValueError):
+    """A request line that is not a valid request; answered with an ``error`` of kind ``protocol``."""
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data: non-finite floats become ``None`` (JSON has no NaN or Infinity),
+    numpy scalars and arrays become numbers and lists, mapping keys strings, anything else its ``str``."""
+    if value is None or isinstance(value, bool | str | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):  # numpy scalar or array, without importing numpy
+        return jsonable(value.tolist())
+    return str(value)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ProtocolError(f"{name} is not JSON")
+
+
+def parse_request(line: bytes | str) -> tuple[Any, str, dict[str, Any]]:
+    """Parse one request line into ``(id, action, params)``.
+
+    Raises:
+        ProtocolError: Whatever is wrong with the line: not UTF-8, not JSON (NaN and Infinity
+            included), nested too deeply, not an object, a missing or non-text action, an unknown
+            action, an ``id`` that is not a string or an integer (or missing where a reply is due), or
+            ``params`` that are not an object. ``args[1]`` holds the request's id when it is usable.
+    """
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"the line is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    try:
+        req = json.loads(line, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise ProtocolError("the JSON is nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, or a NaN/Infinity constant
+        raise ProtocolError(f"not JSON ({exc})") from exc
+    if not isinstance(req, dict):
+        raise ProtocolError(f"a request must be a JSON object, not {type(req).__name__}")
+    req_id = req.get("id")
+    id_ok = req_id is None or (isinstance(req_id, str | int) and not isinstance(req_id, bool))
+    action = req.get("action")
+    reply_id = req_id if id_ok else None
+    if not id_ok:
+        raise ProtocolError(f"'id' must be a string or an integer, not {type(req_id).__name__}", reply_id)
+    if not isinstance(action, str):
+        got = "missing" if action is None else f"a {type(action).__name__}"
+        raise ProtocolError(f"'action' must be one of {[*CONTROL_ACTIONS, *JOB_ACTIONS]}, got {got}", reply_id)
+    if action not in JOB_ACTIONS and action not in CONTROL_ACTIONS:
+        raise ProtocolError(f"Unknown action '{action}'; use one of {[*CONTROL_ACTIONS, *JOB_ACTIONS]}", reply_id)
+    if req_id is None and action not in ("cancel", "shutdown"):
+        raise ProtocolError(f"'{action}' needs an 'id' (a string or an integer) to answer to", None)
+    params = req.get("params")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise ProtocolError(f"'params' must be a JSON object, not {type(params).__name__}", reply_id)
+    return req_id, action, params
 
 #: Seconds a job gets to stop by itself after SIGTERM before its unfinished output is removed for it.
 TERM_GRACE = 5.0
@@ -35,11 +120,23 @@ class Worker:
         self._lock = threading.Lock()
         self._job: threading.Thread | None = None
         self._progress: Progress | None = None
+        self._state = threading.Lock()  # guards _busy
+        self._busy = False  # a job runs and has not written its final event yet
 
     # ------------------------------------------------------------------------------------- events
     def emit(self, event: dict[str, Any]) -> None:
-        """Write one event as one line, atomically with respect to other threads."""
-        data = (json.dumps(event, default=str) + "\n").encode("utf-8")
+        """Write one event as one line of strict JSON, atomically with respect to other threads.
+
+        Non-finite numbers are written as ``null``; an event that still cannot be written becomes an
+        ``error`` event of kind ``internal`` for the same id, so no job ends without a final event.
+        """
+        try:
+            text = json.dumps(jsonable(event), allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            text = json.dumps({"id": jsonable(event.get("id")), "event": "error", "kind": "internal",
+                               "message": f"The backend could not write its '{event.get('event')}' event: {exc}",
+                               "traceback": ""})
+        data = (text + "\n").encode("utf-8", errors="backslashreplace")
         with self._lock:
             view = memoryview(data)
             while view:
@@ -65,21 +162,28 @@ class Worker:
     def _run_job(self, req_id: Any, action: str, params: dict[str, Any], progress: Progress) -> None:
         try:
             result = self._dispatch(action, params, progress)
-            self.emit({"id": req_id, "event": "result", "result": result})
+            final = {"id": req_id, "event": "result", "result": result}
         except Cancelled as exc:
-            self.emit({"id": req_id, "event": "error", "kind": "cancelled", "message": str(exc), "traceback": ""})
+            final = {"id": req_id, "event": "error", "kind": "cancelled", "message": str(exc), "traceback": ""}
         except RegionLensError as exc:
-            self.emit({"id": req_id, "event": "error", "kind": exc.kind, "message": str(exc),
-                       "traceback": traceback.format_exc()})
+            final = {"id": req_id, "event": "error", "kind": exc.kind, "message": str(exc),
+                     "traceback": traceback.format_exc()}
         except MemoryError:
-            self.emit({"id": req_id, "event": "error", "kind": "memory",
-                       "message": "The backend ran out of memory; use fewer regions, smaller chips or a smaller model.",
-                       "traceback": traceback.format_exc()})
-        except Exception as exc:  # noqa: BLE001 - every failure must reach the plugin as an event
-            self.emit({"id": req_id, "event": "error", "kind": "internal",
-                       "message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+            final = {"id": req_id, "event": "error", "kind": "memory",
+                     "message": "The backend ran out of memory; use fewer regions, smaller chips or a smaller model.",
+                     "traceback": traceback.format_exc()}
+        except BaseException as exc:  # noqa: BLE001 - every failure must reach the plugin as an event
+            final = {"id": req_id, "event": "error", "kind": "internal", "message": f"{type(exc).__name__}: {exc}",
+                     "traceback": traceback.format_exc()}
+        with self._state:  # a request read after the final event finds the worker idle
+            self.emit(final)
+            self._busy = False
 
     def _dispatch(self, action: str, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        if action in {"run", "apply", "cluster", "predict"}:  # the first import of torch and GDAL takes seconds
+            progress.stage("start", 0.0, 0.0)
+            for module in _JOB_MODULES[action]:
+                progress.wait(lambda module=module: importlib.import_module(module), "loading the backend")
         if action == "run":
             from backend.config import config_from_dict
             from backend.pipeline import run_pipeline
@@ -95,54 +199,59 @@ class Worker:
 
             return (run_cluster_job if action == "cluster" else run_predict_job)(params, progress)
         if action == "sleep":
-            seconds = float(params.get("seconds", 1.0))
-            progress.stage("sleep", 0.0, 1.0)
-            t0 = time.monotonic()
-            while (elapsed := time.monotonic() - t0) < seconds:
-                progress.update(elapsed / seconds, f"{elapsed:.1f} s")
-                time.sleep(0.1)
-            progress.update(1.0, "done")
-            return {"slept": seconds}
+            return _sleep(params, progress)
         if action == "info":
             return info(params.get("model"))
         raise RegionLensError(f"Unknown action '{action}'.")
 
     # ---------------------------------------------------------------------------------- main loop
-    def handle(self, line: str) -> bool:
-        """Handle one request line; returns False when the worker should exit."""
+    def handle(self, line: bytes | str) -> bool:
+        """Handle one request line; returns False when the worker should exit. Never raises."""
         try:
-            req = json.loads(line)
-            if not isinstance(req, dict):
-                raise ValueError("a request must be a JSON object")
-        except ValueError as exc:
-            self.emit({"id": None, "event": "error", "kind": "protocol", "message": f"Bad request: {exc}",
+            return self._handle(line)
+        except ProtocolError as exc:
+            req_id = exc.args[1] if len(exc.args) > 1 else None
+            self.emit({"id": req_id, "event": "error", "kind": "protocol", "message": f"Bad request: {exc.args[0]}",
                        "traceback": ""})
-            return True
-        req_id, action = req.get("id"), req.get("action")
+        except Exception as exc:  # noqa: BLE001 - the worker keeps serving whatever a line does
+            self.emit({"id": None, "event": "error", "kind": "internal",
+                       "message": f"The request could not be handled: {type(exc).__name__}: {exc}",
+                       "traceback": traceback.format_exc()})
+        return True
+
+    def _handle(self, line: bytes | str) -> bool:
+        req_id, action, params = parse_request(line)
+        with self._state:
+            running = self._busy
         if action == "ping":
             self.emit({"id": req_id, "event": "result", "result": {"pong": True, "version": __version__}})
         elif action == "cancel":
-            if self._progress is not None:
+            if running and self._progress is not None:
                 self._progress.cancel()
+                message = "Cancelling the running job; it ends with an error of kind 'cancelled'."
+            else:
+                message = "No job is running; there was nothing to cancel."
+            self.emit({"id": req_id, "event": "result", "result": {"cancelling": running, "message": message}})
         elif action == "shutdown":
             return False
-        elif action in {"run", "cluster", "predict", "apply", "sleep", "info"}:
-            if self._job is not None and self._job.is_alive():
+        else:
+            if running:
                 self.emit({"id": req_id, "event": "error", "kind": "busy",
                            "message": "A job is already running; cancel it or wait.", "traceback": ""})
                 return True
             progress = self._progress_for(req_id)
             self._progress = progress
-            self._job = threading.Thread(target=self._run_job, args=(req_id, action, req.get("params") or {}, progress),
-                                         daemon=True)
+            self._busy = True
+            self._job = threading.Thread(target=self._run_job, args=(req_id, action, params, progress), daemon=True)
             self._job.start()
-        else:
-            self.emit({"id": req_id, "event": "error", "kind": "protocol", "message": f"Unknown action '{action}'.",
-                       "traceback": ""})
         return True
 
     def serve(self, stdin: Any) -> None:
-        """Read requests until ``shutdown`` or end of input, then cancel and join any job."""
+        """Read requests (bytes, one per line) until ``shutdown`` or end of input, then cancel and join any job.
+
+        Lines are read as bytes and decoded here, so input that is not UTF-8 is answered like any
+        other bad request instead of breaking the reader.
+        """
         self.emit({"id": None, "event": "ready", "version": __version__, "pid": os.getpid()})
         try:
             for line in stdin:
@@ -163,6 +272,23 @@ class Worker:
                 outputs = sys.modules.get("backend.io.outputs")
                 if outputs is not None:
                     outputs.remove_active_staging()
+
+
+def _sleep(params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """The ``sleep`` job: ``params["seconds"]`` (a number, 0 to 86,400) of cancellable progress."""
+    seconds = params.get("seconds", 1.0)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= 86_400:
+        raise ConfigError(f"sleep: 'seconds' must be a number from 0 to 86400, got {seconds!r}.")
+    unknown = sorted(set(params) - {"seconds"})
+    if unknown:
+        raise ConfigError(f"sleep: unknown parameters {unknown}; allowed: ['seconds'].")
+    progress.stage("sleep", 0.0, 1.0)
+    t0 = time.monotonic()
+    while (elapsed := time.monotonic() - t0) < seconds:
+        progress.update(elapsed / seconds, f"{elapsed:.1f} s")
+        time.sleep(0.1)
+    progress.update(1.0, "done")
+    return {"slept": seconds}
 
 
 def info(model: str | None = None) -> dict[str, Any]:
@@ -203,7 +329,7 @@ def main() -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        Worker(out_fd).serve(sys.stdin)
+        Worker(out_fd).serve(sys.stdin.buffer)
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0

@@ -38,6 +38,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
 from backend.errors import InputError
+from backend.progress import Progress
 from regionlens_common import AUTO_K_MAX, AUTO_K_MIN
 
 __all__ = [
@@ -193,10 +194,12 @@ def _kmeans(xs: np.ndarray, k: int, seed: int) -> np.ndarray:
     return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(xs).astype(int)
 
 
-def _scores(xs: np.ndarray, ks: range, method: str, seed: int) -> dict[int, float]:
+def _scores(xs: np.ndarray, ks: range, method: str, seed: int, progress: Progress | None = None) -> dict[int, float]:
+    progress = progress or Progress()
     ward = _Ward(xs) if method == "agglomerative" else None
     out: dict[int, float] = {}
-    for k in ks:
+    for i, k in enumerate(ks):
+        progress.update(i / len(ks), f"silhouette of k = {k}")
         labels = ward.cut(k) if ward is not None else _kmeans(xs, k, seed)
         out[k] = _silhouette(xs, labels, seed)
     return out
@@ -262,6 +265,7 @@ def cluster(
     k_min: int = AUTO_K_MIN,
     k_max: int = AUTO_K_MAX,
     seed: int = 0,
+    progress: Progress | None = None,
 ) -> ClusterResult:
     """Cluster the embeddings (centred, not rescaled; identical rows counted once).
 
@@ -272,6 +276,7 @@ def cluster(
         k_min: Smallest k tried when ``k`` is ``"auto"``.
         k_max: Largest k tried when ``k`` is ``"auto"``.
         seed: Random state of k-means and of the silhouette sample.
+        progress: Reported (and cancellation checked) once per k tried.
 
     Returns:
         The :class:`ClusterResult`, clusters numbered by decreasing size.
@@ -288,7 +293,7 @@ def cluster(
     notes = distinct.warnings()
     scores: dict[int, float] = {}
     if k == "auto":
-        scores = _scores(rows, _k_range(n_distinct, k_min, k_max, notes), method, seed)
+        scores = _scores(rows, _k_range(n_distinct, k_min, k_max, notes), method, seed, progress)
         k_used = _best(scores)
     elif isinstance(k, int | np.integer) and not isinstance(k, bool) and k >= 2:
         k_used = int(k)

@@ -112,8 +112,8 @@ def check_label_fields(layer: QgsVectorLayer | None, fields: list[str]) -> str:
     if not refused:
         return ""
     return tr(
-        "{} cannot be predicted: identifiers (id, GEOID, OBJECTID, integers numbering the regions) and fields derived from the "
-        "geometry (area, bounds) are not labels. Labels of this layer: {}."
+        "{} cannot be predicted: identifiers (id, GEOID, OBJECTID, integers numbering the regions) and fields "
+        "derived from the geometry (area, bounds) are not labels. Labels of this layer: {}."
     ).format(", ".join(refused), ", ".join(label_fields(layer)) or tr("none"))
 
 

@@ -13,6 +13,7 @@ Two kinds of data:
 from __future__ import annotations
 
 import copy
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from shapely.geometry import box
 
 from backend.config import RunConfig, config_from_dict
 from backend.io.city import CityData, read_city
+from backend.progress import Progress
 from backend.views import Views, build_views
 
 SF_DIR = Path(__file__).resolve().parents[2] / "resources" / "sample_data" / "sf"
@@ -188,3 +190,27 @@ def small_city(tmp_path: Path, write_gpkg: Callable[..., Path]) -> dict[str, Any
         "prediction": {"models": ["ridge"], "folds": 3, "repeats": 1, "spatial": False},
         "figures": False,
     }
+
+
+class CountingCancel(threading.Event):
+    """A cancel event that counts the cancellation checks and turns set after ``after`` of them."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+        self.checks = 0
+
+    def is_set(self) -> bool:
+        self.checks += 1
+        if self.checks > self.after:
+            self.set()
+        return super().is_set()
+
+
+@pytest.fixture
+def cancel_after() -> Callable[[int], Progress]:
+    """``cancel_after(n)``: a Progress whose cancellation checks pass ``n`` times, then raise Cancelled.
+
+    Tests count the units of work done before the check that raised (no wall-clock assertions).
+    """
+    return lambda n: Progress(cancel_event=CountingCancel(n))

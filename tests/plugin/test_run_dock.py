@@ -481,7 +481,8 @@ def test_run_through_the_dock(
         group = qgis_new_project.layerTreeRoot().findGroup("RegionLens \u2014 run_sf")
         assert group is not None
         names = {node.layer().name() for node in group.findLayers()}
-        assert {"Clusters (baseline, run_sf)", "Predicted population (baseline, run_sf) (modelled as log1p(per km\u00b2))",
+        assert {"Clusters (baseline, run_sf)",
+                "Predicted population (baseline, run_sf) (modelled as log1p(per km\u00b2))",
                 "Embeddings (baseline, run_sf)", "Metrics (run_sf)"} <= names
 
         dialog = dock.metrics_dialog

@@ -396,8 +396,8 @@ class CaLLiPerEmbedder(Embedder):
                 net.train()
                 perm = torch.randperm(len(train_rows), generator=generator).to(device)
                 total = 0.0
-                for rows in torch.tensor_split(train_t[perm], n_batches):
-                    progress.check_cancel()
+                for b, rows in enumerate(torch.tensor_split(train_t[perm], n_batches)):
+                    train_progress.poll((epoch + b / n_batches) / p.epochs)
                     loss = batch_loss(net, rows)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()

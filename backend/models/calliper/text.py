@@ -13,6 +13,7 @@ even load the encoder.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import string
@@ -55,9 +56,14 @@ DEFAULT_NAME_TEMPLATE = "{name}, a place of {category}"
 NAMES_CHOICES = ("auto", "yes", "no")
 #: Placeholders a template may use.
 TEMPLATE_FIELDS = ("category", "name", "article")
-#: Distinct texts handed to the encoder per call (progress and cancellation between calls).
-ENCODE_CHUNK = 8192
-_SQL_CHUNK = 500  # texts per SELECT ... IN (...)
+#: Distinct texts handed to the encoder per call (progress and cancellation between calls): the first call
+#: gets ENCODE_CHUNK_MIN, later ones as many as the measured speed encodes in about ENCODE_CHUNK_SECONDS
+#: (long descriptions on a slow CPU: a few; short labels on a GPU: up to ENCODE_CHUNK_MAX).
+ENCODE_CHUNK_MIN = 8
+ENCODE_CHUNK_MAX = 256
+ENCODE_CHUNK_SECONDS = 0.3
+_CACHE_WRITE_EVERY = 4096  # encoded texts per write to the cache
+_SQL_CHUNK = 500  # texts per SELECT ... IN (json_each(?))
 
 
 def category_label(category: Any) -> str:
@@ -194,11 +200,11 @@ class TextCache:
         try:
             with self._connect(self.path) as con:
                 for start in range(0, len(texts), _SQL_CHUNK):
-                    chunk = list(texts[start : start + _SQL_CHUNK])
-                    marks = ",".join("?" * len(chunk))
+                    chunk = json.dumps(list(texts[start : start + _SQL_CHUNK]))
                     rows = con.execute(
-                        f"SELECT text, dim, vec FROM vectors WHERE model = ? AND text IN ({marks})",  # noqa: S608
-                        [model, *chunk],
+                        "SELECT text, dim, vec FROM vectors"
+                        " WHERE model = ? AND text IN (SELECT value FROM json_each(?))",
+                        (model, chunk),
                     )
                     for text, dim, blob in rows:
                         vec = np.frombuffer(blob, dtype=np.float32)
@@ -270,7 +276,8 @@ def encode_texts(
         cache_dir: Cache folder; None disables the cache.
         device: Torch device of the encoder.
         batch_size: Texts per forward pass of the encoder.
-        progress: Progress (one update per chunk of :data:`ENCODE_CHUNK` texts; cancellation checked).
+        progress: Progress (cancellation checked while the encoder loads and between chunks of about
+            :data:`ENCODE_CHUNK_SECONDS` of encoding; progress reported at least every second).
         loader: ``loader(name, device) -> model`` with sentence-transformers' ``encode``; default: the
             encoder registry. The encoder is loaded only if some text is missing from the cache.
 
@@ -296,17 +303,29 @@ def encode_texts(
         progress.log(f"calliper: {cache.error}")
     new: dict[str, np.ndarray] = {}
     if missing:
-        model = (loader or _load_encoder)(encoder, device)
-        for start in range(0, len(missing), ENCODE_CHUNK):
-            progress.update(start / len(missing), f"encoding texts {start:,}/{len(missing):,}")
-            chunk = missing[start : start + ENCODE_CHUNK]
+        load = loader or _load_encoder
+        model = progress.wait(lambda: load(encoder, device), f"loading {encoder}")
+        pending: list[str] = []
+        start, size = 0, ENCODE_CHUNK_MIN
+        while start < len(missing):
+            progress.poll(start / len(missing), f"encoding texts {start:,}/{len(missing):,}")
+            chunk = missing[start : start + size]
+            t_chunk = time.perf_counter()
             vecs = np.asarray(
-                model.encode(chunk, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                             show_progress_bar=False),
+                model.encode(chunk, batch_size=min(batch_size, len(chunk)), convert_to_numpy=True,
+                             normalize_embeddings=True, show_progress_bar=False),
                 dtype=np.float32,
             )
-            cache.put_many(model_key, chunk, vecs)
+            rate = len(chunk) / max(time.perf_counter() - t_chunk, 1e-6)  # texts per second
+            size = int(min(ENCODE_CHUNK_MAX, max(ENCODE_CHUNK_MIN, rate * ENCODE_CHUNK_SECONDS)))
+            start += len(chunk)
             new.update(zip(chunk, vecs, strict=True))
+            pending.extend(chunk)
+            if len(pending) >= _CACHE_WRITE_EVERY:  # texts encoded so far survive a cancel
+                cache.put_many(model_key, pending, np.stack([new[t] for t in pending]))
+                pending = []
+        if pending:
+            cache.put_many(model_key, pending, np.stack([new[t] for t in pending]))
         if cache.error:
             progress.log(f"calliper: {cache.error}")
     dims = {v.shape[0] for v in (*found.values(), *new.values())}

@@ -426,8 +426,8 @@ class CooKIEEmbedder(Embedder):
             t_stage = time.perf_counter()
             net.train()
             for epoch in range(epochs):
-                progress.check_cancel()
-                terms = self._epoch(stage, net, x_all, opt, gen_np, gen_t)
+                with progress.watch(net):  # an epoch over many regions can take seconds: poll between layers
+                    terms = self._epoch(stage, net, x_all, opt, gen_np, gen_t, progress)
                 self.stage_history[key].append(terms)
                 self.history.append(terms["total"])
                 self.loss_terms = dict(terms)
@@ -443,7 +443,8 @@ class CooKIEEmbedder(Embedder):
         self.train_seconds = time.perf_counter() - t0
 
     def _epoch(self, stage: int, net: CooKIENet, x_all: dict[str, torch.Tensor], opt: Any,
-               gen_np: np.random.Generator, gen_t: torch.Generator) -> dict[str, float]:
+               gen_np: np.random.Generator, gen_t: torch.Generator, progress: Progress | None = None,
+               ) -> dict[str, float]:
         import torch
 
         n = next(iter(x_all.values())).shape[0]
@@ -453,7 +454,9 @@ class CooKIEEmbedder(Embedder):
         else:
             batches = list(np.array_split(gen_np.permutation(n), math.ceil(n / bs)))
         sums: dict[str, float] = {}
+        progress = progress or Progress()
         for idx in batches:
+            progress.poll()
             if idx is None:
                 xb = x_all
                 share = 1.0

@@ -49,6 +49,7 @@ __all__ = [
     "Scaler",
     "available_modalities",
     "default_image_cache_dir",
+    "hash_arrays",
     "image_features",
     "text_features",
 ]
@@ -69,6 +70,7 @@ IMAGE_ENCODERS = ("efficientnet-lite0", "stats")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _CLIP = 10.0
+_HASH_CHUNK = 8 << 20  # bytes hashed between cancellation checks
 
 
 def available_modalities(views: Views, image_encoder: str = "efficientnet-lite0") -> dict[str, str]:
@@ -202,14 +204,23 @@ def _load_image_encoder(name: str, device: str) -> Any:
     return get_encoder(name, device=device)
 
 
-def _cache_key(encoder: str, size: int, chips: np.ndarray, masks: np.ndarray | None) -> str:
+def hash_arrays(h: Any, arrays: Sequence[np.ndarray], progress: Progress | None = None) -> None:
+    """Feed the bytes of ``arrays`` into the hash ``h`` a few MB at a time, polling ``progress`` between."""
+    progress = progress or Progress()
+    for array in arrays:
+        flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+        for start in range(0, len(flat), _HASH_CHUNK):
+            progress.poll(message="hashing chips for the feature cache")
+            h.update(flat[start:start + _HASH_CHUNK].data)
+
+
+def _cache_key(encoder: str, size: int, chips: np.ndarray, masks: np.ndarray | None,
+               progress: Progress | None = None) -> str:
     from backend.models.calliper.text import encoder_id
 
     h = hashlib.sha256()
     h.update(f"{encoder_id(encoder)}|{size}|{chips.shape}|{chips.dtype}".encode())
-    h.update(np.ascontiguousarray(chips).tobytes())
-    if masks is not None:
-        h.update(np.ascontiguousarray(masks).tobytes())
+    hash_arrays(h, [chips] if masks is None else [chips, masks], progress)
     return h.hexdigest()[:40]
 
 
@@ -235,7 +246,8 @@ def image_features(
         cache_dir: Folder of the feature cache (None: no cache).
         device: Torch device of the encoder.
         batch_size: Chips per forward pass.
-        progress: Progress (one update per batch; cancellation checked).
+        progress: Progress (one update per batch; cancellation checked while the encoder loads, between
+            its layers and while hashing the chips for the cache).
         loader: ``loader(name, device) -> model``; default: the encoder registry.
 
     Returns:
@@ -255,21 +267,23 @@ def image_features(
         images = sorted(k for k, v in ENCODERS.items() if v.kind == "image")
         raise ConfigError(f"cookie: '{encoder}' is not a registered image encoder; use one of {images} or 'stats'.")
     chips = np.asarray(chips, dtype=np.float32)
+    progress = progress or Progress()
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"{encoder}-{_cache_key(encoder, image_size, chips, masks)}.npy"
+        path = Path(cache_dir) / f"{encoder}-{_cache_key(encoder, image_size, chips, masks, progress)}.npy"
         if path.is_file():
             try:
                 return np.load(path, allow_pickle=False).astype(np.float32), True
             except (OSError, ValueError):
                 pass  # unreadable: recompute and overwrite
     progress = progress or Progress()
-    model = (loader or _load_image_encoder)(encoder, device)
+    load = loader or _load_image_encoder
+    model = progress.wait(lambda: load(encoder, device), f"loading {encoder}")
     mean = torch.tensor(_IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(_IMAGENET_STD, device=device).view(1, 3, 1, 1)
     n = len(chips)
     out: list[np.ndarray] = []
-    with torch.no_grad():
+    with torch.no_grad(), progress.watch(model):
         for start in range(0, n, batch_size):
             progress.update(start / max(n, 1), f"image features {start}/{n}")
             x = torch.from_numpy(chips[start:start + batch_size]).to(device)

@@ -17,7 +17,8 @@ Any subset of the views POI counts, land use, image statistics and OD flows work
 table view is an input and a similarity target; OD flows are an input and a relation target; spatial
 adjacency is a relation target when there is no OD table (``adjacency_target``). Training runs for a fixed
 number of epochs, or stops earlier when the training loss reaches a plateau (``plateau_window``); it never
-looks at labels. Progress is reported (and cancellation checked) once per epoch. The embedding is the
+looks at labels. Progress is reported once per epoch; cancellation is checked between mini-batches and between
+the network's layers in the forward and backward passes. The embedding is the
 network's output in evaluation mode (no dropout) after the last epoch; the public code instead keeps the
 training-mode output of the epoch with the best test R2, which an honest protocol cannot do.
 """
@@ -326,36 +327,37 @@ class HAFusionEmbedder(Embedder):
         self.history = []
         net.train()
         t0 = time.perf_counter()
-        for epoch in range(epochs):
-            progress.check_cancel()
-            if full is not None:
-                batches: list[np.ndarray | None] = [None]
-            else:
-                perm = gen.permutation(n)
-                batches = [np.sort(perm[i:i + batch]) for i in range(0, n, batch)]
-            epoch_loss, terms_sum = 0.0, dict.fromkeys([*targets.relations, *targets.similarities], 0.0)
-            for idx in batches:
-                rel, sim = full if full is not None else blocks(idx)
-                x = x_all if idx is None else [t[torch.from_numpy(idx).to(device)] for t in x_all]
-                _, decoded = net(x)
-                loss, terms = total_loss(decoded, rel, sim, reduction)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                share = 1.0 if idx is None else len(idx) / n
-                epoch_loss += float(loss.detach()) * share
-                for k, v in terms.items():
-                    terms_sum[k] += float(v.detach()) * share
-            if not np.isfinite(epoch_loss):
-                raise InputError(f"HAFusion's training loss became {epoch_loss} at epoch {epoch + 1}; the inputs "
-                                 "may hold extreme values (try input_scaling='log1p').")
-            self.history.append(epoch_loss)
-            self.loss_terms = terms_sum
-            self.epochs_run = epoch + 1
-            progress.update((epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs}, loss {epoch_loss:.5g}")
-            if self._plateau():
-                progress.log(f"hafusion: training loss reached a plateau after {epoch + 1} epochs; stopped.")
-                break
+        with progress.watch(net):  # a full-batch epoch can take seconds: poll between layers too
+            for epoch in range(epochs):
+                if full is not None:
+                    batches: list[np.ndarray | None] = [None]
+                else:
+                    perm = gen.permutation(n)
+                    batches = [np.sort(perm[i:i + batch]) for i in range(0, n, batch)]
+                epoch_loss, terms_sum = 0.0, dict.fromkeys([*targets.relations, *targets.similarities], 0.0)
+                for b, idx in enumerate(batches):
+                    progress.poll((epoch + b / len(batches)) / epochs)
+                    rel, sim = full if full is not None else blocks(idx)
+                    x = x_all if idx is None else [t[torch.from_numpy(idx).to(device)] for t in x_all]
+                    _, decoded = net(x)
+                    loss, terms = total_loss(decoded, rel, sim, reduction)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    share = 1.0 if idx is None else len(idx) / n
+                    epoch_loss += float(loss.detach()) * share
+                    for k, v in terms.items():
+                        terms_sum[k] += float(v.detach()) * share
+                if not np.isfinite(epoch_loss):
+                    raise InputError(f"HAFusion's training loss became {epoch_loss} at epoch {epoch + 1}; the inputs "
+                                     "may hold extreme values (try input_scaling='log1p').")
+                self.history.append(epoch_loss)
+                self.loss_terms = terms_sum
+                self.epochs_run = epoch + 1
+                progress.update((epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs}, loss {epoch_loss:.5g}")
+                if self._plateau():
+                    progress.log(f"hafusion: training loss reached a plateau after {epoch + 1} epochs; stopped.")
+                    break
         self.train_seconds = time.perf_counter() - t0
 
     def _plateau(self) -> bool:

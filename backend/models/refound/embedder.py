@@ -484,27 +484,28 @@ class RefoundEmbedder(Embedder):
         t0 = time.perf_counter()
         step = start
         try:
-            for step in range(start, steps):
-                progress.check_cancel()
-                net.train()
-                terms = self._step(net, tensors, step, autocast)
-                loss = terms.pop("_loss")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                total = float(loss.detach())
-                if not math.isfinite(total):
-                    raise InputError(f"ReFound's training loss became {total} at step {step + 1}; try a lower "
-                                     "learning_rate.")
-                self.history.append(total)
-                for k, v in terms.items():
-                    self.loss_terms.setdefault(k, []).append(v)
-                if (step + 1) % 5 == 0 or step + 1 == steps:
-                    progress.update((step + 1) / steps, f"step {step + 1}/{steps}, loss {total:.3f}")
-                if ckpt is not None and (step + 1) % p.checkpoint_every == 0 and step + 1 < steps:
-                    self._save_checkpoint(ckpt, net, opt, sched, step + 1)
+            with progress.watch(net):  # a step of the full configuration can take seconds on a CPU
+                for step in range(start, steps):
+                    progress.poll(step / steps)
+                    net.train()
+                    terms = self._step(net, tensors, step, autocast)
+                    loss = terms.pop("_loss")
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                    opt.step()
+                    sched.step()
+                    total = float(loss.detach())
+                    if not math.isfinite(total):
+                        raise InputError(f"ReFound's training loss became {total} at step {step + 1}; try a lower "
+                                         "learning_rate.")
+                    self.history.append(total)
+                    for k, v in terms.items():
+                        self.loss_terms.setdefault(k, []).append(v)
+                    if (step + 1) % 5 == 0 or step + 1 == steps:
+                        progress.update((step + 1) / steps, f"step {step + 1}/{steps}, loss {total:.3f}")
+                    if ckpt is not None and (step + 1) % p.checkpoint_every == 0 and step + 1 < steps:
+                        self._save_checkpoint(ckpt, net, opt, sched, step + 1)
         except Cancelled:
             if ckpt is not None and step > start:
                 self._save_checkpoint(ckpt, net, opt, sched, len(self.history))

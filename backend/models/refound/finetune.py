@@ -57,7 +57,7 @@ def finetune_predictions(
         weight_decay: AdamW weight decay.
         batch_size: Regions per step.
         seed: Seed of the head weights, dropout and batches.
-        progress: Reported once per fold; cancellation is checked every epoch.
+        progress: Reported once per fold; cancellation is checked every mini-batch.
 
     Returns:
         N predictions in the label's units.
@@ -91,9 +91,9 @@ def finetune_predictions(
             rng = np.random.default_rng([seed, k])
             head.train()
             for _ in range(epochs):
-                progress.check_cancel()
                 order = rng.permutation(len(yt))
                 for s in range(0, len(order), batch_size):
+                    progress.poll()
                     idx = torch.from_numpy(order[s:s + batch_size])
                     loss = torch.nn.functional.mse_loss(head(xt[idx]), yt[idx])
                     opt.zero_grad(set_to_none=True)

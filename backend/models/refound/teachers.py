@@ -185,9 +185,14 @@ def generate_descriptions(
 
     progress = progress or Progress()
     source = str(Path(model).expanduser()) if Path(model).expanduser().is_dir() else model
+    def load() -> tuple[Any, Any]:
+        # local_files_only: nothing is downloaded, so there is no remote revision to pin
+        tok = AutoTokenizer.from_pretrained(source, local_files_only=True)  # nosec B615
+        lm = AutoModelForCausalLM.from_pretrained(source, local_files_only=True)  # nosec B615
+        return tok, lm.to(device).eval()
+
     try:
-        tok = AutoTokenizer.from_pretrained(source, local_files_only=True)
-        lm = AutoModelForCausalLM.from_pretrained(source, local_files_only=True).to(device).eval()
+        tok, lm = progress.wait(load, f"loading {model}")
     except (OSError, ValueError) as exc:
         raise ConfigError(
             f"refound: the description model '{model}' could not be loaded from disk ({exc}); give a local folder "
@@ -203,7 +208,7 @@ def generate_descriptions(
         chunk = unique[start:start + batch_size]
         enc = tok([DESCRIPTION_PROMPT.format(facts=t) for t in chunk], return_tensors="pt", padding=True)
         enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-        with torch.no_grad():
+        with torch.no_grad(), progress.watch(lm):
             ids = lm.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
         for template, row in zip(chunk, ids[:, enc["input_ids"].shape[1]:], strict=True):
             text = " ".join(tok.decode(row, skip_special_tokens=True).split())
@@ -274,15 +279,17 @@ def _load_image_encoder(name: str, device: str) -> Any:
     return load(name, device)
 
 
-def _cache_key(encoder: str, patch_grid: int, side: int, chips: np.ndarray, masks: np.ndarray | None) -> str:
+def _cache_key(encoder: str, patch_grid: int, side: int, chips: np.ndarray, masks: np.ndarray | None,
+               progress: Progress | None = None) -> str:
     from backend.models.calliper.text import encoder_id
+    from backend.models.cookie.modalities import hash_arrays
 
     h = hashlib.sha256()
     h.update(f"{_CACHE_VERSION}|{encoder_id(encoder)}|{patch_grid}|{side}|{chips.shape}|{chips.dtype}".encode())
-    h.update(np.ascontiguousarray(chips).tobytes())
+    hash_arrays(h, [chips], progress)
     if masks is not None:
         h.update(b"|masks")
-        h.update(np.ascontiguousarray(masks, dtype=bool).tobytes())
+        hash_arrays(h, [np.asarray(masks, dtype=bool)], progress)
     return h.hexdigest()[:40]
 
 
@@ -371,18 +378,19 @@ def vision_targets(
     n = len(chips)
     valid = masks.reshape(n, -1).any(axis=1) if masks is not None else np.ones(n, dtype=bool)
     path = None
+    progress = progress or Progress()
     if cache_dir is not None:
-        path = Path(cache_dir) / f"refound-{encoder}-{_cache_key(encoder, p, side, chips, masks)}.npz"
+        path = Path(cache_dir) / f"refound-{encoder}-{_cache_key(encoder, p, side, chips, masks, progress)}.npz"
         if path.is_file() and (cached := _load_cached(path)) is not None:
             return cached
-    progress = progress or Progress()
     progress.update(0.0, f"vision teacher on {n} chips")
-    model = (loader or _load_image_encoder)(encoder, device)
+    load = loader or _load_image_encoder
+    model = progress.wait(lambda: load(encoder, device), f"loading {encoder}")
     mean = torch.tensor(_IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(_IMAGENET_STD, device=device).view(1, 3, 1, 1)
     globals_: list[np.ndarray] = []
     patches: list[np.ndarray] = []
-    with torch.no_grad():
+    with torch.no_grad(), progress.watch(model):
         for start in range(0, n, batch_size):
             progress.update(start / max(n, 1), f"vision teacher {start}/{n}")
             x = torch.from_numpy(np.nan_to_num(chips[start:start + batch_size])).to(device)

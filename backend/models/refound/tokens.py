@@ -190,14 +190,16 @@ def load_tokenizer(name: str = "all-MiniLM-L6-v2") -> Any:
         )
     else:  # a hub name: only from the local Hugging Face cache
         try:
-            return AutoTokenizer.from_pretrained(name, local_files_only=True)
+            # local_files_only: nothing is downloaded, so there is no remote revision to pin
+            return AutoTokenizer.from_pretrained(name, local_files_only=True)  # nosec B615
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"Tokenizer '{name}' is not in the local Hugging Face cache ({exc}); RegionLens downloads nothing "
                 "at run time: download it once yourself or give a local folder."
             ) from exc
+    folder = str(path)
     try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)  # nosec B615 # a local folder, offline
     except (OSError, ValueError) as exc:
         raise ConfigError(f"No tokenizer could be read from '{path}': {exc}") from exc
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import zlib
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 import torch
 from shapely.geometry import box
 
-from backend.errors import ConfigError, InputError
+from backend.errors import Cancelled, ConfigError, InputError
 from backend.io.city import CityData
 from backend.models import EMBEDDERS, get_embedder, load_embedder
 from backend.models.calliper import CaLLiPerEmbedder
@@ -197,6 +198,40 @@ def test_cache_avoids_reencoding(tmp_path: Path, fake_encoder: dict) -> None:
     np.testing.assert_array_equal(again.vectors[:3], first.vectors)
     encode_texts(texts, cache_dir=tmp_path)
     assert fake_encoder["loads"] == 2  # everything cached: the encoder is not even loaded
+
+
+class CountingEncoder:
+    """A sentence encoder stand-in that records how many texts it encoded."""
+
+    def __init__(self) -> None:
+        self.encoded = 0
+
+    def encode(self, texts: list[str], **_: object) -> np.ndarray:
+        self.encoded += len(texts)
+        return np.ones((len(texts), 4), dtype=np.float32)
+
+
+def test_cancel_during_text_encoding_stops_within_a_few_small_chunks(cancel_after) -> None:
+    encoder = CountingEncoder()
+    texts = [f"A place of shop {i}" for i in range(5000)]
+    with pytest.raises(Cancelled):
+        encode_texts(texts, cache_dir=None, progress=cancel_after(4), loader=lambda name, device: encoder)
+    # checks: before the load, then one per chunk: at most three chunks were encoded, not all 5,000 texts
+    assert 0 < encoder.encoded <= 3 * text_mod.ENCODE_CHUNK_MAX < 1000
+
+
+def test_cancel_while_the_text_encoder_loads(cancel_after) -> None:
+    release, loaded = threading.Event(), threading.Event()
+
+    def slow_loader(name: str, device: str) -> CountingEncoder:
+        release.wait(30)
+        loaded.set()
+        return CountingEncoder()
+
+    with pytest.raises(Cancelled):
+        encode_texts(["A place of cafe"], cache_dir=None, progress=cancel_after(3), loader=slow_loader)
+    assert not loaded.is_set()  # cancelled while the encoder was still loading
+    release.set()
 
 
 def test_packaged_encoder_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

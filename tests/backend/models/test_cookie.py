@@ -231,6 +231,27 @@ def test_progress_every_epoch_and_cancel() -> None:
         CooKIEEmbedder(dim=8, seed=0, **FAST).fit(views, cancel)
 
 
+@pytest.mark.parametrize("checks", [1, 5])
+def test_cancel_inside_the_first_epoch(cancel_after, checks: int) -> None:
+    """Cancellation is checked per mini-batch and between the network's layers, not once per epoch."""
+    views, _ = synthetic_views(32, ("poi", "landuse"), seed=4)
+    model = CooKIEEmbedder(dim=8, seed=0, **FAST)
+    progress = cancel_after(checks)
+    with pytest.raises(Cancelled):
+        model.fit(views, progress)
+    assert model.epochs_run == {"stage1": 0, "stage2": 0} and model.history == []
+
+
+def test_cancel_while_hashing_chips_for_the_feature_cache(cancel_after, tmp_path: Path) -> None:
+    chips = np.zeros((600, 3, 64, 64), dtype=np.float32)  # 29 MB: several hashing chunks
+    loads: list[str] = []
+    with pytest.raises(Cancelled):
+        cm.image_features(chips, None, cache_dir=tmp_path, progress=cancel_after(2),
+                          loader=lambda name, device: loads.append(name) or FakeImageEncoder())
+    assert loads == []  # cancelled before the encoder was even loaded
+    assert not list(tmp_path.iterdir())
+
+
 def test_plateau_stops_a_stage_early() -> None:
     views, _ = synthetic_views(32, ("poi", "landuse"), seed=5)
     emb = CooKIEEmbedder(dim=8, seed=0, device="cpu", hidden=8, stage1_epochs=40, stage2_epochs=40,

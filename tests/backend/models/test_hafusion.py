@@ -299,13 +299,32 @@ def test_cancel_stops_training_between_epochs() -> None:
 
     def callback(stage: str, fraction: float, message: str) -> None:
         seen.append(fraction)
-        if len(seen) == 3:
+        if message.startswith("epoch 3/"):
             cancel.set()
 
     model = HAFusionEmbedder(dim=8, **{**TINY, "epochs": 50})
     with pytest.raises(Cancelled):
         model.fit(make_views(n=12), Progress(callback=callback, cancel_event=cancel))
     assert model.epochs_run == 3
+
+
+@pytest.mark.parametrize("checks", [1, 4, 40])
+def test_cancel_inside_a_full_batch_epoch(cancel_after, checks: int) -> None:
+    """The reference configuration trains on all regions at once: cancellation is checked between the
+    network's layers (forward and backward), so the first epoch never completes."""
+    model = HAFusionEmbedder(dim=8, **{**TINY, "epochs": 50})
+    progress = cancel_after(checks)
+    with pytest.raises(Cancelled):
+        model.fit(make_views(n=12), progress)
+    assert model.epochs_run == 0 and model.history == []
+    assert progress.cancel_event.checks == checks + 1
+
+
+def test_cancel_between_mini_batches(cancel_after) -> None:
+    model = HAFusionEmbedder(dim=8, **{**TINY, "config": "scalable", "batch_regions": 4, "epochs": 50})
+    with pytest.raises(Cancelled):
+        model.fit(make_views(n=24), cancel_after(1))  # the first mini-batch check passes, the layers' checks raise
+    assert model.epochs_run == 0
 
 
 def test_plateau_stops_early() -> None:

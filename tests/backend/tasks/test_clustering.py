@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from backend.errors import InputError
+from backend.errors import Cancelled, InputError
+from backend.tasks import clustering as clustering_mod
 from backend.tasks.clustering import cluster, cluster_names, cluster_profiles, profile_features, suggest_k
 from backend.views import Views
 
@@ -203,3 +204,13 @@ def test_clusters_without_features_are_named_by_example_regions() -> None:
     assert "emb_" not in " ".join(names.values())
     empty = cluster_profiles(labels, pd.DataFrame(index=range(5)))
     assert cluster_names(empty, labels, x, ids)[0] == "3 regions, most like b, a"
+
+
+def test_cancel_between_the_k_tried(cancel_after, monkeypatch: pytest.MonkeyPatch) -> None:
+    x, _ = _blobs()
+    tried: list[int] = []
+    real = clustering_mod._kmeans
+    monkeypatch.setattr(clustering_mod, "_kmeans", lambda xs, k, seed: tried.append(k) or real(xs, k, seed))
+    with pytest.raises(Cancelled):
+        cluster(x, k="auto", k_min=2, k_max=10, progress=cancel_after(2))
+    assert tried == [2, 3]  # one check per k: the third k was never tried

@@ -144,6 +144,23 @@ def test_checkpoint_resume_after_cancel_matches_an_uninterrupted_run(city40: Vie
     assert not list((tmp_path / "ckpt").glob("refound-*.pt"))  # removed after the run completed
 
 
+def test_cancel_inside_a_pre_training_step(city40: Views, cancel_after) -> None:
+    """Cancellation is checked between the network's layers, not once per step: armed at the progress report
+    after step 5, the cancel stops the run inside step 6."""
+    progress = cancel_after(10**9)
+    event = progress.cancel_event
+
+    def arm(stage: str, fraction: float, message: str) -> None:
+        if message.startswith("step 5/"):
+            event.after = event.checks + 3
+
+    progress.callback = arm
+    model = RefoundEmbedder(**fast(steps=20))
+    with pytest.raises(Cancelled):
+        model.fit(city40, progress)
+    assert len(model.history) == 5
+
+
 def test_checkpoint_of_another_job_is_not_used(city40: Views, tmp_path: Path) -> None:
     folder = tmp_path / "ckpt"
     progress = Progress()

@@ -23,7 +23,7 @@ help:
 	@echo "make lint            ruff and bandit (medium severity and up: zero findings)"
 	@echo "make package         dist/regionlens-<version>.zip for QGIS 'Install from ZIP'"
 	@echo "make install-plugin  link this folder into the default QGIS profile's plugins"
-	@echo "make screenshots     docs/images/*.png: run dock, results map, embedding explorer (runs the demo if needed)"
+	@echo "make screenshots     docs/images/*.png: run dock, results map, embedding explorer (runs out/screenshots/ if needed)"
 
 setup: qgis $(BACKEND)/.installed $(QGISENV)/.installed models
 
@@ -76,7 +76,6 @@ package:
 	python3 scripts/package_plugin.py --out dist
 
 screenshots: setup
-	@test -f out/demo/regionlens.gpkg || $(MAKE) demo
 	$(OFFSCREEN) $(QPY) scripts/screenshots.py
 
 install-plugin:

@@ -16,12 +16,14 @@ from qgis.PyQt.QtCore import QT_VERSION_STR
 from qgis.PyQt.QtWidgets import QWidget
 
 __all__ = [
+    "LEGEND_CHARS",
     "LEGEND_MAX",
     "MIN_CANVAS_SIZE",
     "MISSING_MATPLOTLIB",
     "NO_CLUSTER_COLOUR",
     "PlotContent",
     "ScatterPlot",
+    "legend_chars",
     "require_matplotlib",
 ]
 
@@ -41,23 +43,39 @@ MIN_CANVAS_SIZE = (360, 320)
 _MIN_DRAW_PIXELS = 120
 #: Legend entries shown; more clusters are summed up in one last entry.
 LEGEND_MAX = 10
-#: Legend texts are cut to this many characters (the full label is in the clusters layer).
+#: Legend texts are cut to this many characters in a narrow plot (the full label is in the clusters layer);
+#: a wider plot shows as many as fit (:func:`legend_chars`).
 LEGEND_CHARS = 26
+#: Width of an average legend character (x-small text at the figure's 100 dpi, generous) and of the marker,
+#: padding and column spacing of one legend entry, in pixels.
+_LEGEND_CHAR_PIXELS = 5.6
+_LEGEND_ENTRY_PIXELS = 36.0
 
 
-def _cut(text: str) -> str:
-    return text if len(text) <= LEGEND_CHARS else text[: LEGEND_CHARS - 1].rstrip() + "\u2026"
+def legend_chars(width: float, columns: int) -> int:
+    """How many characters a legend text may have in a figure ``width`` pixels wide with ``columns`` columns
+    (at least :data:`LEGEND_CHARS`)."""
+    fit = int((width / max(columns, 1) - _LEGEND_ENTRY_PIXELS) / _LEGEND_CHAR_PIXELS)
+    return max(LEGEND_CHARS, fit)
+
+
+def _cut(text: str, limit: int = LEGEND_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "\u2026"
 
 
 def _sized_canvas(canvas_class):
     """The Qt canvas class, drawing only when it has a usable size (no "axes collapsed" warnings while
-    the dock is hidden or being laid out)."""
+    the dock is hidden or being laid out), and calling ``before_draw`` first (fits the legend to the width)."""
 
     class SizedCanvas(canvas_class):
+        before_draw: Callable[[], None] | None = None
+
         def draw(self):
             width, height = self.get_width_height()
             if width < _MIN_DRAW_PIXELS or height < _MIN_DRAW_PIXELS:
                 return  # resizeEvent draws again once the canvas has its size
+            if self.before_draw is not None:
+                self.before_draw()
             super().draw()
 
     return SizedCanvas
@@ -111,6 +129,7 @@ class ScatterPlot:
         figure_class, canvas_class = require_matplotlib()
         self.figure = figure_class(figsize=(5, 4), dpi=100, layout="constrained")
         self.canvas = _sized_canvas(canvas_class)(self.figure)
+        self.canvas.before_draw = self._fit_legend
         self.canvas.setMinimumSize(*MIN_CANVAS_SIZE)
         if parent is not None:
             self.canvas.setParent(parent)
@@ -122,6 +141,8 @@ class ScatterPlot:
         self.highlight = None  # the PathCollection of the highlighted points
         self.axes = None
         self.selector = None
+        self.legend_texts: list[str] = []  # the legend's texts in full (shown cut to the plot's width)
+        self._legend_columns = 1
         self.draw(PlotContent(np.zeros((0, 2)), message="No embeddings layer chosen."))
 
     # ------------------------------------------------------------------ drawing
@@ -137,6 +158,7 @@ class ScatterPlot:
             self.selector.disconnect_events()
             self.selector = None
         self.figure.clear()
+        self.legend_texts = []
         ax = self.figure.add_subplot()
         self.axes = ax
         coords = np.asarray(content.coords, dtype=float).reshape(-1, 2)
@@ -175,14 +197,17 @@ class ScatterPlot:
             if len(entries) > LEGEND_MAX:
                 rest = len(entries) - (LEGEND_MAX - 1)
                 entries = entries[: LEGEND_MAX - 1] + [(f"\u2026 and {rest} more", "#ffffff")]
+            self._legend_columns = 2 if len(entries) > 3 else 1
+            limit = legend_chars(self.figure.bbox.width, self._legend_columns)
             handles = [
                 Line2D([], [], marker="o", linestyle="", markersize=6, markerfacecolor=colour,
-                       markeredgecolor="#ffffff", label=_cut(text))
+                       markeredgecolor="#ffffff", label=_cut(text, limit))
                 for text, colour in entries
             ]  # fmt: skip
+            self.legend_texts = [text for text, _colour in entries]
             # below the axes, where a narrow dock has room (constrained layout makes space for it)
             ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="x-small",
-                      frameon=False, borderaxespad=0.0, ncol=2 if len(handles) > 3 else 1,
+                      frameon=False, borderaxespad=0.0, ncol=self._legend_columns,
                       columnspacing=1.0, handletextpad=0.3)  # fmt: skip
         ax.set_title(content.title, fontsize="small")
         ax.set_xlabel(content.axis_labels[0], fontsize="small")
@@ -190,6 +215,15 @@ class ScatterPlot:
         ax.tick_params(labelsize="x-small")
         self._make_selector()
         self.set_highlighted(self.highlighted[self.highlighted < n])
+
+    def _fit_legend(self) -> None:
+        """Cut the legend's texts to what the figure's current width holds (called before every draw)."""
+        legend = self.axes.get_legend() if self.axes is not None else None
+        if legend is None or not self.legend_texts:
+            return
+        limit = legend_chars(self.figure.bbox.width, self._legend_columns)
+        for artist, text in zip(legend.get_texts(), self.legend_texts, strict=True):
+            artist.set_text(_cut(text, limit))
 
     def set_highlighted(self, rows: Sequence[int] | np.ndarray) -> None:
         """Highlight these rows (bigger, black-edged markers); an empty list clears the highlight."""

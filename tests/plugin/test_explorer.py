@@ -298,3 +298,35 @@ def test_docked_at_its_first_size_the_legend_fits_without_warnings(qtbot) -> Non
     texts = [t.get_text() for t in plot.axes.get_legend().get_texts()]
     assert len(texts) == LEGEND_MAX and texts[-1] == "\u2026 and 5 more"
     assert all(len(t) <= LEGEND_CHARS for t in texts)
+
+
+def test_a_wide_explorer_shows_cluster_names_in_full_and_cuts_them_again_when_narrowed(qtbot) -> None:
+    """The legend's names are cut only as much as the plot's width needs: in full at 900 px (README
+    screenshot size), cut again when the dock is made narrow, always inside the figure."""
+    from plugin.explorer.plot import LEGEND_CHARS, PlotContent
+
+    dock = EmbeddingExplorer(None)
+    qtbot.addWidget(dock)
+    dock.resize(900, 700)
+    dock.show()
+    qtbot.waitUntil(lambda: dock.plot.canvas.width() > 800)
+    plot = dock.plot
+    names = [f"{c}: less green image; darker image; more varied image" for c in range(4)]  # 52 characters
+    plot.draw(PlotContent(np.random.default_rng(0).normal(size=(40, 2)),
+                          colours=np.tile([0.1, 0.4, 0.7, 1.0], (40, 1)),
+                          legend=[(name, "#1f77b4") for name in names], title="Embeddings"))  # fmt: skip
+    plot.canvas.draw()
+
+    def shown() -> list[str]:
+        return [t.get_text() for t in plot.axes.get_legend().get_texts()]
+
+    def inside() -> bool:
+        box, figure = plot.axes.get_legend().get_window_extent(), plot.figure.bbox
+        return box.x0 >= figure.x0 - 1 and box.x1 <= figure.x1 + 1
+
+    assert shown() == names and inside()
+    dock.resize(305, 500)
+    qtbot.waitUntil(lambda: plot.canvas.width() < 500)
+    plot.canvas.draw()
+    assert all(len(t) <= LEGEND_CHARS and t.endswith("\u2026") for t in shown()) and inside()
+    assert plot.legend_texts == names

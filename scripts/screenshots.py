@@ -93,10 +93,13 @@ class _Plugin:
 
 def _run(app, dock) -> Path:  # noqa: ANN001
     """Run the dock's choices into :data:`RUN_DIR` through the real worker; returns the GeoPackage."""
+    from plugin.input_export import remove_exported_inputs
+    from plugin.parameters import inputs_dir_for
     from plugin.tasks import RunSucceeded
 
     if RUN_DIR.exists():  # an unfinished earlier attempt (ours): start again
         shutil.rmtree(RUN_DIR)
+    remove_exported_inputs(inputs_dir_for(RUN_DIR))  # its exported inputs too
     shown = dock.output_file.filePath()
     dock.output_file.setFilePath(str(RUN_DIR))
     dock.refresh_validation()

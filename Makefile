@@ -13,13 +13,15 @@ QPY := $(QGISENV)/bin/python
 OFFSCREEN := QT_QPA_PLATFORM=offscreen
 PLUGIN_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default/python/plugins/regionlens
 
-.PHONY: help setup qgis models demo test test-backend test-plugin bench lint package install-plugin screenshots clean
+.PHONY: help setup qgis models demo test test-backend test-plugin bench bench-venv leaderboard lint package install-plugin screenshots clean
 
 help:
 	@echo "make demo            set up everything and run the San Francisco sample into out/demo/"
 	@echo "make test            set up everything and run all tests (backend and plugin)"
 	@echo "make setup           QGIS (apt, as root, when missing), .venv/backend, .venv/qgis, offline models"
 	@echo "make bench           baseline benchmark on the sample city (time per stage, peak memory, R2)"
+	@echo "make bench-venv      .venv/bench: srai (CPU torch) for the leaderboard; never needed by the plugin or tests"
+	@echo "make leaderboard     bench/leaderboard.py in the background (sample city + DATA=...; log out/leaderboard.log)"
 	@echo "make lint            ruff and bandit (medium severity and up: zero findings)"
 	@echo "make package         dist/regionlens-<version>.zip for QGIS 'Install from ZIP'"
 	@echo "make install-plugin  link this folder into the default QGIS profile's plugins"
@@ -67,6 +69,25 @@ test-plugin:
 
 bench: setup
 	$(BPY) bench/baseline.py
+
+# Benchmark-only environment: srai (the peer the leaderboard compares with) with the CPU torch pin.
+BENCHENV := .venv/bench
+DATA ?= ../shared/data/hafusion_nyc
+
+bench-venv: $(BENCHENV)/.installed
+
+$(BENCHENV)/.installed: requirements/bench.txt
+	$(PYTHON) -m venv $(BENCHENV)
+	$(BENCHENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCHENV)/bin/python -m pip install -q -r requirements/bench.txt
+	touch $@
+
+# The whole leaderboard (hours on 2 CPU cores; resumes from out/leaderboard_cache/).
+leaderboard: setup bench-venv
+	mkdir -p out
+	OMP_NUM_THREADS=1 nohup $(BPY) bench/leaderboard.py --data $(DATA) --protocol reference \
+	  --json-dir out/leaderboard --markdown out/leaderboard/leaderboard.md > out/leaderboard.log 2>&1 &
+	@echo "leaderboard running in the background; log: out/leaderboard.log, tables: out/leaderboard/"
 
 lint: $(BACKEND)/.installed
 	$(BPY) -m ruff check .

@@ -82,6 +82,7 @@ LIMITS: dict[str, tuple[int, int]] = {
     "repeats": (1, 100),
     "k": (2, 1000),
     "band": (1, 10_000),
+    "ensemble": (1, 20),
 }
 
 
@@ -158,6 +159,7 @@ class MethodSpec:
     name: str  # registry name, e.g. "baseline"
     dim: int = 32  # embedding size
     params: dict[str, Any] = field(default_factory=dict)  # method-specific parameters
+    ensemble: int = 1  # train this many seeds; predictions average them (learned methods only)
 
 
 @dataclass
@@ -200,6 +202,9 @@ class RunConfig:
     overwrite: bool = False  # replace an existing output folder (never done silently)
     figures: bool = True
     chip_size: int = 64  # side of the per-region image chips, in pixels, for methods that use chips
+    # neighbour means appended to every method's embedding: a preset ("standard") or
+    # {rings = 1, distances_m = [1000]}; see backend.tasks.context
+    context: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (for run.json and the worker protocol)."""
@@ -439,6 +444,11 @@ def _validate(cfg: RunConfig) -> None:
     names = [m.name for m in cfg.methods]
     if len(set(names)) != len(names):
         raise ConfigError(f"Each method may appear once; got {names}.")
+    for i, m in enumerate(cfg.methods):
+        _in_range(m.ensemble, "ensemble", f"methods[{i}].ensemble")  # training seeds
+    from backend.tasks.context import parse_context  # numpy/scipy only, no torch
+
+    parse_context(cfg.context)
     seen: set[str] = set()
     for lab in cfg.labels:
         if not LABEL_NAME_PATTERN.fullmatch(lab.name):

@@ -333,6 +333,7 @@ def run_apply_job(params: dict[str, Any], progress: Progress | None = None) -> d
     """
     from backend.io.city import read_city
     from backend.models import load_embedder
+    from backend.tasks.context import load_context
     from backend.views.build import build_views
 
     job: ApplyJob = _job(ApplyJob, params)
@@ -347,15 +348,21 @@ def run_apply_job(params: dict[str, Any], progress: Progress | None = None) -> d
     progress.stage("load model", 0.0, 0.05)
     model = load_embedder(str(folder))
     model.device, model.device_used = job.device, None
+    # fusion combines the other models of its run (saved beside it): they embed the new regions first
+    sources = {name: load_embedder(str(folder.parent / name)) for name in getattr(model, "source_names", [])}
+    for src in sources.values():
+        src.device, src.device_used = job.device, None
+    vocabulary = {k: v for m in [*sources.values(), model] for k, v in m.vocabulary.items()}
+    rasters = list(dict.fromkeys(r for m in [*sources.values(), model] for r in m.raster_names()))
     needed = model.views_for_transform()
     report: list[str] = []
     progress.stage("read inputs", 0.05, 0.25)
-    city = read_city(_apply_config(job, model.raster_names()), progress)
+    city = read_city(_apply_config(job, rasters), progress)
     report.extend(city.report)
     progress.stage("build views", 0.25, 0.4)
     # New regions are only embedded: no pre-training samples.
-    views = build_views(city, needs=set(model.uses_views) - {"samples"}, vocabulary=model.vocabulary,
-                        progress=progress, report=report)
+    uses = {v for m in [*sources.values(), model] for v in m.uses_views}
+    views = build_views(city, needs=uses - {"samples"}, vocabulary=vocabulary, progress=progress, report=report)
     missing = [v for v in needed if v not in views.available()]
     if needed and len(missing) == len(needed):
         raise InputError(f"The {model.name} model learned from {', '.join(needed)}, which these inputs lack. Add "
@@ -364,7 +371,12 @@ def run_apply_job(params: dict[str, Any], progress: Progress | None = None) -> d
         report.append(f"The model learned from {', '.join(missing)} too, which these inputs lack; those "
                       "views count as average.")
     progress.stage(f"embed: {model.name}", 0.4, 0.9)
+    if sources:
+        model.set_sources({name: src.transform(views, progress) for name, src in sources.items()})
     emb = model.transform(views, progress)
+    context = load_context(folder)  # the run's spatial context, applied to the new layer's own neighbours
+    if context is not None:
+        emb = context.transform(emb, views.geometry)
     if not np.isfinite(emb.to_numpy()).all():
         raise InputError(f"{model.name} produced non-finite embeddings for these regions.")
     progress.stage("write", 0.9, 1.0)

@@ -30,7 +30,7 @@ __all__ = ["RunResult", "run_pipeline", "package_versions"]
 
 METRIC_COLUMNS = [
     "method", "label", "target", "units", "model", "protocol", "n_regions",
-    "mae_mean", "mae_std", "rmse_mean", "rmse_std", "r2_mean", "r2_std",
+    "mae_mean", "mae_std", "rmse_mean", "rmse_std", "r2_mean", "r2_std", "combination",
 ]
 
 
@@ -74,6 +74,28 @@ def package_versions() -> dict[str, str]:
 def _peak_rss_mb() -> float:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 1024.0 if sys.platform != "darwin" else rss / 1024.0 / 1024.0
+
+
+def _make_methods(cfg: RunConfig, device: str) -> list[Any]:
+    """The run's embedders (seed ensembles where ``ensemble`` > 1), fusion first when it is in the run."""
+    from backend.models import get_embedder
+    from backend.models.ensemble import SeedEnsemble
+
+    methods: list[Any] = []
+    for m in cfg.methods:
+        def make(seed: int, m: Any = m) -> Any:
+            return get_embedder(m.name, dim=m.dim, seed=seed, device=device, **m.params)
+
+        methods.append(SeedEnsemble.of(make, m.ensemble, cfg.seed) if m.ensemble > 1 else make(cfg.seed))
+    if "fusion" in {m.name for m in methods} and len(methods) == 1 and not cfg.pois and not cfg.rasters \
+            and not cfg.od and not cfg.landuse:
+        raise InputError("fusion combines the run's other methods and raw views; add another method or inputs.")
+    return sorted(methods, key=lambda m: m.name != "fusion")
+
+
+def model_params(methods: list[Any], name: str) -> Any:
+    """The parameters of the run's method ``name``."""
+    return next(m for m in methods if m.name == name).params
 
 
 def _suffix(method: str, primary: str) -> str:
@@ -133,9 +155,10 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
     """
     from backend.io.city import read_city
     from backend.io.labels import label_areas, unreported_drops
-    from backend.models import get_embedder
     from backend.tasks.clustering import cluster, cluster_names, cluster_profiles, profile_features
-    from backend.tasks.prediction import evaluate_label
+    from backend.tasks.context import SpatialContext, parse_context
+    from backend.tasks.fusion import evaluate_fusion
+    from backend.tasks.prediction import evaluate_ensemble, evaluate_label
     from backend.tasks.targets import make_target
     from backend.views.build import build_views
 
@@ -157,8 +180,9 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
             progress.log(f"removed {stale.name}, the unfinished output of a run that was stopped")
         device = resolve_device(cfg.device)
         progress.log(f"device: {device}")
-        methods = [get_embedder(m.name, dim=m.dim, seed=cfg.seed, device=device, **m.params) for m in cfg.methods]
+        methods = _make_methods(cfg, device)
         primary = methods[0].name
+        context = parse_context(cfg.context)
 
         t0 = time.perf_counter()
         progress.stage("read inputs", 0.0, 0.10)
@@ -177,18 +201,38 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
         timed("views", t0)
         progress.log(f"views: {', '.join(sorted(views.available()))} for {len(views)} regions")
 
-        embeddings: dict[str, pd.DataFrame] = {}
+        embeddings: dict[str, pd.DataFrame] = {}  # what is written and clustered (with the run's context)
+        learned: dict[str, pd.DataFrame] = {}  # as each method learned it (fusion's sources)
+        members: dict[str, list[pd.DataFrame]] = {}  # seed ensembles: every member's embedding (with context)
+        fusion_blocks: dict[str, np.ndarray] = {}
         span = 0.35 / len(methods)
-        for i, model in enumerate(methods):
+        # fusion combines the others, so it is fitted last (it stays first in the outputs when primary)
+        for i, model in enumerate(sorted(methods, key=lambda m: m.name == "fusion")):
             t0 = time.perf_counter()
             progress.stage(f"embed: {model.name}", 0.25 + i * span, 0.25 + (i + 1) * span)
-            emb = model.fit_transform(views, progress)
+            folder = out.path("models", model.name)
+            if model.name == "fusion":
+                model.set_sources(learned)
+                emb = model.fit_transform(views, progress)
+                fusion_blocks = model.blocks(views)
+            elif hasattr(model, "fit_members"):  # seed ensemble
+                members[model.name] = model.fit_members(views, progress)
+                emb = model.combine(members[model.name])
+            else:
+                emb = model.fit_transform(views, progress)
             if not np.isfinite(emb.to_numpy()).all():
                 raise InputError(f"{model.name} produced non-finite embeddings; check the inputs for extreme values.")
+            model.save(folder)
+            learned[model.name] = emb
+            if context is not None and model.name != "fusion":  # fusion applies its own context per block
+                stage = SpatialContext(context).fit(emb)
+                emb = stage.transform(emb, views.geometry)
+                members[model.name] = [stage.transform(m, views.geometry) for m in members.get(model.name, [])]
+                stage.save(folder)
             embeddings[model.name] = emb
-            model.save(out.path("models", model.name))
             timed(f"embed_{model.name}", t0)
             progress.log(f"{model.name}: {emb.shape[1]}-d embeddings in {timings[f'embed_{model.name}']:.1f} s")
+        embeddings = {m.name: embeddings[m.name] for m in methods}  # output order: primary first
 
         # Clustering
         t0 = time.perf_counter()
@@ -227,6 +271,7 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
         predictions: dict[str, pd.DataFrame] = {name: pd.DataFrame(index=views.region_ids) for name in embeddings}
         obs_pred: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {name: {} for name in embeddings}
         label_units: dict[str, str] = {}
+        fusion_choices: dict[str, dict[str, Any]] = {}
         if cfg.prediction is not None and cfg.labels:
             if city.labels is None:
                 raise InputError("Labels were configured but none could be read.")
@@ -247,13 +292,26 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
                 for name, emb in embeddings.items():
                     sub = progress.sub(f"predict {spec.name} ({name})", job / n_jobs, (job + 1) / n_jobs)
                     job += 1
-                    result = evaluate_label(
-                        emb.to_numpy()[rows], target.y.to_numpy(), np.asarray(views.centroids)[rows],
-                        models=tuple(cfg.prediction.models), folds=cfg.prediction.folds,
-                        repeats=cfg.prediction.repeats, spatial=cfg.prediction.spatial, seed=cfg.seed, progress=sub,
-                    )
+                    cv = {"models": tuple(cfg.prediction.models), "folds": cfg.prediction.folds,
+                          "repeats": cfg.prediction.repeats, "spatial": cfg.prediction.spatial, "seed": cfg.seed,
+                          "progress": sub}
+                    y, coords = target.y.to_numpy(), np.asarray(views.centroids)[rows]
+                    combination: dict[str, str] = {}
+                    if name == "fusion":
+                        result, choices = evaluate_fusion({b: x[rows] for b, x in fusion_blocks.items()}, y, coords,
+                                                          inner_folds=model_params(methods, "fusion").inner_folds,
+                                                          **cv)
+                        fusion_choices[spec.name] = {p: c.summary() for p, c in choices.items()}
+                        combination = {p: c.describe() for p, c in choices.items()}
+                        for p, text in combination.items():
+                            progress.log(f"fusion, {spec.name}, {p} folds: {text}")
+                    elif len(members.get(name, [])) > 1:
+                        result = evaluate_ensemble([m.to_numpy()[rows] for m in members[name]], y, coords, **cv)
+                    else:
+                        result = evaluate_label(emb.to_numpy()[rows], y, coords, **cv)
                     table = result.metrics.copy()
                     table.insert(0, "units", target.units)
+                    table["combination"] = [combination.get(p, "") for p in table["protocol"]]
                     table.insert(0, "target", target.description)
                     table.insert(0, "label", spec.name)
                     table.insert(0, "method", name)
@@ -347,6 +405,9 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
             "layers": layers,
             "metrics": metric_rows,
             "label_units": label_units,
+            "context": None if context is None else {"rings": context.rings, "distances_m": context.distances_m},
+            "ensembles": {m.name: len(m.members) for m in methods if hasattr(m, "members")},
+            "fusion": fusion_choices,
         }
         write_json(manifest, out.path("run.json"))
         final = out.commit()

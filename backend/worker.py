@@ -307,6 +307,7 @@ def info(model: str | None = None) -> dict[str, Any]:
 
     from backend.device import resolve_device
     from backend.models import EMBEDDERS
+    from backend.tasks.context import CONTEXT_PRESETS
 
     return {
         "version": __version__,
@@ -317,6 +318,7 @@ def info(model: str | None = None) -> dict[str, Any]:
         "cuda": bool(torch.cuda.is_available()),
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "methods": {name: cls.describe() for name, cls in EMBEDDERS.items()},
+        "context_presets": CONTEXT_PRESETS,  # values of the run setting ``context`` besides {rings, distances_m}
     }
 
 

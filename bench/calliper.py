@@ -1,6 +1,7 @@
 """Benchmark: CaLLiPer (Wang et al., arXiv 2411.06229) on the bundled San Francisco sample city.
 
-1. Quality. CaLLiPer region embeddings (the packaged all-MiniLM-L6-v2, frozen; POI names used; the
+1. Quality (main row: 3 training seeds x 3 fold seeds, pooled). CaLLiPer region embeddings (the packaged
+   all-MiniLM-L6-v2, frozen; POI names used; the
    paper's settings: 128-d, 32 scales 100 m - 10 km, batch 1024, up to 100 epochs with early stopping on
    the contrastive loss of 10% held-out POIs) against the baseline, predicting population and every crime
    label as log1p density per km2 under the honest protocol (ridge with inner-CV penalty, out of fold,
@@ -81,20 +82,32 @@ def peak_mb() -> float:
 # ------------------------------------------------------------------------------------------ quality
 
 
-def evaluate(features: dict[str, np.ndarray], views: Any, cfg: Any, repeats: int, folds: int) -> list[dict]:
+def evaluate(features: dict[str, np.ndarray | list[np.ndarray]], views: Any, cfg: Any, repeats: int,
+             folds: int) -> list[dict]:
+    """One row per (features, label, protocol); a list of matrices (training seeds) pools every (training seed,
+    fold seed) pair. Scores come from the backend's ``evaluate_label``; spread is the sample std (ddof 1)."""
     from backend.tasks.prediction import evaluate_label
     from backend.tasks.targets import make_target
+    from bench._scoring import summary
 
     rows = []
     city_labels = evaluate.labels  # type: ignore[attr-defined]
     for spec in cfg.labels:
         target = make_target(city_labels[spec.name].reindex(views.region_ids), spec, views.areas_km2, None)
         idx = views.region_ids.get_indexer(target.y.index)
-        for name, x in features.items():
-            res = evaluate_label(x[idx], target.y.to_numpy(), np.asarray(views.centroids)[idx], models=("ridge",),
-                                 folds=folds, repeats=repeats, spatial=True, seed=cfg.seed)
-            for rec in res.metrics.to_dict("records"):
-                rows.append({"features": name, "label": spec.name, **rec})
+        for name, mats in features.items():
+            pooled: dict[str, list[dict[str, float]]] = {}
+            for x in mats if isinstance(mats, list) else [mats]:
+                res = evaluate_label(x[idx], target.y.to_numpy(), np.asarray(views.centroids)[idx],
+                                     models=("ridge",), folds=folds, repeats=repeats, spatial=True, seed=cfg.seed)
+                for rec in res.per_repeat.to_dict("records"):
+                    pooled.setdefault(rec["protocol"], []).append(rec)
+            for protocol, recs in pooled.items():
+                row = {"features": name, "label": spec.name, "model": "ridge", "protocol": protocol,
+                       "n_regions": len(idx)}
+                for key, (mean, std) in summary(recs).items():
+                    row[f"{key}_mean"], row[f"{key}_std"] = mean, std
+                rows.append(row)
     return rows
 
 
@@ -115,7 +128,8 @@ def quality(args: argparse.Namespace, cache: Path) -> tuple[list[dict], dict[str
 
     def fit(label: str, **params: Any) -> Any:
         t0 = time.perf_counter()
-        model = get_embedder("calliper", dim=128, seed=args.seed, device=args.device, epochs=epochs,
+        seed = params.pop("seed", args.seed)
+        model = get_embedder("calliper", dim=128, seed=seed, device=args.device, epochs=epochs,
                              cache_dir=str(cache), **params)
         model.fit(views, Progress(log_callback=logs.append))
         fits[label] = {"seconds": round(time.perf_counter() - t0, 1), **model.stats,
@@ -127,6 +141,9 @@ def quality(args: argparse.Namespace, cache: Path) -> tuple[list[dict], dict[str
 
     print("Fitting CaLLiPer on the sample city ...", flush=True)
     model = fit("calliper")
+    # the main row pools 3 training seeds (--seeds); the variants below use the first seed
+    seeds = [model.transform(views).to_numpy()] + [fit(f"calliper (seed {args.seed + i})", seed=args.seed + i)
+                                                   .transform(views).to_numpy() for i in range(1, args.seeds)]
     cal = {"calliper": model.transform(views).to_numpy()}
     for mode in ("centroid", "poi"):
         model.params.region_mode = mode
@@ -141,6 +158,7 @@ def quality(args: argparse.Namespace, cache: Path) -> tuple[list[dict], dict[str
                            centroids=views.centroids, areas_km2=views.areas_km2)
     base_poi = get_embedder("baseline", dim=32).fit_transform(poi_only).to_numpy()
     features = {"baseline (POI counts + image)": base_all, "baseline (POI counts only)": base_poi, **cal,
+                "calliper": seeds,
                 "calliper + baseline": np.hstack([cal["calliper"], base_all])}
     repeats, folds = (1, 3) if args.quick else (args.repeats, 5)
     print("Evaluating ...", flush=True)
@@ -331,6 +349,7 @@ def main() -> int:
     parser.add_argument("--json", help="write the results as JSON here")
     parser.add_argument("--quick", action="store_true", help="10 epochs, 1 repeat of 3 folds, no 1M run")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds of the main CaLLiPer row")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared machine)")

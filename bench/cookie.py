@@ -60,6 +60,7 @@ from backend.models import EMBEDDERS, get_embedder  # noqa: E402
 from backend.models.cookie import CooKIEEmbedder  # noqa: E402
 from backend.models.cookie.model import count_flops, count_parameters, objective_counts  # noqa: E402
 from backend.views._base import Views  # noqa: E402
+from bench._scoring import ridge1_scores, summary  # noqa: E402
 
 TASKS = {"checkIn": "check_counts", "crime": "crime_counts", "serviceCall": "serviceCall_counts"}
 GROWTH_ORDER = ("poi", "image", "landuse", "mobility", "poi_text")
@@ -111,21 +112,6 @@ def load_folder(folder: Path) -> tuple[Views, dict[str, Task]]:
 
 
 # ------------------------------------------------------------------------------------------ scoring
-def _ridge1(x: np.ndarray, y: np.ndarray, folds: int, fold_seeds: list[int]) -> list[dict[str, float]]:
-    from sklearn.linear_model import Ridge
-    from sklearn.model_selection import KFold
-
-    from backend.tasks.prediction import regression_metrics
-
-    out = []
-    for fs in fold_seeds:
-        pred = np.zeros(len(y))
-        for train, test in KFold(folds, shuffle=True, random_state=fs).split(x):
-            pred[test] = Ridge(alpha=1.0).fit(x[train], y[train]).predict(x[test])
-        out.append(regression_metrics(y, np.clip(pred, 0.0, None)))
-    return out
-
-
 def score(x: np.ndarray, tasks: dict[str, Task], coords: np.ndarray | None, folds: int, fold_seeds: list[int],
           ridge1: bool) -> dict[str, dict[str, list[dict[str, float]]]]:
     """protocol -> task -> per-fold-seed metrics."""
@@ -139,12 +125,8 @@ def score(x: np.ndarray, tasks: dict[str, Task], coords: np.ndarray | None, fold
         for protocol, rows in res.per_repeat.groupby("protocol"):
             out.setdefault(str(protocol), {})[name] = rows[list(METRICS)].to_dict("records")
         if ridge1:
-            out.setdefault("ridge_alpha1", {})[name] = _ridge1(xs, task.y, folds, fold_seeds)
+            out.setdefault("ridge_alpha1", {})[name] = ridge1_scores(xs, task.y, folds, fold_seeds)
     return out
-
-
-def _summary(records: list[dict[str, float]]) -> dict[str, list[float]]:
-    return {k: [float(np.mean([r[k] for r in records])), float(np.std([r[k] for r in records]))] for k in METRICS}
 
 
 def _key(method: str, protocol: str) -> str:
@@ -202,7 +184,7 @@ def run_accuracy(args: argparse.Namespace, views: Views, tasks: dict[str, Task],
                    "notes": model.feature_notes}
             runs[variant].append(run)
             print(f"  {variant} seed {seed}: {seconds:.1f} s, R2 {r2}", flush=True)
-    results = {key: {task: _summary(recs) for task, recs in per_task.items()} for key, per_task in pooled.items()}
+    results = {key: {task: summary(recs) for task, recs in per_task.items()} for key, per_task in pooled.items()}
     return results, runs, kept
 
 

@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from backend.models import BaselineEmbedder, Embedder, HAFusionEmbedder  # noqa: E402
 from backend.views._base import Views  # noqa: E402
+from bench._scoring import ridge1_scores, summary  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "hafusion_nyc"
 TASKS = {"checkIn": "check_counts", "crime": "crime_counts", "serviceCall": "serviceCall_counts"}
@@ -161,22 +162,6 @@ def synthetic_views(n: int, seed: int = 0, landuse_dim: int = 11, mobility: bool
 
 
 # ------------------------------------------------------------------------------------------ accuracy
-def _ridge1_scores(x: np.ndarray, y: np.ndarray, folds: int, fold_seeds: list[int]) -> list[dict[str, float]]:
-    """Ridge(alpha=1) on the raw embedding, negative predictions clipped to 0 (the public code's regressor)."""
-    from sklearn.linear_model import Ridge
-    from sklearn.model_selection import KFold
-
-    from backend.tasks.prediction import regression_metrics
-
-    out = []
-    for fs in fold_seeds:
-        pred = np.zeros(len(y))
-        for train, test in KFold(folds, shuffle=True, random_state=fs).split(x):
-            pred[test] = Ridge(alpha=1.0).fit(x[train], y[train]).predict(x[test])
-        out.append(regression_metrics(y, np.clip(pred, 0.0, None)))
-    return out
-
-
 def score_embedding(x: np.ndarray, labels: dict[str, np.ndarray], folds: int,
                     fold_seeds: list[int]) -> dict[str, dict[str, list[dict[str, float]]]]:
     """Per task: the per-fold-seed metrics of both regressors (``ridgecv`` and ``ridge1``)."""
@@ -188,13 +173,8 @@ def score_embedding(x: np.ndarray, labels: dict[str, np.ndarray], folds: int,
                              seed=fold_seeds[0])
         rows = res.per_repeat
         out[task] = {"ridgecv": rows[["mae", "rmse", "r2"]].to_dict("records"),
-                     "ridge1": _ridge1_scores(x, y, folds, fold_seeds)}
+                     "ridge1": ridge1_scores(x, y, folds, fold_seeds)}
     return out
-
-
-def _summary(records: list[dict[str, float]]) -> dict[str, list[float]]:
-    return {k: [float(np.mean([r[k] for r in records])), float(np.std([r[k] for r in records]))]
-            for k in ("mae", "rmse", "r2")}
 
 
 def train_one(name: str, seed: int, quick: bool, data: str, threads: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -225,8 +205,8 @@ def run_accuracy(args: argparse.Namespace, views: Views, labels: dict[str, np.nd
     info: dict[str, Any] = {}
     raw = np.nan_to_num(np.hstack([t.to_numpy() for t in views.tables.values()]))
     per = score_embedding(raw, labels, args.folds, fold_seeds)
-    results["raw_views"] = {t: _summary(per[t]["ridgecv"]) for t in per}
-    results["raw_views@ridge_alpha1"] = {t: _summary(per[t]["ridge1"]) for t in per}
+    results["raw_views"] = {t: summary(per[t]["ridgecv"]) for t in per}
+    results["raw_views@ridge_alpha1"] = {t: summary(per[t]["ridge1"]) for t in per}
     jobs = [(name, seed) for name in args.methods for seed in seeds]
     done: dict[tuple[str, int], tuple[np.ndarray, dict[str, Any]]] = {}
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
@@ -247,8 +227,8 @@ def run_accuracy(args: argparse.Namespace, views: Views, labels: dict[str, np.nd
                     pooled[task][reg].extend(scores[task][reg])
             run["r2"] = {t: round(float(np.mean([r["r2"] for r in scores[t]["ridgecv"]])), 4) for t in labels}
             runs.append(run)
-        results[name] = {t: _summary(pooled[t]["ridgecv"]) for t in labels}
-        results[f"{name}@ridge_alpha1"] = {t: _summary(pooled[t]["ridge1"]) for t in labels}
+        results[name] = {t: summary(pooled[t]["ridgecv"]) for t in labels}
+        results[f"{name}@ridge_alpha1"] = {t: summary(pooled[t]["ridge1"]) for t in labels}
         info[name] = {"description": METHODS[name][0], "runs": runs}
     for name, table in PUBLISHED.items():
         results[name] = {t: {k: [v, None] for k, v in zip(("mae", "rmse", "r2"), vals, strict=True)}

@@ -70,6 +70,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backend.views._base import Views  # noqa: E402
+from bench._scoring import summary  # noqa: E402
 from bench.cookie import Task  # noqa: E402  (shared with the CooKIE bench)
 from bench.cookie import load_sf as load_cookie_sf  # noqa: E402
 
@@ -140,10 +141,6 @@ def score_finetuned(cls: np.ndarray, tasks: dict[str, Task], coords: np.ndarray,
                 pred = finetune_predictions(x, task.y, fold_of, epochs=FINETUNE_EPOCHS, seed=seed)
                 out.setdefault(protocol, {}).setdefault(name, []).append(regression_metrics(task.y, pred))
     return out
-
-
-def _summary(records: list[dict[str, float]]) -> dict[str, list[float]]:
-    return {k: [float(np.mean([r[k] for r in records])), float(np.std([r[k] for r in records]))] for k in METRICS}
 
 
 def _key(method: str, protocol: str) -> str:
@@ -269,7 +266,7 @@ def run_accuracy(args: argparse.Namespace, views: Views, tasks: dict[str, Task],
         for protocol in ("shuffled", "spatial"):
             key = _key(method, protocol)
             if key in pooled:
-                results[key] = {task: _summary(recs) for task, recs in pooled[key].items()}
+                results[key] = {task: summary(recs) for task, recs in pooled[key].items()}
     return results, runs
 
 
@@ -419,7 +416,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1 training seed, 1 fold seed, 40 steps (smoke run)")
     parser.add_argument("--steps", type=int, default=0, help="pre-training steps (0: the embedder's default)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--seeds", type=int, default=2, help="training seeds")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds (at least 3 for a reported row)")
     parser.add_argument("--fold-seeds", type=int, default=3)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the machine may be shared)")

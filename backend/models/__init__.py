@@ -9,6 +9,7 @@ from backend.models._base import Embedder, EmbedderParams, embedding_frame
 from backend.models.baseline import BaselineEmbedder
 from backend.models.calliper import CaLLiPerEmbedder
 from backend.models.cookie import CooKIEEmbedder
+from backend.models.fusion import FusionEmbedder
 from backend.models.hafusion import HAFusionEmbedder
 from backend.models.refound import RefoundEmbedder
 
@@ -17,6 +18,7 @@ __all__ = [
     "BaselineEmbedder",
     "CaLLiPerEmbedder",
     "CooKIEEmbedder",
+    "FusionEmbedder",
     "HAFusionEmbedder",
     "RefoundEmbedder",
     "Embedder",
@@ -34,6 +36,7 @@ EMBEDDERS: dict[str, type[Embedder]] = {
     CaLLiPerEmbedder.name: CaLLiPerEmbedder,
     CooKIEEmbedder.name: CooKIEEmbedder,
     RefoundEmbedder.name: RefoundEmbedder,
+    FusionEmbedder.name: FusionEmbedder,
 }
 
 
@@ -50,14 +53,19 @@ def get_embedder(name: str, **kwargs: Any) -> Embedder:
     return cls(**kwargs)
 
 
-def load_embedder(path: str) -> Embedder:
-    """Load a saved embedder of any registered method from its folder."""
+def load_embedder(path: str) -> Any:
+    """Load a saved embedder of any registered method (or a seed ensemble of one) from its folder."""
     import json
     from pathlib import Path
 
-    name = json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("name", "")
+    config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    name = config.get("name", "")
     if name not in EMBEDDERS:
         raise ConfigError(f"{path} holds an unknown method '{name}'.")
+    if "ensemble" in config:
+        from backend.models.ensemble import SeedEnsemble
+
+        return SeedEnsemble.load(path)
     return EMBEDDERS[name].load(path)
 
 

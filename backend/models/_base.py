@@ -157,6 +157,8 @@ class Embedder(ABC):
     Params: ClassVar[type[EmbedderParams]] = EmbedderParams
     #: Embedding size offered by default in menus.
     default_dim: ClassVar[int] = 32
+    #: True when the embedding does not depend on the seed (a seed ensemble would repeat one model).
+    deterministic: ClassVar[bool] = False
 
     def __init__(self, dim: int = 32, seed: int = 0, device: str = "auto", **params: Any) -> None:
         if int(dim) < 1:
@@ -279,6 +281,8 @@ class Embedder(ABC):
             "min_views": cls.min_views,
             "params": asdict(cls.Params()),
             "param_info": describe_params(cls.Params),
+            "ensemble": not cls.deterministic,  # whether ``ensemble = k`` (k training seeds) applies
+            "combines_methods": cls.name == "fusion",  # fusion combines the run's other methods
         }
 
     # ------------------------------------------------------------------------------- for subclasses

@@ -46,6 +46,11 @@ class BaselineEmbedder(Embedder):
     min_views = 1
     Params = BaselineParams
     params: BaselineParams
+    deterministic = True  # no random choice: every seed gives the same embedding
+
+    def standardised(self, views: Views) -> np.ndarray:
+        """The fitted views, standardised and view-balanced, before PCA (what the PCA compresses)."""
+        return self._stack(views)
 
     def _block(self, views: Views, view: str) -> np.ndarray | None:
         """The raw matrix of one view aligned to the fitted vocabulary, or None if it cannot be built."""

@@ -28,7 +28,7 @@ Metrics are in model space (e.g. log1p density); the caller adds the ``target`` 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
 from sklearn.cluster import KMeans
 from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.linear_model import RidgeCV
+from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.model_selection import GroupKFold, KFold
 from sklearn.pipeline import Pipeline
 
@@ -46,6 +46,7 @@ from backend.progress import Progress
 
 __all__ = [
     "MODELS",
+    "REFERENCE_MODELS",
     "PROTOCOLS",
     "METRIC_COLUMNS",
     "RIDGE_ALPHAS",
@@ -60,6 +61,12 @@ __all__ = [
     "spatial_folds",
     "evaluate_label",
     "metrics_table",
+    "FitPredict",
+    "fold_plans",
+    "cross_validate",
+    "single_fit_predict",
+    "ensemble_fit_predict",
+    "evaluate_ensemble",
 ]
 
 #: Regressors :func:`evaluate_label` knows.
@@ -78,6 +85,9 @@ METRIC_COLUMNS = (
     "r2_mean",
     "r2_std",
 )
+#: Regressors for benchmarks only (not offered to users): ``ridge1`` is the public HAFusion code's regressor,
+#: Ridge(alpha=1) on the unscaled features with negative predictions clipped to 0 (non-negative targets).
+REFERENCE_MODELS = ("ridge1",)
 #: Ridge penalties searched by RidgeCV's leave-one-out on each training fold.
 RIDGE_ALPHAS = np.logspace(-3, 4, 15)
 #: Spatial blocks per fold in the blocked protocol.
@@ -162,6 +172,8 @@ def make_model(name: str, seed: int = 0) -> RegressorMixin:
             early_stopping=False,
             random_state=seed,
         )
+    if name == "ridge1":
+        return _ClippedRidge(alpha=1.0)
     raise ValueError(f"Unknown prediction model '{name}'; use one of {MODELS}.")
 
 
@@ -284,6 +296,38 @@ def metrics_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return frame[extra + list(METRIC_COLUMNS)].reset_index(drop=True)
 
 
+def _checked(
+    X: np.ndarray,  # noqa: N803
+    y: np.ndarray,
+    models: Sequence[str],
+    repeats: int,
+    spatial: bool,
+    coords: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The checks of :func:`evaluate_label`; returns X as N x d floats and y as N floats."""
+    xa = np.asarray(X, dtype=float)
+    if xa.ndim == 1:
+        xa = xa[:, None]
+    ya = np.asarray(y, dtype=float).ravel()
+    if xa.ndim != 2 or len(xa) != len(ya):
+        raise ValueError(f"X must be N x d with one row per target value; got X {xa.shape}, y {ya.shape}.")
+    if not np.isfinite(xa).all():
+        raise ValueError("X holds NaN or infinite values; embeddings must be finite.")
+    if not np.isfinite(ya).all():
+        raise ValueError("y holds NaN or infinite values; drop regions without a label first.")
+    models = list(models)
+    if not models:
+        raise ValueError("No prediction models given.")
+    for m in models:
+        if m not in MODELS + REFERENCE_MODELS:
+            raise ValueError(f"Unknown prediction model '{m}'; use one of {MODELS}.")
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}.")
+    if spatial and coords is None:
+        raise ValueError("Spatial folds need region coordinates (coords).")
+    return xa, ya
+
+
 def evaluate_label(
     X: np.ndarray,  # noqa: N803 (scikit-learn convention)
     y: np.ndarray,
@@ -318,62 +362,120 @@ def evaluate_label(
         InputError: If there are fewer regions (or distinct locations) than folds.
         Cancelled: If ``progress`` is cancelled.
     """
-    xa = np.asarray(X, dtype=float)
-    if xa.ndim == 1:
-        xa = xa[:, None]
-    ya = np.asarray(y, dtype=float).ravel()
-    if xa.ndim != 2 or len(xa) != len(ya):
-        raise ValueError(f"X must be N x d with one row per target value; got X {xa.shape}, y {ya.shape}.")
-    if not np.isfinite(xa).all():
-        raise ValueError("X holds NaN or infinite values; embeddings must be finite.")
-    if not np.isfinite(ya).all():
-        raise ValueError("y holds NaN or infinite values; drop regions without a label first.")
+    xa, ya = _checked(X, y, models, repeats, spatial, coords)
     models = list(models)
-    if not models:
-        raise ValueError("No prediction models given.")
-    for m in models:
-        if m not in MODELS:
-            raise ValueError(f"Unknown prediction model '{m}'; use one of {MODELS}.")
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}.")
-    if spatial and coords is None:
-        raise ValueError("Spatial folds need region coordinates (coords).")
     n = len(ya)
     _check_folds(n, folds)
+    plans = fold_plans(n, coords, folds, repeats, spatial, seed)
+    return cross_validate(single_fit_predict(xa, ya), ya, plans, models, progress, seed=seed)
 
-    # Fold assignments are shared by all models so they are compared on identical splits.
+
+# ------------------------------------------------------------------------------------------------------
+# One cross-validation loop for every predictor: a single embedding (evaluate_label), a seed ensemble
+# (evaluate_ensemble) and fusion's nested block selection (backend.tasks.fusion) differ only in how one
+# training fold is fitted and its test fold predicted; folds, repeats, metrics and spread are shared.
+
+#: ``fit_predict(model_name, seed, train_mask, test_mask)`` -> predictions for the ``test_mask`` rows,
+#: fitted on the ``train_mask`` rows only.
+FitPredict = Callable[[str, int, np.ndarray, np.ndarray], np.ndarray]
+
+
+class _ClippedRidge(Ridge):
+    """Ridge whose negative predictions are clipped to 0 (the public HAFusion evaluation's regressor)."""
+
+    def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        return np.clip(super().predict(X), 0.0, None)
+
+
+def fold_plans(
+    n: int, coords: np.ndarray | None, folds: int, repeats: int, spatial: bool, seed: int
+) -> dict[str, list[np.ndarray]]:
+    """Fold number of every sample, per protocol and repeat (``seed + r``), shared by all predictors.
+
+    Raises:
+        ValueError: If ``coords`` is missing or has the wrong length with ``spatial`` on.
+    """
+    _check_folds(n, folds)
     plans: dict[str, list[np.ndarray]] = {"shuffled": [shuffled_folds(n, folds, seed + r) for r in range(repeats)]}
     if spatial:
-        assert coords is not None  # checked above; narrows the type
+        if coords is None:
+            raise ValueError("Spatial folds need region coordinates (coords).")
         if len(np.asarray(coords)) != n:
             raise ValueError(f"coords has {len(np.asarray(coords))} rows for {n} regions.")
         plans["spatial"] = [spatial_folds(coords, folds, seed + r)[0] for r in range(repeats)]
+    return plans
 
-    total = len(models) * len(plans) * repeats * folds
+
+def single_fit_predict(x: np.ndarray, y: np.ndarray) -> FitPredict:
+    """The fold fit of one feature matrix: a fresh :func:`make_model` per fold."""
+
+    def fit_predict(model_name: str, seed: int, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        est = make_model(model_name, seed)
+        est.fit(x[train], y[train])
+        return np.asarray(est.predict(x[test]), dtype=float)
+
+    return fit_predict
+
+
+def ensemble_fit_predict(members: Sequence[np.ndarray], y: np.ndarray) -> FitPredict:
+    """The fold fit of a seed ensemble: one model per member embedding, predictions averaged."""
+    fits = [single_fit_predict(x, y) for x in members]
+
+    def fit_predict(model_name: str, seed: int, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        return np.mean([f(model_name, seed, train, test) for f in fits], axis=0)
+
+    return fit_predict
+
+
+def cross_validate(
+    fit_predict: FitPredict,
+    y: np.ndarray,
+    plans: Mapping[str, Sequence[np.ndarray]],
+    models: Sequence[str],
+    progress: Progress | None = None,
+    seed: int = 0,
+) -> PredictionResult:
+    """Out-of-fold scores of every model under the given fold plans (see :func:`fold_plans`).
+
+    For every (model, protocol, repeat) each sample gets one out-of-fold prediction; metrics are computed
+    over all samples of that repeat and summarised as mean and sample standard deviation (ddof 1) over
+    repeats. The shuffled protocol's predictions averaged over repeats fill :attr:`PredictionResult.oof`
+    (for a single plan of another name, that plan's). Repeat ``r`` fits its models with seed ``seed + r``.
+
+    Raises:
+        Cancelled: If ``progress`` is cancelled.
+    """
+    ya = np.asarray(y, dtype=float).ravel()
+    n = len(ya)
+    models = list(models)
+    n_folds = {p: int(max(fp.max() for fp in plans_)) + 1 for p, plans_ in plans.items()}
+    total = max(1, sum(len(models) * len(fp) * n_folds[p] for p, fp in plans.items()))
+    oof_protocol = "shuffled" if "shuffled" in plans else next(iter(plans))
     done = 0
     rows: list[dict[str, Any]] = []
     repeat_rows: list[dict[str, Any]] = []
     oof: dict[str, np.ndarray] = {}
     for model_name in models:
-        for protocol, fold_plans in plans.items():
+        for protocol, fold_plans_ in plans.items():
             scores: list[dict[str, float]] = []
             preds_sum = np.zeros(n)
-            for r, fold_of in enumerate(fold_plans):
+            repeats = len(fold_plans_)
+            for r, fold_of in enumerate(fold_plans_):
                 pred = np.full(n, np.nan)
-                for f in range(folds):
-                    if progress is not None:
-                        step = f"repeat {r + 1}/{repeats}, fold {f + 1}/{folds}"
-                        progress.update(done / total, f"{model_name}, {protocol} folds: {step}")
+                for f in range(n_folds[protocol]):
                     test = fold_of == f
-                    est = make_model(model_name, seed + r)
-                    est.fit(xa[~test], ya[~test])
-                    pred[test] = est.predict(xa[test])
+                    if not test.any():
+                        continue
+                    if progress is not None:
+                        step = f"repeat {r + 1}/{repeats}, fold {f + 1}/{n_folds[protocol]}"
+                        progress.update(done / total, f"{model_name}, {protocol} folds: {step}")
+                    pred[test] = fit_predict(model_name, seed + r, ~test, test)
                     done += 1
                 s = regression_metrics(ya, pred)
                 scores.append(s)
                 repeat_rows.append({"model": model_name, "protocol": protocol, "repeat": r, **s})
                 preds_sum += pred
-            if protocol == "shuffled":
+            if protocol == oof_protocol:
                 oof[model_name] = preds_sum / repeats
             row: dict[str, Any] = {"model": model_name, "protocol": protocol, "n_regions": n}
             for key in ("mae", "rmse", "r2"):
@@ -384,3 +486,32 @@ def evaluate_label(
     if progress is not None:
         progress.update(1.0, "prediction done")
     return PredictionResult(metrics=metrics_table(rows), oof=oof, per_repeat=pd.DataFrame(repeat_rows))
+
+
+def evaluate_ensemble(
+    members: Sequence[np.ndarray],
+    y: np.ndarray,
+    coords: np.ndarray | None,
+    models: Sequence[str] = MODELS,
+    folds: int = 5,
+    repeats: int = 3,
+    spatial: bool = True,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> PredictionResult:
+    """:func:`evaluate_label` for a seed ensemble: in every training fold one model is fitted on each member
+    embedding (the same method trained with another seed) and the test fold's prediction is their mean.
+
+    Raises:
+        ValueError: As :func:`evaluate_label`, or if there are no members or they differ in row count.
+    """
+    mats = [np.asarray(m, dtype=float) for m in members]
+    if not mats:
+        raise ValueError("An ensemble needs at least one member embedding.")
+    if len(mats) == 1:
+        return evaluate_label(mats[0], y, coords, models, folds, repeats, spatial, seed, progress)
+    ya = np.asarray(y, dtype=float).ravel()
+    for m in mats:
+        _checked(m, ya, models, repeats, spatial, coords)
+    plans = fold_plans(len(ya), coords, folds, repeats, spatial, seed)
+    return cross_validate(ensemble_fit_predict(mats, ya), ya, plans, models, progress, seed=seed)

@@ -154,3 +154,69 @@ def test_worker_apply_action(calliper_run: Path, tmp_path: Path) -> None:
     assert events[-1]["result"]["n_regions"] == 6
     assert any(e["event"] == "progress" and e["stage"] == "embed: calliper" for e in events)
     assert (tmp_path / "out.gpkg").is_file()
+
+
+@pytest.fixture(scope="module")
+def fusion_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A quick demo run: baseline, CaLLiPer as a 2-seed ensemble (fake encoder) and fusion, context 'standard'."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr(text_mod, "_load_encoder", lambda name, device: FakeEncoder())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = demo_config(tmp_path_factory.mktemp("fusion") / "run", quick=True)
+        cfg.methods = [MethodSpec("baseline", dim=6), MethodSpec("calliper", dim=8, params=dict(SMALL), ensemble=2),
+                       MethodSpec("fusion", dim=8)]
+        cfg.context = "standard"
+        cfg.labels = cfg.labels[:1]
+        cfg.figures = False
+        cfg.clustering.k = 3
+        cfg.device = "cpu"
+        return Path(run_pipeline(cfg).output_dir)
+    finally:
+        torch.set_num_threads(threads)
+        patch.undo()
+
+
+def test_fusion_run_outputs_say_what_was_combined(fusion_run: Path) -> None:
+    manifest = json.loads((fusion_run / "run.json").read_text())
+    assert manifest["primary_method"] == "fusion"
+    assert manifest["ensembles"] == {"calliper": 2}
+    assert manifest["context"] == {"rings": 1, "distances_m": [1000.0]}
+    chosen = manifest["fusion"]["population"]["shuffled"]
+    assert set(chosen["blocks"]) == {"baseline", "calliper", "poi_counts", "image_stats", "all blocks"}
+    rows = [r for r in manifest["metrics"] if r["method"] == "fusion"]
+    assert rows and all(r["combination"] for r in rows)
+    assert all(r["combination"] == "" for r in manifest["metrics"] if r["method"] != "fusion")
+    metrics = gpd.read_file(fusion_run / "regionlens.gpkg", layer="metrics")
+    assert "combination" in metrics.columns
+    layers = {name for name, _ in pyogrio.list_layers(fusion_run / "regionlens.gpkg")}
+    assert {"embeddings", "embeddings_baseline", "embeddings_calliper"} <= layers
+    models = fusion_run / "models"
+    assert (models / "calliper" / "member_1" / "config.json").is_file()
+    assert (models / "calliper" / "context.json").is_file() and (models / "baseline" / "context.json").is_file()
+    assert not (models / "fusion" / "context.json").exists()  # fusion applies its own context per block
+    # the run's context triples the width: the embedding, its ring-1 mean, its 1 km mean
+    emb = gpd.read_file(fusion_run / "regionlens.gpkg", layer="embeddings_calliper")
+    assert len([c for c in emb.columns if c.startswith("emb_")]) == 3 * 8
+
+
+@pytest.mark.parametrize(("method", "layer"), [("calliper", "embeddings_calliper"), ("fusion", "embeddings")])
+def test_apply_reproduces_ensemble_context_and_fusion_embeddings(fusion_run: Path, tmp_path: Path, method: str,
+                                                                 layer: str) -> None:
+    """Applying a saved seed ensemble (with the run's context) or fusion to the run's own regions reproduces the
+    embeddings the run wrote: members, PCA, neighbour means and fusion's sources are all saved."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr(text_mod, "_load_encoder", lambda name, device: FakeEncoder())
+    try:
+        res = run_apply_job({"model": str(fusion_run / "models" / method),
+                             "regions": str(SAMPLE_DIR / "sf_block_groups_crime_pop.geojson"), "id_field": "GEO_ID",
+                             "output": str(tmp_path / "a.gpkg"), "device": "cpu",
+                             "pois": str(SAMPLE_DIR / "sf_pois_osm.geojson"), "category_field": "category",
+                             "name_field": "name", "rasters": [str(SAMPLE_DIR / "sf_landsat7_3857_30m.tif")]})
+    finally:
+        patch.undo()
+    got = gpd.read_file(tmp_path / "a.gpkg", layer="embeddings").set_index("region_id").drop(columns="geometry")
+    run = gpd.read_file(fusion_run / "regionlens.gpkg", layer=layer).set_index("region_id")
+    assert res["method"] == method and list(got.columns) == [c for c in run.columns if c.startswith("emb_")]
+    np.testing.assert_allclose(got.to_numpy(), run.loc[got.index, got.columns].to_numpy(), rtol=1e-4, atol=1e-4)

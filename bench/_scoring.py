@@ -1,0 +1,26 @@
+"""Scoring helpers shared by the benches: every figure comes from the backend's prediction code.
+
+Folds, scaler, regressors and the spread convention (sample standard deviation, ddof 1, as the pipeline's
+metrics table) are the backend's (:mod:`backend.tasks.prediction`); the benches only pool records.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backend.tasks.prediction import _std, evaluate_label
+
+METRICS = ("mae", "rmse", "r2")
+
+
+def summary(records: list[dict[str, float]]) -> dict[str, list[float]]:
+    """Mean and sample standard deviation (ddof 1, NaN for one record) of each metric over ``records``."""
+    return {k: [float(np.mean([r[k] for r in records])), _std([r[k] for r in records])] for k in METRICS}
+
+
+def ridge1_scores(x: np.ndarray, y: np.ndarray, folds: int, fold_seeds: list[int]) -> list[dict[str, float]]:
+    """Per fold seed: the public HAFusion code's regressor (Ridge(alpha=1), unscaled, negative predictions
+    clipped to 0) under the backend's shuffled K-fold (fold seeds ``fold_seeds[0]``, ``+ 1``, ...)."""
+    res = evaluate_label(x, y, None, models=("ridge1",), folds=folds, repeats=len(fold_seeds), spatial=False,
+                         seed=fold_seeds[0])
+    return res.per_repeat[list(METRICS)].to_dict("records")

@@ -253,16 +253,25 @@ class Board:
         self.notes["fusion_choices"] = choices
         self.seconds["fusion"] = self.seconds.get("fusion", 0.0) + time.perf_counter() - t0
 
-    def summary(self) -> dict[str, dict[str, dict[str, list[float | None]]]]:
-        """``method[@protocol][@ridge_alpha1] -> task -> metric -> [mean, std]`` (std with ddof 1)."""
+    def records(self) -> dict[str, dict[str, list[dict[str, float]]]]:
+        """``method[@protocol][@ridge_alpha1] -> task -> per-repeat records`` (what :meth:`summary` pools)."""
         out: dict[str, Any] = {}
         for method, per in self.scores.items():
             for (protocol, model), tasks in per.items():
                 key = method + ("" if protocol == "shuffled" else f"@{protocol}") + \
                     ("@ridge_alpha1" if model == "ridge1" else "")
-                out[key] = {t: {k: [float(np.mean([r[k] for r in recs])), _std([r[k] for r in recs])]
-                                for k in METRICS} for t, recs in tasks.items()}
+                out[key] = tasks
         return out
+
+    def summary(self) -> dict[str, dict[str, dict[str, list[float | None]]]]:
+        """``method[@protocol][@ridge_alpha1] -> task -> metric -> [mean, std]`` (std with ddof 1)."""
+        return pool_summary(self.records())
+
+
+def pool_summary(records: dict[str, dict[str, list[dict[str, float]]]]) -> dict[str, Any]:
+    """Mean and sample std (ddof 1) of every metric over each row's records."""
+    return {key: {t: {k: [float(np.mean([r[k] for r in recs])), _std([r[k] for r in recs])] for k in METRICS}
+                  for t, recs in tasks.items()} for key, tasks in records.items()}
 
 
 def _subset(fp: Any, keep: np.ndarray) -> Any:
@@ -280,7 +289,7 @@ def _subset(fp: Any, keep: np.ndarray) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- the run
-def run_city(city: City, methods: list[str], seeds: int, reference: bool, bench_python: Path,
+def run_city(city: City, methods: list[str], seeds: list[int], reference: bool, bench_python: Path,
              write: Any) -> Board:
     """Every requested method on one city; ``write(board)`` after each method (partial results survive)."""
     from backend.errors import InputError
@@ -317,7 +326,7 @@ def run_city(city: City, methods: list[str], seeds: int, reference: bool, bench_
             continue
         embs = []
         try:
-            for s in range(seeds):
+            for s in seeds:
                 emb, sec = learned_embedding(city, method, s)
                 print(f"  {city.name}: {method} seed {s}: {emb.shape[1]}-d, trained in {sec:.0f} s", flush=True)
                 board.seconds[method] = board.seconds.get(method, 0.0) + sec
@@ -334,8 +343,8 @@ def run_city(city: City, methods: list[str], seeds: int, reference: bool, bench_
         write(board)
     if "fusion" in methods:
         blocks_per_seed = []
-        for s in range(seeds):
-            sources = {"baseline": baseline, **{m: e[s] for m, e in learned.items()}}
+        for i in range(len(seeds)):
+            sources = {"baseline": baseline, **{m: e[i] for m, e in learned.items()}}
             fusion = FusionEmbedder().set_sources({k: pd.DataFrame(v, index=views.region_ids)
                                                    for k, v in sources.items()})
             fusion.fit(views)
@@ -387,6 +396,8 @@ def main() -> int:
     parser.add_argument("--no-sample", action="store_true", help="skip the bundled sample city")
     parser.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=list(ALL_METHODS))
     parser.add_argument("--seeds", type=int, default=3, help="training seeds of every learned method")
+    parser.add_argument("--seed-list", type=int, nargs="+", help="these training seeds instead of 0..seeds-1 "
+                        "(split a long run over processes; pool their folders with --render ... --pool)")
     parser.add_argument("--protocol", choices=["honest", "reference"], default="honest",
                         help="reference: also the public code's metric definition (cities given with --data)")
     parser.add_argument("--json", type=Path, help="write method -> task -> {mae, rmse, r2} -> [mean, std] (one city)")
@@ -396,18 +407,33 @@ def main() -> int:
     parser.add_argument("--render", type=Path, nargs="+", metavar="DIR",
                         help="only print the tables of the <city>.json files runs wrote into these folders (partial "
                              "or not; rows of a later folder replace those of an earlier one)")
+    parser.add_argument("--pool", type=Path, nargs="+", default=[], metavar="DIR",
+                        help="with --render: pool the per-repeat records of runs over disjoint --seed-list's")
     args = parser.parse_args()
     if args.render:
         summaries: dict[str, dict[str, Any]] = {}
         seconds: dict[str, dict[str, float]] = {}
         for folder in args.render:
             for path in sorted(folder.glob("*.json")):
-                if path.name.endswith(".runs.json"):
+                if path.name.endswith((".runs.json", ".records.json")):
                     continue
                 summaries.setdefault(path.stem, {}).update(json.loads(path.read_text()))
                 runs = path.with_suffix(".runs.json")
                 if runs.is_file():
                     seconds.setdefault(path.stem, {}).update(json.loads(runs.read_text()).get("seconds", {}))
+        pooled: dict[str, dict[str, Any]] = {}
+        for folder in args.pool:
+            for path in sorted(folder.glob("*.records.json")):
+                city = path.name.removesuffix(".records.json")
+                for key, tasks in json.loads(path.read_text()).items():
+                    for t, recs in tasks.items():
+                        pooled.setdefault(city, {}).setdefault(key, {}).setdefault(t, []).extend(recs)
+                runs = folder / f"{city}.runs.json"
+                if runs.is_file():
+                    for m, sec in json.loads(runs.read_text()).get("seconds", {}).items():
+                        seconds.setdefault(city, {})[m] = seconds.get(city, {}).get(m, 0.0) + sec
+        for city, recs in pooled.items():
+            summaries.setdefault(city, {}).update(pool_summary(recs))
         for city, summary in summaries.items():
             print(render(city, summary, seconds.get(city, {})))
         return 0
@@ -425,6 +451,7 @@ def main() -> int:
     if args.json and len(cities) != 1:
         parser.error("--json is for one city; use --json-dir for several")
     texts = []
+    seeds = args.seed_list or list(range(args.seeds))
     t_all = time.perf_counter()
     for load in cities:
         city = load()
@@ -435,7 +462,7 @@ def main() -> int:
             summary = board.summary()
             runs = {"seconds": {k: round(v, 1) for k, v in board.seconds.items()}, **board.notes,
                     "protocol": {"folds": board.city.folds, "fold_seeds": board.city.fold_seeds,
-                                 "training_seeds": args.seeds, "models": list(board.city.models)}}
+                                 "training_seeds": seeds, "models": list(board.city.models)}}
             targets = []
             if args.json:
                 targets.append(args.json)
@@ -444,9 +471,10 @@ def main() -> int:
             for path in targets:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(summary, indent=2, allow_nan=True))
+                path.with_suffix(".records.json").write_text(json.dumps(board.records()))
                 path.with_suffix(".runs.json").write_text(json.dumps(runs, indent=2))
 
-        board = run_city(city, args.methods, args.seeds, args.protocol == "reference" and city.coords is None,
+        board = run_city(city, args.methods, seeds, args.protocol == "reference" and city.coords is None,
                          args.bench_python, write)
         texts.append(print_board(board))
     print(f"\nTotal {time.perf_counter() - t_all:.0f} s")

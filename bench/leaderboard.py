@@ -101,8 +101,11 @@ def sample_city(needs: set[str]) -> City:
 
 def matrix_city(folder: Path) -> City:
     """A city in the ``hafusion_nyc`` format (labels as counts)."""
-    from bench.hafusion import load_city
+    from bench.hafusion import INPUTS, load_city
 
+    if not any((folder / f"{name}.npy").is_file() for name in [*INPUTS.values(), "mob_dist"]):
+        raise SystemExit(f"{folder}: no benchmark inputs ({', '.join(INPUTS.values())}.npy or mob_dist.npy) found; "
+                         "give a folder in the ../shared/data/hafusion_nyc format.")
     views, targets, labels = load_city(folder)
     rows = np.arange(len(views))
     return City(folder.name, views, {t: (rows, y) for t, y in labels.items()}, None, folds=10, fold_seeds=5,

@@ -104,7 +104,7 @@ def matrix_city(folder: Path) -> City:
     from bench.hafusion import INPUTS, load_city
 
     if not any((folder / f"{name}.npy").is_file() for name in [*INPUTS.values(), "mob_dist"]):
-        raise SystemExit(f"{folder}: no benchmark inputs ({', '.join(INPUTS.values())}.npy or mob_dist.npy) found; "
+        raise SystemExit(f"{folder}: no benchmark inputs ({'.npy, '.join(INPUTS.values())}.npy or mob_dist.npy) found; "
                          "give a folder in the ../shared/data/hafusion_nyc format.")
     views, targets, labels = load_city(folder)
     rows = np.arange(len(views))

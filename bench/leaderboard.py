@@ -425,6 +425,7 @@ def main() -> int:
                 if runs.is_file():
                     seconds.setdefault(path.stem, {}).update(json.loads(runs.read_text()).get("seconds", {}))
         pooled: dict[str, dict[str, Any]] = {}
+        pooled_seconds: dict[str, dict[str, float]] = {}  # disjoint seeds: times add up
         for folder in args.pool:
             for path in sorted(folder.glob("*.records.json")):
                 city = path.name.removesuffix(".records.json")
@@ -434,9 +435,10 @@ def main() -> int:
                 runs = folder / f"{city}.runs.json"
                 if runs.is_file():
                     for m, sec in json.loads(runs.read_text()).get("seconds", {}).items():
-                        seconds.setdefault(city, {})[m] = seconds.get(city, {}).get(m, 0.0) + sec
+                        pooled_seconds.setdefault(city, {})[m] = pooled_seconds.get(city, {}).get(m, 0.0) + sec
         for city, recs in pooled.items():
             summaries.setdefault(city, {}).update(pool_summary(recs))
+            seconds.setdefault(city, {}).update(pooled_seconds.get(city, {}))
         for city, summary in summaries.items():
             print(render(city, summary, seconds.get(city, {})))
         return 0

@@ -19,6 +19,7 @@ the PCA in ``ensemble.safetensors``.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -155,8 +156,10 @@ class SeedEnsemble:
         assert self._components is not None and self._mean is not None and self._scale is not None
         save_file({"mean": np.ascontiguousarray(self._mean), "scale": np.ascontiguousarray(self._scale),
                    "components": np.ascontiguousarray(self._components)}, str(folder / ENSEMBLE_WEIGHTS))
+        first = self.members[0]
         config = {"name": self.name, "ensemble": len(self.members), "dim": self.dim, "seed": self.seed,
                   "members": [f"member_{i}" for i in range(len(self.members))],
+                  "params": asdict(first.params), "inputs": first.inputs(),  # as a single model's config.json
                   "vocabulary": self.vocabulary, "history": self.history}
         (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
         return folder

@@ -220,3 +220,13 @@ def test_apply_reproduces_ensemble_context_and_fusion_embeddings(fusion_run: Pat
     run = gpd.read_file(fusion_run / "regionlens.gpkg", layer=layer).set_index("region_id")
     assert res["method"] == method and list(got.columns) == [c for c in run.columns if c.startswith("emb_")]
     np.testing.assert_allclose(got.to_numpy(), run.loc[got.index, got.columns].to_numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_saved_ensemble_describes_itself_like_a_single_model(fusion_run: Path) -> None:
+    """The worker's ``info`` with ``model`` reads a seed ensemble's folder like any saved model's."""
+    from backend.models import describe_saved_model
+
+    got = describe_saved_model(str(fusion_run / "models" / "calliper"))
+    assert got["name"] == "calliper" and got["params"]["hidden"] == SMALL["hidden"]
+    member = json.loads((fusion_run / "models" / "calliper" / "member_0" / "config.json").read_text())
+    assert got["inputs"] == member["inputs"] and got["inputs"]["regions"]["required"] is True

@@ -305,6 +305,7 @@ def info(model: str | None = None) -> dict[str, Any]:
 
     import torch
 
+    from backend.config import LIMITS
     from backend.device import resolve_device
     from backend.models import EMBEDDERS
     from backend.tasks.context import CONTEXT_PRESETS
@@ -319,6 +320,7 @@ def info(model: str | None = None) -> dict[str, Any]:
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "methods": {name: cls.describe() for name, cls in EMBEDDERS.items()},
         "context_presets": CONTEXT_PRESETS,  # values of the run setting ``context`` besides {rings, distances_m}
+        "limits": {name: list(bounds) for name, bounds in LIMITS.items()},  # inclusive ranges of numeric settings
     }
 
 

@@ -47,11 +47,17 @@ __all__ = [
     "MethodChoice",
     "MethodInfo",
     "MethodRegistry",
+    "NO_CONTEXT",
     "RunChoices",
+    "combining_problem",
+    "context_presets",
+    "describe_context",
+    "ensemble_limit",
     "inputs_dir_for",
     "label_fields",
     "info_cache_path",
     "label_name",
+    "methods_config",
     "missing_input",
     "raster_path",
     "sources_of",
@@ -116,6 +122,8 @@ class RunChoices:
     spatial: bool = True  # also spatially blocked folds
     device: str = "auto"  # auto, cpu or cuda
     seed: int = 0  # random seed of every stage
+    context: str = ""  # spatial context: a preset of the backend's ``context_presets`` ("" = none)
+    ensemble: int = 1  # training seeds per learned method (methods whose ``info`` accepts an ensemble)
     output_dir: str = ""  # results folder (written atomically by the backend)
     overwrite: bool = False  # replace an existing, non-empty results folder
 
@@ -135,6 +143,8 @@ class MethodInfo:
     min_views: int = 1  # how many of them it needs
     #: name -> {label, help, type, default, choices, min, max} (the backend's ``param_info``; docs/protocol.md)
     param_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ensemble: bool = False  # whether ``ensemble`` > 1 (several training seeds) applies: learned methods
+    combines_methods: bool = False  # combines the run's other methods (fusion); the primary method when chosen
 
 
 #: The baseline as the backend defines it (backend/models/baseline.py); used until ``info`` answers.
@@ -209,6 +219,8 @@ class MethodRegistry:
                 views=[str(v) for v in desc.get("views") or []],
                 min_views=int(desc.get("min_views", 1) or 1),
                 param_info={str(k): dict(v) for k, v in (desc.get("param_info") or {}).items() if isinstance(v, dict)},
+                ensemble=desc.get("ensemble") is True,
+                combines_methods=desc.get("combines_methods") is True,
             )
         self.from_backend = True
 
@@ -243,6 +255,79 @@ class MethodRegistry:
 
 #: The single method registry of the plugin.
 METHODS = MethodRegistry()
+
+#: Processing's name for "no spatial context" (the run dock's "None"; ``RunChoices.context`` "").
+NO_CONTEXT = "none"
+#: What the spatial context does, in one line (the run dock's and Processing's help).
+CONTEXT_HELP = (
+    "Appends to every method's embedding the mean embedding of each region's neighbours (adjacent regions "
+    "and/or regions within a distance), so that a region is described together with its surroundings."
+)
+#: What an ensemble does, in one line.
+ENSEMBLE_HELP = (
+    "Trains each learned method this many times with different seeds; predictions average the models and "
+    "the written embedding combines them (steadier results, k times the training time)."
+)
+
+
+def context_presets(info: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """The spatial-context presets the backend offers (``info``'s ``context_presets``), name -> spec.
+
+    A preset that appends nothing (the backend's ``none``) is left out: no context is ``""`` here.
+    """
+    info = METHODS.info if info is None else info
+    presets = (info or {}).get("context_presets")
+    if not isinstance(presets, dict):
+        return {}
+    return {str(name): dict(spec) for name, spec in presets.items() if isinstance(spec, dict) and spec}
+
+
+def describe_context(spec: dict[str, Any]) -> str:
+    """A preset in words: ``adjacent regions (1 ring) and regions within 1000 m``."""
+    parts = []
+    rings = spec.get("rings") or 0
+    if isinstance(rings, int) and rings > 0:
+        parts.append(f"adjacent regions ({rings} ring{'s' if rings > 1 else ''})")
+    distances = [d for d in spec.get("distances_m") or [] if isinstance(d, (int, float))]
+    if distances:
+        parts.append("regions within " + ", ".join(f"{d:g}" for d in distances) + " m")
+    return "mean of " + " and ".join(parts) if parts else "no neighbours"
+
+
+def ensemble_limit(info: dict[str, Any] | None = None) -> int:
+    """The most training seeds the backend accepts (``info``'s ``limits``); 1 while it has not said."""
+    info = METHODS.info if info is None else info
+    bounds = ((info or {}).get("limits") or {}).get("ensemble")
+    if isinstance(bounds, (list, tuple)) and len(bounds) == 2 and isinstance(bounds[1], int):
+        return max(1, int(bounds[1]))
+    return 1
+
+
+def methods_config(methods: Iterable[MethodChoice], ensemble: int = 1) -> list[dict[str, Any]]:
+    """The run configuration's ``methods``: a method that combines the others (fusion) first, as the
+    primary method; ``ensemble`` training seeds for every method that accepts an ensemble."""
+    out = []
+    for m in methods:
+        info = METHODS.get(m.name)
+        spec: dict[str, Any] = {"name": m.name, "dim": int(m.dim), "params": dict(m.params)}
+        if info is not None and info.ensemble and ensemble > 1:
+            spec["ensemble"] = int(ensemble)
+        out.append(spec)
+    return sorted(out, key=lambda spec: not _combines(spec["name"]))
+
+
+def combining_problem(method_names: Iterable[str]) -> str | None:
+    """Why a method that combines the others (fusion) cannot run with only ``method_names``, or ``None``."""
+    names = list(method_names)
+    combining = [m for m in names if _combines(m)]
+    if combining and not set(names) - set(combining):
+        return f"{combining[0]} combines the run's other methods: choose at least one other method with it."
+    return None
+
+
+def _combines(name: str) -> bool:
+    info = METHODS.get(name)
+    return info is not None and info.combines_methods
 
 
 def view_source(view: str) -> str | None:
@@ -581,6 +666,9 @@ def _check_methods(choices: RunChoices, problems: list[str]) -> None:
     method_names = [m.name for m in choices.methods]
     if len(set(method_names)) != len(method_names):
         problems.append("Each method can run only once.")
+    problem = combining_problem(method_names)
+    if problem:
+        problems.append(problem)
     have = sources_of(choices)
     for method in choices.methods:
         info = METHODS.get(method.name)
@@ -614,6 +702,15 @@ def _check_settings(choices: RunChoices, backend_info: dict[str, Any] | None, pr
             problems.append("Cross-validation needs at least 2 folds.")
         if choices.repeats < 1:
             problems.append("Cross-validation needs at least 1 repeat.")
+    limit = ensemble_limit(backend_info) if backend_info is not None else None  # None: the backend checks
+    if choices.ensemble < 1:
+        problems.append("The ensemble needs at least 1 training seed.")
+    elif limit is not None and choices.ensemble > limit:
+        problems.append(f"The backend trains at most {limit} seeds per method; choose an ensemble of 1 to {limit}.")
+    presets = context_presets(backend_info)
+    if choices.context and backend_info is not None and choices.context not in presets:
+        offered = ", ".join(presets) or "none"
+        problems.append(f"The backend has no spatial context '{choices.context}'; choose one of {offered} or None.")
     if choices.device not in DEVICES:
         problems.append(f"Unknown device '{choices.device}'; choose auto, cpu or cuda.")
     elif choices.device == "cuda" and backend_info is not None and not backend_info.get("cuda", False):
@@ -737,7 +834,9 @@ def to_run_config(
             spec["points"] = str(exporter.export(points, f"label_{name}", []))
         labels.append(spec)
     config["labels"] = labels
-    config["methods"] = [{"name": m.name, "dim": int(m.dim), "params": dict(m.params)} for m in choices.methods]
+    config["methods"] = methods_config(choices.methods, choices.ensemble)
+    if choices.context:
+        config["context"] = choices.context
     config["clustering"] = {"k": int(choices.cluster_k) if choices.cluster_k >= 2 else "auto"}
     if choices.labels:
         models = [m for m in PREDICTION_MODELS if m in choices.prediction_models] or ["ridge"]

@@ -37,7 +37,18 @@ from qgis.core import (
 )
 
 from ..input_export import remove_stale_staging
-from ..parameters import METHODS, missing_input
+from ..parameters import (
+    CONTEXT_HELP,
+    ENSEMBLE_HELP,
+    METHODS,
+    NO_CONTEXT,
+    MethodChoice,
+    combining_problem,
+    context_presets,
+    ensemble_limit,
+    methods_config,
+    missing_input,
+)
 from ..results import run_group_name
 from ._base import (
     DEFAULTS,
@@ -88,7 +99,9 @@ class EmbedAlgorithm(RegionLensAlgorithm):
         "written in the label's own units (<label>_obs, _pred, _res; <label> is the field or layer name in "
         "lower case). K = 0 chooses the number of clusters automatically. Embedding size 0 uses each "
         "method's own default. Method parameters (advanced): a JSON object for the first method, or one "
-        'object per method, e.g. {"calliper": {"epochs": 20}}.'
+        'object per method, e.g. {"calliper": {"epochs": 20}}. Advanced, as in the run dock: a spatial '
+        "context appends each region's neighbours' mean embedding; an ensemble trains each learned method "
+        "with several seeds; fusion (with at least one other method) combines the others and comes first."
     )
 
     REGIONS = "REGIONS"
@@ -117,6 +130,8 @@ class EmbedAlgorithm(RegionLensAlgorithm):
     MODELS = "MODELS"
     SPATIAL = "SPATIAL"
     METHOD_PARAMS = "METHOD_PARAMS"
+    CONTEXT = "CONTEXT"
+    ENSEMBLE = "ENSEMBLE"
     OVERWRITE = "OVERWRITE"
     OUTPUT_DIR = "OUTPUT_DIR"
     # outputs
@@ -202,6 +217,7 @@ class EmbedAlgorithm(RegionLensAlgorithm):
             )
         )
 
+        contexts = [NO_CONTEXT, *context_presets()]  # the backend's presets (its cached ``info``)
         advanced = [
             QgsProcessingParameterString(self.OD_ORIGIN, tr("OD table: origin id column"), DEFAULTS.od_origin_field),
             QgsProcessingParameterString(
@@ -220,10 +236,23 @@ class EmbedAlgorithm(RegionLensAlgorithm):
             QgsProcessingParameterString(
                 self.METHOD_PARAMS, tr('Method parameters (JSON, e.g. {"neighbourhood_m": 1000})'), optional=True
             ),
+            QgsProcessingParameterEnum(
+                self.CONTEXT, tr("Spatial context (neighbours' mean embeddings appended)"), contexts,
+                defaultValue=DEFAULTS.context or NO_CONTEXT, usesStaticStrings=True,
+            ),
+            _integer(
+                self.ENSEMBLE, tr("Ensemble (training seeds, learned methods only)"), DEFAULTS.ensemble, 1,
+                max(ensemble_limit(), DEFAULTS.ensemble),
+            ),
             QgsProcessingParameterBoolean(
                 self.OVERWRITE, tr("Replace a previous RegionLens run in the output folder"), DEFAULTS.overwrite
             ),
         ]  # fmt: skip
+        for parameter in advanced:
+            if parameter.name() == self.CONTEXT:
+                parameter.setHelp(tr(CONTEXT_HELP))
+            elif parameter.name() == self.ENSEMBLE:
+                parameter.setHelp(tr(ENSEMBLE_HELP))
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
             self.addParameter(parameter)
@@ -273,6 +302,9 @@ class EmbedAlgorithm(RegionLensAlgorithm):
         methods = self.parameterAsEnumStrings(parameters, self.METHOD, context)
         if not methods:
             return tr("Choose at least one method.")
+        problem = combining_problem(methods)
+        if problem:
+            return problem
         have = {"regions"} | {
             source for source, name in (("pois", self.POIS), ("rasters", self.RASTERS), ("od", self.OD_TABLE),
                                         ("landuse", self.LANDUSE)) if _given(parameters, name)
@@ -310,16 +342,20 @@ class EmbedAlgorithm(RegionLensAlgorithm):
         dim = self.parameterAsInt(parameters, self.DIM, context)
         methods = self.parameterAsEnumStrings(parameters, self.METHOD, context)
         method_params = _method_params(self.parameterAsString(parameters, self.METHOD_PARAMS, context), methods)
+        chosen = [MethodChoice(m, dim or METHODS.get(m).dim, method_params.get(m, {})) for m in methods]
+        method_specs = methods_config(chosen, self.parameterAsInt(parameters, self.ENSEMBLE, context))
+        methods = [spec["name"] for spec in method_specs]  # a method that combines the others first: the primary
         config: dict[str, Any] = {
             "output_dir": output_dir,
-            "methods": [
-                {"name": m, "dim": dim or METHODS.get(m).dim, "params": method_params.get(m, {})} for m in methods
-            ],
+            "methods": method_specs,
             "clustering": {"k": k if k >= 2 else "auto"},
             "seed": self.parameterAsInt(parameters, self.SEED, context),
             "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             "overwrite": self.parameterAsBool(parameters, self.OVERWRITE, context),
         }
+        spatial_context = self.parameterAsEnumString(parameters, self.CONTEXT, context)
+        if spatial_context and spatial_context != NO_CONTEXT:
+            config["context"] = spatial_context
         with input_folder(feedback) as folder:
             regions = self.parameterAsSource(parameters, self.REGIONS, context)
             if regions is None:

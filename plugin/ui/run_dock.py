@@ -50,11 +50,16 @@ from qgis.PyQt.QtWidgets import (
 
 from ..input_export import remove_exported_inputs, remove_stale_staging
 from ..parameters import (
+    CONTEXT_HELP,
     DEVICES,
+    ENSEMBLE_HELP,
     METHODS,
     TARGETS,
     LabelChoice,
     RunChoices,
+    context_presets,
+    describe_context,
+    ensemble_limit,
     inputs_dir_for,
     label_fields,
     label_name,
@@ -201,6 +206,8 @@ class RunDock(QgsDockWidget):
         self._restoring = False
         self._user_changed = False
         self._pending_methods: dict[str, Any] | None = None  # stored method choices not yet offered
+        self._pending_advanced: tuple[str, int] | None = None  # stored context and ensemble not yet offered
+        self._applying_methods = False  # ticking stored methods: method states are updated once, after
         self._inputs_dir: Path | None = None  # where the running task's inputs were exported
         self._suggested_output = ""  # the output folder RegionLens suggested (not stored as a choice)
         self._connections: list[tuple[Any, Callable[..., None]]] = []
@@ -373,6 +380,12 @@ class RunDock(QgsDockWidget):
         eval_form.addRow("Repeats", self.repeats_spin)
         eval_form.addRow("Models", models)
         eval_form.addRow(self.spatial_check)
+        self.context_combo = _narrow(QComboBox(self.eval_box))
+        self.context_combo.setToolTip(CONTEXT_HELP)
+        self.ensemble_spin = QSpinBox(self.eval_box)
+        self.ensemble_spin.setRange(1, 1)  # up to the backend's limit once it has answered
+        eval_form.addRow("Spatial context", self.context_combo)
+        eval_form.addRow("Ensemble (training seeds)", self.ensemble_spin)
         self.eval_box.setCollapsed(True)
         form.addRow(self.eval_box)
         layout.addWidget(box)
@@ -451,6 +464,8 @@ class RunDock(QgsDockWidget):
             edit.textEdited.connect(self._edited)
         for spin in (self.k_spin, self.folds_spin, self.repeats_spin, self.seed_spin):
             spin.valueChanged.connect(self._edited)
+        self.context_combo.activated.connect(self._advanced_edited)
+        self.ensemble_spin.valueChanged.connect(self._advanced_edited)
         for check in (self.log1p_check, self.ridge_check, self.gbm_check, self.spatial_check, self.overwrite_check):
             check.toggled.connect(self._edited)
         self.run_button.clicked.connect(self.run)
@@ -475,10 +490,78 @@ class RunDock(QgsDockWidget):
             else:
                 section.set_checked(name == "baseline" and not previous)
             section.changed.connect(self._edited)
+            section.changed.connect(self._update_method_states)
             self.methods_layout.addWidget(section)
             self.method_sections[name] = section
         if self._pending_methods is not None:
             self._apply_methods(self._pending_methods)
+        self._refresh_advanced()
+        self._update_method_states()
+
+    def _refresh_advanced(self) -> None:
+        """Offer the backend's spatial-context presets and ensemble limit (keeps or applies the choice)."""
+        context, ensemble = self._pending_advanced or self._advanced_shown()
+        restoring, self._restoring = self._restoring, True
+        try:
+            self.context_combo.clear()
+            self.context_combo.addItem("None", "")
+            self.context_combo.setItemData(0, "No neighbour means", Qt.ItemDataRole.ToolTipRole)
+            for name, spec in context_presets().items():
+                self.context_combo.addItem(name, name)
+                self.context_combo.setItemData(
+                    self.context_combo.count() - 1, describe_context(spec), Qt.ItemDataRole.ToolTipRole
+                )
+            self.ensemble_spin.setMaximum(ensemble_limit())
+            self._show_advanced(context, ensemble)
+        finally:
+            self._restoring = restoring
+
+    def _advanced_shown(self) -> tuple[str, int]:
+        return str(self.context_combo.currentData() or ""), int(self.ensemble_spin.value())
+
+    def _show_advanced(self, context: str, ensemble: int) -> None:
+        """Show a context and an ensemble size; what the backend has not offered yet stays pending until it has."""
+        index = self.context_combo.findData(context)
+        fits = index >= 0 and 1 <= ensemble <= self.ensemble_spin.maximum()
+        self._pending_advanced = None if fits else (context, ensemble)
+        self.context_combo.setCurrentIndex(max(index, 0))
+        self.ensemble_spin.setValue(ensemble)
+
+    def _advanced_edited(self, *_args: object) -> None:
+        if not self._restoring:
+            self._pending_advanced = None  # a person chose: what they see is the choice
+        self._edited()
+
+    def _update_method_states(self) -> None:
+        """A method that combines the others (fusion) is offered only with another method; the ensemble
+        applies only when a learned method is chosen."""
+        if self._applying_methods:
+            return
+        chosen = [s for s in self.method_sections.values() if s.is_checked()]
+        others = [s for s in chosen if not s.info.combines_methods]
+        for section in self.method_sections.values():
+            if not section.info.combines_methods:
+                continue
+            section.checkbox.setEnabled(bool(others))
+            if others:
+                section.checkbox.setToolTip(
+                    f"{section.info.title} \u2014 combines the other chosen methods and the raw views; "
+                    "its layers become the primary results"
+                )
+            else:
+                section.set_checked(False)
+                section.checkbox.setToolTip(
+                    f"{section.info.name} combines the run's other methods: choose at least one other method first"
+                )
+        learned = [s.name for s in chosen if s.info.ensemble]
+        self.ensemble_spin.setEnabled(bool(learned))
+        if learned:
+            self.ensemble_spin.setToolTip(f"{ENSEMBLE_HELP} Applies to: {', '.join(learned)}.")
+        else:
+            self.ensemble_spin.setToolTip(
+                "Applies to learned methods only; the chosen methods train no seeds "
+                f"({', '.join(s.name for s in chosen) or 'none chosen'})."
+            )
 
     # ================================================================== backend
 
@@ -563,6 +646,7 @@ class RunDock(QgsDockWidget):
             name = self.label_points_name.text().strip()
             labels.append(LabelChoice(points_layer_id=points.id(), target=target, log1p=log1p, name=name))
         models = [m for m, check in (("ridge", self.ridge_check), ("gbm", self.gbm_check)) if check.isChecked()]
+        context, ensemble = self._pending_advanced or self._advanced_shown()
         return RunChoices(
             region_layer_id=region.id() if region is not None else "",
             region_id_field=self.region_id_combo.currentField() if region is not None else "",
@@ -589,6 +673,8 @@ class RunDock(QgsDockWidget):
             spatial=self.spatial_check.isChecked(),
             device=str(self.device_combo.currentData() or "auto"),
             seed=int(self.seed_spin.value()),
+            context=context,
+            ensemble=ensemble,
             output_dir=self.output_file.filePath().strip(),
             overwrite=self.overwrite_check.isChecked(),
         )
@@ -646,6 +732,7 @@ class RunDock(QgsDockWidget):
             index = self.device_combo.findData(choices.device)
             self.device_combo.setCurrentIndex(max(index, 0))
             self.seed_spin.setValue(choices.seed)
+            self._show_advanced(choices.context, choices.ensemble)
             self.output_file.setFilePath(choices.output_dir)
             self.overwrite_check.setChecked(choices.overwrite)
         finally:
@@ -660,10 +747,15 @@ class RunDock(QgsDockWidget):
         """
         missing = [name for name in methods if name not in self.method_sections]
         self._pending_methods = dict(methods) if missing else None
-        for name, section in self.method_sections.items():
-            section.set_checked(name in methods)
-            if name in methods:
-                section.set_choice(methods[name])
+        self._applying_methods = True
+        try:
+            for name, section in self.method_sections.items():
+                section.set_checked(name in methods)
+                if name in methods:
+                    section.set_choice(methods[name])
+        finally:
+            self._applying_methods = False
+        self._update_method_states()
 
     def save(self) -> None:
         """Store the choices in the project (a suggested output folder is not a choice: stored empty)."""

@@ -15,6 +15,7 @@ Defined here:
 - ``repo_root``: the plugin folder (the repository root).
 - ``backend_python``: the backend venv's interpreter; tests that need the real worker skip only when
   it does not exist.
+- ``backend_info``: the real worker's ``info`` answer (methods, context presets, limits), asked once.
 - ``make_run_gpkg``: writes a small run GeoPackage following docs/protocol.md (12 square regions in
   EPSG:32610, labels ``population`` and ``robbery``), so styling and rendering are tested without
   running the backend.
@@ -63,6 +64,19 @@ def backend_python() -> Path:
     if not BACKEND_PYTHON.is_file():
         pytest.skip(f"backend venv not installed ({BACKEND_PYTHON} missing); run `make venv-backend`")
     return BACKEND_PYTHON
+
+
+@pytest.fixture(scope="session")
+def backend_info(backend_python: Path) -> dict:
+    """The backend worker's ``info`` answer (docs/protocol.md), asked once as the run dock asks it."""
+    from plugin.worker_client import WorkerClient
+
+    client = WorkerClient(backend_python, REPO_ROOT)
+    try:
+        client.start(timeout=120)
+        return client.run_job("info", {}, idle_timeout=120)
+    finally:
+        client.close(timeout=5)
 
 
 def _square(i: int) -> ogr.Geometry:

@@ -25,7 +25,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import Qt
 
 from plugin.main import RegionLensPlugin
-from plugin.parameters import METHODS, label_name
+from plugin.parameters import METHODS, RunChoices, label_name, to_run_config, validate
 from plugin.project_settings import save_choices
 from plugin.results import gpkg_layer_names
 from plugin.sample_data import load_sample_data
@@ -615,3 +615,121 @@ def test_wheel_over_the_dock_does_not_change_its_editors(dock: RunDock) -> None:
     assert not wheel(dock.device_combo).isAccepted()
     assert not wheel(dim).isAccepted()
     assert dock.device_combo.currentIndex() == device and dim.value() == before
+
+
+# ------------------------------------------------------------------------ spatial context, ensembles, fusion
+
+
+def backend_presets(info: dict) -> list[str]:
+    """The spatial contexts the backend offers, besides none (its ``info``)."""
+    return [name for name, spec in info["context_presets"].items() if spec]
+
+
+def learned_and_combining(info: dict) -> tuple[str, str]:
+    """A method that accepts an ensemble and learns from POI points alone, and the one that combines the others."""
+    learned = next(n for n, d in info["methods"].items() if d["ensemble"] and d["views"] == ["poi_points"])
+    combining = next(n for n, d in info["methods"].items() if d["combines_methods"])
+    return learned, combining
+
+
+def test_advanced_context_ensemble_and_fusion_reach_the_request(
+    plugin, sample: dict, qgis_new_project: QgsProject, backend_info: dict, tmp_path: Path, qtbot
+) -> None:
+    METHODS.update_from_info(backend_info)
+    learned, fusion = learned_and_combining(backend_info)
+    dock = RunDock(plugin, None, qgis_new_project, fetch_info=False)
+    qtbot.addWidget(dock)
+    try:
+        small_run(dock, sample, tmp_path / "run", rasters=False)
+        # The dropdown offers None and exactly the backend's presets; the spin box its limit.
+        combo = dock.context_combo
+        assert [combo.itemData(i) for i in range(combo.count())] == ["", *backend_presets(backend_info)]
+        assert combo.itemText(0) == "None" and "neighbour" in combo.toolTip()
+        assert dock.ensemble_spin.maximum() == backend_info["limits"]["ensemble"][1] > 1
+
+        # Baseline alone: no seeds to train, and fusion has nothing to combine.
+        fusion_box = dock.method_sections[fusion].checkbox
+        assert not dock.ensemble_spin.isEnabled() and "learned methods only" in dock.ensemble_spin.toolTip()
+        dock.method_sections["baseline"].set_checked(False)
+        assert not fusion_box.isEnabled() and "at least one other method" in fusion_box.toolTip()
+        dock.method_sections["baseline"].set_checked(True)
+        assert fusion_box.isEnabled()
+        dock.method_sections[learned].set_checked(True)
+        dock.method_sections[learned].dim.setValue(8)
+        assert dock.ensemble_spin.isEnabled() and learned in dock.ensemble_spin.toolTip()
+        fusion_box.setChecked(True)
+
+        combo.setCurrentIndex(combo.findData(backend_presets(backend_info)[-1]))
+        dock.ensemble_spin.setValue(3)
+        choices = dock.choices()
+        assert (choices.context, choices.ensemble) == (backend_presets(backend_info)[-1], 3)
+        assert dock.refresh_validation() == []
+        config = to_run_config(choices, project=qgis_new_project)
+        assert config["context"] == backend_presets(backend_info)[-1]
+        # fusion first (the primary layer set); the ensemble only on the method that learns.
+        assert [(m["name"], m.get("ensemble")) for m in config["methods"]] == [
+            (fusion, None), ("baseline", None), (learned, 3)
+        ]
+
+        # Unticking the last other method unticks fusion and disables it again.
+        dock.method_sections["baseline"].set_checked(False)
+        dock.method_sections[learned].set_checked(False)
+        assert not fusion_box.isEnabled() and not fusion_box.isChecked()
+        assert not dock.ensemble_spin.isEnabled()
+    finally:
+        dock.disconnect_project()
+
+
+def test_fusion_alone_and_an_unknown_context_are_explained(
+    sample: dict, qgis_new_project: QgsProject, backend_info: dict, tmp_path: Path
+) -> None:
+    METHODS.update_from_info(backend_info)
+    _learned, fusion = learned_and_combining(backend_info)
+    choices = RunChoices(region_layer_id=sample["block_groups"].id(), region_id_field="GEO_ID",
+                         poi_layer_id=sample["pois"].id(), poi_category_field="category",
+                         methods=[METHODS.choice(fusion)], context="2km", ensemble=99,
+                         output_dir=str(tmp_path / "out"))  # fmt: skip
+    problems = validate(choices, qgis_new_project, backend_info)
+    limit = backend_info["limits"]["ensemble"][1]
+    assert problems == [
+        f"{fusion} combines the run's other methods: choose at least one other method with it.",
+        f"The backend trains at most {limit} seeds per method; choose an ensemble of 1 to {limit}.",
+        f"The backend has no spatial context '2km'; choose one of {', '.join(backend_presets(backend_info))} or None.",
+    ]
+
+
+def test_context_and_ensemble_are_saved_with_the_project(
+    plugin, sample: dict, qgis_new_project: QgsProject, backend_info: dict, tmp_path: Path, qtbot
+) -> None:
+    METHODS.update_from_info(backend_info)
+    learned, fusion = learned_and_combining(backend_info)
+    first = RunDock(plugin, None, qgis_new_project, fetch_info=False)
+    qtbot.addWidget(first)
+    small_run(first, sample, tmp_path / "run", rasters=False)
+    first.method_sections[learned].set_checked(True)
+    first.method_sections[fusion].set_checked(True)
+    first.context_combo.setCurrentIndex(1)
+    first.context_combo.activated.emit(1)  # as a person choosing it
+    first.ensemble_spin.setValue(4)
+    wanted = first.choices()
+    assert (wanted.context, wanted.ensemble) == (backend_presets(backend_info)[0], 4)
+    first.save()
+    project_file = tmp_path / "city.qgz"
+    assert qgis_new_project.write(str(project_file))
+    first.disconnect_project()
+
+    METHODS.reset()  # a new QGIS session: no presets, no ensembles, only the baseline until the backend answers
+    second = RunDock(plugin, None, qgis_new_project, fetch_info=False)
+    qtbot.addWidget(second)
+    try:
+        qgis_new_project.clear()
+        assert qgis_new_project.read(str(project_file))
+        held = second.choices()
+        assert (held.context, held.ensemble) == (wanted.context, 4)  # kept, not yet offered
+        METHODS.update_from_info(backend_info)
+        second._info_done(backend_info, "")
+        assert second.choices() == wanted
+        assert second.context_combo.currentData() == wanted.context and second.ensemble_spin.value() == 4
+        assert second.method_sections[fusion].checkbox.isChecked()
+    finally:
+        second.disconnect_project()

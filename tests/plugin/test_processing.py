@@ -630,3 +630,74 @@ def test_embed_sends_od_and_land_use_like_the_dock(provider, processing_module, 
     assert config["landuse"]["class_field"] == "LSAD" and config["landuse"]["path"].endswith("landuse.gpkg")
     assert config["methods"] == [{"name": "baseline", "dim": 32, "params": {}}]  # the dock's default method
     assert config["labels"] == [] and config["prediction"] is None
+
+
+def test_embed_context_ensemble_and_fusion_match_the_dock(
+    provider, processing_module, backend_info: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    qgis_new_project: QgsProject,
+) -> None:  # fmt: skip
+    """CONTEXT and ENSEMBLE (advanced) offer what the backend describes, default as the dock does, and give the
+    run configuration the dock builds for the same choices: fusion first, the ensemble on learned methods only."""
+    from plugin.parameters import to_run_config
+    from plugin.processing import embed as embed_module
+
+    METHODS.update_from_info(backend_info)
+    provider.refreshAlgorithms()
+    learned = next(n for n, d in backend_info["methods"].items() if d["ensemble"] and d["views"] == ["poi_points"])
+    fusion = next(n for n, d in backend_info["methods"].items() if d["combines_methods"])
+    presets = [name for name, spec in backend_info["context_presets"].items() if spec]
+    algorithm = provider.algorithm("embed")
+    context_param = algorithm.parameterDefinition("CONTEXT")
+    ensemble_param = algorithm.parameterDefinition("ENSEMBLE")
+    defaults = RunChoices()
+    assert context_param.options() == ["none", *presets]
+    assert context_param.defaultValue() == (defaults.context or "none")
+    assert ensemble_param.defaultValue() == defaults.ensemble
+    assert ensemble_param.maximum() == backend_info["limits"]["ensemble"][1]
+    for param in (context_param, ensemble_param):
+        assert param.flags() & param.Flag.FlagAdvanced and param.help()
+
+    sent: list[dict] = []
+
+    def capture(_python, action, config, _feedback):
+        sent.append(json.loads(json.dumps(config)))
+        raise QgsProcessingException("stop here")
+
+    monkeypatch.setattr(embed_module, "run_backend", capture)
+    params = {
+        "REGIONS": str(BLOCKS), "REGION_ID": "GEO_ID", "POIS": str(POIS), "POI_CATEGORY": "category",
+        "LABEL_FIELDS": ["Population"], "METHOD": ["baseline", learned, fusion], "CONTEXT": presets[-1],
+        "ENSEMBLE": 3, "OUTPUT_DIR": str(tmp_path / "out"),
+    }  # fmt: skip
+    with pytest.raises(QgsProcessingException, match="stop here"):
+        processing_module.run("regionlens:embed", params, feedback=RecordingFeedback())
+    (processed,) = sent
+
+    regions = QgsVectorLayer(str(BLOCKS), "regions", "ogr")
+    pois = QgsVectorLayer(str(POIS), "pois", "ogr")
+    qgis_new_project.addMapLayers([regions, pois])
+    choices = RunChoices(
+        region_layer_id=regions.id(), region_id_field="GEO_ID", poi_layer_id=pois.id(), poi_category_field="category",
+        labels=[LabelChoice(field="Population")], context=presets[-1], ensemble=3,
+        methods=[METHODS.choice("baseline"), METHODS.choice(learned), METHODS.choice(fusion)],
+        output_dir=str(tmp_path / "dock"),
+    )  # fmt: skip
+    docked = to_run_config(choices, project=qgis_new_project)
+
+    def same(config: dict) -> dict:
+        return {
+            "context": config.get("context"),
+            "methods": [(m["name"], m["dim"], m.get("ensemble")) for m in config["methods"]],
+            "labels": config["labels"], "prediction": config["prediction"], "clustering": config["clustering"],
+            "seed": config["seed"], "device": config["device"],
+        }  # fmt: skip
+
+    assert same(processed) == same(docked)
+    assert same(processed)["methods"][0][0] == fusion
+    assert [m[2] for m in same(processed)["methods"]] == [None, None, 3]
+    assert same(processed)["context"] == presets[-1]
+
+    # fusion alone is refused before anything runs, with the dock's words.
+    alone = dict(params, METHOD=[fusion])
+    ok, message = algorithm.checkParameterValues(alone, new_context())
+    assert not ok and "choose at least one other method" in message

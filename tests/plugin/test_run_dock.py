@@ -7,8 +7,10 @@ button (plugin/ui/messages.py) and the metrics table (plugin/ui/metrics_dialog.p
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -633,7 +635,8 @@ def learned_and_combining(info: dict) -> tuple[str, str]:
 
 
 def test_advanced_context_ensemble_and_fusion_reach_the_request(
-    plugin, sample: dict, qgis_new_project: QgsProject, backend_info: dict, tmp_path: Path, qtbot
+    plugin, sample: dict, qgis_new_project: QgsProject, backend_python: Path, backend_info: dict, tmp_path: Path,
+    qtbot,
 ) -> None:
     METHODS.update_from_info(backend_info)
     learned, fusion = learned_and_combining(backend_info)
@@ -669,6 +672,17 @@ def test_advanced_context_ensemble_and_fusion_reach_the_request(
         # fusion first (the primary layer set); the ensemble only on the method that learns.
         assert [(m["name"], m.get("ensemble")) for m in config["methods"]] == [
             (fusion, None), ("baseline", None), (learned, 3)
+        ]
+        # The backend's own parser reads the request as meant (its checks run there, not here).
+        request = tmp_path / "request.json"
+        request.write_text(json.dumps(config))
+        code = ("import json, sys; from backend.config import config_from_dict; "
+                "c = config_from_dict(json.load(open(sys.argv[1]))); "
+                "print(json.dumps([c.context, [[m.name, m.ensemble] for m in c.methods]]))")  # fmt: skip
+        out = subprocess.run([str(backend_python), "-c", code, str(request)], cwd=Path(__file__).parents[2],
+                             capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+        assert json.loads(out.stdout.splitlines()[-1]) == [
+            backend_presets(backend_info)[-1], [[fusion, 1], ["baseline", 1], [learned, 3]]
         ]
 
         # Unticking the last other method unticks fusion and disables it again.
@@ -733,3 +747,44 @@ def test_context_and_ensemble_are_saved_with_the_project(
         assert second.method_sections[fusion].checkbox.isChecked()
     finally:
         second.disconnect_project()
+
+
+def test_baseline_fusion_and_context_through_the_dock(
+    plugin, sample: dict, qgis_new_project: QgsProject, backend_python: Path, backend_info: dict, tmp_path: Path,
+    qtbot,
+) -> None:  # fmt: skip
+    """A run with fusion and a spatial context through the real worker: fusion's layers are the primary ones."""
+    METHODS.update_from_info(backend_info)
+    _learned, fusion = learned_and_combining(backend_info)
+    grid = grid_geopackage(tmp_path / "grid.gpkg", sample["pois"])
+    qgis_new_project.addMapLayer(grid)
+    dock = RunDock(plugin, None, qgis_new_project, fetch_info=False)
+    qtbot.addWidget(dock)
+    try:
+        dock.region_combo.setLayer(grid)
+        dock.poi_combo.setLayer(sample["pois"])
+        check(dock.label_list, "households")
+        for name, section in dock.method_sections.items():
+            section.set_checked(name in ("baseline", fusion))
+        dock.method_sections["baseline"].dim.setValue(4)
+        dock.k_spin.setValue(3)
+        dock.folds_spin.setValue(3)
+        dock.repeats_spin.setValue(1)
+        dock.spatial_check.setChecked(False)
+        dock.device_combo.setCurrentIndex(dock.device_combo.findData("cpu"))
+        preset = backend_presets(backend_info)[0]
+        dock.context_combo.setCurrentIndex(dock.context_combo.findData(preset))
+        dock.output_file.setFilePath(str(tmp_path / "fused"))
+        assert dock.refresh_validation() == []
+        assert dock.run() is not None
+        qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=300_000)
+        outcome = dock.last_outcome
+        assert isinstance(outcome, RunSucceeded), outcome
+        run = json.loads((Path(outcome.gpkg).parent / "run.json").read_text())
+        assert run["config"]["context"] == preset and run["context"]
+        group = qgis_new_project.layerTreeRoot().findGroup("RegionLens \u2014 fused")
+        assert [child.name() for child in group.children()][:2] == [fusion, "baseline"]  # fusion is the primary
+        metrics = QgsVectorLayer(f"{outcome.gpkg}|layername=metrics", "m", "ogr")
+        assert {f["method"] for f in metrics.getFeatures()} == {fusion, "baseline"}
+    finally:
+        dock.disconnect_project()

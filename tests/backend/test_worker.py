@@ -103,6 +103,19 @@ def test_run_with_bad_config_reports_config_error(worker, tmp_path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+def test_info_describes_run_settings_for_the_plugin() -> None:
+    """The plugin reads fusion, ensembles, context presets and the settings' ranges from ``info`` only."""
+    from backend.config import LIMITS
+    from backend.tasks.context import CONTEXT_PRESETS
+    from backend.worker import info
+
+    described = info()
+    assert described["limits"]["ensemble"] == list(LIMITS["ensemble"])
+    assert set(described["context_presets"]) == set(CONTEXT_PRESETS)
+    assert described["methods"]["fusion"]["combines_methods"]
+    assert not described["methods"]["baseline"]["ensemble"] and described["methods"]["calliper"]["ensemble"]
+
+
 def test_info_about_a_saved_model(worker, tmp_path) -> None:
     import numpy as np
     import pandas as pd

@@ -146,6 +146,17 @@ class MetricsDialog(QDialog):
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
         self.set_rows(rows)
+        self._fit_width()
+
+    def _fit_width(self) -> None:
+        """Open wide enough to show every column (R2, MAE and RMSE without scrolling), within the screen."""
+        self.table.resizeColumnsToContents()
+        margins = self.layout().contentsMargins()
+        wanted = (self.table.horizontalHeader().length() + 2 * self.table.frameWidth()
+                  + self.table.verticalScrollBar().sizeHint().width() + margins.left() + margins.right())
+        screen = QApplication.primaryScreen()
+        limit = screen.availableGeometry().width() - 40 if screen is not None else wanted
+        self.resize(max(self.width(), min(wanted, limit)), self.height())
 
     @classmethod
     def from_layer(cls, layer: QgsVectorLayer, title: str | None = None, parent: QWidget | None = None):

@@ -36,3 +36,22 @@ def test_negative_r2_is_highlighted_and_explained(qtbot) -> None:
     r2_column = [key for _header, key in COLUMNS].index("r2")
     row = next(r for r in range(dialog.row_count()) if dialog.cell(r, 0) == "hafusion")
     assert dialog.table.item(row, r2_column).toolTip() == NEGATIVE_R2
+
+
+def test_dialog_opens_wide_enough_for_every_column(run_gpkg: Path, qtbot, monkeypatch) -> None:
+    """The walk found R2 cut in half and MAE/RMSE behind a scrollbar at the first size (820 px) on a wide
+    screen. The offscreen test screen is 800 px wide, so a 2000 px screen is stood in for it."""
+    from types import SimpleNamespace
+
+    from qgis.PyQt.QtCore import QRect
+
+    from plugin.ui import metrics_dialog
+
+    wide = SimpleNamespace(availableGeometry=lambda: QRect(0, 0, 2000, 1200))
+    monkeypatch.setattr(metrics_dialog.QApplication, "primaryScreen", staticmethod(lambda: wide))
+    dialog = MetricsDialog.from_gpkg(run_gpkg)
+    qtbot.addWidget(dialog)
+    header = dialog.table.horizontalHeader()
+    columns = sum(header.sectionSize(i) for i in range(header.count()))
+    assert dialog.width() > columns  # every column fits without scrolling
+    assert dialog.width() <= 2000 - 40  # and the dialog stays on the screen

@@ -921,6 +921,7 @@ class RunDock(QgsDockWidget):
     def _on_project_read(self, *_args: object) -> None:
         self._refresh_rasters(set())
         restored = self.restore()
+        self._move_past_finished_run()
         self._suggest_output_folder()
         if not restored:
             self._schedule()
@@ -933,8 +934,29 @@ class RunDock(QgsDockWidget):
         self._refresh_rasters(set())
         self.od_file.setFilePath("")
         self.output_file.setFilePath("")
+        self.progress_bar.setValue(0)  # the last run belonged to the project that is gone
+        self.stage_label.setText("")
+        if self.metrics_dialog is not None:
+            self.metrics_dialog.close()
+            self.metrics_dialog = None
         self._suggest_output_folder()
         self._user_changed = False
+
+    def _move_past_finished_run(self) -> None:
+        """A person's own output folder that now holds a run moves on to the next free name beside it
+        (``results`` -> ``results_2``), still their choice: the folder they picked is never forgotten."""
+        text = self.output_file.filePath().strip()
+        if not text or text == self._suggested_output or self.overwrite_check.isChecked():
+            return
+        folder = Path(text).expanduser()
+        if not output_folder_is_free(folder):
+            self._choose_output_folder(next_free_folder(folder))
+
+    def _choose_output_folder(self, folder: Path) -> None:
+        """Set ``folder`` as the person's choice (stored with the project, unlike a suggestion)."""
+        self._suggested_output = ""
+        self.output_file.setFilePath(str(folder))
+        self._schedule()
 
     def _suggest_output_folder(self, folder: Path | None = None) -> None:
         """Show ``folder`` (default: a fresh one, if the field is empty) as the output folder.
@@ -1050,8 +1072,11 @@ class RunDock(QgsDockWidget):
             self.show_metrics(outcome.gpkg)
             used = Path(self.output_file.filePath().strip()).expanduser()
             same = task is not None and used.resolve() == Path(task.params.output_dir).resolve()
-            if same and not self.overwrite_check.isChecked():
-                self._suggest_output_folder(next_free_folder(used))  # the next run gets a fresh folder
+            if same and not self.overwrite_check.isChecked():  # the next run gets a fresh folder
+                if self.output_file.filePath().strip() == self._suggested_output:
+                    self._suggest_output_folder(next_free_folder(used))
+                else:  # beside the folder the person chose, and still their choice
+                    self._choose_output_folder(next_free_folder(used))
         elif isinstance(outcome, RunCancelled):
             self.progress_bar.setValue(0)
             self.stage_label.setText("Cancelled; nothing was written.")

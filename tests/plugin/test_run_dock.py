@@ -359,6 +359,26 @@ def test_output_folder_is_suggested_and_fresh(
     assert qgis_new_project.readEntry("RegionLens", "run/output_dir", "")[0] in ("", '""')  # not stored by itself
 
 
+def test_a_chosen_output_folder_survives_a_run_and_a_reopened_project(
+    dock: RunDock, qgis_new_project: QgsProject, tmp_path: Path, qtbot
+) -> None:
+    """The walk lost the planner's own folder on reopening (a fresh suggestion under the project took its place)
+    and kept "Finished ..." from the closed project in the dock."""
+    mine = tmp_path / "studies" / "results"
+    dock.output_file.setFilePath(str(mine))  # the person's choice
+    assert qgis_new_project.write(str(tmp_path / "city.qgz"))
+    mine.mkdir(parents=True)
+    (mine / "regionlens.gpkg").write_text("x")  # a run has written there since
+    dock.progress_bar.setValue(100)
+    dock.stage_label.setText("Finished on cpu in 1.0 s.")
+    qgis_new_project.clear()
+    assert dock.progress_bar.value() == 0 and dock.stage_label.text() == ""
+    assert qgis_new_project.read(str(tmp_path / "city.qgz"))
+    assert dock.output_file.filePath() == str(tmp_path / "studies" / "results_2")  # beside the chosen one
+    dock.save()
+    assert "results_2" in qgis_new_project.readEntry("RegionLens", "run/output_dir", "")[0]  # still a choice
+
+
 # ------------------------------------------------------------------------------------- runs
 
 

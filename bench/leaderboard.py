@@ -232,8 +232,8 @@ class Board:
                     self._add(method, res, task)
         self.seconds[method] = self.seconds.get(method, 0.0) + time.perf_counter() - t0
 
-    def score_fusion(self, blocks_per_seed: list[dict[str, np.ndarray]]) -> None:
-        """Fusion once per training seed (its blocks built from that seed's embeddings), pooled."""
+    def score_fusion(self, blocks_per_seed: list[dict[str, np.ndarray]], name: str = "fusion") -> None:
+        """Fusion once per block set (one per training seed, or the seed ensembles' one), pooled."""
         from backend.tasks.fusion import evaluate_fusion
 
         c = self.city
@@ -245,16 +245,16 @@ class Board:
                 sub = {b: x[rows] for b, x in blocks.items()}
                 res, ch = evaluate_fusion(sub, y, coords, models=c.models, folds=c.folds, repeats=c.fold_seeds,
                                           spatial=coords is not None)
-                self._add("fusion", res, task)
+                self._add(name, res, task)
                 choices.setdefault(task, {})[f"seed{s}"] = {p: v.describe() for p, v in ch.items()}
                 if self.reference:
                     keep, fold_of = reference_plan(c, task)
                     res, ch = evaluate_fusion({b: x[keep] for b, x in sub.items()}, y[keep], None, models=c.models,
                                               plans={"reference": [fold_of]})
-                    self._add("fusion", res, task)
+                    self._add(name, res, task)
                     choices[task][f"seed{s}"]["reference"] = ch["reference"].describe()
-        self.notes["fusion_choices"] = choices
-        self.seconds["fusion"] = self.seconds.get("fusion", 0.0) + time.perf_counter() - t0
+        self.notes[f"{name}_choices"] = choices
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
     def records(self) -> dict[str, dict[str, list[dict[str, float]]]]:
         """``method[@protocol][@ridge_alpha1] -> task -> per-repeat records`` (what :meth:`summary` pools)."""
@@ -296,7 +296,8 @@ def run_city(city: City, methods: list[str], seeds: list[int], reference: bool, 
              write: Any) -> Board:
     """Every requested method on one city; ``write(board)`` after each method (partial results survive)."""
     from backend.errors import InputError
-    from backend.models import BaselineEmbedder, FusionEmbedder
+    from backend.models import EMBEDDERS, BaselineEmbedder, FusionEmbedder
+    from backend.models.ensemble import combine_seeds
     from backend.views._base import Views
 
     board = Board(city, reference)
@@ -355,6 +356,17 @@ def run_city(city: City, methods: list[str], seeds: list[int], reference: bool, 
         board.notes["fusion_blocks"] = list(blocks_per_seed[0])
         board.score_fusion(blocks_per_seed)
         write(board)
+        if len(seeds) > 1 and learned:
+            # what a run with `ensemble = k` on every learned method gives fusion: each source is the
+            # embedding its seed ensemble writes (backend.models.ensemble.combine_seeds), not one seed's
+            sources = {"baseline": baseline, **{m: combine_seeds(e, EMBEDDERS[m].default_dim)
+                                                for m, e in learned.items()}}
+            fusion = FusionEmbedder().set_sources({k: pd.DataFrame(v, index=views.region_ids)
+                                                   for k, v in sources.items()})
+            fusion.fit(views)
+            name = f"fusion x{len(seeds)}"
+            board.score_fusion([fusion.blocks(views)], name=name)
+            write(board)
     return board
 
 

@@ -31,9 +31,32 @@ from backend.models._base import Embedder, embedding_frame
 from backend.progress import Progress
 from backend.views._base import Views
 
-__all__ = ["SeedEnsemble", "ENSEMBLE_WEIGHTS"]
+__all__ = ["SeedEnsemble", "ENSEMBLE_WEIGHTS", "fit_combination", "combine_seeds"]
 
 ENSEMBLE_WEIGHTS = "ensemble.safetensors"
+
+
+def fit_combination(blocks: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, per-column scale and PCA components that combine member embeddings into one of ``dim`` columns.
+
+    Every member is centred and scaled to total variance 1 (so every seed weighs the same), the members are
+    concatenated, and the leading ``dim`` principal directions are kept, each signed so that its largest
+    loading is positive (reproducible across runs).
+    """
+    x = np.hstack(blocks)
+    mean = x.mean(axis=0)
+    scale = np.concatenate([np.full(b.shape[1], max(float(np.sqrt(b.var(axis=0).sum())), 1e-12)) for b in blocks])
+    _, _, vt = np.linalg.svd((x - mean) / scale, full_matrices=False)
+    k = min(dim, vt.shape[0])
+    comps = vt[:k]
+    signs = np.sign(comps[np.arange(k), np.abs(comps).argmax(axis=1)])
+    return mean, scale, comps * np.where(signs == 0, 1.0, signs)[:, None]
+
+
+def combine_seeds(blocks: list[np.ndarray], dim: int) -> np.ndarray:
+    """The embedding a seed ensemble writes, from its members' embeddings (see :func:`fit_combination`)."""
+    mean, scale, comps = fit_combination(blocks, dim)
+    return ((np.hstack(blocks) - mean) / scale) @ comps.T
 
 
 class SeedEnsemble:
@@ -133,17 +156,8 @@ class SeedEnsemble:
         return self.combine(self.member_embeddings(views, progress))
 
     def _fit_pca(self, members: list[pd.DataFrame]) -> None:
-        blocks = [m.to_numpy(dtype=float) for m in members]
-        x = np.hstack(blocks)
-        self._mean = x.mean(axis=0)
-        # each member scaled to total variance 1, so every seed weighs the same
-        scale = [np.full(b.shape[1], max(float(np.sqrt(b.var(axis=0).sum())), 1e-12)) for b in blocks]
-        self._scale = np.concatenate(scale)
-        _, _, vt = np.linalg.svd((x - self._mean) / self._scale, full_matrices=False)
-        k = min(self.dim, vt.shape[0])
-        comps = vt[:k]
-        signs = np.sign(comps[np.arange(k), np.abs(comps).argmax(axis=1)])
-        self._components = comps * np.where(signs == 0, 1.0, signs)[:, None]
+        self._mean, self._scale, self._components = fit_combination(
+            [m.to_numpy(dtype=float) for m in members], self.dim)
 
     def save(self, path: str | Path) -> Path:
         """Write the members (``member_<i>``), the PCA and ``config.json`` into folder ``path``."""

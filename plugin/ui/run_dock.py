@@ -208,6 +208,11 @@ class RunDock(QgsDockWidget):
         self._pending_methods: dict[str, Any] | None = None  # stored method choices not yet offered
         self._pending_advanced: tuple[str, int] | None = None  # stored context and ensemble not yet offered
         self._applying_methods = False  # ticking stored methods: method states are updated once, after
+        # a method that combines the others (fusion) is ticked by itself when a second other method is
+        # chosen, unless the planner unticked it; the count of other methods seen last time
+        self._combining_declined = False
+        self._others_seen = 0
+        self._auto_combining = False
         self._inputs_dir: Path | None = None  # where the running task's inputs were exported
         self._suggested_output = ""  # the output folder RegionLens suggested (not stored as a choice)
         self._connections: list[tuple[Any, Callable[..., None]]] = []
@@ -491,8 +496,12 @@ class RunDock(QgsDockWidget):
                 section.set_checked(name == "baseline" and not previous)
             section.changed.connect(self._edited)
             section.changed.connect(self._update_method_states)
+            if info.combines_methods:
+                section.checkbox.toggled.connect(self._combining_toggled)
             self.methods_layout.addWidget(section)
             self.method_sections[name] = section
+        self._others_seen = sum(1 for s in self.method_sections.values()
+                                if s.is_checked() and not s.info.combines_methods)  # rebuilt as it was
         if self._pending_methods is not None:
             self._apply_methods(self._pending_methods)
         self._refresh_advanced()
@@ -532,6 +541,13 @@ class RunDock(QgsDockWidget):
             self._pending_advanced = None  # a person chose: what they see is the choice
         self._edited()
 
+    def _combining_toggled(self, checked: bool) -> None:
+        """A planner who unticks the combining method keeps it off; ticking it again lifts that."""
+        if not (self._applying_methods or self._restoring or self._auto_combining):
+            others = [s for s in self.method_sections.values() if s.is_checked() and not s.info.combines_methods]
+            if others:  # (it is unticked by itself when no other method is left)
+                self._combining_declined = not checked
+
     def _update_method_states(self) -> None:
         """A method that combines the others (fusion) is offered only with another method; the ensemble
         applies only when a learned method is chosen."""
@@ -539,10 +555,19 @@ class RunDock(QgsDockWidget):
             return
         chosen = [s for s in self.method_sections.values() if s.is_checked()]
         others = [s for s in chosen if not s.info.combines_methods]
+        offer = len(others) >= 2 > self._others_seen and not self._combining_declined and not self._restoring
+        self._others_seen = len(others)
         for section in self.method_sections.values():
             if not section.info.combines_methods:
                 continue
             section.checkbox.setEnabled(bool(others))
+            if offer and not section.is_checked():
+                self._auto_combining = True
+                try:
+                    section.set_checked(True)  # several methods: their combination is the primary layer set
+                finally:
+                    self._auto_combining = False
+                chosen.append(section)
             if others:
                 section.checkbox.setToolTip(
                     f"{section.info.title} \u2014 combines the other chosen methods and the raw views; "
@@ -755,6 +780,9 @@ class RunDock(QgsDockWidget):
                     section.set_choice(methods[name])
         finally:
             self._applying_methods = False
+        # a stored choice is shown as it was saved: no combining method is ticked on top of it
+        self._others_seen = sum(1 for s in self.method_sections.values()
+                                if s.is_checked() and not s.info.combines_methods)
         self._update_method_states()
 
     def save(self) -> None:

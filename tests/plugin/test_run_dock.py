@@ -317,12 +317,16 @@ def test_reopened_project_keeps_every_saved_method(
     info = {"version": "test", "methods": {
         "baseline": {"title": "Baseline", "dim": 32, "views": ["poi_counts"], "min_views": 1, "params": {}},
         "hafusion": {"title": "HAFusion", "dim": 16, "views": ["poi_counts"], "min_views": 1, "params": {"epochs": 0}},
+        "fusion": {"title": "Fusion", "dim": 16, "views": [], "min_views": 0, "params": {},
+                   "combines_methods": True},
     }}  # fmt: skip
     METHODS.update_from_info(info)
     first = RunDock(plugin, None, qgis_new_project, fetch_info=False)
     qtbot.addWidget(first)
     small_run(first, sample, tmp_path / "run")
     first.method_sections["hafusion"].set_checked(True)
+    assert first.method_sections["fusion"].is_checked()  # two methods: their combination comes with them
+    first.method_sections["fusion"].set_checked(False)  # the planner does not want it
     assert [m.name for m in first.choices().methods] == ["baseline", "hafusion"]
     first.save()
     project_file = tmp_path / "city.qgz"
@@ -677,9 +681,17 @@ def test_advanced_context_ensemble_and_fusion_reach_the_request(
         assert not fusion_box.isEnabled() and "at least one other method" in fusion_box.toolTip()
         dock.method_sections["baseline"].set_checked(True)
         assert fusion_box.isEnabled()
+        assert not fusion_box.isChecked()  # one method: fusion is offered, not chosen
         dock.method_sections[learned].set_checked(True)
         dock.method_sections[learned].dim.setValue(8)
         assert dock.ensemble_spin.isEnabled() and learned in dock.ensemble_spin.toolTip()
+        # A second method: their combination is chosen by itself (the primary layer set)...
+        assert fusion_box.isChecked()
+        # ...unless the planner unticks it: it stays off while they change the other methods.
+        fusion_box.setChecked(False)
+        dock.method_sections[learned].set_checked(False)
+        dock.method_sections[learned].set_checked(True)
+        assert not fusion_box.isChecked() and fusion_box.isEnabled()
         fusion_box.setChecked(True)
 
         combo.setCurrentIndex(combo.findData(backend_presets(backend_info)[-1]))

@@ -78,8 +78,8 @@ def _repository_url() -> str:
     return meta.get("general", "repository", fallback="").rstrip("/")
 
 
-#: The README's Processing section (the algorithms' help button).
-HELP_URL = f"{_repository_url()}#processing-toolbox-models-qgis_process"
+#: The Processing page of the documentation (the algorithms' help button).
+HELP_URL = f"{_repository_url()}/blob/main/docs/processing.md"
 
 SETUP_HINT = (
     "The RegionLens backend is not installed: no backend Python interpreter was found. Run the RegionLens "
@@ -150,7 +150,7 @@ class RegionLensAlgorithm(QgsProcessingAlgorithm):
         return html.escape(tr(self.HELP), quote=False)
 
     def helpUrl(self) -> str:  # noqa: N802 - QGIS API
-        """The README's Processing section (the dialog's Help button)."""
+        """The Processing page of the documentation (the dialog's Help button)."""
         return HELP_URL
 
     def icon(self) -> QIcon:

@@ -192,7 +192,7 @@ def test_algorithm_definitions(provider: RegionLensProvider) -> None:
         params["regionlens:embed"]
     )
     for alg in algorithms.values():
-        assert alg.helpUrl() == "https://github.com/regionlens/regionlens#processing-toolbox-models-qgis_process"
+        assert alg.helpUrl() == "https://github.com/regionlens/regionlens/blob/main/docs/processing.md"
     embed_help = algorithms["regionlens:embed"].shortHelpString()  # rendered as HTML: placeholders stay visible
     assert "&lt;label&gt;_obs" in embed_help and "<label>" not in embed_help
 

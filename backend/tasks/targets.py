@@ -143,7 +143,7 @@ def make_target(
         description = quantity
     elif spec.target == "density":
         scale = _numeric(areas_km2, "region area", spec.name).reindex(index)
-        description = f"{quantity} per km2"
+        description = f"{quantity} {label_units('density')}"  # the words the metrics dialog shows
     else:
         if per is None:
             raise ConfigError(f"Label '{spec.name}': target 'rate' needs the values of per_field ({spec.per_field!r}).")

@@ -168,7 +168,7 @@ def write_run_gpkg(
     for method, label in [(method, label) for method in methods for label in labels]:
         for protocol in ("shuffled", "spatial"):
             _add(metrics, {
-                "method": method, "label": label, "target": f"log1p({label} per km2)", "units": LABEL_UNITS,
+                "method": method, "label": label, "target": f"log1p({label} per km\u00b2)", "units": LABEL_UNITS,
                 "model": "ridge", "protocol": protocol,
                 "n_regions": n, "mae_mean": 1.0, "mae_std": 0.1, "rmse_mean": 1.5, "rmse_std": 0.2,
                 "r2_mean": 0.4, "r2_std": 0.05,

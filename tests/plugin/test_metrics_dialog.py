@@ -8,7 +8,7 @@ from plugin.ui.metrics_dialog import COLUMNS, NEGATIVE_R2, MetricsDialog
 
 
 def _row(method: str, r2: float, units: str = "log1p(per km\u00b2)") -> dict:
-    return {"method": method, "label": "robbery", "target": "log1p(Robbery per km2)", "units": units,
+    return {"method": method, "label": "robbery", "target": "log1p(Robbery per km\u00b2)", "units": units,
             "model": "ridge", "protocol": "shuffled", "n_regions": 579, "r2_mean": r2, "r2_std": 0.1,
             "mae_mean": 0.5, "mae_std": 0.01, "rmse_mean": 0.7, "rmse_std": 0.02}  # fmt: skip
 

@@ -41,7 +41,7 @@ def test_model_space_values(data: tuple[pd.Series, pd.Series, pd.Series]) -> Non
     raw, areas, per = data
     dens = make_target(raw, LabelSpec(name="c", field="Crime", target="density", log1p=True), areas, None)
     np.testing.assert_allclose(dens.y.to_numpy(), np.log1p(raw / areas).to_numpy())
-    assert dens.description == "log1p(Crime per km2)"
+    assert dens.description == "log1p(Crime per km\u00b2)"  # the same units the metrics dialog shows
     assert dens.units == "log1p(per km\u00b2)"
     rate = make_target(raw, LabelSpec(name="c", field="Crime", target="rate", per_field="Pop"), areas, per)
     np.testing.assert_allclose(rate.y.to_numpy(), (raw / per).to_numpy())

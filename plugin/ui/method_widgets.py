@@ -183,6 +183,7 @@ class MethodSection(QWidget):
             widget.setObjectName(f"{info.name}_{name}")
             self.param_widgets[name] = widget
             label = QLabel(param_label(name, spec), self.advanced)
+            label.setWordWrap(True)  # long names wrap instead of widening a narrow dock
             label.setToolTip(widget.toolTip())
             label.setBuddy(widget)
             form.addRow(label, widget)

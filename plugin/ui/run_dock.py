@@ -277,7 +277,8 @@ class RunDock(QgsDockWidget):
         layout.addWidget(box)
 
         # Imagery
-        box = QGroupBox("Imagery (local raster files)", content)
+        box = QGroupBox("Imagery", content)  # short titles: the dock stays usable at 300 px
+        box.setToolTip("Local raster files of the project (GeoTIFF and other GDAL formats)")
         box_layout = QVBoxLayout(box)
         self.raster_list = QListWidget(box)
         self.raster_list.setMaximumHeight(90)
@@ -287,7 +288,8 @@ class RunDock(QgsDockWidget):
         layout.addWidget(box)
 
         # OD flows
-        self.od_box = QgsCollapsibleGroupBox("Origin-destination flows (optional)", content)
+        self.od_box = QgsCollapsibleGroupBox("OD flows (optional)", content)
+        self.od_box.setToolTip("Origin-destination flows between regions: a CSV table of trips")
         self.od_box.setSaveCollapsedState(False)
         form = QFormLayout(self.od_box)
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
@@ -374,10 +376,12 @@ class RunDock(QgsDockWidget):
         self.ridge_check = QCheckBox("ridge", self.eval_box)
         self.ridge_check.setChecked(True)
         self.gbm_check = QCheckBox("gradient boosting", self.eval_box)
-        self.spatial_check = QCheckBox("also spatially blocked folds", self.eval_box)
+        self.spatial_check = QCheckBox("spatial folds too", self.eval_box)
+        self.spatial_check.setToolTip("Also score with spatially blocked folds: whole neighbourhoods are held out, "
+                                      "as when predicting an area with no labels")
         self.spatial_check.setChecked(True)
         models = QWidget(self.eval_box)
-        models_layout = QHBoxLayout(models)
+        models_layout = QVBoxLayout(models)  # stacked: the dock stays usable at 300 px
         models_layout.setContentsMargins(0, 0, 0, 0)
         models_layout.addWidget(self.ridge_check)
         models_layout.addWidget(self.gbm_check)
@@ -389,8 +393,11 @@ class RunDock(QgsDockWidget):
         self.context_combo.setToolTip(CONTEXT_HELP)
         self.ensemble_spin = QSpinBox(self.eval_box)
         self.ensemble_spin.setRange(1, 1)  # up to the backend's limit once it has answered
-        eval_form.addRow("Spatial context", self.context_combo)
-        eval_form.addRow("Ensemble (training seeds)", self.ensemble_spin)
+        for text, field in (("Spatial context", self.context_combo), ("Ensemble (training seeds)", self.ensemble_spin)):
+            label = QLabel(text, self.eval_box)
+            label.setWordWrap(True)  # wraps instead of widening a narrow dock
+            label.setBuddy(field)
+            eval_form.addRow(label, field)
         self.eval_box.setCollapsed(True)
         form.addRow(self.eval_box)
         layout.addWidget(box)

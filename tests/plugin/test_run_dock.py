@@ -632,6 +632,33 @@ def test_first_opening_without_backend_opens_the_setup(plugin, qgis_new_project,
     assert len(calls) == 1
 
 
+def test_dock_fits_300_px_with_every_panel_open(
+    plugin, sample: dict, qgis_new_project: QgsProject, backend_info: dict, tmp_path: Path, qtbot
+) -> None:
+    """A narrow dock (300 px) shows every field whole: long layer names, parameter names and check boxes
+    shrink or wrap instead of widening the content past the dock (nothing cut off, no sideways scrolling)."""
+    from qgis.gui import QgsCollapsibleGroupBox
+    from qgis.PyQt.QtWidgets import QScrollArea
+
+    METHODS.update_from_info(backend_info)
+    dock = RunDock(plugin, None, qgis_new_project, fetch_info=False)
+    qtbot.addWidget(dock)
+    dock.show()
+    try:
+        small_run(dock, sample, tmp_path / "run")
+        for section in dock.method_sections.values():
+            section.set_checked(True)
+        for box in dock.findChildren(QgsCollapsibleGroupBox):
+            box.setCollapsed(False)
+        dock.resize(300, 800)
+        qtbot.wait(100)
+        scroll = dock.findChild(QScrollArea)
+        assert scroll.widget().minimumSizeHint().width() <= scroll.viewport().width()
+        assert scroll.widget().width() <= scroll.viewport().width()
+    finally:
+        dock.disconnect_project()
+
+
 def test_wheel_over_the_dock_does_not_change_its_editors(dock: RunDock) -> None:
     from tests.plugin.test_wheel_guard import wheel
 

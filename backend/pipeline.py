@@ -157,7 +157,7 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
     from backend.io.labels import label_areas, unreported_drops
     from backend.tasks.clustering import cluster, cluster_names, cluster_profiles, profile_features
     from backend.tasks.context import SpatialContext, parse_context
-    from backend.tasks.fusion import evaluate_fusion
+    from backend.tasks.fusion import evaluate_fusion, select_rows
     from backend.tasks.prediction import evaluate_ensemble, evaluate_label
     from backend.tasks.targets import make_target
     from backend.views.build import build_views
@@ -204,7 +204,8 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
         embeddings: dict[str, pd.DataFrame] = {}  # what is written and clustered (with the run's context)
         learned: dict[str, pd.DataFrame] = {}  # as each method learned it (fusion's sources)
         members: dict[str, list[pd.DataFrame]] = {}  # seed ensembles: every member's embedding (with context)
-        fusion_blocks: dict[str, np.ndarray] = {}
+        learned_members: dict[str, list[pd.DataFrame]] = {}  # seed ensembles' members as learned (for fusion)
+        fusion_blocks: dict[str, Any] = {}
         span = 0.35 / len(methods)
         # fusion combines the others, so it is fitted last (it stays first in the outputs when primary)
         for i, model in enumerate(sorted(methods, key=lambda m: m.name == "fusion")):
@@ -212,11 +213,11 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
             progress.stage(f"embed: {model.name}", 0.25 + i * span, 0.25 + (i + 1) * span)
             folder = out.path("models", model.name)
             if model.name == "fusion":
-                model.set_sources(learned)
+                model.set_sources(learned, members=learned_members)
                 emb = model.fit_transform(views, progress)
-                fusion_blocks = model.blocks(views)
+                fusion_blocks = model.prediction_blocks(views)
             elif hasattr(model, "fit_members"):  # seed ensemble
-                members[model.name] = model.fit_members(views, progress)
+                members[model.name] = learned_members[model.name] = model.fit_members(views, progress)
                 emb = model.combine(members[model.name])
             else:
                 emb = model.fit_transform(views, progress)
@@ -298,7 +299,7 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
                     y, coords = target.y.to_numpy(), np.asarray(views.centroids)[rows]
                     combination: dict[str, str] = {}
                     if name == "fusion":
-                        result, choices = evaluate_fusion({b: x[rows] for b, x in fusion_blocks.items()}, y, coords,
+                        result, choices = evaluate_fusion(select_rows(fusion_blocks, rows), y, coords,
                                                           inner_folds=model_params(methods, "fusion").inner_folds,
                                                           **cv)
                         fusion_choices[spec.name] = {p: c.summary() for p, c in choices.items()}

@@ -234,7 +234,7 @@ class Board:
 
     def score_fusion(self, blocks_per_seed: list[dict[str, np.ndarray]], name: str = "fusion") -> None:
         """Fusion once per block set (one per training seed, or the seed ensembles' one), pooled."""
-        from backend.tasks.fusion import evaluate_fusion
+        from backend.tasks.fusion import evaluate_fusion, select_rows
 
         c = self.city
         t0 = time.perf_counter()
@@ -242,14 +242,14 @@ class Board:
         for s, blocks in enumerate(blocks_per_seed):
             for task, (rows, y) in c.labels.items():
                 coords = None if c.coords is None else c.coords[rows]
-                sub = {b: x[rows] for b, x in blocks.items()}
+                sub = select_rows(blocks, rows)
                 res, ch = evaluate_fusion(sub, y, coords, models=c.models, folds=c.folds, repeats=c.fold_seeds,
                                           spatial=coords is not None)
                 self._add(name, res, task)
                 choices.setdefault(task, {})[f"seed{s}"] = {p: v.describe() for p, v in ch.items()}
                 if self.reference:
                     keep, fold_of = reference_plan(c, task)
-                    res, ch = evaluate_fusion({b: x[keep] for b, x in sub.items()}, y[keep], None, models=c.models,
+                    res, ch = evaluate_fusion(select_rows(sub, keep), y[keep], None, models=c.models,
                                               plans={"reference": [fold_of]})
                     self._add(name, res, task)
                     choices[task][f"seed{s}"]["reference"] = ch["reference"].describe()
@@ -357,15 +357,17 @@ def run_city(city: City, methods: list[str], seeds: list[int], reference: bool, 
         board.score_fusion(blocks_per_seed)
         write(board)
         if len(seeds) > 1 and learned:
-            # what a run with `ensemble = k` on every learned method gives fusion: each source is the
-            # embedding its seed ensemble writes (backend.models.ensemble.combine_seeds), not one seed's
+            # what a run with `ensemble = k` on every learned method gives fusion (as the pipeline does):
+            # each source's embedding is the one its seed ensemble writes (combine_seeds), and prediction
+            # stacks the ensemble itself (one regressor per member, averaged)
+            frame = lambda x: pd.DataFrame(x, index=views.region_ids)  # noqa: E731
             sources = {"baseline": baseline, **{m: combine_seeds(e, EMBEDDERS[m].default_dim)
                                                 for m, e in learned.items()}}
-            fusion = FusionEmbedder().set_sources({k: pd.DataFrame(v, index=views.region_ids)
-                                                   for k, v in sources.items()})
+            fusion = FusionEmbedder().set_sources({k: frame(v) for k, v in sources.items()},
+                                                  members={m: [frame(x) for x in e] for m, e in learned.items()})
             fusion.fit(views)
             name = f"fusion x{len(seeds)}"
-            board.score_fusion([fusion.blocks(views)], name=name)
+            board.score_fusion([fusion.prediction_blocks(views)], name=name)
             write(board)
     return board
 

@@ -71,6 +71,7 @@ class FusionEmbedder(Embedder):
         if not isinstance(self.params.inner_folds, int) or self.params.inner_folds < 2:
             raise ConfigError(f"fusion: inner_folds must be an integer of at least 2, not {self.params.inner_folds!r}.")
         self.sources: dict[str, pd.DataFrame] = {}
+        self.members: dict[str, list[pd.DataFrame]] = {}
         self.source_names: list[str] = []
         self._views: dict[str, BaselineEmbedder] = {}
         self._block_mean: dict[str, np.ndarray] = {}
@@ -78,9 +79,12 @@ class FusionEmbedder(Embedder):
         self._components = np.zeros((0, 0))
 
     # ------------------------------------------------------------------------------------------ API
-    def set_sources(self, embeddings: dict[str, pd.DataFrame]) -> FusionEmbedder:
-        """The other methods' embeddings of the regions to fit or transform (method name -> frame)."""
+    def set_sources(self, embeddings: dict[str, pd.DataFrame],
+                    members: dict[str, list[pd.DataFrame]] | None = None) -> FusionEmbedder:
+        """The other methods' embeddings of the regions to fit or transform (method name -> frame), and, for
+        a method trained as a seed ensemble, its members' embeddings (used by :meth:`prediction_blocks`)."""
         self.sources = {k: v for k, v in embeddings.items() if k != self.name}
+        self.members = {k: list(v) for k, v in (members or {}).items() if k in self.sources and len(v) > 1}
         return self
 
     def blocks(self, views: Views) -> dict[str, np.ndarray]:
@@ -93,13 +97,29 @@ class FusionEmbedder(Embedder):
         for view, model in self._views.items():
             sub = _only(views, view)
             out[view] = model.standardised(sub)  # a view missing for new regions counts as average
-        if self.context_spec is not None and views.geometry is not None:
-            hoods = SpatialContext(self.context_spec).neighbourhoods(views.geometry, len(views))
+        hoods = self._neighbourhoods(views)
+        if hoods is not None:
             out = {k: append_context(x, hoods) for k, x in out.items()}
         if not out:
             raise InputError("fusion has nothing to combine: run it with other methods or with POIs, imagery, "
                              "land use or an OD table.")
         return out
+
+    def prediction_blocks(self, views: Views) -> dict[str, np.ndarray | list[np.ndarray]]:
+        """The blocks prediction stacks: as :meth:`blocks`, but a source trained as a seed ensemble is the
+        list of its members' matrices (each with its context), so it predicts as that ensemble does (one
+        regressor per member, averaged) rather than through the PCA of its members."""
+        out: dict[str, np.ndarray | list[np.ndarray]] = dict(self.blocks(views))
+        hoods = self._neighbourhoods(views)
+        for name, frames in self.members.items():
+            mats = [f.reindex(views.region_ids).to_numpy(dtype=float) for f in frames]
+            out[name] = [append_context(x, hoods) for x in mats] if hoods is not None else mats
+        return out
+
+    def _neighbourhoods(self, views: Views) -> Any:
+        if self.context_spec is None or views.geometry is None:
+            return None
+        return SpatialContext(self.context_spec).neighbourhoods(views.geometry, len(views))
 
     # ------------------------------------------------------------------------------- implementation
     def _fit(self, views: Views, progress: Progress) -> None:

@@ -16,6 +16,11 @@ rows only (nested cross-validation), so the outer-fold figures stay honest:
    is the weighted sum (for ``gbm``, scale-free and slow, one model is fitted on the concatenation of the
    blocks with positive weight instead).
 
+A block may be a seed ensemble (``ensemble = k`` on its method): a list of its members' matrices. Its
+regressor is then the ensemble's own (:func:`~backend.tasks.prediction.evaluate_ensemble`): one model per
+member, predictions averaged; the concatenation of all blocks is likewise k concatenations (member ``i`` of
+every ensemble block), averaged.
+
 The test fold's labels are never read by steps 1 to 3. The weights of every outer fold are recorded and
 summarised per label (mean weight per block and how often each block was used), which the metrics table
 and ``run.json`` report.
@@ -42,8 +47,11 @@ from backend.tasks.prediction import (
     make_model,
 )
 
-__all__ = ["ALL_BLOCKS", "INNER_FOLDS", "FusionChoices", "candidates", "stack_weights", "fusion_fit_predict",
-           "evaluate_fusion"]
+__all__ = ["ALL_BLOCKS", "INNER_FOLDS", "Block", "FusionChoices", "candidates", "stack_weights",
+           "fusion_fit_predict", "evaluate_fusion", "select_rows"]
+
+#: A block of features: one N x d matrix, or the members of a seed ensemble (a list of N x d matrices).
+Block = np.ndarray | Sequence[np.ndarray]
 
 #: Inner folds of the nested stacking (on each outer training fold).
 INNER_FOLDS = 5
@@ -98,13 +106,28 @@ def stack_weights(preds: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
 ALL_BLOCKS = "all blocks"
 
 
-def candidates(blocks: Mapping[str, np.ndarray]) -> list[str]:
+def _members(block: Block) -> list[np.ndarray]:
+    """A block as its list of member matrices (one for a plain block)."""
+    if isinstance(block, np.ndarray):
+        return [np.asarray(block, dtype=float)]
+    members = [np.asarray(m, dtype=float) for m in block]
+    if not members:
+        raise ValueError("A seed-ensemble block needs at least one member.")
+    return members
+
+
+def select_rows(blocks: Mapping[str, Block], rows: np.ndarray) -> dict[str, Block]:
+    """The blocks restricted to ``rows`` (members of an ensemble block each restricted)."""
+    return {b: (x[rows] if isinstance(x, np.ndarray) else [m[rows] for m in x]) for b, x in blocks.items()}
+
+
+def candidates(blocks: Mapping[str, Block]) -> list[str]:
     """The candidates fusion stacks: every block and, with more than one, their concatenation."""
     return [*blocks, ALL_BLOCKS] if len(blocks) > 1 else list(blocks)
 
 
 def fusion_fit_predict(
-    blocks: Mapping[str, np.ndarray],
+    blocks: Mapping[str, Block],
     y: np.ndarray,
     inner_folds: int = INNER_FOLDS,
     record: FusionChoices | None = None,
@@ -112,30 +135,39 @@ def fusion_fit_predict(
     """The fold fit of fusion (see the module docstring) for :func:`~backend.tasks.prediction.cross_validate`.
 
     Args:
-        blocks: Block name -> N x d_b matrix.
+        blocks: Block name -> N x d_b matrix, or the list of a seed ensemble's member matrices.
         y: N target values (only the ``train`` rows of each call are read).
         inner_folds: Folds of the inner cross-validation.
         record: Receives the weights of every outer training fold (once per fold, shared by all models), one per
             :func:`candidates` entry.
     """
-    mats = [np.asarray(blocks[b], dtype=float) for b in blocks]
-    if len(mats) > 1:  # the concatenation of all blocks is a candidate too
-        mats.append(np.hstack(mats))
+    cands = [_members(blocks[b]) for b in blocks]
+    if len(cands) > 1:  # the concatenation of all blocks is a candidate too (member i of every block)
+        k = max(len(c) for c in cands)
+        cands.append([np.hstack([c[i % len(c)] for c in cands]) for i in range(k)])
     ya = np.asarray(y, dtype=float).ravel()
     cache: dict[tuple[bytes, int], tuple[np.ndarray, float]] = {}
+
+    def predict(model_name: str, seed: int, members: list[np.ndarray], fit_rows: np.ndarray,
+                test_rows: np.ndarray) -> np.ndarray:
+        """One candidate's prediction: the mean over its members' models."""
+        out = np.zeros(len(test_rows))
+        for x in members:
+            est = make_model(model_name, seed)
+            est.fit(x[fit_rows], ya[fit_rows])
+            out += est.predict(x[test_rows])
+        return out / len(members)
 
     def choose(train_idx: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
         key = (np.packbits(np.isin(np.arange(len(ya)), train_idx)).tobytes(), seed)
         if key in cache:
             return cache[key]
         yt = ya[train_idx]
-        oof = np.zeros((len(train_idx), len(mats)))
+        oof = np.zeros((len(train_idx), len(cands)))
         k = min(inner_folds, len(train_idx))
         for inner_train, inner_test in KFold(k, shuffle=True, random_state=seed).split(train_idx):
-            for j, x in enumerate(mats):
-                est = make_model("ridge", seed)
-                est.fit(x[train_idx[inner_train]], yt[inner_train])
-                oof[inner_test, j] = est.predict(x[train_idx[inner_test]])
+            for j, members in enumerate(cands):
+                oof[inner_test, j] = predict("ridge", seed, members, train_idx[inner_train], train_idx[inner_test])
         w, a = stack_weights(oof, yt)
         cache[key] = (w, a)
         if record is not None:
@@ -143,19 +175,16 @@ def fusion_fit_predict(
         return w, a
 
     def fit_predict(model_name: str, seed: int, train: np.ndarray, test: np.ndarray) -> np.ndarray:
-        train_idx = np.flatnonzero(train)
+        train_idx, test_idx = np.flatnonzero(train), np.flatnonzero(test)
         w, a = choose(train_idx, seed)
-        used = [j for j in range(len(mats)) if w[j] > 0] or [int(np.argmax(w))]
+        used = [j for j in range(len(cands)) if w[j] > 0] or [int(np.argmax(w))]
         if model_name not in _STACKED:
-            x = np.hstack([mats[j] for j in used])
-            est = make_model(model_name, seed)
-            est.fit(x[train], ya[train])
-            return np.asarray(est.predict(x[test]), dtype=float)
-        pred = np.full(int(test.sum()), a)
+            k = max(len(cands[j]) for j in used)
+            joined = [np.hstack([cands[j][i % len(cands[j])] for j in used]) for i in range(k)]
+            return np.asarray(predict(model_name, seed, joined, train_idx, test_idx), dtype=float)
+        pred = np.full(len(test_idx), a)
         for j in used:
-            est = make_model(model_name, seed)
-            est.fit(mats[j][train], ya[train])
-            pred += w[j] * est.predict(mats[j][test])
+            pred += w[j] * predict(model_name, seed, cands[j], train_idx, test_idx)
         return _finish(model_name, pred)
 
     return fit_predict
@@ -167,7 +196,7 @@ def _finish(model_name: str, pred: np.ndarray) -> np.ndarray:
 
 
 def evaluate_fusion(
-    blocks: Mapping[str, np.ndarray],
+    blocks: Mapping[str, Block],
     y: np.ndarray,
     coords: np.ndarray | None,
     models: Sequence[str] = MODELS,
@@ -182,7 +211,7 @@ def evaluate_fusion(
     """Out-of-fold scores of fusion, on the same folds as :func:`~backend.tasks.prediction.evaluate_label`.
 
     Args:
-        blocks: Block name -> N x d_b feature matrix (finite).
+        blocks: Block name -> N x d_b feature matrix (finite), or a seed ensemble's member matrices.
         plans: Fold plans to use instead of the shuffled/spatial ones (e.g. the public code's folds).
         Others: as :func:`~backend.tasks.prediction.evaluate_label`.
 
@@ -195,8 +224,9 @@ def evaluate_fusion(
     if not blocks:
         raise ValueError("Fusion needs at least one block of features.")
     ya = np.asarray(y, dtype=float).ravel()
-    for x in blocks.values():
-        _checked(x, ya, models, repeats, spatial and plans is None, coords)
+    for block in blocks.values():
+        for x in _members(block):
+            _checked(x, ya, models, repeats, spatial and plans is None, coords)
     if plans is None:
         plans = fold_plans(len(ya), coords, folds, repeats, spatial, seed)
     result_parts = []

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.tasks.fusion import FusionChoices, candidates, evaluate_fusion, fusion_fit_predict, stack_weights
+from backend.tasks.fusion import (
+    FusionChoices,
+    candidates,
+    evaluate_fusion,
+    fusion_fit_predict,
+    select_rows,
+    stack_weights,
+)
 from backend.tasks.prediction import evaluate_ensemble, evaluate_label, shuffled_folds
 
 
@@ -82,6 +89,42 @@ def test_ensemble_averages_member_predictions_and_reduces_noise() -> None:
         evaluate_ensemble([members[0], np.full((n, 4), np.nan)], y, None, spatial=False)
 
 
+def test_an_ensemble_block_predicts_as_its_ensemble() -> None:
+    """A seed-ensemble block (a list of member matrices) is one candidate whose regressor averages one model
+    per member: one member is the plain block exactly; noisy members beat any one of them."""
+    rng = np.random.default_rng(4)
+    n = 150
+    truth = rng.normal(size=(n, 4))
+    y = truth @ np.ones(4)
+    members = [truth + 1.0 * rng.normal(size=(n, 4)) for _ in range(5)]
+    other = rng.normal(size=(n, 3))
+    kw = {"models": ("ridge",), "folds": 5, "repeats": 2, "spatial": False}
+    plain, _ = evaluate_fusion({"m": members[0], "x": other}, y, None, **kw)
+    single, choices = evaluate_fusion({"m": members[:1], "x": other}, y, None, **kw)
+    np.testing.assert_allclose(single.metrics["r2_mean"], plain.metrics["r2_mean"])
+    ens, choices = evaluate_fusion({"m": members, "x": other}, y, None, **kw)
+    assert set(choices["shuffled"].summary()["blocks"]) == {"m", "x", "all blocks"}
+    assert ens.metrics["r2_mean"].iloc[0] > plain.metrics["r2_mean"].iloc[0] + 0.05
+    # rows are selected member by member
+    sub = select_rows({"m": members, "x": other}, np.arange(10))
+    assert [a.shape for a in sub["m"]] == [(10, 4)] * 5 and sub["x"].shape == (10, 3)
+
+
+def test_nested_selection_with_an_ensemble_block_never_reads_the_outer_test_labels() -> None:
+    blocks, y = _blocks(seed=6)
+    rng = np.random.default_rng(7)
+    blocks["useful"] = [blocks["useful"] + 0.3 * rng.normal(size=blocks["useful"].shape) for _ in range(3)]
+    test = shuffled_folds(len(y), 4, seed=1) == 0
+    poisoned = y.copy()
+    poisoned[test] = -poisoned[test] * 40.0
+    out = []
+    for labels in (y, poisoned):
+        record = FusionChoices(blocks=candidates(blocks))
+        out.append((fusion_fit_predict(blocks, labels, record=record)("ridge", 3, ~test, test), record.weights[0]))
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    np.testing.assert_array_equal(out[0][1], out[1][1])
+
+
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True, "3", 21])
 def test_ensemble_size_is_validated(bad: object, sf_config_dict: dict, sf_dir) -> None:
     from backend.config import config_from_dict
@@ -112,3 +155,24 @@ def test_worker_info_describes_fusion_ensembles_and_context() -> None:
     assert got["methods"]["fusion"]["ensemble"] is False and got["methods"]["baseline"]["ensemble"] is False
     assert got["methods"]["hafusion"]["ensemble"] is True
     assert got["context_presets"]["standard"] == {"rings": 1, "distances_m": [1000.0]}
+
+
+def test_fusion_embedder_hands_an_ensemble_source_to_prediction_as_its_members() -> None:
+    """The written embedding uses the ensemble's combined embedding; prediction gets its members."""
+    import pandas as pd
+
+    from backend.models.fusion import FusionEmbedder
+    from backend.views._base import Views
+
+    ids = pd.Index([f"r{i}" for i in range(12)], name="region_id")
+    rng = np.random.default_rng(0)
+    frame = lambda: pd.DataFrame(rng.normal(size=(12, 3)), index=ids)  # noqa: E731
+    combined, members = frame(), [frame(), frame()]
+    views = Views(region_ids=ids)
+    fusion = FusionEmbedder(dim=2, context="none", raw_views=False)
+    fusion.set_sources({"a": combined, "b": frame()}, members={"a": members, "b": [frame()]})
+    fusion.fit(views)
+    np.testing.assert_array_equal(fusion.blocks(views)["a"], combined.to_numpy())
+    blocks = fusion.prediction_blocks(views)
+    assert isinstance(blocks["b"], np.ndarray)  # one member: a plain block
+    assert [m.tolist() for m in blocks["a"]] == [m.to_numpy().tolist() for m in members]

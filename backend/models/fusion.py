@@ -71,7 +71,7 @@ class FusionEmbedder(Embedder):
         if not isinstance(self.params.inner_folds, int) or self.params.inner_folds < 2:
             raise ConfigError(f"fusion: inner_folds must be an integer of at least 2, not {self.params.inner_folds!r}.")
         self.sources: dict[str, pd.DataFrame] = {}
-        self.members: dict[str, list[pd.DataFrame]] = {}
+        self.source_members: dict[str, list[pd.DataFrame]] = {}
         self.source_names: list[str] = []
         self._views: dict[str, BaselineEmbedder] = {}
         self._block_mean: dict[str, np.ndarray] = {}
@@ -84,7 +84,7 @@ class FusionEmbedder(Embedder):
         """The other methods' embeddings of the regions to fit or transform (method name -> frame), and, for
         a method trained as a seed ensemble, its members' embeddings (used by :meth:`prediction_blocks`)."""
         self.sources = {k: v for k, v in embeddings.items() if k != self.name}
-        self.members = {k: list(v) for k, v in (members or {}).items() if k in self.sources and len(v) > 1}
+        self.source_members = {k: list(v) for k, v in (members or {}).items() if k in self.sources and len(v) > 1}
         return self
 
     def blocks(self, views: Views) -> dict[str, np.ndarray]:
@@ -111,7 +111,7 @@ class FusionEmbedder(Embedder):
         regressor per member, averaged) rather than through the PCA of its members."""
         out: dict[str, np.ndarray | list[np.ndarray]] = dict(self.blocks(views))
         hoods = self._neighbourhoods(views)
-        for name, frames in self.members.items():
+        for name, frames in self.source_members.items():
             mats = [f.reindex(views.region_ids).to_numpy(dtype=float) for f in frames]
             out[name] = [append_context(x, hoods) for x in mats] if hoods is not None else mats
         return out

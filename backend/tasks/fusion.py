@@ -231,10 +231,12 @@ def evaluate_fusion(
         plans = fold_plans(len(ya), coords, folds, repeats, spatial, seed)
     result_parts = []
     choices: dict[str, FusionChoices] = {}
-    for protocol, protocol_plans in plans.items():
+    for i, (protocol, protocol_plans) in enumerate(plans.items()):
         record = FusionChoices(blocks=candidates(blocks))
         fp = fusion_fit_predict(blocks, ya, inner_folds, record)
-        result_parts.append(cross_validate(fp, ya, {protocol: protocol_plans}, models, progress, seed=seed))
+        # each protocol its own share of the progress range, so the bar never steps back
+        sub = None if progress is None else progress.sub(protocol, i / len(plans), (i + 1) / len(plans))
+        result_parts.append(cross_validate(fp, ya, {protocol: protocol_plans}, models, sub, seed=seed))
         choices[protocol] = record
     return _merge(result_parts, models), choices
 

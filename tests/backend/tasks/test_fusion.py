@@ -176,3 +176,17 @@ def test_fusion_embedder_hands_an_ensemble_source_to_prediction_as_its_members()
     blocks = fusion.prediction_blocks(views)
     assert isinstance(blocks["b"], np.ndarray)  # one member: a plain block
     assert [m.tolist() for m in blocks["a"]] == [m.to_numpy().tolist() for m in members]
+
+
+def test_fusion_progress_never_steps_back() -> None:
+    """Both protocols report into one range: the fraction only grows (a bar stepped back 67 -> 65 %)."""
+    from backend.progress import Progress
+
+    seen: list[float] = []
+    progress = Progress(callback=lambda stage, fraction, message: seen.append(fraction))
+    progress.stage("predict", 0.5, 0.9)
+    blocks, y = _blocks(n=80)
+    coords = np.random.default_rng(0).uniform(size=(80, 2))
+    evaluate_fusion(blocks, y, coords, models=("ridge",), folds=3, repeats=1, spatial=True, progress=progress)
+    assert len(seen) > 3 and all(b >= a for a, b in zip(seen, seen[1:]))
+    assert 0.5 <= min(seen) and max(seen) <= 0.9

@@ -188,5 +188,5 @@ def test_fusion_progress_never_steps_back() -> None:
     blocks, y = _blocks(n=80)
     coords = np.random.default_rng(0).uniform(size=(80, 2))
     evaluate_fusion(blocks, y, coords, models=("ridge",), folds=3, repeats=1, spatial=True, progress=progress)
-    assert len(seen) > 3 and all(b >= a for a, b in zip(seen, seen[1:]))
+    assert len(seen) > 3 and all(b >= a for a, b in zip(seen, seen[1:], strict=False))
     assert 0.5 <= min(seen) and max(seen) <= 0.9

@@ -37,7 +37,7 @@ __all__ = [
 #: Configuration section (backend/config.py) each view is built from.
 VIEW_SOURCES: dict[str, str] = {
     "poi_counts": "pois", "poi_texts": "pois", "poi_points": "pois",
-    "image_stats": "rasters", "chips": "rasters",
+    "image_stats": "rasters", "chips": "rasters", "embedding": "rasters",
     "mobility": "od", "landuse": "landuse",
     "adjacency": "regions", "samples": "regions",
 }
@@ -233,7 +233,7 @@ class Embedder(ABC):
     def raster_names(self) -> list[str]:
         """Names of the rasters the model learned from (chips, or the prefixes of its image columns)."""
         names = [str(r) for r in self.vocabulary.get("chips", [])]
-        for column in self.vocabulary.get("image_stats", []):
+        for column in [*self.vocabulary.get("image_stats", []), *self.vocabulary.get("embedding", [])]:
             prefix = _STAT_COLUMN.match(str(column))
             if prefix and prefix.group(1) not in names:
                 names.append(prefix.group(1))

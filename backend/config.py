@@ -415,7 +415,7 @@ def _gives(cfg: RunConfig, view: str, given: set[str]) -> bool:
 def _validate_methods(cfg: RunConfig) -> None:
     """Check every method's name, dim and parameters (types from its Params, ranges by its own checks)."""
     from backend.models import EMBEDDERS
-    from backend.models._base import VIEW_SOURCES, inputs_for
+    from backend.models._base import inputs_for
 
     given = {"regions"} | {key for key in ("pois", "od", "landuse", "rasters") if getattr(cfg, key)}
     for i, spec in enumerate(cfg.methods):

@@ -85,12 +85,11 @@ class City:
 def sample_city(needs: set[str], embedding_raster: Path | None = None) -> City:
     """The bundled sample city with the demo's labels (log1p densities per km2); with ``embedding_raster`` (a
     satellite-embedding GeoTIFF over San Francisco, e.g. AlphaEarth: docs/sources.md) also its embedding view."""
+    from backend.config import RasterSource
     from backend.demo import SAMPLE_DIR, demo_config
     from backend.io.city import read_city
     from backend.tasks.targets import make_target
     from backend.views.build import build_views
-
-    from backend.config import RasterSource
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = demo_config(Path(tmp) / "run")

@@ -28,7 +28,10 @@ if TYPE_CHECKING:
     from rasterio.io import DatasetReader
     from shapely.geometry.base import BaseGeometry
 
-__all__ = ["check_raster", "check_embedding_raster", "dequantize", "alphaearth_values", "raster_name", "open_raster", "band_indexes", "region_pixels", "RegionPixels"]
+__all__ = [
+    "check_raster", "check_embedding_raster", "dequantize", "alphaearth_values", "raster_name", "open_raster",
+    "band_indexes", "region_pixels", "RegionPixels",
+]
 
 #: Windows with more pixels than this are read decimated (nearest) when computing statistics.
 MAX_WINDOW_PIXELS = 16_000_000

@@ -49,8 +49,9 @@ def build_views(
     """Build every view the city's sources allow.
 
     Always (when the source exists): ``poi_counts``, ``poi_texts``, ``poi_points``, ``image_stats``
-    (all imagery rasters side by side), ``embedding`` (all embedding rasters side by side), ``landuse``, ``mobility``, ``adjacency``, ``areas_km2``, ``centroids``
-    and ``geometry``. Image chips (one array per raster, keyed by raster name) only if ``"chips"`` is in
+    (all imagery rasters side by side), ``embedding`` (all embedding rasters side by side), ``landuse``,
+    ``mobility``, ``adjacency``, ``areas_km2``, ``centroids`` and ``geometry``. Image chips (one array per raster,
+    keyed by raster name) only if ``"chips"`` is in
     ``needs``; the pre-training samples (:attr:`Views.samples`: the views of
     :func:`~backend.views.samples.pretraining_grid` with its defaults, chips of ``chip_size`` included)
     only if ``"samples"`` is. A missing source simply means fewer views.

@@ -18,9 +18,9 @@ import shapely
 
 from backend.io.city import CityData
 from backend.io.rasters import raster_name
-from backend.views.embedding import is_embedding
 from backend.progress import Progress
 from backend.views._base import Views
+from backend.views.embedding import is_embedding
 from backend.views.imagery import image_chips
 from backend.views.poi import poi_points
 

@@ -14,8 +14,9 @@ Choices the paper leaves open, and what RegionLens does (each is a parameter whe
    all-MiniLM-L6-v2 embedding per region, through CaLLiPer's text cache), imagery (frozen EfficientNet-Lite0
    features of the region chips, masked average pooling, cached; or the image statistics with
    ``image_encoder="stats"``, also the fallback when no chips were built), OD rows (trips out and in, log1p),
-   land-use shares, a satellite-embedding raster's band means. Any two or more; ``modalities`` restricts the set. Frozen image features rather than a
-   CNN trained on the chips: they train in seconds on a CPU and the image branch stays a small MLP.
+   land-use shares, a satellite-embedding raster's band means. Any two or more; ``modalities`` restricts the set.
+   Frozen image features rather than a CNN trained on the chips: they train in seconds on a CPU and the image
+   branch stays a small MLP.
 2. Encoders (:mod:`~backend.models.cookie.encoders`): per modality a 2-layer MLP trunk of width ``hidden``
    on the standardised input vector, then a linear *unique* head, and per pair a linear *shared* projection
    head on each side (:mod:`~backend.models.cookie.model`). Trunks are shared by the unique and shared heads

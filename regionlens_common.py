@@ -36,6 +36,7 @@ __all__ = [
     "is_label_field",
     "label_units",
     "POI_FILE_SUFFIXES",
+    "poi_file_kind",
     "RASTER_KINDS",
     "EMBEDDING_MIN_BANDS",
     "suggested_raster_kind",
@@ -53,6 +54,15 @@ POI_FILE_SUFFIXES: dict[str, tuple[str, ...]] = {
 RASTER_KINDS = ("imagery", "embedding")
 #: A raster with at least this many bands is suggested as ``kind = "embedding"`` (AlphaEarth: 64, TESSERA: 128).
 EMBEDDING_MIN_BANDS = 32
+
+
+def poi_file_kind(path: str) -> str | None:
+    """``"osm"`` or ``"parquet"`` for a POI file read as such (:data:`POI_FILE_SUFFIXES`), ``None`` for a layer."""
+    name = str(path).replace("\\", "/").rsplit("/", 1)[-1].lower()
+    for kind, suffixes in POI_FILE_SUFFIXES.items():
+        if name.endswith(suffixes):
+            return kind
+    return None
 
 
 def suggested_raster_kind(band_count: int) -> str:

@@ -33,7 +33,7 @@ import shapely
 from pyproj import CRS
 
 from backend.errors import InputError
-from regionlens_common import POI_FILE_SUFFIXES
+from regionlens_common import poi_file_kind
 
 __all__ = [
     "OSM_TAGS",
@@ -63,16 +63,6 @@ OVERTURE_NAME = "names.primary"
 _POLYGON_KEYS = ("aeroway", "amenity", "boundary", "building", "craft", "geological", "historic", "landuse",
                  "leisure", "military", "natural", "office", "place", "shop", "sport", "tourism")
 _BATCH_ROWS = 65_536
-
-
-def poi_file_kind(path: str | Path) -> str | None:
-    """``"osm"`` for an OpenStreetMap file, ``"parquet"`` for GeoParquet, ``None`` for an ordinary layer
-    (decided by the file name's ending, see :data:`regionlens_common.POI_FILE_SUFFIXES`)."""
-    name = Path(path).name.lower()
-    for kind, suffixes in POI_FILE_SUFFIXES.items():
-        if name.endswith(tuple(suffixes)):
-            return kind
-    return None
 
 
 def is_osm_file(path: str | Path) -> bool:

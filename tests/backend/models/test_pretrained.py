@@ -113,3 +113,14 @@ def test_full_job_from_an_osm_extract_and_an_embedding_raster(tmp_path, small_ci
     saved = json.loads((tmp_path / "out" / "models" / "fusion" / "fusion.json").read_text())
     assert "pretrained" in saved["sources"] and "embedding" in saved["views"]
     assert any("48 tagged nodes" in line for line in manifest["report"])
+
+    # Inductive: the saved models embed the regions again from the raster's path alone (read as an embedding).
+    from backend.jobs import run_apply_job
+
+    for method in ("pretrained", "fusion"):
+        job = {"model": str(tmp_path / "out" / "models" / method), "regions": str(tmp_path / "regions.gpkg"),
+               "id_field": "rid", "rasters": [str(tmp_path / "aef.tif")], "pois": str(tmp_path / "city.osm.pbf"),
+               "output": str(tmp_path / f"apply_{method}.gpkg")}
+        result = run_apply_job(job)
+        assert result["n_regions"] == 16 and result["dim"] == 4
+        assert not any("lack" in line for line in result["report"]), result["report"]

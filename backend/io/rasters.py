@@ -189,9 +189,9 @@ def dequantize(src: RasterSource, dtype: np.dtype | str) -> bool:
 def alphaearth_values(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Decode AlphaEarth int8 embeddings: ``((v / 127.5) ** 2) * sign(v)``, with -128 as nodata.
 
-    The formula is the one Google publishes for the int8 export of the Satellite Embedding dataset (the
-    Earth Engine catalogue page of ``GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL`` and its tutorial on exporting
-    quantised embeddings): the float value's square root, signed, was scaled to [-127, 127].
+    The formula is the de-quantisation published for Google's int8 Cloud-Optimised GeoTIFF tiles of the
+    Satellite Embedding dataset (AlphaEarth Foundations; taken from issue 16, see docs/sources.md): the signed
+    square root of the float value was scaled to [-127, 127].
 
     Returns:
         ``(decoded, valid)``: float64 values, and False where a value is -128.

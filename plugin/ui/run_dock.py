@@ -276,7 +276,7 @@ class RunDock(QgsDockWidget):
         form.addRow("Layer", self.poi_combo)
         form.addRow("Category field", self.poi_category_combo)
         form.addRow("Name field (optional)", self.poi_name_combo)
-        form.addRow("Or a file (.osm.pbf, GeoParquet)", self.poi_file)
+        form.addRow("Or a file", self.poi_file)  # .osm.pbf or GeoParquet (tooltip)
         layout.addWidget(box)
 
         # Imagery

@@ -160,7 +160,7 @@ def read_osm_pois(path: str | Path, tags: Sequence[str] | None, bbox_4326: tuple
         for layer, ids in (("points", ["osm_id"]), ("multipolygons", ["osm_id", "osm_way_id"])):
             try:
                 gdf = pyogrio.read_dataframe(
-                    p, layer=layer, columns=[*ids, "name", *keys], bbox=bbox_4326, where=condition,
+                    p, layer=layer, columns=list(dict.fromkeys([*ids, "name", *keys])), bbox=bbox_4326, where=condition,
                     CONFIG_FILE=str(conf),  # a dataset open option of the OSM driver
                 )
             except Exception as exc:  # pyogrio / GDAL raise driver-specific errors on a broken file

@@ -223,3 +223,30 @@ def test_region_extent_used_for_clipping(tmp_path, write_gpkg, toy_regions) -> N
     assert any("3 of 4 features lie inside" in line for line in city.report)
     assert any("2 of 3 POIs fall outside every region" in line for line in city.report)
     assert box(*regions.total_bounds).area == pytest.approx(200 * 200)
+
+
+def test_bad_pbf_through_the_cli_and_the_worker_writes_nothing(tmp_path, write_gpkg, toy_regions) -> None:
+    """A truncated extract: exit code 2 from the CLI, an ``input`` error from the worker, no output folder."""
+
+    from backend.cli import main
+    from tests.backend.test_worker import Proc
+
+    data = _osm_city(tmp_path).read_bytes()
+    (tmp_path / "cut.osm.pbf").write_bytes(data[: len(data) // 2])
+    cfg = _config(tmp_path, write_gpkg, toy_regions, {"path": "cut.osm.pbf"})
+    cfg.update(clustering={"k": 2}, prediction=None)  # four regions
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    assert main(["run", str(tmp_path / "c.json"), "--quiet"]) == 2
+    assert not (tmp_path / "out").exists()
+    worker = Proc()
+    try:
+        assert worker.read()["event"] == "ready"
+        params = config_from_dict(cfg, base_dir=tmp_path).to_dict()
+        worker.send({"id": 1, "action": "run", "params": params})
+        ev, _ = worker.until("error", 1)
+        assert ev["kind"] == "input" and "cut.osm.pbf" in ev["message"] and "download it again" in ev["message"]
+        assert worker.close() == 0
+    finally:
+        if worker.p.poll() is None:
+            worker.p.kill()
+    assert not (tmp_path / "out").exists()

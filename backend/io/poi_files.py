@@ -199,7 +199,7 @@ def _feature_ids(gdf: pd.DataFrame, layer: str) -> np.ndarray:
     """``n<id>`` for nodes, ``w<id>`` for closed ways, ``r<id>`` for multipolygon relations."""
     if layer == "points":
         return np.array([f"n{v}" for v in gdf["osm_id"]], dtype=object)
-    return np.array([f"r{r}" if r is not None and str(r) else f"w{w}"
+    return np.array([f"r{r}" if isinstance(r, str) and r.strip() else f"w{w}"
                      for r, w in zip(gdf["osm_id"], gdf["osm_way_id"], strict=True)], dtype=object)
 
 

@@ -30,24 +30,30 @@ def _lonlat(x: float, y: float) -> tuple[float, float]:
     return _TO_LONLAT.transform(TOY_X0 + x, TOY_Y0 + y)
 
 
-def write_pbf(path: Path, nodes: list[dict[str, Any]], ways: list[dict[str, Any]] = ()) -> Path:
-    """Write a real .osm.pbf: nodes ``{id, xy (toy metres), tags}``, ways ``{id, nodes, tags}``."""
+def write_pbf(path: Path, nodes: list[dict[str, Any]], ways: list[dict[str, Any]] = (),
+              relations: list[dict[str, Any]] = ()) -> Path:
+    """Write a real .osm.pbf: nodes ``{id, xy (toy metres), tags}``, ways ``{id, nodes, tags}``, relations
+    ``{id, members: [(type, ref, role)], tags}``."""
     import osmium
-    from osmium.osm.mutable import Node, Way
+    from osmium.osm.mutable import Node, Relation, Way
 
     writer = osmium.SimpleWriter(str(path))
     for n in nodes:
         writer.add_node(Node(id=n["id"], location=_lonlat(*n["xy"]), tags=n.get("tags", {})))
     for w in ways:
         writer.add_way(Way(id=w["id"], nodes=w["nodes"], tags=w.get("tags", {})))
+    for r in relations:
+        writer.add_relation(Relation(id=r["id"], members=r["members"], tags=r.get("tags", {})))
     writer.close()
     return path
 
 
 def _osm_city(tmp_path: Path) -> Path:
-    """Nodes with POI tags, a tagged closed way (a clinic drawn as a polygon), untagged nodes, a railway signal
-    (not a station), and a cafe 50 km away (outside the regions' extent)."""
+    """Nodes with POI tags, a tagged closed way (a clinic drawn as a polygon), a multipolygon relation (a market
+    hall, its outer ring an untagged way), untagged nodes, a railway signal (not a station), and a cafe 50 km away
+    (outside the regions' extent)."""
     corners = [(110, 110), (170, 110), (170, 170), (110, 170)]  # a 60 m square inside region 4
+    hall = [(120, 60), (180, 60), (180, 90), (120, 90)]  # inside region 2
     nodes = [
         {"id": 1, "xy": (20, 20), "tags": {"amenity": "cafe", "name": "Blue Bottle"}},
         {"id": 2, "xy": (150, 30), "tags": {"shop": "bakery", "amenity": "restaurant"}},  # amenity wins
@@ -57,9 +63,13 @@ def _osm_city(tmp_path: Path) -> Path:
         {"id": 6, "xy": (70, 70), "tags": {"created_by": "JOSM"}},  # tags, none of them a POI tag
         {"id": 7, "xy": (50_000, 50_000), "tags": {"amenity": "bar"}},  # far outside
         *[{"id": 10 + i, "xy": xy} for i, xy in enumerate(corners)],
+        *[{"id": 20 + i, "xy": xy} for i, xy in enumerate(hall)],
     ]
-    ways = [{"id": 100, "nodes": [10, 11, 12, 13, 10], "tags": {"healthcare": "clinic", "name": "Clinic"}}]
-    return write_pbf(tmp_path / "city.osm.pbf", nodes, ways)
+    ways = [{"id": 100, "nodes": [10, 11, 12, 13, 10], "tags": {"healthcare": "clinic", "name": "Clinic"}},
+            {"id": 101, "nodes": [20, 21, 22, 23, 20]}]
+    relations = [{"id": 200, "members": [("w", 101, "outer")],
+                  "tags": {"type": "multipolygon", "amenity": "marketplace", "name": "Market Hall"}}]
+    return write_pbf(tmp_path / "city.osm.pbf", nodes, ways, relations)
 
 
 def _config(tmp_path: Path, write_gpkg, toy_regions, pois: dict[str, Any]) -> dict[str, Any]:
@@ -76,23 +86,24 @@ def test_osm_pbf_points_polygon_centroids_categories_and_names(tmp_path, write_g
     _osm_city(tmp_path)
     city = _read(tmp_path, _config(tmp_path, write_gpkg, toy_regions, {"path": "city.osm.pbf"}))
     pois = city.pois.sort_index()
-    assert list(pois.index) == ["n1", "n2", "n3", "w100"]
-    assert list(pois["category"]) == ["amenity=cafe", "amenity=restaurant", "railway=station", "healthcare=clinic"]
+    assert list(pois.index) == ["n1", "n2", "n3", "r200", "w100"]
+    assert list(pois["category"]) == ["amenity=cafe", "amenity=restaurant", "railway=station", "amenity=marketplace",
+                                      "healthcare=clinic"]
     assert [n if isinstance(n, str) else None for n in pois["name"]] == ["Blue Bottle", None, "Civic Center",
-                                                                          "Clinic"]
-    assert list(pois["region_id"]) == ["1", "2", "3", "4"]
+                                                                          "Market Hall", "Clinic"]
+    assert list(pois["region_id"]) == ["1", "2", "3", "2", "4"]
     # the clinic polygon became its centroid, in the run's metric CRS
     centroid = pois.geometry["w100"]
     assert centroid.geom_type == "Point"
     assert abs(centroid.x - (TOY_X0 + 140)) < 0.5 and abs(centroid.y - (TOY_Y0 + 140)) < 0.5
-    assert any("3 tagged nodes and 1 tagged areas" in line for line in city.report)
+    assert any("3 tagged nodes and 2 tagged areas" in line for line in city.report)
 
 
 def test_osm_tag_filter_and_priority_order(tmp_path, write_gpkg, toy_regions) -> None:
     _osm_city(tmp_path)
     cfg = _config(tmp_path, write_gpkg, toy_regions, {"path": "city.osm.pbf", "osm_tags": ["shop", "amenity=cafe"]})
     pois = _read(tmp_path, cfg).pois.sort_index()
-    # shop comes first now: the restaurant-bakery is a bakery; the station and the clinic are no POIs
+    # shop comes first now: the restaurant-bakery is a bakery; the station, the market and the clinic are no POIs
     assert dict(zip(pois.index, pois["category"], strict=True)) == {"n1": "amenity=cafe", "n2": "shop=bakery"}
 
 

@@ -38,7 +38,7 @@ class PretrainedEmbedder(Embedder):
     """The satellite-embedding view as the embedding (optionally PCA to ``dim``)."""
 
     name = "pretrained"
-    title = "Pretrained satellite embedding (AlphaEarth, TESSERA raster: region means, no training)"
+    title = "Pretrained (satellite-embedding raster such as AlphaEarth or TESSERA: region means, no training)"
     uses_views = ("embedding",)
     min_views = 1
     Params = PretrainedParams

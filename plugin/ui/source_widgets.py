@@ -21,7 +21,7 @@ __all__ = ["KIND_ROLE", "NAME_ROLE", "RasterKinds", "poi_file_widget"]
 #: Item data roles holding a raster item's kind and its layer name.
 KIND_ROLE = int(Qt.ItemDataRole.UserRole) + 1
 NAME_ROLE = int(Qt.ItemDataRole.UserRole) + 2
-_KIND_LABELS = {"imagery": "Kind: imagery", "embedding": "Kind: satellite embedding"}
+_KIND_LABELS = {"imagery": "Imagery", "embedding": "Satellite embedding"}
 
 
 def poi_file_widget(parent: QWidget) -> QgsFileWidget:

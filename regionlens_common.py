@@ -11,7 +11,10 @@ numpy, Qt, QGIS or anything from ``backend/``.
 - the label-name rule: :data:`LABEL_NAME_PATTERN`, :func:`label_name` (a short, readable output column
   prefix from a field or layer title) and :func:`is_label_field` (which fields may be offered as labels
   to predict: never id-like or geometry-derived ones);
-- label units: :func:`label_units` (the words legends and the metrics dialog show).
+- label units: :func:`label_units` (the words legends and the metrics dialog show);
+- input files: :data:`POI_FILE_SUFFIXES` (POI files read as OpenStreetMap or GeoParquet rather than as a
+  point layer), :data:`RASTER_KINDS` and :data:`EMBEDDING_MIN_BANDS` (when a raster is suggested as a
+  satellite-embedding raster), :func:`suggested_raster_kind`.
 """
 
 from __future__ import annotations
@@ -32,7 +35,39 @@ __all__ = [
     "label_name",
     "is_label_field",
     "label_units",
+    "POI_FILE_SUFFIXES",
+    "poi_file_kind",
+    "RASTER_KINDS",
+    "EMBEDDING_MIN_BANDS",
+    "suggested_raster_kind",
 ]
+
+# ------------------------------------------------------------------------------------------- input files
+
+#: POI files that are not a point layer, by how the backend reads them (matched on the end of the name).
+POI_FILE_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "osm": (".osm.pbf", ".osm"),  # OpenStreetMap extract: tagged nodes and areas become POIs
+    "parquet": (".parquet", ".geoparquet"),  # GeoParquet: Overture places, or any point layer
+}
+#: What a raster is: ``imagery`` (band statistics and image chips of its first bands) or ``embedding``
+#: (a pretrained satellite-embedding raster: the per-region mean of every band).
+RASTER_KINDS = ("imagery", "embedding")
+#: A raster with at least this many bands is suggested as ``kind = "embedding"`` (AlphaEarth: 64, TESSERA: 128).
+EMBEDDING_MIN_BANDS = 32
+
+
+def poi_file_kind(path: str) -> str | None:
+    """``"osm"`` or ``"parquet"`` for a POI file read as such (:data:`POI_FILE_SUFFIXES`), ``None`` for a layer."""
+    name = str(path).replace("\\", "/").rsplit("/", 1)[-1].lower()
+    for kind, suffixes in POI_FILE_SUFFIXES.items():
+        if name.endswith(suffixes):
+            return kind
+    return None
+
+
+def suggested_raster_kind(band_count: int) -> str:
+    """``"embedding"`` for a raster with :data:`EMBEDDING_MIN_BANDS` or more bands, else ``"imagery"``."""
+    return "embedding" if band_count >= EMBEDDING_MIN_BANDS else "imagery"
 
 # ------------------------------------------------------------------------------------------- clusters
 

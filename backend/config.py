@@ -19,6 +19,10 @@ paths are resolved against the configuration file's folder. Example (TOML)::
     [[rasters]]
     path = "image.tif"
 
+    [[rasters]]                  # a satellite-embedding raster (AlphaEarth, TESSERA): docs/sources.md
+    path = "alphaearth_2024.tif"
+    kind = "embedding"
+
     [[labels]]
     name = "population"
     field = "Population"
@@ -50,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import ConfigError
-from regionlens_common import AUTO_K_MAX, AUTO_K_MIN, LABEL_NAME_PATTERN
+from regionlens_common import AUTO_K_MAX, AUTO_K_MIN, LABEL_NAME_PATTERN, POI_FILE_SUFFIXES, RASTER_KINDS
 
 __all__ = [
     "RegionsSource",
@@ -67,12 +71,15 @@ __all__ = [
     "input_paths",
     "load_config",
     "DEVICES",
+    "DEQUANTIZE",
     "LIMITS",
     "check_value",
 ]
 
 #: Devices a run may ask for (``cuda:N`` too).
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: Values of a raster's ``dequantize``: auto (int8 rasters use the AlphaEarth formula), alphaearth, none.
+DEQUANTIZE = ("auto", "alphaearth", "none")
 #: Accepted ranges (inclusive) of the numeric settings, checked before any input is read.
 LIMITS: dict[str, tuple[int, int]] = {
     "seed": (0, 2**32 - 1),
@@ -97,21 +104,27 @@ class RegionsSource:
 
 @dataclass
 class PoiSource:
-    """Points of interest."""
+    """Points of interest: a point layer, an OpenStreetMap extract or a GeoParquet file (docs/sources.md)."""
 
-    path: str
-    category_field: str  # POI category (e.g. OSM amenity value)
-    name_field: str | None = None  # optional POI name
+    path: str  # a point layer; a .osm.pbf extract; or GeoParquet (.parquet: Overture places or any point layer)
+    category_field: str | None = None  # POI category (e.g. OSM amenity value); not for .osm.pbf; default for
+    # GeoParquet: Overture's categories.primary (a dotted name reads a field of a struct column)
+    name_field: str | None = None  # optional POI name (GeoParquet default: Overture's names.primary)
     layer: str | None = None
+    osm_tags: list[str] | None = None  # .osm.pbf only: tag keys (or key=value) in priority order; default in
+    # backend.io.poi_files.OSM_TAGS
 
 
 @dataclass
 class RasterSource:
-    """One satellite image (GeoTIFF, any CRS)."""
+    """One satellite image or satellite-embedding raster (GeoTIFF, any CRS)."""
 
     path: str
     name: str | None = None  # short name used in feature columns; defaults to the file stem
-    bands: list[int] | None = None  # 1-based band indices; default: the first three (or all if fewer)
+    bands: list[int] | None = None  # 1-based band indices; default: imagery the first three, embedding all
+    kind: str = "imagery"  # "imagery" or "embedding" (regionlens_common.RASTER_KINDS; docs/sources.md)
+    std: bool = False  # embedding: add the per-region standard deviation of every band to the mean
+    dequantize: str = "auto"  # embedding: "auto" (int8 -> AlphaEarth formula), "alphaearth" or "none"
 
 
 @dataclass
@@ -388,10 +401,21 @@ def _in_range(value: int, name: str, key: str) -> None:
         raise ConfigError(f"'{key}' must lie between {lo} and {hi}, not {value}.")
 
 
+def _gives(cfg: RunConfig, view: str, given: set[str]) -> bool:
+    """Whether the configured inputs give ``view`` (an embedding raster gives ``embedding`` only, imagery the rest)."""
+    from backend.models._base import VIEW_SOURCES
+
+    source = VIEW_SOURCES.get(view, "regions")
+    if source != "rasters":
+        return source in given
+    wanted = "embedding" if view == "embedding" else "imagery"
+    return any(r.kind == wanted for r in cfg.rasters)
+
+
 def _validate_methods(cfg: RunConfig) -> None:
     """Check every method's name, dim and parameters (types from its Params, ranges by its own checks)."""
     from backend.models import EMBEDDERS
-    from backend.models._base import VIEW_SOURCES, inputs_for
+    from backend.models._base import inputs_for
 
     given = {"regions"} | {key for key in ("pois", "od", "landuse", "rasters") if getattr(cfg, key)}
     for i, spec in enumerate(cfg.methods):
@@ -405,7 +429,7 @@ def _validate_methods(cfg: RunConfig) -> None:
         if unknown:
             raise ConfigError(f"'{where}.params': {spec.name} has no parameters {unknown}; allowed: {sorted(hints)}.")
         spec.params = {k: check_value(v, hints[k], f"{where}.params.{k}") for k, v in spec.params.items()}
-        possible = [v for v in cls.uses_views if VIEW_SOURCES.get(v, "regions") in given]
+        possible = [v for v in cls.uses_views if _gives(cfg, v, given)]
         if len(possible) < cls.min_views:
             other = "" if spec.name == "baseline" else ", or choose another method (baseline uses any input)"
             raise ConfigError(
@@ -418,6 +442,25 @@ def _validate_methods(cfg: RunConfig) -> None:
             raise ConfigError(f"'{where}' ({spec.name}): {exc}") from exc
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"'{where}' ({spec.name}): invalid parameters: {exc}.") from exc
+
+
+def _validate_pois(src: PoiSource) -> None:
+    """Which settings the kind of POI file (by its name's ending) takes."""
+    from backend.io.poi_files import parse_osm_tags, poi_file_kind
+
+    kind = poi_file_kind(src.path)
+    if kind == "osm":
+        if src.category_field or src.name_field or src.layer:
+            raise ConfigError("[pois] an OpenStreetMap extract takes no category_field, name_field or layer: the "
+                              "category comes from its tags (osm_tags) and the name from 'name'. Leave them out.")
+        parse_osm_tags(src.osm_tags)
+        return
+    if src.osm_tags is not None:
+        raise ConfigError(f"[pois] osm_tags applies to OpenStreetMap extracts ({', '.join(POI_FILE_SUFFIXES['osm'])})"
+                          f" only, not to {src.path}; leave it out.")
+    if kind is None and not src.category_field:
+        raise ConfigError("[pois] needs category_field (the field holding the POI categories) for a point layer; "
+                          "only OpenStreetMap extracts and Overture GeoParquet files do without.")
 
 
 def _validate(cfg: RunConfig) -> None:
@@ -434,7 +477,17 @@ def _validate(cfg: RunConfig) -> None:
                                                                for i, r in enumerate(cfg.rasters)]:
         if not path.strip():
             raise ConfigError(f"'{key}' is empty; give the file to read.")
+    if cfg.pois is not None:
+        _validate_pois(cfg.pois)
     for i, raster in enumerate(cfg.rasters):
+        if raster.kind not in RASTER_KINDS:
+            raise ConfigError(f"'rasters[{i}].kind' must be one of {list(RASTER_KINDS)}, not {raster.kind!r}.")
+        if raster.dequantize not in DEQUANTIZE:
+            raise ConfigError(f"'rasters[{i}].dequantize' must be one of {list(DEQUANTIZE)}, not "
+                              f"{raster.dequantize!r}.")
+        if raster.kind != "embedding" and (raster.std or raster.dequantize != "auto"):
+            raise ConfigError(f"'rasters[{i}]': std and dequantize apply to embedding rasters only; add "
+                              'kind = "embedding" or leave them out.')
         for band in raster.bands or []:
             _in_range(band, "band", f"rasters[{i}].bands")
         if raster.bands is not None and not raster.bands:

@@ -291,26 +291,33 @@ class ApplyJob:
     layer: str | None = None
     pois: str | None = None  # POI layer, for models that use POIs
     poi_layer: str | None = None
-    category_field: str | None = None  # required with pois
+    category_field: str | None = None  # required with a POI layer (not with a .osm.pbf or Overture GeoParquet)
     name_field: str | None = None
-    rasters: list[Any] = field(default_factory=list)  # raster paths or {"path", "name", "bands"} dicts
+    rasters: list[Any] = field(default_factory=list)  # raster paths or {"path", "name", "bands", "kind"} dicts
     device: str = "auto"
     overwrite: bool = False
 
 
-def _apply_config(job: ApplyJob, saved: list[str]) -> Any:
-    """The run configuration that reads the job's inputs (rasters named like the model's image columns)."""
+def _apply_config(job: ApplyJob, saved: list[str], embeddings: list[str] = ()) -> Any:
+    """The run configuration that reads the job's inputs (rasters named like the model's image columns; a raster
+    named like one of the model's satellite-embedding rasters, ``embeddings``, read as one unless its kind is given).
+    """
     from backend.config import PoiSource, RasterSource, RunConfig
+    from backend.io.rasters import raster_name
+    from regionlens_common import poi_file_kind
 
     pois = None
     if job.pois:
-        if not job.category_field:
+        if not job.category_field and poi_file_kind(job.pois) is None:  # .osm.pbf / GeoParquet: see poi_files
             raise ConfigError("apply: a POI layer needs its category field (category_field).")
         pois = PoiSource(path=job.pois, category_field=job.category_field, name_field=job.name_field or None,
                          layer=job.poi_layer)
     rasters = [RasterSource(path=r) if isinstance(r, str) else RasterSource(**r) for r in job.rasters]
     if len(rasters) == 1 and rasters[0].name is None and len(saved) == 1:
         rasters[0].name = saved[0]  # named like the raster the model saw (its image columns, its chips)
+    for given, raster in zip(job.rasters, rasters, strict=True):
+        if not (isinstance(given, dict) and "kind" in given) and raster_name(raster) in embeddings:
+            raster.kind = "embedding"
     return RunConfig(regions=RegionsSource(path=job.regions, id_field=job.id_field, layer=job.layer),
                      output_dir=str(Path(job.output).parent), pois=pois, rasters=rasters)
 
@@ -354,10 +361,11 @@ def run_apply_job(params: dict[str, Any], progress: Progress | None = None) -> d
         src.device, src.device_used = job.device, None
     vocabulary = {k: v for m in [*sources.values(), model] for k, v in m.vocabulary.items()}
     rasters = list(dict.fromkeys(r for m in [*sources.values(), model] for r in m.raster_names()))
+    embeddings = [r for m in [*sources.values(), model] for r in m.raster_names(("embedding",))]
     needed = model.views_for_transform()
     report: list[str] = []
     progress.stage("read inputs", 0.05, 0.25)
-    city = read_city(_apply_config(job, rasters), progress)
+    city = read_city(_apply_config(job, rasters, embeddings), progress)
     report.extend(city.report)
     progress.stage("build views", 0.25, 0.4)
     # New regions are only embedded: no pre-training samples.

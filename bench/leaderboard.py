@@ -20,7 +20,9 @@ pair, and a second row, ``<method> x3``, is the seed ensemble (each fold's predi
 seeds' models). Fusion's row pools fusion run once per training seed on that seed's embeddings.
 
 Rows: raw views (each alone, standardised as in the baseline, and all together), ``baseline``,
-``baseline + 1 km`` (the baseline with its 1 km neighbour mean; cities with geometry), the learned methods,
+``baseline + 1 km`` (the baseline with its 1 km neighbour mean; cities with geometry), ``pretrained`` (the
+satellite-embedding raster's region means, on a city that has one: the sample city with ``--embedding-raster``;
+also a fusion block), the learned methods,
 ``fusion``, and srai 0.10's CountEmbedder and ContextualCountEmbedder (computed in the separate environment
 ``.venv/bench``; see ``make bench-venv``).
 
@@ -59,7 +61,7 @@ BENCH_PYTHON = ROOT / ".venv" / "bench" / "bin" / "python"
 #: Learned methods, cheapest first (the run trains them in this order).
 LEARNED = ("cookie", "hafusion", "calliper", "refound")
 SRAI = ("srai_count", "srai_contextual", "srai_contextual_d3")
-FIXED = ("raw", "baseline", "baseline_1km")
+FIXED = ("raw", "baseline", "baseline_1km", "pretrained")  # pretrained: cities with an embedding raster
 ALL_METHODS = (*FIXED, *SRAI, *LEARNED, "fusion")
 METRICS = ("mae", "rmse", "r2")
 
@@ -80,8 +82,10 @@ class City:
 
 
 # ------------------------------------------------------------------------------------------------ cities
-def sample_city(needs: set[str]) -> City:
-    """The bundled sample city with the demo's labels (log1p densities per km2)."""
+def sample_city(needs: set[str], embedding_raster: Path | None = None) -> City:
+    """The bundled sample city with the demo's labels (log1p densities per km2); with ``embedding_raster`` (a
+    satellite-embedding GeoTIFF over San Francisco, e.g. AlphaEarth: docs/sources.md) also its embedding view."""
+    from backend.config import RasterSource
     from backend.demo import SAMPLE_DIR, demo_config
     from backend.io.city import read_city
     from backend.tasks.targets import make_target
@@ -89,6 +93,8 @@ def sample_city(needs: set[str]) -> City:
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = demo_config(Path(tmp) / "run")
+    if embedding_raster is not None:
+        cfg.rasters.append(RasterSource(str(embedding_raster.resolve()), name="embedding", kind="embedding"))
     city = read_city(cfg)
     views = build_views(city, needs=needs, chip_size=cfg.chip_size, report=[])
     labels = {}
@@ -296,7 +302,7 @@ def run_city(city: City, methods: list[str], seeds: list[int], reference: bool, 
              write: Any) -> Board:
     """Every requested method on one city; ``write(board)`` after each method (partial results survive)."""
     from backend.errors import InputError
-    from backend.models import EMBEDDERS, BaselineEmbedder, FusionEmbedder
+    from backend.models import EMBEDDERS, BaselineEmbedder, FusionEmbedder, PretrainedEmbedder
     from backend.models.ensemble import combine_seeds
     from backend.views._base import Views
 
@@ -318,6 +324,13 @@ def run_city(city: City, methods: list[str], seeds: list[int], reference: bool, 
     if "baseline_1km" in methods and views.centroids is not None:
         board.score("baseline + 1 km", [BaselineEmbedder(dim=32, neighbourhood_m=1000.0).fit_transform(views)
                                         .to_numpy()])
+    fixed_sources = {"baseline": baseline}
+    if "pretrained" in methods:
+        if "embedding" in views.tables:  # the satellite embedding as it is: a row, and a fusion block
+            fixed_sources["pretrained"] = PretrainedEmbedder().fit_transform(views).to_numpy()
+            board.score("pretrained", [fixed_sources["pretrained"]])
+        else:
+            board.notes.setdefault("not_applicable", {})["pretrained"] = "the city has no satellite-embedding raster"
     write(board)
     if any(m in methods for m in SRAI):
         for name, emb in srai_embeddings(city, bench_python).items():
@@ -348,7 +361,7 @@ def run_city(city: City, methods: list[str], seeds: list[int], reference: bool, 
     if "fusion" in methods:
         blocks_per_seed = []
         for i in range(len(seeds)):
-            sources = {"baseline": baseline, **{m: e[i] for m, e in learned.items()}}
+            sources = {**fixed_sources, **{m: e[i] for m, e in learned.items()}}
             fusion = FusionEmbedder().set_sources({k: pd.DataFrame(v, index=views.region_ids)
                                                    for k, v in sources.items()})
             fusion.fit(views)
@@ -361,7 +374,7 @@ def run_city(city: City, methods: list[str], seeds: list[int], reference: bool, 
             # each source's embedding is the one its seed ensemble writes (combine_seeds), and prediction
             # stacks the ensemble itself (one regressor per member, averaged)
             frame = lambda x: pd.DataFrame(x, index=views.region_ids)  # noqa: E731
-            sources = {"baseline": baseline, **{m: combine_seeds(e, EMBEDDERS[m].default_dim)
+            sources = {**fixed_sources, **{m: combine_seeds(e, EMBEDDERS[m].default_dim)
                                                 for m, e in learned.items()}}
             fusion = FusionEmbedder().set_sources({k: frame(v) for k, v in sources.items()},
                                                   members={m: [frame(x) for x in e] for m, e in learned.items()})
@@ -411,6 +424,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, action="append", default=[],
                         help="a city folder in the hafusion_nyc format (repeatable)")
     parser.add_argument("--no-sample", action="store_true", help="skip the bundled sample city")
+    parser.add_argument("--embedding-raster", type=Path, help="a satellite-embedding GeoTIFF over the sample city "
+                        "(AlphaEarth, TESSERA; docs/sources.md): adds its view and the method pretrained")
     parser.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=list(ALL_METHODS))
     parser.add_argument("--seeds", type=int, default=3, help="training seeds of every learned method")
     parser.add_argument("--seed-list", type=int, nargs="+", help="these training seeds instead of 0..seeds-1 "
@@ -465,7 +480,7 @@ def main() -> int:
     needs = {"chips"} if {"cookie", "refound"} & set(args.methods) else set()
     if "refound" in args.methods:
         needs.add("samples")
-    cities: list[Any] = [] if args.no_sample else [lambda: sample_city(needs)]
+    cities: list[Any] = [] if args.no_sample else [lambda: sample_city(needs, args.embedding_raster)]
     cities += [lambda d=d: matrix_city(d) for d in args.data]
     if args.json and len(cities) != 1:
         parser.error("--json is for one city; use --json-dir for several")

@@ -37,6 +37,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from .common import common
+from .sources import poi_file_config, poi_file_problem, raster_config
 
 __all__ = [
     "DEVICES",
@@ -106,7 +107,9 @@ class RunChoices:
     poi_layer_id: str = ""  # point layer of POIs ("" = none)
     poi_category_field: str = ""  # POI category (e.g. amenity)
     poi_name_field: str = ""  # optional POI name ("" = none)
+    poi_file: str = ""  # POIs from a .osm.pbf or GeoParquet file instead of a layer ("" = none; plugin/sources.py)
     raster_layer_ids: list[str] = field(default_factory=list)  # imagery: local raster files, zero or more
+    embedding_raster_ids: list[str] = field(default_factory=list)  # those of them that are satellite embeddings
     od_path: str = ""  # origin-destination CSV ("" = none)
     od_origin_field: str = "origin"  # CSV column of the origin region id
     od_destination_field: str = "destination"  # CSV column of the destination region id
@@ -331,11 +334,14 @@ def _combines(name: str) -> bool:
 
 
 def view_source(view: str) -> str | None:
-    """Which input a backend view is built from: ``pois``, ``rasters``, ``landuse``, ``od``, ``regions``."""
+    """Which input a backend view is built from: ``pois``, ``rasters`` (imagery), ``embedding`` (a satellite-embedding
+    raster), ``landuse``, ``od``, ``regions``."""
     if view.startswith("poi"):
         return "pois"
     if view.startswith("image") or view == "chips":
         return "rasters"
+    if view == "embedding":
+        return "embedding"
     if view.startswith("landuse"):
         return "landuse"
     if view == "mobility":
@@ -348,10 +354,13 @@ def view_source(view: str) -> str | None:
 def sources_of(choices: RunChoices) -> set[str]:
     """The inputs the choices provide (``regions`` always)."""
     have = {"regions"}
-    if choices.poi_layer_id:
+    if choices.poi_layer_id or choices.poi_file:
         have.add("pois")
-    if choices.raster_layer_ids:
+    embeddings = set(choices.embedding_raster_ids)
+    if any(r not in embeddings for r in choices.raster_layer_ids):
         have.add("rasters")
+    if any(r in embeddings for r in choices.raster_layer_ids):
+        have.add("embedding")
     if choices.od_path:
         have.add("od")
     if choices.landuse_layer_id:
@@ -359,7 +368,10 @@ def sources_of(choices: RunChoices) -> set[str]:
     return have
 
 
-_SOURCE_WORDS = {"pois": "a POI layer", "rasters": "a raster", "od": "an OD table", "landuse": "a land-use layer"}
+_SOURCE_WORDS = {
+    "pois": "a POI layer", "rasters": "a raster", "embedding": "a satellite-embedding raster (raster kind 'embedding')",
+    "od": "an OD table", "landuse": "a land-use layer",
+}
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -571,6 +583,13 @@ def _check_regions(choices: RunChoices, project: QgsProject, problems: list[str]
 
 
 def _check_pois(choices: RunChoices, project: QgsProject, problems: list[str]) -> None:
+    if choices.poi_file:
+        if choices.poi_layer_id:
+            problems.append("Choose either a POI layer or a POI file, not both.")
+        problem = poi_file_problem(choices.poi_file)
+        if problem:
+            problems.append(problem)
+        return
     if not choices.poi_layer_id:
         return
     pois = _vector(project, choices.poi_layer_id)
@@ -795,7 +814,9 @@ def to_run_config(
             "id_field": choices.region_id_field,
         },
     }
-    if choices.poi_layer_id:
+    if choices.poi_file:
+        config["pois"] = poi_file_config(choices.poi_file, choices.poi_category_field, choices.poi_name_field)
+    elif choices.poi_layer_id:
         pois = _require(project, choices.poi_layer_id, "POI layer")
         keep = [choices.poi_category_field] + ([choices.poi_name_field] if choices.poi_name_field else [])
         config["pois"] = {
@@ -809,7 +830,8 @@ def to_run_config(
         path = raster_path(layer) if layer is not None else None
         if path is None:
             raise ValueError(f"Raster layer {layer_id} is not a local file.")
-        rasters.append({"path": str(path.resolve())})
+        kind = "embedding" if layer_id in choices.embedding_raster_ids else "imagery"
+        rasters.append(raster_config({"path": str(path.resolve())}, kind))
     config["rasters"] = rasters
     if choices.od_path:
         config["od"] = {

@@ -21,13 +21,17 @@ from pyproj import CRS
 
 from backend.config import RasterSource
 from backend.errors import InputError
+from regionlens_common import EMBEDDING_MIN_BANDS
 
 if TYPE_CHECKING:
     from affine import Affine
     from rasterio.io import DatasetReader
     from shapely.geometry.base import BaseGeometry
 
-__all__ = ["check_raster", "raster_name", "open_raster", "band_indexes", "region_pixels", "RegionPixels"]
+__all__ = [
+    "check_raster", "check_embedding_raster", "dequantize", "alphaearth_values", "raster_name", "open_raster",
+    "band_indexes", "region_pixels", "RegionPixels",
+]
 
 #: Windows with more pixels than this are read decimated (nearest) when computing statistics.
 MAX_WINDOW_PIXELS = 16_000_000
@@ -70,13 +74,14 @@ def open_raster(src: RasterSource) -> DatasetReader:
 
 
 def band_indexes(src: RasterSource, ds: DatasetReader) -> list[int]:
-    """The 1-based bands to use: ``src.bands``, else the first three (or all if fewer).
+    """The 1-based bands to use: ``src.bands``, else the first three (or all if fewer; every band of an
+    embedding raster).
 
     Raises:
         InputError: If a requested band does not exist.
     """
     if not src.bands:
-        return list(range(1, min(3, ds.count) + 1))
+        return list(range(1, (ds.count if src.kind == "embedding" else min(3, ds.count)) + 1))
     bad = [b for b in src.bands if not 1 <= int(b) <= ds.count]
     if bad:
         raise InputError(f"{_place(src)}: bands {bad} do not exist; the raster has bands 1 to {ds.count}.")
@@ -114,7 +119,8 @@ class RegionPixels:
 
 
 def region_pixels(
-    ds: DatasetReader, geoms: gpd.GeoSeries, indexes: list[int], read_data: bool = True
+    ds: DatasetReader, geoms: gpd.GeoSeries, indexes: list[int], read_data: bool = True,
+    max_pixels: int = MAX_WINDOW_PIXELS,
 ) -> Iterator[RegionPixels]:
     """Yield the pixels under each region, in order.
 
@@ -127,6 +133,7 @@ def region_pixels(
         geoms: Region polygons in the raster's CRS.
         indexes: 1-based bands to read.
         read_data: Read band values too (``False``: masks only).
+        max_pixels: Windows with more pixels than this are read decimated (nearest).
 
     Yields:
         One :class:`RegionPixels` per geometry.
@@ -149,7 +156,7 @@ def region_pixels(
         c0, r0 = math.floor(c0), math.floor(r0)
         c1, r1 = max(math.ceil(c1), c0 + 1), max(math.ceil(r1), r0 + 1)
         h, w = r1 - r0, c1 - c0
-        step = max(1, math.ceil(math.sqrt(h * w / MAX_WINDOW_PIXELS)))
+        step = max(1, math.ceil(math.sqrt(h * w / max_pixels)))
         oh, ow = math.ceil(h / step), math.ceil(w / step)
         transform = ds.transform @ Affine.translation(c0, r0) @ Affine.scale(w / ow, h / oh)
         inside = geometry_mask([geom], out_shape=(oh, ow), transform=transform, invert=True)
@@ -174,6 +181,50 @@ def region_pixels(
         yield RegionPixels(data, inside, valid & inside)
 
 
+def dequantize(src: RasterSource, dtype: np.dtype | str) -> bool:
+    """Whether the values of an embedding raster of ``dtype`` are AlphaEarth-quantised int8 to decode."""
+    return src.dequantize == "alphaearth" or (src.dequantize == "auto" and np.dtype(dtype) == np.int8)
+
+
+def alphaearth_values(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Decode AlphaEarth int8 embeddings: ``((v / 127.5) ** 2) * sign(v)``, with -128 as nodata.
+
+    The formula is the de-quantisation published for Google's int8 Cloud-Optimised GeoTIFF tiles of the
+    Satellite Embedding dataset (AlphaEarth Foundations; taken from issue 16, see docs/sources.md): the signed
+    square root of the float value was scaled to [-127, 127].
+
+    Returns:
+        ``(decoded, valid)``: float64 values, and False where a value is -128.
+    """
+    v = values.astype(np.float64)
+    return np.sign(v) * (v / 127.5) ** 2, values != -128
+
+
+def check_embedding_raster(src: RasterSource, ds: DatasetReader, bands: list[int]) -> None:
+    """Raise if the bands of an embedding raster disagree in data type or nodata (one pixel rule for all).
+
+    Raises:
+        InputError: Naming the raster and the disagreeing bands.
+    """
+    place = _place(src)
+    nodata = {b: ds.nodatavals[b - 1] for b in bands}
+    values = {("nan" if v is not None and math.isnan(v) else v) for v in nodata.values()}
+    if len(values) > 1:
+        shown = ", ".join(f"band {b}: {v}" for b, v in list(nodata.items())[:6])
+        raise InputError(
+            f"{place}: the bands of this embedding raster disagree in their nodata value ({shown}, ...). Every "
+            "band of an embedding must mark the same pixels as missing: set one nodata value for all bands "
+            "(gdal_translate -a_nodata VALUE, or QGIS: Raster > Conversion > Translate)."
+        )
+    dtypes = {ds.dtypes[b - 1] for b in bands}
+    if len(dtypes) > 1:
+        raise InputError(f"{place}: the bands of this embedding raster have different data types {sorted(dtypes)}; "
+                         "write every band with one type.")
+    if src.dequantize == "alphaearth" and np.dtype(ds.dtypes[bands[0] - 1]) != np.int8:
+        raise InputError(f"{place}: dequantize = \"alphaearth\" decodes int8 values, but the raster is "
+                         f"{ds.dtypes[bands[0] - 1]}; leave dequantize out (the values are used as they are).")
+
+
 def check_raster(src: RasterSource, regions: gpd.GeoDataFrame, crs: CRS, report: list[str]) -> RasterSource:
     """Check that a raster can be used with the regions and resolve its name and bands.
 
@@ -188,12 +239,21 @@ def check_raster(src: RasterSource, regions: gpd.GeoDataFrame, crs: CRS, report:
 
     Raises:
         InputError: If the file is missing or unreadable, has no CRS, a requested band does not exist,
-            the raster overlaps no region, or holds only nodata under the regions.
+            the raster overlaps no region, or holds only nodata under the regions; for an embedding raster
+            also if its bands disagree in nodata or data type (:func:`check_embedding_raster`).
     """
     place = _place(src)
     name = raster_name(src)
     with open_raster(src) as ds:
         bands = band_indexes(src, ds)
+        if src.kind == "embedding":
+            check_embedding_raster(src, ds, bands)
+        elif ds.count >= EMBEDDING_MIN_BANDS:
+            report.append(
+                f"Raster '{name}' has {ds.count} bands: if it is a satellite-embedding raster (AlphaEarth, "
+                f'TESSERA), declare kind = "embedding" to use every band (docs/sources.md); as imagery only '
+                f"bands {bands} are used ({place})."
+            )
         try:
             geoms = (regions.geometry if regions.crs is not None else regions.geometry.set_crs(crs)).to_crs(ds.crs)
         except Exception as exc:  # pyproj raises several error types

@@ -150,7 +150,8 @@ def read_pois(src: PoiSource, regions: gpd.GeoDataFrame, crs: CRS, report: list[
     """Read the POIs, reproject them and assign each to the region it lies in.
 
     Args:
-        src: Path, layer, category field and optional name field of the POI layer.
+        src: The POI source: a point layer (path, layer, category field, optional name field), an
+            OpenStreetMap extract or a GeoParquet file (see :mod:`backend.io.poi_files`).
         regions: Region polygons in ``crs``, indexed by ``region_id``.
         crs: The run's metric CRS.
         report: Notes for the user: dropped POIs (no geometry, no category, outside every region),
@@ -165,23 +166,19 @@ def read_pois(src: PoiSource, regions: gpd.GeoDataFrame, crs: CRS, report: list[
             polygons, a field is missing, no POI has a category, or no POI falls inside a region.
     """
     place = where("pois", src.path, src.layer)
-    gdf = read_layer(src.path, src.layer, place, fid_as_index=True)
-    require_field(gdf, src.category_field, place, "category field")
-    if src.name_field:
-        require_field(gdf, src.name_field, place, "name field")
-    require_crs(gdf, place)
+    gdf, category_field, name_field = _poi_frame(src, regions, crs, place, report)
     gdf = single_points(gdf.to_crs(crs), place, report)
-    category = values_to_str(gdf[src.category_field])
+    category = values_to_str(gdf[category_field])
     no_cat = category.isna()
     if no_cat.all():
         raise InputError(
-            f"{place}: no POI has a value in the category field '{src.category_field}'. "
+            f"{place}: no POI has a value in the category field '{category_field}'. "
             "Choose the field that holds the POI categories."
         )
     if no_cat.any():
-        report.append(f"{place}: {int(no_cat.sum()):,} POIs without a category ('{src.category_field}') were ignored.")
+        report.append(f"{place}: {int(no_cat.sum()):,} POIs without a category ('{category_field}') were ignored.")
     gdf, category = gdf.loc[~no_cat], category[~no_cat]
-    name = values_to_str(gdf[src.name_field]) if src.name_field else pd.Series(None, index=gdf.index, dtype=object)
+    name = values_to_str(gdf[name_field]) if name_field else pd.Series(None, index=gdf.index, dtype=object)
     region = assign_points(gdf.geometry, regions)
     inside = region.notna()
     total = len(gdf)
@@ -209,6 +206,34 @@ def read_pois(src: PoiSource, regions: gpd.GeoDataFrame, crs: CRS, report: list[
     fids = pd.Index(gdf.index[inside], name="feature_id")
     out.index = fids if fids.is_unique else pd.RangeIndex(len(out), name="feature_id")
     return out
+
+
+def _poi_frame(src: PoiSource, regions: gpd.GeoDataFrame, crs: CRS, place: str,
+               report: list[str]) -> tuple[gpd.GeoDataFrame, str, str | None]:
+    """The POI features of any POI source, with the names of their category and name columns.
+
+    A point layer is read as it is; an OpenStreetMap extract and a GeoParquet file are read only inside the
+    regions' extent (:mod:`backend.io.poi_files`).
+    """
+    from backend.io.poi_files import poi_file_kind, read_osm_pois, read_parquet_pois
+
+    kind = poi_file_kind(src.path)
+    bounds = tuple(float(v) for v in regions.total_bounds)
+    if kind == "osm":
+        from pyproj import Transformer
+
+        box = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform_bounds(*bounds)
+        return read_osm_pois(src.path, src.osm_tags, box, crs, place, report), "category", "name"
+    if kind == "parquet":
+        return read_parquet_pois(src.path, src.category_field, src.name_field, bounds, crs, place, report)
+    if not src.category_field:
+        raise ConfigError(f"{place}: give the category field (category_field) of the POI layer.")
+    gdf = read_layer(src.path, src.layer, place, fid_as_index=True)
+    require_field(gdf, src.category_field, place, "category field")
+    if src.name_field:
+        require_field(gdf, src.name_field, place, "name field")
+    require_crs(gdf, place)
+    return gdf, src.category_field, src.name_field
 
 
 def read_landuse(src: LandUseSource, regions: gpd.GeoDataFrame, crs: CRS, report: list[str]) -> gpd.GeoDataFrame:

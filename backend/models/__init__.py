@@ -11,6 +11,7 @@ from backend.models.calliper import CaLLiPerEmbedder
 from backend.models.cookie import CooKIEEmbedder
 from backend.models.fusion import FusionEmbedder
 from backend.models.hafusion import HAFusionEmbedder
+from backend.models.pretrained import PretrainedEmbedder
 from backend.models.refound import RefoundEmbedder
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "CooKIEEmbedder",
     "FusionEmbedder",
     "HAFusionEmbedder",
+    "PretrainedEmbedder",
     "RefoundEmbedder",
     "Embedder",
     "EmbedderParams",
@@ -36,6 +38,7 @@ EMBEDDERS: dict[str, type[Embedder]] = {
     CaLLiPerEmbedder.name: CaLLiPerEmbedder,
     CooKIEEmbedder.name: CooKIEEmbedder,
     RefoundEmbedder.name: RefoundEmbedder,
+    PretrainedEmbedder.name: PretrainedEmbedder,
     FusionEmbedder.name: FusionEmbedder,
 }
 

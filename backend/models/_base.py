@@ -37,7 +37,7 @@ __all__ = [
 #: Configuration section (backend/config.py) each view is built from.
 VIEW_SOURCES: dict[str, str] = {
     "poi_counts": "pois", "poi_texts": "pois", "poi_points": "pois",
-    "image_stats": "rasters", "chips": "rasters",
+    "image_stats": "rasters", "chips": "rasters", "embedding": "rasters",
     "mobility": "od", "landuse": "landuse",
     "adjacency": "regions", "samples": "regions",
 }
@@ -230,10 +230,12 @@ class Embedder(ABC):
         order = list(INPUT_FIELDS)
         return {name: found[name] for name in sorted(found, key=order.index)}
 
-    def raster_names(self) -> list[str]:
-        """Names of the rasters the model learned from (chips, or the prefixes of its image columns)."""
-        names = [str(r) for r in self.vocabulary.get("chips", [])]
-        for column in self.vocabulary.get("image_stats", []):
+    def raster_names(self, views: tuple[str, ...] = ("chips", "image_stats", "embedding")) -> list[str]:
+        """Names of the rasters the model learned from (chips, or the prefixes of its image or embedding columns);
+        ``views=("embedding",)``: its satellite-embedding rasters only."""
+        names = [str(r) for r in self.vocabulary.get("chips", [])] if "chips" in views else []
+        columns = [c for view in ("image_stats", "embedding") if view in views for c in self.vocabulary.get(view, [])]
+        for column in columns:
             prefix = _STAT_COLUMN.match(str(column))
             if prefix and prefix.group(1) not in names:
                 names.append(prefix.group(1))

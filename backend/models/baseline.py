@@ -1,8 +1,9 @@
 """Baseline embedder: the raw views, standardised, weighted equally, concatenated and reduced by PCA.
 
 Every result table shows this beside the learned methods so that what learning adds is measured,
-not assumed. Each view is centred and scaled so that it carries a total variance of one, so a wide view
-(70 POI categories) does not outvote a narrow one (15 image statistics). Continuous views (image
+not assumed. A satellite-embedding raster's view (``embedding``) is one continuous view like the others. Each view
+is centred and scaled so that it carries a total variance of one, so a wide view (70 POI categories) does not
+outvote a narrow one (15 image statistics). Continuous views (image
 statistics, land-use shares) are standardised column by column first. Count-like views (POI counts,
 mobility rows) are log1p-transformed and scaled as a whole: standardising every category column would
 blow a category seen once in the city up to a z-score of about sqrt(N) and let single rare POIs drive
@@ -42,7 +43,7 @@ class BaselineEmbedder(Embedder):
 
     name = "baseline"
     title = "Baseline (views standardised, concatenated, PCA)"
-    uses_views = ("poi_counts", "image_stats", "landuse", "mobility")
+    uses_views = ("poi_counts", "image_stats", "landuse", "mobility", "embedding")
     min_views = 1
     Params = BaselineParams
     params: BaselineParams

@@ -1,7 +1,8 @@
 """Method ``fusion``: the other methods of the run and the raw views, each with its spatial context, combined per label.
 
 Blocks: the embedding of every other method of the run (as that method learned it, before any run-level
-context) and every raw view the run has (log1p POI counts, image statistics, land-use shares, OD rows,
+context; ``pretrained`` gives the satellite embedding as such a block) and every raw view the run has (log1p POI
+counts, image statistics, satellite-embedding means, land-use shares, OD rows,
 each standardised and scaled to total variance 1 exactly as the baseline does), each with the mean over
 its neighbourhoods appended (``context``, default ``"standard"``: adjacency ring 1 and centroids within
 1 km; see :mod:`backend.tasks.context`).
@@ -47,8 +48,8 @@ class FusionParams(EmbedderParams):
     context: str = param("standard", "Spatial context",
                          "Neighbour means appended to every block: adjacent = touching regions, 1km = regions "
                          "within 1 km, standard = both, none = off", choices=tuple(CONTEXT_PRESETS))
-    raw_views: bool = param(True, "Raw views", "Use the raw views (POI counts, image statistics, land use, OD "
-                            "rows) as blocks too, beside the other methods' embeddings")
+    raw_views: bool = param(True, "Raw views", "Use the raw views (POI counts, image statistics, satellite "
+                            "embedding, land use, OD rows) as blocks too, beside the other methods' embeddings")
     inner_folds: int = param(5, "Inner folds", "Folds of the nested cross-validation that chooses the blocks "
                              "inside each training fold", minimum=2, maximum=20)
 
@@ -58,7 +59,7 @@ class FusionEmbedder(Embedder):
 
     name = "fusion"
     title = "Fusion (the run's other methods and raw views, spatial context, chosen per label)"
-    uses_views = ("poi_counts", "image_stats", "landuse", "mobility")
+    uses_views = ("poi_counts", "image_stats", "landuse", "mobility", "embedding")
     min_views = 0
     Params = FusionParams
     params: FusionParams

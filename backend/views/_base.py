@@ -12,7 +12,7 @@ import scipy.sparse as sp
 __all__ = ["Views", "TABLE_VIEWS"]
 
 #: Names of the numeric table views (N x k frames) a method can ask for.
-TABLE_VIEWS = ("poi_counts", "image_stats", "landuse")
+TABLE_VIEWS = ("poi_counts", "image_stats", "landuse", "embedding")
 
 
 @dataclass
@@ -24,7 +24,9 @@ class Views:
         tables: Numeric views as DataFrames indexed by ``region_id``: ``poi_counts`` (N x C category
             counts, columns are category names), ``image_stats`` (N x k per-band statistics of valid
             pixels, columns ``<raster>_b<band>_<stat>``), ``landuse`` (N x K area shares, columns are
-            classes). Only views whose sources exist are present.
+            classes), ``embedding`` (N x B per-region mean of every band of the satellite-embedding rasters,
+            L2-normalised per raster, columns ``<raster>_b<band>_mean`` [and ``_std``]; see
+            :mod:`backend.views.embedding`). Only views whose sources exist are present.
         mobility: N x N flow counts (origin rows, destination columns), or None.
         adjacency: N x N sparse 0/1 matrix of regions sharing a boundary (queen contiguity), or None.
         poi_texts: One list of POI description strings per region (empty list if none), or None.

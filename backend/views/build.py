@@ -17,6 +17,7 @@ from backend.io.rasters import raster_name
 from backend.progress import Progress
 from backend.views._base import Views
 from backend.views.adjacency import adjacency_matrix
+from backend.views.embedding import embedding_table, is_embedding
 from backend.views.imagery import image_chips, image_stats
 from backend.views.landuse import UNCOVERED, landuse_shares
 from backend.views.mobility import mobility_matrix
@@ -48,8 +49,9 @@ def build_views(
     """Build every view the city's sources allow.
 
     Always (when the source exists): ``poi_counts``, ``poi_texts``, ``poi_points``, ``image_stats``
-    (all rasters side by side), ``landuse``, ``mobility``, ``adjacency``, ``areas_km2``, ``centroids``
-    and ``geometry``. Image chips (one array per raster, keyed by raster name) only if ``"chips"`` is in
+    (all imagery rasters side by side), ``embedding`` (all embedding rasters side by side), ``landuse``,
+    ``mobility``, ``adjacency``, ``areas_km2``, ``centroids`` and ``geometry``. Image chips (one array per raster,
+    keyed by raster name) only if ``"chips"`` is in
     ``needs``; the pre-training samples (:attr:`Views.samples`: the views of
     :func:`~backend.views.samples.pretraining_grid` with its defaults, chips of ``chip_size`` included)
     only if ``"samples"`` is. A missing source simply means fewer views.
@@ -59,7 +61,7 @@ def build_views(
         needs: Costly views to build as well (``"chips"``, ``"samples"``).
         chip_size: Side of the image chips in pixels.
         vocabulary: View name -> columns to align to (``poi_counts`` categories, ``landuse`` classes
-            with or without ``uncovered``, ``image_stats`` columns), from a saved model.
+            with or without ``uncovered``, ``image_stats`` and ``embedding`` columns), from a saved model.
         progress: Progress of this stage (cancellation is checked between and inside the steps).
         report: Notes for the user (imputed statistics, absent columns); default: ``city.report``.
 
@@ -78,8 +80,9 @@ def build_views(
     regions = city.regions
     ids = pd.Index(regions.index, name="region_id")
     views = Views(region_ids=ids)
-    n_sample_steps = 1 + len(city.rasters) if "samples" in needs else 0
-    n_steps = 3 + len(city.rasters) * (2 if "chips" in needs else 1) + n_sample_steps
+    n_imagery = sum(not is_embedding(r) for r in city.rasters)
+    n_sample_steps = 1 + n_imagery if "samples" in needs else 0
+    n_steps = 3 + len(city.rasters) + (n_imagery if "chips" in needs else 0) + n_sample_steps
     done = 0
 
     def step(message: str, width: int = 1) -> Progress:
@@ -110,17 +113,22 @@ def build_views(
     if city.od is not None:
         views.mobility = mobility_matrix(city.od, ids)
 
-    stats = []
+    stats, embeddings = [], []
+    imagery = [r for r in city.rasters if not is_embedding(r)]
     for raster in city.rasters:
-        stats.append(image_stats(regions, raster, report, step(f"image statistics ({raster_name(raster)})")))
-    if stats:
-        table = pd.concat(stats, axis=1)
-        if "image_stats" in vocabulary:
-            table = _align(table, vocabulary["image_stats"], "image_stats", report)
-        views.tables["image_stats"] = table
+        if is_embedding(raster):
+            embeddings.append(embedding_table(regions, raster, report, step(f"embedding ({raster_name(raster)})")))
+        else:
+            stats.append(image_stats(regions, raster, report, step(f"image statistics ({raster_name(raster)})")))
+    for view, tables in (("image_stats", stats), ("embedding", embeddings)):
+        if tables:
+            table = pd.concat(tables, axis=1)
+            if view in vocabulary:
+                table = _align(table, vocabulary[view], view, report)
+            views.tables[view] = table
 
     if "chips" in needs:
-        for raster in city.rasters:
+        for raster in imagery:
             name = raster_name(raster)
             chips, masks = image_chips(regions, raster, chip_size, step(f"image chips ({name})"))
             views.chips[name], views.chip_masks[name] = chips, masks

@@ -20,6 +20,7 @@ from backend.io.city import CityData
 from backend.io.rasters import raster_name
 from backend.progress import Progress
 from backend.views._base import Views
+from backend.views.embedding import is_embedding
 from backend.views.imagery import image_chips
 from backend.views.poi import poi_points
 
@@ -191,7 +192,8 @@ def sample_views(city: CityData, cells: gpd.GeoDataFrame, chip_size: int, progre
     progress = progress or Progress()
     if cells.crs is not None and city.crs is not None and not city.crs.equals(cells.crs):
         cells = cells.to_crs(city.crs)
-    n_steps = 1 + len(city.rasters)
+    imagery = [r for r in city.rasters if not is_embedding(r)]  # embedding rasters give no chips
+    n_steps = 1 + len(imagery)
     ids = pd.Index(cells.index, name="region_id")
     views = Views(region_ids=ids)
     progress.update(0.0, "pre-training samples: POIs")
@@ -202,7 +204,7 @@ def sample_views(city: CityData, cells: gpd.GeoDataFrame, chip_size: int, progre
     views.centroids = np.column_stack([centroids.x.to_numpy(), centroids.y.to_numpy()])
     if city.pois is not None:
         views.poi_points = _cell_points(city, cells)
-    for i, raster in enumerate(city.rasters):
+    for i, raster in enumerate(imagery):
         name = raster_name(raster)
         message = f"pre-training samples: image chips ({name})"
         progress.update((1 + i) / n_steps, message)

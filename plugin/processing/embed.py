@@ -50,6 +50,7 @@ from ..parameters import (
     missing_input,
 )
 from ..results import run_group_name
+from ..sources import POI_FILE_FILTER, poi_file_config, poi_file_problem, raster_config
 from ._base import (
     DEFAULTS,
     DEVICES,
@@ -109,7 +110,9 @@ class EmbedAlgorithm(RegionLensAlgorithm):
     POIS = "POIS"
     POI_CATEGORY = "POI_CATEGORY"
     POI_NAME = "POI_NAME"
+    POI_FILE = "POI_FILE"
     RASTERS = "RASTERS"
+    EMBEDDING_RASTERS = "EMBEDDING_RASTERS"
     OD_TABLE = "OD_TABLE"
     OD_ORIGIN = "OD_ORIGIN"
     OD_DESTINATION = "OD_DESTINATION"
@@ -161,10 +164,24 @@ class EmbedAlgorithm(RegionLensAlgorithm):
             QgsProcessingParameterField(self.POI_NAME, tr("POI name field"), None, self.POIS, optional=True)
         )
         self.addParameter(
+            QgsProcessingParameterFile(
+                self.POI_FILE, tr("Or POIs from a file: OpenStreetMap extract (.osm.pbf) or GeoParquet (Overture "
+                                  "places; the category field above for another point layer)"),
+                QgsProcessingParameterFile.Behavior.File, "", None, True, POI_FILE_FILTER,
+            )
+        )  # fmt: skip
+        self.addParameter(
             QgsProcessingParameterMultipleLayers(
                 self.RASTERS, tr("Satellite images"), QgsProcessing.SourceType.TypeRaster, optional=True
             )
         )
+        self.addParameter(
+            QgsProcessingParameterMultipleLayers(
+                self.EMBEDDING_RASTERS, tr("Satellite-embedding rasters (AlphaEarth, TESSERA: every band's mean per "
+                                           "region; method 'pretrained')"),
+                QgsProcessing.SourceType.TypeRaster, optional=True,
+            )
+        )  # fmt: skip
         self.addParameter(
             QgsProcessingParameterFile(
                 self.OD_TABLE, tr("Trips between regions (OD table, CSV: origin id, destination id, count)"),
@@ -287,6 +304,11 @@ class EmbedAlgorithm(RegionLensAlgorithm):
             return tr("The region layer has no field '{}' (fields: {}).").format(
                 id_field, ", ".join(regions.fields().names())
             )
+        if _given(parameters, self.POIS) and _given(parameters, self.POI_FILE):
+            return tr("Choose either a POI layer or a POI file, not both.")
+        problem = poi_file_problem(self.parameterAsFile(parameters, self.POI_FILE, context))
+        if problem:
+            return problem
         if _given(parameters, self.POIS) and not _given(parameters, self.POI_CATEGORY):
             return tr("Choose the POI category field (the field that says what each point is).")
         if _given(parameters, self.LANDUSE) and not _given(parameters, self.LANDUSE_CLASS):
@@ -306,7 +328,8 @@ class EmbedAlgorithm(RegionLensAlgorithm):
         if problem:
             return problem
         have = {"regions"} | {
-            source for source, name in (("pois", self.POIS), ("rasters", self.RASTERS), ("od", self.OD_TABLE),
+            source for source, name in (("pois", self.POIS), ("pois", self.POI_FILE), ("rasters", self.RASTERS),
+                                        ("embedding", self.EMBEDDING_RASTERS), ("od", self.OD_TABLE),
                                         ("landuse", self.LANDUSE)) if _given(parameters, name)
         }  # fmt: skip
         for method in methods:
@@ -365,7 +388,12 @@ class EmbedAlgorithm(RegionLensAlgorithm):
                 "id_field": self.parameterAsString(parameters, self.REGION_ID, context),
             }
             pois = self.parameterAsSource(parameters, self.POIS, context)
-            if pois is not None:
+            poi_file = self.parameterAsFile(parameters, self.POI_FILE, context)
+            if poi_file:
+                category = self.parameterAsString(parameters, self.POI_CATEGORY, context)
+                name = self.parameterAsString(parameters, self.POI_NAME, context)
+                config["pois"] = poi_file_config(poi_file, category, name)
+            elif pois is not None:
                 name_field = self.parameterAsString(parameters, self.POI_NAME, context)
                 config["pois"] = {
                     "path": str(export_vector(pois, folder / "pois.gpkg", context, feedback, "POIs")),
@@ -374,6 +402,10 @@ class EmbedAlgorithm(RegionLensAlgorithm):
                 }
             rasters = self.parameterAsLayerList(parameters, self.RASTERS, context)
             config["rasters"] = [raster_input(layer, folder, context, feedback) for layer in rasters]
+            config["rasters"] += [
+                raster_config(raster_input(layer, folder, context, feedback), "embedding")
+                for layer in self.parameterAsLayerList(parameters, self.EMBEDDING_RASTERS, context)
+            ]
             od = self.parameterAsFile(parameters, self.OD_TABLE, context)
             if od:
                 config["od"] = {

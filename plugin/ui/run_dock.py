@@ -74,6 +74,7 @@ from .backend_banner import BACKEND_MISSING_PROBLEM, BackendBanner
 from .backend_info import BackendInfoTask
 from .method_widgets import MethodSection
 from .metrics_dialog import MetricsDialog
+from .source_widgets import RasterKinds, poi_file_widget
 from .wheel_guard import guard_wheel
 
 __all__ = [
@@ -271,9 +272,11 @@ class RunDock(QgsDockWidget):
         self.poi_combo = _layer_combo(QgsMapLayerProxyModel.Filter.PointLayer, True, box)
         self.poi_category_combo = _field_combo(False, box)
         self.poi_name_combo = _field_combo(True, box)
+        self.poi_file = poi_file_widget(box)
         form.addRow("Layer", self.poi_combo)
         form.addRow("Category field", self.poi_category_combo)
         form.addRow("Name field (optional)", self.poi_name_combo)
+        form.addRow("Or a file", self.poi_file)  # .osm.pbf or GeoParquet (tooltip)
         layout.addWidget(box)
 
         # Imagery
@@ -283,7 +286,9 @@ class RunDock(QgsDockWidget):
         self.raster_list = QListWidget(box)
         self.raster_list.setMaximumHeight(90)
         self.raster_hint = QLabel("No raster layer in the project.", box)
+        self.raster_kinds = RasterKinds(self.raster_list, box)
         box_layout.addWidget(self.raster_list)
+        box_layout.addWidget(self.raster_kinds.combo)
         box_layout.addWidget(self.raster_hint)
         layout.addWidget(box)
 
@@ -469,7 +474,7 @@ class RunDock(QgsDockWidget):
             combo.currentIndexChanged.connect(self._schedule)
         for widget in (self.raster_list, self.label_list):  # filled with signals blocked
             widget.itemChanged.connect(self._edited)
-        for file_widget in (self.od_file, self.output_file):
+        for file_widget in (self.od_file, self.output_file, self.poi_file):
             file_widget.fileChanged.connect(self._edited)
         for edit in (self.od_origin, self.od_destination, self.od_count):
             edit.textChanged.connect(self._schedule)
@@ -685,10 +690,16 @@ class RunDock(QgsDockWidget):
             poi_layer_id=poi.id() if poi is not None else "",
             poi_category_field=self.poi_category_combo.currentField() if poi is not None else "",
             poi_name_field=self.poi_name_combo.currentField() if poi is not None else "",
+            poi_file=self.poi_file.filePath().strip(),
             raster_layer_ids=[
                 item.data(Qt.ItemDataRole.UserRole)
                 for item in self._items(self.raster_list)
                 if item.checkState() == Qt.CheckState.Checked
+            ],
+            embedding_raster_ids=[
+                item.data(Qt.ItemDataRole.UserRole)
+                for item in self._items(self.raster_list)
+                if item.checkState() == Qt.CheckState.Checked and RasterKinds.kind(item) == "embedding"
             ],
             od_path=self.od_file.filePath().strip(),
             od_origin_field=self.od_origin.text().strip(),
@@ -728,7 +739,8 @@ class RunDock(QgsDockWidget):
             if poi is not None:
                 self.poi_category_combo.setField(choices.poi_category_field)
                 self.poi_name_combo.setField(choices.poi_name_field)
-            self._refresh_rasters(set(choices.raster_layer_ids))
+            self.poi_file.setFilePath(choices.poi_file)
+            self._refresh_rasters(set(choices.raster_layer_ids), set(choices.embedding_raster_ids))
             self.od_file.setFilePath(choices.od_path)
             self.od_origin.setText(choices.od_origin_field)
             self.od_destination.setText(choices.od_destination_field)
@@ -897,8 +909,10 @@ class RunDock(QgsDockWidget):
             self.landuse_class_combo.setField(_guess_field(vector, r"^class$", r"class", r"land_?use", r"type"))
         self._schedule()
 
-    def _refresh_rasters(self, checked: set[str] | None = None) -> None:
-        """List the project's raster layers (keeps ticks, or ticks ``checked``)."""
+    def _refresh_rasters(self, checked: set[str] | None = None, embeddings: set[str] | None = None) -> None:
+        """List the project's raster layers (keeps ticks and kinds, or ticks ``checked`` and makes ``embeddings``
+        satellite-embedding rasters; a new raster's kind is suggested from its band count)."""
+        kept = self.raster_kinds.kinds() if embeddings is None else {}
         if checked is None:
             checked = {
                 item.data(Qt.ItemDataRole.UserRole)
@@ -911,6 +925,7 @@ class RunDock(QgsDockWidget):
         for layer in sorted(rasters, key=lambda lyr: lyr.name().lower()):
             item = QListWidgetItem(layer.name(), self.raster_list)
             item.setData(Qt.ItemDataRole.UserRole, layer.id())
+            RasterKinds.set_kind(item, RasterKinds.initial_kind(layer, embeddings, kept), layer.name())
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Checked if layer.id() in checked else Qt.CheckState.Unchecked)
             item.setToolTip(layer.source())

@@ -58,3 +58,22 @@ def test_board_pools_seeds_with_sample_std_and_keys_protocols() -> None:
     assert len(recs) == 4  # 2 training seeds x 2 fold seeds, pooled
     assert summary["m"]["t"]["r2"][1] == pytest.approx(np.std([r["r2"] for r in recs], ddof=1))
     assert "| m |" in lb.render("c", summary, {"m": 1.0})
+
+
+def test_pretrained_row_and_fusion_block_when_the_city_has_an_embedding_raster() -> None:
+    from backend.views._base import Views
+
+    rng = np.random.default_rng(1)
+    ids = pd.Index([f"r{i}" for i in range(60)], name="region_id")
+    emb = rng.normal(size=(60, 8))
+    views = Views(region_ids=ids, tables={
+        "embedding": pd.DataFrame(emb, index=ids, columns=[f"e_b{b}_mean" for b in range(8)]),
+        "poi_counts": pd.DataFrame(rng.poisson(2.0, size=(60, 4)).astype(float), index=ids, columns=list("abcd"))})
+    y = emb[:, 0] + 0.1 * rng.normal(size=60)
+    city = lb.City("c", views, {"t": (np.arange(60), y)}, None, folds=5, fold_seeds=1, models=("ridge",))
+    board = lb.run_city(city, ["baseline", "pretrained", "fusion"], [0], False, Path("unused"), lambda b: None)
+    assert {"baseline", "pretrained", "fusion"} <= set(board.summary())
+    assert "pretrained" in board.notes["fusion_blocks"] and "embedding" in board.notes["fusion_blocks"]
+    del views.tables["embedding"]
+    board = lb.run_city(city, ["baseline", "pretrained"], [0], False, Path("unused"), lambda b: None)
+    assert "pretrained" not in board.summary() and "pretrained" in board.notes["not_applicable"]

@@ -14,8 +14,9 @@ Choices the paper leaves open, and what RegionLens does (each is a parameter whe
    all-MiniLM-L6-v2 embedding per region, through CaLLiPer's text cache), imagery (frozen EfficientNet-Lite0
    features of the region chips, masked average pooling, cached; or the image statistics with
    ``image_encoder="stats"``, also the fallback when no chips were built), OD rows (trips out and in, log1p),
-   land-use shares. Any two or more; ``modalities`` restricts the set. Frozen image features rather than a
-   CNN trained on the chips: they train in seconds on a CPU and the image branch stays a small MLP.
+   land-use shares, a satellite-embedding raster's band means. Any two or more; ``modalities`` restricts the set.
+   Frozen image features rather than a CNN trained on the chips: they train in seconds on a CPU and the image
+   branch stays a small MLP.
 2. Encoders (:mod:`~backend.models.cookie.encoders`): per modality a 2-layer MLP trunk of width ``hidden``
    on the standardised input vector, then a linear *unique* head, and per pair a linear *shared* projection
    head on each side (:mod:`~backend.models.cookie.model`). Trunks are shared by the unique and shared heads
@@ -45,7 +46,7 @@ Choices the paper leaves open, and what RegionLens does (each is a parameter whe
    the last window improved by less than ``plateau_tol`` on the window before. Labels are never seen.
 9. Embedding: per modality the L2-normalised unique vector, per pair the L2-normalised sum of the two
    normalised shared projections, concatenated (unique parts first, modalities in the order poi, poi_text,
-   image, mobility, landuse, then pairs). ``part`` = ``"all"``, ``"shared"`` or ``"unique"``. Sizes:
+   image, mobility, landuse, embedding, then pairs). ``part`` = ``"all"``, ``"shared"`` or ``"unique"``. Sizes:
    ``unique_dim`` per modality and ``shared_dim`` per pair, or (0, default) ``dim`` split half to the
    unique and half to the shared parts, evenly (each part at least 2). :attr:`CooKIEEmbedder.layout` names
    the columns of every part.
@@ -103,7 +104,7 @@ class CooKIEParams(EmbedderParams):
 
     modalities: str = param(
         "", "Modalities",
-        "Comma-separated subset of poi, poi_text, image, mobility, landuse; empty = all present.")
+        "Comma-separated subset of poi, poi_text, image, mobility, landuse, embedding; empty = all present.")
     part: str = param(
         "all", "Embedding part", "What the embedding holds: all (unique + shared), shared or unique parts.",
         choices=PARTS)
@@ -172,7 +173,7 @@ class CooKIEEmbedder(Embedder):
 
     name = "cookie"
     title = "CooKIE (Namgung et al., 2025): unique and pairwise-shared information of two or more modalities"
-    uses_views = ("poi_counts", "poi_texts", "chips", "image_stats", "mobility", "landuse")
+    uses_views = ("poi_counts", "poi_texts", "chips", "image_stats", "mobility", "landuse", "embedding")
     min_views = 2
     Params = CooKIEParams
     params: CooKIEParams
@@ -298,7 +299,7 @@ class CooKIEEmbedder(Embedder):
             sub = progress.sub("embed: cookie (inputs)", k / len(modalities), (k + 1) / len(modalities))
             source = self.meta["sources"][m]
             x: np.ndarray | None = None
-            if source in ("poi_counts", "landuse", "image_stats"):
+            if source in ("poi_counts", "landuse", "image_stats", "embedding"):
                 table = views.tables.get(source)
                 if table is not None:
                     x = table.reindex(columns=self.vocabulary[source], fill_value=0.0).to_numpy(dtype=np.float64)
@@ -348,7 +349,7 @@ class CooKIEEmbedder(Embedder):
         ids = [str(r) for r in views.region_ids]
         self.vocabulary = {}
         for source in sources.values():
-            if source in ("poi_counts", "landuse", "image_stats"):
+            if source in ("poi_counts", "landuse", "image_stats", "embedding"):
                 self.vocabulary[source] = [str(c) for c in views.tables[source].columns]
             elif source == "mobility":
                 self.vocabulary["mobility"] = ids

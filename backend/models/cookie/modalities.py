@@ -14,6 +14,7 @@ modality       view(s)                         input vector per region
                                                per-band image statistics instead
 ``mobility``   ``mobility``                    log1p OD row and column of the region (trips out and in)
 ``landuse``    ``landuse``                     land-use area shares
+``embedding``  ``embedding``                   a satellite-embedding raster's per-region band means
 =============  ==============================  ==========================================================
 
 Sentence encodings go through CaLLiPer's on-disk text cache (:mod:`backend.models.calliper.text`), so
@@ -61,6 +62,7 @@ MODALITY_VIEWS: dict[str, tuple[str, ...]] = {
     "image": ("chips", "image_stats"),
     "mobility": ("mobility",),
     "landuse": ("landuse",),
+    "embedding": ("embedding",),
 }
 #: Modalities whose inputs are counts (log1p, one scale per view).
 COUNT_MODALITIES = frozenset({"poi", "mobility"})
@@ -99,6 +101,9 @@ def available_modalities(views: Views, image_encoder: str = "efficientnet-lite0"
     landuse = views.tables.get("landuse")
     if landuse is not None and landuse.shape[1] > 0:
         out["landuse"] = "landuse"
+    embedding = views.tables.get("embedding")
+    if embedding is not None and embedding.shape[1] > 0:
+        out["embedding"] = "embedding"
     return out
 
 

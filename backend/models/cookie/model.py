@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 #: Modalities CooKIE knows, in the order they enter the network.
-MODALITIES = ("poi", "poi_text", "image", "mobility", "landuse")
+MODALITIES = ("poi", "poi_text", "image", "mobility", "landuse", "embedding")
 
 
 def modality_pairs(names: Sequence[str]) -> list[tuple[str, str]]:

@@ -8,7 +8,7 @@ Inputs (:class:`InputTransform`, fitted once and stored with the model so ``tran
 
 * ``poi_counts``, ``landuse``: the rows as they are (``scaling="raw"``, as the public code feeds counts), or
   log1p and column standardisation (``"log1p"``).
-* ``image_stats``: always column-standardised (band statistics live on unrelated scales).
+* ``image_stats``, ``embedding`` (a satellite-embedding raster's band means): always column-standardised.
 * ``mobility``: the OD row of a region (trips to every region). Reference configuration: the row itself (N
   columns; ``"log1p_mobility"`` and ``"log1p"`` take log1p of the heavy-tailed counts). Scalable
   configuration: a truncated SVD of the (log1p) OD matrix gives every region ``k`` out-flow and ``k`` in-flow
@@ -56,9 +56,9 @@ __all__ = [
 ]
 
 #: Views HAFusion can take as inputs, in the order the network stacks them.
-INPUT_VIEWS = ("poi_counts", "landuse", "image_stats", "mobility")
+INPUT_VIEWS = ("poi_counts", "landuse", "image_stats", "mobility", "embedding")
 #: Table views that also give a similarity target.
-SIMILARITY_VIEWS = ("poi_counts", "landuse", "image_stats")
+SIMILARITY_VIEWS = ("poi_counts", "landuse", "image_stats", "embedding")
 #: Views that give a relation target.
 RELATION_VIEWS = ("mobility", "adjacency")
 #: Input scalings: counts as they are, log1p of mobility only, or log1p of every count view + standardisation.
@@ -67,6 +67,7 @@ SCALINGS = ("raw", "log1p_mobility", "log1p")
 ADJACENCY_MODES = ("auto", "always", "never")
 
 _COUNT_VIEWS = {"poi_counts", "landuse", "mobility"}  # non-negative; log1p applies under "log1p"
+_STANDARDISED = {"image_stats", "embedding"}  # continuous views on their own scales: always column-standardised
 
 
 def input_views(views: Views, allowed: Sequence[str] = INPUT_VIEWS) -> list[str]:
@@ -175,7 +176,7 @@ def fit_inputs(views: Views, names: Sequence[str], variant: str, scaling: str, w
             k = max(1, min(width // 2, len(mat) - 1))
             u, _, vt = randomized_svd(tr.features(mat), n_components=k, random_state=seed)
             tr.basis_out, tr.basis_in = vt.T.copy(), u.copy()
-        standardise = name == "image_stats" or (scaling == "log1p" and name != "mobility") or (
+        standardise = name in _STANDARDISED or (scaling == "log1p" and name != "mobility") or (
             name == "mobility" and variant == "scalable")
         if standardise:
             x = tr.features(mat)
@@ -326,7 +327,7 @@ def build_targets(
             x = view_matrix(views, name)
             if name == "poi_counts":
                 x = _tfidf(x)
-            elif name == "image_stats":
+            elif name in _STANDARDISED:
                 std = x.std(axis=0)
                 x = (x - x.mean(axis=0)) / np.where(std > 1e-12, std, 1.0)
             t.similarities[name] = SimilarityTarget.cosine_of(x)

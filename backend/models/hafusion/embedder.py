@@ -150,7 +150,7 @@ class HAFusionEmbedder(Embedder):
 
     name = "hafusion"
     title = "HAFusion (Sun et al., ICDE 2024): attentive fusion of POI, land-use, imagery and OD views"
-    uses_views = ("poi_counts", "landuse", "image_stats", "mobility", "adjacency")
+    uses_views = ("poi_counts", "landuse", "image_stats", "mobility", "embedding", "adjacency")
     min_views = 1
     Params = HAFusionParams
     default_dim = 144  # the paper's embedding size

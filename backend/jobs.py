@@ -24,14 +24,13 @@ import pandas as pd
 
 from backend.config import LabelSpec, RegionsSource, check_value
 from backend.errors import ConfigError, InputError
-from backend.io.outputs import OutputFile, write_layer, write_table
+from backend.io.outputs import OutputFile, prediction_columns, write_layer, write_table
 from backend.pipeline import (
     check_finite,
     cluster_embedding,
     label_target,
     label_values,
     metrics_table,
-    prediction_columns,
     read_inputs,
     region_layer,
 )

@@ -5,7 +5,7 @@ Each stage is a function of the run's :class:`RunState` that returns its own sma
 :class:`Clusters`, :class:`Predicted`, :class:`Written`); :data:`STAGES` lists them in order. The steps a
 stage shares with the jobs on existing layers (``backend.jobs``: cluster, predict, apply) are functions here
 too (:func:`read_inputs`, :func:`cluster_embedding`, :func:`label_target`, :func:`metrics_table`,
-:func:`prediction_columns`, :func:`region_layer`, :func:`check_finite`).
+:func:`region_layer`, :func:`check_finite`).
 
 Used by the CLI (``python -m backend run``) and the worker (``python -m backend.worker``).
 """
@@ -29,7 +29,7 @@ from backend import __version__
 from backend.config import LabelSpec, RunConfig, input_paths
 from backend.device import resolve_device
 from backend.errors import ConfigError, InputError
-from backend.io.outputs import GPKG_NAME, OutputFolder, write_json, write_layer, write_table
+from backend.io.outputs import GPKG_NAME, OutputFolder, prediction_columns, write_json, write_layer, write_table
 from backend.progress import Progress
 from regionlens_common import CLUSTER_NAME_FIELD
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "STAGES", "Clusters", "Embedded", "Predicted", "RunResult", "RunState", "Written", "check_finite",
     "cluster_embedding", "cluster_stage", "embed_stage", "label_target", "label_values", "manifest",
-    "metrics_table", "package_versions", "predict_stage", "prediction_columns", "read_inputs", "read_stage",
+    "metrics_table", "package_versions", "predict_stage", "read_inputs", "read_stage",
     "region_layer", "run_pipeline", "start", "views_stage", "write_stage",
 ]
 
@@ -309,12 +309,6 @@ def metrics_table(metrics: pd.DataFrame, method: str, label: str, target: Any,
     table.insert(0, "label", label)
     table.insert(0, "method", method)
     return table
-
-
-def prediction_columns(label: str, raw: pd.Series, pred: pd.Series) -> dict[str, pd.Series]:
-    """The ``predictions`` layer's columns of one label: observed, predicted (label units) and residual."""
-    obs = raw.astype(float)
-    return {f"{label}_obs": obs, f"{label}_pred": pred, f"{label}_res": obs - pred}
 
 
 # ------------------------------------------------------------------------------------------------ stages

@@ -40,6 +40,7 @@ __all__ = [
     "OutputFolder",
     "replace_atomically",
     "check_output_dir",
+    "prediction_columns",
     "write_layer",
     "write_table",
     "write_json",
@@ -61,6 +62,13 @@ STAGING_MARKER = ".regionlens-staging"
 
 _ACTIVE: set[Path] = set()  # this process's staging folders and temporary files, for SIGTERM cleanup
 _ACTIVE_LOCK = threading.Lock()
+
+
+def prediction_columns(label: str, observed: pd.Series, predicted: pd.Series) -> dict[str, pd.Series]:
+    """The predictions layer's columns of one label: ``<label>_obs``, ``<label>_pred`` and ``<label>_res``
+    (observed minus predicted), in the label's own units (runs and the ``predict`` job)."""
+    observed = observed.astype(float)
+    return {f"{label}_obs": observed, f"{label}_pred": predicted, f"{label}_res": observed - predicted}
 
 
 def register_temporary(path: Path) -> None:

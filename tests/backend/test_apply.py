@@ -1,7 +1,7 @@
 """The ``apply`` job: a saved model embeds another region layer (inductive use; worker action ``apply``).
 
 The CaLLiPer models here are trained with a fake sentence encoder (a fixed vector per text; see
-``tests/backend/models/test_calliper.py``) so that the tests need seconds, not the real MiniLM.
+``tests/backend/models/calliper/test_calliper.py``) so that the tests need seconds, not the real MiniLM.
 """
 
 from __future__ import annotations

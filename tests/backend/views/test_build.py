@@ -73,14 +73,14 @@ def test_progress_and_cancel(sf_city: CityData) -> None:
 
 
 def test_every_input_kind_is_a_config_source_a_reader_and_a_view_builder() -> None:
-    from backend.config import RunConfig
+    from backend.config import INPUT_KINDS, RunConfig
     from backend.io.city import INPUT_READERS
     from backend.models import EMBEDDERS
     from backend.models._base import INPUT_FIELDS
     from backend.views.build import VIEW_BUILDERS, VIEW_SOURCES
 
     kinds = set(VIEW_BUILDERS)
-    assert kinds == {"regions", *INPUT_READERS} == set(INPUT_FIELDS)
+    assert kinds == set(INPUT_KINDS) == {"regions", *INPUT_READERS} == set(INPUT_FIELDS)
     config_fields = {f.name for f in dataclasses.fields(RunConfig)}
     city_fields = {f.name for f in dataclasses.fields(CityData)}
     assert kinds <= config_fields and kinds <= city_fields

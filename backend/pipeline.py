@@ -153,7 +153,6 @@ def check_region_count(cfg: RunConfig, n_regions: int) -> None:
         )
 
 
-
 # ------------------------------------------------------------------------------------------- stage states
 @dataclass
 class Embedded:

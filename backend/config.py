@@ -69,6 +69,8 @@ __all__ = [
     "RunConfig",
     "config_from_dict",
     "input_paths",
+    "input_sources",
+    "INPUT_KINDS",
     "load_config",
     "DEVICES",
     "DEQUANTIZE",
@@ -76,6 +78,10 @@ __all__ = [
     "check_value",
 ]
 
+#: The input kinds: each a section of the configuration (a field of :class:`RunConfig`), read by its entry in
+#: ``backend.io.city.INPUT_READERS`` into the CityData field of the same name and turned into views by its entry
+#: in ``backend.views.build.VIEW_BUILDERS`` (docs/development.md, "Adding an input kind").
+INPUT_KINDS = ("regions", "pois", "rasters", "od", "landuse")
 #: Devices a run may ask for (``cuda:N`` too).
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: Values of a raster's ``dequantize``: auto (int8 rasters use the AlphaEarth formula), alphaearth, none.
@@ -386,11 +392,18 @@ def config_from_dict(data: dict[str, Any], base_dir: str | Path = ".") -> RunCon
     return cfg
 
 
+def input_sources(cfg: RunConfig) -> list[Any]:
+    """The configured source of every input kind (:data:`INPUT_KINDS`), rasters one by one."""
+    out: list[Any] = []
+    for kind in INPUT_KINDS:
+        value = getattr(cfg, kind)
+        out += [src for src in (value if isinstance(value, list) else [value]) if src is not None]
+    return out
+
+
 def input_paths(cfg: RunConfig) -> list[str]:
     """Every input file a run reads (a run must never replace or delete them)."""
-    paths = [cfg.regions.path]
-    paths += [src.path for src in (cfg.pois, cfg.od, cfg.landuse) if src is not None]
-    paths += [r.path for r in cfg.rasters]
+    paths = [src.path for src in input_sources(cfg)]
     paths += [lab.points for lab in cfg.labels if lab.points]
     return [p for p in paths if p]
 
@@ -417,7 +430,7 @@ def _validate_methods(cfg: RunConfig) -> None:
     from backend.models import EMBEDDERS
     from backend.models._base import inputs_for
 
-    given = {"regions"} | {key for key in ("pois", "od", "landuse", "rasters") if getattr(cfg, key)}
+    given = {kind for kind in INPUT_KINDS if getattr(cfg, kind)}
     for i, spec in enumerate(cfg.methods):
         where = f"methods[{i}]"
         if spec.name not in EMBEDDERS:

@@ -4,12 +4,13 @@ The first two back the Processing algorithms ``regionlens:cluster`` and ``region
 worker actions of the same names; ``apply`` (worker action ``apply``) embeds another region layer with a
 model a run saved. The embedding layer is any polygon layer with an id field and numeric columns
 ``emb_000`` ... (what a RegionLens run writes). Each job writes one new GeoPackage atomically (a
-temporary file renamed into place) and never replaces an existing file unless asked to.
+temporary file renamed into place, :class:`backend.io.outputs.OutputFile`) and never replaces an existing file
+unless asked to. The steps they share with a run (clustering and naming, label targets, metrics and
+prediction columns, reading inputs) are the run's own (``backend.pipeline``).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import time
 import typing
@@ -22,16 +23,19 @@ import numpy as np
 import pandas as pd
 
 from backend.config import LabelSpec, RegionsSource, check_value
-from backend.errors import ConfigError, InputError, OutputError
-from backend.io.outputs import (
-    register_temporary,
-    remove_stale_temporary_files,
-    unregister_temporary,
-    write_layer,
-    write_table,
+from backend.errors import ConfigError, InputError
+from backend.io.outputs import OutputFile, prediction_columns, write_layer, write_table
+from backend.pipeline import (
+    check_finite,
+    cluster_embedding,
+    label_target,
+    label_values,
+    metrics_table,
+    read_inputs,
+    region_layer,
 )
 from backend.progress import Progress
-from regionlens_common import AUTO_K_MAX, AUTO_K_MIN, CLUSTER_NAME_FIELD, label_name
+from regionlens_common import AUTO_K_MAX, AUTO_K_MIN, label_name
 
 __all__ = ["ApplyJob", "ClusterJob", "PredictJob", "run_apply_job", "run_cluster_job", "run_predict_job",
            "read_embedding_layer"]
@@ -148,76 +152,27 @@ def read_embedding_layer(path: str, id_field: str, layer: str | None, report: li
     return regions, values
 
 
-class _AtomicGpkg:
-    """A temporary GeoPackage next to ``target``, renamed onto it when the job succeeds.
-
-    The target must not be one of the job's inputs. Temporary GeoPackages of dead jobs beside the target
-    are removed first (the pid in their name says whose they are).
-    """
-
-    def __init__(self, target: str, overwrite: bool, inputs: tuple[str | None, ...] = ()) -> None:
-        self.target = Path(target).expanduser().resolve()
-        if self.target.suffix.lower() != ".gpkg":
-            raise OutputError(f"Output {self.target} must be a GeoPackage file ending in .gpkg.")
-        for path in inputs:
-            if path and Path(path).expanduser().resolve() == self.target:
-                raise OutputError(f"Output {self.target} is also an input of this job; choose another file. "
-                                  "Nothing was changed.")
-        if self.target.is_dir():
-            raise OutputError(f"Output {self.target} is a folder; choose a .gpkg file name.")
-        if self.target.exists() and not overwrite:
-            raise OutputError(f"Output {self.target} exists; choose another file or allow replacing it. "
-                              "Nothing was changed.")
-        parent = self.target.parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"Cannot create {parent}: {exc.strerror}. Choose a folder you can write to.") from exc
-        if not os.access(parent, os.W_OK):
-            raise OutputError(f"Cannot write into {parent} (permission denied). Choose a folder you can write to.")
-        remove_stale_temporary_files(self.target)
-        self.tmp = parent / f".{self.target.stem}.tmp-{os.getpid()}.gpkg"
-        self.tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> Path:
-        register_temporary(self.tmp)
-        return self.tmp
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.target)
-        else:
-            self.tmp.unlink(missing_ok=True)
-        unregister_temporary(self.tmp)
-
-
 def run_cluster_job(params: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
     """Cluster an embedding layer; returns ``{"output", "k", "silhouette", "sizes", "seconds"}``."""
-    from backend.tasks.clustering import cluster, cluster_names, cluster_profiles
-
     job: ClusterJob = _job(ClusterJob, params)
     progress = progress or Progress()
     t0 = time.perf_counter()
-    out = _AtomicGpkg(job.output, job.overwrite, (job.embeddings,))
+    out = OutputFile(job.output, job.overwrite, (job.embeddings,))
     progress.stage("read embeddings", 0.0, 0.2)
     report: list[str] = []
     regions, x = read_embedding_layer(job.embeddings, job.id_field, job.layer, report)
     progress.stage("cluster", 0.2, 0.8)
-    res = cluster(x, k=job.k, method=job.method, k_min=job.k_min, k_max=job.k_max, seed=job.seed)
     # Profiles over the layer's other numeric fields when it has some, else over the embedding dimensions.
     numeric = regions.drop(columns="geometry").select_dtypes("number")
     others = numeric[[c for c in numeric.columns if not _EMB.match(str(c))]]
-    profiles = cluster_profiles(res.labels, others if others.shape[1] else numeric)
-    names = cluster_names(profiles, res.labels, x, regions.index)
-    profiles.insert(1, CLUSTER_NAME_FIELD, profiles["cluster"].map(names))
+    found = cluster_embedding(x, regions.index, others, numeric, k=job.k, method=job.method, k_min=job.k_min,
+                              k_max=job.k_max, seed=job.seed)
+    res = found.result
     report.extend(res.warnings)
     progress.stage("write", 0.8, 1.0)
-    frame = gpd.GeoDataFrame({"cluster": res.labels.astype(int),
-                              CLUSTER_NAME_FIELD: [names[int(c)] for c in res.labels]},
-                             geometry=regions.geometry.values, crs=regions.crs, index=regions.index)
     with out as tmp:
-        write_layer(frame, tmp, "clusters")
-        write_table(profiles, tmp, "cluster_profiles")
+        write_layer(region_layer(found.layer(regions.index), regions.geometry, regions.crs), tmp, "clusters")
+        write_table(found.profiles, tmp, "cluster_profiles")
     progress.update(1.0, "done")
     return {"output": str(out.target), "k": res.k, "silhouette": float(res.silhouette),
             "sizes": np.bincount(res.labels).tolist(), "report": report,
@@ -226,15 +181,14 @@ def run_cluster_job(params: dict[str, Any], progress: Progress | None = None) ->
 
 def run_predict_job(params: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
     """Predict a label from an embedding layer out of fold; returns output path and metrics rows."""
-    from backend.io.labels import PER_SUFFIX, label_areas, read_labels, unreported_drops
+    from backend.io.labels import label_areas, read_labels
     from backend.io.vectors import read_regions
     from backend.tasks.prediction import evaluate_label
-    from backend.tasks.targets import make_target
 
     job: PredictJob = _job(PredictJob, params)
     progress = progress or Progress()
     t0 = time.perf_counter()
-    out = _AtomicGpkg(job.output, job.overwrite, (job.embeddings, job.labels))
+    out = OutputFile(job.output, job.overwrite, (job.embeddings, job.labels))
     progress.stage("read", 0.0, 0.1)
     report: list[str] = []
     regions, x = read_embedding_layer(job.embeddings, job.id_field, job.layer, report)
@@ -246,34 +200,22 @@ def run_predict_job(params: dict[str, Any], progress: Progress | None = None) ->
     else:
         label_regions = regions
     raw_all = read_labels([spec], label_regions, regions.crs, report)
-    raw = raw_all[name].reindex(regions.index)
+    raw, per = label_values(raw_all, name, regions.index)
     unmatched = int((~regions.index.isin(raw_all.index)).sum())
     if unmatched:
         report.append(f"{unmatched} regions of the embedding layer have no row in the label layer.")
-    per = raw_all.get(f"{name}{PER_SUFFIX}")
-    per = None if per is None else per.reindex(regions.index)
-    areas = label_areas(regions.geometry.area / 1e6)
-    target = make_target(raw, spec, areas, per)
-    note = unreported_drops(spec, raw, per, areas, target)
-    if note:
-        report.append(note)
+    target = label_target(spec, raw, per, label_areas(regions.geometry.area / 1e6), report.append)
     rows = regions.index.get_indexer(target.y.index)
     coords = np.column_stack([regions.geometry.centroid.x, regions.geometry.centroid.y])
     progress.stage("predict", 0.1, 0.9)
     result = evaluate_label(x[rows], target.y.to_numpy(), coords[rows], models=tuple(job.models), folds=job.folds,
                             repeats=job.repeats, spatial=job.spatial, seed=job.seed, progress=progress)
-    metrics = result.metrics.copy()
-    metrics.insert(0, "units", target.units)
-    metrics.insert(0, "target", target.description)
-    metrics.insert(0, "label", name)
-    metrics.insert(0, "method", "embeddings")
+    metrics = metrics_table(result.metrics, "embeddings", name, target)
     pred = target.inverse(pd.Series(result.oof[job.models[0]], index=target.y.index)).reindex(regions.index)
     progress.stage("write", 0.9, 1.0)
-    frame = gpd.GeoDataFrame({f"{name}_obs": raw.astype(float), f"{name}_pred": pred,
-                              f"{name}_res": raw.astype(float) - pred},
-                             geometry=regions.geometry.values, crs=regions.crs, index=regions.index)
+    frame = pd.DataFrame(prediction_columns(name, raw, pred), index=regions.index)
     with out as tmp:
-        write_layer(frame, tmp, "predictions")
+        write_layer(region_layer(frame, regions.geometry, regions.crs), tmp, "predictions")
         write_table(metrics, tmp, "metrics")
     progress.update(1.0, "done")
     return {"output": str(out.target), "label": name, "metrics": metrics.to_dict("records"), "report": report,
@@ -322,6 +264,21 @@ def _apply_config(job: ApplyJob, saved: list[str], embeddings: list[str] = ()) -
                      output_dir=str(Path(job.output).parent), pois=pois, rasters=rasters)
 
 
+def _load_saved(folder: Path, device: str) -> tuple[Any, dict[str, Any]]:
+    """The saved model in ``folder`` and, for fusion, the saved models of its run it combines (beside it)."""
+    from backend.models import load_embedder
+
+    if not (folder / "config.json").is_file():
+        raise InputError(f"{folder} holds no saved RegionLens model (no config.json). Choose a folder "
+                         "<run output>/models/<method>/ written by a run.")
+    model = load_embedder(str(folder))
+    model.device, model.device_used = device, None
+    sources = {name: load_embedder(str(folder.parent / name)) for name in getattr(model, "source_names", [])}
+    for src in sources.values():
+        src.device, src.device_used = device, None
+    return model, sources
+
+
 def run_apply_job(params: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
     """Embed a region layer with a saved model (inductive use); writes the ``embeddings`` layer atomically.
 
@@ -338,38 +295,28 @@ def run_apply_job(params: dict[str, Any], progress: Progress | None = None) -> d
         OutputError: If the output exists (and ``overwrite`` is false) or cannot be written.
         Cancelled: If cancelled (nothing written).
     """
-    from backend.io.city import read_city
-    from backend.models import load_embedder
     from backend.tasks.context import load_context
     from backend.views.build import build_views
 
     job: ApplyJob = _job(ApplyJob, params)
     progress = progress or Progress()
     t0 = time.perf_counter()
-    out = _AtomicGpkg(job.output, job.overwrite, (job.regions, job.pois, *[r if isinstance(r, str) else
-                                                                         r.get("path") for r in job.rasters]))
+    out = OutputFile(job.output, job.overwrite, (job.regions, job.pois, *[r if isinstance(r, str) else
+                                                                        r.get("path") for r in job.rasters]))
     folder = Path(job.model).expanduser()
-    if not (folder / "config.json").is_file():
-        raise InputError(f"{folder} holds no saved RegionLens model (no config.json). Choose a folder "
-                         "<run output>/models/<method>/ written by a run.")
     progress.stage("load model", 0.0, 0.05)
-    model = load_embedder(str(folder))
-    model.device, model.device_used = job.device, None
-    # fusion combines the other models of its run (saved beside it): they embed the new regions first
-    sources = {name: load_embedder(str(folder.parent / name)) for name in getattr(model, "source_names", [])}
-    for src in sources.values():
-        src.device, src.device_used = job.device, None
-    vocabulary = {k: v for m in [*sources.values(), model] for k, v in m.vocabulary.items()}
-    rasters = list(dict.fromkeys(r for m in [*sources.values(), model] for r in m.raster_names()))
-    embeddings = [r for m in [*sources.values(), model] for r in m.raster_names(("embedding",))]
+    model, sources = _load_saved(folder, job.device)
+    used = [*sources.values(), model]
+    vocabulary = {k: v for m in used for k, v in m.vocabulary.items()}
+    rasters = list(dict.fromkeys(r for m in used for r in m.raster_names()))
+    embeddings = [r for m in used for r in m.raster_names(("embedding",))]
     needed = model.views_for_transform()
     report: list[str] = []
     progress.stage("read inputs", 0.05, 0.25)
-    city = read_city(_apply_config(job, rasters, embeddings), progress)
-    report.extend(city.report)
+    city = read_inputs(_apply_config(job, rasters, embeddings), progress, report)
     progress.stage("build views", 0.25, 0.4)
     # New regions are only embedded: no pre-training samples.
-    uses = {v for m in [*sources.values(), model] for v in m.uses_views}
+    uses = {v for m in used for v in m.uses_views}
     views = build_views(city, needs=uses - {"samples"}, vocabulary=vocabulary, progress=progress, report=report)
     missing = [v for v in needed if v not in views.available()]
     if needed and len(missing) == len(needed):
@@ -385,13 +332,10 @@ def run_apply_job(params: dict[str, Any], progress: Progress | None = None) -> d
     context = load_context(folder)  # the run's spatial context, applied to the new layer's own neighbours
     if context is not None:
         emb = context.transform(emb, views.geometry)
-    if not np.isfinite(emb.to_numpy()).all():
-        raise InputError(f"{model.name} produced non-finite embeddings for these regions.")
+    check_finite(model.name, emb, " for these regions.")
     progress.stage("write", 0.9, 1.0)
-    frame = gpd.GeoDataFrame(emb, geometry=city.regions.geometry.reindex(emb.index).values, crs=city.crs)
-    frame.index = frame.index.astype(str).rename("region_id")
     with out as tmp:
-        write_layer(frame, tmp, "embeddings")
+        write_layer(region_layer(emb, city.regions.geometry, city.crs), tmp, "embeddings")
     progress.update(1.0, "done")
     return {"output": str(out.target), "gpkg": str(out.target), "method": model.name, "model": str(folder),
             "n_regions": len(emb), "dim": int(emb.shape[1]), "device": model.device_used or job.device,

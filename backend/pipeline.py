@@ -1,5 +1,11 @@
-"""The whole RegionLens job: read inputs, build views, learn embeddings with every chosen method,
+"""The whole RegionLens job as stages: read inputs, build views, learn embeddings with every chosen method,
 cluster them, predict every label out of fold, and write the outputs atomically.
+
+Each stage is a function of the run's :class:`RunState` that returns its own small result (:class:`Embedded`,
+:class:`Clusters`, :class:`Predicted`, :class:`Written`); :data:`STAGES` lists them in order. The steps a
+stage shares with the jobs on existing layers (``backend.jobs``: cluster, predict, apply) are functions here
+too (:func:`read_inputs`, :func:`cluster_embedding`, :func:`label_target`, :func:`metrics_table`,
+:func:`region_layer`, :func:`check_finite`).
 
 Used by the CLI (``python -m backend run``) and the worker (``python -m backend.worker``).
 """
@@ -10,23 +16,33 @@ import platform
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 
 from backend import __version__
-from backend.config import RunConfig, input_paths
+from backend.config import LabelSpec, RunConfig, input_paths
 from backend.device import resolve_device
 from backend.errors import ConfigError, InputError
-from backend.io.outputs import GPKG_NAME, OutputFolder, write_json, write_layer, write_table
+from backend.io.outputs import GPKG_NAME, OutputFolder, prediction_columns, write_json, write_layer, write_table
 from backend.progress import Progress
 from regionlens_common import CLUSTER_NAME_FIELD
 
-__all__ = ["RunResult", "run_pipeline", "package_versions"]
+if TYPE_CHECKING:
+    from backend.io.city import CityData
+    from backend.views import Views
+
+__all__ = [
+    "STAGES", "Clusters", "Embedded", "Predicted", "RunResult", "RunState", "Written", "check_finite",
+    "cluster_embedding", "cluster_stage", "embed_stage", "label_target", "label_values", "manifest",
+    "metrics_table", "package_versions", "predict_stage", "read_inputs", "read_stage",
+    "region_layer", "run_pipeline", "start", "views_stage", "write_stage",
+]
 
 METRIC_COLUMNS = [
     "method", "label", "target", "units", "model", "protocol", "n_regions",
@@ -137,8 +153,436 @@ def check_region_count(cfg: RunConfig, n_regions: int) -> None:
         )
 
 
+# ------------------------------------------------------------------------------------------- stage states
+@dataclass
+class Embedded:
+    """The embed stage's result: every method's embedding and what prediction needs of it."""
+
+    embeddings: dict[str, pd.DataFrame]  # what is written and clustered (with the run's context), output order
+    learned: dict[str, pd.DataFrame]  # as each method learned it (fusion's sources)
+    members: dict[str, list[pd.DataFrame]]  # seed ensembles: every member's embedding (with context)
+    learned_members: dict[str, list[pd.DataFrame]]  # seed ensembles' members as learned (for fusion)
+    fusion_blocks: dict[str, Any]
+
+
+@dataclass
+class Clusters:
+    """One embedding's clusters: labels, names and profiles (the cluster stage and the ``cluster`` job)."""
+
+    labels: np.ndarray
+    names: dict[int, str]
+    profiles: pd.DataFrame
+    result: Any  # backend.tasks.clustering.ClusterResult
+    profiled_on_fallback: bool  # the features gave no profile; the fallback features did
+
+    def layer(self, index: pd.Index) -> pd.DataFrame:
+        """The ``clusters`` layer's attributes (cluster number and name) for regions ``index``."""
+        frame = pd.DataFrame({"cluster": self.labels.astype(int)}, index=index)
+        frame[CLUSTER_NAME_FIELD] = [self.names.get(int(c), "") for c in self.labels]
+        return frame
+
+
+@dataclass
+class Predicted:
+    """The predict stage's result."""
+
+    metric_rows: list[dict[str, Any]]
+    predictions: dict[str, pd.DataFrame]  # per method: <label>_obs/_pred/_res columns
+    obs_pred: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]  # per method and label, in model space
+    label_units: dict[str, str]
+    fusion_choices: dict[str, dict[str, Any]]
+
+
+@dataclass
+class Written:
+    """The write stage's result: layers and tables written, figure paths (final, after the commit)."""
+
+    layers: list[str]
+    figures: list[str]
+
+
+@dataclass
+class RunState:
+    """What the stages of one run pass on: its setup, then each stage's result in turn."""
+
+    cfg: RunConfig
+    progress: Progress
+    out: OutputFolder
+    device: str
+    methods: list[Any]
+    context: Any  # backend.tasks.context.ContextSpec or None
+    timings: dict[str, float] = field(default_factory=dict)
+    report: list[str] = field(default_factory=list)
+    city: CityData | None = None
+    views: Views | None = None
+    embedded: Embedded | None = None
+    clusters: dict[str, Clusters] = field(default_factory=dict)
+    predicted: Predicted | None = None
+    written: Written | None = None
+
+    @property
+    def primary(self) -> str:
+        """The primary method (its layers carry no suffix)."""
+        return self.methods[0].name
+
+    def note(self, message: str) -> None:
+        """A line for the run's report (and the log)."""
+        self.report.append(message)
+        self.progress.log(message)
+
+
+# ------------------------------------------------------------------------ steps shared with backend.jobs
+def read_inputs(cfg: RunConfig, progress: Progress, report: list[str],
+                check_regions: Callable[[int], None] | None = None) -> CityData:
+    """Read every input of ``cfg`` (the read stage; the ``apply`` job): the city, its report lines appended."""
+    from backend.io.city import read_city
+
+    city = read_city(cfg, progress, check_regions=check_regions)
+    report.extend(city.report)
+    return city
+
+
+def check_finite(name: str, emb: pd.DataFrame, hint: str) -> None:
+    """Raise InputError naming ``name`` when ``emb`` holds a non-finite value."""
+    if not np.isfinite(emb.to_numpy()).all():
+        raise InputError(f"{name} produced non-finite embeddings{hint}")
+
+
+def region_layer(frame: pd.DataFrame, geometry: gpd.GeoSeries, crs: Any) -> gpd.GeoDataFrame:
+    """``frame`` (indexed by region id) with the regions' geometry, ready for :func:`write_layer`."""
+    gdf = gpd.GeoDataFrame(frame.copy(), geometry=geometry.reindex(frame.index).values, crs=crs)
+    gdf.index = gdf.index.astype(str).rename("region_id")
+    return gdf
+
+
+def cluster_embedding(x: np.ndarray, region_ids: pd.Index, features: pd.DataFrame, fallback: pd.DataFrame, *,
+                      k: int | str, method: str, k_min: int, k_max: int, seed: int,
+                      progress: Progress | None = None) -> Clusters:
+    """Cluster ``x``, profile the clusters over ``features`` (over ``fallback`` if those give none) and name them.
+
+    Raises:
+        InputError: If the embedding cannot be clustered (e.g. too few distinct rows).
+    """
+    from backend.tasks.clustering import cluster, cluster_names, cluster_profiles
+
+    res = cluster(x, k=k, method=method, k_min=k_min, k_max=k_max, seed=seed, progress=progress)
+    profiles = cluster_profiles(res.labels, features)
+    fell_back = profiles.empty
+    if fell_back:
+        profiles = cluster_profiles(res.labels, fallback)
+    names = cluster_names(profiles, res.labels, x, region_ids)
+    profiles.insert(1, CLUSTER_NAME_FIELD, profiles["cluster"].map(names))
+    return Clusters(labels=res.labels, names=names, profiles=profiles, result=res, profiled_on_fallback=fell_back)
+
+
+def label_values(labels: pd.DataFrame, name: str, index: pd.Index) -> tuple[pd.Series, pd.Series | None]:
+    """A label's raw values and its ``per`` field (rates) for regions ``index``, as :func:`read_labels` wrote them."""
+    from backend.io.labels import PER_SUFFIX
+
+    raw = labels[name].reindex(index)
+    per = labels.get(f"{name}{PER_SUFFIX}")
+    return raw, None if per is None else per.reindex(index)
+
+
+def label_target(spec: LabelSpec, raw: pd.Series, per: pd.Series | None, areas: pd.Series,
+                 note: Callable[[str], None]) -> Any:
+    """The modelling target of a label (:func:`make_target`); values it drops unreported are noted."""
+    from backend.io.labels import unreported_drops
+    from backend.tasks.targets import make_target
+
+    target = make_target(raw, spec, areas, per)
+    dropped = unreported_drops(spec, raw, per, areas, target)
+    if dropped:
+        note(dropped)
+    return target
+
+
+def metrics_table(metrics: pd.DataFrame, method: str, label: str, target: Any,
+                  combination: dict[str, str] | None = None) -> pd.DataFrame:
+    """Prediction metrics with the method, label, target and units in front (and fusion's combination)."""
+    table = metrics.copy()
+    table.insert(0, "units", target.units)
+    if combination is not None:
+        table["combination"] = [combination.get(p, "") for p in table["protocol"]]
+    table.insert(0, "target", target.description)
+    table.insert(0, "label", label)
+    table.insert(0, "method", method)
+    return table
+
+
+# ------------------------------------------------------------------------------------------------ stages
+def start(cfg: RunConfig, progress: Progress, out: OutputFolder) -> RunState:
+    """Resolve the device and make the run's methods (fails before any work on a bad device or method)."""
+    from backend.tasks.context import parse_context
+
+    for stale in out.removed_stale:
+        progress.log(f"removed {stale.name}, the unfinished output of a run that was stopped")
+    device = resolve_device(cfg.device)
+    progress.log(f"device: {device}")
+    methods = _make_methods(cfg, device)
+    return RunState(cfg=cfg, progress=progress, out=out, device=device, methods=methods,
+                    context=parse_context(cfg.context))
+
+
+def read_stage(state: RunState) -> CityData:
+    """Read the inputs (regions first; their count is checked before anything else is read)."""
+    cfg, progress = state.cfg, state.progress
+    progress.stage("read inputs", 0.0, 0.10)
+    city = read_inputs(cfg, progress, state.report, check_regions=lambda n: check_region_count(cfg, n))
+    for line in city.report:
+        progress.log(line)
+    return city
+
+
+def views_stage(state: RunState) -> Views:
+    """Build the views the run's methods use."""
+    from backend.views.build import build_views
+
+    progress = state.progress
+    progress.stage("build views", 0.10, 0.25)
+    needs: set[str] = set()
+    for m in state.methods:
+        needs.update(m.uses_views)
+    views = build_views(state.city, needs=needs, chip_size=state.cfg.chip_size, progress=progress,
+                        report=state.report)
+    progress.log(f"views: {', '.join(sorted(views.available()))} for {len(views)} regions")
+    return views
+
+
+def embed_stage(state: RunState) -> Embedded:
+    """Learn every method's embedding (fusion last, over the others) and save each model."""
+    from backend.tasks.context import SpatialContext
+
+    views, progress, methods, context = state.views, state.progress, state.methods, state.context
+    done = Embedded(embeddings={}, learned={}, members={}, learned_members={}, fusion_blocks={})
+    span = 0.35 / len(methods)
+    # fusion combines the others, so it is fitted last (it stays first in the outputs when primary)
+    for i, model in enumerate(sorted(methods, key=lambda m: m.name == "fusion")):
+        t0 = time.perf_counter()
+        progress.stage(f"embed: {model.name}", 0.25 + i * span, 0.25 + (i + 1) * span)
+        folder = state.out.path("models", model.name)
+        if model.name == "fusion":
+            model.set_sources(done.learned, members=done.learned_members)
+            emb = model.fit_transform(views, progress)
+            done.fusion_blocks = model.prediction_blocks(views)
+        elif hasattr(model, "fit_members"):  # seed ensemble
+            done.members[model.name] = done.learned_members[model.name] = model.fit_members(views, progress)
+            emb = model.combine(done.members[model.name])
+        else:
+            emb = model.fit_transform(views, progress)
+        check_finite(model.name, emb, "; check the inputs for extreme values.")
+        model.save(folder)
+        done.learned[model.name] = emb
+        if context is not None and model.name != "fusion":  # fusion applies its own context per block
+            stage = SpatialContext(context).fit(emb)
+            emb = stage.transform(emb, views.geometry)
+            done.members[model.name] = [stage.transform(m, views.geometry)
+                                        for m in done.members.get(model.name, [])]
+            stage.save(folder)
+        done.embeddings[model.name] = emb
+        state.timings[f"embed_{model.name}"] = seconds = round(time.perf_counter() - t0, 3)
+        progress.log(f"{model.name}: {emb.shape[1]}-d embeddings in {seconds:.1f} s")
+    done.embeddings = {m.name: done.embeddings[m.name] for m in methods}  # output order: primary first
+    return done
+
+
+def cluster_stage(state: RunState) -> dict[str, Clusters]:
+    """Cluster every method's embedding; profiles over the interpretable input features."""
+    from backend.tasks.clustering import profile_features
+
+    cfg, views, progress = state.cfg, state.views, state.progress
+    progress.stage("cluster", 0.60, 0.65)
+    features = profile_features(views)
+    clusters: dict[str, Clusters] = {}
+    if cfg.clustering is None:
+        return clusters
+    embeddings = state.embedded.embeddings
+    for i, (name, emb) in enumerate(embeddings.items()):
+        try:
+            found = cluster_embedding(emb.to_numpy(), views.region_ids, features, emb.reset_index(drop=True),
+                                      k=cfg.clustering.k, method=cfg.clustering.method, k_min=cfg.clustering.k_min,
+                                      k_max=cfg.clustering.k_max, seed=cfg.seed,
+                                      progress=progress.sub("cluster", i / len(embeddings),
+                                                            (i + 1) / len(embeddings)))
+        except InputError as exc:
+            state.note(f"{name}: no clusters ({exc})")
+            continue
+        res = found.result
+        for line in res.warnings:
+            state.note(f"{name}: {line}")
+        if found.profiled_on_fallback:
+            state.note(f"{name}: no interpretable input feature (POI categories, image, land use, region area) "
+                       "to profile clusters with; profiles use the embedding dimensions and clusters are named "
+                       "by their most typical regions")
+        clusters[name] = found
+        progress.log(f"{name}: {res.k} clusters (silhouette {res.silhouette:.3f} over "
+                     f"{res.n_distinct} distinct embeddings)")
+        progress.update(1.0)
+    return clusters
+
+
+def predict_stage(state: RunState) -> Predicted:
+    """Predict every label from every method's embedding out of fold."""
+    from backend.io.labels import label_areas
+
+    cfg, city, views, progress = state.cfg, state.city, state.views, state.progress
+    embeddings = state.embedded.embeddings
+    progress.stage("predict", 0.65, 0.90)
+    done = Predicted(metric_rows=[], predictions={name: pd.DataFrame(index=views.region_ids) for name in embeddings},
+                     obs_pred={name: {} for name in embeddings}, label_units={}, fusion_choices={})
+    if cfg.prediction is None or not cfg.labels:
+        return done
+    if city.labels is None:
+        raise InputError("Labels were configured but none could be read.")
+    areas = label_areas(views.areas_km2)
+    n_jobs = len(cfg.labels) * len(embeddings)
+    job = 0
+    for spec in cfg.labels:
+        raw, per = label_values(city.labels, spec.name, views.region_ids)
+        target = label_target(spec, raw, per, areas, state.note)
+        done.label_units[spec.name] = target.units
+        for name in embeddings:
+            sub = progress.sub(f"predict {spec.name} ({name})", job / n_jobs, (job + 1) / n_jobs)
+            job += 1
+            _predict_one(state, done, name, spec, raw, target, sub)
+    return done
+
+
+def _predict_one(state: RunState, done: Predicted, name: str, spec: LabelSpec, raw: pd.Series, target: Any,
+                 sub: Progress) -> None:
+    """Predict one label from one method's embedding; adds its metric rows and prediction columns to ``done``."""
+    from backend.tasks.fusion import evaluate_fusion, select_rows
+    from backend.tasks.prediction import evaluate_ensemble, evaluate_label
+
+    cfg, views, embedded = state.cfg, state.views, state.embedded
+    keep = target.y.index
+    rows = views.region_ids.get_indexer(keep)
+    cv = {"models": tuple(cfg.prediction.models), "folds": cfg.prediction.folds,
+          "repeats": cfg.prediction.repeats, "spatial": cfg.prediction.spatial, "seed": cfg.seed,
+          "progress": sub}
+    y, coords = target.y.to_numpy(), np.asarray(views.centroids)[rows]
+    combination: dict[str, str] = {}
+    members = embedded.members.get(name, [])
+    if name == "fusion":
+        result, choices = evaluate_fusion(select_rows(embedded.fusion_blocks, rows), y, coords,
+                                          inner_folds=model_params(state.methods, "fusion").inner_folds, **cv)
+        done.fusion_choices[spec.name] = {p: c.summary() for p, c in choices.items()}
+        combination = {p: c.describe() for p, c in choices.items()}
+        for p, text in combination.items():
+            state.progress.log(f"fusion, {spec.name}, {p} folds: {text}")
+    elif len(members) > 1:
+        result = evaluate_ensemble([m.to_numpy()[rows] for m in members], y, coords, **cv)
+    else:
+        result = evaluate_label(embedded.embeddings[name].to_numpy()[rows], y, coords, **cv)
+    table = metrics_table(result.metrics, name, spec.name, target, combination)
+    done.metric_rows.extend(table[METRIC_COLUMNS].to_dict("records"))
+    pred_model = pd.Series(result.oof[cfg.prediction.write_model], index=keep)
+    pred = target.inverse(pred_model).reindex(views.region_ids)
+    frame = done.predictions[name]
+    for column, values in prediction_columns(spec.name, raw, pred).items():
+        frame[column] = values
+    done.obs_pred[name][spec.name] = (target.y.to_numpy(), pred_model.to_numpy())
+
+
+def write_stage(state: RunState) -> Written:
+    """Write the layers, tables and figures into the staging folder."""
+    progress, city, out = state.progress, state.city, state.out
+    progress.stage("write outputs", 0.90, 1.0)
+    gpkg = out.path(GPKG_NAME)
+    layers: list[str] = []
+
+    def add_layer(frame: pd.DataFrame, layer: str) -> None:
+        write_layer(region_layer(frame, city.regions.geometry, city.crs), gpkg, layer)
+        layers.append(layer)
+
+    for name, emb in state.embedded.embeddings.items():
+        sfx = _suffix(name, state.primary)
+        add_layer(emb, f"embeddings{sfx}")
+        if name in state.clusters:
+            found = state.clusters[name]
+            add_layer(found.layer(state.views.region_ids), f"clusters{sfx}")
+            if len(found.profiles):
+                write_table(found.profiles, gpkg, f"cluster_profiles{sfx}")
+                layers.append(f"cluster_profiles{sfx}")
+        if state.predicted.predictions[name].shape[1]:
+            add_layer(state.predicted.predictions[name], f"predictions{sfx}")
+    metrics = pd.DataFrame(state.predicted.metric_rows, columns=METRIC_COLUMNS)
+    write_table(metrics, gpkg, "metrics")
+    layers.append("metrics")
+    progress.update(0.4, "layers written")
+    figures = _write_figures(state) if state.cfg.figures else []
+    return Written(layers=layers, figures=figures)
+
+
+def _write_figures(state: RunState) -> list[str]:
+    """Every method's figures; returns their final paths."""
+    from backend.viz.figures import plot_cluster_profiles, plot_embedding_2d, plot_pred_vs_obs, plot_training_loss
+
+    out, clusters, views = state.out, state.clusters, state.views
+    figures: list[str] = []
+    for model in state.methods:
+        name = model.name
+        sfx = _suffix(name, state.primary)
+        found = clusters.get(name)
+        labels = found.labels if found is not None else np.zeros(len(views), dtype=int)
+        figures.append(str(plot_embedding_2d(state.embedded.embeddings[name].to_numpy(), labels,
+                                             out.path("figures", f"embedding_2d{sfx}.png"),
+                                             title=f"{name}: embeddings (PCA), coloured by cluster",
+                                             names=found.names if found is not None else None)))
+        if found is not None and len(found.profiles):
+            figures.append(str(plot_cluster_profiles(found.profiles,
+                                                     out.path("figures", f"cluster_profiles{sfx}.png"))))
+        obs_pred = state.predicted.obs_pred[name]
+        if obs_pred:
+            figures.append(str(plot_pred_vs_obs(obs_pred, out.path("figures", f"pred_vs_obs{sfx}.png"),
+                                                title=f"{name}: out-of-fold predictions (model space)")))
+        if model.history:
+            figures.append(str(plot_training_loss(model.history, out.path("figures", f"training_loss{sfx}.png"))))
+    return [str(out.final_path(*Path(f).relative_to(out.staging).parts)) for f in figures]
+
+
+def manifest(state: RunState, seconds: float) -> dict[str, Any]:
+    """The run manifest (``run.json``)."""
+    cfg, views, context, predicted = state.cfg, state.views, state.context, state.predicted
+    return {
+        "regionlens": __version__,
+        "config": cfg.to_dict(),
+        "seed": cfg.seed,
+        "device_requested": cfg.device,
+        "device": state.device,
+        "methods": [m.name for m in state.methods],
+        "primary_method": state.primary,
+        "n_regions": len(views),
+        "views": sorted(views.available()),
+        "timings_s": state.timings,
+        "total_s": seconds,
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "versions": package_versions(),
+        "report": state.report,
+        "log": [line for line in state.progress.log_messages if line not in state.report],  # each note once
+        "layers": state.written.layers,
+        "metrics": predicted.metric_rows,
+        "label_units": predicted.label_units,
+        "context": None if context is None else {"rings": context.rings, "distances_m": context.distances_m},
+        "ensembles": {m.name: len(m.members) for m in state.methods if hasattr(m, "members")},
+        "fusion": predicted.fusion_choices,
+    }
+
+
+#: The run's stages in order: (timing key, function of the state, the state field it fills). The embed
+#: stage times each method itself (``embed_<method>``).
+STAGES: tuple[tuple[str | None, Callable[[RunState], Any], str], ...] = (
+    ("read", read_stage, "city"),
+    ("views", views_stage, "views"),
+    (None, embed_stage, "embedded"),
+    ("cluster", cluster_stage, "clusters"),
+    ("predict", predict_stage, "predicted"),
+    ("write", write_stage, "written"),
+)
+
+
 def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tuple[str, ...] = ()) -> RunResult:
-    """Run the whole job described by ``cfg``.
+    """Run the whole job described by ``cfg``: the :data:`STAGES` in order, then the manifest and the commit.
 
     Args:
         cfg: The run configuration.
@@ -153,276 +597,21 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
         InputError, ConfigError, OutputError: On bad input, configuration or output folder (nothing written).
         Cancelled: If cancelled through ``progress`` (nothing written).
     """
-    from backend.io.city import read_city
-    from backend.io.labels import label_areas, unreported_drops
-    from backend.tasks.clustering import cluster, cluster_names, cluster_profiles, profile_features
-    from backend.tasks.context import SpatialContext, parse_context
-    from backend.tasks.fusion import evaluate_fusion, select_rows
-    from backend.tasks.prediction import evaluate_ensemble, evaluate_label
-    from backend.tasks.targets import make_target
-    from backend.views.build import build_views
-
     progress = progress or Progress()
     t_start = time.perf_counter()
-    timings: dict[str, float] = {}
-    report: list[str] = []
-
-    def timed(stage: str, t0: float) -> None:
-        timings[stage] = round(time.perf_counter() - t0, 3)
-
-    def note(message: str) -> None:
-        report.append(message)
-        progress.log(message)
-
     # Fail on an unusable output folder or device before any work.
     with OutputFolder(cfg.output_dir, overwrite=cfg.overwrite, protect=[*input_paths(cfg), *protect]) as out:
-        for stale in out.removed_stale:
-            progress.log(f"removed {stale.name}, the unfinished output of a run that was stopped")
-        device = resolve_device(cfg.device)
-        progress.log(f"device: {device}")
-        methods = _make_methods(cfg, device)
-        primary = methods[0].name
-        context = parse_context(cfg.context)
-
-        t0 = time.perf_counter()
-        progress.stage("read inputs", 0.0, 0.10)
-        city = read_city(cfg, progress, check_regions=lambda n: check_region_count(cfg, n))
-        report.extend(city.report)
-        for line in city.report:
-            progress.log(line)
-        timed("read", t0)
-
-        t0 = time.perf_counter()
-        progress.stage("build views", 0.10, 0.25)
-        needs: set[str] = set()
-        for m in methods:
-            needs.update(m.uses_views)
-        views = build_views(city, needs=needs, chip_size=cfg.chip_size, progress=progress, report=report)
-        timed("views", t0)
-        progress.log(f"views: {', '.join(sorted(views.available()))} for {len(views)} regions")
-
-        embeddings: dict[str, pd.DataFrame] = {}  # what is written and clustered (with the run's context)
-        learned: dict[str, pd.DataFrame] = {}  # as each method learned it (fusion's sources)
-        members: dict[str, list[pd.DataFrame]] = {}  # seed ensembles: every member's embedding (with context)
-        learned_members: dict[str, list[pd.DataFrame]] = {}  # seed ensembles' members as learned (for fusion)
-        fusion_blocks: dict[str, Any] = {}
-        span = 0.35 / len(methods)
-        # fusion combines the others, so it is fitted last (it stays first in the outputs when primary)
-        for i, model in enumerate(sorted(methods, key=lambda m: m.name == "fusion")):
+        state = start(cfg, progress, out)
+        for key, stage, slot in STAGES:
             t0 = time.perf_counter()
-            progress.stage(f"embed: {model.name}", 0.25 + i * span, 0.25 + (i + 1) * span)
-            folder = out.path("models", model.name)
-            if model.name == "fusion":
-                model.set_sources(learned, members=learned_members)
-                emb = model.fit_transform(views, progress)
-                fusion_blocks = model.prediction_blocks(views)
-            elif hasattr(model, "fit_members"):  # seed ensemble
-                members[model.name] = learned_members[model.name] = model.fit_members(views, progress)
-                emb = model.combine(members[model.name])
-            else:
-                emb = model.fit_transform(views, progress)
-            if not np.isfinite(emb.to_numpy()).all():
-                raise InputError(f"{model.name} produced non-finite embeddings; check the inputs for extreme values.")
-            model.save(folder)
-            learned[model.name] = emb
-            if context is not None and model.name != "fusion":  # fusion applies its own context per block
-                stage = SpatialContext(context).fit(emb)
-                emb = stage.transform(emb, views.geometry)
-                members[model.name] = [stage.transform(m, views.geometry) for m in members.get(model.name, [])]
-                stage.save(folder)
-            embeddings[model.name] = emb
-            timed(f"embed_{model.name}", t0)
-            progress.log(f"{model.name}: {emb.shape[1]}-d embeddings in {timings[f'embed_{model.name}']:.1f} s")
-        embeddings = {m.name: embeddings[m.name] for m in methods}  # output order: primary first
-
-        # Clustering
-        t0 = time.perf_counter()
-        progress.stage("cluster", 0.60, 0.65)
-        features = profile_features(views)
-        clusters: dict[str, tuple[np.ndarray, dict[int, str], pd.DataFrame]] = {}
-        if cfg.clustering is not None:
-            for i, (name, emb) in enumerate(embeddings.items()):
-                try:
-                    res = cluster(emb.to_numpy(), k=cfg.clustering.k, method=cfg.clustering.method,
-                                  k_min=cfg.clustering.k_min, k_max=cfg.clustering.k_max, seed=cfg.seed,
-                                  progress=progress.sub("cluster", i / len(embeddings), (i + 1) / len(embeddings)))
-                except InputError as exc:
-                    note(f"{name}: no clusters ({exc})")
-                    continue
-                for line in res.warnings:
-                    note(f"{name}: {line}")
-                profiles = cluster_profiles(res.labels, features)
-                if profiles.empty:
-                    note(f"{name}: no interpretable input feature (POI categories, image, land use, region area) "
-                         "to profile clusters with; profiles use the embedding dimensions and clusters are named "
-                         "by their most typical regions")
-                    profiles = cluster_profiles(res.labels, emb.reset_index(drop=True))
-                names = cluster_names(profiles, res.labels, emb.to_numpy(), views.region_ids)
-                profiles.insert(1, "cluster_name", profiles["cluster"].map(names))
-                clusters[name] = (res.labels, names, profiles)
-                progress.log(f"{name}: {res.k} clusters (silhouette {res.silhouette:.3f} over "
-                             f"{res.n_distinct} distinct embeddings)")
-                progress.update(1.0)
-        timed("cluster", t0)
-
-        # Prediction
-        t0 = time.perf_counter()
-        progress.stage("predict", 0.65, 0.90)
-        metric_rows: list[dict[str, Any]] = []
-        predictions: dict[str, pd.DataFrame] = {name: pd.DataFrame(index=views.region_ids) for name in embeddings}
-        obs_pred: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {name: {} for name in embeddings}
-        label_units: dict[str, str] = {}
-        fusion_choices: dict[str, dict[str, Any]] = {}
-        if cfg.prediction is not None and cfg.labels:
-            if city.labels is None:
-                raise InputError("Labels were configured but none could be read.")
-            areas = label_areas(views.areas_km2)
-            n_jobs = len(cfg.labels) * len(embeddings)
-            job = 0
-            for spec in cfg.labels:
-                raw = city.labels[spec.name].reindex(views.region_ids)
-                per = city.labels.get(f"{spec.name}__per")
-                per = None if per is None else per.reindex(views.region_ids)
-                target = make_target(raw, spec, areas, per)
-                label_units[spec.name] = target.units
-                dropped = unreported_drops(spec, raw, per, areas, target)
-                if dropped:
-                    note(dropped)
-                keep = target.y.index
-                rows = views.region_ids.get_indexer(keep)
-                for name, emb in embeddings.items():
-                    sub = progress.sub(f"predict {spec.name} ({name})", job / n_jobs, (job + 1) / n_jobs)
-                    job += 1
-                    cv = {"models": tuple(cfg.prediction.models), "folds": cfg.prediction.folds,
-                          "repeats": cfg.prediction.repeats, "spatial": cfg.prediction.spatial, "seed": cfg.seed,
-                          "progress": sub}
-                    y, coords = target.y.to_numpy(), np.asarray(views.centroids)[rows]
-                    combination: dict[str, str] = {}
-                    if name == "fusion":
-                        result, choices = evaluate_fusion(select_rows(fusion_blocks, rows), y, coords,
-                                                          inner_folds=model_params(methods, "fusion").inner_folds,
-                                                          **cv)
-                        fusion_choices[spec.name] = {p: c.summary() for p, c in choices.items()}
-                        combination = {p: c.describe() for p, c in choices.items()}
-                        for p, text in combination.items():
-                            progress.log(f"fusion, {spec.name}, {p} folds: {text}")
-                    elif len(members.get(name, [])) > 1:
-                        result = evaluate_ensemble([m.to_numpy()[rows] for m in members[name]], y, coords, **cv)
-                    else:
-                        result = evaluate_label(emb.to_numpy()[rows], y, coords, **cv)
-                    table = result.metrics.copy()
-                    table.insert(0, "units", target.units)
-                    table["combination"] = [combination.get(p, "") for p in table["protocol"]]
-                    table.insert(0, "target", target.description)
-                    table.insert(0, "label", spec.name)
-                    table.insert(0, "method", name)
-                    metric_rows.extend(table[METRIC_COLUMNS].to_dict("records"))
-                    pred_model = pd.Series(result.oof[cfg.prediction.write_model], index=keep)
-                    pred = target.inverse(pred_model).reindex(views.region_ids)
-                    frame = predictions[name]
-                    frame[f"{spec.name}_obs"] = raw.astype(float)
-                    frame[f"{spec.name}_pred"] = pred
-                    frame[f"{spec.name}_res"] = raw.astype(float) - pred
-                    obs_pred[name][spec.name] = (target.y.to_numpy(), pred_model.to_numpy())
-        timed("predict", t0)
-
-        # Outputs
-        t0 = time.perf_counter()
-        progress.stage("write outputs", 0.90, 1.0)
-        gpkg = out.path(GPKG_NAME)
-        geometry = city.regions.geometry
-        layers: list[str] = []
-        figures: list[str] = []
-
-        def add_layer(frame: pd.DataFrame, layer: str) -> None:
-            gdf = gpd.GeoDataFrame(frame.copy(), geometry=geometry.reindex(frame.index).values, crs=city.crs)
-            gdf.index = gdf.index.astype(str).rename("region_id")
-            write_layer(gdf, gpkg, layer)
-            layers.append(layer)
-
-        for name, emb in embeddings.items():
-            sfx = _suffix(name, primary)
-            add_layer(emb, f"embeddings{sfx}")
-            if name in clusters:
-                labels, texts, profiles = clusters[name]
-                cl = pd.DataFrame({"cluster": labels.astype(int)}, index=views.region_ids)
-                cl[CLUSTER_NAME_FIELD] = [texts.get(int(c), "") for c in labels]
-                add_layer(cl, f"clusters{sfx}")
-                if len(profiles):
-                    write_table(profiles, gpkg, f"cluster_profiles{sfx}")
-                    layers.append(f"cluster_profiles{sfx}")
-            if predictions[name].shape[1]:
-                add_layer(predictions[name], f"predictions{sfx}")
-        metrics = pd.DataFrame(metric_rows, columns=METRIC_COLUMNS)
-        write_table(metrics, gpkg, "metrics")
-        layers.append("metrics")
-        progress.update(0.4, "layers written")
-
-        if cfg.figures:
-            from backend.viz.figures import (
-                plot_cluster_profiles,
-                plot_embedding_2d,
-                plot_pred_vs_obs,
-                plot_training_loss,
-            )
-
-            for model in methods:
-                name = model.name
-                sfx = _suffix(name, primary)
-                labels = clusters[name][0] if name in clusters else np.zeros(len(views), dtype=int)
-                figures.append(str(plot_embedding_2d(embeddings[name].to_numpy(), labels,
-                                                     out.path("figures", f"embedding_2d{sfx}.png"),
-                                                     title=f"{name}: embeddings (PCA), coloured by cluster",
-                                                     names=clusters[name][1] if name in clusters else None)))
-                if name in clusters and len(clusters[name][2]):
-                    figures.append(str(plot_cluster_profiles(clusters[name][2],
-                                                             out.path("figures", f"cluster_profiles{sfx}.png"))))
-                if obs_pred[name]:
-                    figures.append(str(plot_pred_vs_obs(obs_pred[name], out.path("figures", f"pred_vs_obs{sfx}.png"),
-                                                        title=f"{name}: out-of-fold predictions (model space)")))
-                if model.history:
-                    figures.append(str(plot_training_loss(model.history,
-                                                          out.path("figures", f"training_loss{sfx}.png"))))
-            figures = [str(out.final_path(*Path(f).relative_to(out.staging).parts)) for f in figures]
-        timed("write", t0)
-
+            setattr(state, slot, stage(state))
+            if key is not None:
+                state.timings[key] = round(time.perf_counter() - t0, 3)
         seconds = round(time.perf_counter() - t_start, 3)
-        manifest = {
-            "regionlens": __version__,
-            "config": cfg.to_dict(),
-            "seed": cfg.seed,
-            "device_requested": cfg.device,
-            "device": device,
-            "methods": [m.name for m in methods],
-            "primary_method": primary,
-            "n_regions": len(views),
-            "views": sorted(views.available()),
-            "timings_s": timings,
-            "total_s": seconds,
-            "peak_rss_mb": round(_peak_rss_mb(), 1),
-            "versions": package_versions(),
-            "report": report,
-            "log": [line for line in progress.log_messages if line not in report],  # each note once
-            "layers": layers,
-            "metrics": metric_rows,
-            "label_units": label_units,
-            "context": None if context is None else {"rings": context.rings, "distances_m": context.distances_m},
-            "ensembles": {m.name: len(m.members) for m in methods if hasattr(m, "members")},
-            "fusion": fusion_choices,
-        }
-        write_json(manifest, out.path("run.json"))
+        write_json(manifest(state, seconds), out.path("run.json"))
         final = out.commit()
         progress.update(1.0, f"outputs in {final}")
-
-    return RunResult(
-        output_dir=str(final),
-        gpkg=str(final / GPKG_NAME),
-        run_json=str(final / "run.json"),
-        figures=figures,
-        metrics=metric_rows,
-        device=device,
-        seconds=seconds,
-        primary_method=primary,
-        layers=layers,
-        report=report,
-    )
+    return RunResult(output_dir=str(final), gpkg=str(final / GPKG_NAME), run_json=str(final / "run.json"),
+                     figures=state.written.figures, metrics=state.predicted.metric_rows, device=state.device,
+                     seconds=seconds, primary_method=state.primary, layers=state.written.layers,
+                     report=state.report)

@@ -171,7 +171,8 @@ def quality(args: argparse.Namespace, cache: Path) -> tuple[list[dict], dict[str
 
 def text_speed(views: Any, device: str) -> dict[str, Any]:
     from backend.encoders.registry import get_encoder
-    from backend.models.calliper.text import build_texts, encode_texts
+    from backend.encoders.text import encode_texts
+    from backend.models.calliper.text import build_texts
 
     pts = views.poi_points
     texts = build_texts(pts["category"].tolist(), pts["name"].tolist())
@@ -303,7 +304,8 @@ def scale_worker(n: int, cache: str, device: str, threads: int) -> dict[str, Any
 
 
 def scale(args: argparse.Namespace, cache: Path) -> list[dict[str, Any]]:
-    from backend.models.calliper.text import build_texts, encode_texts
+    from backend.encoders.text import encode_texts
+    from backend.models.calliper.text import build_texts
 
     encode_texts(build_texts(list(CATEGORIES)), cache_dir=cache, device=args.device)  # warm the cache
     sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]

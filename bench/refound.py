@@ -23,7 +23,7 @@ seed, fold seed) pairs (fold seeds only for the deterministic methods). Methods:
   head (attention pooling of the two frozen [CLS] outputs, then an MLP; ``FINETUNE_EPOCHS`` fixed epochs) is
   trained on the training regions' labels and predicts the held-out fold; same folds as the ridge rows;
 * ``teacher_image``: the vision teacher alone, EfficientNet-Lite0 global features of the region chips
-  (``backend.models.cookie.modalities.image_features``, 1280 columns);
+  (``backend.encoders.image.image_features``, 1280 columns);
 * ``teacher_text``: the language teacher alone, the mean all-MiniLM-L6-v2 embedding of the region's POI
   texts (``backend.models.cookie.modalities.text_features`` without its log1p(count) column: 384 columns);
 * ablations (at the network width): ``refound_no_moge`` (one shared FFN in every layer), ``refound_no_distill``
@@ -163,16 +163,17 @@ def pca_reduce(x: np.ndarray, dim: int) -> np.ndarray:
 
 def teacher_features(views: Views, which: str, device: str) -> tuple[np.ndarray, str]:
     """The frozen teachers' features alone (``image``: EfficientNet-Lite0, ``text``: mean MiniLM)."""
-    from backend.models.calliper.text import default_cache_dir
-    from backend.models.cookie.modalities import default_image_cache_dir, image_features, text_features
+    from backend.encoders.cache import cache_dir
+    from backend.encoders.image import image_features
+    from backend.models.cookie.modalities import text_features
 
     if which == "image":
         raster = sorted(views.chips)[0]  # ReFound's default image raster
         x, cached = image_features(views.chips[raster], views.chip_masks.get(raster), "efficientnet-lite0", 224,
-                                   default_image_cache_dir(), device)
+                                   cache_dir("image"), device)
         return x.astype(np.float64), f"{raster} chips, {x.shape[1]} features ({'cached' if cached else 'computed'})"
     x, note = text_features(views.poi_texts or [[] for _ in range(len(views))], "all-MiniLM-L6-v2",
-                            default_cache_dir(), device)
+                            cache_dir("text"), device)
     return x[:, :-1].astype(np.float64), note  # drop log1p(count): the teacher's embedding alone
 
 

@@ -1,6 +1,7 @@
 """The city: every input layer read, checked and reprojected to one metric CRS.
 
-`read_city` is the single entry point; the readers it calls live in the sibling modules.
+`read_city` is the single entry point: it reads the regions, then every configured input kind through its
+entry in :data:`INPUT_READERS` (the readers themselves live in the sibling modules), then the labels.
 """
 
 from __future__ import annotations
@@ -8,15 +9,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import geopandas as gpd
 import pandas as pd
 from pyproj import CRS
 
-from backend.config import RasterSource, RunConfig
+from backend.config import LandUseSource, OdSource, PoiSource, RasterSource, RunConfig
 from backend.progress import Progress
 
-__all__ = ["CityData", "read_city"]
+__all__ = ["INPUT_READERS", "CityData", "read_city"]
 
 
 @dataclass
@@ -46,12 +48,59 @@ class CityData:
     report: list[str] = field(default_factory=list)
 
 
+def _read_pois(source: PoiSource, city: CityData, progress: Progress) -> None:
+    from backend.io.vectors import read_pois
+
+    city.pois = read_pois(source, city.regions, city.crs, city.report)
+    progress.update(1.0, f"{len(city.pois):,} POIs")
+
+
+def _read_rasters(sources: list[RasterSource], city: CityData, progress: Progress) -> None:
+    from backend.io.rasters import check_raster
+
+    names: set[str] = set()
+    for i, raster in enumerate(sources):
+        checked = check_raster(raster, city.regions, city.crs, city.report)
+        name, n = checked.name or "raster", 2
+        while name in names:
+            name, n = f"{checked.name}_{n}", n + 1
+        names.add(name)
+        city.rasters.append(dataclasses.replace(checked, name=name))
+        progress.update((i + 1) / len(sources), f"raster {name} checked")
+
+
+def _read_od(source: OdSource, city: CityData, progress: Progress) -> None:
+    from backend.io.tables import read_od
+
+    city.od = read_od(source, city.regions.index, city.report)
+    progress.update(1.0, f"{len(city.od):,} OD flows")
+
+
+def _read_landuse(source: LandUseSource, city: CityData, progress: Progress) -> None:
+    from backend.io.vectors import read_landuse
+
+    city.landuse = read_landuse(source, city.regions, city.crs, city.report)
+    progress.update(1.0, f"{len(city.landuse):,} land-use polygons")
+
+
+#: Input kind (a section of the run configuration and the CityData field of the same name) -> its reader:
+#: ``reader(source, city, progress)`` reads, checks and reprojects the configured source into the city.
+#: The regions are read first (they fix the metric CRS) and the labels last, outside this registry.
+INPUT_READERS: dict[str, Callable[[Any, CityData, Progress], None]] = {
+    "pois": _read_pois,
+    "rasters": _read_rasters,
+    "od": _read_od,
+    "landuse": _read_landuse,
+}
+
+
 def read_city(config: RunConfig, progress: Progress | None = None,
               check_regions: Callable[[int], None] | None = None) -> CityData:
     """Read, check and reproject every input of a run.
 
-    Order: regions (which fix the metric CRS), POIs, rasters, OD table, land use, labels. Progress is
-    reported (and cancellation checked) between the steps.
+    Order: regions (which fix the metric CRS), each configured input kind of :data:`INPUT_READERS` in its
+    order (POIs, rasters, OD table, land use), labels. Progress is reported (and cancellation checked)
+    between the steps.
 
     Args:
         config: The run configuration; its paths are already absolute.
@@ -68,10 +117,7 @@ def read_city(config: RunConfig, progress: Progress | None = None,
         ConfigError: If a label's point filter is half given.
         Cancelled: If the run is cancelled between two steps.
     """
-    from backend.io.labels import read_labels
-    from backend.io.rasters import check_raster
-    from backend.io.tables import read_od
-    from backend.io.vectors import read_landuse, read_pois, read_regions
+    from backend.io.vectors import read_regions
 
     progress = progress or Progress()
     report: list[str] = []
@@ -81,25 +127,13 @@ def read_city(config: RunConfig, progress: Progress | None = None,
         check_regions(len(regions))
     city = CityData(crs=crs, regions=regions, report=report)
     progress.update(0.15, f"{len(regions):,} regions")
-    if config.pois is not None:
-        city.pois = read_pois(config.pois, regions, crs, report)
-        progress.update(0.35, f"{len(city.pois):,} POIs")
-    names: set[str] = set()
-    for i, raster in enumerate(config.rasters):
-        checked = check_raster(raster, regions, crs, report)
-        name, n = checked.name or "raster", 2
-        while name in names:
-            name, n = f"{checked.name}_{n}", n + 1
-        names.add(name)
-        city.rasters.append(dataclasses.replace(checked, name=name))
-        progress.update(0.35 + 0.25 * (i + 1) / len(config.rasters), f"raster {name} checked")
-    if config.od is not None:
-        city.od = read_od(config.od, regions.index, report)
-        progress.update(0.7, f"{len(city.od):,} OD flows")
-    if config.landuse is not None:
-        city.landuse = read_landuse(config.landuse, regions, crs, report)
-        progress.update(0.8, f"{len(city.landuse):,} land-use polygons")
+    kinds = [kind for kind in INPUT_READERS if getattr(config, kind)]
+    for i, kind in enumerate(kinds):
+        lo, hi = 0.15 + 0.7 * i / len(kinds), 0.15 + 0.7 * (i + 1) / len(kinds)
+        INPUT_READERS[kind](getattr(config, kind), city, progress.sub("read inputs", lo, hi))
     if config.labels:
+        from backend.io.labels import read_labels
+
         city.labels = read_labels(config.labels, regions, crs, report)
     progress.update(1.0, "inputs read")
     return city

@@ -1,6 +1,8 @@
-"""Writing a run's outputs atomically: everything goes to a hidden sibling folder that is renamed into
-place when complete, so a failed or cancelled run leaves nothing half-written and an existing output
-folder is only ever replaced when the user asked for it.
+"""Writing outputs atomically, the backend's one place for it: a run's outputs go to a hidden sibling folder
+(:class:`OutputFolder`) and a job's GeoPackage to a hidden sibling file (:class:`OutputFile`), renamed into
+place when complete, so a failed or cancelled job leaves nothing half-written and an existing output is only
+ever replaced when the user asked for it. :func:`replace_atomically` does the same for a single cache or
+checkpoint file.
 
 Safety rules (docs/protocol.md, "Output folder"):
 
@@ -24,9 +26,9 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import geopandas as gpd
 import pandas as pd
@@ -34,8 +36,11 @@ import pandas as pd
 from backend.errors import OutputError
 
 __all__ = [
+    "OutputFile",
     "OutputFolder",
+    "replace_atomically",
     "check_output_dir",
+    "prediction_columns",
     "write_layer",
     "write_table",
     "write_json",
@@ -57,6 +62,13 @@ STAGING_MARKER = ".regionlens-staging"
 
 _ACTIVE: set[Path] = set()  # this process's staging folders and temporary files, for SIGTERM cleanup
 _ACTIVE_LOCK = threading.Lock()
+
+
+def prediction_columns(label: str, observed: pd.Series, predicted: pd.Series) -> dict[str, pd.Series]:
+    """The predictions layer's columns of one label: ``<label>_obs``, ``<label>_pred`` and ``<label>_res``
+    (observed minus predicted), in the label's own units (runs and the ``predict`` job)."""
+    observed = observed.astype(float)
+    return {f"{label}_obs": observed, f"{label}_pred": predicted, f"{label}_res": observed - predicted}
 
 
 def register_temporary(path: Path) -> None:
@@ -335,6 +347,71 @@ class OutputFolder:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return target
+
+
+class OutputFile:
+    """A temporary GeoPackage next to ``target``, renamed onto it when the job succeeds.
+
+    Use as a context manager (it yields the temporary path): on an exception the temporary file is removed
+    and ``target`` is untouched. The target must not be one of the job's inputs. Temporary GeoPackages of
+    dead jobs beside the target are removed first (the pid in their name says whose they are).
+
+    Raises:
+        OutputError: If ``target`` is not a ``.gpkg`` file name, is an input or a folder, exists (and
+            ``overwrite`` is false), or its folder cannot be created or written.
+    """
+
+    def __init__(self, target: str | Path, overwrite: bool, inputs: Iterable[str | Path | None] = ()) -> None:
+        self.target = Path(target).expanduser().resolve()
+        if self.target.suffix.lower() != ".gpkg":
+            raise OutputError(f"Output {self.target} must be a GeoPackage file ending in .gpkg.")
+        for path in inputs:
+            if path and Path(path).expanduser().resolve() == self.target:
+                raise OutputError(f"Output {self.target} is also an input of this job; choose another file. "
+                                  "Nothing was changed.")
+        if self.target.is_dir():
+            raise OutputError(f"Output {self.target} is a folder; choose a .gpkg file name.")
+        if self.target.exists() and not overwrite:
+            raise OutputError(f"Output {self.target} exists; choose another file or allow replacing it. "
+                              "Nothing was changed.")
+        parent = self.target.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"Cannot create {parent}: {exc.strerror}. Choose a folder you can write to.") from exc
+        if not os.access(parent, os.W_OK):
+            raise OutputError(f"Cannot write into {parent} (permission denied). Choose a folder you can write to.")
+        remove_stale_temporary_files(self.target)
+        self.tmp = parent / f".{self.target.stem}.tmp-{os.getpid()}.gpkg"
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> Path:
+        register_temporary(self.tmp)
+        return self.tmp
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.target)
+        else:
+            self.tmp.unlink(missing_ok=True)
+        unregister_temporary(self.tmp)
+
+
+def replace_atomically(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write one file through ``write(file object)`` into a temporary sibling renamed onto ``path``.
+
+    Readers see the old file or the complete new one, never a partial one (a cache shared by runs, a
+    checkpoint). The folder is created; on any error the temporary file is removed and the error raised.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_layer(gdf: gpd.GeoDataFrame, gpkg: Path, layer: str) -> None:

@@ -21,6 +21,7 @@ import pandas as pd
 from backend.errors import ConfigError, InputError
 from backend.progress import Progress
 from backend.views._base import Views
+from backend.views.build import VIEW_SOURCES  # view -> configuration section it is built from
 
 __all__ = [
     "INPUT_FIELDS",
@@ -34,13 +35,6 @@ __all__ = [
     "param",
 ]
 
-#: Configuration section (backend/config.py) each view is built from.
-VIEW_SOURCES: dict[str, str] = {
-    "poi_counts": "pois", "poi_texts": "pois", "poi_points": "pois",
-    "image_stats": "rasters", "chips": "rasters", "embedding": "rasters",
-    "mobility": "od", "landuse": "landuse",
-    "adjacency": "regions", "samples": "regions",
-}
 #: How to name each source when asking the user to add it.
 SOURCE_NAMES: dict[str, str] = {
     "pois": "a POI layer ([pois])", "rasters": "imagery ([[rasters]])", "od": "an OD table ([od])",
@@ -199,8 +193,27 @@ class Embedder(ABC):
         """The views of ``views`` this method will learn from."""
         return [v for v in self.uses_views if v in views.available()]
 
+    @classmethod
+    def input_needs(cls) -> dict[str, list[str]]:
+        """The inputs (configuration sections) the method learns from: ``{"required": [...], "optional": [...]}``.
+
+        Derived from :attr:`uses_views` and :attr:`min_views`: an input is required when the views the
+        others give are fewer than ``min_views`` (CaLLiPer: the POIs); the regions always are. The worker's
+        ``info`` sends it as a method's ``inputs``.
+        """
+        kinds = list(dict.fromkeys(VIEW_SOURCES[v] for v in cls.uses_views))
+        required = ["regions"] + [k for k in kinds if k != "regions"
+                                  and sum(VIEW_SOURCES[v] != k for v in cls.uses_views) < cls.min_views]
+        return {"required": required, "optional": [k for k in kinds if k not in required]}
+
     def views_for_transform(self) -> list[str]:
-        """The views the fitted model embeds new regions from (its vocabulary's views by default)."""
+        """The views the fitted model embeds new regions from: what applying a saved model needs.
+
+        The contract every method keeps (a test per method checks it): embedding regions with only the inputs
+        that give these views yields the same embedding as with every input. :meth:`inputs`, saved in
+        ``config.json``, is derived from it. Default: the views of the vocabulary; a method whose transform
+        needs other views (or none, CaLLiPer's region polygons) overrides it.
+        """
         return [view for view in self.vocabulary if view in VIEW_SOURCES]
 
     def inputs(self) -> dict[str, dict[str, Any]]:
@@ -281,6 +294,7 @@ class Embedder(ABC):
             "dim": cls.default_dim,
             "views": list(cls.uses_views),
             "min_views": cls.min_views,
+            "inputs": cls.input_needs(),
             "params": asdict(cls.Params()),
             "param_info": describe_params(cls.Params),
             "ensemble": not cls.deterministic,  # whether ``ensemble = k`` (k training seeds) applies

@@ -1,7 +1,7 @@
 """The ``apply`` job: a saved model embeds another region layer (inductive use; worker action ``apply``).
 
 The CaLLiPer models here are trained with a fake sentence encoder (a fixed vector per text; see
-``tests/backend/models/test_calliper.py``) so that the tests need seconds, not the real MiniLM.
+``tests/backend/models/calliper/test_calliper.py``) so that the tests need seconds, not the real MiniLM.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from shapely.geometry import box
 
 from backend.config import MethodSpec
 from backend.demo import SAMPLE_DIR, demo_config
+from backend.encoders import text as text_mod
 from backend.errors import InputError, OutputError
 from backend.io.city import CityData
 from backend.jobs import run_apply_job
 from backend.models import get_embedder
-from backend.models.calliper import text as text_mod
 from backend.pipeline import run_pipeline
 from backend.views import build_views
 
@@ -44,7 +44,7 @@ class FakeEncoder:
 def calliper_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A quick demo run with CaLLiPer (fake encoder, one thread); returns its output folder."""
     patch = pytest.MonkeyPatch()
-    patch.setattr(text_mod, "_load_encoder", lambda name, device: FakeEncoder())
+    patch.setattr(text_mod, "load_text_encoder", lambda name, device: FakeEncoder())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -160,7 +160,7 @@ def test_worker_apply_action(calliper_run: Path, tmp_path: Path) -> None:
 def fusion_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A quick demo run: baseline, CaLLiPer as a 2-seed ensemble (fake encoder) and fusion, context 'standard'."""
     patch = pytest.MonkeyPatch()
-    patch.setattr(text_mod, "_load_encoder", lambda name, device: FakeEncoder())
+    patch.setattr(text_mod, "load_text_encoder", lambda name, device: FakeEncoder())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -207,7 +207,7 @@ def test_apply_reproduces_ensemble_context_and_fusion_embeddings(fusion_run: Pat
     """Applying a saved seed ensemble (with the run's context) or fusion to the run's own regions reproduces the
     embeddings the run wrote: members, PCA, neighbour means and fusion's sources are all saved."""
     patch = pytest.MonkeyPatch()
-    patch.setattr(text_mod, "_load_encoder", lambda name, device: FakeEncoder())
+    patch.setattr(text_mod, "load_text_encoder", lambda name, device: FakeEncoder())
     try:
         res = run_apply_job({"model": str(fusion_run / "models" / method),
                              "regions": str(SAMPLE_DIR / "sf_block_groups_crime_pop.geojson"), "id_field": "GEO_ID",

@@ -19,7 +19,8 @@ TRAIN_SCRIPT = """
 import sys, zlib
 import geopandas as gpd, numpy as np, pandas as pd, torch
 from shapely.geometry import box
-from backend.models.calliper import CaLLiPerEmbedder, text
+from backend.encoders import text
+from backend.models.calliper import CaLLiPerEmbedder
 from backend.views import Views
 
 class Fake:
@@ -27,7 +28,7 @@ class Fake:
         return np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=8) for t in texts]).astype("float32")
 
 torch.set_num_threads(1)
-text._load_encoder = lambda name, device: Fake()
+text.load_text_encoder = lambda name, device: Fake()
 x0, y0 = 550_000.0, 4_180_000.0
 squares = [box(x0 + dx, y0 + dy, x0 + dx + 500, y0 + dy + 500) for dy in (0, 500) for dx in (0, 500)]
 ids = pd.Index(list("abcd"), name="region_id")

@@ -36,17 +36,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from backend.encoders.cache import cache_dir
+from backend.encoders.text import DEFAULT_TEXT_ENCODER, encode_texts
 from backend.errors import ConfigError, InputError
 from backend.models._base import Embedder, EmbedderParams, param
 from backend.models.calliper.text import (
-    DEFAULT_ENCODER,
     DEFAULT_NAME_TEMPLATE,
     DEFAULT_TEMPLATE,
     NAMES_CHOICES,
     build_texts,
     check_template,
-    default_cache_dir,
-    encode_texts,
     use_names,
 )
 from backend.progress import Progress
@@ -80,7 +79,7 @@ class CaLLiPerParams(EmbedderParams):
         "auto", "Use POI names", "Put POI names in the descriptions: auto (when the layer has names), yes or no.",
         choices=NAMES_CHOICES)
     text_encoder: str = param(
-        DEFAULT_ENCODER, "Text encoder", "Frozen sentence encoder: a registry name or a local model folder.")
+        DEFAULT_TEXT_ENCODER, "Text encoder", "Frozen sentence encoder: a registry name or a local model folder.")
     cache_dir: str = param(
         "", "Text cache folder", "Where encoded texts are kept; empty = ~/.cache/regionlens/text, none = no cache.")
     min_scale_m: float = param(
@@ -286,7 +285,7 @@ class CaLLiPerEmbedder(Embedder):
         value = self.params.cache_dir.strip()
         if value.lower() == "none":
             return None
-        return Path(value).expanduser() if value else default_cache_dir()
+        return Path(value).expanduser() if value else cache_dir("text")
 
     @staticmethod
     def _view_crs(views: Views) -> Any:

@@ -14,7 +14,7 @@ the input), and Linear(256 -> d) without bias.
 The reference code runs the location encoder in float64 to keep the phases of large coordinates
 exact. RegionLens subtracts an origin (the mean training location, stored with the model) in float64
 first, so the coordinates the encoder sees are within a few tens of kilometres of zero; the phases then
-lose nothing measurable in float32 (``tests/backend/models/test_calliper.py`` and ``bench/calliper.py``
+lose nothing measurable in float32 (``tests/backend/models/calliper/test_calliper.py`` and ``bench/calliper.py``
 measure the difference), and float32 is what GPUs and CPUs run fast.
 
 Layout of the encoding (used by the tests): column ``d * 2S + i`` is ``sin(coord_d / lambda_i)`` and

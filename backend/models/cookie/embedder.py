@@ -70,6 +70,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from backend.encoders.cache import cache_dir
+from backend.encoders.image import image_features
 from backend.errors import ConfigError, InputError
 from backend.models._base import Embedder, EmbedderParams, embedding_frame, param
 from backend.models.cookie.modalities import (
@@ -77,8 +79,6 @@ from backend.models.cookie.modalities import (
     IMAGE_ENCODERS,
     Scaler,
     available_modalities,
-    default_image_cache_dir,
-    image_features,
     text_features,
 )
 from backend.models.cookie.model import MODALITIES, modality_pairs, objective_counts, split_sizes
@@ -276,15 +276,13 @@ class CooKIEEmbedder(Embedder):
 
     def _cache_dirs(self) -> tuple[Path | None, Path | None]:
         """Folders of the text and image feature caches (None, None when ``cache_dir`` is ``"none"``)."""
-        from backend.models.calliper.text import default_cache_dir
-
         value = self.params.cache_dir.strip()
         if value.lower() == "none":
             return None, None
         if value:
             root = Path(value).expanduser()
             return root / "text", root / "image"
-        return default_cache_dir(), default_image_cache_dir()
+        return cache_dir("text"), cache_dir("image")
 
     # ------------------------------------------------------------------------------------- features
     def _raw_inputs(self, views: Views, modalities: Sequence[str], progress: Progress) -> dict[str, np.ndarray | None]:

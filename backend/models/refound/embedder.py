@@ -47,7 +47,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from backend.errors import Cancelled, ConfigError, InputError
+from backend.io.outputs import replace_atomically
 from backend.models._base import Embedder, EmbedderParams, param
 from backend.progress import Progress
 from backend.views._base import Views
@@ -234,12 +234,12 @@ class RefoundEmbedder(Embedder):
             )
 
     def _cache_root(self) -> Path | None:
-        from backend.models.cookie.modalities import default_image_cache_dir
+        from backend.encoders.cache import cache_dir
 
         value = self.params.cache_dir.strip()
         if value.lower() == "none":
             return None
-        return Path(value).expanduser() if value else default_image_cache_dir().parent
+        return Path(value).expanduser() if value else cache_dir("image").parent
 
     def _raster_for(self, views: Views) -> str | None:
         """The raster whose chips feed the image part, or None."""
@@ -526,10 +526,7 @@ class RefoundEmbedder(Embedder):
         for k, v in self.loss_terms.items():
             state[f"terms.{k}"] = torch.tensor(v, dtype=torch.float64)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, path)
+            replace_atomically(path, lambda fh: torch.save(state, fh))
         except OSError:
             pass  # an unwritable checkpoint folder only costs the ability to resume
 

@@ -12,7 +12,7 @@ visual tokens of masked image patches. Offline, RegionLens uses the packaged tea
 * **Vision teacher**: the frozen EfficientNet-Lite0 (:func:`vision_targets`). Chips (first three bands; one or
   two bands repeated) are resized to ``16 * P`` pixels by default (128 for the small preset, 256 for the full
   one) and ImageNet-normalised. The *global* target is the mean of the final 1280-channel map over the chip's
-  valid pixels (as :func:`backend.models.cookie.modalities.image_features`). The *patch* targets are the
+  valid pixels (as :func:`backend.encoders.image.image_features`). The *patch* targets are the
   output of the last stride-16 block (block 10 of EfficientNet-Lite0, end of stage 5, 112 channels), which is
   exactly P x P at the default input side, so map cell (r, c) is patch ``r * P + c``; a larger ``input_size``
   (a multiple of ``16 * P``) is average-pooled to P x P. Patch features are not masked: pixels outside a
@@ -34,8 +34,6 @@ final_map)``, both N x C x h x w tensors.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,9 +56,6 @@ __all__ = [
     "visual_tokens",
 ]
 
-#: ImageNet normalisation of the packaged EfficientNet-Lite0.
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Stride of the patch feature map; bumped version tag invalidates old cache files.
 _PATCH_STRIDE = 16
 _CACHE_VERSION = "refound-vision-v1"
@@ -243,7 +238,7 @@ def text_targets(
         ConfigError: If the encoder is unknown.
         Cancelled: If cancelled.
     """
-    from backend.models.calliper.text import encode_texts
+    from backend.encoders.text import encode_texts
 
     if len(descriptions) == 0:
         from backend.encoders.registry import ENCODERS
@@ -272,25 +267,13 @@ class VisionTargets:
     valid: np.ndarray
 
 
-def _load_image_encoder(name: str, device: str) -> Any:
-    """The frozen image encoder (cookie's loader; indirection so tests can replace it)."""
-    from backend.models.cookie.modalities import _load_image_encoder as load
-
-    return load(name, device)
-
-
 def _cache_key(encoder: str, patch_grid: int, side: int, chips: np.ndarray, masks: np.ndarray | None,
                progress: Progress | None = None) -> str:
-    from backend.models.calliper.text import encoder_id
-    from backend.models.cookie.modalities import hash_arrays
+    from backend.encoders.cache import array_key, encoder_id
 
-    h = hashlib.sha256()
-    h.update(f"{_CACHE_VERSION}|{encoder_id(encoder)}|{patch_grid}|{side}|{chips.shape}|{chips.dtype}".encode())
-    hash_arrays(h, [chips], progress)
-    if masks is not None:
-        h.update(b"|masks")
-        hash_arrays(h, [np.asarray(masks, dtype=bool)], progress)
-    return h.hexdigest()[:40]
+    header = f"{_CACHE_VERSION}|{encoder_id(encoder)}|{patch_grid}|{side}|{chips.shape}|{chips.dtype}"
+    parts = [chips] if masks is None else [chips, b"|masks", np.asarray(masks, dtype=bool)]
+    return array_key(header, parts, progress)
 
 
 def _feature_maps(model: Any, x: Any) -> tuple[Any, Any]:
@@ -356,7 +339,9 @@ def vision_targets(
     import torch
     import torch.nn.functional as F  # noqa: N812
 
-    from backend.encoders.registry import ENCODERS
+    from backend.encoders import image as image_encoders
+    from backend.encoders.cache import store
+    from backend.encoders.image import check_image_encoder
 
     chips = np.asarray(chips, dtype=np.float32)
     if chips.ndim != 4 or chips.shape[1] < 1:
@@ -371,10 +356,8 @@ def vision_targets(
     side = int(input_size) if input_size is not None else _PATCH_STRIDE * p
     if side < _PATCH_STRIDE * p or side % (_PATCH_STRIDE * p):
         raise ValueError(f"refound: input_size {side} must be a multiple of 16 * patch_grid = {_PATCH_STRIDE * p}.")
-    spec = ENCODERS.get(encoder)
-    if loader is None and (spec is None or spec.kind != "image"):
-        images = sorted(k for k, v in ENCODERS.items() if v.kind == "image")
-        raise ConfigError(f"refound: '{encoder}' is not a registered image encoder; use one of {images}.")
+    if loader is None:
+        check_image_encoder(encoder, "refound")
     n = len(chips)
     valid = masks.reshape(n, -1).any(axis=1) if masks is not None else np.ones(n, dtype=bool)
     path = None
@@ -384,10 +367,10 @@ def vision_targets(
         if path.is_file() and (cached := _load_cached(path)) is not None:
             return cached
     progress.update(0.0, f"vision teacher on {n} chips")
-    load = loader or _load_image_encoder
+    load = loader or image_encoders.load_image_encoder
     model = progress.wait(lambda: load(encoder, device), f"loading {encoder}")
-    mean = torch.tensor(_IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(_IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(image_encoders.IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(image_encoders.IMAGENET_STD, device=device).view(1, 3, 1, 1)
     globals_: list[np.ndarray] = []
     patches: list[np.ndarray] = []
     with torch.no_grad(), progress.watch(model):
@@ -419,14 +402,8 @@ def vision_targets(
                             valid=valid)
     progress.update(1.0, f"vision teacher on {n} chips")
     if path is not None and n:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as fh:
-                np.savez(fh, global_=out.global_, patches=out.patches, valid=out.valid)
-            os.replace(tmp, path)
-        except OSError as exc:
-            progress.log(f"refound: vision feature cache {path.parent} not writable ({exc}); features not cached")
+        store(path, lambda fh: np.savez(fh, global_=out.global_, patches=out.patches, valid=out.valid), progress,
+              "refound: vision feature")
     return out
 
 

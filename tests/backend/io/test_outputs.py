@@ -20,6 +20,7 @@ from backend.io.outputs import (
     check_output_dir,
     remove_active_staging,
     remove_stale_temporary_files,
+    replace_atomically,
     write_layer,
     write_table,
 )
@@ -175,3 +176,21 @@ def test_geopackage_is_version_1_3_with_layers_and_table(tmp_path) -> None:
     assert tables == {"embeddings": "features", "metrics": "attributes"}
     back = gpd.read_file(gpkg, layer="embeddings")
     assert list(back["region_id"]) == ["a", "b"]
+
+
+def test_replace_atomically_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    target = tmp_path / "cache" / "features.npy"
+    replace_atomically(target, lambda fh: fh.write(b"first"))
+    assert target.read_bytes() == b"first"
+
+    def fail(fh) -> None:
+        fh.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        replace_atomically(target, fail)
+    assert target.read_bytes() == b"first"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["features.npy"]
+    replace_atomically(target, lambda fh: fh.write(b"second"))
+    assert target.read_bytes() == b"second"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["features.npy"]

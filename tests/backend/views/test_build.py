@@ -70,3 +70,46 @@ def test_progress_and_cancel(sf_city: CityData) -> None:
     progress.cancel()
     with pytest.raises(Cancelled):
         build_views(sf_city, progress=progress, report=[])
+
+
+def test_every_input_kind_is_a_config_source_a_reader_and_a_view_builder() -> None:
+    from backend.config import INPUT_KINDS, RunConfig
+    from backend.io.city import INPUT_READERS
+    from backend.models import EMBEDDERS
+    from backend.models._base import INPUT_FIELDS
+    from backend.views.build import VIEW_BUILDERS, VIEW_SOURCES
+
+    kinds = set(VIEW_BUILDERS)
+    assert kinds == set(INPUT_KINDS) == {"regions", *INPUT_READERS} == set(INPUT_FIELDS)
+    config_fields = {f.name for f in dataclasses.fields(RunConfig)}
+    city_fields = {f.name for f in dataclasses.fields(CityData)}
+    assert kinds <= config_fields and kinds <= city_fields
+    views = [view for builder in VIEW_BUILDERS.values() for view in builder.views]
+    assert len(views) == len(set(views)) == len(VIEW_SOURCES)  # each view from one input kind
+    for cls in EMBEDDERS.values():
+        assert set(cls.uses_views) <= set(VIEW_SOURCES), cls.name
+
+
+def test_views_come_from_the_builders_of_the_inputs_the_city_has(toy_regions: gpd.GeoDataFrame,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from backend.views import build
+
+    calls: list[str] = []
+
+    def traced(kind: str, builder: build.ViewBuilder) -> build.ViewBuilder:
+        def run(city: CityData, views: Views, ctx: build.BuildContext) -> None:
+            calls.append(kind)
+            builder.build(city, views, ctx)
+
+        return dataclasses.replace(builder, build=run)
+
+    monkeypatch.setattr(build, "VIEW_BUILDERS", {k: traced(k, b) for k, b in build.VIEW_BUILDERS.items()})
+    regions = toy_regions.copy()
+    regions.index = pd.Index(["1", "2", "3", "4"], dtype="str", name="region_id")
+    od = pd.DataFrame({"origin": ["1", "2"], "destination": ["2", "1"], "count": [4.0, 6.0]})
+    seen: list[float] = []
+    views = build_views(CityData(crs=regions.crs, regions=regions, od=od),
+                        progress=Progress(callback=lambda s, f, m: seen.append(f)))
+    assert calls == ["regions", "od"]
+    assert views.available() == {"adjacency", "mobility"}
+    assert seen[-1] == 1.0 and seen == sorted(seen)

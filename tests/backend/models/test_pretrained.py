@@ -16,7 +16,7 @@ from backend.models import EMBEDDERS, CooKIEEmbedder, HAFusionEmbedder, Pretrain
 from backend.views._base import Views
 from backend.worker import info
 from tests.backend.io.test_poi_files import write_pbf
-from tests.backend.models.test_hafusion import TINY
+from tests.backend.models.hafusion.test_hafusion import TINY
 from tests.backend.views.test_embedding import write_cog
 
 

@@ -26,6 +26,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "cookie": {"stage1_epochs": 2, "stage2_epochs": 2, "hidden": 8, "image_encoder": "stats"},
     "refound": {"steps": 2, "batch_size": 8, "checkpoint_dir": "none"},
     "fusion": {"inner_folds": 2},
+    "pretrained": {"pca": True},
 }
 
 
@@ -76,7 +77,14 @@ def only(views: Views, kinds: set[str]) -> Views:
 
 @pytest.fixture(scope="module")
 def city(sf_views: Views) -> Views:
-    return subset(sf_views, 40)
+    """40 regions of the sample city, with a satellite-embedding view (unit rows) for ``pretrained``."""
+    import pandas as pd
+
+    views = subset(sf_views, 40)
+    emb = np.random.default_rng(0).normal(size=(40, 32))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    views.tables["embedding"] = pd.DataFrame(emb, index=views.region_ids, columns=[f"e{i}" for i in range(32)])
+    return views
 
 
 @pytest.mark.parametrize("name", list(EMBEDDERS))

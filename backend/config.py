@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import ConfigError
-from regionlens_common import AUTO_K_MAX, AUTO_K_MIN, LABEL_NAME_PATTERN
+from regionlens_common import AUTO_K_MAX, AUTO_K_MIN, DEVICES, LABEL_NAME_PATTERN, PREDICTION_MODELS
 
 __all__ = [
     "RegionsSource",
@@ -71,8 +71,6 @@ __all__ = [
     "check_value",
 ]
 
-#: Devices a run may ask for (``cuda:N`` too).
-DEVICES = ("auto", "cpu", "cuda", "mps")
 #: Accepted ranges (inclusive) of the numeric settings, checked before any input is read.
 LIMITS: dict[str, tuple[int, int]] = {
     "seed": (0, 2**32 - 1),
@@ -176,11 +174,11 @@ class ClusteringSpec:
 class PredictionSpec:
     """Out-of-fold prediction of every label from every method's embeddings."""
 
-    models: list[str] = field(default_factory=lambda: ["ridge", "gbm"])  # ridge = RidgeCV, gbm = gradient boosting
+    models: list[str] = field(default_factory=lambda: list(PREDICTION_MODELS))  # ridge = RidgeCV, gbm = boosting
     folds: int = 5
     repeats: int = 3  # shuffled K-fold repeated over this many seeds
     spatial: bool = True  # also spatially blocked K-fold
-    write_model: str = "ridge"  # model whose out-of-fold predictions fill the predictions layer
+    write_model: str = PREDICTION_MODELS[0]  # model whose out-of-fold predictions fill the predictions layer
 
 
 @dataclass

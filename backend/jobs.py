@@ -31,7 +31,22 @@ from backend.io.outputs import (
     write_table,
 )
 from backend.progress import Progress
-from regionlens_common import AUTO_K_MAX, AUTO_K_MIN, CLUSTER_NAME_FIELD, label_name
+from regionlens_common import (
+    AUTO_K_MAX,
+    AUTO_K_MIN,
+    CLUSTER_NAME_FIELD,
+    ID_FIELD,
+    LAYER_CLUSTERS,
+    LAYER_EMBEDDINGS,
+    LAYER_PREDICTIONS,
+    OBS,
+    PRED,
+    RES,
+    TABLE_CLUSTER_PROFILES,
+    TABLE_METRICS,
+    label_name,
+    prediction_column,
+)
 
 __all__ = ["ApplyJob", "ClusterJob", "PredictJob", "run_apply_job", "run_cluster_job", "run_predict_job",
            "read_embedding_layer"]
@@ -216,8 +231,8 @@ def run_cluster_job(params: dict[str, Any], progress: Progress | None = None) ->
                               CLUSTER_NAME_FIELD: [names[int(c)] for c in res.labels]},
                              geometry=regions.geometry.values, crs=regions.crs, index=regions.index)
     with out as tmp:
-        write_layer(frame, tmp, "clusters")
-        write_table(profiles, tmp, "cluster_profiles")
+        write_layer(frame, tmp, LAYER_CLUSTERS)
+        write_table(profiles, tmp, TABLE_CLUSTER_PROFILES)
     progress.update(1.0, "done")
     return {"output": str(out.target), "k": res.k, "silhouette": float(res.silhouette),
             "sizes": np.bincount(res.labels).tolist(), "report": report,
@@ -266,15 +281,15 @@ def run_predict_job(params: dict[str, Any], progress: Progress | None = None) ->
     metrics.insert(0, "units", target.units)
     metrics.insert(0, "target", target.description)
     metrics.insert(0, "label", name)
-    metrics.insert(0, "method", "embeddings")
+    metrics.insert(0, "method", LAYER_EMBEDDINGS)
     pred = target.inverse(pd.Series(result.oof[job.models[0]], index=target.y.index)).reindex(regions.index)
     progress.stage("write", 0.9, 1.0)
-    frame = gpd.GeoDataFrame({f"{name}_obs": raw.astype(float), f"{name}_pred": pred,
-                              f"{name}_res": raw.astype(float) - pred},
+    frame = gpd.GeoDataFrame({prediction_column(name, OBS): raw.astype(float), prediction_column(name, PRED): pred,
+                              prediction_column(name, RES): raw.astype(float) - pred},
                              geometry=regions.geometry.values, crs=regions.crs, index=regions.index)
     with out as tmp:
-        write_layer(frame, tmp, "predictions")
-        write_table(metrics, tmp, "metrics")
+        write_layer(frame, tmp, LAYER_PREDICTIONS)
+        write_table(metrics, tmp, TABLE_METRICS)
     progress.update(1.0, "done")
     return {"output": str(out.target), "label": name, "metrics": metrics.to_dict("records"), "report": report,
             "seconds": round(time.perf_counter() - t0, 3), "params": asdict(job)}
@@ -381,9 +396,9 @@ def run_apply_job(params: dict[str, Any], progress: Progress | None = None) -> d
         raise InputError(f"{model.name} produced non-finite embeddings for these regions.")
     progress.stage("write", 0.9, 1.0)
     frame = gpd.GeoDataFrame(emb, geometry=city.regions.geometry.reindex(emb.index).values, crs=city.crs)
-    frame.index = frame.index.astype(str).rename("region_id")
+    frame.index = frame.index.astype(str).rename(ID_FIELD)
     with out as tmp:
-        write_layer(frame, tmp, "embeddings")
+        write_layer(frame, tmp, LAYER_EMBEDDINGS)
     progress.update(1.0, "done")
     return {"output": str(out.target), "gpkg": str(out.target), "method": model.name, "model": str(folder),
             "n_regions": len(emb), "dim": int(emb.shape[1]), "device": model.device_used or job.device,

@@ -22,9 +22,24 @@ from backend import __version__
 from backend.config import RunConfig, input_paths
 from backend.device import resolve_device
 from backend.errors import ConfigError, InputError
-from backend.io.outputs import GPKG_NAME, OutputFolder, write_json, write_layer, write_table
+from backend.io.outputs import OutputFolder, write_json, write_layer, write_table
 from backend.progress import Progress
-from regionlens_common import CLUSTER_NAME_FIELD
+from regionlens_common import (
+    CLUSTER_NAME_FIELD,
+    GPKG_NAME,
+    ID_FIELD,
+    LAYER_CLUSTERS,
+    LAYER_EMBEDDINGS,
+    LAYER_PREDICTIONS,
+    OBS,
+    PRED,
+    RES,
+    RUN_JSON,
+    TABLE_CLUSTER_PROFILES,
+    TABLE_METRICS,
+    method_layer,
+    prediction_column,
+)
 
 __all__ = ["RunResult", "run_pipeline", "package_versions"]
 
@@ -96,10 +111,6 @@ def _make_methods(cfg: RunConfig, device: str) -> list[Any]:
 def model_params(methods: list[Any], name: str) -> Any:
     """The parameters of the run's method ``name``."""
     return next(m for m in methods if m.name == name).params
-
-
-def _suffix(method: str, primary: str) -> str:
-    return "" if method == primary else f"_{method}"
 
 
 def check_region_count(cfg: RunConfig, n_regions: int) -> None:
@@ -320,9 +331,9 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
                     pred_model = pd.Series(result.oof[cfg.prediction.write_model], index=keep)
                     pred = target.inverse(pred_model).reindex(views.region_ids)
                     frame = predictions[name]
-                    frame[f"{spec.name}_obs"] = raw.astype(float)
-                    frame[f"{spec.name}_pred"] = pred
-                    frame[f"{spec.name}_res"] = raw.astype(float) - pred
+                    frame[prediction_column(spec.name, OBS)] = raw.astype(float)
+                    frame[prediction_column(spec.name, PRED)] = pred
+                    frame[prediction_column(spec.name, RES)] = raw.astype(float) - pred
                     obs_pred[name][spec.name] = (target.y.to_numpy(), pred_model.to_numpy())
         timed("predict", t0)
 
@@ -336,26 +347,25 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
 
         def add_layer(frame: pd.DataFrame, layer: str) -> None:
             gdf = gpd.GeoDataFrame(frame.copy(), geometry=geometry.reindex(frame.index).values, crs=city.crs)
-            gdf.index = gdf.index.astype(str).rename("region_id")
+            gdf.index = gdf.index.astype(str).rename(ID_FIELD)
             write_layer(gdf, gpkg, layer)
             layers.append(layer)
 
         for name, emb in embeddings.items():
-            sfx = _suffix(name, primary)
-            add_layer(emb, f"embeddings{sfx}")
+            add_layer(emb, method_layer(LAYER_EMBEDDINGS, name, primary))
             if name in clusters:
                 labels, texts, profiles = clusters[name]
                 cl = pd.DataFrame({"cluster": labels.astype(int)}, index=views.region_ids)
                 cl[CLUSTER_NAME_FIELD] = [texts.get(int(c), "") for c in labels]
-                add_layer(cl, f"clusters{sfx}")
+                add_layer(cl, method_layer(LAYER_CLUSTERS, name, primary))
                 if len(profiles):
-                    write_table(profiles, gpkg, f"cluster_profiles{sfx}")
-                    layers.append(f"cluster_profiles{sfx}")
+                    write_table(profiles, gpkg, method_layer(TABLE_CLUSTER_PROFILES, name, primary))
+                    layers.append(method_layer(TABLE_CLUSTER_PROFILES, name, primary))
             if predictions[name].shape[1]:
-                add_layer(predictions[name], f"predictions{sfx}")
+                add_layer(predictions[name], method_layer(LAYER_PREDICTIONS, name, primary))
         metrics = pd.DataFrame(metric_rows, columns=METRIC_COLUMNS)
-        write_table(metrics, gpkg, "metrics")
-        layers.append("metrics")
+        write_table(metrics, gpkg, TABLE_METRICS)
+        layers.append(TABLE_METRICS)
         progress.update(0.4, "layers written")
 
         if cfg.figures:
@@ -368,7 +378,7 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
 
             for model in methods:
                 name = model.name
-                sfx = _suffix(name, primary)
+                sfx = method_layer("", name, primary)
                 labels = clusters[name][0] if name in clusters else np.zeros(len(views), dtype=int)
                 figures.append(str(plot_embedding_2d(embeddings[name].to_numpy(), labels,
                                                      out.path("figures", f"embedding_2d{sfx}.png"),
@@ -410,14 +420,14 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
             "ensembles": {m.name: len(m.members) for m in methods if hasattr(m, "members")},
             "fusion": fusion_choices,
         }
-        write_json(manifest, out.path("run.json"))
+        write_json(manifest, out.path(RUN_JSON))
         final = out.commit()
         progress.update(1.0, f"outputs in {final}")
 
     return RunResult(
         output_dir=str(final),
         gpkg=str(final / GPKG_NAME),
-        run_json=str(final / "run.json"),
+        run_json=str(final / RUN_JSON),
         figures=figures,
         metrics=metric_rows,
         device=device,

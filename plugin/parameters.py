@@ -65,13 +65,10 @@ __all__ = [
     "validate",
 ]
 
-#: Devices the backend accepts (``auto``: CUDA, then MPS, then CPU).
-DEVICES = ("auto", "cpu", "cuda")
-#: Targets offered for labels (``rate`` needs a denominator field; the CLI offers it).
-TARGETS = ("count", "density")
-#: Regressors of the evaluation (``backend/config.py`` PredictionSpec.models).
-PREDICTION_MODELS = ("ridge", "gbm")
-
+#: Devices the backend accepts, targets offered for labels, regressors of the evaluation (the contract module).
+DEVICES = common.DEVICES
+TARGETS = common.OFFERED_TARGETS
+PREDICTION_MODELS = common.PREDICTION_MODELS
 
 
 # ---------------------------------------------------------------------------------------- choices

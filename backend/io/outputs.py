@@ -32,6 +32,7 @@ import geopandas as gpd
 import pandas as pd
 
 from backend.errors import OutputError
+from regionlens_common import GPKG_NAME, RUN_JSON
 
 __all__ = [
     "OutputFolder",
@@ -49,9 +50,6 @@ __all__ = [
     "remove_stale_temporary_files",
 ]
 
-GPKG_NAME = "regionlens.gpkg"
-#: The run manifest; its presence marks a folder as a previous RegionLens run (replaceable with overwrite).
-RUN_JSON = "run.json"
 #: File inside a staging folder naming the process that writes it (JSON: pid, host, start).
 STAGING_MARKER = ".regionlens-staging"
 

@@ -43,6 +43,7 @@ from sklearn.pipeline import Pipeline
 
 from backend.errors import InputError
 from backend.progress import Progress
+from regionlens_common import PREDICTION_MODELS
 
 __all__ = [
     "MODELS",
@@ -70,7 +71,7 @@ __all__ = [
 ]
 
 #: Regressors :func:`evaluate_label` knows.
-MODELS = ("ridge", "gbm")
+MODELS = PREDICTION_MODELS
 #: Cross-validation protocols, in the order they are reported.
 PROTOCOLS = ("shuffled", "spatial")
 #: Columns of :attr:`PredictionResult.metrics` (the metrics layer adds ``method``, ``label``, ``target``).

@@ -28,9 +28,9 @@ from qgis.core import (
     QgsProcessingUtils,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
+from ..i18n import tr
 from ..parameters import DEVICES, METHODS, PREDICTION_MODELS, TARGETS, LabelChoice, RunChoices, label_fields, label_name
 from ..tasks import PLUGIN_ROOT
 from ..worker_client import (
@@ -41,6 +41,7 @@ from ..worker_client import (
     WorkerException,
     find_backend_python,
 )
+from ._outputs import queue_layers
 
 __all__ = [
     "DEFAULTS",
@@ -95,11 +96,6 @@ CANCEL_GRACE = 5.0
 STDERR_LINES = 10
 #: Error kinds that are the user's input, explained by the message alone (no stderr quoted).
 _INPUT_KINDS = frozenset({"input", "config", "output", "busy"})
-
-
-def tr(text: str) -> str:
-    """Translate ``text`` in the RegionLens context."""
-    return QCoreApplication.translate("RegionLens", text)
 
 
 def check_label_fields(layer: QgsVectorLayer | None, fields: list[str]) -> str:
@@ -163,8 +159,6 @@ class RegionLensAlgorithm(QgsProcessingAlgorithm):
 
     def postProcessAlgorithm(self, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:  # noqa: N802
         """Main thread, after the run: queue the outputs for loading (see :mod:`._outputs`)."""
-        from ._outputs import queue_layers
-
         queue_layers(context, getattr(self, "layers_to_load", []))
         return {}  # keep processAlgorithm's results
 

@@ -28,8 +28,8 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
+from ..i18n import tr
 from ..input_export import fid_column
-from ._base import tr
 
 __all__ = ["export_raster", "export_vector", "raster_input"]
 

@@ -23,9 +23,11 @@ from qgis.core import (
     QgsProcessingParameterNumber,
 )
 
-from ._base import RegionLensAlgorithm, backend_python, input_folder, run_backend, tr
+from ..common import common, gpkg_uri
+from ..i18n import tr
+from ._base import RegionLensAlgorithm, backend_python, input_folder, run_backend
 from ._inputs import export_vector
-from ._outputs import LayerToLoad, gpkg_uri
+from ._outputs import LayerToLoad
 
 __all__ = ["CLUSTER_METHODS", "ClusterAlgorithm"]
 
@@ -126,12 +128,12 @@ class ClusterAlgorithm(RegionLensAlgorithm):
                 result.get("k"), float(result.get("silhouette", float("nan"))), result.get("sizes")
             )
         )
-        clusters = gpkg_uri(gpkg, "clusters")
-        self.layers_to_load.append(LayerToLoad(clusters, tr("Clusters"), self.CLUSTERS, "clusters"))
+        clusters = gpkg_uri(gpkg, common.LAYER_CLUSTERS)
+        self.layers_to_load.append(LayerToLoad(clusters, tr("Clusters"), self.CLUSTERS, common.LAYER_CLUSTERS))
         return {
             self.OUTPUT: gpkg,
             self.CLUSTERS: clusters,
-            self.CLUSTER_PROFILES: gpkg_uri(gpkg, "cluster_profiles"),
+            self.CLUSTER_PROFILES: gpkg_uri(gpkg, common.TABLE_CLUSTER_PROFILES),
             self.N_CLUSTERS: result.get("k"),
             self.SILHOUETTE: result.get("silhouette"),
         }

@@ -36,6 +36,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..common import common, gpkg_uri
+from ..i18n import tr
 from ..input_export import remove_stale_staging
 from ..parameters import (
     CONTEXT_HELP,
@@ -62,15 +64,15 @@ from ._base import (
     input_folder,
     label_name,
     run_backend,
-    tr,
 )
 from ._inputs import export_vector, raster_input
-from ._outputs import LayerToLoad, gpkg_uri
+from ._outputs import LayerToLoad
 
 __all__ = ["EmbedAlgorithm"]
 
 #: Layers a run writes per method (``<layer>`` for the first method, ``<layer>_<method>`` for the others).
-_METHOD_LAYERS = (("embeddings", "Embeddings"), ("clusters", "Clusters"), ("predictions", "Predictions"))
+_METHOD_LAYERS = ((common.LAYER_EMBEDDINGS, "Embeddings"), (common.LAYER_CLUSTERS, "Clusters"),
+                  (common.LAYER_PREDICTIONS, "Predictions"))
 
 
 def _given(parameters: dict[str, Any], name: str) -> bool:
@@ -421,7 +423,8 @@ class EmbedAlgorithm(RegionLensAlgorithm):
         layer_outputs = (self.EMBEDDINGS, self.CLUSTERS, self.PREDICTIONS)
         for output, (layer, _title) in zip(layer_outputs, _METHOD_LAYERS, strict=True):
             outputs[output] = gpkg_uri(gpkg, layer) if layer in written else None
-        outputs[self.METRICS] = gpkg_uri(gpkg, "metrics") if "metrics" in written else None
+        metrics = common.TABLE_METRICS
+        outputs[self.METRICS] = gpkg_uri(gpkg, metrics) if metrics in written else None
         self.layers_to_load = _layers_to_load(gpkg, written, methods, [lab["name"] for lab in labels], layer_outputs)
         return outputs
 
@@ -446,13 +449,13 @@ def _layers_to_load(gpkg: str, written: set[str], methods: list[str], labels: li
     """Every method's layers, named by method, into the run's group; one predictions map per label."""
     group = run_group_name(gpkg)
     items: list[LayerToLoad] = []
-    for position, method in enumerate(methods):
+    for method in methods:
         for output, (layer, title) in zip(outputs, _METHOD_LAYERS, strict=True):
-            table = layer if position == 0 else f"{layer}_{method}"
+            table = common.method_layer(layer, method, methods[0])
             if table not in written:
                 continue
             tag = f" ({method})"
-            if layer != "predictions":
+            if layer != common.LAYER_PREDICTIONS:
                 items.append(LayerToLoad(gpkg_uri(gpkg, table), f"{title}{tag}", output, layer, group=group, tag=tag))
             elif labels:
                 name = tr("Predicted {}").format(labels[0]) + tag

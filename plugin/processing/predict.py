@@ -28,6 +28,8 @@ from qgis.core import (
     QgsProcessingParameterNumber,
 )
 
+from ..common import common, gpkg_uri
+from ..i18n import tr
 from ._base import (
     DEFAULTS,
     LABEL_DEFAULTS,
@@ -39,10 +41,9 @@ from ._base import (
     input_folder,
     label_name,
     run_backend,
-    tr,
 )
 from ._inputs import export_vector
-from ._outputs import LayerToLoad, gpkg_uri
+from ._outputs import LayerToLoad
 
 __all__ = ["PredictAlgorithm"]
 
@@ -157,7 +158,8 @@ class PredictAlgorithm(RegionLensAlgorithm):
         id_field = self.parameterAsString(parameters, self.ID_FIELD, context)
         label_field = self.parameterAsString(parameters, self.LABEL_FIELD, context)
         label_id_field = self.parameterAsString(parameters, self.LABEL_ID_FIELD, context) or id_field
-        models = [PREDICTION_MODELS[i] for i in self.parameterAsEnums(parameters, self.MODELS, context)] or ["ridge"]
+        chosen = self.parameterAsEnums(parameters, self.MODELS, context)
+        models = [PREDICTION_MODELS[i] for i in chosen] or [PREDICTION_MODELS[0]]
         name = label_name(label_field)
         with input_folder(feedback) as folder:
             source = self.parameterAsSource(parameters, self.INPUT, context)
@@ -199,14 +201,14 @@ class PredictAlgorithm(RegionLensAlgorithm):
         scores = _shuffled_scores(result.get("metrics") or [], models[0])
         for row in result.get("metrics") or []:
             feedback.pushInfo(_score_line(row))
-        predictions = gpkg_uri(gpkg, "predictions")
+        predictions = gpkg_uri(gpkg, common.LAYER_PREDICTIONS)
         self.layers_to_load.append(
-            LayerToLoad(predictions, tr("Predicted {}").format(name), self.PREDICTIONS, "predictions", name)
+            LayerToLoad(predictions, tr("Predicted {}").format(name), self.PREDICTIONS, common.LAYER_PREDICTIONS, name)
         )
         return {
             self.OUTPUT: gpkg,
             self.PREDICTIONS: predictions,
-            self.METRICS: gpkg_uri(gpkg, "metrics"),
+            self.METRICS: gpkg_uri(gpkg, common.TABLE_METRICS),
             self.LABEL: name,
             self.R2: scores.get("r2_mean"),
             self.MAE: scores.get("mae_mean"),

@@ -26,6 +26,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import Qt
 
+from plugin.common import common
 from plugin.main import RegionLensPlugin
 from plugin.parameters import METHODS, RunChoices, label_name, to_run_config, validate
 from plugin.project_settings import save_choices
@@ -142,7 +143,7 @@ def test_dock_populated_from_sample_layers(dock: RunDock, sample: dict) -> None:
     assert baseline.is_checked() and baseline.advanced.isCollapsed()
     assert set(baseline.param_widgets) == {"log1p_counts", "neighbourhood_m"}
     assert dock.k_spin.value() == 0 and dock.k_spin.text() == "auto"
-    assert [dock.device_combo.itemData(i) for i in range(dock.device_combo.count())] == ["auto", "cpu", "cuda"]
+    assert [dock.device_combo.itemData(i) for i in range(dock.device_combo.count())] == list(common.DEVICES)
 
 
 def test_raster_list_follows_the_project(dock: RunDock, qgis_new_project: QgsProject, sample: dict) -> None:

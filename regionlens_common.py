@@ -63,6 +63,7 @@ __all__ = [
     "TARGETS",
     "OFFERED_TARGETS",
     "PREDICTION_MODELS",
+    "DEFAULT_METHOD",
 ]
 
 
@@ -146,6 +147,9 @@ TARGETS = ("count", "density", "rate")
 OFFERED_TARGETS = ("count", "density")
 #: Regressors of the evaluation: ``ridge`` (RidgeCV) and ``gbm`` (gradient boosting).
 PREDICTION_MODELS = ("ridge", "gbm")
+#: The method a run uses when none is chosen, and the one the plugin offers before the backend has answered
+#: (every other method comes from the backend's ``info``).
+DEFAULT_METHOD = "baseline"
 
 # ------------------------------------------------------------------------------------------- clusters
 

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import ConfigError
-from regionlens_common import AUTO_K_MAX, AUTO_K_MIN, DEVICES, LABEL_NAME_PATTERN, PREDICTION_MODELS
+from regionlens_common import AUTO_K_MAX, AUTO_K_MIN, DEFAULT_METHOD, DEVICES, LABEL_NAME_PATTERN, PREDICTION_MODELS
 
 __all__ = [
     "RegionsSource",
@@ -192,7 +192,7 @@ class RunConfig:
     od: OdSource | None = None
     landuse: LandUseSource | None = None
     labels: list[LabelSpec] = field(default_factory=list)
-    methods: list[MethodSpec] = field(default_factory=lambda: [MethodSpec("baseline")])
+    methods: list[MethodSpec] = field(default_factory=lambda: [MethodSpec(DEFAULT_METHOD)])
     clustering: ClusteringSpec | None = field(default_factory=ClusteringSpec)
     prediction: PredictionSpec | None = field(default_factory=PredictionSpec)
     seed: int = 0
@@ -405,7 +405,7 @@ def _validate_methods(cfg: RunConfig) -> None:
         spec.params = {k: check_value(v, hints[k], f"{where}.params.{k}") for k, v in spec.params.items()}
         possible = [v for v in cls.uses_views if VIEW_SOURCES.get(v, "regions") in given]
         if len(possible) < cls.min_views:
-            other = "" if spec.name == "baseline" else ", or choose another method (baseline uses any input)"
+            other = "" if spec.name == DEFAULT_METHOD else ", or choose another method (baseline uses any input)"
             raise ConfigError(
                 f"'{where}': {spec.name} learns from {inputs_for(cls.uses_views)}, and the configuration gives "
                 f"{'too few of them' if possible else 'none'}. Add one{other}."

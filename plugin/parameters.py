@@ -111,9 +111,10 @@ class RunChoices:
     landuse_layer_id: str = ""  # polygon layer of land use ("" = none)
     landuse_class_field: str = ""  # land-use class field
     labels: list[LabelChoice] = field(default_factory=list)  # quantities to predict (may be empty)
-    methods: list[MethodChoice] = field(default_factory=lambda: [METHODS.choice("baseline")])  # first = primary
+    #: methods to run, the first is the primary
+    methods: list[MethodChoice] = field(default_factory=lambda: [METHODS.choice(common.DEFAULT_METHOD)])
     cluster_k: int = 0  # number of clusters; 0 = auto (best silhouette)
-    prediction_models: list[str] = field(default_factory=lambda: ["ridge"])  # ridge and/or gbm
+    prediction_models: list[str] = field(default_factory=lambda: [PREDICTION_MODELS[0]])  # ridge and/or gbm
     folds: int = 5  # K of the K-fold cross-validation
     repeats: int = 3  # shuffled K-fold repeated over this many seeds
     spatial: bool = True  # also spatially blocked folds
@@ -146,7 +147,7 @@ class MethodInfo:
 
 #: The baseline as the backend defines it (backend/models/baseline.py); used until ``info`` answers.
 BASELINE = MethodInfo(
-    name="baseline",
+    name=common.DEFAULT_METHOD,
     title="Baseline (views standardised, concatenated, PCA)",
     dim=32,
     params={"log1p_counts": True, "neighbourhood_m": 0.0},

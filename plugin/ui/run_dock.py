@@ -48,6 +48,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..common import common
 from ..input_export import remove_exported_inputs, remove_stale_staging
 from ..parameters import (
     CONTEXT_HELP,
@@ -500,7 +501,7 @@ class RunDock(QgsDockWidget):
                 section.set_checked(checked)
                 section.set_choice(choice)
             else:
-                section.set_checked(name == "baseline" and not previous)
+                section.set_checked(name == common.DEFAULT_METHOD and not previous)
             section.changed.connect(self._edited)
             section.changed.connect(self._update_method_states)
             if info.combines_methods:

@@ -52,6 +52,9 @@ __all__ = [
     "combining_problem",
     "context_presets",
     "describe_context",
+    "describe_method_params",
+    "describe_param",
+    "method_params_problem",
     "ensemble_limit",
     "inputs_dir_for",
     "label_fields",
@@ -690,6 +693,65 @@ def missing_input(info: MethodInfo, have: set[str]) -> str | None:
     return f"No input for {info.name}{need}: add {words or 'an input it can use'}."
 
 
+_TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}
+_TYPE_WORDS = {"bool": "true or false", "int": "a whole number", "float": "a number", "str": "text"}
+
+
+def describe_param(name: str, spec: dict[str, Any]) -> str:
+    """One parameter as the backend describes it (``param_info``), in one line:
+    ``scale (a number, 0.5 to 10, default 2.0): Multiplies every category share.``"""
+    kind = spec.get("type", "str")
+    bounds = [f"{b:g}" if isinstance(b, (int, float)) else "" for b in (spec.get("min"), spec.get("max"))]
+    what = _TYPE_WORDS.get(kind, kind)
+    if spec.get("choices"):
+        what = "one of " + ", ".join(str(c) for c in spec["choices"])
+    elif any(bounds):
+        what += ", " + (f"{bounds[0]} to {bounds[1]}" if all(bounds) else
+                        f"at least {bounds[0]}" if bounds[0] else f"at most {bounds[1]}")
+    default = json.dumps(spec.get("default"))
+    help_text = str(spec.get("help") or "").strip()
+    return f"{name} ({what}, default {default})" + (f": {help_text}" if help_text else "")
+
+
+def describe_method_params(names: Iterable[str] | None = None) -> str:
+    """The parameters of every method (or of ``names``), one line each under the method's name, generated
+    from the backend's descriptions (Processing's help of the method parameters)."""
+    lines = []
+    for name in METHODS.names() if names is None else names:
+        info = METHODS.get(name)
+        if info is None:
+            continue
+        specs = info.param_info or {key: {"type": _kind(value), "default": value} for key, value in info.params.items()}
+        lines.append(f"{name}: " + ("; ".join(describe_param(k, s) for k, s in specs.items()) or "no parameters"))
+    return "\n".join(lines)
+
+
+def _kind(value: Any) -> str:
+    return {bool: "bool", int: "int", float: "float"}.get(type(value), "str")
+
+
+def method_params_problem(name: str, params: dict[str, Any]) -> str | None:
+    """Why ``params`` are not parameters of the method ``name`` as the backend describes them, or ``None``:
+    an unknown name, a value of the wrong type, outside its range or not among its choices."""
+    info = METHODS.get(name)
+    if info is None:
+        return f"The backend does not offer the method '{name}'; it offers {', '.join(METHODS.names())}."
+    for key, value in params.items():
+        spec = info.param_info.get(key) or ({"type": _kind(info.params[key])} if key in info.params else None)
+        if spec is None:
+            known = ", ".join(info.param_info or info.params) or "none"
+            return f"{name} has no parameter '{key}'; its parameters: {known}."
+        kind = spec.get("type", "str")
+        if isinstance(value, bool) != (kind == "bool") or not isinstance(value, _TYPES.get(kind, (object,))):
+            return f"{name}: {key} must be {_TYPE_WORDS.get(kind, kind)}, not {json.dumps(value)}."
+        if spec.get("choices") and str(value) not in [str(c) for c in spec["choices"]]:
+            return f"{name}: {key} must be one of {', '.join(map(str, spec['choices']))}, not {json.dumps(value)}."
+        low, high = spec.get("min"), spec.get("max")
+        if kind in ("int", "float") and ((low is not None and value < low) or (high is not None and value > high)):
+            return f"{name}: {describe_param(key, spec)}; {json.dumps(value)} is out of range."
+    return None
+
+
 def _check_settings(choices: RunChoices, backend_info: dict[str, Any] | None, problems: list[str]) -> None:
     if choices.cluster_k == 1 or choices.cluster_k < 0:
         problems.append("The number of clusters must be at least 2 (or auto).")
@@ -710,7 +772,7 @@ def _check_settings(choices: RunChoices, backend_info: dict[str, Any] | None, pr
         offered = ", ".join(presets) or "none"
         problems.append(f"The backend has no spatial context '{choices.context}'; choose one of {offered} or None.")
     if choices.device not in DEVICES:
-        problems.append(f"Unknown device '{choices.device}'; choose auto, cpu or cuda.")
+        problems.append(f"Unknown device '{choices.device}'; choose one of {', '.join(DEVICES)}.")
     elif choices.device == "cuda" and backend_info is not None and not backend_info.get("cuda", False):
         problems.append("The backend sees no CUDA GPU; choose auto or cpu.")
 

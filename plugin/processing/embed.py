@@ -47,7 +47,9 @@ from ..parameters import (
     MethodChoice,
     combining_problem,
     context_presets,
+    describe_method_params,
     ensemble_limit,
+    method_params_problem,
     methods_config,
     missing_input,
 )
@@ -250,11 +252,12 @@ class EmbedAlgorithm(RegionLensAlgorithm):
                 self.OVERWRITE, tr("Replace a previous RegionLens run in the output folder"), DEFAULTS.overwrite
             ),
         ]  # fmt: skip
+        helps = {self.CONTEXT: tr(CONTEXT_HELP), self.ENSEMBLE: tr(ENSEMBLE_HELP),
+                 self.METHOD_PARAMS: tr("Each method's parameters, as the backend describes them:") + "\n"
+                 + describe_method_params()}  # fmt: skip
         for parameter in advanced:
-            if parameter.name() == self.CONTEXT:
-                parameter.setHelp(tr(CONTEXT_HELP))
-            elif parameter.name() == self.ENSEMBLE:
-                parameter.setHelp(tr(ENSEMBLE_HELP))
+            if parameter.name() in helps:
+                parameter.setHelp(helps[parameter.name()])
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
             self.addParameter(parameter)
@@ -477,7 +480,8 @@ def _method_params(text: str, methods: list[str]) -> dict[str, dict[str, Any]]:
     """The METHOD_PARAMS JSON object, per method: one object for the first method, or one per method.
 
     Raises:
-        QgsProcessingException: If it is not a JSON object, or names a method that does not run.
+        QgsProcessingException: If it is not a JSON object, names a method that does not run, or gives a
+            parameter the method does not describe (unknown, of the wrong type, out of range or choices).
     """
     if not text or not text.strip() or not methods:
         return {}
@@ -495,5 +499,11 @@ def _method_params(text: str, methods: list[str]) -> dict[str, dict[str, Any]]:
                     ", ".join(unknown), ", ".join(methods)
                 )
             )
-        return {str(k): dict(v) for k, v in value.items()}
-    return {methods[0]: value}
+        chosen = {str(k): dict(v) for k, v in value.items()}
+    else:
+        chosen = {methods[0]: value}
+    for method, params in chosen.items():
+        problem = method_params_problem(method, params)
+        if problem:
+            raise QgsProcessingException(problem)
+    return chosen

@@ -26,10 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import (
-    QgsMapLayer,
-    QgsMapLayerType,
     QgsProject,
-    QgsProviderRegistry,
     QgsRasterLayer,
     QgsVectorLayer,
     QgsWkbTypes,
@@ -37,6 +34,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from .common import common
+from .input_export import InputExporter, raster_path, raster_problem
 
 __all__ = [
     "DEVICES",
@@ -106,7 +104,7 @@ class RunChoices:
     poi_layer_id: str = ""  # point layer of POIs ("" = none)
     poi_category_field: str = ""  # POI category (e.g. amenity)
     poi_name_field: str = ""  # optional POI name ("" = none)
-    raster_layer_ids: list[str] = field(default_factory=list)  # imagery: local raster files, zero or more
+    raster_layer_ids: list[str] = field(default_factory=list)  # imagery: zero or more (non-files become GeoTIFFs)
     od_path: str = ""  # origin-destination CSV ("" = none)
     od_origin_field: str = "origin"  # CSV column of the origin region id
     od_destination_field: str = "destination"  # CSV column of the destination region id
@@ -419,18 +417,6 @@ def resolved_label_names(choices: RunChoices, project: QgsProject | None = None)
     return names
 
 
-def raster_path(layer: QgsMapLayer) -> Path | None:
-    """The local file behind a GDAL raster layer, or ``None`` (WMS, XYZ, /vsicurl/, ...)."""
-    if layer.type() != QgsMapLayerType.RasterLayer or layer.providerType() != "gdal":
-        return None
-    parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
-    path = str(parts.get("path") or "")
-    if not path or path.startswith("/vsi"):
-        return None
-    p = Path(path)
-    return p if p.is_file() else None
-
-
 def inputs_dir_for(output_dir: str | Path) -> Path:
     """Where the plugin exports a run's inputs: the sibling folder ``<output folder>_inputs``.
 
@@ -597,8 +583,8 @@ def _check_rasters(choices: RunChoices, project: QgsProject, problems: list[str]
         layer = project.mapLayer(layer_id)
         if not isinstance(layer, QgsRasterLayer):
             problems.append("A chosen raster is no longer in the project.")
-        elif raster_path(layer) is None:
-            problems.append(f"The raster '{layer.name()}' is not a local file (GeoTIFF); save it to a file first.")
+        elif problem := raster_problem(layer):
+            problems.append(problem)
 
 
 def _check_od(choices: RunChoices, problems: list[str]) -> None:
@@ -836,8 +822,6 @@ def to_run_config(
     Raises:
         ValueError: If a layer is missing or cannot be exported (the message names it).
     """
-    from .input_export import InputExporter
-
     project = project or QgsProject.instance()
     out = Path(run_dir if run_dir is not None else choices.output_dir).expanduser().resolve()
     exporter = InputExporter(Path(inputs_dir) if inputs_dir is not None else inputs_dir_for(out))
@@ -866,10 +850,9 @@ def to_run_config(
     rasters = []
     for layer_id in choices.raster_layer_ids:
         layer = project.mapLayer(layer_id)
-        path = raster_path(layer) if layer is not None else None
-        if path is None:
-            raise ValueError(f"Raster layer {layer_id} is not a local file.")
-        rasters.append({"path": str(path.resolve())})
+        if not isinstance(layer, QgsRasterLayer):
+            raise ValueError(f"The raster {layer_id} is not in the project.")
+        rasters.append(exporter.raster(layer))  # its file, or a GeoTIFF written into the inputs folder
     config["rasters"] = rasters
     if choices.od_path:
         config["od"] = {

@@ -30,17 +30,11 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
+from ..common import common
 from ..i18n import tr
 from ..parameters import DEVICES, METHODS, PREDICTION_MODELS, TARGETS, LabelChoice, RunChoices, label_fields, label_name
-from ..tasks import PLUGIN_ROOT
-from ..worker_client import (
-    WorkerCancelled,
-    WorkerClient,
-    WorkerDied,
-    WorkerError,
-    WorkerException,
-    find_backend_python,
-)
+from ..tasks import LOG_TAG, PLUGIN_ROOT, RunCancelled, RunSucceeded, run_worker_job
+from ..worker_client import find_backend_python
 from ._outputs import queue_layers
 
 __all__ = [
@@ -181,17 +175,14 @@ def ensure_methods(python: Path | None = None, wait: bool = True) -> bool:
         return True
     if not wait:
         return False
-    client = WorkerClient(python, PLUGIN_ROOT)
-    try:
-        client.start(timeout=START_TIMEOUT)
-        METHODS.update_from_info(client.run_job("info", {}, idle_timeout=START_TIMEOUT), python)
-    except WorkerException as exc:
-        message = getattr(exc, "message", "") or str(exc)
-        QgsMessageLog.logMessage(f"The backend did not describe its methods ({message}); only the baseline "
-                                 "is offered.", "RegionLens", Qgis.MessageLevel.Warning)  # fmt: skip
+    outcome = run_worker_job(python, "info", {}, start_timeout=START_TIMEOUT, idle_timeout=START_TIMEOUT,
+                             cancel_grace=CANCEL_GRACE)  # fmt: skip
+    if not isinstance(outcome, RunSucceeded):
+        message = getattr(outcome, "message", "")
+        QgsMessageLog.logMessage(f"The backend did not describe its methods ({message}); only the "
+                                 f"{common.DEFAULT_METHOD} is offered.", LOG_TAG, Qgis.MessageLevel.Warning)
         return False
-    finally:
-        client.close(timeout=CANCEL_GRACE)
+    METHODS.update_from_info(outcome.result, python)
     return True
 
 
@@ -237,7 +228,6 @@ def run_backend(
             nothing then), failed (the worker's message, with the last lines of its error output
             unless the input was at fault), or the worker died (how, and its last error output).
     """
-    client = WorkerClient(python, PLUGIN_ROOT)
     stage = {"name": ""}
 
     def on_event(event: dict[str, Any]) -> None:
@@ -257,30 +247,24 @@ def run_backend(
                 feedback.pushInfo(message)
 
     cancelled = tr("The RegionLens {} job was cancelled; no output was written.").format(action)
-    try:
-        feedback.pushInfo(tr("Starting the RegionLens backend ({})").format(python))
-        client.start(timeout=START_TIMEOUT)
-        if feedback.isCanceled():
-            raise QgsProcessingException(cancelled)
-        return client.run_job(
-            action, params, on_event=on_event, is_cancelled=feedback.isCanceled, cancel_grace=CANCEL_GRACE
-        )
-    except WorkerCancelled as exc:
-        raise QgsProcessingException(cancelled) from exc
-    except WorkerError as exc:
-        message = exc.message or tr("The backend failed ({}).").format(exc.kind)
-        if exc.kind in _INPUT_KINDS:  # the input was at fault: the message alone says what to change
-            raise QgsProcessingException(message) from None
-        if exc.traceback:
-            feedback.pushDebugInfo(exc.traceback)
-        tail = _tail(exc.stderr)
-        if tail:
-            message += "\n" + tr("Last lines of the worker's error output:") + "\n" + tail
-        raise QgsProcessingException(message) from exc
-    except WorkerDied as exc:
-        raise QgsProcessingException(tr("The RegionLens backend failed: {}").format(exc.message)) from exc
-    finally:
-        client.close(timeout=CANCEL_GRACE)
+    feedback.pushInfo(tr("Starting the RegionLens backend ({})").format(python))
+    outcome = run_worker_job(python, action, params, on_event=on_event, is_cancelled=feedback.isCanceled,
+                             start_timeout=START_TIMEOUT, cancel_grace=CANCEL_GRACE, cancelled_message=cancelled)
+    if isinstance(outcome, RunSucceeded):
+        return outcome.result
+    if isinstance(outcome, RunCancelled):
+        raise QgsProcessingException(outcome.message)
+    if outcome.kind == "died":
+        raise QgsProcessingException(tr("The RegionLens backend failed: {}").format(outcome.message))
+    message = outcome.message or tr("The backend failed ({}).").format(outcome.kind)
+    if outcome.kind in _INPUT_KINDS:  # the input was at fault: the message alone says what to change
+        raise QgsProcessingException(message)
+    if outcome.traceback:
+        feedback.pushDebugInfo(outcome.traceback)
+    tail = _tail(outcome.stderr)
+    if tail:
+        message += "\n" + tr("Last lines of the worker's error output:") + "\n" + tail
+    raise QgsProcessingException(message)
 
 
 def _tail(text: str, lines: int = STDERR_LINES) -> str:

@@ -365,18 +365,19 @@ class EmbedAlgorithm(RegionLensAlgorithm):
             regions = self.parameterAsSource(parameters, self.REGIONS, context)
             if regions is None:
                 raise QgsProcessingException(self.invalidSourceError(parameters, self.REGIONS))
+            id_field = self.parameterAsString(parameters, self.REGION_ID, context)
+            keep = [id_field, *self.parameterAsFields(parameters, self.LABEL_FIELDS, context)]
             config["regions"] = {
-                "path": str(export_vector(regions, folder / "regions.gpkg", context, feedback, "regions")),
-                "id_field": self.parameterAsString(parameters, self.REGION_ID, context),
+                "path": str(export_vector(regions, folder / "regions.gpkg", context, feedback, "regions", keep)),
+                "id_field": id_field,
             }
             pois = self.parameterAsSource(parameters, self.POIS, context)
             if pois is not None:
                 name_field = self.parameterAsString(parameters, self.POI_NAME, context)
-                config["pois"] = {
-                    "path": str(export_vector(pois, folder / "pois.gpkg", context, feedback, "POIs")),
-                    "category_field": self.parameterAsString(parameters, self.POI_CATEGORY, context),
-                    "name_field": name_field or None,
-                }
+                category_field = self.parameterAsString(parameters, self.POI_CATEGORY, context)
+                keep = [category_field, name_field]
+                path = export_vector(pois, folder / "pois.gpkg", context, feedback, "POIs", keep)
+                config["pois"] = {"path": str(path), "category_field": category_field, "name_field": name_field or None}
             rasters = self.parameterAsLayerList(parameters, self.RASTERS, context)
             config["rasters"] = [raster_input(layer, folder, context, feedback) for layer in rasters]
             od = self.parameterAsFile(parameters, self.OD_TABLE, context)
@@ -389,10 +390,9 @@ class EmbedAlgorithm(RegionLensAlgorithm):
                 }
             landuse = self.parameterAsSource(parameters, self.LANDUSE, context)
             if landuse is not None:
-                config["landuse"] = {
-                    "path": str(export_vector(landuse, folder / "landuse.gpkg", context, feedback, "land-use")),
-                    "class_field": self.parameterAsString(parameters, self.LANDUSE_CLASS, context),
-                }
+                class_field = self.parameterAsString(parameters, self.LANDUSE_CLASS, context)
+                path = export_vector(landuse, folder / "landuse.gpkg", context, feedback, "land-use", [class_field])
+                config["landuse"] = {"path": str(path), "class_field": class_field}
             labels = self._labels(parameters, context, feedback, folder, target, log1p)
             config["labels"] = labels
             config["prediction"] = (
@@ -442,7 +442,7 @@ class EmbedAlgorithm(RegionLensAlgorithm):
         for layer in self.parameterAsLayerList(parameters, self.LABEL_POINTS, context):
             names.append(label_name(layer.name(), names))
             source = QgsProcessingFeatureSource(layer, context)
-            path = export_vector(source, folder / f"label_{names[-1]}.gpkg", context, feedback, layer.name())
+            path = export_vector(source, folder / f"label_{names[-1]}.gpkg", context, feedback, layer.name(), [])
             labels.append({"name": names[-1], "points": str(path), "target": target, "log1p": log1p})
         return labels
 

@@ -191,7 +191,8 @@ class PredictAlgorithm(RegionLensAlgorithm):
                 "overwrite": True,  # Processing asked before replacing a chosen file; the write is atomic
             }
             if labels is not None:
-                job["labels"] = str(export_vector(labels, folder / "labels.gpkg", context, feedback, "labels"))
+                keep = [label_id_field, label_field]
+                job["labels"] = str(export_vector(labels, folder / "labels.gpkg", context, feedback, "labels", keep))
                 job["labels_id_field"] = label_id_field
             result = run_backend(python, "predict", job, feedback)
         for line in result.get("report") or []:

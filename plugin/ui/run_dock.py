@@ -279,7 +279,7 @@ class RunDock(QgsDockWidget):
 
         # Imagery
         box = QGroupBox("Imagery", content)  # short titles: the dock stays usable at 300 px
-        box.setToolTip("Local raster files of the project (GeoTIFF and other GDAL formats)")
+        box.setToolTip("Raster layers of the project (a layer that is not a local file is written as a GeoTIFF)")
         box_layout = QVBoxLayout(box)
         self.raster_list = QListWidget(box)
         self.raster_list.setMaximumHeight(90)

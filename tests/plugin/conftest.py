@@ -34,7 +34,7 @@ try:
     import qgis.core  # noqa: F401 - only checks that this is QGIS's Python
     from osgeo import gdal, ogr, osr
 except ImportError:  # another interpreter (e.g. the backend venv running `pytest tests`): nothing to run here
-    collect_ignore_glob = ["test_*.py"]
+    collect_ignore_glob = ["test_*.py", "*/test_*.py"]
 else:
     # QGIS computes raster statistics for the sample image's contrast stretch and GDAL would save them
     # beside it (sf_landsat7_3857_30m.tif.aux.xml, inside the repository); tests must not write there.

@@ -43,7 +43,7 @@ from plugin.processing._inputs import raster_input
 from plugin.processing.provider import RegionLensProvider
 
 ALGORITHM_IDS = {"regionlens:embed", "regionlens:cluster", "regionlens:predict"}
-SF = Path(__file__).resolve().parents[2] / "resources" / "sample_data" / "sf"
+SF = Path(__file__).resolve().parents[3] / "resources" / "sample_data" / "sf"
 BLOCKS = SF / "sf_block_groups_crime_pop.geojson"
 POIS = SF / "sf_pois_osm.geojson"
 LANDSAT = SF / "sf_landsat7_3857_30m.tif"

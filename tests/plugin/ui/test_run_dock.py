@@ -661,7 +661,7 @@ def test_dock_fits_300_px_with_every_panel_open(
 
 
 def test_wheel_over_the_dock_does_not_change_its_editors(dock: RunDock) -> None:
-    from tests.plugin.test_wheel_guard import wheel
+    from tests.plugin.ui.test_wheel_guard import wheel
 
     device = dock.device_combo.currentIndex()
     dim = dock.method_sections["baseline"].dim
@@ -739,7 +739,7 @@ def test_advanced_context_ensemble_and_fusion_reach_the_request(
         code = ("import json, sys; from backend.config import config_from_dict; "
                 "c = config_from_dict(json.load(open(sys.argv[1]))); "
                 "print(json.dumps([c.context, [[m.name, m.ensemble] for m in c.methods]]))")  # fmt: skip
-        out = subprocess.run([str(backend_python), "-c", code, str(request)], cwd=Path(__file__).parents[2],
+        out = subprocess.run([str(backend_python), "-c", code, str(request)], cwd=Path(__file__).parents[3],
                              capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
         assert json.loads(out.stdout.splitlines()[-1]) == [
             backend_presets(backend_info)[-1], [[fusion, 1], ["baseline", 1], [learned, 3]]

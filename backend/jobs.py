@@ -9,7 +9,6 @@ temporary file renamed into place) and never replaces an existing file unless as
 
 from __future__ import annotations
 
-import os
 import re
 import time
 import typing
@@ -22,14 +21,8 @@ import numpy as np
 import pandas as pd
 
 from backend.config import LabelSpec, RegionsSource, check_value
-from backend.errors import ConfigError, InputError, OutputError
-from backend.io.outputs import (
-    register_temporary,
-    remove_stale_temporary_files,
-    unregister_temporary,
-    write_layer,
-    write_table,
-)
+from backend.errors import ConfigError, InputError
+from backend.io.outputs import OutputFile, prediction_columns, write_layer, write_table
 from backend.progress import Progress
 from regionlens_common import (
     AUTO_K_MAX,
@@ -39,13 +32,9 @@ from regionlens_common import (
     LAYER_CLUSTERS,
     LAYER_EMBEDDINGS,
     LAYER_PREDICTIONS,
-    OBS,
-    PRED,
-    RES,
     TABLE_CLUSTER_PROFILES,
     TABLE_METRICS,
     label_name,
-    prediction_column,
 )
 
 __all__ = ["ApplyJob", "ClusterJob", "PredictJob", "run_apply_job", "run_cluster_job", "run_predict_job",
@@ -163,49 +152,6 @@ def read_embedding_layer(path: str, id_field: str, layer: str | None, report: li
     return regions, values
 
 
-class _AtomicGpkg:
-    """A temporary GeoPackage next to ``target``, renamed onto it when the job succeeds.
-
-    The target must not be one of the job's inputs. Temporary GeoPackages of dead jobs beside the target
-    are removed first (the pid in their name says whose they are).
-    """
-
-    def __init__(self, target: str, overwrite: bool, inputs: tuple[str | None, ...] = ()) -> None:
-        self.target = Path(target).expanduser().resolve()
-        if self.target.suffix.lower() != ".gpkg":
-            raise OutputError(f"Output {self.target} must be a GeoPackage file ending in .gpkg.")
-        for path in inputs:
-            if path and Path(path).expanduser().resolve() == self.target:
-                raise OutputError(f"Output {self.target} is also an input of this job; choose another file. "
-                                  "Nothing was changed.")
-        if self.target.is_dir():
-            raise OutputError(f"Output {self.target} is a folder; choose a .gpkg file name.")
-        if self.target.exists() and not overwrite:
-            raise OutputError(f"Output {self.target} exists; choose another file or allow replacing it. "
-                              "Nothing was changed.")
-        parent = self.target.parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"Cannot create {parent}: {exc.strerror}. Choose a folder you can write to.") from exc
-        if not os.access(parent, os.W_OK):
-            raise OutputError(f"Cannot write into {parent} (permission denied). Choose a folder you can write to.")
-        remove_stale_temporary_files(self.target)
-        self.tmp = parent / f".{self.target.stem}.tmp-{os.getpid()}.gpkg"
-        self.tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> Path:
-        register_temporary(self.tmp)
-        return self.tmp
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.target)
-        else:
-            self.tmp.unlink(missing_ok=True)
-        unregister_temporary(self.tmp)
-
-
 def run_cluster_job(params: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
     """Cluster an embedding layer; returns ``{"output", "k", "silhouette", "sizes", "seconds"}``."""
     from backend.tasks.clustering import cluster, cluster_names, cluster_profiles
@@ -213,7 +159,7 @@ def run_cluster_job(params: dict[str, Any], progress: Progress | None = None) ->
     job: ClusterJob = _job(ClusterJob, params)
     progress = progress or Progress()
     t0 = time.perf_counter()
-    out = _AtomicGpkg(job.output, job.overwrite, (job.embeddings,))
+    out = OutputFile(job.output, job.overwrite, (job.embeddings,))
     progress.stage("read embeddings", 0.0, 0.2)
     report: list[str] = []
     regions, x = read_embedding_layer(job.embeddings, job.id_field, job.layer, report)
@@ -249,7 +195,7 @@ def run_predict_job(params: dict[str, Any], progress: Progress | None = None) ->
     job: PredictJob = _job(PredictJob, params)
     progress = progress or Progress()
     t0 = time.perf_counter()
-    out = _AtomicGpkg(job.output, job.overwrite, (job.embeddings, job.labels))
+    out = OutputFile(job.output, job.overwrite, (job.embeddings, job.labels))
     progress.stage("read", 0.0, 0.1)
     report: list[str] = []
     regions, x = read_embedding_layer(job.embeddings, job.id_field, job.layer, report)
@@ -284,8 +230,7 @@ def run_predict_job(params: dict[str, Any], progress: Progress | None = None) ->
     metrics.insert(0, "method", LAYER_EMBEDDINGS)
     pred = target.inverse(pd.Series(result.oof[job.models[0]], index=target.y.index)).reindex(regions.index)
     progress.stage("write", 0.9, 1.0)
-    frame = gpd.GeoDataFrame({prediction_column(name, OBS): raw.astype(float), prediction_column(name, PRED): pred,
-                              prediction_column(name, RES): raw.astype(float) - pred},
+    frame = gpd.GeoDataFrame(prediction_columns(name, raw, pred),
                              geometry=regions.geometry.values, crs=regions.crs, index=regions.index)
     with out as tmp:
         write_layer(frame, tmp, LAYER_PREDICTIONS)
@@ -354,7 +299,7 @@ def run_apply_job(params: dict[str, Any], progress: Progress | None = None) -> d
     job: ApplyJob = _job(ApplyJob, params)
     progress = progress or Progress()
     t0 = time.perf_counter()
-    out = _AtomicGpkg(job.output, job.overwrite, (job.regions, job.pois, *[r if isinstance(r, str) else
+    out = OutputFile(job.output, job.overwrite, (job.regions, job.pois, *[r if isinstance(r, str) else
                                                                          r.get("path") for r in job.rasters]))
     folder = Path(job.model).expanduser()
     if not (folder / "config.json").is_file():

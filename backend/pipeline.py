@@ -22,7 +22,7 @@ from backend import __version__
 from backend.config import RunConfig, input_paths
 from backend.device import resolve_device
 from backend.errors import ConfigError, InputError
-from backend.io.outputs import OutputFolder, write_json, write_layer, write_table
+from backend.io.outputs import OutputFolder, prediction_columns, write_json, write_layer, write_table
 from backend.progress import Progress
 from regionlens_common import (
     CLUSTER_NAME_FIELD,
@@ -31,14 +31,10 @@ from regionlens_common import (
     LAYER_CLUSTERS,
     LAYER_EMBEDDINGS,
     LAYER_PREDICTIONS,
-    OBS,
-    PRED,
-    RES,
     RUN_JSON,
     TABLE_CLUSTER_PROFILES,
     TABLE_METRICS,
     method_layer,
-    prediction_column,
 )
 
 __all__ = ["RunResult", "run_pipeline", "package_versions"]
@@ -331,9 +327,8 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
                     pred_model = pd.Series(result.oof[cfg.prediction.write_model], index=keep)
                     pred = target.inverse(pred_model).reindex(views.region_ids)
                     frame = predictions[name]
-                    frame[prediction_column(spec.name, OBS)] = raw.astype(float)
-                    frame[prediction_column(spec.name, PRED)] = pred
-                    frame[prediction_column(spec.name, RES)] = raw.astype(float) - pred
+                    for column, values in prediction_columns(spec.name, raw, pred).items():
+                        frame[column] = values
                     obs_pred[name][spec.name] = (target.y.to_numpy(), pred_model.to_numpy())
         timed("predict", t0)
 

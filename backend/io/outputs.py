@@ -32,15 +32,17 @@ import geopandas as gpd
 import pandas as pd
 
 from backend.errors import OutputError
-from regionlens_common import GPKG_NAME, RUN_JSON
+from regionlens_common import GPKG_NAME, OBS, PRED, RES, RUN_JSON, prediction_column
 
 __all__ = [
+    "OutputFile",
     "OutputFolder",
     "check_output_dir",
     "write_layer",
     "write_table",
     "write_json",
     "GPKG_NAME",
+    "prediction_columns",
     "RUN_JSON",
     "STAGING_MARKER",
     "register_temporary",
@@ -55,6 +57,14 @@ STAGING_MARKER = ".regionlens-staging"
 
 _ACTIVE: set[Path] = set()  # this process's staging folders and temporary files, for SIGTERM cleanup
 _ACTIVE_LOCK = threading.Lock()
+
+
+def prediction_columns(label: str, observed: pd.Series, predicted: pd.Series) -> dict[str, pd.Series]:
+    """The predictions layer's columns of one label: ``<label>_obs``, ``<label>_pred`` and ``<label>_res``
+    (observed minus predicted), in the label's own units."""
+    observed = observed.astype(float)
+    return {prediction_column(label, OBS): observed, prediction_column(label, PRED): predicted,
+            prediction_column(label, RES): observed - predicted}
 
 
 def register_temporary(path: Path) -> None:
@@ -258,6 +268,51 @@ def check_output_dir(path: str | Path, overwrite: bool, protect: Iterable[str | 
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"Cannot write into {parent} (permission denied). Choose a folder you can write to.")
     return target
+
+
+class OutputFile:
+    """One GeoPackage written atomically (what the ``cluster``, ``predict`` and ``apply`` jobs write): a temporary
+    GeoPackage next to ``target`` (``with OutputFile(...) as tmp:``), renamed onto it when the block succeeds and
+    removed when it fails; :class:`OutputFolder` does the same for a run's folder.
+
+    The target must not be one of the job's inputs. Temporary GeoPackages of dead jobs beside the target
+    are removed first (the pid in their name says whose they are).
+    """
+
+    def __init__(self, target: str, overwrite: bool, inputs: tuple[str | None, ...] = ()) -> None:
+        self.target = Path(target).expanduser().resolve()
+        if self.target.suffix.lower() != ".gpkg":
+            raise OutputError(f"Output {self.target} must be a GeoPackage file ending in .gpkg.")
+        for path in inputs:
+            if path and Path(path).expanduser().resolve() == self.target:
+                raise OutputError(f"Output {self.target} is also an input of this job; choose another file. "
+                                  "Nothing was changed.")
+        if self.target.is_dir():
+            raise OutputError(f"Output {self.target} is a folder; choose a .gpkg file name.")
+        if self.target.exists() and not overwrite:
+            raise OutputError(f"Output {self.target} exists; choose another file or allow replacing it. "
+                              "Nothing was changed.")
+        parent = self.target.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"Cannot create {parent}: {exc.strerror}. Choose a folder you can write to.") from exc
+        if not os.access(parent, os.W_OK):
+            raise OutputError(f"Cannot write into {parent} (permission denied). Choose a folder you can write to.")
+        remove_stale_temporary_files(self.target)
+        self.tmp = parent / f".{self.target.stem}.tmp-{os.getpid()}.gpkg"
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> Path:
+        register_temporary(self.tmp)
+        return self.tmp
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.target)
+        else:
+            self.tmp.unlink(missing_ok=True)
+        unregister_temporary(self.tmp)
 
 
 class OutputFolder:

@@ -21,10 +21,14 @@ from typing import Any
 from qgis.core import (
     Qgis,
     QgsMessageLog,
+    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFileDestination,
     QgsProcessingUtils,
     QgsVectorLayer,
 )
@@ -32,28 +36,26 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..common import common
 from ..i18n import tr
-from ..parameters import DEVICES, METHODS, PREDICTION_MODELS, TARGETS, LabelChoice, RunChoices, label_fields, label_name
+from ..parameters import METHODS, LabelChoice, RunChoices, label_fields
 from ..tasks import LOG_TAG, PLUGIN_ROOT, RunCancelled, RunSucceeded, run_worker_job
 from ..worker_client import find_backend_python
+from ._inputs import export_vector
 from ._outputs import queue_layers
 
 __all__ = [
     "DEFAULTS",
-    "DEVICES",
+    "EmbeddingLayerAlgorithm",
     "GROUP",
     "GROUP_ID",
     "HELP_URL",
     "ICON_PATH",
     "LABEL_DEFAULTS",
-    "PREDICTION_MODELS",
     "SETUP_HINT",
-    "TARGETS",
     "RegionLensAlgorithm",
     "backend_python",
     "ensure_methods",
     "input_folder",
     "check_label_fields",
-    "label_name",
     "run_backend",
 ]
 
@@ -155,6 +157,40 @@ class RegionLensAlgorithm(QgsProcessingAlgorithm):
         """Main thread, after the run: queue the outputs for loading (see :mod:`._outputs`)."""
         queue_layers(context, getattr(self, "layers_to_load", []))
         return {}  # keep processAlgorithm's results
+
+
+class EmbeddingLayerAlgorithm(RegionLensAlgorithm):
+    """An algorithm whose input is an embedding layer (``emb_000`` ... fields) with a region id field."""
+
+    INPUT = "INPUT"
+    ID_FIELD = "ID_FIELD"
+    OUTPUT = "OUTPUT"
+
+    def add_embedding_input(self) -> None:
+        """Declare the embedding layer and its id field (default ``region_id``, as a run writes it)."""
+        polygons = [QgsProcessing.SourceType.TypeVectorPolygon]
+        self.addParameter(QgsProcessingParameterFeatureSource(self.INPUT, tr("Embedding layer"), polygons))
+        self.addParameter(
+            QgsProcessingParameterField(self.ID_FIELD, tr("Region id field"), common.ID_FIELD, self.INPUT)
+        )
+
+    def add_output_gpkg(self) -> None:
+        """Declare the GeoPackage the job writes."""
+        self.addParameter(
+            QgsProcessingParameterFileDestination(self.OUTPUT, tr("Output GeoPackage"), tr("GeoPackage (*.gpkg)"))
+        )
+
+    def export_embeddings(self, parameters: dict[str, Any], context: QgsProcessingContext,
+                          feedback: QgsProcessingFeedback, folder: Path) -> str:  # fmt: skip
+        """Write the embedding layer (every field) into ``folder``; returns the file's path.
+
+        Raises:
+            QgsProcessingException: If the layer cannot be read or written.
+        """
+        source = self.parameterAsSource(parameters, self.INPUT, context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+        return str(export_vector(source, folder / f"{common.LAYER_EMBEDDINGS}.gpkg", context, feedback, "embedding"))
 
 
 def ensure_methods(python: Path | None = None, wait: bool = True) -> bool:

@@ -41,14 +41,18 @@ from ..i18n import tr
 from ..input_export import remove_stale_staging
 from ..parameters import (
     CONTEXT_HELP,
+    DEVICES,
     ENSEMBLE_HELP,
     METHODS,
     NO_CONTEXT,
+    PREDICTION_MODELS,
+    TARGETS,
     MethodChoice,
     combining_problem,
     context_presets,
     describe_method_params,
     ensemble_limit,
+    label_name,
     method_params_problem,
     methods_config,
     missing_input,
@@ -56,15 +60,11 @@ from ..parameters import (
 from ..results import run_group_name
 from ._base import (
     DEFAULTS,
-    DEVICES,
     LABEL_DEFAULTS,
-    PREDICTION_MODELS,
-    TARGETS,
     RegionLensAlgorithm,
     backend_python,
     check_label_fields,
     input_folder,
-    label_name,
     run_backend,
 )
 from ._inputs import export_vector, raster_input

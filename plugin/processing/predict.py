@@ -24,22 +24,19 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
-    QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
 )
 
 from ..common import common, gpkg_uri
 from ..i18n import tr
+from ..parameters import PREDICTION_MODELS, TARGETS, label_name
 from ._base import (
     DEFAULTS,
     LABEL_DEFAULTS,
-    PREDICTION_MODELS,
-    TARGETS,
-    RegionLensAlgorithm,
+    EmbeddingLayerAlgorithm,
     backend_python,
     check_label_fields,
     input_folder,
-    label_name,
     run_backend,
 )
 from ._inputs import export_vector
@@ -48,7 +45,7 @@ from ._outputs import LayerToLoad
 __all__ = ["PredictAlgorithm"]
 
 
-class PredictAlgorithm(RegionLensAlgorithm):
+class PredictAlgorithm(EmbeddingLayerAlgorithm):
     """Predict a label from region embeddings with out-of-fold cross-validation."""
 
     ALG_ID = "predict"
@@ -66,8 +63,6 @@ class PredictAlgorithm(RegionLensAlgorithm):
         "output GeoPackage also holds the table 'metrics' (MAE, RMSE, R2 as mean and standard deviation)."
     )
 
-    INPUT = "INPUT"
-    ID_FIELD = "ID_FIELD"
     LABELS = "LABELS"
     LABEL_ID_FIELD = "LABEL_ID_FIELD"
     LABEL_FIELD = "LABEL_FIELD"
@@ -78,7 +73,6 @@ class PredictAlgorithm(RegionLensAlgorithm):
     SEED = "SEED"
     MODELS = "MODELS"
     SPATIAL = "SPATIAL"
-    OUTPUT = "OUTPUT"
     # outputs
     PREDICTIONS = "PREDICTIONS"
     METRICS = "METRICS"
@@ -91,8 +85,7 @@ class PredictAlgorithm(RegionLensAlgorithm):
         """Declare the parameters and outputs."""
         polygons = QgsProcessing.SourceType.TypeVectorPolygon
         integer = QgsProcessingParameterNumber.Type.Integer
-        self.addParameter(QgsProcessingParameterFeatureSource(self.INPUT, tr("Embedding layer"), [polygons]))
-        self.addParameter(QgsProcessingParameterField(self.ID_FIELD, tr("Region id field"), "region_id", self.INPUT))
+        self.add_embedding_input()
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 self.LABELS, tr("Labels layer (empty: the embedding layer)"), [polygons], optional=True
@@ -138,9 +131,7 @@ class PredictAlgorithm(RegionLensAlgorithm):
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
             self.addParameter(parameter)
-        self.addParameter(
-            QgsProcessingParameterFileDestination(self.OUTPUT, tr("Output GeoPackage"), tr("GeoPackage (*.gpkg)"))
-        )
+        self.add_output_gpkg()
         self.addOutput(QgsProcessingOutputVectorLayer(self.PREDICTIONS, tr("Predictions"), polygons))
         self.addOutput(QgsProcessingOutputVectorLayer(self.METRICS, tr("Metrics"), QgsProcessing.SourceType.TypeVector))
         self.addOutput(QgsProcessingOutputString(self.LABEL, tr("Label name (prefix of the output fields)")))
@@ -176,7 +167,7 @@ class PredictAlgorithm(RegionLensAlgorithm):
             if labels is not None:
                 _require_field(labels, label_id_field, tr("labels id field"))
             job: dict[str, Any] = {
-                "embeddings": str(export_vector(source, folder / "embeddings.gpkg", context, feedback, "embedding")),
+                "embeddings": self.export_embeddings(parameters, context, feedback, folder),
                 "id_field": id_field,
                 "label_field": label_field,
                 "label_name": name,

@@ -37,21 +37,9 @@ from plugin.parameters import (
     validate,
 )
 from plugin.project_settings import clear_choices, load_choices, save_choices
-from plugin.sample_data import load_sample_data
 
-
-@pytest.fixture(autouse=True)
-def _fresh_registry():
-    """Every test starts with the baseline-only method registry."""
-    METHODS.reset()
-    yield
-    METHODS.reset()
-
-
-@pytest.fixture
-def sample(qgis_new_project: QgsProject) -> dict:
-    """The sample city's layers in a new project."""
-    return load_sample_data(qgis_new_project)
+#: Every test starts with the baseline-only method registry (conftest ``fresh_registry``).
+pytestmark = pytest.mark.usefixtures("fresh_registry")
 
 
 def sample_choices(sample: dict, output_dir: Path, **changes) -> RunChoices:

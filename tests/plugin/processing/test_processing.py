@@ -9,7 +9,6 @@ sample city, shared by the tests that read its outputs) and ``installed_package`
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -125,22 +124,6 @@ def embed_run(provider, processing_module, backend_python: Path, tmp_path_factor
     }  # fmt: skip
     results = processing_module.run("regionlens:embed", params, feedback=feedback, context=context)
     return {"results": results, "feedback": feedback, "context": context, "out": out}
-
-
-@pytest.fixture(scope="module")
-def installed_package(repo_root: Path) -> ModuleType:
-    """The repository root imported as QGIS does: a package named after the plugin folder."""
-    name = "regionlens"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, repo_root / "__init__.py", submodule_search_locations=[str(repo_root)]
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------------------------------------- registration

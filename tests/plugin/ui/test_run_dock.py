@@ -31,7 +31,6 @@ from plugin.main import RegionLensPlugin
 from plugin.parameters import METHODS, RunChoices, label_name, to_run_config, validate
 from plugin.project_settings import save_choices
 from plugin.results import gpkg_layer_names
-from plugin.sample_data import load_sample_data
 from plugin.tasks import RunCancelled, RunFailed, RunSucceeded
 from plugin.ui import run_dock as run_dock_module
 from plugin.ui.backend_banner import BACKEND_MISSING, BACKEND_MISSING_PROBLEM, OPTIONS_PAGE
@@ -39,17 +38,8 @@ from plugin.ui.messages import DetailsDialog, push_message
 from plugin.ui.metrics_dialog import MetricsDialog
 from plugin.ui.run_dock import RunDock, next_free_folder
 
-
-@pytest.fixture(autouse=True)
-def _fresh_registry():
-    METHODS.reset()
-    yield
-    METHODS.reset()
-
-
-@pytest.fixture
-def sample(qgis_new_project: QgsProject) -> dict:
-    return load_sample_data(qgis_new_project)
+#: Every test starts with the baseline-only method registry (conftest ``fresh_registry``).
+pytestmark = pytest.mark.usefixtures("fresh_registry")
 
 
 @pytest.fixture
@@ -99,6 +89,16 @@ def small_run(dock: RunDock, sample: dict, output_dir: Path, rasters: bool = Tru
     dock.spatial_check.setChecked(False)
     dock.device_combo.setCurrentIndex(dock.device_combo.findData("cpu"))
     dock.output_file.setFilePath(str(output_dir))
+
+
+def started(dock: RunDock, sample: dict, output_dir: Path, qtbot):
+    """A small run started through the dock, once the worker reports its first stage; returns its task."""
+    small_run(dock, sample, output_dir)
+    task = dock.run()
+    assert task is not None
+    qtbot.waitUntil(lambda: bool(task.status.stage) or dock.last_outcome is not None, timeout=90_000)
+    assert dock.last_outcome is None, dock.last_outcome
+    return task
 
 
 def message_items(bar, level):
@@ -545,11 +545,7 @@ def test_cancel_mid_run_leaves_nothing(
     qgis_iface, plugin, dock: RunDock, sample: dict, backend_python: Path, tmp_path: Path, qtbot
 ) -> None:
     out = tmp_path / "run_cancel"
-    small_run(dock, sample, out)
-    task = dock.run()
-    assert task is not None
-    qtbot.waitUntil(lambda: bool(task.status.stage) or dock.last_outcome is not None, timeout=90_000)
-    assert dock.last_outcome is None, dock.last_outcome
+    started(dock, sample, out, qtbot)
     qtbot.mouseClick(dock.cancel_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=30_000)
     assert isinstance(dock.last_outcome, RunCancelled), dock.last_outcome
@@ -565,11 +561,8 @@ def test_killed_worker_gives_a_clear_message(
     qgis_iface, plugin, dock: RunDock, sample: dict, backend_python: Path, tmp_path: Path, qtbot
 ) -> None:
     out = tmp_path / "run_killed"
-    small_run(dock, sample, out)
-    task = dock.run()
-    assert task is not None
-    qtbot.waitUntil(lambda: bool(task.status.stage) or dock.last_outcome is not None, timeout=90_000)
-    assert dock.last_outcome is None and task.worker_pid is not None
+    task = started(dock, sample, out, qtbot)
+    assert task.worker_pid is not None
     os.kill(task.worker_pid, signal.SIGKILL)
     qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=30_000)
 

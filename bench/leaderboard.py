@@ -39,7 +39,6 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,22 +80,13 @@ class City:
 
 # ------------------------------------------------------------------------------------------------ cities
 def sample_city(needs: set[str]) -> City:
-    """The bundled sample city with the demo's labels (log1p densities per km2)."""
-    from backend.demo import SAMPLE_DIR, demo_config
-    from backend.io.city import read_city
-    from backend.tasks.targets import make_target
-    from backend.views.build import build_views
+    """The bundled sample city with the demo's labels (log1p densities per km2), read as the CooKIE bench does."""
+    from backend.demo import SAMPLE_DIR
+    from bench.cookie import load_sf
 
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = demo_config(Path(tmp) / "run")
-    city = read_city(cfg)
-    views = build_views(city, needs=needs, chip_size=cfg.chip_size, report=[])
-    labels = {}
-    for spec in cfg.labels:
-        target = make_target(city.labels[spec.name].reindex(views.region_ids), spec, views.areas_km2, None)
-        labels[spec.name] = (views.region_ids.get_indexer(target.y.index), target.y.to_numpy())
-    return City("sample", views, labels, np.asarray(views.centroids), folds=5, fold_seeds=3, models=("ridge",),
-                sample_dir=SAMPLE_DIR)
+    views, tasks, coords = load_sf(frozenset(needs))
+    labels = {name: (task.rows, task.y) for name, task in tasks.items()}
+    return City("sample", views, labels, coords, folds=5, fold_seeds=3, models=("ridge",), sample_dir=SAMPLE_DIR)
 
 
 def matrix_city(folder: Path) -> City:

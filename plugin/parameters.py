@@ -557,15 +557,26 @@ def _check_regions(choices: RunChoices, project: QgsProject, problems: list[str]
     return regions
 
 
+def _chosen_layer(project: QgsProject, layer_id: str, what: str, geometry: QgsWkbTypes.GeometryType,
+                  shape: str, problems: list[str]) -> QgsVectorLayer | None:  # fmt: skip
+    """The chosen ``what`` layer (``POI``, ``land-use``) when it is in the project with ``geometry``; else a
+    problem is added (``shape``: what it must be, ``a point layer; choose points``) and ``None`` returned."""
+    layer = _vector(project, layer_id)
+    if layer is None:
+        problems.append(f"The chosen {what} layer is no longer in the project.")
+    elif layer.geometryType() != geometry:
+        problems.append(f"The {what} layer '{layer.name()}' is not {shape}.")
+    else:
+        return layer
+    return None
+
+
 def _check_pois(choices: RunChoices, project: QgsProject, problems: list[str]) -> None:
     if not choices.poi_layer_id:
         return
-    pois = _vector(project, choices.poi_layer_id)
+    point = QgsWkbTypes.GeometryType.PointGeometry
+    pois = _chosen_layer(project, choices.poi_layer_id, "POI", point, "a point layer; choose points", problems)
     if pois is None:
-        problems.append("The chosen POI layer is no longer in the project.")
-        return
-    if pois.geometryType() != QgsWkbTypes.GeometryType.PointGeometry:
-        problems.append(f"The POI layer '{pois.name()}' is not a point layer; choose points.")
         return
     names = _field_names(pois)
     if not choices.poi_category_field:
@@ -609,12 +620,11 @@ def _check_od(choices: RunChoices, problems: list[str]) -> None:
 def _check_landuse(choices: RunChoices, project: QgsProject, problems: list[str]) -> None:
     if not choices.landuse_layer_id:
         return
-    landuse = _vector(project, choices.landuse_layer_id)
+    polygon = QgsWkbTypes.GeometryType.PolygonGeometry
+    landuse = _chosen_layer(project, choices.landuse_layer_id, "land-use", polygon, "a polygon layer", problems)
     if landuse is None:
-        problems.append("The chosen land-use layer is no longer in the project.")
-    elif landuse.geometryType() != QgsWkbTypes.GeometryType.PolygonGeometry:
-        problems.append(f"The land-use layer '{landuse.name()}' is not a polygon layer.")
-    elif not choices.landuse_class_field:
+        return
+    if not choices.landuse_class_field:
         problems.append("Choose the land-use class field.")
     elif choices.landuse_class_field not in _field_names(landuse):
         problems.append(f"The land-use layer has no field '{choices.landuse_class_field}'.")

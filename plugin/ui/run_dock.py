@@ -686,11 +686,7 @@ class RunDock(QgsDockWidget):
             poi_layer_id=poi.id() if poi is not None else "",
             poi_category_field=self.poi_category_combo.currentField() if poi is not None else "",
             poi_name_field=self.poi_name_combo.currentField() if poi is not None else "",
-            raster_layer_ids=[
-                item.data(Qt.ItemDataRole.UserRole)
-                for item in self._items(self.raster_list)
-                if item.checkState() == Qt.CheckState.Checked
-            ],
+            raster_layer_ids=self._checked_data(self.raster_list),
             od_path=self.od_file.filePath().strip(),
             od_origin_field=self.od_origin.text().strip(),
             od_destination_field=self.od_destination.text().strip(),
@@ -857,11 +853,7 @@ class RunDock(QgsDockWidget):
         """List the region layer's numeric fields as labels, except the id field (keeps the ticks)."""
         layer = self.region_combo.currentLayer()
         vector = layer if isinstance(layer, QgsVectorLayer) else None
-        checked = {
-            item.data(Qt.ItemDataRole.UserRole)
-            for item in self._items(self.label_list)
-            if item.checkState() == Qt.CheckState.Checked
-        }
+        checked = set(self._checked_data(self.label_list))
         self.label_list.blockSignals(True)
         self.label_list.clear()
         if vector is not None:
@@ -901,11 +893,7 @@ class RunDock(QgsDockWidget):
     def _refresh_rasters(self, checked: set[str] | None = None) -> None:
         """List the project's raster layers (keeps ticks, or ticks ``checked``)."""
         if checked is None:
-            checked = {
-                item.data(Qt.ItemDataRole.UserRole)
-                for item in self._items(self.raster_list)
-                if item.checkState() == Qt.CheckState.Checked
-            }
+            checked = set(self._checked_data(self.raster_list))
         self.raster_list.blockSignals(True)
         self.raster_list.clear()
         rasters = [layer for layer in self.project.mapLayers().values() if isinstance(layer, QgsRasterLayer)]
@@ -923,6 +911,12 @@ class RunDock(QgsDockWidget):
     @staticmethod
     def _items(widget: QListWidget) -> list[QListWidgetItem]:
         return [widget.item(i) for i in range(widget.count())]
+
+    @classmethod
+    def _checked_data(cls, widget: QListWidget) -> list[Any]:
+        """The data (layer id, field name) of the ticked items, in list order."""
+        return [item.data(Qt.ItemDataRole.UserRole) for item in cls._items(widget)
+                if item.checkState() == Qt.CheckState.Checked]  # fmt: skip
 
     # ================================================================== project signals
 

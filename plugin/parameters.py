@@ -61,6 +61,7 @@ __all__ = [
     "methods_config",
     "missing_input",
     "raster_path",
+    "run_settings",
     "sources_of",
     "to_run_config",
     "validate",
@@ -839,15 +840,10 @@ def to_run_config(
 
     regions = _require(project, choices.region_layer_id, "region layer")
     label_fields = [lab.field for lab in choices.labels if lab.field]
-    config: dict[str, Any] = {
-        "output_dir": str(out),
-        "seed": int(choices.seed),
-        "device": choices.device,
-        "overwrite": bool(choices.overwrite),
-        "regions": {
-            "path": str(exporter.export(regions, "regions", [choices.region_id_field, *label_fields])),
-            "id_field": choices.region_id_field,
-        },
+    config = run_settings(choices, out, labelled=bool(choices.labels))
+    config["regions"] = {
+        "path": str(exporter.export(regions, "regions", [choices.region_id_field, *label_fields])),
+        "id_field": choices.region_id_field,
     }
     if choices.poi_layer_id:
         pois = _require(project, choices.poi_layer_id, "POI layer")
@@ -887,22 +883,29 @@ def to_run_config(
             spec["points"] = str(exporter.export(points, f"label_{name}", []))
         labels.append(spec)
     config["labels"] = labels
-    config["methods"] = methods_config(choices.methods, choices.ensemble)
+    exporter.finish(config)
+    return config
+
+
+def run_settings(choices: RunChoices, output_dir: str | Path, labelled: bool) -> dict[str, Any]:
+    """The run configuration's settings besides its inputs (``backend/config.py``), the same for the run dock
+    and Processing: output folder, seed, device, methods (a combining method first), spatial context,
+    clustering, and the prediction settings when the run has labels (``labelled``), else ``None``."""
+    config: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "seed": int(choices.seed),
+        "device": choices.device,
+        "overwrite": bool(choices.overwrite),
+        "methods": methods_config(choices.methods, choices.ensemble),
+        "clustering": {"k": int(choices.cluster_k) if choices.cluster_k >= 2 else "auto"},
+        "prediction": None,
+    }
     if choices.context:
         config["context"] = choices.context
-    config["clustering"] = {"k": int(choices.cluster_k) if choices.cluster_k >= 2 else "auto"}
-    if choices.labels:
-        models = [m for m in PREDICTION_MODELS if m in choices.prediction_models] or ["ridge"]
-        config["prediction"] = {
-            "models": models,
-            "folds": int(choices.folds),
-            "repeats": int(choices.repeats),
-            "spatial": bool(choices.spatial),
-            "write_model": models[0],
-        }
-    else:
-        config["prediction"] = None
-    exporter.finish(config)
+    if labelled:
+        models = [m for m in PREDICTION_MODELS if m in choices.prediction_models] or [PREDICTION_MODELS[0]]
+        config["prediction"] = {"models": models, "folds": int(choices.folds), "repeats": int(choices.repeats),
+                                "spatial": bool(choices.spatial), "write_model": models[0]}  # fmt: skip
     return config
 
 

@@ -48,14 +48,15 @@ from ..parameters import (
     PREDICTION_MODELS,
     TARGETS,
     MethodChoice,
+    RunChoices,
     combining_problem,
     context_presets,
     describe_method_params,
     ensemble_limit,
     label_name,
     method_params_problem,
-    methods_config,
     missing_input,
+    run_settings,
 )
 from ..results import run_group_name
 from ._base import (
@@ -347,20 +348,23 @@ class EmbedAlgorithm(RegionLensAlgorithm):
         dim = self.parameterAsInt(parameters, self.DIM, context)
         methods = self.parameterAsEnumStrings(parameters, self.METHOD, context)
         method_params = _method_params(self.parameterAsString(parameters, self.METHOD_PARAMS, context), methods)
-        chosen = [MethodChoice(m, dim or METHODS.get(m).dim, method_params.get(m, {})) for m in methods]
-        method_specs = methods_config(chosen, self.parameterAsInt(parameters, self.ENSEMBLE, context))
-        methods = [spec["name"] for spec in method_specs]  # a method that combines the others first: the primary
-        config: dict[str, Any] = {
-            "output_dir": output_dir,
-            "methods": method_specs,
-            "clustering": {"k": k if k >= 2 else "auto"},
-            "seed": self.parameterAsInt(parameters, self.SEED, context),
-            "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            "overwrite": self.parameterAsBool(parameters, self.OVERWRITE, context),
-        }
         spatial_context = self.parameterAsEnumString(parameters, self.CONTEXT, context)
-        if spatial_context and spatial_context != NO_CONTEXT:
-            config["context"] = spatial_context
+        settings = RunChoices(  # the dock's settings, turned into the configuration by the dock's own code
+            methods=[MethodChoice(m, dim or METHODS.get(m).dim, method_params.get(m, {})) for m in methods],
+            ensemble=self.parameterAsInt(parameters, self.ENSEMBLE, context),
+            context="" if spatial_context in ("", NO_CONTEXT) else spatial_context,
+            cluster_k=k, prediction_models=models,
+            folds=self.parameterAsInt(parameters, self.FOLDS, context),
+            repeats=self.parameterAsInt(parameters, self.REPEATS, context),
+            spatial=self.parameterAsBool(parameters, self.SPATIAL, context),
+            seed=self.parameterAsInt(parameters, self.SEED, context),
+            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            overwrite=self.parameterAsBool(parameters, self.OVERWRITE, context),
+        )  # fmt: skip
+        labelled = bool(self.parameterAsFields(parameters, self.LABEL_FIELDS, context)
+                        or self.parameterAsLayerList(parameters, self.LABEL_POINTS, context))  # fmt: skip
+        config = run_settings(settings, output_dir, labelled)
+        methods = [spec["name"] for spec in config["methods"]]  # a method that combines the others first: the primary
         with input_folder(feedback) as folder:
             regions = self.parameterAsSource(parameters, self.REGIONS, context)
             if regions is None:
@@ -395,17 +399,6 @@ class EmbedAlgorithm(RegionLensAlgorithm):
                 config["landuse"] = {"path": str(path), "class_field": class_field}
             labels = self._labels(parameters, context, feedback, folder, target, log1p)
             config["labels"] = labels
-            config["prediction"] = (
-                {
-                    "models": models,
-                    "folds": self.parameterAsInt(parameters, self.FOLDS, context),
-                    "repeats": self.parameterAsInt(parameters, self.REPEATS, context),
-                    "spatial": self.parameterAsBool(parameters, self.SPATIAL, context),
-                    "write_model": models[0],
-                }
-                if labels
-                else None
-            )
             try:
                 result = run_backend(python, "run", config, feedback)
             except QgsProcessingException:

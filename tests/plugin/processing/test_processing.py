@@ -36,7 +36,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from plugin.parameters import METHODS, LabelChoice, RunChoices, info_cache_path
+from plugin.parameters import METHODS, TARGETS, LabelChoice, RunChoices, info_cache_path
 from plugin.processing import _base, _outputs
 from plugin.processing._inputs import raster_input
 from plugin.processing.provider import RegionLensProvider
@@ -194,7 +194,7 @@ def test_embed_offers_the_dock_defaults(provider: RegionLensProvider) -> None:
     assert embed.parameterDefinition("K").defaultValue() == dock.cluster_k
     assert embed.parameterDefinition("OD_ORIGIN").defaultValue() == dock.od_origin_field
     target = embed.parameterDefinition("TARGET")
-    assert _base.TARGETS[target.defaultValue()] == label.target
+    assert TARGETS[target.defaultValue()] == label.target
     assert embed.parameterDefinition("LOG1P").defaultValue() == label.log1p
     predict = provider.algorithm("predict")
     assert predict.parameterDefinition("MODELS").defaultValue() == models.defaultValue()

@@ -560,8 +560,10 @@ def _check_regions(choices: RunChoices, project: QgsProject, problems: list[str]
 
 def _chosen_layer(project: QgsProject, layer_id: str, what: str, geometry: QgsWkbTypes.GeometryType,
                   shape: str, problems: list[str]) -> QgsVectorLayer | None:  # fmt: skip
-    """The chosen ``what`` layer (``POI``, ``land-use``) when it is in the project with ``geometry``; else a
-    problem is added (``shape``: what it must be, ``a point layer; choose points``) and ``None`` returned."""
+    """The chosen ``what`` layer (``POI``, ``land-use``) when it is in the project with ``geometry``; ``None``
+    when none is chosen, or, with a problem added (``shape``: what it must be), when it is not usable."""
+    if not layer_id:
+        return None
     layer = _vector(project, layer_id)
     if layer is None:
         problems.append(f"The chosen {what} layer is no longer in the project.")
@@ -573,11 +575,9 @@ def _chosen_layer(project: QgsProject, layer_id: str, what: str, geometry: QgsWk
 
 
 def _check_pois(choices: RunChoices, project: QgsProject, problems: list[str]) -> None:
-    if not choices.poi_layer_id:
-        return
     point = QgsWkbTypes.GeometryType.PointGeometry
-    pois = _chosen_layer(project, choices.poi_layer_id, "POI", point, "a point layer; choose points", problems)
-    if pois is None:
+    if (pois := _chosen_layer(project, choices.poi_layer_id, "POI", point, "a point layer; choose points",
+                              problems)) is None:  # fmt: skip
         return
     names = _field_names(pois)
     if not choices.poi_category_field:
@@ -619,11 +619,9 @@ def _check_od(choices: RunChoices, problems: list[str]) -> None:
 
 
 def _check_landuse(choices: RunChoices, project: QgsProject, problems: list[str]) -> None:
-    if not choices.landuse_layer_id:
-        return
     polygon = QgsWkbTypes.GeometryType.PolygonGeometry
-    landuse = _chosen_layer(project, choices.landuse_layer_id, "land-use", polygon, "a polygon layer", problems)
-    if landuse is None:
+    if (landuse := _chosen_layer(project, choices.landuse_layer_id, "land-use", polygon, "a polygon layer",
+                                 problems)) is None:  # fmt: skip
         return
     if not choices.landuse_class_field:
         problems.append("Choose the land-use class field.")

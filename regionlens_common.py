@@ -15,13 +15,22 @@ numpy, Qt, QGIS or anything from ``backend/``.
 - input files: :data:`POI_FILE_SUFFIXES` (POI files read as OpenStreetMap or GeoParquet rather than as a
   point layer), :data:`RASTER_KINDS` and :data:`EMBEDDING_MIN_BANDS` (when a raster is suggested as a
   satellite-embedding raster), :func:`suggested_raster_kind`.
+- outputs: the GeoPackage's name :data:`GPKG_NAME`, its layer and table names (``LAYER_*``, ``TABLE_*``) and
+  the per-method suffix rule :func:`method_layer` / :func:`split_method_layer` (the first method's layers
+  are unsuffixed, every further method's carry ``_<method>``), the prediction columns
+  ``<label>_obs`` / ``_pred`` / ``_res`` (:func:`prediction_column`, :func:`prediction_labels`);
+- run choices: :data:`DEVICES`, :data:`TARGETS` (:data:`OFFERED_TARGETS` without a denominator field),
+  :data:`PREDICTION_MODELS`;
+- the version, :data:`VERSION`, read from ``metadata.txt`` beside this module (the packaging source).
 """
 
 from __future__ import annotations
 
 import colorsys
+import configparser
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 __all__ = [
     "CLUSTER_NAME_FIELD",
@@ -40,7 +49,116 @@ __all__ = [
     "RASTER_KINDS",
     "EMBEDDING_MIN_BANDS",
     "suggested_raster_kind",
+    "VERSION",
+    "GPKG_NAME",
+    "RUN_JSON",
+    "ID_FIELD",
+    "LAYER_EMBEDDINGS",
+    "LAYER_CLUSTERS",
+    "LAYER_PREDICTIONS",
+    "TABLE_CLUSTER_PROFILES",
+    "TABLE_METRICS",
+    "METHOD_TABLES",
+    "method_layer",
+    "split_method_layer",
+    "OBS",
+    "PRED",
+    "RES",
+    "PREDICTION_SUFFIXES",
+    "prediction_column",
+    "prediction_labels",
+    "DEVICES",
+    "TARGETS",
+    "OFFERED_TARGETS",
+    "PREDICTION_MODELS",
+    "DEFAULT_METHOD",
 ]
+
+
+# ------------------------------------------------------------------------------------------- version
+
+
+def _read_version() -> str:
+    meta = configparser.ConfigParser(interpolation=None)
+    meta.read(Path(__file__).with_name("metadata.txt"), encoding="utf-8")
+    return meta.get("general", "version", fallback="0+unknown")
+
+
+#: The RegionLens version: ``metadata.txt``'s (QGIS packages the plugin from it); the backend reports it.
+VERSION = _read_version()
+
+# ------------------------------------------------------------------------------------------- outputs
+
+#: The GeoPackage a run writes into its output folder.
+GPKG_NAME = "regionlens.gpkg"
+#: The run manifest beside it; its presence marks a folder as a previous RegionLens run.
+RUN_JSON = "run.json"
+#: The region id column of every output layer.
+ID_FIELD = "region_id"
+#: Layers (with the regions' polygons) and tables (no geometry) of the GeoPackage (docs/protocol.md).
+LAYER_EMBEDDINGS = "embeddings"
+LAYER_CLUSTERS = "clusters"
+LAYER_PREDICTIONS = "predictions"
+TABLE_CLUSTER_PROFILES = "cluster_profiles"
+TABLE_METRICS = "metrics"
+#: The layers and tables each method of a run writes (see :func:`method_layer`); ``metrics`` is shared.
+METHOD_TABLES = (LAYER_EMBEDDINGS, LAYER_CLUSTERS, LAYER_PREDICTIONS, TABLE_CLUSTER_PROFILES)
+
+
+def method_layer(base: str, method: str = "", primary: str = "") -> str:
+    """The name of a method's ``base`` layer: ``base`` for the run's first (primary) method, else
+    ``base_<method>`` (``method_layer("clusters", "calliper", "baseline")`` -> ``clusters_calliper``)."""
+    return base if not method or method == primary else f"{base}_{method}"
+
+
+def split_method_layer(name: str) -> tuple[str, str]:
+    """``(base, method)`` of a layer name written by :func:`method_layer`: ``("clusters", "calliper")`` for
+    ``clusters_calliper``, ``("clusters", "")`` for ``clusters``, ``("", "")`` for another name.
+
+    ``cluster_profiles`` is matched before ``clusters``; a method name may hold underscores."""
+    for base in sorted(METHOD_TABLES, key=len, reverse=True):
+        if name == base:
+            return base, ""
+        if name.startswith(base + "_") and len(name) > len(base) + 1:
+            return base, name[len(base) + 1 :]
+    return "", ""
+
+
+#: Suffixes of a label's prediction columns: observed, predicted (out of fold), residual (observed - predicted).
+OBS, PRED, RES = "_obs", "_pred", "_res"
+PREDICTION_SUFFIXES = (PRED, OBS, RES)
+
+
+def prediction_column(label: str, suffix: str) -> str:
+    """``<label><suffix>``, e.g. ``prediction_column("population", PRED)`` -> ``population_pred``.
+
+    Raises:
+        ValueError: If ``suffix`` is not one of :data:`PREDICTION_SUFFIXES`.
+    """
+    if suffix not in PREDICTION_SUFFIXES:
+        raise ValueError(f"Prediction columns end in {', '.join(PREDICTION_SUFFIXES)}, not {suffix!r}.")
+    return f"{label}{suffix}"
+
+
+def prediction_labels(columns: Iterable[str]) -> list[str]:
+    """The labels of a predictions layer: every ``<label>`` with a ``<label>_pred`` column, in order."""
+    return [c[: -len(PRED)] for c in columns if c.endswith(PRED) and len(c) > len(PRED)]
+
+
+# ------------------------------------------------------------------------------------------- run choices
+
+#: Devices the backend accepts (``auto``: CUDA, then MPS, then CPU).
+DEVICES = ("auto", "cpu", "cuda", "mps")
+#: How a label is modelled: a count, a density per km², or a rate per unit of another field.
+TARGETS = ("count", "density", "rate")
+#: The targets the plugin offers (``rate`` needs a denominator field; the CLI offers it).
+OFFERED_TARGETS = ("count", "density")
+#: Regressors of the evaluation: ``ridge`` (RidgeCV) and ``gbm`` (gradient boosting).
+PREDICTION_MODELS = ("ridge", "gbm")
+#: The method a run uses when none is chosen, and the one the plugin offers before the backend has answered
+#: (every other method comes from the backend's ``info``).
+DEFAULT_METHOD = "baseline"
+
 
 # ------------------------------------------------------------------------------------------- input files
 

@@ -4,6 +4,9 @@ Importable without QGIS. Heavy libraries (torch, sentence-transformers) are impo
 functions that need them so that `import backend` stays cheap.
 """
 
-__version__ = "0.1.0"
+from regionlens_common import VERSION
+
+#: metadata.txt's version, read by the contract module (regionlens_common.py).
+__version__ = VERSION
 
 __all__ = ["__version__"]

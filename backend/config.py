@@ -54,7 +54,16 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import ConfigError
-from regionlens_common import AUTO_K_MAX, AUTO_K_MIN, LABEL_NAME_PATTERN, POI_FILE_SUFFIXES, RASTER_KINDS
+from regionlens_common import (
+    AUTO_K_MAX,
+    AUTO_K_MIN,
+    DEFAULT_METHOD,
+    DEVICES,
+    LABEL_NAME_PATTERN,
+    POI_FILE_SUFFIXES,
+    PREDICTION_MODELS,
+    RASTER_KINDS,
+)
 
 __all__ = [
     "RegionsSource",
@@ -82,8 +91,6 @@ __all__ = [
 #: ``backend.io.city.INPUT_READERS`` into the CityData field of the same name and turned into views by its entry
 #: in ``backend.views.build.VIEW_BUILDERS`` (docs/development.md, "Adding an input kind").
 INPUT_KINDS = ("regions", "pois", "rasters", "od", "landuse")
-#: Devices a run may ask for (``cuda:N`` too).
-DEVICES = ("auto", "cpu", "cuda", "mps")
 #: Values of a raster's ``dequantize``: auto (int8 rasters use the AlphaEarth formula), alphaearth, none.
 DEQUANTIZE = ("auto", "alphaearth", "none")
 #: Accepted ranges (inclusive) of the numeric settings, checked before any input is read.
@@ -195,11 +202,11 @@ class ClusteringSpec:
 class PredictionSpec:
     """Out-of-fold prediction of every label from every method's embeddings."""
 
-    models: list[str] = field(default_factory=lambda: ["ridge", "gbm"])  # ridge = RidgeCV, gbm = gradient boosting
+    models: list[str] = field(default_factory=lambda: list(PREDICTION_MODELS))  # ridge = RidgeCV, gbm = boosting
     folds: int = 5
     repeats: int = 3  # shuffled K-fold repeated over this many seeds
     spatial: bool = True  # also spatially blocked K-fold
-    write_model: str = "ridge"  # model whose out-of-fold predictions fill the predictions layer
+    write_model: str = PREDICTION_MODELS[0]  # model whose out-of-fold predictions fill the predictions layer
 
 
 @dataclass
@@ -213,7 +220,7 @@ class RunConfig:
     od: OdSource | None = None
     landuse: LandUseSource | None = None
     labels: list[LabelSpec] = field(default_factory=list)
-    methods: list[MethodSpec] = field(default_factory=lambda: [MethodSpec("baseline")])
+    methods: list[MethodSpec] = field(default_factory=lambda: [MethodSpec(DEFAULT_METHOD)])
     clustering: ClusteringSpec | None = field(default_factory=ClusteringSpec)
     prediction: PredictionSpec | None = field(default_factory=PredictionSpec)
     seed: int = 0
@@ -444,7 +451,7 @@ def _validate_methods(cfg: RunConfig) -> None:
         spec.params = {k: check_value(v, hints[k], f"{where}.params.{k}") for k, v in spec.params.items()}
         possible = [v for v in cls.uses_views if _gives(cfg, v, given)]
         if len(possible) < cls.min_views:
-            other = "" if spec.name == "baseline" else ", or choose another method (baseline uses any input)"
+            other = "" if spec.name == DEFAULT_METHOD else ", or choose another method (baseline uses any input)"
             raise ConfigError(
                 f"'{where}': {spec.name} learns from {inputs_for(cls.uses_views)}, and the configuration gives "
                 f"{'too few of them' if possible else 'none'}. Add one{other}."

@@ -35,7 +35,16 @@ from backend.pipeline import (
     region_layer,
 )
 from backend.progress import Progress
-from regionlens_common import AUTO_K_MAX, AUTO_K_MIN, label_name
+from regionlens_common import (
+    AUTO_K_MAX,
+    AUTO_K_MIN,
+    LAYER_CLUSTERS,
+    LAYER_EMBEDDINGS,
+    LAYER_PREDICTIONS,
+    TABLE_CLUSTER_PROFILES,
+    TABLE_METRICS,
+    label_name,
+)
 
 __all__ = ["ApplyJob", "ClusterJob", "PredictJob", "run_apply_job", "run_cluster_job", "run_predict_job",
            "read_embedding_layer"]
@@ -171,8 +180,8 @@ def run_cluster_job(params: dict[str, Any], progress: Progress | None = None) ->
     report.extend(res.warnings)
     progress.stage("write", 0.8, 1.0)
     with out as tmp:
-        write_layer(region_layer(found.layer(regions.index), regions.geometry, regions.crs), tmp, "clusters")
-        write_table(found.profiles, tmp, "cluster_profiles")
+        write_layer(region_layer(found.layer(regions.index), regions.geometry, regions.crs), tmp, LAYER_CLUSTERS)
+        write_table(found.profiles, tmp, TABLE_CLUSTER_PROFILES)
     progress.update(1.0, "done")
     return {"output": str(out.target), "k": res.k, "silhouette": float(res.silhouette),
             "sizes": np.bincount(res.labels).tolist(), "report": report,
@@ -210,13 +219,13 @@ def run_predict_job(params: dict[str, Any], progress: Progress | None = None) ->
     progress.stage("predict", 0.1, 0.9)
     result = evaluate_label(x[rows], target.y.to_numpy(), coords[rows], models=tuple(job.models), folds=job.folds,
                             repeats=job.repeats, spatial=job.spatial, seed=job.seed, progress=progress)
-    metrics = metrics_table(result.metrics, "embeddings", name, target)
+    metrics = metrics_table(result.metrics, LAYER_EMBEDDINGS, name, target)
     pred = target.inverse(pd.Series(result.oof[job.models[0]], index=target.y.index)).reindex(regions.index)
     progress.stage("write", 0.9, 1.0)
     frame = pd.DataFrame(prediction_columns(name, raw, pred), index=regions.index)
     with out as tmp:
-        write_layer(region_layer(frame, regions.geometry, regions.crs), tmp, "predictions")
-        write_table(metrics, tmp, "metrics")
+        write_layer(region_layer(frame, regions.geometry, regions.crs), tmp, LAYER_PREDICTIONS)
+        write_table(metrics, tmp, TABLE_METRICS)
     progress.update(1.0, "done")
     return {"output": str(out.target), "label": name, "metrics": metrics.to_dict("records"), "report": report,
             "seconds": round(time.perf_counter() - t0, 3), "params": asdict(job)}
@@ -335,7 +344,7 @@ def run_apply_job(params: dict[str, Any], progress: Progress | None = None) -> d
     check_finite(model.name, emb, " for these regions.")
     progress.stage("write", 0.9, 1.0)
     with out as tmp:
-        write_layer(region_layer(emb, city.regions.geometry, city.crs), tmp, "embeddings")
+        write_layer(region_layer(emb, city.regions.geometry, city.crs), tmp, LAYER_EMBEDDINGS)
     progress.update(1.0, "done")
     return {"output": str(out.target), "gpkg": str(out.target), "method": model.name, "model": str(folder),
             "n_regions": len(emb), "dim": int(emb.shape[1]), "device": model.device_used or job.device,

@@ -29,9 +29,20 @@ from backend import __version__
 from backend.config import LabelSpec, RunConfig, input_paths
 from backend.device import resolve_device
 from backend.errors import ConfigError, InputError
-from backend.io.outputs import GPKG_NAME, OutputFolder, prediction_columns, write_json, write_layer, write_table
+from backend.io.outputs import OutputFolder, prediction_columns, write_json, write_layer, write_table
 from backend.progress import Progress
-from regionlens_common import CLUSTER_NAME_FIELD
+from regionlens_common import (
+    CLUSTER_NAME_FIELD,
+    GPKG_NAME,
+    ID_FIELD,
+    LAYER_CLUSTERS,
+    LAYER_EMBEDDINGS,
+    LAYER_PREDICTIONS,
+    RUN_JSON,
+    TABLE_CLUSTER_PROFILES,
+    TABLE_METRICS,
+    method_layer,
+)
 
 if TYPE_CHECKING:
     from backend.io.city import CityData
@@ -112,10 +123,6 @@ def _make_methods(cfg: RunConfig, device: str) -> list[Any]:
 def model_params(methods: list[Any], name: str) -> Any:
     """The parameters of the run's method ``name``."""
     return next(m for m in methods if m.name == name).params
-
-
-def _suffix(method: str, primary: str) -> str:
-    return "" if method == primary else f"_{method}"
 
 
 def check_region_count(cfg: RunConfig, n_regions: int) -> None:
@@ -251,7 +258,7 @@ def check_finite(name: str, emb: pd.DataFrame, hint: str) -> None:
 def region_layer(frame: pd.DataFrame, geometry: gpd.GeoSeries, crs: Any) -> gpd.GeoDataFrame:
     """``frame`` (indexed by region id) with the regions' geometry, ready for :func:`write_layer`."""
     gdf = gpd.GeoDataFrame(frame.copy(), geometry=geometry.reindex(frame.index).values, crs=crs)
-    gdf.index = gdf.index.astype(str).rename("region_id")
+    gdf.index = gdf.index.astype(str).rename(ID_FIELD)
     return gdf
 
 
@@ -496,19 +503,19 @@ def write_stage(state: RunState) -> Written:
         layers.append(layer)
 
     for name, emb in state.embedded.embeddings.items():
-        sfx = _suffix(name, state.primary)
-        add_layer(emb, f"embeddings{sfx}")
+        add_layer(emb, method_layer(LAYER_EMBEDDINGS, name, state.primary))
         if name in state.clusters:
             found = state.clusters[name]
-            add_layer(found.layer(state.views.region_ids), f"clusters{sfx}")
+            add_layer(found.layer(state.views.region_ids), method_layer(LAYER_CLUSTERS, name, state.primary))
             if len(found.profiles):
-                write_table(found.profiles, gpkg, f"cluster_profiles{sfx}")
-                layers.append(f"cluster_profiles{sfx}")
+                profiles_table = method_layer(TABLE_CLUSTER_PROFILES, name, state.primary)
+                write_table(found.profiles, gpkg, profiles_table)
+                layers.append(profiles_table)
         if state.predicted.predictions[name].shape[1]:
-            add_layer(state.predicted.predictions[name], f"predictions{sfx}")
+            add_layer(state.predicted.predictions[name], method_layer(LAYER_PREDICTIONS, name, state.primary))
     metrics = pd.DataFrame(state.predicted.metric_rows, columns=METRIC_COLUMNS)
-    write_table(metrics, gpkg, "metrics")
-    layers.append("metrics")
+    write_table(metrics, gpkg, TABLE_METRICS)
+    layers.append(TABLE_METRICS)
     progress.update(0.4, "layers written")
     figures = _write_figures(state) if state.cfg.figures else []
     return Written(layers=layers, figures=figures)
@@ -522,7 +529,7 @@ def _write_figures(state: RunState) -> list[str]:
     figures: list[str] = []
     for model in state.methods:
         name = model.name
-        sfx = _suffix(name, state.primary)
+        sfx = method_layer("", name, state.primary)  # "" or "_<method>", as the layers
         found = clusters.get(name)
         labels = found.labels if found is not None else np.zeros(len(views), dtype=int)
         figures.append(str(plot_embedding_2d(state.embedded.embeddings[name].to_numpy(), labels,
@@ -608,10 +615,10 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
             if key is not None:
                 state.timings[key] = round(time.perf_counter() - t0, 3)
         seconds = round(time.perf_counter() - t_start, 3)
-        write_json(manifest(state, seconds), out.path("run.json"))
+        write_json(manifest(state, seconds), out.path(RUN_JSON))
         final = out.commit()
         progress.update(1.0, f"outputs in {final}")
-    return RunResult(output_dir=str(final), gpkg=str(final / GPKG_NAME), run_json=str(final / "run.json"),
+    return RunResult(output_dir=str(final), gpkg=str(final / GPKG_NAME), run_json=str(final / RUN_JSON),
                      figures=state.written.figures, metrics=state.predicted.metric_rows, device=state.device,
                      seconds=seconds, primary_method=state.primary, layers=state.written.layers,
                      report=state.report)

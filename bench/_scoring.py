@@ -6,6 +6,10 @@ metrics table) are the backend's (:mod:`backend.tasks.prediction`); the benches 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from backend.tasks.prediction import _std, evaluate_label
@@ -16,6 +20,16 @@ METRICS = ("mae", "rmse", "r2")
 def summary(records: list[dict[str, float]]) -> dict[str, list[float]]:
     """Mean and sample standard deviation (ddof 1, NaN for one record) of each metric over ``records``."""
     return {k: [float(np.mean([r[k] for r in records])), _std([r[k] for r in records])] for k in METRICS}
+
+
+def write_results(path: Path, results: dict[str, Any], runs: dict[str, Any], **extra: dict[str, Any]) -> None:
+    """A bench's JSON outputs: ``path`` (the scores), ``<stem>.runs.json`` (per run) and ``<stem>.<key>.json`` for
+    each of ``extra`` (e.g. ``cost``, ``speed``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2))
+    for key, value in extra.items():
+        path.with_suffix(f".{key}.json").write_text(json.dumps(value, indent=2))
+    path.with_suffix(".runs.json").write_text(json.dumps(runs, indent=2, default=str))
 
 
 def ridge1_scores(x: np.ndarray, y: np.ndarray, folds: int, fold_seeds: list[int]) -> list[dict[str, float]]:

@@ -43,7 +43,6 @@ views when HAFusion is registered (ReFound when registered); the frozen Efficien
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -51,7 +50,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -60,9 +58,8 @@ from backend.models import EMBEDDERS, get_embedder  # noqa: E402
 from backend.models.cookie import CooKIEEmbedder  # noqa: E402
 from backend.models.cookie.model import count_flops, count_parameters, objective_counts  # noqa: E402
 from backend.views._base import Views  # noqa: E402
-from bench._scoring import ridge1_scores, summary  # noqa: E402
+from bench._scoring import ridge1_scores, summary, write_results  # noqa: E402
 
-TASKS = {"checkIn": "check_counts", "crime": "crime_counts", "serviceCall": "serviceCall_counts"}
 GROWTH_ORDER = ("poi", "image", "landuse", "mobility", "poi_text")
 METRICS = ("mae", "rmse", "r2")
 
@@ -95,20 +92,11 @@ def load_sf(needs: frozenset[str] = frozenset({"chips"})) -> tuple[Views, dict[s
 
 
 def load_folder(folder: Path) -> tuple[Views, dict[str, Task]]:
-    """Views and labels of a folder in the hafusion_nyc format (absent files are skipped)."""
-    def get(name: str) -> np.ndarray | None:
-        path = folder / f"{name}.npy"
-        return np.load(path, allow_pickle=False) if path.is_file() else None
+    """Views and labels of a folder in the hafusion_nyc format (absent files are skipped; as the HAFusion bench)."""
+    from bench.hafusion import load_city
 
-    arrays = {"poi_counts": get("poi_dist"), "landuse": get("landUse_dist")}
-    mob = get("mob_dist")
-    n = next(len(a) for a in [*arrays.values(), mob] if a is not None)
-    ids = pd.Index([str(i) for i in range(n)], name="region_id")
-    tables = {v: pd.DataFrame(a.astype(float), index=ids, columns=[f"{v}_{j}" for j in range(a.shape[1])])
-              for v, a in arrays.items() if a is not None}
-    views = Views(region_ids=ids, tables=tables, mobility=None if mob is None else mob.astype(float))
-    tasks = {t: Task(y.astype(float), np.arange(n)) for t, f in TASKS.items() if (y := get(f)) is not None}
-    return views, tasks
+    views, _, labels = load_city(folder)
+    return views, {t: Task(y, np.arange(len(y))) for t, y in labels.items()}
 
 
 # ------------------------------------------------------------------------------------------ scoring
@@ -352,10 +340,7 @@ def main() -> int:
     print_cost(cost)
     print(f"\ntotal {cost['total_seconds']} s")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
-        args.json.with_suffix(".cost.json").write_text(json.dumps(cost, indent=2))
-        args.json.with_suffix(".runs.json").write_text(json.dumps(runs, indent=2, default=str))
+        write_results(args.json, results, runs, cost=cost)
     return 0
 
 

@@ -70,7 +70,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backend.views._base import Views  # noqa: E402
-from bench._scoring import summary  # noqa: E402
+from bench._scoring import summary, write_results  # noqa: E402
 from bench.cookie import Task  # noqa: E402  (shared with the CooKIE bench)
 from bench.cookie import load_sf as load_cookie_sf  # noqa: E402
 
@@ -461,10 +461,7 @@ def main() -> int:
     print_speed(speed)
     print(f"\ntotal {total} s (accuracy {runs['accuracy_seconds']} s)")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
-        args.json.with_suffix(".speed.json").write_text(json.dumps(speed, indent=2))
-        args.json.with_suffix(".runs.json").write_text(json.dumps(runs, indent=2, default=str))
+        write_results(args.json, results, runs, speed=speed)
     return 0
 
 

@@ -11,4 +11,9 @@ try:
 except ImportError:  # tests and scripts: plugin/ is top level, the repository root is on sys.path
     import regionlens_common as common  # type: ignore[no-redef]
 
-__all__ = ["common"]
+__all__ = ["common", "gpkg_uri"]
+
+
+def gpkg_uri(gpkg: object, layer: str) -> str:
+    """OGR URI of one layer of a GeoPackage: ``<gpkg>|layername=<layer>``."""
+    return f"{gpkg}|layername={layer}"

@@ -45,6 +45,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from .common import common
 from .ui.messages import push_message
 
 try:  # QGIS 3
@@ -76,10 +77,10 @@ SHAPEFILE_MAX_NAME = 10
 #: Every file a shapefile may consist of (lower-case extensions; ``.shp`` first).
 SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".qmd", ".qpj", ".shp.xml")
 #: Suffixes of a prediction layer's fields (docs/protocol.md), longest first.
-PREDICTION_SUFFIXES = ("_pred", "_obs", "_res")
+PREDICTION_SUFFIXES = common.PREDICTION_SUFFIXES
 #: A label is cut to this many characters, so that ``<label>_pred`` fits in 10.
 _LABEL_STEM = SHAPEFILE_MAX_NAME - max(len(s) for s in PREDICTION_SUFFIXES)
-_SUFFIX_RE = re.compile(r"^(?P<label>.+)(?P<suffix>_pred|_obs|_res)$")
+_SUFFIX_RE = re.compile(r"^(?P<label>.+)(?P<suffix>" + "|".join(map(re.escape, PREDICTION_SUFFIXES)) + ")$")
 _SHAPEFILE_STRING_MAX = 254  # DBF character fields hold at most 254 bytes
 _SHAPEFILE_INT64_WIDTH = 18  # wider integer columns are read back as reals
 

@@ -32,6 +32,7 @@ except ImportError:  # Qt5 (QGIS 3)
     from qgis.PyQt.QtWidgets import QAction
 
 from . import setup as backend_setup
+from .common import common
 from .export import VECTOR_LAYER_TYPE, ExportResult, export_layer_dialog
 from .processing import RegionLensProvider
 from .results import RunLayers, load_run_outputs
@@ -328,8 +329,8 @@ class RegionLensPlugin:
         self.iface.messageBar().pushSuccess(
             "RegionLens", f"Loaded {len(layers.entries)} layers ({methods}) from {gpkg}."
         )
-        if self.explorer is not None and "embeddings" in layers:  # an open explorer follows the new run
-            self.explorer.set_layers(layers["embeddings"], layers.get("clusters"))
+        if self.explorer is not None and common.LAYER_EMBEDDINGS in layers:  # an open explorer follows the new run
+            self.explorer.set_layers(layers[common.LAYER_EMBEDDINGS], layers.get(common.LAYER_CLUSTERS))
         return layers
 
     def _run_finished(self, task: RunTask, outcome: RunOutcome, on_done: Callable[[RunOutcome], None] | None) -> None:

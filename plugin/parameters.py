@@ -26,10 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import (
-    QgsMapLayer,
-    QgsMapLayerType,
     QgsProject,
-    QgsProviderRegistry,
     QgsRasterLayer,
     QgsVectorLayer,
     QgsWkbTypes,
@@ -37,6 +34,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from .common import common
+from .input_export import InputExporter, raster_path, raster_problem
 from .sources import poi_file_config, poi_file_problem, raster_config
 
 __all__ = [
@@ -53,6 +51,9 @@ __all__ = [
     "combining_problem",
     "context_presets",
     "describe_context",
+    "describe_method_params",
+    "describe_param",
+    "method_params_problem",
     "ensemble_limit",
     "inputs_dir_for",
     "label_fields",
@@ -61,18 +62,16 @@ __all__ = [
     "methods_config",
     "missing_input",
     "raster_path",
+    "run_settings",
     "sources_of",
     "to_run_config",
     "validate",
 ]
 
-#: Devices the backend accepts (``auto``: CUDA, then MPS, then CPU).
-DEVICES = ("auto", "cpu", "cuda")
-#: Targets offered for labels (``rate`` needs a denominator field; the CLI offers it).
-TARGETS = ("count", "density")
-#: Regressors of the evaluation (``backend/config.py`` PredictionSpec.models).
-PREDICTION_MODELS = ("ridge", "gbm")
-
+#: Devices the backend accepts, targets offered for labels, regressors of the evaluation (the contract module).
+DEVICES = common.DEVICES
+TARGETS = common.OFFERED_TARGETS
+PREDICTION_MODELS = common.PREDICTION_MODELS
 
 
 # ---------------------------------------------------------------------------------------- choices
@@ -108,7 +107,7 @@ class RunChoices:
     poi_category_field: str = ""  # POI category (e.g. amenity)
     poi_name_field: str = ""  # optional POI name ("" = none)
     poi_file: str = ""  # POIs from a .osm.pbf or GeoParquet file instead of a layer ("" = none; plugin/sources.py)
-    raster_layer_ids: list[str] = field(default_factory=list)  # imagery: local raster files, zero or more
+    raster_layer_ids: list[str] = field(default_factory=list)  # imagery: zero or more (non-files become GeoTIFFs)
     embedding_raster_ids: list[str] = field(default_factory=list)  # those of them that are satellite embeddings
     od_path: str = ""  # origin-destination CSV ("" = none)
     od_origin_field: str = "origin"  # CSV column of the origin region id
@@ -117,9 +116,10 @@ class RunChoices:
     landuse_layer_id: str = ""  # polygon layer of land use ("" = none)
     landuse_class_field: str = ""  # land-use class field
     labels: list[LabelChoice] = field(default_factory=list)  # quantities to predict (may be empty)
-    methods: list[MethodChoice] = field(default_factory=lambda: [METHODS.choice("baseline")])  # first = primary
+    #: methods to run, the first is the primary
+    methods: list[MethodChoice] = field(default_factory=lambda: [METHODS.choice(common.DEFAULT_METHOD)])
     cluster_k: int = 0  # number of clusters; 0 = auto (best silhouette)
-    prediction_models: list[str] = field(default_factory=lambda: ["ridge"])  # ridge and/or gbm
+    prediction_models: list[str] = field(default_factory=lambda: [PREDICTION_MODELS[0]])  # ridge and/or gbm
     folds: int = 5  # K of the K-fold cross-validation
     repeats: int = 3  # shuffled K-fold repeated over this many seeds
     spatial: bool = True  # also spatially blocked folds
@@ -152,7 +152,7 @@ class MethodInfo:
 
 #: The baseline as the backend defines it (backend/models/baseline.py); used until ``info`` answers.
 BASELINE = MethodInfo(
-    name="baseline",
+    name=common.DEFAULT_METHOD,
     title="Baseline (views standardised, concatenated, PCA)",
     dim=32,
     params={"log1p_counts": True, "neighbourhood_m": 0.0},
@@ -430,18 +430,6 @@ def resolved_label_names(choices: RunChoices, project: QgsProject | None = None)
     return names
 
 
-def raster_path(layer: QgsMapLayer) -> Path | None:
-    """The local file behind a GDAL raster layer, or ``None`` (WMS, XYZ, /vsicurl/, ...)."""
-    if layer.type() != QgsMapLayerType.RasterLayer or layer.providerType() != "gdal":
-        return None
-    parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
-    path = str(parts.get("path") or "")
-    if not path or path.startswith("/vsi"):
-        return None
-    p = Path(path)
-    return p if p.is_file() else None
-
-
 def inputs_dir_for(output_dir: str | Path) -> Path:
     """Where the plugin exports a run's inputs: the sibling folder ``<output folder>_inputs``.
 
@@ -582,6 +570,22 @@ def _check_regions(choices: RunChoices, project: QgsProject, problems: list[str]
     return regions
 
 
+def _chosen_layer(project: QgsProject, layer_id: str, what: str, geometry: QgsWkbTypes.GeometryType,
+                  shape: str, problems: list[str]) -> QgsVectorLayer | None:  # fmt: skip
+    """The chosen ``what`` layer (``POI``, ``land-use``) when it is in the project with ``geometry``; ``None``
+    when none is chosen, or, with a problem added (``shape``: what it must be), when it is not usable."""
+    if not layer_id:
+        return None
+    layer = _vector(project, layer_id)
+    if layer is None:
+        problems.append(f"The chosen {what} layer is no longer in the project.")
+    elif layer.geometryType() != geometry:
+        problems.append(f"The {what} layer '{layer.name()}' is not {shape}.")
+    else:
+        return layer
+    return None
+
+
 def _check_pois(choices: RunChoices, project: QgsProject, problems: list[str]) -> None:
     if choices.poi_file:
         if choices.poi_layer_id:
@@ -590,14 +594,9 @@ def _check_pois(choices: RunChoices, project: QgsProject, problems: list[str]) -
         if problem:
             problems.append(problem)
         return
-    if not choices.poi_layer_id:
-        return
-    pois = _vector(project, choices.poi_layer_id)
-    if pois is None:
-        problems.append("The chosen POI layer is no longer in the project.")
-        return
-    if pois.geometryType() != QgsWkbTypes.GeometryType.PointGeometry:
-        problems.append(f"The POI layer '{pois.name()}' is not a point layer; choose points.")
+    point = QgsWkbTypes.GeometryType.PointGeometry
+    if (pois := _chosen_layer(project, choices.poi_layer_id, "POI", point, "a point layer; choose points",
+                              problems)) is None:  # fmt: skip
         return
     names = _field_names(pois)
     if not choices.poi_category_field:
@@ -615,8 +614,8 @@ def _check_rasters(choices: RunChoices, project: QgsProject, problems: list[str]
         layer = project.mapLayer(layer_id)
         if not isinstance(layer, QgsRasterLayer):
             problems.append("A chosen raster is no longer in the project.")
-        elif raster_path(layer) is None:
-            problems.append(f"The raster '{layer.name()}' is not a local file (GeoTIFF); save it to a file first.")
+        elif problem := raster_problem(layer):
+            problems.append(problem)
 
 
 def _check_od(choices: RunChoices, problems: list[str]) -> None:
@@ -639,14 +638,11 @@ def _check_od(choices: RunChoices, problems: list[str]) -> None:
 
 
 def _check_landuse(choices: RunChoices, project: QgsProject, problems: list[str]) -> None:
-    if not choices.landuse_layer_id:
+    polygon = QgsWkbTypes.GeometryType.PolygonGeometry
+    if (landuse := _chosen_layer(project, choices.landuse_layer_id, "land-use", polygon, "a polygon layer",
+                                 problems)) is None:  # fmt: skip
         return
-    landuse = _vector(project, choices.landuse_layer_id)
-    if landuse is None:
-        problems.append("The chosen land-use layer is no longer in the project.")
-    elif landuse.geometryType() != QgsWkbTypes.GeometryType.PolygonGeometry:
-        problems.append(f"The land-use layer '{landuse.name()}' is not a polygon layer.")
-    elif not choices.landuse_class_field:
+    if not choices.landuse_class_field:
         problems.append("Choose the land-use class field.")
     elif choices.landuse_class_field not in _field_names(landuse):
         problems.append(f"The land-use layer has no field '{choices.landuse_class_field}'.")
@@ -711,6 +707,65 @@ def missing_input(info: MethodInfo, have: set[str]) -> str | None:
     return f"No input for {info.name}{need}: add {words or 'an input it can use'}."
 
 
+_TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}
+_TYPE_WORDS = {"bool": "true or false", "int": "a whole number", "float": "a number", "str": "text"}
+
+
+def describe_param(name: str, spec: dict[str, Any]) -> str:
+    """One parameter as the backend describes it (``param_info``), in one line:
+    ``scale (a number, 0.5 to 10, default 2.0): Multiplies every category share.``"""
+    kind = spec.get("type", "str")
+    bounds = [f"{b:g}" if isinstance(b, (int, float)) else "" for b in (spec.get("min"), spec.get("max"))]
+    what = _TYPE_WORDS.get(kind, kind)
+    if spec.get("choices"):
+        what = "one of " + ", ".join(str(c) for c in spec["choices"])
+    elif any(bounds):
+        what += ", " + (f"{bounds[0]} to {bounds[1]}" if all(bounds) else
+                        f"at least {bounds[0]}" if bounds[0] else f"at most {bounds[1]}")
+    default = json.dumps(spec.get("default"))
+    help_text = str(spec.get("help") or "").strip()
+    return f"{name} ({what}, default {default})" + (f": {help_text}" if help_text else "")
+
+
+def describe_method_params(names: Iterable[str] | None = None) -> str:
+    """The parameters of every method (or of ``names``), one line each under the method's name, generated
+    from the backend's descriptions (Processing's help of the method parameters)."""
+    lines = []
+    for name in METHODS.names() if names is None else names:
+        info = METHODS.get(name)
+        if info is None:
+            continue
+        specs = info.param_info or {key: {"type": _kind(value), "default": value} for key, value in info.params.items()}
+        lines.append(f"{name}: " + ("; ".join(describe_param(k, s) for k, s in specs.items()) or "no parameters"))
+    return "\n".join(lines)
+
+
+def _kind(value: Any) -> str:
+    return {bool: "bool", int: "int", float: "float"}.get(type(value), "str")
+
+
+def method_params_problem(name: str, params: dict[str, Any]) -> str | None:
+    """Why ``params`` are not parameters of the method ``name`` as the backend describes them, or ``None``:
+    an unknown name, a value of the wrong type, outside its range or not among its choices."""
+    info = METHODS.get(name)
+    if info is None:
+        return f"The backend does not offer the method '{name}'; it offers {', '.join(METHODS.names())}."
+    for key, value in params.items():
+        spec = info.param_info.get(key) or ({"type": _kind(info.params[key])} if key in info.params else None)
+        if spec is None:
+            known = ", ".join(info.param_info or info.params) or "none"
+            return f"{name} has no parameter '{key}'; its parameters: {known}."
+        kind = spec.get("type", "str")
+        if isinstance(value, bool) != (kind == "bool") or not isinstance(value, _TYPES.get(kind, (object,))):
+            return f"{name}: {key} must be {_TYPE_WORDS.get(kind, kind)}, not {json.dumps(value)}."
+        if spec.get("choices") and str(value) not in [str(c) for c in spec["choices"]]:
+            return f"{name}: {key} must be one of {', '.join(map(str, spec['choices']))}, not {json.dumps(value)}."
+        low, high = spec.get("min"), spec.get("max")
+        if kind in ("int", "float") and ((low is not None and value < low) or (high is not None and value > high)):
+            return f"{name}: {describe_param(key, spec)}; {json.dumps(value)} is out of range."
+    return None
+
+
 def _check_settings(choices: RunChoices, backend_info: dict[str, Any] | None, problems: list[str]) -> None:
     if choices.cluster_k == 1 or choices.cluster_k < 0:
         problems.append("The number of clusters must be at least 2 (or auto).")
@@ -731,7 +786,7 @@ def _check_settings(choices: RunChoices, backend_info: dict[str, Any] | None, pr
         offered = ", ".join(presets) or "none"
         problems.append(f"The backend has no spatial context '{choices.context}'; choose one of {offered} or None.")
     if choices.device not in DEVICES:
-        problems.append(f"Unknown device '{choices.device}'; choose auto, cpu or cuda.")
+        problems.append(f"Unknown device '{choices.device}'; choose one of {', '.join(DEVICES)}.")
     elif choices.device == "cuda" and backend_info is not None and not backend_info.get("cuda", False):
         problems.append("The backend sees no CUDA GPU; choose auto or cpu.")
 
@@ -795,8 +850,6 @@ def to_run_config(
     Raises:
         ValueError: If a layer is missing or cannot be exported (the message names it).
     """
-    from .input_export import InputExporter
-
     project = project or QgsProject.instance()
     out = Path(run_dir if run_dir is not None else choices.output_dir).expanduser().resolve()
     exporter = InputExporter(Path(inputs_dir) if inputs_dir is not None else inputs_dir_for(out))
@@ -804,15 +857,10 @@ def to_run_config(
 
     regions = _require(project, choices.region_layer_id, "region layer")
     label_fields = [lab.field for lab in choices.labels if lab.field]
-    config: dict[str, Any] = {
-        "output_dir": str(out),
-        "seed": int(choices.seed),
-        "device": choices.device,
-        "overwrite": bool(choices.overwrite),
-        "regions": {
-            "path": str(exporter.export(regions, "regions", [choices.region_id_field, *label_fields])),
-            "id_field": choices.region_id_field,
-        },
+    config = run_settings(choices, out, labelled=bool(choices.labels))
+    config["regions"] = {
+        "path": str(exporter.export(regions, "regions", [choices.region_id_field, *label_fields])),
+        "id_field": choices.region_id_field,
     }
     if choices.poi_file:
         config["pois"] = poi_file_config(choices.poi_file, choices.poi_category_field, choices.poi_name_field)
@@ -827,11 +875,10 @@ def to_run_config(
     rasters = []
     for layer_id in choices.raster_layer_ids:
         layer = project.mapLayer(layer_id)
-        path = raster_path(layer) if layer is not None else None
-        if path is None:
-            raise ValueError(f"Raster layer {layer_id} is not a local file.")
+        if not isinstance(layer, QgsRasterLayer):
+            raise ValueError(f"The raster {layer_id} is not in the project.")
         kind = "embedding" if layer_id in choices.embedding_raster_ids else "imagery"
-        rasters.append(raster_config({"path": str(path.resolve())}, kind))
+        rasters.append(raster_config(exporter.raster(layer), kind))  # its file, or a GeoTIFF in the inputs folder
     config["rasters"] = rasters
     if choices.od_path:
         config["od"] = {
@@ -856,22 +903,29 @@ def to_run_config(
             spec["points"] = str(exporter.export(points, f"label_{name}", []))
         labels.append(spec)
     config["labels"] = labels
-    config["methods"] = methods_config(choices.methods, choices.ensemble)
+    exporter.finish(config)
+    return config
+
+
+def run_settings(choices: RunChoices, output_dir: str | Path, labelled: bool) -> dict[str, Any]:
+    """The run configuration's settings besides its inputs (``backend/config.py``), the same for the run dock
+    and Processing: output folder, seed, device, methods (a combining method first), spatial context,
+    clustering, and the prediction settings when the run has labels (``labelled``), else ``None``."""
+    config: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "seed": int(choices.seed),
+        "device": choices.device,
+        "overwrite": bool(choices.overwrite),
+        "methods": methods_config(choices.methods, choices.ensemble),
+        "clustering": {"k": int(choices.cluster_k) if choices.cluster_k >= 2 else "auto"},
+        "prediction": None,
+    }
     if choices.context:
         config["context"] = choices.context
-    config["clustering"] = {"k": int(choices.cluster_k) if choices.cluster_k >= 2 else "auto"}
-    if choices.labels:
-        models = [m for m in PREDICTION_MODELS if m in choices.prediction_models] or ["ridge"]
-        config["prediction"] = {
-            "models": models,
-            "folds": int(choices.folds),
-            "repeats": int(choices.repeats),
-            "spatial": bool(choices.spatial),
-            "write_model": models[0],
-        }
-    else:
-        config["prediction"] = None
-    exporter.finish(config)
+    if labelled:
+        models = [m for m in PREDICTION_MODELS if m in choices.prediction_models] or [PREDICTION_MODELS[0]]
+        config["prediction"] = {"models": models, "folds": int(choices.folds), "repeats": int(choices.repeats),
+                                "spatial": bool(choices.spatial), "write_model": models[0]}  # fmt: skip
     return config
 
 

@@ -37,11 +37,12 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QRect, QRectF, QSize, Qt
 from qgis.PyQt.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QTextOption
 
+from .common import common
 from .results import gpkg_layer_names, label_names, load_run_outputs, open_gpkg_layer
 
 __all__ = ["GPKG_NAME", "PROJECT_NAME", "choose_label", "main", "render_demo", "render_layer"]
 
-GPKG_NAME = "regionlens.gpkg"
+GPKG_NAME = common.GPKG_NAME
 PROJECT_NAME = "regionlens_demo.qgz"
 _LEGEND_WIDTH = 380
 _WHITE = QColor(255, 255, 255)
@@ -49,9 +50,9 @@ _WHITE = QColor(255, 255, 255)
 
 def choose_label(gpkg_path: str | Path, preferred: str = "population") -> str | None:
     """``preferred`` if the run predicted it, else the run's first label, else ``None``."""
-    if "predictions" not in gpkg_layer_names(gpkg_path):
+    if common.LAYER_PREDICTIONS not in gpkg_layer_names(gpkg_path):
         return None
-    labels = label_names(open_gpkg_layer(gpkg_path, "predictions"))
+    labels = label_names(open_gpkg_layer(gpkg_path, common.LAYER_PREDICTIONS))
     if preferred in labels:
         return preferred
     return labels[0] if labels else None
@@ -193,13 +194,14 @@ def render_demo(
         if not project.write():
             raise RuntimeError(f"Cannot write {project_path}: {project.error()}")
         written["project"] = project_path
-        if "clusters" in layers:
-            written["clusters"] = render_layer(
-                layers["clusters"], folder / "map_clusters.png", size, "Clusters", project
+        if common.LAYER_CLUSTERS in layers:
+            written[common.LAYER_CLUSTERS] = render_layer(
+                layers[common.LAYER_CLUSTERS], folder / "map_clusters.png", size, "Clusters", project
             )
-        if "predictions" in layers and chosen is not None:
+        if common.LAYER_PREDICTIONS in layers and chosen is not None:
             written[chosen] = render_layer(
-                layers["predictions"], folder / f"map_{chosen}.png", size, f"Predicted {chosen} (out-of-fold)", project
+                layers[common.LAYER_PREDICTIONS], folder / f"map_{chosen}.png", size,
+                f"Predicted {chosen} (out-of-fold)", project,
             )
         return written
     finally:

@@ -31,6 +31,12 @@ from pathlib import Path
 from qgis.core import QgsLayerTreeGroup, QgsProject, QgsProviderRegistry, QgsVectorLayer
 
 from . import styling
+from .common import common, gpkg_uri
+
+EMBEDDINGS, CLUSTERS, PREDICTIONS = common.LAYER_EMBEDDINGS, common.LAYER_CLUSTERS, common.LAYER_PREDICTIONS
+PROFILES, METRICS = common.TABLE_CLUSTER_PROFILES, common.TABLE_METRICS
+#: The key of a predictions layer shown by its residuals (the same GeoPackage layer, another style).
+RESIDUALS = "residuals"
 
 __all__ = [
     "LAYER_KEYS",
@@ -45,9 +51,9 @@ __all__ = [
 ]
 
 #: Order of a method's layers in its group (top first); ``metrics`` follows the method groups.
-LAYER_KEYS = ("clusters", "predictions", "residuals", "embeddings", "cluster_profiles", "metrics")
-_METHOD_TABLES = ("embeddings", "clusters", "predictions", "cluster_profiles")  # a ``_<method>`` variant each
-_TITLES = {"clusters": "Clusters", "embeddings": "Embeddings", "cluster_profiles": "Cluster profiles"}
+LAYER_KEYS = (CLUSTERS, PREDICTIONS, RESIDUALS, EMBEDDINGS, PROFILES, METRICS)
+_METHOD_TABLES = common.METHOD_TABLES  # a ``_<method>`` variant each
+_TITLES = {CLUSTERS: "Clusters", EMBEDDINGS: "Embeddings", PROFILES: "Cluster profiles"}
 
 
 def run_group_name(gpkg_path: str | Path) -> str:
@@ -63,8 +69,7 @@ def gpkg_layer_names(gpkg_path: str | Path) -> list[str]:
 
 def label_names(layer: QgsVectorLayer) -> list[str]:
     """Labels of a predictions layer, in field order: every ``<label>_pred`` field's prefix."""
-    names = layer.fields().names()
-    return [name[: -len("_pred")] for name in names if name.endswith("_pred") and len(name) > len("_pred")]
+    return common.prediction_labels(layer.fields().names())
 
 
 def open_gpkg_layer(gpkg_path: str | Path, layer_name: str, title: str | None = None) -> QgsVectorLayer:
@@ -73,7 +78,7 @@ def open_gpkg_layer(gpkg_path: str | Path, layer_name: str, title: str | None = 
     Raises:
         ValueError: If QGIS cannot open it.
     """
-    uri = f"{Path(gpkg_path)}|layername={layer_name}"
+    uri = gpkg_uri(Path(gpkg_path), layer_name)
     layer = QgsVectorLayer(uri, title or layer_name, "ogr")
     if not layer.isValid():
         raise ValueError(f"QGIS cannot open layer '{layer_name}' of {gpkg_path}.")
@@ -82,7 +87,7 @@ def open_gpkg_layer(gpkg_path: str | Path, layer_name: str, title: str | None = 
 
 def table_name(key: str, method: str, primary: str) -> str:
     """The GeoPackage layer of ``key`` for ``method``: ``key`` for the primary method, else ``key_method``."""
-    return key if method == primary else f"{key}_{method}"
+    return common.method_layer(key, method, primary)
 
 
 def run_methods(gpkg_path: str | Path, primary_hint: str = "") -> list[str]:
@@ -96,10 +101,10 @@ def run_methods(gpkg_path: str | Path, primary_hint: str = "") -> list[str]:
     available = set(gpkg_layer_names(path))
     suffixed = []
     for name in sorted(available):
-        for key in _METHOD_TABLES:
-            if name.startswith(f"{key}_") and name[len(key) + 1 :] not in suffixed:
-                suffixed.append(name[len(key) + 1 :])
-    manifest = _read_manifest(path.parent / "run.json")
+        method = common.split_method_layer(name)[1]
+        if method and method not in suffixed:
+            suffixed.append(method)
+    manifest = _read_manifest(path.parent / common.RUN_JSON)
     methods = [str(m) for m in manifest.get("methods") or [] if isinstance(m, str) and m]
     primary = str(manifest.get("primary_method") or (methods[0] if methods else ""))
     if (
@@ -110,7 +115,7 @@ def run_methods(gpkg_path: str | Path, primary_hint: str = "") -> list[str]:
         return [primary, *[m for m in methods if m != primary]]
     if not any(key in available for key in _METHOD_TABLES):
         return suffixed
-    named = [m for m in _metrics_methods(path) if m not in suffixed] if "metrics" in available else []
+    named = [m for m in _metrics_methods(path) if m not in suffixed] if METRICS in available else []
     return [named[0] if named else (primary_hint or "results"), *suffixed]
 
 
@@ -123,7 +128,7 @@ def _read_manifest(path: Path) -> dict:
 
 
 def _metrics_methods(gpkg: Path) -> list[str]:
-    layer = QgsVectorLayer(f"{gpkg}|layername=metrics", "metrics", "ogr")
+    layer = QgsVectorLayer(gpkg_uri(gpkg, METRICS), METRICS, "ogr")
     index = layer.fields().indexFromName("method") if layer.isValid() else -1
     if index < 0:
         return []
@@ -226,15 +231,15 @@ def load_run_outputs(
     all_labels: list[str] = []
     for method in methods:
         tag = f" ({method}, {run})"
-        for key in ("clusters", "predictions", "embeddings", "cluster_profiles"):
+        for key in (CLUSTERS, PREDICTIONS, EMBEDDINGS, PROFILES):
             table = table_name(key, method, primary)
             if table not in available:
                 continue
-            if key != "predictions":
+            if key != PREDICTIONS:
                 layer = open_gpkg_layer(path, table, f"{_TITLES[key]}{tag}")
-                if key == "clusters":
+                if key == CLUSTERS:
                     styling.style_clusters(layer)
-                elif key == "embeddings":
+                elif key == EMBEDDINGS:
                     styling.style_embeddings(layer)
                 entries.append(RunLayer(method, key, layer))
                 continue
@@ -243,16 +248,16 @@ def load_run_outputs(
             for name in labels:
                 predictions = open_gpkg_layer(path, table, f"Predicted {name}{tag}")
                 styling.style_predictions(predictions, name, mode=prediction_mode)
-                entries.append(RunLayer(method, "predictions", predictions, name))
-                if f"{name}_res" in predictions.fields().names():
+                entries.append(RunLayer(method, PREDICTIONS, predictions, name))
+                if common.prediction_column(name, common.RES) in predictions.fields().names():
                     residuals = open_gpkg_layer(path, table, f"Residuals {name}, observed \u2212 predicted{tag}")
                     styling.style_residuals(residuals, name)
-                    entries.append(RunLayer(method, "residuals", residuals, name))
+                    entries.append(RunLayer(method, RESIDUALS, residuals, name))
     if label is not None and label not in all_labels:
         raise ValueError(f"Label '{label}' is not in {path.name}; the run's labels: {', '.join(all_labels) or 'none'}.")
     chosen = label if label is not None else (all_labels[0] if all_labels else None)
-    if "metrics" in available:
-        entries.append(RunLayer("", "metrics", open_gpkg_layer(path, "metrics", f"Metrics ({run})")))
+    if METRICS in available:
+        entries.append(RunLayer("", METRICS, open_gpkg_layer(path, METRICS, f"Metrics ({run})")))
 
     if save_styles:
         _save_default_styles(entries)
@@ -271,7 +276,7 @@ def load_run_outputs(
         sub = group.addGroup(method)
         sub.setExpanded(method == primary)
         labels_order = {name: i for i, name in enumerate(all_labels)}
-        mine.sort(key=lambda e: (order[e.key] if e.key not in ("predictions", "residuals") else order["predictions"],
+        mine.sort(key=lambda e: (order[e.key] if e.key not in (PREDICTIONS, RESIDUALS) else order[PREDICTIONS],
                                  labels_order.get(e.label, -1), order[e.key]))
         for entry in mine:
             _add(project, sub, entry.layer, entry is shown)
@@ -302,10 +307,10 @@ def _save_default_styles(entries: list[RunLayer]) -> None:
     """
     defaults: set[str] = set()
     for entry in entries:
-        if entry.key not in ("clusters", "predictions", "residuals", "embeddings"):
+        if entry.key not in (CLUSTERS, PREDICTIONS, RESIDUALS, EMBEDDINGS):
             continue
         table = entry.layer.source().split("layername=")[-1]
-        default = entry.key != "residuals" and table not in defaults
+        default = entry.key != RESIDUALS and table not in defaults
         if default:
             defaults.add(table)
         name = f"RegionLens {entry.key}" + (f" {entry.label}" if entry.label else "")

@@ -42,7 +42,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
-from .common import common
+from .common import common, gpkg_uri
 
 __all__ = [
     "CLUSTER_COLOURS",
@@ -225,7 +225,7 @@ def run_label_units(layer: QgsVectorLayer, label: str) -> str:
     path = layer.source().split("|")[0]
     if layer.providerType() != "ogr" or not path.lower().endswith(".gpkg"):
         return ""
-    metrics = QgsVectorLayer(f"{path}|layername=metrics", "metrics", "ogr")
+    metrics = QgsVectorLayer(gpkg_uri(path, common.TABLE_METRICS), common.TABLE_METRICS, "ogr")
     if not metrics.isValid() or metrics.fields().indexOf("units") < 0 or metrics.fields().indexOf("label") < 0:
         return ""
     expression = QgsExpression.createFieldEqualityExpression("label", label)
@@ -256,7 +256,7 @@ def style_predictions(
     label: str,
     mode: str = "quantile",
     classes: int = 5,
-    suffix: str = "_pred",
+    suffix: str = common.PRED,
     units: str | None = None,
 ) -> QgsGraduatedSymbolRenderer:
     """Graduated renderer on ``<label>_pred`` with a sequential ramp (Viridis).
@@ -278,7 +278,7 @@ def style_predictions(
     Raises:
         ValueError: If the field is missing or ``mode`` is unknown.
     """
-    field = f"{label}{suffix}"
+    field = common.prediction_column(label, suffix)
     _require_field(layer, field)
     methods = {"quantile": QgsClassificationQuantile, "jenks": QgsClassificationJenks}
     if mode not in methods:
@@ -339,7 +339,7 @@ def style_residuals(layer: QgsVectorLayer, label: str, units: str | None = None)
     Raises:
         ValueError: If the field is missing.
     """
-    field = f"{label}_res"
+    field = common.prediction_column(label, common.RES)
     _require_field(layer, field)
     values = numeric_values(layer, field)
     b1, b2, b3, top = symmetric_breaks(values)

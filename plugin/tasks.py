@@ -1,6 +1,12 @@
 """Background runs: parameters dataclass -> ``RunTask`` (a QgsTask) -> one of three result classes.
 
-``RunTask.run`` executes in a QGIS task thread: it starts the backend worker, sends the ``run`` request,
+One function drives the worker for every job the plugin sends, :func:`run_worker_job`: it starts the
+worker, sends one request, hands its events to a callback, cancels it when asked and always stops it,
+and returns a :data:`RunOutcome`. It blocks; :class:`RunTask` calls it in a QGIS task thread (the run
+dock's ``run``, the Apply dialog's ``apply``), the Processing algorithms call it in their own thread
+(plugin/processing/_base.py ``run_backend``), and ``info`` requests use it too.
+
+``RunTask.run`` executes in a QGIS task thread: it runs the parameters' action (``run`` by default),
 turns progress events into ``setProgress`` and cancels the worker when the user cancels the task.
 ``RunTask.finished`` executes on the main thread and hands the result object to a callback; all GUI
 work (loading layers, message bar) belongs there, never in ``run``.
@@ -34,12 +40,15 @@ __all__ = [
     "RunParameters",
     "RunSucceeded",
     "RunTask",
+    "run_worker_job",
 ]
 
 #: Message-log tab of the plugin.
 LOG_TAG = "RegionLens"
 #: The plugin folder (working directory of the worker, so that ``-m backend.worker`` imports).
 PLUGIN_ROOT = Path(__file__).resolve().parent.parent
+#: What a cancelled run says.
+RUN_CANCELLED = "The run was cancelled; nothing was written."
 
 
 @dataclass
@@ -53,6 +62,8 @@ class RunParameters:
     start_timeout: float = 120.0  # seconds for the worker to start (first torch import is slow)
     cancel_grace: float = 5.0  # seconds a cancelled run gets to stop before the worker is killed
     idle_timeout: float | None = None  # kill the worker after this many seconds without an event
+    action: str = "run"  # the worker action (docs/protocol.md)
+    cancelled_message: str = RUN_CANCELLED  # what a cancelled job says
 
     def worker_config(self) -> dict[str, Any]:
         """The configuration sent to the worker."""
@@ -80,16 +91,83 @@ class RunFailed:
     kind: str  # input, config, output, memory, internal, died, startup, timeout, ...
     message: str
     details: str = ""  # traceback and the worker's last stderr lines
+    traceback: str = ""  # the worker's traceback alone
+    stderr: str = ""  # the worker's error output alone
 
 
 @dataclass
 class RunCancelled:
     """The user cancelled the run; nothing was written."""
 
-    message: str = "The run was cancelled; nothing was written."
+    message: str = RUN_CANCELLED
 
 
 RunOutcome = Union[RunSucceeded, RunFailed, RunCancelled]
+
+
+def run_worker_job(
+    python: Path,
+    action: str,
+    params: dict[str, Any],
+    *,
+    plugin_root: Path = PLUGIN_ROOT,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    is_cancelled: Callable[[], bool] | None = None,
+    on_stderr: Callable[[str], None] | None = None,
+    on_client: Callable[[WorkerClient], None] | None = None,
+    start_timeout: float = 120.0,
+    cancel_grace: float = 5.0,
+    idle_timeout: float | None = None,
+    cancelled_message: str = RUN_CANCELLED,
+) -> RunOutcome:
+    """Start the worker, run one job to its end, stop the worker (blocking; never raises).
+
+    Args:
+        python: The backend venv's interpreter.
+        action: ``run``, ``apply``, ``cluster``, ``predict`` or ``info`` (docs/protocol.md).
+        params: The request's parameters (absolute paths).
+        plugin_root: The worker's working directory.
+        on_event: Called (in this thread) with every ``progress`` and ``log`` event.
+        is_cancelled: Polled while the job runs; True cancels it (killed after ``cancel_grace`` seconds).
+        on_stderr: Called with each line of the worker's error output.
+        on_client: Called with the started worker's client (its pid, for the caller's bookkeeping).
+        start_timeout: Seconds the worker gets to start (the first torch import is slow).
+        cancel_grace: Seconds a cancelled job gets to stop before the worker is killed.
+        idle_timeout: Kill the worker after this many seconds without an event (None: never).
+        cancelled_message: The :class:`RunCancelled` message.
+
+    Returns:
+        :class:`RunSucceeded` with the worker's result, :class:`RunCancelled`, or :class:`RunFailed`
+        (the worker's error, its death, or an unexpected exception, with traceback and error output).
+    """
+    if is_cancelled is not None and is_cancelled():
+        return RunCancelled(cancelled_message)
+    started = time.monotonic()
+    client = WorkerClient(python, plugin_root, on_stderr=on_stderr)
+    try:
+        if on_client is not None:
+            on_client(client)
+        client.start(timeout=start_timeout)
+        if is_cancelled is not None and is_cancelled():
+            return RunCancelled(cancelled_message)
+        result = client.run_job(action, params, on_event=on_event, is_cancelled=is_cancelled,
+                                idle_timeout=idle_timeout, cancel_grace=cancel_grace)  # fmt: skip
+        seconds = result.get("seconds") if isinstance(result, dict) else None
+        return RunSucceeded(
+            result=result,
+            device=str(result.get("device", "unknown")) if isinstance(result, dict) else "unknown",
+            seconds=float(seconds) if isinstance(seconds, (int, float)) else time.monotonic() - started,
+        )
+    except WorkerCancelled:
+        return RunCancelled(cancelled_message)
+    except WorkerError as exc:
+        return RunFailed(exc.kind, exc.message, _join(exc.traceback, exc.stderr), exc.traceback, exc.stderr)
+    except WorkerDied as exc:
+        return RunFailed("died", exc.message, exc.stderr, "", exc.stderr)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes an outcome, never an exception
+        return RunFailed("internal", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+    finally:
+        client.close(timeout=cancel_grace)
 
 
 @dataclass
@@ -130,40 +208,21 @@ class RunTask(QgsTask):
         return client.pid if client is not None else None
 
     def run(self) -> bool:
-        """Task thread: start the worker, run, map events; never touches the GUI."""
-        if self.isCanceled():
-            return self._cancelled(RunCancelled())
-        started = time.monotonic()
-        client = WorkerClient(self.params.backend_python, self.params.plugin_root, on_stderr=self._log_stderr)
+        """Task thread: run the parameters' action with :func:`run_worker_job`; never touches the GUI."""
+        params = self.params
+        outcome = run_worker_job(
+            params.backend_python, params.action, params.worker_config(), plugin_root=params.plugin_root,
+            on_event=self._on_event, is_cancelled=self.isCanceled, on_stderr=self._log_stderr,
+            on_client=self._set_client, start_timeout=params.start_timeout, cancel_grace=params.cancel_grace,
+            idle_timeout=params.idle_timeout, cancelled_message=params.cancelled_message,
+        )  # fmt: skip
+        if isinstance(outcome, RunCancelled):
+            return self._cancelled(outcome)
+        self.outcome = outcome
+        return isinstance(outcome, RunSucceeded)
+
+    def _set_client(self, client: WorkerClient) -> None:
         self.client = client
-        try:
-            client.start(timeout=self.params.start_timeout)
-            result = client.run_job(
-                "run",
-                self.params.worker_config(),
-                on_event=self._on_event,
-                is_cancelled=self.isCanceled,
-                idle_timeout=self.params.idle_timeout,
-                cancel_grace=self.params.cancel_grace,
-            )
-            seconds = result.get("seconds")
-            self.outcome = RunSucceeded(
-                result=result,
-                device=str(result.get("device", "unknown")),
-                seconds=float(seconds) if isinstance(seconds, (int, float)) else time.monotonic() - started,
-            )
-            return True
-        except WorkerCancelled:
-            return self._cancelled(RunCancelled())
-        except WorkerError as exc:
-            self.outcome = RunFailed(exc.kind, exc.message, _join(exc.traceback, exc.stderr))
-        except WorkerDied as exc:
-            self.outcome = RunFailed("died", exc.message, exc.stderr)
-        except Exception as exc:  # a task must report every failure, not raise it
-            self.outcome = RunFailed("internal", f"{type(exc).__name__}: {exc}", traceback.format_exc())
-        finally:
-            client.close(timeout=self.params.cancel_grace)
-        return False
 
     def _cancelled(self, outcome: RunCancelled) -> bool:
         """Record a cancelled run; ``True`` for ``run`` to return (QGIS must not call it a failure)."""

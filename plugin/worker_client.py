@@ -36,6 +36,7 @@ from typing import Any
 
 __all__ = [
     "SCRUBBED_ENV_VARS",
+    "TEXT_OUTPUT",
     "WorkerClient",
     "WorkerException",
     "WorkerError",
@@ -46,6 +47,10 @@ __all__ = [
     "find_backend_python",
     "venv_python",
 ]
+
+#: How the plugin reads every child process's output (the worker, installers, probes): text, UTF-8, with
+#: undecodable bytes replaced (a tool's odd byte must not end the read).
+TEXT_OUTPUT: dict[str, Any] = {"text": True, "encoding": "utf-8", "errors": "replace"}
 
 #: Variables QGIS (or OSGeo4W, or a shell) may set that break the backend venv's own libraries:
 #: an old PROJ_LIB makes rasterio/pyproj read the wrong proj.db, PYTHONPATH/PYTHONHOME mix QGIS's
@@ -290,10 +295,8 @@ class WorkerClient:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
                 bufsize=1,
+                **TEXT_OUTPUT,
                 **kwargs,
             )
         except OSError as exc:

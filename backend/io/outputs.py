@@ -34,6 +34,7 @@ import geopandas as gpd
 import pandas as pd
 
 from backend.errors import OutputError
+from regionlens_common import GPKG_NAME, OBS, PRED, RES, RUN_JSON, prediction_column
 
 __all__ = [
     "OutputFile",
@@ -45,6 +46,7 @@ __all__ = [
     "write_table",
     "write_json",
     "GPKG_NAME",
+    "prediction_columns",
     "RUN_JSON",
     "STAGING_MARKER",
     "register_temporary",
@@ -54,9 +56,6 @@ __all__ = [
     "remove_stale_temporary_files",
 ]
 
-GPKG_NAME = "regionlens.gpkg"
-#: The run manifest; its presence marks a folder as a previous RegionLens run (replaceable with overwrite).
-RUN_JSON = "run.json"
 #: File inside a staging folder naming the process that writes it (JSON: pid, host, start).
 STAGING_MARKER = ".regionlens-staging"
 
@@ -66,9 +65,10 @@ _ACTIVE_LOCK = threading.Lock()
 
 def prediction_columns(label: str, observed: pd.Series, predicted: pd.Series) -> dict[str, pd.Series]:
     """The predictions layer's columns of one label: ``<label>_obs``, ``<label>_pred`` and ``<label>_res``
-    (observed minus predicted), in the label's own units (runs and the ``predict`` job)."""
+    (observed minus predicted), in the label's own units."""
     observed = observed.astype(float)
-    return {f"{label}_obs": observed, f"{label}_pred": predicted, f"{label}_res": observed - predicted}
+    return {prediction_column(label, OBS): observed, prediction_column(label, PRED): predicted,
+            prediction_column(label, RES): observed - predicted}
 
 
 def register_temporary(path: Path) -> None:

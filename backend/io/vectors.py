@@ -146,6 +146,19 @@ def read_regions(src: RegionsSource, report: list[str]) -> tuple[gpd.GeoDataFram
     return gdf, crs
 
 
+def _keep_inside(inside: pd.Series, place: str, none: str, outside: str, report: list[str], advice: str = "") -> None:
+    """Fail when no feature of a layer lies in a region (a wrong CRS, or another area); report those outside.
+
+    Raises:
+        InputError: If ``inside`` holds no True: ``<place>: <none> The layer probably has a wrong CRS ...``.
+    """
+    if not inside.any():
+        raise InputError(f"{place}: {none} The layer probably has a wrong CRS or covers another area; check both "
+                         f"layers on the QGIS map{advice}.")  # fmt: skip
+    if not inside.all():
+        report.append(f"{int((~inside).sum()):,} of {len(inside):,} {outside} every region and were ignored ({place}).")
+
+
 def read_pois(src: PoiSource, regions: gpd.GeoDataFrame, crs: CRS, report: list[str]) -> gpd.GeoDataFrame:
     """Read the POIs, reproject them and assign each to the region it lies in.
 
@@ -181,16 +194,8 @@ def read_pois(src: PoiSource, regions: gpd.GeoDataFrame, crs: CRS, report: list[
     name = values_to_str(gdf[name_field]) if name_field else pd.Series(None, index=gdf.index, dtype=object)
     region = assign_points(gdf.geometry, regions)
     inside = region.notna()
-    total = len(gdf)
-    if not inside.any():
-        raise InputError(
-            f"{place}: none of the {total:,} POIs falls inside a region. The layer probably has a wrong CRS "
-            "or covers another area; check both layers on the QGIS map, or choose another POI layer."
-        )
-    if not inside.all():
-        report.append(
-            f"{int((~inside).sum()):,} of {total:,} POIs fall outside every region and were ignored ({place})."
-        )
+    _keep_inside(inside, place, f"none of the {len(gdf):,} POIs falls inside a region.", "POIs fall outside", report,
+                 ", or choose another POI layer")  # fmt: skip
     n_empty = len(regions) - region[inside].nunique()
     if n_empty:
         report.append(f"{n_empty:,} of {len(regions):,} regions hold no POI.")
@@ -287,16 +292,7 @@ def read_landuse(src: LandUseSource, regions: gpd.GeoDataFrame, crs: CRS, report
     hits = regions.sindex.query(out.geometry.to_numpy(), predicate="intersects")[0]
     touching = pd.Series(False, index=out.index)
     touching.iloc[pd.unique(hits)] = True
-    if not touching.any():
-        raise InputError(
-            f"{place}: no land-use polygon overlaps a region. The layer probably has a wrong CRS or covers "
-            "another area; check both layers on the QGIS map."
-        )
-    if not touching.all():
-        report.append(
-            f"{int((~touching).sum()):,} of {len(out):,} land-use polygons lie outside every region "
-            f"and were ignored ({place})."
-        )
+    _keep_inside(touching, place, "no land-use polygon overlaps a region.", "land-use polygons lie outside", report)
     out = out.loc[touching.to_numpy()]
     out.index.name = "feature_id"
     return out

@@ -1,7 +1,19 @@
-"""Region embedding methods. Adding a method: one module here plus one line in ``EMBEDDERS``."""
+"""Region embedding methods. Adding a method: one module here plus one line in ``EMBEDDERS``.
+
+The worker's ``info`` describes every registered method (:meth:`Embedder.describe`: title, views,
+parameters with type, choices, range and help), and the plugin builds its run dock, Processing parameters
+and Apply dialog from that answer alone; docs/development.md walks through adding one.
+
+A module outside this package can join the registry with :func:`register` when it is named in the
+environment variable :data:`EXTRA_METHODS_ENV` (comma-separated module names, importable from the working
+directory; the worker runs in the plugin folder). This is a development and test hook: the plugin tests
+register a toy method this way (tests/backend/models/toy_method.py).
+"""
 
 from __future__ import annotations
 
+import importlib
+import os
 from typing import Any
 
 from backend.errors import ConfigError
@@ -26,9 +38,11 @@ __all__ = [
     "Embedder",
     "EmbedderParams",
     "embedding_frame",
+    "EXTRA_METHODS_ENV",
     "describe_saved_model",
     "get_embedder",
     "load_embedder",
+    "register",
 ]
 
 #: Registry: method name -> embedder class.
@@ -41,6 +55,43 @@ EMBEDDERS: dict[str, type[Embedder]] = {
     PretrainedEmbedder.name: PretrainedEmbedder,
     FusionEmbedder.name: FusionEmbedder,
 }
+
+
+#: Environment variable naming extra modules whose methods join :data:`EMBEDDERS` (see the module docstring).
+EXTRA_METHODS_ENV = "REGIONLENS_EXTRA_METHODS"
+
+
+def register(cls: type[Embedder]) -> type[Embedder]:
+    """Add the method ``cls`` to :data:`EMBEDDERS` under ``cls.name``; returns ``cls`` (usable as a decorator).
+
+    Raises:
+        ConfigError: If ``cls`` is not an :class:`Embedder` with a name, or another class has that name.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Embedder)) or not cls.name:
+        raise ConfigError(f"{cls!r} is not a region embedder with a name; it cannot be registered.")
+    if EMBEDDERS.get(cls.name, cls) is not cls:
+        raise ConfigError(f"A method named '{cls.name}' is already registered ({EMBEDDERS[cls.name].__name__}).")
+    EMBEDDERS[cls.name] = cls
+    return cls
+
+
+def _import_extra_methods() -> None:
+    """Import the modules named in :data:`EXTRA_METHODS_ENV`; each registers its methods with :func:`register`.
+
+    Raises:
+        ConfigError: If a named module cannot be imported.
+    """
+    for module in (m.strip() for m in os.environ.get(EXTRA_METHODS_ENV, "").split(",")):
+        if not module:
+            continue
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"{EXTRA_METHODS_ENV} names the module '{module}', which cannot be imported ({exc}). "
+                              "Name modules importable from the working directory, or unset it.") from exc
+
+
+_import_extra_methods()
 
 
 def get_embedder(name: str, **kwargs: Any) -> Embedder:

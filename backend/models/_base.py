@@ -153,6 +153,8 @@ class Embedder(ABC):
     default_dim: ClassVar[int] = 32
     #: True when the embedding does not depend on the seed (a seed ensemble would repeat one model).
     deterministic: ClassVar[bool] = False
+    #: True when the method combines the run's other methods (fusion); it then runs first, as the primary.
+    combines_methods: ClassVar[bool] = False
 
     def __init__(self, dim: int = 32, seed: int = 0, device: str = "auto", **params: Any) -> None:
         if int(dim) < 1:
@@ -298,7 +300,7 @@ class Embedder(ABC):
             "params": asdict(cls.Params()),
             "param_info": describe_params(cls.Params),
             "ensemble": not cls.deterministic,  # whether ``ensemble = k`` (k training seeds) applies
-            "combines_methods": cls.name == "fusion",  # fusion combines the run's other methods
+            "combines_methods": cls.combines_methods,  # fusion combines the run's other methods
         }
 
     # ------------------------------------------------------------------------------- for subclasses

@@ -21,6 +21,7 @@ import numpy as np
 from backend.models._base import Embedder, EmbedderParams, param
 from backend.progress import Progress
 from backend.views._base import Views
+from regionlens_common import DEFAULT_METHOD
 
 __all__ = ["BaselineEmbedder", "BaselineParams"]
 
@@ -41,7 +42,7 @@ class BaselineParams(EmbedderParams):
 class BaselineEmbedder(Embedder):
     """Standardised, view-balanced concatenation of the raw views reduced to ``dim`` by PCA."""
 
-    name = "baseline"
+    name = DEFAULT_METHOD
     title = "Baseline (views standardised, concatenated, PCA)"
     uses_views = ("poi_counts", "image_stats", "landuse", "mobility", "embedding")
     min_views = 1

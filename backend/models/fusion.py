@@ -62,6 +62,7 @@ class FusionEmbedder(Embedder):
     uses_views = ("poi_counts", "image_stats", "landuse", "mobility", "embedding")
     min_views = 0
     Params = FusionParams
+    combines_methods = True
     params: FusionParams
     default_dim = 64
     deterministic = True

@@ -43,6 +43,7 @@ from sklearn.pipeline import Pipeline
 
 from backend.errors import InputError
 from backend.progress import Progress
+from regionlens_common import PREDICTION_MODELS
 
 __all__ = [
     "MODELS",
@@ -70,7 +71,7 @@ __all__ = [
 ]
 
 #: Regressors :func:`evaluate_label` knows.
-MODELS = ("ridge", "gbm")
+MODELS = PREDICTION_MODELS
 #: Cross-validation protocols, in the order they are reported.
 PROTOCOLS = ("shuffled", "spatial")
 #: Columns of :attr:`PredictionResult.metrics` (the metrics layer adds ``method``, ``label``, ``target``).
@@ -329,7 +330,7 @@ def _checked(
 
 
 def evaluate_label(
-    X: np.ndarray,  # noqa: N803 (scikit-learn convention)
+    X: np.ndarray | list[np.ndarray],  # noqa: N803 (scikit-learn convention)
     y: np.ndarray,
     coords: np.ndarray | None,
     models: Sequence[str] = MODELS,
@@ -342,7 +343,9 @@ def evaluate_label(
     """Out-of-fold scores of every model under shuffled (and spatially blocked) repeated K-fold.
 
     Args:
-        X: N x d feature matrix (embeddings).
+        X: N x d feature matrix (embeddings), or a list of them: the members of a seed ensemble (the same
+            method trained with other seeds), where every training fold fits one model per member and the
+            test fold's prediction is their mean (:func:`evaluate_ensemble`).
         y: N model-space target values (no NaN: drop missing labels first, see
             :func:`backend.tasks.targets.make_target`).
         coords: N x 2 region coordinates for the spatial protocol; may be None when ``spatial`` is False.
@@ -362,6 +365,15 @@ def evaluate_label(
         InputError: If there are fewer regions (or distinct locations) than folds.
         Cancelled: If ``progress`` is cancelled.
     """
+    if isinstance(X, list):
+        if not X:
+            raise ValueError("An ensemble needs at least one member embedding.")
+        if len(X) > 1:
+            mats = [_checked(m, y, models, repeats, spatial, coords)[0] for m in X]
+            ya = np.asarray(y, dtype=float).ravel()
+            plans = fold_plans(len(ya), coords, folds, repeats, spatial, seed)
+            return cross_validate(ensemble_fit_predict(mats, ya), ya, plans, list(models), progress, seed=seed)
+        X = X[0]  # noqa: N806
     xa, ya = _checked(X, y, models, repeats, spatial, coords)
     models = list(models)
     n = len(ya)
@@ -488,30 +500,18 @@ def cross_validate(
     return PredictionResult(metrics=metrics_table(rows), oof=oof, per_repeat=pd.DataFrame(repeat_rows))
 
 
-def evaluate_ensemble(
-    members: Sequence[np.ndarray],
-    y: np.ndarray,
-    coords: np.ndarray | None,
-    models: Sequence[str] = MODELS,
-    folds: int = 5,
-    repeats: int = 3,
-    spatial: bool = True,
-    seed: int = 0,
-    progress: Progress | None = None,
-) -> PredictionResult:
+def evaluate_ensemble(members: Sequence[np.ndarray], y: np.ndarray, coords: np.ndarray | None,
+                      **settings: Any) -> PredictionResult:  # fmt: skip
     """:func:`evaluate_label` for a seed ensemble: in every training fold one model is fitted on each member
     embedding (the same method trained with another seed) and the test fold's prediction is their mean.
+
+    Args:
+        members: The member embeddings (N x d each).
+        y: As :func:`evaluate_label`.
+        coords: As :func:`evaluate_label`.
+        **settings: ``models``, ``folds``, ``repeats``, ``spatial``, ``seed``, ``progress`` of :func:`evaluate_label`.
 
     Raises:
         ValueError: As :func:`evaluate_label`, or if there are no members or they differ in row count.
     """
-    mats = [np.asarray(m, dtype=float) for m in members]
-    if not mats:
-        raise ValueError("An ensemble needs at least one member embedding.")
-    if len(mats) == 1:
-        return evaluate_label(mats[0], y, coords, models, folds, repeats, spatial, seed, progress)
-    ya = np.asarray(y, dtype=float).ravel()
-    for m in mats:
-        _checked(m, ya, models, repeats, spatial, coords)
-    plans = fold_plans(len(ya), coords, folds, repeats, spatial, seed)
-    return cross_validate(ensemble_fit_predict(mats, ya), ya, plans, models, progress, seed=seed)
+    return evaluate_label([np.asarray(m, dtype=float) for m in members], y, coords, **settings)

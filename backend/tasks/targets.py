@@ -22,14 +22,14 @@ import pandas as pd
 
 from backend.config import LabelSpec
 from backend.errors import ConfigError, InputError
-from regionlens_common import label_units
+from regionlens_common import TARGETS, label_units
 
 __all__ = ["Target", "make_target", "MIN_REGIONS", "TARGET_KINDS"]
 
 #: Fewest regions with a defined target that a label needs to be evaluated at all.
 MIN_REGIONS = 10
 #: Accepted values of :attr:`backend.config.LabelSpec.target`.
-TARGET_KINDS = ("count", "density", "rate")
+TARGET_KINDS = TARGETS
 
 
 @dataclass

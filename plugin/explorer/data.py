@@ -29,6 +29,8 @@ from ..styling import cluster_colour
 __all__ = [
     "CLUSTER_FIELD",
     "CLUSTER_LABEL_FIELD",
+    "CLUSTERS",
+    "EMBEDDINGS",
     "ID_FIELD",
     "ColourSource",
     "ExplorerData",
@@ -42,7 +44,8 @@ __all__ = [
     "region_fids",
 ]
 
-ID_FIELD = "region_id"
+ID_FIELD = common.ID_FIELD
+EMBEDDINGS, CLUSTERS = common.LAYER_EMBEDDINGS, common.LAYER_CLUSTERS
 CLUSTER_FIELD = "cluster"
 CLUSTER_LABEL_FIELD = common.CLUSTER_NAME_FIELD  # the readable cluster name (docs/protocol.md)
 RUN_GROUP_PREFIX = "RegionLens \u2014 "  # results.run_group_name
@@ -294,21 +297,21 @@ def find_run_layers(project: QgsProject | None = None, near: QgsMapLayer | None 
     layers = _layers_in(project, _group_of(project, near))  # no group: the whole project
     found: dict[str, QgsVectorLayer] = {}
     if isinstance(near, QgsVectorLayer) and embedding_fields(near):
-        found["embeddings"] = near
+        found[EMBEDDINGS] = near
     for layer in layers:
-        if "embeddings" not in found and embedding_fields(layer) and layer.fields().indexOf(ID_FIELD) >= 0:
-            found["embeddings"] = layer
-    suffix = ""
-    if "embeddings" in found:
-        table = _table_name(found["embeddings"])
-        suffix = table[len("embeddings") :] if table.startswith("embeddings") else ""
+        if EMBEDDINGS not in found and embedding_fields(layer) and layer.fields().indexOf(ID_FIELD) >= 0:
+            found[EMBEDDINGS] = layer
+    method = ""
+    if EMBEDDINGS in found:
+        base, method = common.split_method_layer(_table_name(found[EMBEDDINGS]))
+        method = method if base == EMBEDDINGS else ""
     candidates = [
         layer for layer in layers
         if layer.fields().indexOf(CLUSTER_FIELD) >= 0 and layer.fields().indexOf(ID_FIELD) >= 0
     ]  # fmt: skip
-    preferred = [layer for layer in candidates if _table_name(layer) == f"clusters{suffix}"]
+    preferred = [layer for layer in candidates if _table_name(layer) == common.method_layer(CLUSTERS, method)]
     if preferred or candidates:
-        found["clusters"] = (preferred or candidates)[0]
+        found[CLUSTERS] = (preferred or candidates)[0]
     return found
 
 

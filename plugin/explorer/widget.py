@@ -28,6 +28,8 @@ from qgis.PyQt.QtWidgets import (
 
 from .data import (
     CLUSTER_FIELD,
+    CLUSTERS,
+    EMBEDDINGS,
     ID_FIELD,
     ColourSource,
     ExplorerData,
@@ -131,7 +133,7 @@ class EmbeddingExplorer(QgsDockWidget):
             raise ValueError(f"Layer '{clusters.name()}' has no {ID_FIELD} and {CLUSTER_FIELD} fields.")
         self._update_layer_filters()
         if embeddings is not None and clusters is None:
-            clusters = find_run_layers(embeddings.project() or QgsProject.instance(), near=embeddings).get("clusters")
+            clusters = find_run_layers(embeddings.project() or QgsProject.instance(), near=embeddings).get(CLUSTERS)
         self._loading = True
         try:
             self.embeddings_combo.setLayer(embeddings)
@@ -209,7 +211,7 @@ class EmbeddingExplorer(QgsDockWidget):
             return
         clusters = None
         if isinstance(layer, QgsVectorLayer):
-            clusters = find_run_layers(layer.project() or QgsProject.instance(), near=layer).get("clusters")
+            clusters = find_run_layers(layer.project() or QgsProject.instance(), near=layer).get(CLUSTERS)
         self._loading = True
         try:
             if clusters is not None:
@@ -460,8 +462,8 @@ def open_explorer(
             iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, explorer)
     if embeddings_layer is None:
         found = find_run_layers(QgsProject.instance())
-        embeddings_layer = found.get("embeddings")
-        clusters_layer = clusters_layer or found.get("clusters")
+        embeddings_layer = found.get(EMBEDDINGS)
+        clusters_layer = clusters_layer or found.get(CLUSTERS)
     if embeddings_layer is not None:
         explorer.set_layers(embeddings_layer, clusters_layer)
     else:

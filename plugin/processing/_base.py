@@ -21,44 +21,41 @@ from typing import Any
 from qgis.core import (
     Qgis,
     QgsMessageLog,
+    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFileDestination,
     QgsProcessingUtils,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from ..parameters import DEVICES, METHODS, PREDICTION_MODELS, TARGETS, LabelChoice, RunChoices, label_fields, label_name
-from ..tasks import PLUGIN_ROOT
-from ..worker_client import (
-    WorkerCancelled,
-    WorkerClient,
-    WorkerDied,
-    WorkerError,
-    WorkerException,
-    find_backend_python,
-)
+from ..common import common
+from ..i18n import tr
+from ..parameters import METHODS, LabelChoice, RunChoices, label_fields
+from ..tasks import LOG_TAG, PLUGIN_ROOT, RunCancelled, RunSucceeded, run_worker_job
+from ..worker_client import find_backend_python
+from ._inputs import export_vector
+from ._outputs import queue_layers
 
 __all__ = [
     "DEFAULTS",
-    "DEVICES",
+    "EmbeddingLayerAlgorithm",
     "GROUP",
     "GROUP_ID",
     "HELP_URL",
     "ICON_PATH",
     "LABEL_DEFAULTS",
-    "PREDICTION_MODELS",
     "SETUP_HINT",
-    "TARGETS",
     "RegionLensAlgorithm",
     "backend_python",
     "ensure_methods",
     "input_folder",
     "check_label_fields",
-    "label_name",
     "run_backend",
 ]
 
@@ -95,11 +92,6 @@ CANCEL_GRACE = 5.0
 STDERR_LINES = 10
 #: Error kinds that are the user's input, explained by the message alone (no stderr quoted).
 _INPUT_KINDS = frozenset({"input", "config", "output", "busy"})
-
-
-def tr(text: str) -> str:
-    """Translate ``text`` in the RegionLens context."""
-    return QCoreApplication.translate("RegionLens", text)
 
 
 def check_label_fields(layer: QgsVectorLayer | None, fields: list[str]) -> str:
@@ -163,10 +155,42 @@ class RegionLensAlgorithm(QgsProcessingAlgorithm):
 
     def postProcessAlgorithm(self, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:  # noqa: N802
         """Main thread, after the run: queue the outputs for loading (see :mod:`._outputs`)."""
-        from ._outputs import queue_layers
-
         queue_layers(context, getattr(self, "layers_to_load", []))
         return {}  # keep processAlgorithm's results
+
+
+class EmbeddingLayerAlgorithm(RegionLensAlgorithm):
+    """An algorithm whose input is an embedding layer (``emb_000`` ... fields) with a region id field."""
+
+    INPUT = "INPUT"
+    ID_FIELD = "ID_FIELD"
+    OUTPUT = "OUTPUT"
+
+    def add_embedding_input(self) -> None:
+        """Declare the embedding layer and its id field (default ``region_id``, as a run writes it)."""
+        polygons = [QgsProcessing.SourceType.TypeVectorPolygon]
+        self.addParameter(QgsProcessingParameterFeatureSource(self.INPUT, tr("Embedding layer"), polygons))
+        self.addParameter(
+            QgsProcessingParameterField(self.ID_FIELD, tr("Region id field"), common.ID_FIELD, self.INPUT)
+        )
+
+    def add_output_gpkg(self) -> None:
+        """Declare the GeoPackage the job writes."""
+        self.addParameter(
+            QgsProcessingParameterFileDestination(self.OUTPUT, tr("Output GeoPackage"), tr("GeoPackage (*.gpkg)"))
+        )
+
+    def export_embeddings(self, parameters: dict[str, Any], context: QgsProcessingContext,
+                          feedback: QgsProcessingFeedback, folder: Path) -> str:  # fmt: skip
+        """Write the embedding layer (every field) into ``folder``; returns the file's path.
+
+        Raises:
+            QgsProcessingException: If the layer cannot be read or written.
+        """
+        source = self.parameterAsSource(parameters, self.INPUT, context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+        return str(export_vector(source, folder / f"{common.LAYER_EMBEDDINGS}.gpkg", context, feedback, "embedding"))
 
 
 def ensure_methods(python: Path | None = None, wait: bool = True) -> bool:
@@ -187,17 +211,14 @@ def ensure_methods(python: Path | None = None, wait: bool = True) -> bool:
         return True
     if not wait:
         return False
-    client = WorkerClient(python, PLUGIN_ROOT)
-    try:
-        client.start(timeout=START_TIMEOUT)
-        METHODS.update_from_info(client.run_job("info", {}, idle_timeout=START_TIMEOUT), python)
-    except WorkerException as exc:
-        message = getattr(exc, "message", "") or str(exc)
-        QgsMessageLog.logMessage(f"The backend did not describe its methods ({message}); only the baseline "
-                                 "is offered.", "RegionLens", Qgis.MessageLevel.Warning)  # fmt: skip
+    outcome = run_worker_job(python, "info", {}, start_timeout=START_TIMEOUT, idle_timeout=START_TIMEOUT,
+                             cancel_grace=CANCEL_GRACE)  # fmt: skip
+    if not isinstance(outcome, RunSucceeded):
+        message = getattr(outcome, "message", "")
+        QgsMessageLog.logMessage(f"The backend did not describe its methods ({message}); only the "
+                                 f"{common.DEFAULT_METHOD} is offered.", LOG_TAG, Qgis.MessageLevel.Warning)
         return False
-    finally:
-        client.close(timeout=CANCEL_GRACE)
+    METHODS.update_from_info(outcome.result, python)
     return True
 
 
@@ -243,7 +264,6 @@ def run_backend(
             nothing then), failed (the worker's message, with the last lines of its error output
             unless the input was at fault), or the worker died (how, and its last error output).
     """
-    client = WorkerClient(python, PLUGIN_ROOT)
     stage = {"name": ""}
 
     def on_event(event: dict[str, Any]) -> None:
@@ -263,30 +283,24 @@ def run_backend(
                 feedback.pushInfo(message)
 
     cancelled = tr("The RegionLens {} job was cancelled; no output was written.").format(action)
-    try:
-        feedback.pushInfo(tr("Starting the RegionLens backend ({})").format(python))
-        client.start(timeout=START_TIMEOUT)
-        if feedback.isCanceled():
-            raise QgsProcessingException(cancelled)
-        return client.run_job(
-            action, params, on_event=on_event, is_cancelled=feedback.isCanceled, cancel_grace=CANCEL_GRACE
-        )
-    except WorkerCancelled as exc:
-        raise QgsProcessingException(cancelled) from exc
-    except WorkerError as exc:
-        message = exc.message or tr("The backend failed ({}).").format(exc.kind)
-        if exc.kind in _INPUT_KINDS:  # the input was at fault: the message alone says what to change
-            raise QgsProcessingException(message) from None
-        if exc.traceback:
-            feedback.pushDebugInfo(exc.traceback)
-        tail = _tail(exc.stderr)
-        if tail:
-            message += "\n" + tr("Last lines of the worker's error output:") + "\n" + tail
-        raise QgsProcessingException(message) from exc
-    except WorkerDied as exc:
-        raise QgsProcessingException(tr("The RegionLens backend failed: {}").format(exc.message)) from exc
-    finally:
-        client.close(timeout=CANCEL_GRACE)
+    feedback.pushInfo(tr("Starting the RegionLens backend ({})").format(python))
+    outcome = run_worker_job(python, action, params, on_event=on_event, is_cancelled=feedback.isCanceled,
+                             start_timeout=START_TIMEOUT, cancel_grace=CANCEL_GRACE, cancelled_message=cancelled)
+    if isinstance(outcome, RunSucceeded):
+        return outcome.result
+    if isinstance(outcome, RunCancelled):
+        raise QgsProcessingException(outcome.message)
+    if outcome.kind == "died":
+        raise QgsProcessingException(tr("The RegionLens backend failed: {}").format(outcome.message))
+    message = outcome.message or tr("The backend failed ({}).").format(outcome.kind)
+    if outcome.kind in _INPUT_KINDS:  # the input was at fault: the message alone says what to change
+        raise QgsProcessingException(message)
+    if outcome.traceback:
+        feedback.pushDebugInfo(outcome.traceback)
+    tail = _tail(outcome.stderr)
+    if tail:
+        message += "\n" + tr("Last lines of the worker's error output:") + "\n" + tail
+    raise QgsProcessingException(message)
 
 
 def _tail(text: str, lines: int = STDERR_LINES) -> str:

@@ -14,7 +14,6 @@ QGIS. Every instance is therefore kept in :data:`_POST_PROCESSORS` for the sessi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from qgis.core import (
     QgsLayerTreeGroup,
@@ -28,7 +27,8 @@ from qgis.core import (
 )
 
 from .. import styling
-from ._base import tr
+from ..common import common, gpkg_uri
+from ..i18n import tr
 
 __all__ = ["LayerToLoad", "StyleOnLoad", "gpkg_uri", "queue_layers"]
 
@@ -36,12 +36,7 @@ __all__ = ["LayerToLoad", "StyleOnLoad", "gpkg_uri", "queue_layers"]
 _POST_PROCESSORS: list[QgsProcessingLayerPostProcessorInterface] = []
 
 #: What :class:`StyleOnLoad` knows how to style.
-STYLES = ("embeddings", "clusters", "predictions")
-
-
-def gpkg_uri(gpkg: str | Path, layer: str) -> str:
-    """OGR URI of one layer of a GeoPackage: ``<gpkg>|layername=<layer>``."""
-    return f"{gpkg}|layername={layer}"
+STYLES = (common.LAYER_EMBEDDINGS, common.LAYER_CLUSTERS, common.LAYER_PREDICTIONS)
 
 
 @dataclass
@@ -91,17 +86,17 @@ class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
         if self.group:
             _move_to_group(project, layer, self.group)
         try:
-            if self.style == "clusters":
+            if self.style == common.LAYER_CLUSTERS:
                 styling.style_clusters(layer)
-            elif self.style == "embeddings":
+            elif self.style == common.LAYER_EMBEDDINGS:
                 styling.style_embeddings(layer)
             elif self.label is not None:
                 styling.style_predictions(layer, self.label)
                 after = layer
-                if self.residuals and f"{self.label}_res" in layer.fields().names():
+                if self.residuals and _has(layer, self.label, common.RES):
                     self.residuals_layer = after = self._add_residuals(layer, self.label, project, after) or after
                 for label in self.extra_labels:
-                    if f"{label}_pred" not in layer.fields().names():
+                    if not _has(layer, label, common.PRED):
                         continue
                     other = QgsVectorLayer(layer.source(), tr("Predicted {}").format(label) + self.tag,
                                            layer.providerType())  # fmt: skip
@@ -109,7 +104,7 @@ class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
                         continue
                     styling.style_predictions(other, label)
                     after = self._insert_after(project, other, after, visible=False)
-                    if self.residuals and f"{label}_res" in layer.fields().names():
+                    if self.residuals and _has(layer, label, common.RES):
                         after = self._add_residuals(layer, label, project, after) or after
         except ValueError as exc:
             if feedback is not None:
@@ -138,6 +133,10 @@ class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
             added.setItemVisibilityChecked(False)
         self.added.append(new)
         return new
+
+
+def _has(layer: QgsVectorLayer, label: str, suffix: str) -> bool:
+    return common.prediction_column(label, suffix) in layer.fields().names()
 
 
 def _move_to_group(project: QgsProject, layer: QgsMapLayer, name: str) -> None:

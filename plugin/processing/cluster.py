@@ -12,20 +12,17 @@ from typing import Any
 from qgis.core import (
     QgsProcessing,
     QgsProcessingContext,
-    QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingOutputVectorLayer,
     QgsProcessingParameterEnum,
-    QgsProcessingParameterFeatureSource,
-    QgsProcessingParameterField,
-    QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
 )
 
-from ._base import RegionLensAlgorithm, backend_python, input_folder, run_backend, tr
-from ._inputs import export_vector
-from ._outputs import LayerToLoad, gpkg_uri
+from ..common import common, gpkg_uri
+from ..i18n import tr
+from ._base import EmbeddingLayerAlgorithm, backend_python, input_folder, run_backend
+from ._outputs import LayerToLoad
 
 __all__ = ["CLUSTER_METHODS", "ClusterAlgorithm"]
 
@@ -33,7 +30,7 @@ __all__ = ["CLUSTER_METHODS", "ClusterAlgorithm"]
 CLUSTER_METHODS = ("kmeans", "agglomerative")
 
 
-class ClusterAlgorithm(RegionLensAlgorithm):
+class ClusterAlgorithm(EmbeddingLayerAlgorithm):
     """Cluster an embedding layer's regions."""
 
     ALG_ID = "cluster"
@@ -48,12 +45,9 @@ class ClusterAlgorithm(RegionLensAlgorithm):
         "'cluster_profiles'. The result also reports the number of clusters and the silhouette score."
     )
 
-    INPUT = "INPUT"
-    ID_FIELD = "ID_FIELD"
     K = "K"
     METHOD = "METHOD"
     SEED = "SEED"
-    OUTPUT = "OUTPUT"
     # outputs
     CLUSTERS = "CLUSTERS"
     CLUSTER_PROFILES = "CLUSTER_PROFILES"
@@ -63,8 +57,7 @@ class ClusterAlgorithm(RegionLensAlgorithm):
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802 - QGIS API
         """Declare the parameters and outputs."""
         polygons = QgsProcessing.SourceType.TypeVectorPolygon
-        self.addParameter(QgsProcessingParameterFeatureSource(self.INPUT, tr("Embedding layer"), [polygons]))
-        self.addParameter(QgsProcessingParameterField(self.ID_FIELD, tr("Region id field"), "region_id", self.INPUT))
+        self.add_embedding_input()
         k = QgsProcessingParameterNumber(
             self.K, tr("Number of clusters (0 = choose automatically)"), QgsProcessingParameterNumber.Type.Integer, 0,
             False, 0, 100,
@@ -75,9 +68,7 @@ class ClusterAlgorithm(RegionLensAlgorithm):
             QgsProcessingParameterNumber(self.SEED, tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 0,
                                          False, 0)
         )  # fmt: skip
-        self.addParameter(
-            QgsProcessingParameterFileDestination(self.OUTPUT, tr("Output GeoPackage"), tr("GeoPackage (*.gpkg)"))
-        )
+        self.add_output_gpkg()
         self.addOutput(QgsProcessingOutputVectorLayer(self.CLUSTERS, tr("Clusters"), polygons))
         self.addOutput(
             QgsProcessingOutputVectorLayer(
@@ -105,11 +96,8 @@ class ClusterAlgorithm(RegionLensAlgorithm):
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         k = self.parameterAsInt(parameters, self.K, context)
         with input_folder(feedback) as folder:
-            source = self.parameterAsSource(parameters, self.INPUT, context)
-            if source is None:
-                raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
             job = {
-                "embeddings": str(export_vector(source, folder / "embeddings.gpkg", context, feedback, "embedding")),
+                "embeddings": self.export_embeddings(parameters, context, feedback, folder),
                 "id_field": self.parameterAsString(parameters, self.ID_FIELD, context),
                 "k": k if k >= 2 else "auto",
                 "method": CLUSTER_METHODS[self.parameterAsEnum(parameters, self.METHOD, context)],
@@ -126,12 +114,12 @@ class ClusterAlgorithm(RegionLensAlgorithm):
                 result.get("k"), float(result.get("silhouette", float("nan"))), result.get("sizes")
             )
         )
-        clusters = gpkg_uri(gpkg, "clusters")
-        self.layers_to_load.append(LayerToLoad(clusters, tr("Clusters"), self.CLUSTERS, "clusters"))
+        clusters = gpkg_uri(gpkg, common.LAYER_CLUSTERS)
+        self.layers_to_load.append(LayerToLoad(clusters, tr("Clusters"), self.CLUSTERS, common.LAYER_CLUSTERS))
         return {
             self.OUTPUT: gpkg,
             self.CLUSTERS: clusters,
-            self.CLUSTER_PROFILES: gpkg_uri(gpkg, "cluster_profiles"),
+            self.CLUSTER_PROFILES: gpkg_uri(gpkg, common.TABLE_CLUSTER_PROFILES),
             self.N_CLUSTERS: result.get("k"),
             self.SILHOUETTE: result.get("silhouette"),
         }

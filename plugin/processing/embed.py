@@ -36,42 +36,47 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..common import common, gpkg_uri
+from ..i18n import tr
 from ..input_export import remove_stale_staging
 from ..parameters import (
     CONTEXT_HELP,
+    DEVICES,
     ENSEMBLE_HELP,
     METHODS,
     NO_CONTEXT,
+    PREDICTION_MODELS,
+    TARGETS,
     MethodChoice,
+    RunChoices,
     combining_problem,
     context_presets,
+    describe_method_params,
     ensemble_limit,
-    methods_config,
+    label_name,
+    method_params_problem,
     missing_input,
+    run_settings,
 )
 from ..results import run_group_name
 from ..sources import POI_FILE_FILTER, poi_file_config, poi_file_problem, raster_config
 from ._base import (
     DEFAULTS,
-    DEVICES,
     LABEL_DEFAULTS,
-    PREDICTION_MODELS,
-    TARGETS,
     RegionLensAlgorithm,
     backend_python,
     check_label_fields,
     input_folder,
-    label_name,
     run_backend,
-    tr,
 )
 from ._inputs import export_vector, raster_input
-from ._outputs import LayerToLoad, gpkg_uri
+from ._outputs import LayerToLoad
 
 __all__ = ["EmbedAlgorithm"]
 
 #: Layers a run writes per method (``<layer>`` for the first method, ``<layer>_<method>`` for the others).
-_METHOD_LAYERS = (("embeddings", "Embeddings"), ("clusters", "Clusters"), ("predictions", "Predictions"))
+_METHOD_LAYERS = ((common.LAYER_EMBEDDINGS, "Embeddings"), (common.LAYER_CLUSTERS, "Clusters"),
+                  (common.LAYER_PREDICTIONS, "Predictions"))
 
 
 def _given(parameters: dict[str, Any], name: str) -> bool:
@@ -265,11 +270,12 @@ class EmbedAlgorithm(RegionLensAlgorithm):
                 self.OVERWRITE, tr("Replace a previous RegionLens run in the output folder"), DEFAULTS.overwrite
             ),
         ]  # fmt: skip
+        helps = {self.CONTEXT: tr(CONTEXT_HELP), self.ENSEMBLE: tr(ENSEMBLE_HELP),
+                 self.METHOD_PARAMS: tr("Each method's parameters, as the backend describes them:") + "\n"
+                 + describe_method_params()}  # fmt: skip
         for parameter in advanced:
-            if parameter.name() == self.CONTEXT:
-                parameter.setHelp(tr(CONTEXT_HELP))
-            elif parameter.name() == self.ENSEMBLE:
-                parameter.setHelp(tr(ENSEMBLE_HELP))
+            if parameter.name() in helps:
+                parameter.setHelp(helps[parameter.name()])
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
             self.addParameter(parameter)
@@ -365,27 +371,32 @@ class EmbedAlgorithm(RegionLensAlgorithm):
         dim = self.parameterAsInt(parameters, self.DIM, context)
         methods = self.parameterAsEnumStrings(parameters, self.METHOD, context)
         method_params = _method_params(self.parameterAsString(parameters, self.METHOD_PARAMS, context), methods)
-        chosen = [MethodChoice(m, dim or METHODS.get(m).dim, method_params.get(m, {})) for m in methods]
-        method_specs = methods_config(chosen, self.parameterAsInt(parameters, self.ENSEMBLE, context))
-        methods = [spec["name"] for spec in method_specs]  # a method that combines the others first: the primary
-        config: dict[str, Any] = {
-            "output_dir": output_dir,
-            "methods": method_specs,
-            "clustering": {"k": k if k >= 2 else "auto"},
-            "seed": self.parameterAsInt(parameters, self.SEED, context),
-            "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            "overwrite": self.parameterAsBool(parameters, self.OVERWRITE, context),
-        }
         spatial_context = self.parameterAsEnumString(parameters, self.CONTEXT, context)
-        if spatial_context and spatial_context != NO_CONTEXT:
-            config["context"] = spatial_context
+        settings = RunChoices(  # the dock's settings, turned into the configuration by the dock's own code
+            methods=[MethodChoice(m, dim or METHODS.get(m).dim, method_params.get(m, {})) for m in methods],
+            ensemble=self.parameterAsInt(parameters, self.ENSEMBLE, context),
+            context="" if spatial_context in ("", NO_CONTEXT) else spatial_context,
+            cluster_k=k, prediction_models=models,
+            folds=self.parameterAsInt(parameters, self.FOLDS, context),
+            repeats=self.parameterAsInt(parameters, self.REPEATS, context),
+            spatial=self.parameterAsBool(parameters, self.SPATIAL, context),
+            seed=self.parameterAsInt(parameters, self.SEED, context),
+            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            overwrite=self.parameterAsBool(parameters, self.OVERWRITE, context),
+        )  # fmt: skip
+        labelled = bool(self.parameterAsFields(parameters, self.LABEL_FIELDS, context)
+                        or self.parameterAsLayerList(parameters, self.LABEL_POINTS, context))  # fmt: skip
+        config = run_settings(settings, output_dir, labelled)
+        methods = [spec["name"] for spec in config["methods"]]  # a method that combines the others first: the primary
         with input_folder(feedback) as folder:
             regions = self.parameterAsSource(parameters, self.REGIONS, context)
             if regions is None:
                 raise QgsProcessingException(self.invalidSourceError(parameters, self.REGIONS))
+            id_field = self.parameterAsString(parameters, self.REGION_ID, context)
+            keep = [id_field, *self.parameterAsFields(parameters, self.LABEL_FIELDS, context)]
             config["regions"] = {
-                "path": str(export_vector(regions, folder / "regions.gpkg", context, feedback, "regions")),
-                "id_field": self.parameterAsString(parameters, self.REGION_ID, context),
+                "path": str(export_vector(regions, folder / "regions.gpkg", context, feedback, "regions", keep)),
+                "id_field": id_field,
             }
             pois = self.parameterAsSource(parameters, self.POIS, context)
             poi_file = self.parameterAsFile(parameters, self.POI_FILE, context)
@@ -395,11 +406,10 @@ class EmbedAlgorithm(RegionLensAlgorithm):
                 config["pois"] = poi_file_config(poi_file, category, name)
             elif pois is not None:
                 name_field = self.parameterAsString(parameters, self.POI_NAME, context)
-                config["pois"] = {
-                    "path": str(export_vector(pois, folder / "pois.gpkg", context, feedback, "POIs")),
-                    "category_field": self.parameterAsString(parameters, self.POI_CATEGORY, context),
-                    "name_field": name_field or None,
-                }
+                category_field = self.parameterAsString(parameters, self.POI_CATEGORY, context)
+                keep = [category_field, name_field]
+                path = export_vector(pois, folder / "pois.gpkg", context, feedback, "POIs", keep)
+                config["pois"] = {"path": str(path), "category_field": category_field, "name_field": name_field or None}
             rasters = self.parameterAsLayerList(parameters, self.RASTERS, context)
             config["rasters"] = [raster_input(layer, folder, context, feedback) for layer in rasters]
             config["rasters"] += [
@@ -416,23 +426,11 @@ class EmbedAlgorithm(RegionLensAlgorithm):
                 }
             landuse = self.parameterAsSource(parameters, self.LANDUSE, context)
             if landuse is not None:
-                config["landuse"] = {
-                    "path": str(export_vector(landuse, folder / "landuse.gpkg", context, feedback, "land-use")),
-                    "class_field": self.parameterAsString(parameters, self.LANDUSE_CLASS, context),
-                }
+                class_field = self.parameterAsString(parameters, self.LANDUSE_CLASS, context)
+                path = export_vector(landuse, folder / "landuse.gpkg", context, feedback, "land-use", [class_field])
+                config["landuse"] = {"path": str(path), "class_field": class_field}
             labels = self._labels(parameters, context, feedback, folder, target, log1p)
             config["labels"] = labels
-            config["prediction"] = (
-                {
-                    "models": models,
-                    "folds": self.parameterAsInt(parameters, self.FOLDS, context),
-                    "repeats": self.parameterAsInt(parameters, self.REPEATS, context),
-                    "spatial": self.parameterAsBool(parameters, self.SPATIAL, context),
-                    "write_model": models[0],
-                }
-                if labels
-                else None
-            )
             try:
                 result = run_backend(python, "run", config, feedback)
             except QgsProcessingException:
@@ -453,7 +451,8 @@ class EmbedAlgorithm(RegionLensAlgorithm):
         layer_outputs = (self.EMBEDDINGS, self.CLUSTERS, self.PREDICTIONS)
         for output, (layer, _title) in zip(layer_outputs, _METHOD_LAYERS, strict=True):
             outputs[output] = gpkg_uri(gpkg, layer) if layer in written else None
-        outputs[self.METRICS] = gpkg_uri(gpkg, "metrics") if "metrics" in written else None
+        metrics = common.TABLE_METRICS
+        outputs[self.METRICS] = gpkg_uri(gpkg, metrics) if metrics in written else None
         self.layers_to_load = _layers_to_load(gpkg, written, methods, [lab["name"] for lab in labels], layer_outputs)
         return outputs
 
@@ -468,7 +467,7 @@ class EmbedAlgorithm(RegionLensAlgorithm):
         for layer in self.parameterAsLayerList(parameters, self.LABEL_POINTS, context):
             names.append(label_name(layer.name(), names))
             source = QgsProcessingFeatureSource(layer, context)
-            path = export_vector(source, folder / f"label_{names[-1]}.gpkg", context, feedback, layer.name())
+            path = export_vector(source, folder / f"label_{names[-1]}.gpkg", context, feedback, layer.name(), [])
             labels.append({"name": names[-1], "points": str(path), "target": target, "log1p": log1p})
         return labels
 
@@ -478,13 +477,13 @@ def _layers_to_load(gpkg: str, written: set[str], methods: list[str], labels: li
     """Every method's layers, named by method, into the run's group; one predictions map per label."""
     group = run_group_name(gpkg)
     items: list[LayerToLoad] = []
-    for position, method in enumerate(methods):
+    for method in methods:
         for output, (layer, title) in zip(outputs, _METHOD_LAYERS, strict=True):
-            table = layer if position == 0 else f"{layer}_{method}"
+            table = common.method_layer(layer, method, methods[0])
             if table not in written:
                 continue
             tag = f" ({method})"
-            if layer != "predictions":
+            if layer != common.LAYER_PREDICTIONS:
                 items.append(LayerToLoad(gpkg_uri(gpkg, table), f"{title}{tag}", output, layer, group=group, tag=tag))
             elif labels:
                 name = tr("Predicted {}").format(labels[0]) + tag
@@ -506,7 +505,8 @@ def _method_params(text: str, methods: list[str]) -> dict[str, dict[str, Any]]:
     """The METHOD_PARAMS JSON object, per method: one object for the first method, or one per method.
 
     Raises:
-        QgsProcessingException: If it is not a JSON object, or names a method that does not run.
+        QgsProcessingException: If it is not a JSON object, names a method that does not run, or gives a
+            parameter the method does not describe (unknown, of the wrong type, out of range or choices).
     """
     if not text or not text.strip() or not methods:
         return {}
@@ -524,5 +524,11 @@ def _method_params(text: str, methods: list[str]) -> dict[str, dict[str, Any]]:
                     ", ".join(unknown), ", ".join(methods)
                 )
             )
-        return {str(k): dict(v) for k, v in value.items()}
-    return {methods[0]: value}
+        chosen = {str(k): dict(v) for k, v in value.items()}
+    else:
+        chosen = {methods[0]: value}
+    for method, params in chosen.items():
+        problem = method_params_problem(method, params)
+        if problem:
+            raise QgsProcessingException(problem)
+    return chosen

@@ -24,30 +24,28 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
-    QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
 )
 
+from ..common import common, gpkg_uri
+from ..i18n import tr
+from ..parameters import PREDICTION_MODELS, TARGETS, label_name
 from ._base import (
     DEFAULTS,
     LABEL_DEFAULTS,
-    PREDICTION_MODELS,
-    TARGETS,
-    RegionLensAlgorithm,
+    EmbeddingLayerAlgorithm,
     backend_python,
     check_label_fields,
     input_folder,
-    label_name,
     run_backend,
-    tr,
 )
 from ._inputs import export_vector
-from ._outputs import LayerToLoad, gpkg_uri
+from ._outputs import LayerToLoad
 
 __all__ = ["PredictAlgorithm"]
 
 
-class PredictAlgorithm(RegionLensAlgorithm):
+class PredictAlgorithm(EmbeddingLayerAlgorithm):
     """Predict a label from region embeddings with out-of-fold cross-validation."""
 
     ALG_ID = "predict"
@@ -65,8 +63,6 @@ class PredictAlgorithm(RegionLensAlgorithm):
         "output GeoPackage also holds the table 'metrics' (MAE, RMSE, R2 as mean and standard deviation)."
     )
 
-    INPUT = "INPUT"
-    ID_FIELD = "ID_FIELD"
     LABELS = "LABELS"
     LABEL_ID_FIELD = "LABEL_ID_FIELD"
     LABEL_FIELD = "LABEL_FIELD"
@@ -77,7 +73,6 @@ class PredictAlgorithm(RegionLensAlgorithm):
     SEED = "SEED"
     MODELS = "MODELS"
     SPATIAL = "SPATIAL"
-    OUTPUT = "OUTPUT"
     # outputs
     PREDICTIONS = "PREDICTIONS"
     METRICS = "METRICS"
@@ -90,8 +85,7 @@ class PredictAlgorithm(RegionLensAlgorithm):
         """Declare the parameters and outputs."""
         polygons = QgsProcessing.SourceType.TypeVectorPolygon
         integer = QgsProcessingParameterNumber.Type.Integer
-        self.addParameter(QgsProcessingParameterFeatureSource(self.INPUT, tr("Embedding layer"), [polygons]))
-        self.addParameter(QgsProcessingParameterField(self.ID_FIELD, tr("Region id field"), "region_id", self.INPUT))
+        self.add_embedding_input()
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 self.LABELS, tr("Labels layer (empty: the embedding layer)"), [polygons], optional=True
@@ -137,9 +131,7 @@ class PredictAlgorithm(RegionLensAlgorithm):
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
             self.addParameter(parameter)
-        self.addParameter(
-            QgsProcessingParameterFileDestination(self.OUTPUT, tr("Output GeoPackage"), tr("GeoPackage (*.gpkg)"))
-        )
+        self.add_output_gpkg()
         self.addOutput(QgsProcessingOutputVectorLayer(self.PREDICTIONS, tr("Predictions"), polygons))
         self.addOutput(QgsProcessingOutputVectorLayer(self.METRICS, tr("Metrics"), QgsProcessing.SourceType.TypeVector))
         self.addOutput(QgsProcessingOutputString(self.LABEL, tr("Label name (prefix of the output fields)")))
@@ -157,7 +149,8 @@ class PredictAlgorithm(RegionLensAlgorithm):
         id_field = self.parameterAsString(parameters, self.ID_FIELD, context)
         label_field = self.parameterAsString(parameters, self.LABEL_FIELD, context)
         label_id_field = self.parameterAsString(parameters, self.LABEL_ID_FIELD, context) or id_field
-        models = [PREDICTION_MODELS[i] for i in self.parameterAsEnums(parameters, self.MODELS, context)] or ["ridge"]
+        chosen = self.parameterAsEnums(parameters, self.MODELS, context)
+        models = [PREDICTION_MODELS[i] for i in chosen] or [PREDICTION_MODELS[0]]
         name = label_name(label_field)
         with input_folder(feedback) as folder:
             source = self.parameterAsSource(parameters, self.INPUT, context)
@@ -174,7 +167,7 @@ class PredictAlgorithm(RegionLensAlgorithm):
             if labels is not None:
                 _require_field(labels, label_id_field, tr("labels id field"))
             job: dict[str, Any] = {
-                "embeddings": str(export_vector(source, folder / "embeddings.gpkg", context, feedback, "embedding")),
+                "embeddings": self.export_embeddings(parameters, context, feedback, folder),
                 "id_field": id_field,
                 "label_field": label_field,
                 "label_name": name,
@@ -189,7 +182,8 @@ class PredictAlgorithm(RegionLensAlgorithm):
                 "overwrite": True,  # Processing asked before replacing a chosen file; the write is atomic
             }
             if labels is not None:
-                job["labels"] = str(export_vector(labels, folder / "labels.gpkg", context, feedback, "labels"))
+                keep = [label_id_field, label_field]
+                job["labels"] = str(export_vector(labels, folder / "labels.gpkg", context, feedback, "labels", keep))
                 job["labels_id_field"] = label_id_field
             result = run_backend(python, "predict", job, feedback)
         for line in result.get("report") or []:
@@ -199,14 +193,14 @@ class PredictAlgorithm(RegionLensAlgorithm):
         scores = _shuffled_scores(result.get("metrics") or [], models[0])
         for row in result.get("metrics") or []:
             feedback.pushInfo(_score_line(row))
-        predictions = gpkg_uri(gpkg, "predictions")
+        predictions = gpkg_uri(gpkg, common.LAYER_PREDICTIONS)
         self.layers_to_load.append(
-            LayerToLoad(predictions, tr("Predicted {}").format(name), self.PREDICTIONS, "predictions", name)
+            LayerToLoad(predictions, tr("Predicted {}").format(name), self.PREDICTIONS, common.LAYER_PREDICTIONS, name)
         )
         return {
             self.OUTPUT: gpkg,
             self.PREDICTIONS: predictions,
-            self.METRICS: gpkg_uri(gpkg, "metrics"),
+            self.METRICS: gpkg_uri(gpkg, common.TABLE_METRICS),
             self.LABEL: name,
             self.R2: scores.get("r2_mean"),
             self.MAE: scores.get("mae_mean"),

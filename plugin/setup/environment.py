@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..worker_client import build_worker_env, venv_python
+from ..worker_client import TEXT_OUTPUT, build_worker_env, venv_python
 
 __all__ = [
     "CPU_INDEX_URL",
@@ -208,11 +208,9 @@ def detect_gpu(timeout: float = 10.0) -> GpuInfo | None:
         done = subprocess.run(  # nosec B603
             [exe, *_NVIDIA_SMI_QUERY],
             capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
             timeout=timeout,
             env=build_worker_env(),
+            **TEXT_OUTPUT,
             **_no_window(),
         )
     except (OSError, subprocess.SubprocessError):
@@ -350,11 +348,9 @@ def probe_python(path: str | Path, timeout: float = 15.0) -> PythonInfo | None:
         done = subprocess.run(  # nosec B603
             [str(exe), "-I", "-c", _PROBE],
             capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
             timeout=timeout,
             env=build_worker_env(),
+            **TEXT_OUTPUT,
             **_no_window(),
         )
         data = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None

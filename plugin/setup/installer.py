@@ -32,7 +32,7 @@ from qgis.core import Qgis, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from ..settings import Setting
-from ..worker_client import build_worker_env, venv_python
+from ..worker_client import TEXT_OUTPUT, build_worker_env, venv_python
 from .environment import InstallStep, check_target_dir
 
 __all__ = [
@@ -202,10 +202,8 @@ class BackendInstallTask(QgsTask):
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
                 bufsize=1,
+                **TEXT_OUTPUT,
                 **kwargs,
             )
         except OSError as exc:

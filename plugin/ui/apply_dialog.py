@@ -13,8 +13,6 @@ required. It never reads the model's files itself.
 
 from __future__ import annotations
 
-import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from qgis.core import (
     QgsApplication,
     QgsMapLayerProxyModel,
     QgsProject,
+    QgsRasterLayer,
     QgsVectorLayer,
     QgsWkbTypes,
 )
@@ -43,10 +42,10 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..input_export import MARKER, InputExporter, remove_exported_inputs
-from ..parameters import DEVICES, raster_path
+from ..input_export import MARKER, InputExporter, raster_problem, remove_exported_inputs
+from ..parameters import DEVICES
 from ..tasks import PLUGIN_ROOT, RunCancelled, RunFailed, RunOutcome, RunSucceeded, RunTask
-from ..worker_client import WorkerCancelled, WorkerClient, WorkerDied, WorkerError, find_backend_python
+from ..worker_client import find_backend_python
 from .backend_info import BackendInfoTask
 from .messages import push_message
 from .run_dock import guess_id_field, guess_poi_fields
@@ -192,8 +191,8 @@ def validate_apply(choices: ApplyChoices, project: QgsProject | None = None,
     raster = project.mapLayer(choices.raster_layer_id) if choices.raster_layer_id else None
     if model is not None and model.requires("rasters") and raster is None:
         problems.append(f"This {model.name} model learned from imagery: choose the raster of the regions.")
-    if choices.raster_layer_id and (raster is None or raster_path(raster) is None):
-        problems.append("The raster must be a local file (GeoTIFF).")
+    if choices.raster_layer_id and (problem := raster_problem(raster)):
+        problems.append(problem)
     if model is not None:
         problems += _input_problems(model, pois is not None, raster is not None)
     out = choices.output.strip()
@@ -243,6 +242,8 @@ class ApplyParameters:
     cancel_grace: float = 5.0
     idle_timeout: float | None = None
     output_dir: Path = field(default_factory=Path)  # unused (RunTask compatibility)
+    action: str = "apply"  # the worker action RunTask sends
+    cancelled_message: str = "Applying the model was cancelled."
 
     def worker_config(self) -> dict[str, Any]:
         """The request's parameters."""
@@ -280,9 +281,8 @@ def to_apply_parameters(choices: ApplyChoices, backend_python: Path, model: Save
         params.update(pois=str(exporter.export(pois, "pois", [choices.poi_category_field, name_field])),
                       poi_layer="pois", category_field=choices.poi_category_field, name_field=name_field or None)
     raster = project.mapLayer(choices.raster_layer_id) if choices.raster_layer_id else None
-    path = raster_path(raster) if raster is not None else None
-    if model.needs("rasters") and path is not None:
-        params["rasters"] = [str(path)]
+    if model.needs("rasters") and isinstance(raster, QgsRasterLayer):
+        params["rasters"] = [exporter.raster(raster)["path"]]  # its file, or a GeoTIFF beside the other inputs
     exporter.finish(params)
     return ApplyParameters(backend_python=Path(backend_python), params=params, inputs_dir=exporter.folder,
                            output_dir=output.parent)
@@ -301,36 +301,6 @@ class ApplyTask(RunTask):
     def __init__(self, params: ApplyParameters, on_finished: Callable[[RunOutcome], None] | None = None,
                  description: str = "RegionLens: apply a saved model") -> None:
         super().__init__(params, on_finished, description)  # type: ignore[arg-type] # same fields as RunParameters
-
-    def run(self) -> bool:
-        """Task thread: start the worker, send ``apply``, map events; never touches the GUI."""
-        if self.isCanceled():
-            return self._cancelled(RunCancelled("Applying the model was cancelled."))
-        started = time.monotonic()
-        client = WorkerClient(self.params.backend_python, self.params.plugin_root, on_stderr=self._log_stderr)
-        self.client = client
-        try:
-            client.start(timeout=self.params.start_timeout)
-            result = client.run_job("apply", self.params.worker_config(), on_event=self._on_event,
-                                    is_cancelled=self.isCanceled, idle_timeout=self.params.idle_timeout,
-                                    cancel_grace=self.params.cancel_grace)
-            seconds = result.get("seconds")
-            self.outcome = RunSucceeded(
-                result=result, device=str(result.get("device", "unknown")),
-                seconds=float(seconds) if isinstance(seconds, (int, float)) else time.monotonic() - started,
-            )
-            return True
-        except WorkerCancelled:
-            return self._cancelled(RunCancelled("Applying the model was cancelled."))
-        except WorkerError as exc:
-            self.outcome = RunFailed(exc.kind, exc.message, "\n".join(p for p in (exc.traceback, exc.stderr) if p))
-        except WorkerDied as exc:
-            self.outcome = RunFailed("died", exc.message, exc.stderr)
-        except Exception as exc:  # a task must report every failure, not raise it
-            self.outcome = RunFailed("internal", f"{type(exc).__name__}: {exc}", traceback.format_exc())
-        finally:
-            client.close(timeout=self.params.cancel_grace)
-        return False
 
 
 # ---------------------------------------------------------------------------------------- the dialog

@@ -15,8 +15,7 @@ from typing import Any
 from qgis.core import QgsTask
 
 from ..parameters import METHODS
-from ..tasks import PLUGIN_ROOT
-from ..worker_client import WorkerClient, WorkerException
+from ..tasks import RunSucceeded, run_worker_job
 
 __all__ = ["BackendInfoTask"]
 
@@ -50,17 +49,12 @@ class BackendInfoTask(QgsTask):
 
     def run(self) -> bool:
         """Task thread: one ``info`` request."""
-        client = WorkerClient(self.python, PLUGIN_ROOT)
-        try:
-            client.start(timeout=self.timeout)
-            self.info = client.run_job("info", self.params, is_cancelled=self.isCanceled, idle_timeout=self.timeout)
+        outcome = run_worker_job(self.python, "info", self.params, is_cancelled=self.isCanceled,
+                                 start_timeout=self.timeout, idle_timeout=self.timeout, cancelled_message="cancelled")
+        if isinstance(outcome, RunSucceeded):
+            self.info = outcome.result
             return True
-        except WorkerException as exc:
-            self.error = getattr(exc, "message", "") or str(exc)
-        except Exception as exc:  # a task must report every failure, not raise it
-            self.error = f"{type(exc).__name__}: {exc}"
-        finally:
-            client.close(timeout=5.0)
+        self.error = outcome.message
         return False
 
     def finished(self, result: bool) -> None:

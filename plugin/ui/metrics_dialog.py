@@ -28,6 +28,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..common import common
 from ..results import open_gpkg_layer
 
 __all__ = ["COLUMNS", "NEGATIVE_R2", "MetricsDialog", "metrics_rows", "units_note"]
@@ -170,7 +171,7 @@ class MetricsDialog(QDialog):
         Raises:
             ValueError: If the GeoPackage has no ``metrics`` table.
         """
-        layer = open_gpkg_layer(gpkg, "metrics", "Metrics")
+        layer = open_gpkg_layer(gpkg, common.TABLE_METRICS, "Metrics")
         return cls.from_layer(layer, f"RegionLens metrics \u2014 {Path(gpkg).resolve().parent.name}", parent)
 
     def set_rows(self, rows: list[dict[str, Any]]) -> None:

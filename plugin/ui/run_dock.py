@@ -48,6 +48,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..common import common
 from ..input_export import remove_exported_inputs, remove_stale_staging
 from ..parameters import (
     CONTEXT_HELP,
@@ -281,7 +282,7 @@ class RunDock(QgsDockWidget):
 
         # Imagery
         box = QGroupBox("Imagery", content)  # short titles: the dock stays usable at 300 px
-        box.setToolTip("Local raster files of the project (GeoTIFF and other GDAL formats)")
+        box.setToolTip("Raster layers of the project (a layer that is not a local file is written as a GeoTIFF)")
         box_layout = QVBoxLayout(box)
         self.raster_list = QListWidget(box)
         self.raster_list.setMaximumHeight(90)
@@ -505,7 +506,7 @@ class RunDock(QgsDockWidget):
                 section.set_checked(checked)
                 section.set_choice(choice)
             else:
-                section.set_checked(name == "baseline" and not previous)
+                section.set_checked(name == common.DEFAULT_METHOD and not previous)
             section.changed.connect(self._edited)
             section.changed.connect(self._update_method_states)
             if info.combines_methods:
@@ -691,11 +692,7 @@ class RunDock(QgsDockWidget):
             poi_category_field=self.poi_category_combo.currentField() if poi is not None else "",
             poi_name_field=self.poi_name_combo.currentField() if poi is not None else "",
             poi_file=self.poi_file.filePath().strip(),
-            raster_layer_ids=[
-                item.data(Qt.ItemDataRole.UserRole)
-                for item in self._items(self.raster_list)
-                if item.checkState() == Qt.CheckState.Checked
-            ],
+            raster_layer_ids=self._checked_data(self.raster_list),
             embedding_raster_ids=[
                 item.data(Qt.ItemDataRole.UserRole)
                 for item in self._items(self.raster_list)
@@ -868,11 +865,7 @@ class RunDock(QgsDockWidget):
         """List the region layer's numeric fields as labels, except the id field (keeps the ticks)."""
         layer = self.region_combo.currentLayer()
         vector = layer if isinstance(layer, QgsVectorLayer) else None
-        checked = {
-            item.data(Qt.ItemDataRole.UserRole)
-            for item in self._items(self.label_list)
-            if item.checkState() == Qt.CheckState.Checked
-        }
+        checked = set(self._checked_data(self.label_list))
         self.label_list.blockSignals(True)
         self.label_list.clear()
         if vector is not None:
@@ -914,11 +907,7 @@ class RunDock(QgsDockWidget):
         satellite-embedding rasters; a new raster's kind is suggested from its band count)."""
         kept = self.raster_kinds.kinds() if embeddings is None else {}
         if checked is None:
-            checked = {
-                item.data(Qt.ItemDataRole.UserRole)
-                for item in self._items(self.raster_list)
-                if item.checkState() == Qt.CheckState.Checked
-            }
+            checked = set(self._checked_data(self.raster_list))
         self.raster_list.blockSignals(True)
         self.raster_list.clear()
         rasters = [layer for layer in self.project.mapLayers().values() if isinstance(layer, QgsRasterLayer)]
@@ -937,6 +926,12 @@ class RunDock(QgsDockWidget):
     @staticmethod
     def _items(widget: QListWidget) -> list[QListWidgetItem]:
         return [widget.item(i) for i in range(widget.count())]
+
+    @classmethod
+    def _checked_data(cls, widget: QListWidget) -> list[Any]:
+        """The data (layer id, field name) of the ticked items, in list order."""
+        return [item.data(Qt.ItemDataRole.UserRole) for item in cls._items(widget)
+                if item.checkState() == Qt.CheckState.Checked]  # fmt: skip
 
     # ================================================================== project signals
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 from shapely.geometry import box
 
@@ -214,3 +215,11 @@ def cancel_after() -> Callable[[int], Progress]:
     Tests count the units of work done before the check that raised (no wall-clock assertions).
     """
     return lambda n: Progress(cancel_event=CountingCancel(n))
+
+
+@pytest.fixture
+def toy_regions_by_id(toy_regions: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """:func:`toy_regions` indexed as a read layer is: text ids ``"1"`` .. ``"4"`` named ``region_id``."""
+    out = toy_regions.copy()
+    out.index = pd.Index(["1", "2", "3", "4"], dtype="str", name="region_id")
+    return out

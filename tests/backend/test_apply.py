@@ -40,23 +40,32 @@ class FakeEncoder:
         return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def calliper_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A quick demo run with CaLLiPer (fake encoder, one thread); returns its output folder."""
+def quick_run(folder: Path, configure) -> Path:
+    """A quick demo run in ``folder`` (fake sentence encoder, one thread, k = 3, CPU, no figures) after
+    ``configure(cfg)`` chose its methods and inputs; returns its output folder."""
     patch = pytest.MonkeyPatch()
     patch.setattr(text_mod, "load_text_encoder", lambda name, device: FakeEncoder())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cfg = demo_config(tmp_path_factory.mktemp("apply") / "run", quick=True)
-        cfg.methods = [MethodSpec("calliper", dim=8, params=dict(SMALL))]
-        cfg.rasters, cfg.labels, cfg.prediction, cfg.figures = [], [], None, False
-        cfg.clustering.k = 3
-        cfg.device = "cpu"
+        cfg = demo_config(folder, quick=True)
+        configure(cfg)
+        cfg.figures, cfg.clustering.k, cfg.device = False, 3, "cpu"
         return Path(run_pipeline(cfg).output_dir)
     finally:
         torch.set_num_threads(threads)
         patch.undo()
+
+
+@pytest.fixture(scope="module")
+def calliper_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A quick demo run with CaLLiPer alone, without imagery or labels; returns its output folder."""
+
+    def configure(cfg) -> None:
+        cfg.methods = [MethodSpec("calliper", dim=8, params=dict(SMALL))]
+        cfg.rasters, cfg.labels, cfg.prediction = [], [], None
+
+    return quick_run(tmp_path_factory.mktemp("apply") / "run", configure)
 
 
 def grid_layer(path: Path, crs: str = "EPSG:4326") -> Path:
@@ -159,23 +168,14 @@ def test_worker_apply_action(calliper_run: Path, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def fusion_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A quick demo run: baseline, CaLLiPer as a 2-seed ensemble (fake encoder) and fusion, context 'standard'."""
-    patch = pytest.MonkeyPatch()
-    patch.setattr(text_mod, "load_text_encoder", lambda name, device: FakeEncoder())
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cfg = demo_config(tmp_path_factory.mktemp("fusion") / "run", quick=True)
+
+    def configure(cfg) -> None:
         cfg.methods = [MethodSpec("baseline", dim=6), MethodSpec("calliper", dim=8, params=dict(SMALL), ensemble=2),
-                       MethodSpec("fusion", dim=8)]
+                       MethodSpec("fusion", dim=8)]  # fmt: skip
         cfg.context = "standard"
         cfg.labels = cfg.labels[:1]
-        cfg.figures = False
-        cfg.clustering.k = 3
-        cfg.device = "cpu"
-        return Path(run_pipeline(cfg).output_dir)
-    finally:
-        torch.set_num_threads(threads)
-        patch.undo()
+
+    return quick_run(tmp_path_factory.mktemp("fusion") / "run", configure)
 
 
 def test_fusion_run_outputs_say_what_was_combined(fusion_run: Path) -> None:

@@ -62,6 +62,52 @@ def test_label_units() -> None:
     assert common.label_units("rate", per_field="Population") == "per Population"
 
 
+def test_version_is_read_from_metadata_txt() -> None:
+    import configparser
+
+    import backend
+
+    meta = configparser.ConfigParser(interpolation=None)
+    meta.read(ROOT / "metadata.txt", encoding="utf-8")
+    assert common.VERSION == meta.get("general", "version") and common.VERSION[0].isdigit()
+    assert backend.__version__ == common.VERSION  # the worker's ping and run.json report it
+
+
+def test_per_method_layer_names() -> None:
+    assert common.method_layer(common.LAYER_CLUSTERS, "baseline", "baseline") == "clusters"
+    assert common.method_layer(common.LAYER_CLUSTERS, "calliper", "baseline") == "clusters_calliper"
+    assert common.method_layer(common.TABLE_CLUSTER_PROFILES, "my_method", "baseline") == "cluster_profiles_my_method"
+    assert common.method_layer("", "calliper", "baseline") == "_calliper"  # the figures' file-name suffix
+    for base in common.METHOD_TABLES:
+        for method in ("", "calliper", "my_method"):
+            name = common.method_layer(base, method, "")
+            assert common.split_method_layer(name) == (base, method)
+    assert common.split_method_layer("cluster_profiles") == ("cluster_profiles", "")  # not clusters + "profiles"
+    assert common.split_method_layer("metrics") == ("", "")
+    assert common.split_method_layer("embeddings_") == ("", "")
+
+
+def test_prediction_columns() -> None:
+    assert [common.prediction_column("population", s) for s in common.PREDICTION_SUFFIXES] == [
+        "population_pred", "population_obs", "population_res"]  # fmt: skip
+    with pytest.raises(ValueError, match="_pred, _obs, _res"):
+        common.prediction_column("population", "_std")
+    assert common.prediction_labels(["region_id", "pop_obs", "pop_pred", "crime_2012_pred", "_pred"]) == [
+        "pop", "crime_2012"]  # fmt: skip
+
+
+def test_run_choices_are_the_backends() -> None:
+    from backend.config import LabelSpec, PredictionSpec, RegionsSource, RunConfig
+    from backend.tasks.prediction import MODELS
+    from backend.tasks.targets import TARGET_KINDS
+
+    assert MODELS == common.PREDICTION_MODELS and list(PredictionSpec().models) == list(common.PREDICTION_MODELS)
+    assert TARGET_KINDS == common.TARGETS and set(common.OFFERED_TARGETS) <= set(common.TARGETS)
+    assert LabelSpec(name="x").target in common.TARGETS
+    config = RunConfig(regions=RegionsSource(path="regions.gpkg", id_field="id"), output_dir="out")
+    assert config.methods[0].name == common.DEFAULT_METHOD and config.device in common.DEVICES
+
+
 def test_plugin_zip_ships_the_shared_module(tmp_path: Path) -> None:
     built = subprocess.run([sys.executable, "scripts/package_plugin.py", "--out", str(tmp_path)], cwd=ROOT,
                            capture_output=True, text=True, timeout=120)

@@ -20,13 +20,19 @@ Defined here:
   EPSG:32610, labels ``population`` and ``robbery``), so styling and rendering are tested without
   running the backend.
 - ``run_gpkg``: one such GeoPackage in ``tmp_path/run_small/regionlens.gpkg``.
+- ``sample``: the bundled sample city's layers loaded into a new project.
+- ``fresh_registry``: the plugin's method registry back to the baseline only, before and after the test.
+- ``installed_package`` (module): the repository root imported as QGIS imports a plugin folder.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -34,7 +40,7 @@ try:
     import qgis.core  # noqa: F401 - only checks that this is QGIS's Python
     from osgeo import gdal, ogr, osr
 except ImportError:  # another interpreter (e.g. the backend venv running `pytest tests`): nothing to run here
-    collect_ignore_glob = ["test_*.py"]
+    collect_ignore_glob = ["test_*.py", "*/test_*.py"]
 else:
     # QGIS computes raster statistics for the sample image's contrast stretch and GDAL would save them
     # beside it (sf_landsat7_3857_30m.tif.aux.xml, inside the repository); tests must not write there.
@@ -197,3 +203,37 @@ def make_run_gpkg() -> Callable[..., Path]:
 def run_gpkg(tmp_path: Path) -> Path:
     """A small run GeoPackage at ``tmp_path/run_small/regionlens.gpkg``."""
     return write_run_gpkg(tmp_path / "run_small")
+
+
+@pytest.fixture
+def sample(qgis_new_project):
+    """The sample city's layers (block groups, POIs, crime incidents, Landsat) in a new project."""
+    from plugin.sample_data import load_sample_data
+
+    return load_sample_data(qgis_new_project)
+
+
+@pytest.fixture
+def fresh_registry():
+    """The plugin's method registry holds the baseline only during the test and after it."""
+    from plugin.parameters import METHODS
+
+    METHODS.reset()
+    yield METHODS
+    METHODS.reset()
+
+
+@pytest.fixture(scope="module")
+def installed_package(repo_root: Path) -> ModuleType:
+    """The repository root imported as QGIS does: a package named after the plugin folder."""
+    name = "regionlens"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        name, repo_root / "__init__.py", submodule_search_locations=[str(repo_root)]
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -37,21 +37,9 @@ from plugin.parameters import (
     validate,
 )
 from plugin.project_settings import clear_choices, load_choices, save_choices
-from plugin.sample_data import load_sample_data
 
-
-@pytest.fixture(autouse=True)
-def _fresh_registry():
-    """Every test starts with the baseline-only method registry."""
-    METHODS.reset()
-    yield
-    METHODS.reset()
-
-
-@pytest.fixture
-def sample(qgis_new_project: QgsProject) -> dict:
-    """The sample city's layers in a new project."""
-    return load_sample_data(qgis_new_project)
+#: Every test starts with the baseline-only method registry (conftest ``fresh_registry``).
+pytestmark = pytest.mark.usefixtures("fresh_registry")
 
 
 def sample_choices(sample: dict, output_dir: Path, **changes) -> RunChoices:
@@ -412,3 +400,61 @@ def test_geopackage_fid_is_exported_as_a_column(qgis_new_project: QgsProject, tm
     context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
     path = export_vector(cells, tmp_path / "processing.gpkg", context, feedback, "regions")
     assert gpkg_columns(path, "processing") == ["fid", "regionlens_fid", "pop"]
+
+
+def test_one_exporter_keeps_chosen_fields_and_honours_the_selection(qgis_new_project: QgsProject,
+                                                                    tmp_path: Path) -> None:  # fmt: skip
+    """The dock, Apply and Processing share write_vector: only the named fields, the selection when asked,
+    polygons as multi-polygons, and a cancel that stops the export."""
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsWkbTypes
+
+    from plugin.input_export import ExportCancelled, ExportError, write_vector
+    from plugin.processing._inputs import export_vector
+
+    cells = QgsVectorLayer("Polygon?crs=EPSG:32610&field=cell:string&field=pop:integer&field=note:string",
+                           "cells", "memory")  # fmt: skip
+    for i in range(4):
+        feature = QgsFeature(cells.fields())
+        feature.setGeometry(QgsGeometry.fromWkt(f"POLYGON(({i} 0,{i + 1} 0,{i + 1} 1,{i} 1,{i} 0))"))
+        feature.setAttributes([f"c{i}", 10 * i, "x"])
+        cells.dataProvider().addFeature(feature)
+    qgis_new_project.addMapLayer(cells)
+    cells.selectByIds([f.id() for f in cells.getFeatures() if f["pop"] >= 20])
+    exporter = InputExporter(tmp_path / "inputs")
+    exporter.prepare()
+    everything = QgsVectorLayer(str(exporter.export(cells, "all", ["cell", "pop", "missing"])), "all", "ogr")
+    assert everything.featureCount() == 4 and gpkg_columns(everything.source(), "all") == ["cell", "pop"]
+    assert QgsWkbTypes.isMultiType(everything.wkbType())
+    selected = QgsVectorLayer(str(exporter.export(cells, "some", ["cell"], selected_only=True)), "some", "ogr")
+    assert sorted(f["cell"] for f in selected.getFeatures()) == ["c2", "c3"]
+
+    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+    path = export_vector(cells, tmp_path / "processing.gpkg", context, feedback, "regions", ["pop"])
+    assert gpkg_columns(path, "processing") == ["pop"]
+    feedback.cancel()
+    with pytest.raises(Exception, match="Cancelled while exporting the regions layer"):
+        export_vector(cells, tmp_path / "cancelled.gpkg", context, feedback, "regions")
+    with pytest.raises(ExportCancelled):
+        write_vector(cells, tmp_path / "stop.gpkg", is_cancelled=lambda: True)
+    assert issubclass(ExportCancelled, ExportError) and issubclass(ExportError, ValueError)
+
+
+def test_dock_writes_a_raster_that_is_not_a_file_as_geotiff(sample: dict, qgis_new_project: QgsProject,
+                                                            tmp_path: Path) -> None:  # fmt: skip
+    """A raster inside a zip is exported to the inputs folder, as Processing does, instead of being refused."""
+    import zipfile
+
+    landsat = raster_path(sample["landsat"])
+    archive = tmp_path / "landsat.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(landsat, landsat.name)
+    zipped = QgsRasterLayer(f"/vsizip/{archive}/{landsat.name}", "Landsat (zipped)", "gdal")
+    assert zipped.isValid() and raster_path(zipped) is None
+    qgis_new_project.addMapLayer(zipped)
+    choices = sample_choices(sample, tmp_path / "run", raster_layer_ids=[zipped.id()])
+    assert not has(validate(choices), "raster")
+    config = to_run_config(choices)
+    entry = config["rasters"][0]
+    assert entry == {"path": str(tmp_path / "run_inputs" / "Landsat_zipped.tif"), "name": "Landsat_zipped"}
+    exported = QgsRasterLayer(entry["path"], "exported", "gdal")
+    assert (exported.width(), exported.height(), exported.crs()) == (zipped.width(), zipped.height(), zipped.crs())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -13,22 +11,6 @@ from qgis.core import Qgis, QgsProject, QgsRasterLayer, QgsVectorLayer
 from plugin import main as plugin_main
 from plugin.main import RegionLensPlugin
 from plugin.sample_data import SAMPLE_GROUP
-
-
-@pytest.fixture(scope="module")
-def installed_package(repo_root: Path) -> ModuleType:
-    """Import the repository root as QGIS does: a package named after the plugin folder."""
-    name = "regionlens"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, repo_root / "__init__.py", submodule_search_locations=[str(repo_root)]
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_class_factory_init_gui_unload(installed_package: ModuleType, qgis_iface) -> None:

@@ -18,8 +18,8 @@ from plugin.sample_data import load_sample_data
 from plugin.sources import POI_FILE_FILTER, poi_file_config, poi_file_problem, raster_config
 from plugin.ui.run_dock import RunDock
 from plugin.ui.source_widgets import RasterKinds
-from tests.plugin import test_processing
-from tests.plugin.test_processing import BLOCKS, RecordingFeedback
+from tests.plugin.processing import test_processing
+from tests.plugin.processing.test_processing import BLOCKS, RecordingFeedback
 
 processing_module = test_processing.processing_module  # the Processing fixtures
 provider = test_processing.provider

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import pandas as pd
 import pytest
 
 from backend.config import RasterSource
@@ -19,10 +18,8 @@ X0, Y0 = 550_000.0, 4_180_000.0
 
 
 @pytest.fixture
-def regions(toy_regions: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    out = toy_regions.copy()
-    out.index = pd.Index(["1", "2", "3", "4"], dtype="str", name="region_id")
-    return out
+def regions(toy_regions_by_id: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    return toy_regions_by_id
 
 
 def _half_raster(write_tif: Callable[..., Path], nodata_region_3: bool = True) -> Path:

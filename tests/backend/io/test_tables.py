@@ -46,21 +46,18 @@ def test_missing_columns_are_listed(tmp_path: Path) -> None:
         read_od(OdSource(str(path)), IDS, [])
 
 
-def test_non_numeric_counts(tmp_path: Path) -> None:
-    path = _csv(tmp_path, "origin,destination,count\n1,2,5\n2,1,many\n1,3,\n")
-    with pytest.raises(InputError, match=r"2 rows have a missing or non-numeric count in 'count' \(lines 3, 4\)"):
-        read_od(OdSource(str(path)), IDS, [])
-
-
-def test_negative_counts(tmp_path: Path) -> None:
-    path = _csv(tmp_path, "origin,destination,count\n1,2,-5\n2,1,3\n")
-    with pytest.raises(InputError, match=r"1 rows have a negative count in 'count' \(lines 2\)"):
-        read_od(OdSource(str(path)), IDS, [])
-
-
-def test_no_known_region_at_all(tmp_path: Path) -> None:
-    path = _csv(tmp_path, "origin,destination,count\nA,B,5\n")
-    with pytest.raises(InputError, match=r"no row names two known regions .*same ids as the region layer"):
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ("1,2,5\n2,1,many\n1,3,\n", r"2 rows have a missing or non-numeric count in 'count' \(lines 3, 4\)"),
+        ("1,2,-5\n2,1,3\n", r"1 rows have a negative count in 'count' \(lines 2\)"),
+        ("A,B,5\n", r"no row names two known regions .*same ids as the region layer"),
+    ],
+    ids=["non-numeric counts", "negative counts", "no known region at all"],
+)
+def test_bad_rows_are_named(tmp_path: Path, rows: str, message: str) -> None:
+    path = _csv(tmp_path, "origin,destination,count\n" + rows)
+    with pytest.raises(InputError, match=message):
         read_od(OdSource(str(path)), IDS, [])
 
 

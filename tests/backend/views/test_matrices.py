@@ -14,10 +14,8 @@ X0, Y0 = 550_000.0, 4_180_000.0
 
 
 @pytest.fixture
-def regions(toy_regions: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    out = toy_regions.copy()
-    out.index = pd.Index(["1", "2", "3", "4"], dtype="str", name="region_id")
-    return out
+def regions(toy_regions_by_id: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    return toy_regions_by_id
 
 
 @pytest.fixture

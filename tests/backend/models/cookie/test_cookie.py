@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +36,6 @@ from backend.views._base import Views
 
 #: Short training for unit tests.
 FAST: dict[str, Any] = {"stage1_epochs": 6, "stage2_epochs": 6, "hidden": 16, "device": "cpu"}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One torch thread (the machine is shared; results are deterministic for a fixed thread count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def subset(views: Views, rows: np.ndarray) -> Views:

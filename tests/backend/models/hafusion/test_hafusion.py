@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -25,15 +24,6 @@ from backend.views._base import Views
 #: A reference configuration small enough for unit tests (the published one has ffn 2048, 3 blocks, ...).
 TINY = {"config": "reference", "epochs": 4, "ffn_dim": 32, "intra_blocks": 1, "inter_blocks": 1,
         "region_blocks": 1, "heads": 2, "d_prime": 8, "d_m": 8, "lift_channels": 4}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One torch thread (the machine is shared; results are deterministic for a fixed thread count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_views(n: int = 16, seed: int = 0, poi: bool = True, landuse: bool = True, image: bool = False,

@@ -4,7 +4,6 @@ Tiny sizes, CPU, seeded."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,14 +23,6 @@ from backend.models.refound.model import (
 TINY: dict[str, Any] = dict(layers=3, width=32, heads=4, ffn=64, fusion_layers=2, dropout=0.0, max_tokens=12,
                             image_size=32, patch=8, grid=4, max_name_pos=4, max_pois=6, n_pieces=20,
                             n_categories=6, codebook_size=10, text_dim=12, image_dim=14, sim_dim=8)
-
-
-@pytest.fixture(autouse=True)
-def _threads() -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
 
 
 def _net(seed: int = 0, **overrides: Any) -> RefoundNet:

@@ -6,7 +6,7 @@ from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayou
 
 from plugin.parameters import MethodRegistry
 from plugin.ui.method_widgets import MethodSection
-from tests.plugin.test_wheel_guard import wheel
+from tests.plugin.ui.test_wheel_guard import wheel
 
 #: A method as the backend's ``info`` describes it (docs/protocol.md, ``param_info``).
 INFO = {

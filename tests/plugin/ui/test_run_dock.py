@@ -26,11 +26,11 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import Qt
 
+from plugin.common import common
 from plugin.main import RegionLensPlugin
 from plugin.parameters import METHODS, RunChoices, label_name, to_run_config, validate
 from plugin.project_settings import save_choices
 from plugin.results import gpkg_layer_names
-from plugin.sample_data import load_sample_data
 from plugin.tasks import RunCancelled, RunFailed, RunSucceeded
 from plugin.ui import run_dock as run_dock_module
 from plugin.ui.backend_banner import BACKEND_MISSING, BACKEND_MISSING_PROBLEM, OPTIONS_PAGE
@@ -38,17 +38,8 @@ from plugin.ui.messages import DetailsDialog, push_message
 from plugin.ui.metrics_dialog import MetricsDialog
 from plugin.ui.run_dock import RunDock, next_free_folder
 
-
-@pytest.fixture(autouse=True)
-def _fresh_registry():
-    METHODS.reset()
-    yield
-    METHODS.reset()
-
-
-@pytest.fixture
-def sample(qgis_new_project: QgsProject) -> dict:
-    return load_sample_data(qgis_new_project)
+#: Every test starts with the baseline-only method registry (conftest ``fresh_registry``).
+pytestmark = pytest.mark.usefixtures("fresh_registry")
 
 
 @pytest.fixture
@@ -100,6 +91,16 @@ def small_run(dock: RunDock, sample: dict, output_dir: Path, rasters: bool = Tru
     dock.output_file.setFilePath(str(output_dir))
 
 
+def started(dock: RunDock, sample: dict, output_dir: Path, qtbot):
+    """A small run started through the dock, once the worker reports its first stage; returns its task."""
+    small_run(dock, sample, output_dir)
+    task = dock.run()
+    assert task is not None
+    qtbot.waitUntil(lambda: bool(task.status.stage) or dock.last_outcome is not None, timeout=90_000)
+    assert dock.last_outcome is None, dock.last_outcome
+    return task
+
+
 def message_items(bar, level):
     return [item for item in bar.items() if item.level() == level]
 
@@ -142,7 +143,7 @@ def test_dock_populated_from_sample_layers(dock: RunDock, sample: dict) -> None:
     assert baseline.is_checked() and baseline.advanced.isCollapsed()
     assert set(baseline.param_widgets) == {"log1p_counts", "neighbourhood_m"}
     assert dock.k_spin.value() == 0 and dock.k_spin.text() == "auto"
-    assert [dock.device_combo.itemData(i) for i in range(dock.device_combo.count())] == ["auto", "cpu", "cuda"]
+    assert [dock.device_combo.itemData(i) for i in range(dock.device_combo.count())] == list(common.DEVICES)
 
 
 def test_raster_list_follows_the_project(dock: RunDock, qgis_new_project: QgsProject, sample: dict) -> None:
@@ -544,11 +545,7 @@ def test_cancel_mid_run_leaves_nothing(
     qgis_iface, plugin, dock: RunDock, sample: dict, backend_python: Path, tmp_path: Path, qtbot
 ) -> None:
     out = tmp_path / "run_cancel"
-    small_run(dock, sample, out)
-    task = dock.run()
-    assert task is not None
-    qtbot.waitUntil(lambda: bool(task.status.stage) or dock.last_outcome is not None, timeout=90_000)
-    assert dock.last_outcome is None, dock.last_outcome
+    started(dock, sample, out, qtbot)
     qtbot.mouseClick(dock.cancel_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=30_000)
     assert isinstance(dock.last_outcome, RunCancelled), dock.last_outcome
@@ -564,11 +561,8 @@ def test_killed_worker_gives_a_clear_message(
     qgis_iface, plugin, dock: RunDock, sample: dict, backend_python: Path, tmp_path: Path, qtbot
 ) -> None:
     out = tmp_path / "run_killed"
-    small_run(dock, sample, out)
-    task = dock.run()
-    assert task is not None
-    qtbot.waitUntil(lambda: bool(task.status.stage) or dock.last_outcome is not None, timeout=90_000)
-    assert dock.last_outcome is None and task.worker_pid is not None
+    task = started(dock, sample, out, qtbot)
+    assert task.worker_pid is not None
     os.kill(task.worker_pid, signal.SIGKILL)
     qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=30_000)
 
@@ -660,7 +654,7 @@ def test_dock_fits_300_px_with_every_panel_open(
 
 
 def test_wheel_over_the_dock_does_not_change_its_editors(dock: RunDock) -> None:
-    from tests.plugin.test_wheel_guard import wheel
+    from tests.plugin.ui.test_wheel_guard import wheel
 
     device = dock.device_combo.currentIndex()
     dim = dock.method_sections["baseline"].dim
@@ -738,7 +732,7 @@ def test_advanced_context_ensemble_and_fusion_reach_the_request(
         code = ("import json, sys; from backend.config import config_from_dict; "
                 "c = config_from_dict(json.load(open(sys.argv[1]))); "
                 "print(json.dumps([c.context, [[m.name, m.ensemble] for m in c.methods]]))")  # fmt: skip
-        out = subprocess.run([str(backend_python), "-c", code, str(request)], cwd=Path(__file__).parents[2],
+        out = subprocess.run([str(backend_python), "-c", code, str(request)], cwd=Path(__file__).parents[3],
                              capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
         assert json.loads(out.stdout.splitlines()[-1]) == [
             backend_presets(backend_info)[-1], [[fusion, 1], ["baseline", 1], [learned, 3]]

@@ -160,7 +160,7 @@ def test_dialog_validates(tmp_path: Path, qgis_new_project: QgsProject) -> None:
 
 
 def test_idle_dialog_shows_no_cancel_button_and_ignores_the_wheel(qgis_new_project: QgsProject, qtbot) -> None:
-    from tests.plugin.test_wheel_guard import wheel
+    from tests.plugin.ui.test_wheel_guard import wheel
 
     qgis_new_project.addMapLayer(square_layer())
     dialog = ApplyDialog(plugin=None, project=qgis_new_project, backend_python=Path("/usr/bin/python3"))

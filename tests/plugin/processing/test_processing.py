@@ -9,7 +9,6 @@ sample city, shared by the tests that read its outputs) and ``installed_package`
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -37,13 +36,13 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from plugin.parameters import METHODS, LabelChoice, RunChoices, info_cache_path
+from plugin.parameters import METHODS, TARGETS, LabelChoice, RunChoices, info_cache_path
 from plugin.processing import _base, _outputs
 from plugin.processing._inputs import raster_input
 from plugin.processing.provider import RegionLensProvider
 
 ALGORITHM_IDS = {"regionlens:embed", "regionlens:cluster", "regionlens:predict"}
-SF = Path(__file__).resolve().parents[2] / "resources" / "sample_data" / "sf"
+SF = Path(__file__).resolve().parents[3] / "resources" / "sample_data" / "sf"
 BLOCKS = SF / "sf_block_groups_crime_pop.geojson"
 POIS = SF / "sf_pois_osm.geojson"
 LANDSAT = SF / "sf_landsat7_3857_30m.tif"
@@ -127,22 +126,6 @@ def embed_run(provider, processing_module, backend_python: Path, tmp_path_factor
     return {"results": results, "feedback": feedback, "context": context, "out": out}
 
 
-@pytest.fixture(scope="module")
-def installed_package(repo_root: Path) -> ModuleType:
-    """The repository root imported as QGIS does: a package named after the plugin folder."""
-    name = "regionlens"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, repo_root / "__init__.py", submodule_search_locations=[str(repo_root)]
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 # ---------------------------------------------------------------------------------------------- registration
 
 
@@ -211,7 +194,7 @@ def test_embed_offers_the_dock_defaults(provider: RegionLensProvider) -> None:
     assert embed.parameterDefinition("K").defaultValue() == dock.cluster_k
     assert embed.parameterDefinition("OD_ORIGIN").defaultValue() == dock.od_origin_field
     target = embed.parameterDefinition("TARGET")
-    assert _base.TARGETS[target.defaultValue()] == label.target
+    assert TARGETS[target.defaultValue()] == label.target
     assert embed.parameterDefinition("LOG1P").defaultValue() == label.log1p
     predict = provider.algorithm("predict")
     assert predict.parameterDefinition("MODELS").defaultValue() == models.defaultValue()

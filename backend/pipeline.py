@@ -84,7 +84,7 @@ def _make_methods(cfg: RunConfig, device: str) -> list[Any]:
     methods: list[Any] = []
     for m in cfg.methods:
         def make(seed: int, m: Any = m) -> Any:
-            return get_embedder(m.name, dim=m.dim, seed=seed, device=device, **m.params)
+            return get_embedder(m.name, dim=m.dim, seed=seed, device=device, nproc=cfg.nproc, **m.params)
 
         methods.append(SeedEnsemble.of(make, m.ensemble, cfg.seed) if m.ensemble > 1 else make(cfg.seed))
     if "fusion" in {m.name for m in methods} and len(methods) == 1 and not cfg.pois and not cfg.rasters \

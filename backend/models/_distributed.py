@@ -5,7 +5,8 @@ How a trained embedder uses it (HAFusion ``scalable``, CaLLiPer, CooKIE, ReFound
 * It prepares its training data in the calling process as before, then hands a picklable *job* and a
   module-level *rank function* to :func:`run_data_parallel`. With ``nproc`` = 1 (the default, and what the
   QGIS worker uses) the rank function simply runs here with a single-process :class:`Ranks`: nothing changes.
-* With ``nproc`` = N > 1 this process becomes rank 0 and starts N - 1 helper processes (``spawn``); all join
+* With ``nproc`` = N > 1 this process becomes rank 0 and starts N - 1 helper processes (from a fork server
+  that imported torch once, or ``spawn`` where there is none); all join
   one process group (gloo on the CPU, NCCL on CUDA with rank r on ``cuda:r``). Every rank builds the network
   from the same seed, wraps it in ``DistributedDataParallel`` (gradients all-reduced, averaged) and draws the
   same global batches; each rank computes its shard of every batch (DistributedSampler's rule: rank r takes
@@ -22,9 +23,11 @@ How a trained embedder uses it (HAFusion ``scalable``, CaLLiPer, CooKIE, ReFound
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -106,15 +109,18 @@ class Ranks:
         return torch.cat(parts)
 
     # ------------------------------------------------------------------------------------------ model
-    def wrap(self, net: Any) -> Callable[..., Any]:
+    def wrap(self, net: Any, find_unused: bool = False) -> Callable[..., Any]:
         """``step(fn, *args)`` that runs ``fn(net, *args)``: directly in one process, through
-        DistributedDataParallel (gradient all-reduce in the backward pass) across processes."""
+        DistributedDataParallel (gradient all-reduce in the backward pass) across processes.
+
+        ``find_unused``: some parameters get no gradient in some steps (switched-off objectives, stages).
+        """
         if not self.distributed:
             return lambda fn, *args: fn(net, *args)
         from torch.nn.parallel import DistributedDataParallel
 
         index = [_cuda_index(self.device)] if self.device.startswith("cuda") else None
-        ddp = DistributedDataParallel(_Objective(net), device_ids=index, find_unused_parameters=True)
+        ddp = DistributedDataParallel(_Objective(net), device_ids=index, find_unused_parameters=find_unused)
         return lambda fn, *args: ddp(fn, *args)
 
     # ------------------------------------------------------------------------------------- reporting
@@ -150,8 +156,14 @@ class Ranks:
             raise Cancelled("Run cancelled by the user; no output was written.")
 
     def report(self, progress: Progress, fraction: float, message: str = "") -> None:
-        """Progress of the run (rank 0 only)."""
-        if self.main:
+        """Progress of the run (rank 0 only; across processes a cancel seen here stops every rank at the next
+        :meth:`check`)."""
+        if not self.main:
+            return
+        if not self.distributed:
+            progress.update(fraction, message)
+            return
+        with contextlib.suppress(Cancelled):
             progress.update(fraction, message)
 
     def log(self, progress: Progress, message: str) -> None:
@@ -262,6 +274,23 @@ def _helper(rank: int, world: int, port: int, backend: str, device: str, threads
         pass  # rank 0 broadcast the stop flag
     finally:
         dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # nothing of a helper outlives its work: skip the interpreter's (slow) teardown
+
+
+def _context() -> Any:
+    """Where helper processes come from: a fork server that imported torch once (Linux; later runs start in
+    a fraction of a second and inherit no threads), else ``spawn``."""
+    import multiprocessing
+
+    import torch
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = torch.multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["torch", "torch.distributed", __name__])
+        return context
+    return torch.multiprocessing.get_context("spawn")
 
 
 def run_data_parallel(fn: Callable[[Ranks, Any, Progress], T], job: Any, nproc: int, device: str,
@@ -293,7 +322,7 @@ def run_data_parallel(fn: Callable[[Ranks, Any, Progress], T], job: Any, nproc: 
     threads_before = torch.get_num_threads()
     threads = max(1, threads_before // nproc)
     port = _free_port()
-    context = torch.multiprocessing.get_context("spawn")
+    context = _context()
     helpers = [context.Process(target=_helper, args=(r, nproc, port, backend, devices[r], threads, fn, job),
                                name=f"regionlens-rank{r}", daemon=True) for r in range(1, nproc)]
     progress.log(f"data-parallel training: {nproc} processes ({backend}, {', '.join(dict.fromkeys(devices))})")

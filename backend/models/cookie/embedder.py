@@ -400,7 +400,7 @@ class CooKIEEmbedder(Embedder):
         self.epochs_run = {"stage1": 0, "stage2": 0}
         self.stage_seconds = {"stage1": 0.0, "stage2": 0.0}
         total = p.stage1_epochs + p.stage2_epochs
-        step = ranks.wrap(net)
+        step = ranks.wrap(net, find_unused=True)  # stage 1 leaves the shared heads out
         t0 = time.perf_counter()
         done = 0
         for stage, epochs in ((1, p.stage1_epochs), (2, p.stage2_epochs)):

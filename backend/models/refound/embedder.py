@@ -474,7 +474,7 @@ class RefoundEmbedder(Embedder):
         autocast = device.startswith("cuda") and p.mixed_precision
         t0 = time.perf_counter()
         step = start
-        run = ranks.wrap(net)
+        run = ranks.wrap(net, find_unused=True)  # objectives without inputs in a step leave their heads out
         watch = progress.watch(net) if ranks.main else contextlib.nullcontext()
         try:
             with watch:  # a step of the full configuration can take seconds on a CPU

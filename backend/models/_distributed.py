@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from backend.errors import Cancelled, ConfigError
+from backend.errors import Cancelled, ConfigError, RegionLensError
 from backend.progress import Progress
 
 __all__ = ["Ranks", "TIMEOUT_S", "run_data_parallel", "shard_positions"]
@@ -270,8 +270,8 @@ def _helper(rank: int, world: int, port: int, backend: str, device: str, threads
     _init(backend, port, rank, world, device)
     try:
         fn(Ranks(rank, world, device), job, Progress())
-    except Cancelled:
-        pass  # rank 0 broadcast the stop flag
+    except (Cancelled, RegionLensError):
+        pass  # rank 0 broadcast the stop flag, or meets the same bad input and reports it
     finally:
         dist.destroy_process_group()
     sys.stdout.flush()
@@ -339,7 +339,7 @@ def run_data_parallel(fn: Callable[[Ranks, Any, Progress], T], job: Any, nproc: 
         for h in helpers:
             if h.is_alive():
                 h.terminate()
-        if bad and not isinstance(exc, Cancelled | KeyboardInterrupt):
+        if bad and not isinstance(exc, Cancelled | KeyboardInterrupt | RegionLensError):
             raise RuntimeError(f"data-parallel training failed in {', '.join(bad)}: {exc}") from exc
         raise
     finally:

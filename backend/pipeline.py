@@ -180,6 +180,11 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
             progress.log(f"removed {stale.name}, the unfinished output of a run that was stopped")
         device = resolve_device(cfg.device)
         progress.log(f"device: {device}")
+        if cfg.nproc > 1:  # more processes than GPUs, or a device they cannot share: say so before any work
+            from backend.models._distributed import check_nproc_device
+
+            check_nproc_device(cfg.nproc, device)
+            progress.log(f"training processes: {cfg.nproc} (data-parallel where the method supports it)")
         methods = _make_methods(cfg, device)
         primary = methods[0].name
         context = parse_context(cfg.context)

@@ -38,7 +38,7 @@ import numpy as np
 from backend.errors import Cancelled, ConfigError, RegionLensError
 from backend.progress import Progress
 
-__all__ = ["Ranks", "TIMEOUT_S", "run_data_parallel", "shard_positions"]
+__all__ = ["Ranks", "TIMEOUT_S", "check_nproc_device", "run_data_parallel", "shard_positions"]
 
 #: Seconds a rank waits for the others in one collective before the run fails.
 TIMEOUT_S = 600
@@ -241,6 +241,12 @@ def _plan(nproc: int, device: str) -> tuple[str, list[str]]:
         raise ConfigError(f"nproc > 1 trains on the CPU or on CUDA GPUs, not on '{device}'; set device = 'cpu' "
                           "or 'cuda', or nproc = 1.")
     return "gloo", ["cpu"] * nproc
+
+
+def check_nproc_device(nproc: int, device: str) -> None:
+    """Raise :class:`ConfigError` when ``nproc`` processes cannot train on ``device`` (:func:`run_data_parallel`)."""
+    if nproc > 1:
+        _plan(nproc, device)
 
 
 def _free_port() -> int:

@@ -20,7 +20,7 @@ from backend.config import config_from_dict
 from backend.errors import Cancelled, ConfigError
 from backend.io.city import CityData
 from backend.models import get_embedder, load_embedder
-from backend.models._distributed import Ranks, run_data_parallel
+from backend.models._distributed import Ranks, check_nproc_device, run_data_parallel
 from backend.models.calliper import text as text_mod
 from backend.models.refound import model as refound_model
 from backend.pipeline import _make_methods
@@ -109,11 +109,15 @@ def test_runner_in_one_and_two_processes() -> None:
 
 
 def test_devices_data_parallel_training_does_not_run_on() -> None:
-    more_than_gpus = torch.cuda.device_count() + 1
+    more_than_gpus = max(2, torch.cuda.device_count() + 1)
     with pytest.raises(ConfigError, match="one process per GPU"):
-        run_data_parallel(_rank_sum, 0, max(2, more_than_gpus), "cuda", Progress())
+        run_data_parallel(_rank_sum, 0, more_than_gpus, "cuda", Progress())
+    with pytest.raises(ConfigError, match="one process per GPU"):  # what the pipeline checks before any work
+        check_nproc_device(more_than_gpus, "cuda")
     with pytest.raises(ConfigError, match="not on 'mps'"):
         run_data_parallel(_rank_sum, 0, 2, "mps", Progress())
+    check_nproc_device(2, "cpu")
+    check_nproc_device(1, "mps")  # one process: any device
 
 
 def test_configuration_key_and_cli_flag(sf_config_dict: dict, sf_dir: Path, tmp_path: Path,

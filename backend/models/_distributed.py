@@ -271,6 +271,8 @@ def _helper(rank: int, world: int, port: int, backend: str, device: str, threads
     import torch
     import torch.distributed as dist
 
+    os.dup2(2, 1)  # a helper never writes to stdout (the worker's protocol channel): its output goes to stderr
+    sys.stdout = sys.stderr
     torch.set_num_threads(threads)
     job = copy.deepcopy(job)  # tensors arrive in shared memory: train on private copies
     _init(backend, port, rank, world, device)

@@ -9,7 +9,8 @@ On a machine whose torch sees a CUDA GPU (about 10 minutes in all):
    autocast, and fusion over the others. Per method: seconds, device used, embedding size, finite values,
    last training loss, peak GPU memory; a failure is recorded in its row and the check goes on.
 2. **hafusion_speed**: seconds per epoch of HAFusion's ``reference`` and ``scalable`` configurations on synthetic
-   cities of 1,000 / 5,000 / 10,000 regions (``bench/hafusion.py``'s ``speed_one``; reference up to 5,000).
+   cities of 1,000 / 5,000 / 10,000 regions (``bench/hafusion.py``'s ``speed_one``; reference up to its
+   ``REFERENCE_MAX_FIT``, 1,000: its width is the number of regions).
 3. **refound_speed**: ReFound ``small`` and ``full`` pre-training samples per second, inference regions per
    second, parameters and FLOPs (``bench/refound.py``'s ``speed_one``).
 4. **ddp**: with two or more GPUs, a ``torchrun --nproc_per_node 2`` run (NCCL) of CooKIE, HAFusion ``scalable``
@@ -310,8 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     views = sample_views(None if cuda else FALLBACK_REGIONS, chips=cuda)
     report: dict[str, Any] = {"mode": mode, "environment": environment()}
     report["methods"] = check_methods(views, "cuda" if cuda else "cpu", plan, mode)
+    from bench.hafusion import REFERENCE_MAX_FIT
+
     report["hafusion_speed"] = hafusion_speed("cuda" if cuda else "cpu", (1000, 5000, 10000) if cuda else (180,),
-                                              mode, 5000 if cuda else 180, 3 if cuda else 2)
+                                              mode, REFERENCE_MAX_FIT if cuda else 180, 3 if cuda else 2)
     report["refound_speed"] = refound_speed("cuda", 100) if cuda else []
     report["ddp"] = ddp_smoke(torch.cuda.device_count() if cuda else 0)
     if not cuda:

@@ -7,23 +7,17 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from backend.io.city import CityData
 from backend.models import EMBEDDERS
-from backend.models.calliper import text as text_mod
-from backend.models.refound import model as refound_model
 from bench import gpu_check
-from tests.backend.models.tiny_city import TINY_REFOUND, HashEncoder
+from tests.backend.models.tiny_city import fast_training  # noqa: F401  (a fixture)
 
 
+@pytest.mark.usefixtures("fast_training")
 def test_cpu_fallback_writes_json_and_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sf_city: CityData,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(gpu_check, "load_city", lambda: sf_city)  # the sample city, read once per test session
-    monkeypatch.setattr(text_mod, "_load_encoder", lambda name, device: HashEncoder())
-    monkeypatch.setitem(refound_model.PRESETS, "small", TINY_REFOUND)
-    monkeypatch.setenv("REGIONLENS_CACHE_DIR", str(tmp_path / "cache"))
-    torch.set_num_threads(1)
     out = tmp_path / "check.json"
     assert gpu_check.main(["--cpu-fallback", "--json", str(out)]) == 0
     report = json.loads(out.read_text(encoding="utf-8"))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +20,15 @@ from backend.errors import Cancelled, ConfigError
 from backend.io.city import CityData
 from backend.models import get_embedder, load_embedder
 from backend.models._distributed import Ranks, check_nproc_device, run_data_parallel
-from backend.models.calliper import text as text_mod
-from backend.models.refound import model as refound_model
 from backend.pipeline import _make_methods
 from backend.progress import Progress
 from backend.views import Views, build_views
-from tests.backend.models.tiny_city import SHORT_RUNS, TINY_REFOUND, HashEncoder
+from tests.backend.models.tiny_city import (
+    SHORT_RUNS,
+    fast_training,  # noqa: F401  (a fixture)
+)
+
+pytestmark = pytest.mark.usefixtures("fast_training")
 
 #: Largest relative difference per epoch (step) between the 2-process and the 1-process loss curve.
 TOLERANCE = {"calliper": 1e-5, "cookie": 1e-5, "refound": 0.03, "hafusion": 0.15}
@@ -34,16 +36,6 @@ TOLERANCE = {"calliper": 1e-5, "cookie": 1e-5, "refound": 0.03, "hafusion": 0.15
 OVERRIDES = {"calliper": {"dropout": 0.0}}
 
 
-@pytest.fixture(autouse=True)
-def _setup(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """One torch thread, the hash text encoder, the tiny ReFound network, caches under tmp_path."""
-    monkeypatch.setattr(text_mod, "_load_encoder", lambda name, device: HashEncoder())
-    monkeypatch.setitem(refound_model.PRESETS, "small", TINY_REFOUND)
-    monkeypatch.setenv("REGIONLENS_CACHE_DIR", str(tmp_path / "cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

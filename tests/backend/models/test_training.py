@@ -5,7 +5,6 @@ method gives the loss curve and embeddings that main's code gave before the prea
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,24 +14,19 @@ import torch
 from backend.errors import ConfigError
 from backend.models import get_embedder
 from backend.models._training import make_optimizer, plateau, seeded
-from backend.models.calliper import text as text_mod
-from backend.models.refound import model as refound_model
 from backend.progress import Progress
-from tests.backend.models.tiny_city import SHORT_RUNS, TINY_REFOUND, HashEncoder, fingerprint, tiny_views
+from tests.backend.models.tiny_city import (
+    SHORT_RUNS,
+    fast_training,  # noqa: F401  (a fixture)
+    fingerprint,
+    tiny_views,
+)
+
+pytestmark = pytest.mark.usefixtures("fast_training")
 
 PINNED = json.loads((Path(__file__).with_name("training_fingerprints.json")).read_text(encoding="utf-8"))
 
 
-@pytest.fixture(autouse=True)
-def _setup(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """One torch thread, the hash text encoder, the tiny ReFound network, caches under tmp_path."""
-    monkeypatch.setattr(text_mod, "_load_encoder", lambda name, device: HashEncoder())
-    monkeypatch.setitem(refound_model.PRESETS, "small", TINY_REFOUND)
-    monkeypatch.setenv("REGIONLENS_CACHE_DIR", str(tmp_path / "cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("method", sorted(SHORT_RUNS))

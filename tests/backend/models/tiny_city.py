@@ -1,5 +1,8 @@
 """A tiny synthetic city for training-loop tests (no file reads, seconds to train on a CPU).
 
+``fast_training``: a fixture (import it, then ``pytest.mark.usefixtures("fast_training")``) with one torch
+thread, the hash text encoder, the tiny ReFound network and caches under ``tmp_path``.
+
 ``tiny_views()``: a grid of 200 m squares in EPSG:32610 with POIs of five categories (named), POI-count and
 land-use tables, and image statistics; every method that trains (HAFusion, CaLLiPer, CooKIE, ReFound) learns
 from it. ``short_runs()`` lists one short, seeded configuration per method, and ``fingerprint()`` reduces a
@@ -9,10 +12,13 @@ fitted model to the numbers the regression and distributed tests compare (loss c
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from backend.views._base import Views
 
@@ -86,3 +92,20 @@ def fingerprint(model: Any, views: Views) -> dict[str, Any]:
     emb = model.transform(views).to_numpy()
     return {"history": [float(v) for v in model.history], "first": emb[0, :4].tolist(),
             "sum": float(emb.sum()), "abs": float(np.abs(emb).sum())}
+
+
+@pytest.fixture
+def fast_training(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """One torch thread, the hash text encoder, the tiny ReFound network, caches under tmp_path."""
+    import torch
+
+    from backend.models.calliper import text as text_mod
+    from backend.models.refound import model as refound_model
+
+    monkeypatch.setattr(text_mod, "_load_encoder", lambda name, device: HashEncoder())
+    monkeypatch.setitem(refound_model.PRESETS, "small", TINY_REFOUND)
+    monkeypatch.setenv("REGIONLENS_CACHE_DIR", str(tmp_path / "cache"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

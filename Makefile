@@ -13,7 +13,7 @@ QPY := $(QGISENV)/bin/python
 OFFSCREEN := QT_QPA_PLATFORM=offscreen
 PLUGIN_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default/python/plugins/regionlens
 
-.PHONY: help setup qgis models demo test test-backend test-plugin bench bench-venv leaderboard lint package install-plugin screenshots clean
+.PHONY: help setup qgis models demo test test-backend test-plugin bench bench-venv leaderboard gpu-check lint package install-plugin screenshots clean
 
 help:
 	@echo "make demo            set up everything and run the San Francisco sample into out/demo/"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench           baseline benchmark on the sample city (time per stage, peak memory, R2)"
 	@echo "make bench-venv      .venv/bench: srai (CPU torch) for the leaderboard; never needed by the plugin or tests"
 	@echo "make leaderboard     bench/leaderboard.py in the background (sample city + DATA=...; log out/leaderboard.log)"
+	@echo "make gpu-check       every method on CUDA, speed tables, 2-GPU run (out/gpu_check.json; cpu fallback without CUDA)"
 	@echo "make lint            ruff and bandit (medium severity and up: zero findings)"
 	@echo "make package         dist/regionlens-<version>.zip for QGIS 'Install from ZIP'"
 	@echo "make install-plugin  link this folder into the default QGIS profile's plugins"
@@ -69,6 +70,11 @@ test-plugin:
 
 bench: setup
 	$(BPY) bench/baseline.py
+
+# Every method on CUDA on the sample city, the HAFusion and ReFound speed tables and a 2-GPU torchrun run
+# (under 10 minutes on one GPU machine); without CUDA a labelled cpu fallback of tiny sizes (docs/scale.md).
+gpu-check: setup
+	$(BPY) bench/gpu_check.py --json out/gpu_check.json
 
 # Benchmark-only environment: srai (the peer the leaderboard compares with) with the CPU torch pin.
 BENCHENV := .venv/bench

@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("config", help="path of the configuration file")
     p_run.add_argument("--overwrite", action="store_true", help="replace the output folder if it holds files")
     p_run.add_argument("--device", help="override the device (auto, cpu, cuda, mps)")
+    p_run.add_argument("--nproc", type=int, help="training processes (data-parallel; one per GPU on CUDA); "
+                       "overrides nproc")
     p_run.add_argument("--output-dir", help="override output_dir")
     p_run.add_argument("--quiet", action="store_true", help="no progress bar")
     p_demo = sub.add_parser("demo", help="run the bundled San Francisco sample city")
@@ -124,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.overwrite = True
             if args.device:
                 cfg.device = args.device
+            if args.nproc is not None:
+                from backend.config import check_nproc
+
+                cfg.nproc = check_nproc(args.nproc, "--nproc")
             if args.output_dir:
                 cfg.output_dir = str(Path(args.output_dir).resolve())
             return _run(cfg, args.quiet, protect=(str(Path(args.config).resolve()),))

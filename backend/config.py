@@ -6,6 +6,7 @@ paths are resolved against the configuration file's folder. Example (TOML)::
     output_dir = "out/my_run"
     seed = 0
     device = "auto"
+    nproc = 1  # training processes (docs/scale.md, "Distributed training")
 
     [regions]
     path = "blocks.gpkg"
@@ -84,6 +85,7 @@ __all__ = [
     "DEVICES",
     "DEQUANTIZE",
     "LIMITS",
+    "check_nproc",
     "check_value",
 ]
 
@@ -103,6 +105,7 @@ LIMITS: dict[str, tuple[int, int]] = {
     "k": (2, 1000),
     "band": (1, 10_000),
     "ensemble": (1, 20),
+    "nproc": (1, 64),
 }
 
 
@@ -225,6 +228,9 @@ class RunConfig:
     prediction: PredictionSpec | None = field(default_factory=PredictionSpec)
     seed: int = 0
     device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, mps
+    # training processes: above 1, HAFusion (scalable), CaLLiPer, CooKIE and ReFound train data-parallel
+    # (torch.distributed; one process per GPU on CUDA); docs/scale.md
+    nproc: int = 1
     overwrite: bool = False  # replace an existing output folder (never done silently)
     figures: bool = True
     chip_size: int = 64  # side of the per-region image chips, in pixels, for methods that use chips
@@ -415,6 +421,18 @@ def input_paths(cfg: RunConfig) -> list[str]:
     return [p for p in paths if p]
 
 
+def check_nproc(value: Any, key: str = "nproc") -> int:
+    """``value`` as a number of training processes (an integer within ``LIMITS["nproc"]``).
+
+    Raises:
+        ConfigError: Naming ``key`` and the accepted range.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"'{key}' must be an integer (training processes), not {value!r}.")
+    _in_range(value, "nproc", key)
+    return value
+
+
 def _in_range(value: int, name: str, key: str) -> None:
     lo, hi = LIMITS[name]
     if not lo <= value <= hi:
@@ -490,6 +508,7 @@ def _validate(cfg: RunConfig) -> None:
 
     _in_range(cfg.seed, "seed", "seed")
     _in_range(cfg.chip_size, "chip_size", "chip_size")
+    _in_range(cfg.nproc, "nproc", "nproc")
     device = cfg.device.lower()
     if device not in DEVICES and not re.fullmatch(r"cuda:\d+", device):
         raise ConfigError(f"'device' must be one of {list(DEVICES)} (or cuda:N), not '{cfg.device}'.")

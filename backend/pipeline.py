@@ -111,7 +111,7 @@ def _make_methods(cfg: RunConfig, device: str) -> list[Any]:
     methods: list[Any] = []
     for m in cfg.methods:
         def make(seed: int, m: Any = m) -> Any:
-            return get_embedder(m.name, dim=m.dim, seed=seed, device=device, **m.params)
+            return get_embedder(m.name, dim=m.dim, seed=seed, device=device, nproc=cfg.nproc, **m.params)
 
         methods.append(SeedEnsemble.of(make, m.ensemble, cfg.seed) if m.ensemble > 1 else make(cfg.seed))
     if "fusion" in {m.name for m in methods} and len(methods) == 1 and not cfg.pois and not cfg.rasters \
@@ -326,6 +326,11 @@ def start(cfg: RunConfig, progress: Progress, out: OutputFolder) -> RunState:
         progress.log(f"removed {stale.name}, the unfinished output of a run that was stopped")
     device = resolve_device(cfg.device)
     progress.log(f"device: {device}")
+    if cfg.nproc > 1:  # more processes than GPUs, or a device they cannot share: say so before any work
+        from backend.models._distributed import check_nproc_device
+
+        check_nproc_device(cfg.nproc, device)
+        progress.log(f"training processes: {cfg.nproc} (data-parallel where the method supports it)")
     methods = _make_methods(cfg, device)
     return RunState(cfg=cfg, progress=progress, out=out, device=device, methods=methods,
                     context=parse_context(cfg.context))

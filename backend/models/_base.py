@@ -133,6 +133,8 @@ class Embedder(ABC):
         dim: Size of the embedding.
         seed: Seed for every random choice (weights, batches, sampling).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``; resolved at fit time.
+        nproc: Training processes: above 1, methods with :attr:`distributed` train data-parallel
+            (``backend.models._distributed``); the others train in one process.
         **params: Fields of the method's :attr:`Params` dataclass.
 
     Raises:
@@ -156,7 +158,10 @@ class Embedder(ABC):
     #: True when the method combines the run's other methods (fusion); it then runs first, as the primary.
     combines_methods: ClassVar[bool] = False
 
-    def __init__(self, dim: int = 32, seed: int = 0, device: str = "auto", **params: Any) -> None:
+    #: True when training runs data-parallel over ``nproc`` processes (backend.models._distributed).
+    distributed: ClassVar[bool] = False
+
+    def __init__(self, dim: int = 32, seed: int = 0, device: str = "auto", nproc: int = 1, **params: Any) -> None:
         if int(dim) < 1:
             raise ConfigError(f"{self.name}: dim must be a positive integer, got {dim}.")
         known = {f.name for f in fields(self.Params)}
@@ -165,7 +170,10 @@ class Embedder(ABC):
             raise ConfigError(f"{self.name}: unknown parameters {unknown}; allowed: {sorted(known)}.")
         self.dim = int(dim)
         self.seed = int(seed)
+        if int(nproc) < 1:
+            raise ConfigError(f"{self.name}: nproc must be a positive integer, got {nproc}.")
         self.device = device
+        self.nproc = int(nproc)  # training processes (data-parallel where the method supports it)
         self.params = self.Params(**params)
         self.device_used: str | None = None
         self.history: list[float] = []  # training loss per epoch, when the method trains
@@ -176,7 +184,11 @@ class Embedder(ABC):
     def fit(self, views: Views, progress: Progress | None = None) -> Embedder:
         """Learn from the views; returns ``self``."""
         self._check_views(views)
-        self._fit(views, progress or Progress())
+        progress = progress or Progress()
+        if self.nproc > 1 and not self.distributed:
+            progress.log(f"{self.name}: trains in one process (nproc = {self.nproc} applies to the methods that "
+                         "train data-parallel).")
+        self._fit(views, progress)
         self._fitted = True
         return self
 
@@ -304,6 +316,15 @@ class Embedder(ABC):
         }
 
     # ------------------------------------------------------------------------------- for subclasses
+    def resolve_device(self, refresh: bool = False) -> str:
+        """The device the model runs on: ``device`` resolved once (again with ``refresh``, as at fit time) and
+        kept in :attr:`device_used`."""
+        from backend.device import resolve_device
+
+        if refresh or self.device_used is None:
+            self.device_used = resolve_device(self.device)
+        return self.device_used
+
     def _check_views(self, views: Views) -> None:
         have = self.views_used(views)
         if len(have) < self.min_views:

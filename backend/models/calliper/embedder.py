@@ -40,6 +40,7 @@ from backend.encoders.cache import cache_dir
 from backend.encoders.text import DEFAULT_TEXT_ENCODER, encode_texts
 from backend.errors import ConfigError, InputError
 from backend.models._base import Embedder, EmbedderParams, param
+from backend.models._training import Ranks, make_optimizer, run_data_parallel, seeded
 from backend.models.calliper.text import (
     DEFAULT_NAME_TEMPLATE,
     DEFAULT_TEMPLATE,
@@ -179,6 +180,7 @@ class CaLLiPerEmbedder(Embedder):
     min_views = 1
     Params = CaLLiPerParams
     params: CaLLiPerParams
+    distributed = True
     default_dim = 128
 
     def __init__(self, dim: int = 128, seed: int = 0, device: str = "auto", **params: Any) -> None:
@@ -257,11 +259,7 @@ class CaLLiPerEmbedder(Embedder):
     def _ready_net(self) -> CaLLiPerNet:
         if self._net is None:
             raise RuntimeError(f"{self.name}: call fit() (or load()) first.")
-        from backend.device import resolve_device
-
-        if self.device_used is None:
-            self.device_used = resolve_device(self.device)
-        return self._net.to(self.device_used)
+        return self._net.to(self.resolve_device())
 
     def _to_model_crs(self, xy: np.ndarray, crs: Any) -> np.ndarray:
         """Reproject ``xy`` from ``crs`` into the model's CRS (always x/y order, i.e. lon/lat for degrees)."""
@@ -303,17 +301,12 @@ class CaLLiPerEmbedder(Embedder):
 
     # ------------------------------------------------------------------------------------ fit
     def _fit(self, views: Views, progress: Progress) -> None:
-        import torch
-
-        from backend.device import resolve_device
         from backend.io.crs import choose_metric_crs
         from backend.models.calliper.location import grid_scales
-        from backend.models.calliper.model import CaLLiPerNet, info_nce, parameter_groups
 
         p = self.params
         pts = self._poi_frame(views)
-        device = resolve_device(self.device)
-        self.device_used = device
+        device = self.resolve_device(refresh=True)
         stage = "embed: calliper"
 
         # Coordinates in a metric CRS (a geographic CRS is replaced by the local UTM zone).
@@ -355,70 +348,10 @@ class CaLLiPerEmbedder(Embedder):
             n_val = 0
         val_rows, train_rows = np.sort(order[:n_val]), order[n_val:]
 
-        rel = torch.as_tensor(xy - origin, dtype=torch.float32, device=device)
-        text_vectors = torch.as_tensor(enc.vectors, dtype=torch.float32, device=device)
-        text_index = torch.as_tensor(enc.index, dtype=torch.long, device=device)
-        train_t = torch.as_tensor(train_rows, dtype=torch.long, device=device)
-        val_t = torch.as_tensor(val_rows, dtype=torch.long, device=device)
-        batch = p.batch_size
-
-        def batch_loss(net: CaLLiPerNet, rows: torch.Tensor) -> torch.Tensor:
-            codes = text_index[rows]
-            if text_vectors.shape[0] <= len(rows):  # few distinct texts: project them all, then gather
-                text = net.project_text(text_vectors)[codes]
-            else:
-                text = net.project_text(text_vectors[codes])
-            return info_nce(text, net.location(rel[rows]), net.logit_scale)
-
-        def held_out_loss(net: CaLLiPerNet) -> float:
-            net.eval()
-            total = 0.0
-            with torch.no_grad():
-                for rows in torch.tensor_split(val_t, max(1, math.ceil(len(val_t) / batch))):
-                    total += float(batch_loss(net, rows)) * len(rows)
-            return total / len(val_t)
-
-        train_progress = progress.sub(stage, 0.15, 1.0)
-        devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
-        self.history, self.val_history = [], []
-        best, best_state, best_epoch, stale = math.inf, None, 0, 0
-        train_seconds, pairs = 0.0, 0
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed)
-            net = CaLLiPerNet(enc.vectors.shape[1], scales, dim=self.dim, hidden=p.hidden, blocks=p.blocks,
-                              dropout=p.dropout, temperature=p.temperature).to(device)
-            optimizer = torch.optim.AdamW(parameter_groups(net, p.weight_decay), lr=p.learning_rate)
-            generator = torch.Generator().manual_seed(self.seed)
-            n_batches = max(1, math.ceil(len(train_rows) / batch))
-            for epoch in range(p.epochs):
-                t0 = time.perf_counter()
-                net.train()
-                perm = torch.randperm(len(train_rows), generator=generator).to(device)
-                total = 0.0
-                for b, rows in enumerate(torch.tensor_split(train_t[perm], n_batches)):
-                    train_progress.poll((epoch + b / n_batches) / p.epochs)
-                    loss = batch_loss(net, rows)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    total += float(loss.detach()) * len(rows)
-                train_seconds += time.perf_counter() - t0
-                pairs += len(train_rows)
-                self.history.append(total / len(train_rows))
-                message = f"epoch {epoch + 1}/{p.epochs}: loss {self.history[-1]:.4f}"
-                if n_val:
-                    self.val_history.append(held_out_loss(net))
-                    message += f", held-out {self.val_history[-1]:.4f}"
-                    if self.val_history[-1] < best - _MIN_IMPROVEMENT:
-                        best, best_epoch, stale = self.val_history[-1], epoch + 1, 0
-                        best_state = copy.deepcopy(net.state_dict())
-                    else:
-                        stale += 1
-                train_progress.update((epoch + 1) / p.epochs, message)
-                if n_val and p.patience and stale >= p.patience:
-                    progress.log(f"{self.name}: held-out loss has not improved for {p.patience} epochs; stopped "
-                                 f"after epoch {epoch + 1}, keeping epoch {best_epoch}")
-                    break
+        job = _TrainJob(model=self, rel=np.asarray(xy - origin, dtype=np.float32), text_vectors=enc.vectors,
+                        text_index=np.asarray(enc.index), train_rows=train_rows, val_rows=val_rows, scales=scales)
+        net, best, best_state, best_epoch, train_seconds, pairs = run_data_parallel(
+            _train_rank, job, self.nproc, device, progress.sub(stage, 0.15, 1.0))
         if best_state is not None and p.patience:  # early stopping: keep the best held-out epoch
             net.load_state_dict(best_state)
         net.eval()
@@ -527,3 +460,96 @@ class CaLLiPerEmbedder(Embedder):
         net.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
         net.eval()
         self._net = net
+
+
+@dataclass
+class _TrainJob:
+    """What every training rank needs (numpy arrays: picklable for the helper processes)."""
+
+    model: CaLLiPerEmbedder
+    rel: np.ndarray  # POI coordinates relative to the origin (float32)
+    text_vectors: np.ndarray  # distinct text vectors
+    text_index: np.ndarray  # per POI: its text's row
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    scales: np.ndarray
+
+
+def _train_rank(ranks: Ranks, job: _TrainJob, progress: Progress) -> tuple[Any, ...]:
+    """Train the network on one rank (all of it in one process).
+
+    Returns:
+        ``(net, best held-out loss, best state or None, best epoch, training seconds, pairs seen)``.
+    """
+    import torch
+
+    from backend.models.calliper.model import CaLLiPerNet, info_nce, parameter_groups
+
+    model, p = job.model, job.model.params
+    device = ranks.device
+    rel = torch.as_tensor(job.rel, dtype=torch.float32, device=device)
+    text_vectors = torch.as_tensor(job.text_vectors, dtype=torch.float32, device=device)
+    text_index = torch.as_tensor(job.text_index, dtype=torch.long, device=device)
+    train_rows, n_val = job.train_rows, len(job.val_rows)
+    train_t = torch.as_tensor(train_rows, dtype=torch.long, device=device)
+    val_t = torch.as_tensor(job.val_rows, dtype=torch.long, device=device)
+    batch = p.batch_size
+
+    def batch_loss(net: CaLLiPerNet, rows: torch.Tensor) -> torch.Tensor:
+        mine = ranks.shard(rows)  # this rank's pairs; the loss is over the whole batch (gathered features)
+        codes = text_index[mine]
+        if text_vectors.shape[0] <= len(rows):  # few distinct texts: project them all, then gather
+            text = net.project_text(text_vectors)[codes]
+        else:
+            text = net.project_text(text_vectors[codes])
+        location = net.location(rel[mine])
+        return info_nce(ranks.gather(text, len(rows)), ranks.gather(location, len(rows)), net.logit_scale)
+
+    def held_out_loss(net: CaLLiPerNet) -> float:
+        net.eval()
+        total = 0.0
+        with torch.no_grad():
+            for rows in torch.tensor_split(val_t, max(1, math.ceil(len(val_t) / batch))):
+                total += float(batch_loss(net, rows)) * len(rows)
+        return total / len(val_t)
+
+    model.history, model.val_history = [], []
+    best, best_state, best_epoch, stale = math.inf, None, 0, 0
+    train_seconds, pairs = 0.0, 0
+    with seeded(device, model.seed):
+        net = CaLLiPerNet(job.text_vectors.shape[1], job.scales, dim=model.dim, hidden=p.hidden, blocks=p.blocks,
+                          dropout=p.dropout, temperature=p.temperature).to(device)
+        optimizer = make_optimizer("adamw", parameter_groups(net, p.weight_decay), p.learning_rate)
+        step = ranks.wrap(net)
+        generator = torch.Generator().manual_seed(model.seed)
+        n_batches = max(1, math.ceil(len(train_rows) / batch))
+        for epoch in range(p.epochs):
+            t0 = time.perf_counter()
+            net.train()
+            perm = torch.randperm(len(train_rows), generator=generator).to(device)
+            total = 0.0
+            for b, rows in enumerate(torch.tensor_split(train_t[perm], n_batches)):
+                ranks.check(progress, (epoch + b / n_batches) / p.epochs)
+                loss = step(batch_loss, rows)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(rows)
+            train_seconds += time.perf_counter() - t0
+            pairs += len(train_rows)
+            model.history.append(ranks.mean(total / len(train_rows)))
+            message = f"epoch {epoch + 1}/{p.epochs}: loss {model.history[-1]:.4f}"
+            if n_val:
+                model.val_history.append(ranks.mean(held_out_loss(net)))
+                message += f", held-out {model.val_history[-1]:.4f}"
+                if model.val_history[-1] < best - _MIN_IMPROVEMENT:
+                    best, best_epoch, stale = model.val_history[-1], epoch + 1, 0
+                    best_state = copy.deepcopy(net.state_dict())
+                else:
+                    stale += 1
+            ranks.report(progress, (epoch + 1) / p.epochs, message)
+            if n_val and p.patience and stale >= p.patience:
+                ranks.log(progress, f"{model.name}: held-out loss has not improved for {p.patience} epochs; stopped "
+                                    f"after epoch {epoch + 1}, keeping epoch {best_epoch}")
+                break
+    return net, best, best_state, best_epoch, train_seconds, pairs

@@ -59,6 +59,7 @@ Choices the paper leaves open, and what RegionLens does (each is a parameter whe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -74,6 +75,7 @@ from backend.encoders.cache import cache_dir
 from backend.encoders.image import image_features
 from backend.errors import ConfigError, InputError
 from backend.models._base import Embedder, EmbedderParams, embedding_frame, param
+from backend.models._training import Ranks, make_optimizer, plateau, run_data_parallel
 from backend.models.cookie.modalities import (
     COUNT_MODALITIES,
     IMAGE_ENCODERS,
@@ -177,6 +179,7 @@ class CooKIEEmbedder(Embedder):
     min_views = 2
     Params = CooKIEParams
     params: CooKIEParams
+    distributed = True
     default_dim = 64
 
     def __init__(self, dim: int = 64, seed: int = 0, device: str = "auto", **params: Any) -> None:
@@ -287,9 +290,7 @@ class CooKIEEmbedder(Embedder):
     # ------------------------------------------------------------------------------------- features
     def _raw_inputs(self, views: Views, modalities: Sequence[str], progress: Progress) -> dict[str, np.ndarray | None]:
         """Unscaled input matrices; None for a modality ``views`` cannot give in the fitted vocabulary."""
-        from backend.device import resolve_device
-
-        device = self.device_used or resolve_device(self.device)
+        device = self.resolve_device()
         out: dict[str, np.ndarray | None] = {}
         ids = [str(r) for r in views.region_ids]
         self.feature_notes = []
@@ -333,8 +334,7 @@ class CooKIEEmbedder(Embedder):
     def _fit(self, views: Views, progress: Progress) -> None:
         import torch
 
-        from backend.device import resolve_device
-        from backend.models.cookie.model import CooKIEConfig, CooKIENet, count_parameters
+        from backend.models.cookie.model import CooKIEConfig
 
         p = self.params
         n = len(views)
@@ -342,8 +342,7 @@ class CooKIEEmbedder(Embedder):
             raise InputError(f"CooKIE needs at least 2 regions, got {n}.")
         sources = self.modalities_for(views)
         modalities = list(sources)
-        device = resolve_device(self.device)
-        self.device_used = device
+        device = self.resolve_device(refresh=True)
         ids = [str(r) for r in views.region_ids]
         self.vocabulary = {}
         for source in sources.values():
@@ -383,34 +382,24 @@ class CooKIEEmbedder(Embedder):
                          f"{len(modalities)} unique parts of {unique_dims} and {len(pairs)} shared parts of "
                          f"{shared_dims}.")
 
-        fork_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
-        with torch.random.fork_rng(devices=fork_devices):
-            torch.manual_seed(self.seed)
-            net = CooKIENet(cfg).to(device)
-            counts = objective_counts(len(modalities))
-            progress.log(
-                f"cookie: modalities {', '.join(f'{m} ({s})' for m, s in sources.items())}; {len(pairs)} pairs, "
-                f"{counts['total']} loss terms; {count_parameters(net):,} parameters; {n} regions; "
-                f"{p.stage1_epochs} + {p.stage2_epochs} epochs; device {device}"
-            )
-            self._net = net
-            x_all = {m: torch.from_numpy(inputs[m]).to(device) for m in modalities}
-            self._train(net, x_all, device, progress.sub("embed: cookie", 0.1, 0.95))
-            self._store_means(net, x_all)
+        job = (self, cfg, {m: inputs[m] for m in modalities}, sources)
+        net = run_data_parallel(_train_rank, job, self.nproc, device, progress.sub("embed: cookie", 0.1, 0.95))
+        self._store_means(net, {m: torch.from_numpy(inputs[m]).to(device) for m in modalities})
         progress.update(0.95, "cookie trained")
 
-    def _train(self, net: CooKIENet, x_all: dict[str, torch.Tensor], device: str, progress: Progress) -> None:
+    def _train(self, net: CooKIENet, x_all: dict[str, torch.Tensor], ranks: Ranks, progress: Progress) -> None:
         import torch
 
         p = self.params
         gen_np = np.random.default_rng(self.seed)
-        gen_t = torch.Generator(device=device)
+        gen_t = torch.Generator(device=ranks.device)
         gen_t.manual_seed(self.seed)
         self.history = []
         self.stage_history = {"stage1": [], "stage2": []}
         self.epochs_run = {"stage1": 0, "stage2": 0}
         self.stage_seconds = {"stage1": 0.0, "stage2": 0.0}
         total = p.stage1_epochs + p.stage2_epochs
+        step = ranks.wrap(net, find_unused=True)  # stage 1 leaves the shared heads out
         t0 = time.perf_counter()
         done = 0
         for stage, epochs in ((1, p.stage1_epochs), (2, p.stage2_epochs)):
@@ -420,32 +409,37 @@ class CooKIEEmbedder(Embedder):
                 params = [*net.encoders.parameters(), *net.unique.parameters(), *net.decoders.parameters()]
             else:
                 params = list(net.parameters())
-            opt = _adamw(params, p.learning_rate, p.weight_decay)
+            opt = make_optimizer("adamw", params, p.learning_rate, p.weight_decay)
             key = f"stage{stage}"
             t_stage = time.perf_counter()
             net.train()
             for epoch in range(epochs):
-                with progress.watch(net):  # an epoch over many regions can take seconds: poll between layers
-                    terms = self._epoch(stage, net, x_all, opt, gen_np, gen_t, progress)
+                # an epoch over many regions can take seconds: poll between layers (rank 0)
+                with progress.watch(net) if ranks.main else contextlib.nullcontext():
+                    terms = self._epoch(stage, step, x_all, opt, gen_np, gen_t, progress, ranks)
                 self.stage_history[key].append(terms)
                 self.history.append(terms["total"])
                 self.loss_terms = dict(terms)
                 self.epochs_run[key] = epoch + 1
                 done += 1
-                progress.update(done / total, f"stage {stage}, epoch {epoch + 1}/{epochs}, loss {terms['total']:.4f}")
-                if _plateau([t["total"] for t in self.stage_history[key]], p.plateau_window, p.plateau_tol):
-                    progress.log(f"cookie: stage {stage} loss reached a plateau after {epoch + 1} epochs; stopped.")
+                ranks.report(progress, done / total,
+                             f"stage {stage}, epoch {epoch + 1}/{epochs}, loss {terms['total']:.4f}")
+                if plateau([t["total"] for t in self.stage_history[key]], p.plateau_window, p.plateau_tol):
+                    ranks.log(progress, f"cookie: stage {stage} loss reached a plateau after {epoch + 1} epochs; "
+                                        "stopped.")
                     done += epochs - epoch - 1
                     break
             self.stage_seconds[key] = time.perf_counter() - t_stage
         net.eval()
         self.train_seconds = time.perf_counter() - t0
 
-    def _epoch(self, stage: int, net: CooKIENet, x_all: dict[str, torch.Tensor], opt: Any,
+    def _epoch(self, stage: int, step: Any, x_all: dict[str, torch.Tensor], opt: Any,
                gen_np: np.random.Generator, gen_t: torch.Generator, progress: Progress | None = None,
-               ) -> dict[str, float]:
+               ranks: Ranks | None = None) -> dict[str, float]:
+        """One epoch; ``step(fn, *args)`` runs ``fn(net, *args)`` (see :meth:`Ranks.wrap`)."""
         import torch
 
+        ranks = ranks or Ranks()
         n = next(iter(x_all.values())).shape[0]
         bs = self.params.batch_size
         if n <= bs:
@@ -455,7 +449,7 @@ class CooKIEEmbedder(Embedder):
         sums: dict[str, float] = {}
         progress = progress or Progress()
         for idx in batches:
-            progress.poll()
+            ranks.check(progress)
             if idx is None:
                 xb = x_all
                 share = 1.0
@@ -463,7 +457,7 @@ class CooKIEEmbedder(Embedder):
                 sel = torch.from_numpy(idx).to(next(iter(x_all.values())).device)
                 xb = {m: x[sel] for m, x in x_all.items()}
                 share = len(idx) / n
-            loss, terms = self.loss(stage, net, xb, gen_t)
+            loss, terms = step(self._objective, stage, xb, gen_t, ranks)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -474,8 +468,12 @@ class CooKIEEmbedder(Embedder):
                              "values.")
         return sums
 
+    def _objective(self, net: CooKIENet, stage: int, xb: dict[str, torch.Tensor], gen: torch.Generator,
+                   ranks: Ranks) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.loss(stage, net, xb, gen, ranks)
+
     def loss(self, stage: int, net: CooKIENet, xb: dict[str, torch.Tensor],
-             gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+             gen: torch.Generator, ranks: Ranks | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """The training loss of one batch and its terms (stage 1: intra-view only; stage 2: all three).
 
         Args:
@@ -483,6 +481,9 @@ class CooKIEEmbedder(Embedder):
             net: The network.
             xb: Standardised inputs of the batch per modality.
             gen: Generator of the augmentations.
+            ranks: In data-parallel training: every rank draws the augmentations of the whole batch (as one
+                process would), runs the network on its shard and all-gathers the per-region outputs, so the
+                loss is the whole batch's.
 
         Returns:
             ``(loss, terms)`` with terms ``total``, ``intra`` and, in stage 2, ``inter`` and ``separation``.
@@ -492,23 +493,32 @@ class CooKIEEmbedder(Embedder):
         from backend.models.cookie.losses import cross_correlation_penalty, info_nce, reconstruction_loss
 
         p = self.params
-        a = {m: _augment(x, p.feature_dropout, p.noise_std, gen) for m, x in xb.items()}
+        ranks = ranks or Ranks()
+        n = next(iter(xb.values())).shape[0]
+
+        def gathered(parts: dict[Any, torch.Tensor]) -> dict[Any, torch.Tensor]:
+            return {k: ranks.gather(v, n) for k, v in parts.items()}
+
+        a = {m: ranks.shard(_augment(x, p.feature_dropout, p.noise_std, gen)) for m, x in xb.items()}
         ha = net.trunks(a)
-        ua = net.unique_parts(ha)
+        ua_own = net.unique_parts(ha)
+        ua = gathered(ua_own)
         if p.intra_objective == "contrastive":
-            b = {m: _augment(x, p.feature_dropout, p.noise_std, gen) for m, x in xb.items()}
-            ub = net.unique_parts(net.trunks(b))
+            b = {m: ranks.shard(_augment(x, p.feature_dropout, p.noise_std, gen)) for m, x in xb.items()}
+            ub = gathered(net.unique_parts(net.trunks(b)))
             intra = torch.stack([info_nce(ua[m], ub[m], p.temperature) for m in ua]).mean()
         else:
-            rec = net.decode(ua)
-            intra = torch.stack([reconstruction_loss(rec[m], xb[m]) for m in ua]).mean()
+            rec = gathered(net.decode(ua_own))
+            order = torch.as_tensor(ranks.gathered_order(n), device=next(iter(xb.values())).device)
+            target = xb if not ranks.distributed else {m: x[order] for m, x in xb.items()}
+            intra = torch.stack([reconstruction_loss(rec[m], target[m]) for m in ua]).mean()
         if stage == 1:
             return intra, {"total": float(intra.detach()), "intra": float(intra.detach())}
         shared = net.shared_parts(ha)
         inter_terms, sep_terms = [], []
         for pair, sides in shared.items():
-            s_a, s_b = sides
-            assert s_a is not None and s_b is not None  # every modality is present in training
+            assert sides[0] is not None and sides[1] is not None  # every modality is present in training
+            s_a, s_b = ranks.gather(sides[0], n), ranks.gather(sides[1], n)
             inter_terms.append(info_nce(s_a, s_b, p.temperature))
             sep_terms.append(cross_correlation_penalty(ua[pair[0]], s_a))
             sep_terms.append(cross_correlation_penalty(ua[pair[1]], s_b))
@@ -530,8 +540,6 @@ class CooKIEEmbedder(Embedder):
     def _embed(self, views: Views, part: str, progress: Progress) -> np.ndarray:
         import torch
 
-        from backend.device import resolve_device
-
         net = self.network
         n = len(views)
         inputs = self.model_inputs(views, progress.sub("embed: cookie (inputs)", 0.0, 0.5))
@@ -544,7 +552,7 @@ class CooKIEEmbedder(Embedder):
         if missing:
             progress.log(f"cookie: {', '.join(missing)} missing in these inputs; their unique parts are the training "
                          "means and their pairs use the other modality.")
-        device = self.device_used or resolve_device(self.device)
+        device = self.resolve_device()
         net.to(device).eval()
         xs = {m: None if x is None else torch.from_numpy(x).to(device) for m, x in inputs.items()}
         unique, shared = net.embed(xs)
@@ -652,15 +660,24 @@ def _augment(x: torch.Tensor, drop: float, noise: float, gen: torch.Generator) -
     return out
 
 
-def _adamw(params: list[Any], lr: float, weight_decay: float) -> Any:
+def _train_rank(ranks: Ranks, job: tuple[Any, ...], progress: Progress) -> CooKIENet:
+    """Build and train the network on one rank (all of it in one process); returns the trained network."""
     import torch
 
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    from backend.models._training import seeded
+    from backend.models.cookie.model import CooKIENet, count_parameters
 
-
-def _plateau(history: Sequence[float], window: int, tol: float) -> bool:
-    """True when the mean of the last ``window`` values improved less than ``tol`` (relative) on the window before."""
-    if window <= 0 or len(history) < 2 * window:
-        return False
-    before, last = float(np.mean(history[-2 * window:-window])), float(np.mean(history[-window:]))
-    return before - last < tol * abs(before)
+    model, cfg, inputs, sources = job
+    p = model.params
+    with seeded(ranks.device, model.seed):
+        net = CooKIENet(cfg).to(ranks.device)
+        counts = objective_counts(len(cfg.modalities))
+        n = len(next(iter(inputs.values())))
+        ranks.log(progress,
+                  f"cookie: modalities {', '.join(f'{m} ({s})' for m, s in sources.items())}; {len(cfg.pairs)} "
+                  f"pairs, {counts['total']} loss terms; {count_parameters(net):,} parameters; {n} regions; "
+                  f"{p.stage1_epochs} + {p.stage2_epochs} epochs; device {ranks.device}")
+        model._net = net
+        x_all = {m: torch.from_numpy(x).to(ranks.device) for m, x in inputs.items()}
+        model._train(net, x_all, ranks, progress)
+    return net

@@ -25,6 +25,7 @@ training-mode output of the epoch with the best test R2, which an honest protoco
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ import numpy as np
 
 from backend.errors import ConfigError, InputError
 from backend.models._base import Embedder, EmbedderParams, param
+from backend.models._training import Ranks, plateau
 from backend.models.hafusion.data import (
     ADJACENCY_MODES,
     SCALINGS,
@@ -153,6 +155,7 @@ class HAFusionEmbedder(Embedder):
     uses_views = ("poi_counts", "landuse", "image_stats", "mobility", "embedding", "adjacency")
     min_views = 1
     Params = HAFusionParams
+    distributed = True  # config = "scalable" (the reference configuration trains in one process)
     default_dim = 144  # the paper's embedding size
     params: HAFusionParams
 
@@ -256,10 +259,7 @@ class HAFusionEmbedder(Embedder):
 
     # --------------------------------------------------------------------------------------- training
     def _fit(self, views: Views, progress: Progress) -> None:
-        import torch
-
-        from backend.device import resolve_device
-        from backend.models.hafusion.model import HAFusionNet, count_parameters
+        from backend.models._training import run_data_parallel
 
         p = self.params
         names = input_views(views, self.uses_views)
@@ -282,36 +282,31 @@ class HAFusionEmbedder(Embedder):
         targets = build_targets(views, names, p.adjacency_target, self._overrides)
         cfg = self.make_config(variant, names, [x.shape[1] for x in inputs], n, list(targets.relations),
                                list(targets.similarities))
-        device = resolve_device(self.device)
-        self.device_used, self.variant, self._cfg = device, variant, cfg
+        device = self.resolve_device(refresh=True)
+        self.variant, self._cfg = variant, cfg
         epochs = p.epochs or DEFAULT_EPOCHS[variant]
         batch = n if variant == "reference" or n <= p.batch_regions else p.batch_regions
-
-        fork_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
-        with torch.random.fork_rng(devices=fork_devices):
-            torch.manual_seed(self.seed)
-            net = HAFusionNet(cfg).to(device)
-            progress.log(
-                f"hafusion: {variant} configuration, {n} regions, views {', '.join(names)}, targets "
-                f"{', '.join([*targets.relations, *targets.similarities])}, {count_parameters(net):,} parameters, "
-                f"{epochs} epochs{'' if batch == n else f' of mini-batches of {batch} regions'}, device {device}"
-            )
-            self._net = net
-            self._train(net, inputs, targets, epochs, batch, device, progress)
+        nproc = self.nproc
+        if nproc > 1 and variant == "reference":
+            progress.log("hafusion: the reference configuration trains in one process (its width is the number of "
+                         "regions and every epoch is one full batch); nproc applies to config = 'scalable'.")
+            nproc = 1
+        job = (self, inputs, targets, epochs, batch, names)
+        self._net = run_data_parallel(_train_rank, job, nproc, device, progress)
 
     def _train(self, net: HAFusionNet, inputs: list[np.ndarray], targets: Targets, epochs: int, batch: int,
-               device: str, progress: Progress) -> None:
+               ranks: Ranks, progress: Progress) -> None:
         import torch
 
+        from backend.models._training import make_optimizer
         from backend.models.hafusion.losses import total_loss
 
         p = self.params
+        device = ranks.device
         reduction = p.loss_scaling if p.loss_scaling != "auto" else (
             "reference" if net.cfg.variant == "reference" else "mean")
-        try:
-            opt = torch.optim.Adam(net.parameters(), lr=p.learning_rate, weight_decay=p.weight_decay, fused=True)
-        except (RuntimeError, ValueError):  # a device without the fused kernel
-            opt = torch.optim.Adam(net.parameters(), lr=p.learning_rate, weight_decay=p.weight_decay)
+        opt = make_optimizer("adam", net.parameters(), p.learning_rate, p.weight_decay, fused=True)
+        step = ranks.wrap(net)
         n = len(inputs[0])
         x_all = [torch.from_numpy(x).to(device) for x in inputs]
 
@@ -322,58 +317,57 @@ class HAFusionEmbedder(Embedder):
                    for k, t in targets.similarities.items()}
             return rel, sim
 
-        full = blocks(None) if batch >= n else None
+        def objective(model: HAFusionNet, x: list[torch.Tensor], rel: dict[str, torch.Tensor],
+                      sim: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            _, decoded = model(x)
+            return total_loss(decoded, rel, sim, reduction)
+
+        full = blocks(None) if batch >= n and not ranks.distributed else None
         gen = np.random.default_rng(self.seed)
         self.history = []
         net.train()
         t0 = time.perf_counter()
-        with progress.watch(net):  # a full-batch epoch can take seconds: poll between layers too
+        watch = progress.watch(net) if ranks.main else contextlib.nullcontext()
+        with watch:  # a full-batch epoch can take seconds: poll between layers too
             for epoch in range(epochs):
                 if full is not None:
                     batches: list[np.ndarray | None] = [None]
+                elif batch >= n:  # one batch, split over the ranks
+                    batches = [np.arange(n)]
                 else:
                     perm = gen.permutation(n)
                     batches = [np.sort(perm[i:i + batch]) for i in range(0, n, batch)]
                 epoch_loss, terms_sum = 0.0, dict.fromkeys([*targets.relations, *targets.similarities], 0.0)
                 for b, idx in enumerate(batches):
-                    progress.poll((epoch + b / len(batches)) / epochs)
+                    ranks.check(progress, (epoch + b / len(batches)) / epochs)
+                    if idx is not None:
+                        idx = ranks.shard(idx)  # this rank's regions of the batch (and their target blocks)
                     rel, sim = full if full is not None else blocks(idx)
                     x = x_all if idx is None else [t[torch.from_numpy(idx).to(device)] for t in x_all]
-                    _, decoded = net(x)
-                    loss, terms = total_loss(decoded, rel, sim, reduction)
+                    loss, terms = step(objective, x, rel, sim)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
-                    share = 1.0 if idx is None else len(idx) / n
-                    epoch_loss += float(loss.detach()) * share
+                    share = 1.0 if idx is None else len(batches[b]) / n  # type: ignore[arg-type]
+                    epoch_loss += ranks.mean(float(loss.detach())) * share
                     for k, v in terms.items():
-                        terms_sum[k] += float(v.detach()) * share
+                        terms_sum[k] += ranks.mean(float(v.detach())) * share
                 if not np.isfinite(epoch_loss):
                     raise InputError(f"HAFusion's training loss became {epoch_loss} at epoch {epoch + 1}; the inputs "
                                      "may hold extreme values (try input_scaling='log1p').")
                 self.history.append(epoch_loss)
                 self.loss_terms = terms_sum
                 self.epochs_run = epoch + 1
-                progress.update((epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs}, loss {epoch_loss:.5g}")
-                if self._plateau():
-                    progress.log(f"hafusion: training loss reached a plateau after {epoch + 1} epochs; stopped.")
+                ranks.report(progress, (epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs}, loss {epoch_loss:.5g}")
+                if plateau(self.history, p.plateau_window, p.plateau_tol):
+                    ranks.log(progress, f"hafusion: training loss reached a plateau after {epoch + 1} epochs; "
+                                        "stopped.")
                     break
         self.train_seconds = time.perf_counter() - t0
-
-    def _plateau(self) -> bool:
-        """True when the mean loss of the last window improved less than ``plateau_tol`` on the one before."""
-        w = self.params.plateau_window
-        h = self.history
-        if w <= 0 or len(h) < 2 * w:
-            return False
-        before, last = float(np.mean(h[-2 * w:-w])), float(np.mean(h[-w:]))
-        return before - last < self.params.plateau_tol * abs(before)
 
     # --------------------------------------------------------------------------------------- embedding
     def _transform(self, views: Views, progress: Progress) -> np.ndarray:
         import torch
-
-        from backend.device import resolve_device
 
         net = self.network
         ids = [str(r) for r in views.region_ids]
@@ -388,7 +382,7 @@ class HAFusionEmbedder(Embedder):
                 f"{len(ids)} regions{other}. Fit HAFusion on these regions, or use config='scalable' without OD flows."
             )
         inputs = apply_inputs(views, self._transforms, self.vocabulary)
-        device = self.device_used or resolve_device(self.device)
+        device = self.resolve_device()
         net.to(device).eval()
         with torch.no_grad():
             emb = net.embed([torch.from_numpy(x).to(device) for x in inputs])
@@ -438,3 +432,24 @@ class HAFusionEmbedder(Embedder):
         self.epochs_run = int(meta.get("epochs_run", 0))
         self.train_seconds = float(meta.get("train_seconds", 0.0))
         self.loss_terms = dict(meta.get("loss_terms", {}))
+
+
+def _train_rank(ranks: Ranks, job: tuple[Any, ...], progress: Progress) -> HAFusionNet:
+    """Build and train the network on one rank (all of it in one process); returns the trained network."""
+    from backend.models._training import seeded
+    from backend.models.hafusion.model import HAFusionNet, count_parameters
+
+    model, inputs, targets, epochs, batch, names = job
+    n = len(inputs[0])
+    with seeded(ranks.device, model.seed):
+        net = HAFusionNet(model._cfg).to(ranks.device)
+        per_batch = "" if batch == n else f" of mini-batches of {batch} regions"
+        if ranks.distributed:
+            per_batch += f" split over {ranks.world} processes"
+        ranks.log(progress,
+                  f"hafusion: {model.variant} configuration, {n} regions, views {', '.join(names)}, targets "
+                  f"{', '.join([*targets.relations, *targets.similarities])}, {count_parameters(net):,} parameters, "
+                  f"{epochs} epochs{per_batch}, device {ranks.device}")
+        model._net = net
+        model._train(net, inputs, targets, epochs, batch, ranks, progress)
+    return net

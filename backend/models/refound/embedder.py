@@ -57,6 +57,7 @@ import numpy as np
 from backend.errors import Cancelled, ConfigError, InputError
 from backend.io.outputs import replace_atomically
 from backend.models._base import Embedder, EmbedderParams, param
+from backend.models._training import Ranks, make_optimizer, run_data_parallel
 from backend.progress import Progress
 from backend.views._base import Views
 
@@ -170,6 +171,7 @@ class RefoundEmbedder(Embedder):
     min_views = 1
     Params = RefoundParams
     params: RefoundParams
+    distributed = True
     default_dim = 128
 
     def __init__(self, dim: int = 128, seed: int = 0, device: str = "auto", **params: Any) -> None:
@@ -340,15 +342,11 @@ class RefoundEmbedder(Embedder):
 
     # --------------------------------------------------------------------------------------- training
     def _fit(self, views: Views, progress: Progress) -> None:
-        import torch
-
-        from backend.device import resolve_device
-        from backend.models.refound.model import RefoundNet, count_parameters, make_config
+        from backend.models.refound.model import make_config
         from backend.models.refound.teachers import text_targets, vision_targets, visual_codebook, visual_tokens
 
         p = self.params
-        device = resolve_device(self.device)
-        self.device_used = device
+        device = self.resolve_device(refresh=True)
         self._pieces = self._categories = None
         self.meta = {}
         data = self.sample_set(views, p.use_grid, progress.sub("embed: refound (tokens)", 0.0, 0.05))
@@ -397,28 +395,22 @@ class RefoundEmbedder(Embedder):
                           "has_image": has_image, "has_pois": bool(data.tokens.n_pois.sum() > 0),
                           "n_samples": len(data), "n_regions": data.n_regions})
 
-        fork_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
-        with torch.random.fork_rng(devices=fork_devices):
-            torch.manual_seed(self.seed)
-            net = RefoundNet(cfg).to(device)
-            self._net = net
-            progress.log(
-                f"refound: {p.config} network, {count_parameters(net):,} parameters; {len(data):,} samples "
-                f"({data.n_regions:,} regions + {len(data) - data.n_regions:,} grid cells), "
-                f"{int(data.image_valid.sum()):,} with imagery; {len(self._pieces):,} word pieces, "
-                f"{len(self._categories):,} categories; objectives {', '.join(self.objectives())}; "
-                f"{self.steps} steps of {p.batch_size}; device {device}"
-            )
-            self._train(net, data, targets, device, progress.sub("embed: refound (pre-training)", 0.25, 0.95))
+        net = run_data_parallel(_train_rank, (self, cfg, data, targets), self.nproc, device,
+                                progress.sub("embed: refound (pre-training)", 0.25, 0.95))
+        self._net = net
         net.eval()
         self._fit_reduction(data, device)
         progress.update(0.97, "refound pre-trained")
 
-    def fingerprint(self, data: SampleSet, targets: dict[str, np.ndarray]) -> str:
-        """Hash of the parameters and the inputs: a checkpoint resumes only the same job."""
+    def fingerprint(self, data: SampleSet, targets: dict[str, np.ndarray], world: int = 1) -> str:
+        """Hash of the parameters and the inputs (and of the number of training processes when above 1): a
+        checkpoint resumes only the same job."""
         h = hashlib.sha256()
-        h.update(json.dumps({"params": asdict(self.params), "dim": self.dim, "seed": self.seed,
-                             "network": self.meta.get("network")}, sort_keys=True).encode())
+        key: dict[str, Any] = {"params": asdict(self.params), "dim": self.dim, "seed": self.seed,
+                               "network": self.meta.get("network")}
+        if world > 1:
+            key["world"] = world
+        h.update(json.dumps(key, sort_keys=True).encode())
         for arr in (data.tokens.ids, data.tokens.grid, data.image_valid):
             h.update(np.ascontiguousarray(arr).tobytes())
         if data.chips is not None:
@@ -439,28 +431,27 @@ class RefoundEmbedder(Embedder):
             folder = root / "refound" / "checkpoints"
         return folder / f"refound-{fingerprint}.pt"
 
-    def _train(self, net: RefoundNet, data: SampleSet, targets: dict[str, np.ndarray], device: str,
+    def _train(self, net: RefoundNet, data: SampleSet, targets: dict[str, np.ndarray], ranks: Ranks,
                progress: Progress) -> None:
         import torch
 
         p = self.params
+        device = ranks.device
         steps = self.steps
         lr = p.learning_rate or DEFAULT_LR[p.config]
         decay, no_decay = [], []
         for name, weight in net.named_parameters():
             (no_decay if weight.ndim < 2 or "norm" in name.lower() else decay).append(weight)
         groups = [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        try:  # the fused kernel: one pass over all parameters (several times faster on a CPU)
-            opt = torch.optim.AdamW(groups, lr=lr, fused=True)
-        except (RuntimeError, TypeError):
-            opt = torch.optim.AdamW(groups, lr=lr)
+        # the fused kernel: one pass over all parameters (several times faster on a CPU)
+        opt = make_optimizer("adamw", groups, lr, fused=True)
         warm = max(1, int(round(p.warmup * steps)))
 
         def rate(step: int) -> float:
             return (step + 1) / warm if step < warm else max(0.0, (steps - step) / max(1, steps - warm))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, rate)
-        ckpt = self._checkpoint_path(self.fingerprint(data, targets))
+        ckpt = self._checkpoint_path(self.fingerprint(data, targets, ranks.world))  # every rank resumes; rank 0 writes
         self.loss_terms = {}
         self.history = []
         start = 0
@@ -474,28 +465,30 @@ class RefoundEmbedder(Embedder):
                 self.history = [float(v) for v in state["history"].tolist()]
                 self.loss_terms = {k[len("terms."):]: [float(x) for x in v.tolist()]
                                    for k, v in state.items() if k.startswith("terms.")}
-                progress.log(f"refound: resumed from the checkpoint at step {start} ({ckpt}).")
+                ranks.log(progress, f"refound: resumed from the checkpoint at step {start} ({ckpt}).")
             except (OSError, RuntimeError, KeyError, ValueError) as exc:
-                progress.log(f"refound: checkpoint {ckpt} unreadable ({exc}); training from the start.")
+                ranks.log(progress, f"refound: checkpoint {ckpt} unreadable ({exc}); training from the start.")
                 start = 0
         self.resumed_from = start
         tensors = self._tensors(data, targets, device)
         autocast = device.startswith("cuda") and p.mixed_precision
         t0 = time.perf_counter()
         step = start
+        run = ranks.wrap(net, find_unused=True)  # objectives without inputs in a step leave their heads out
+        watch = progress.watch(net) if ranks.main else contextlib.nullcontext()
         try:
-            with progress.watch(net):  # a step of the full configuration can take seconds on a CPU
+            with watch:  # a step of the full configuration can take seconds on a CPU
                 for step in range(start, steps):
-                    progress.poll(step / steps)
+                    ranks.check(progress, step / steps)
                     net.train()
-                    terms = self._step(net, tensors, step, autocast)
+                    terms = run(self._step, tensors, step, autocast, ranks)
                     loss = terms.pop("_loss")
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
                     opt.step()
                     sched.step()
-                    total = float(loss.detach())
+                    total = ranks.mean(float(loss.detach()))
                     if not math.isfinite(total):
                         raise InputError(f"ReFound's training loss became {total} at step {step + 1}; try a lower "
                                          "learning_rate.")
@@ -503,11 +496,11 @@ class RefoundEmbedder(Embedder):
                     for k, v in terms.items():
                         self.loss_terms.setdefault(k, []).append(v)
                     if (step + 1) % 5 == 0 or step + 1 == steps:
-                        progress.update((step + 1) / steps, f"step {step + 1}/{steps}, loss {total:.3f}")
-                    if ckpt is not None and (step + 1) % p.checkpoint_every == 0 and step + 1 < steps:
+                        ranks.report(progress, (step + 1) / steps, f"step {step + 1}/{steps}, loss {total:.3f}")
+                    if ckpt is not None and ranks.main and (step + 1) % p.checkpoint_every == 0 and step + 1 < steps:
                         self._save_checkpoint(ckpt, net, opt, sched, step + 1)
         except Cancelled:
-            if ckpt is not None and step > start:
+            if ckpt is not None and ranks.main and step > start:
                 self._save_checkpoint(ckpt, net, opt, sched, len(self.history))
                 progress.log(f"refound: cancelled at step {len(self.history)}; a rerun resumes from {ckpt}.")
             raise
@@ -515,7 +508,7 @@ class RefoundEmbedder(Embedder):
         self.train_seconds = time.perf_counter() - t0
         done = steps - start
         self.samples_per_second = done * p.batch_size / self.train_seconds if self.train_seconds > 0 else 0.0
-        if ckpt is not None and ckpt.is_file():
+        if ckpt is not None and ranks.main and ckpt.is_file():
             ckpt.unlink(missing_ok=True)
 
     def _save_checkpoint(self, path: Path, net: Any, opt: Any, sched: Any, step: int) -> None:
@@ -586,14 +579,20 @@ class RefoundEmbedder(Embedder):
         batch["image_valid"] = image_valid
         return batch
 
-    def _step(self, net: RefoundNet, t: dict[str, Any], step: int, autocast: bool) -> dict[str, Any]:
-        """Loss of one pre-training step; ``_loss`` is the tensor, the rest floats per objective."""
+    def _step(self, net: RefoundNet, t: dict[str, Any], step: int, autocast: bool,
+              ranks: Ranks | None = None) -> dict[str, Any]:
+        """Loss of one pre-training step; ``_loss`` is the tensor, the rest floats per objective.
+
+        In data-parallel training every rank draws the step's whole batch and its masks (as one process would)
+        and computes the losses of its shard of the batch.
+        """
         import torch
 
         from backend.models.refound import losses
         from backend.models.refound.masking import cmsa_labels, mask_patches, mask_tokens
 
         p = self.params
+        ranks = ranks or Ranks()
         device = t["device"]
         cfg = net.cfg
         idx = torch.from_numpy(self._batch_index(step, t["n"]))
@@ -610,6 +609,15 @@ class RefoundEmbedder(Embedder):
         if use_image and (p.masked_image or p.alignment):
             patch_mask = mask_patches(len(idx), cfg.n_patches, gen).to(device)
             patch_mask &= image_valid[:, None]
+        if ranks.distributed:  # this rank's samples of the batch
+            own = ranks.shard(torch.arange(len(idx)))
+            idx = idx[own]
+            batch = {k: v[own.to(v.device)] for k, v in batch.items()}
+            image_valid = batch["image_valid"]
+            ids = ids[own.to(ids.device)]
+            labels = None if labels is None else labels[own.to(labels.device)]
+            patch_mask = None if patch_mask is None else patch_mask[own.to(patch_mask.device)]
+            use_image = bool(image_valid.any()) and "visual_tokens" in t
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
         terms: dict[str, Any] = {}
         parts: list[torch.Tensor] = []
@@ -645,6 +653,8 @@ class RefoundEmbedder(Embedder):
                 parts.append(losses.similarity_kl(poi_vec.float(), img_vec.float(), t["image"][idx].to(device),
                                                   weight=w_img))
                 terms["distill_similarity"] = parts[-1]
+        if not parts and ranks.distributed:  # nothing to learn from in this rank's shard: a zero loss
+            parts.append(out.poi_cls.float().sum() * 0.0)
         if not parts:
             raise InputError("refound: none of the switched-on objectives applies to these inputs (e.g. only image "
                              "objectives but no imagery).")
@@ -662,8 +672,6 @@ class RefoundEmbedder(Embedder):
 
     def _embed_regions(self, views: Views, progress: Progress, both: bool = False) -> np.ndarray:
         """Width-d vectors (``both``: N x 2 x W [CLS] outputs) of the regions of ``views``, frozen network."""
-        from backend.device import resolve_device
-
         self._check_views(views)
         trained_raster = self.meta.get("raster")
         if trained_raster and views.chips and trained_raster not in views.chips:
@@ -672,7 +680,7 @@ class RefoundEmbedder(Embedder):
             progress.log("refound: no imagery in these inputs; regions embed from their POIs alone.")
         data = self.sample_set(views, False, progress.sub("embed: refound (tokens)", 0.0, 0.2))
         self.meta["raster"] = trained_raster
-        device = self.device_used or resolve_device(self.device)
+        device = self.resolve_device()
         net = self.network.to(device)
         return self._vectors(net, data, len(data), device, progress=progress.sub("embed: refound (regions)", 0.2, 1.0),
                              both=both)
@@ -774,3 +782,24 @@ class RefoundEmbedder(Embedder):
 
 #: Parameters stored once: key -> the key it shares its tensor with.
 _TIED = {"mlm.decoder.weight": "piece.weight"}
+
+
+def _train_rank(ranks: Ranks, job: tuple[Any, ...], progress: Progress) -> RefoundNet:
+    """Build and pre-train the network on one rank (all of it in one process); returns the network."""
+    from backend.models._training import seeded
+    from backend.models.refound.model import RefoundNet, count_parameters
+
+    model, cfg, data, targets = job
+    p = model.params
+    with seeded(ranks.device, model.seed):
+        net = RefoundNet(cfg).to(ranks.device)
+        model._net = net
+        ranks.log(progress,
+                  f"refound: {p.config} network, {count_parameters(net):,} parameters; {len(data):,} samples "
+                  f"({data.n_regions:,} regions + {len(data) - data.n_regions:,} grid cells), "
+                  f"{int(data.image_valid.sum()):,} with imagery; {len(model._pieces):,} word pieces, "
+                  f"{len(model._categories):,} categories; objectives {', '.join(model.objectives())}; "
+                  f"{model.steps} steps of {p.batch_size}"
+                  + (f" split over {ranks.world} processes" if ranks.distributed else "") + f"; device {ranks.device}")
+        model._train(net, data, targets, ranks, progress)
+    return net

@@ -1,0 +1,133 @@
+"""Data-parallel training (backend/models/_distributed.py) with 2 CPU processes (gloo) on a slice of the sample
+city: the same seed gives the single-process loss curve (CaLLiPer and CooKIE to float precision, since their
+contrastive losses are computed over the all-gathered batch; ReFound within 3 %, HAFusion ``scalable`` within
+15 %, as their shards see fewer regions in attention and pair terms), the model rank 0 returns saves and
+loads in one process, a cancel stops every rank, and the configuration key and CLI flag reach the methods."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backend.cli import main as cli_main
+from backend.config import config_from_dict
+from backend.errors import Cancelled, ConfigError
+from backend.io.city import CityData
+from backend.models import get_embedder, load_embedder
+from backend.models._distributed import Ranks, check_nproc_device, run_data_parallel
+from backend.pipeline import _make_methods
+from backend.progress import Progress
+from backend.views import Views, build_views
+from tests.backend.models.tiny_city import (
+    SHORT_RUNS,
+    fast_training,  # noqa: F401  (a fixture)
+)
+
+pytestmark = pytest.mark.usefixtures("fast_training")
+
+#: Largest relative difference per epoch (step) between the 2-process and the 1-process loss curve.
+TOLERANCE = {"calliper": 1e-5, "cookie": 1e-5, "refound": 0.03, "hafusion": 0.15}
+#: CaLLiPer without dropout: the two runs then draw no different random numbers at all.
+OVERRIDES = {"calliper": {"dropout": 0.0}}
+
+
+
+
+@pytest.fixture(scope="module")
+def sf_slice(sf_city: CityData) -> Views:
+    """40 block groups of the sample city with their POIs (counts, points, names) and image statistics."""
+    views = build_views(sf_city, report=[])
+    rows = np.arange(40)
+    ids = views.region_ids[rows]
+    keep = set(map(str, ids))
+    pts = views.poi_points
+    return Views(region_ids=ids, tables={k: v.loc[ids] for k, v in views.tables.items()},
+                 poi_points=pts[pts["region_id"].astype(str).isin(keep)].copy(), centroids=views.centroids[rows],
+                 geometry=views.geometry.iloc[rows])
+
+
+@pytest.mark.parametrize("method", ["calliper", "cookie", "hafusion", "refound"])
+def test_two_processes_follow_the_single_process_loss_curve(method: str, sf_slice: Views, tmp_path: Path) -> None:
+    kw = {**SHORT_RUNS[method], **OVERRIDES.get(method, {})}
+    if method == "cookie":
+        kw["modalities"] = "poi,image"
+    one = get_embedder(method, **kw).fit(sf_slice)
+    progress = Progress()
+    two = get_embedder(method, nproc=2, **kw).fit(sf_slice, progress)
+    assert any("2 processes (gloo" in m for m in progress.log_messages)
+    h1, h2 = np.asarray(one.history), np.asarray(two.history)
+    assert h1.shape == h2.shape and np.isfinite(h2).all()
+    assert np.max(np.abs(h2 - h1) / np.abs(h1)) <= TOLERANCE[method]
+    if TOLERANCE[method] > 1e-3:  # sharded: the curves differ, but not by nothing
+        assert not np.allclose(h1, h2, rtol=1e-6)
+    assert not multiprocessing.active_children()
+
+    want = two.transform(sf_slice).to_numpy()
+    loaded = load_embedder(str(two.save(tmp_path / method)))  # saved by rank 0, loaded in this one process
+    np.testing.assert_allclose(loaded.transform(sf_slice).to_numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_cancel_reaches_every_rank(sf_slice: Views) -> None:
+    seen: list[str] = []
+
+    def cancel_on_first_epoch(stage: str, fraction: float, message: str) -> None:
+        seen.append(message)
+        if "epoch" in message:
+            progress.cancel()
+
+    progress = Progress(callback=cancel_on_first_epoch)
+    kw = {**SHORT_RUNS["cookie"], "modalities": "poi,image", "stage1_epochs": 50, "stage2_epochs": 50}
+    model = get_embedder("cookie", nproc=2, **kw)
+    with pytest.raises(Cancelled):
+        model.fit(sf_slice, progress)
+    assert len(model.history) < 5  # stopped at the next batch, not after 100 epochs
+    assert not multiprocessing.active_children()  # the helper rank left too
+
+
+def _rank_sum(ranks: Ranks, job: int, progress: Progress) -> list[float]:
+    """Every rank contributes rank + job; rank 0 also reports its shard of a batch of 5."""
+    return [ranks.mean(float(ranks.rank + job)) * ranks.world, float(len(ranks.shard(np.arange(5))))]
+
+
+def test_runner_in_one_and_two_processes() -> None:
+    assert run_data_parallel(_rank_sum, 10, 1, "cpu", Progress()) == [10.0, 5.0]
+    assert run_data_parallel(_rank_sum, 10, 2, "cpu", Progress()) == [21.0, 3.0]  # 10 + 11; positions 0, 2, 4
+    assert Ranks(rank=1, world=2).gathered_order(5).tolist() == [0, 2, 4, 1, 3]
+
+
+def test_devices_data_parallel_training_does_not_run_on() -> None:
+    more_than_gpus = max(2, torch.cuda.device_count() + 1)
+    with pytest.raises(ConfigError, match="one process per GPU"):
+        run_data_parallel(_rank_sum, 0, more_than_gpus, "cuda", Progress())
+    with pytest.raises(ConfigError, match="one process per GPU"):  # what the pipeline checks before any work
+        check_nproc_device(more_than_gpus, "cuda")
+    with pytest.raises(ConfigError, match="not on 'mps'"):
+        run_data_parallel(_rank_sum, 0, 2, "mps", Progress())
+    check_nproc_device(2, "cpu")
+    check_nproc_device(1, "mps")  # one process: any device
+
+
+def test_configuration_key_and_cli_flag(sf_config_dict: dict, sf_dir: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = config_from_dict({**sf_config_dict, "nproc": 2,
+                            "methods": [{"name": "cookie"}, {"name": "calliper", "ensemble": 2}]}, base_dir=sf_dir)
+    assert cfg.nproc == 2
+    cookie, calliper = _make_methods(cfg, "cpu")
+    assert cookie.nproc == 2 and [m.nproc for m in calliper.members] == [2, 2]
+    assert config_from_dict(sf_config_dict, base_dir=sf_dir).nproc == 1  # the default
+    for bad in (0, 65, "2", 1.5):
+        with pytest.raises(ConfigError, match="nproc"):
+            config_from_dict({**sf_config_dict, "nproc": bad}, base_dir=sf_dir)
+    data = dict(sf_config_dict, output_dir=str(tmp_path / "out"))
+    for key in ("regions", "pois"):
+        data[key] = dict(data[key], path=str(sf_dir / data[key]["path"]))
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({k: v for k, v in data.items() if k in ("output_dir", "regions", "pois")}))
+    assert cli_main(["run", str(config), "--nproc", "0"]) == 2
+    assert "'--nproc' must lie between 1 and 64" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

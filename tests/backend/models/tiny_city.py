@@ -99,10 +99,10 @@ def fast_training(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     """One torch thread, the hash text encoder, the tiny ReFound network, caches under tmp_path."""
     import torch
 
-    from backend.models.calliper import text as text_mod
+    from backend.encoders import text as text_mod
     from backend.models.refound import model as refound_model
 
-    monkeypatch.setattr(text_mod, "_load_encoder", lambda name, device: HashEncoder())
+    monkeypatch.setattr(text_mod, "load_text_encoder", lambda name, device: HashEncoder())
     monkeypatch.setitem(refound_model.PRESETS, "small", TINY_REFOUND)
     monkeypatch.setenv("REGIONLENS_CACHE_DIR", str(tmp_path / "cache"))
     before = torch.get_num_threads()

@@ -11,7 +11,11 @@ numpy, Qt, QGIS or anything from ``backend/``.
 - the label-name rule: :data:`LABEL_NAME_PATTERN`, :func:`label_name` (a short, readable output column
   prefix from a field or layer title) and :func:`is_label_field` (which fields may be offered as labels
   to predict: never id-like or geometry-derived ones);
-- label units: :func:`label_units` (the words legends and the metrics dialog show).
+- label units: :func:`label_units` (the words legends and the metrics dialog show);
+- prediction columns: :data:`OBS_SUFFIX` ... :data:`HI_SUFFIX` and the default interval coverage;
+- run files: the report (:data:`REPORT_HTML`), the cluster cards (:data:`CLUSTER_CARDS_JSON`), the
+  leaderboard chart (:data:`LEADERBOARD_PNG`);
+- find similar regions: the layer and its columns (:data:`SIMILARITY_LAYER` ...), the default top N.
 """
 
 from __future__ import annotations
@@ -32,6 +36,25 @@ __all__ = [
     "label_name",
     "is_label_field",
     "label_units",
+    "OBS_SUFFIX",
+    "PRED_SUFFIX",
+    "RES_SUFFIX",
+    "LO_SUFFIX",
+    "HI_SUFFIX",
+    "PREDICTION_SUFFIXES",
+    "DEFAULT_COVERAGE",
+    "COVERAGE_RANGE",
+    "REPORT_HTML",
+    "CLUSTER_CARDS_JSON",
+    "CLUSTER_CARD_FEATURES",
+    "CLUSTER_CARD_EXAMPLES",
+    "LEADERBOARD_PNG",
+    "SIMILARITY_LAYER",
+    "SIMILARITY_FIELD",
+    "SIMILAR_TOP_FIELD",
+    "SIMILAR_CHOSEN_FIELD",
+    "SIMILAR_TOP_N",
+    "SIMILAR_GPKG",
 ]
 
 # ------------------------------------------------------------------------------------------- clusters
@@ -83,7 +106,7 @@ def cluster_colours(k: int) -> list[str]:
 
 # ----------------------------------------------------------------------------------------- labels
 
-#: Longest label name; output columns add ``_pred``, ``_obs``, ``_res``.
+#: Longest label name; output columns add ``_pred``, ``_obs``, ``_res``, ``_lo``, ``_hi``.
 LABEL_NAME_MAX = 31
 #: A valid label name: a letter, then letters, digits or underscores.
 LABEL_NAME_PATTERN = re.compile(rf"[A-Za-z][A-Za-z0-9_]{{0,{LABEL_NAME_MAX - 1}}}")
@@ -187,3 +210,44 @@ def label_units(target: str, log1p: bool = False, per_field: str | None = None) 
     else:
         units = _TARGET_UNITS.get(target, target)
     return f"log1p({units})" if log1p else units
+
+
+# ------------------------------------------------------------------------------------ predictions
+
+#: Columns of a ``predictions`` layer per label: ``<label>_obs`` (observed), ``_pred`` (out-of-fold predicted),
+#: ``_res`` (observed minus predicted), ``_lo`` / ``_hi`` (the prediction interval at the run's coverage);
+#: all in the label's own units.
+OBS_SUFFIX, PRED_SUFFIX, RES_SUFFIX, LO_SUFFIX, HI_SUFFIX = "_obs", "_pred", "_res", "_lo", "_hi"
+#: Every suffix of a prediction column, in the order the layer holds them.
+PREDICTION_SUFFIXES = (OBS_SUFFIX, PRED_SUFFIX, RES_SUFFIX, LO_SUFFIX, HI_SUFFIX)
+#: Nominal coverage of the prediction intervals (``[prediction] coverage``; see docs/analysis.md).
+DEFAULT_COVERAGE = 0.9
+#: Accepted range (inclusive) of the coverage.
+COVERAGE_RANGE = (0.5, 0.99)
+
+# ------------------------------------------------------------------------------------------ run files
+
+#: The self-contained HTML report of a run, in the run folder.
+REPORT_HTML = "report.html"
+#: Cluster cards of every method of a run, in the run folder: ``{method: {cluster id: {"name", "size",
+#: "features": [{"feature", "mean", "zscore"}], "examples": [region ids]}}}`` (docs/protocol.md).
+CLUSTER_CARDS_JSON = "clusters.json"
+#: Defining features (largest |z-score|) and example regions (nearest the cluster's mean embedding) per card.
+CLUSTER_CARD_FEATURES, CLUSTER_CARD_EXAMPLES = 5, 5
+#: Bar chart of R2 per method and label (error bars: std over repeats), in the run's ``figures/`` folder.
+LEADERBOARD_PNG = "leaderboard.png"
+
+# ------------------------------------------------------------------------------------ similar regions
+
+#: Layer written by the ``similar`` job (backend/jobs.py) and ``regionlens:similar``.
+SIMILARITY_LAYER = "similarity"
+#: Cosine similarity (-1..1) of the region's centred embedding to the mean of the chosen regions'.
+SIMILARITY_FIELD = "similarity"
+#: 1 for the N most similar regions (the chosen ones excluded), else 0.
+SIMILAR_TOP_FIELD = "top_n"
+#: 1 for the chosen regions, else 0.
+SIMILAR_CHOSEN_FIELD = "chosen"
+#: Default N of :data:`SIMILAR_TOP_FIELD`.
+SIMILAR_TOP_N = 10
+#: Default output file of the ``similar`` job, in the run folder.
+SIMILAR_GPKG = "similar.gpkg"

@@ -30,7 +30,7 @@ __all__ = ["RunResult", "run_pipeline", "package_versions"]
 
 METRIC_COLUMNS = [
     "method", "label", "target", "units", "model", "protocol", "n_regions",
-    "mae_mean", "mae_std", "rmse_mean", "rmse_std", "r2_mean", "r2_std", "combination",
+    "mae_mean", "mae_std", "rmse_mean", "rmse_std", "r2_mean", "r2_std", "combination", "coverage", "interval_width",
 ]
 
 
@@ -48,6 +48,8 @@ class RunResult:
     primary_method: str
     layers: list[str]
     report: list[str] = field(default_factory=list)
+    report_html: str = ""  # the run's report.html
+    cluster_cards: str = ""  # the run's clusters.json ("" without clusters)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form for the worker's result event."""
@@ -90,7 +92,8 @@ def _make_methods(cfg: RunConfig, device: str) -> list[Any]:
     if "fusion" in {m.name for m in methods} and len(methods) == 1 and not cfg.pois and not cfg.rasters \
             and not cfg.od and not cfg.landuse:
         raise InputError("fusion combines the run's other methods and raw views; add another method or inputs.")
-    return sorted(methods, key=lambda m: m.name != "fusion")
+    first = cfg.primary if cfg.primary not in ("auto", "best") else "fusion"
+    return sorted(methods, key=lambda m: m.name != first)
 
 
 def model_params(methods: list[Any], name: str) -> Any:
@@ -158,6 +161,8 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
     from backend.tasks.clustering import cluster, cluster_names, cluster_profiles, profile_features
     from backend.tasks.context import SpatialContext, parse_context
     from backend.tasks.fusion import evaluate_fusion, select_rows
+    from backend.tasks.intervals import add_interval_columns
+    from backend.tasks.leaderboard import best_method
     from backend.tasks.prediction import evaluate_ensemble, evaluate_label
     from backend.tasks.targets import make_target
     from backend.views.build import build_views
@@ -295,7 +300,8 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
                     job += 1
                     cv = {"models": tuple(cfg.prediction.models), "folds": cfg.prediction.folds,
                           "repeats": cfg.prediction.repeats, "spatial": cfg.prediction.spatial, "seed": cfg.seed,
-                          "progress": sub}
+                          "progress": sub, "coverage": cfg.prediction.coverage,
+                          "interval_model": cfg.prediction.write_model}
                     y, coords = target.y.to_numpy(), np.asarray(views.centroids)[rows]
                     combination: dict[str, str] = {}
                     if name == "fusion":
@@ -323,8 +329,15 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
                     frame[f"{spec.name}_obs"] = raw.astype(float)
                     frame[f"{spec.name}_pred"] = pred
                     frame[f"{spec.name}_res"] = raw.astype(float) - pred
+                    frame = add_interval_columns(frame, spec.name, result, cfg.prediction.write_model, target, keep)
+                    predictions[name] = frame
                     obs_pred[name][spec.name] = (target.y.to_numpy(), pred_model.to_numpy())
         timed("predict", t0)
+        if cfg.primary == "best" and cfg.prediction is not None:  # by the run's cross-validated R2 only
+            primary = best_method(metric_rows, [m.name for m in methods], cfg.prediction.write_model) or primary
+            methods.sort(key=lambda m: m.name != primary)
+            embeddings = {m.name: embeddings[m.name] for m in methods}
+            progress.log(f"primary method: {primary} (highest mean cross-validated R2 of the run)")
 
         # Outputs
         t0 = time.perf_counter()

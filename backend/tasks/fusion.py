@@ -207,12 +207,16 @@ def evaluate_fusion(
     inner_folds: int = INNER_FOLDS,
     progress: Progress | None = None,
     plans: Mapping[str, Sequence[np.ndarray]] | None = None,
+    coverage: float | None = None,
+    interval_model: str | None = None,
 ) -> tuple[PredictionResult, dict[str, FusionChoices]]:
     """Out-of-fold scores of fusion, on the same folds as :func:`~backend.tasks.prediction.evaluate_label`.
 
     Args:
         blocks: Block name -> N x d_b feature matrix (finite), or a seed ensemble's member matrices.
         plans: Fold plans to use instead of the shuffled/spatial ones (e.g. the public code's folds).
+        coverage, interval_model: CV+ intervals (as :func:`~backend.tasks.prediction.cross_validate`); their
+            inner fits choose their own stacking weights and are not recorded in the choices.
         Others: as :func:`~backend.tasks.prediction.evaluate_label`.
 
     Returns:
@@ -236,7 +240,10 @@ def evaluate_fusion(
         fp = fusion_fit_predict(blocks, ya, inner_folds, record)
         # each protocol its own share of the progress range, so the bar never steps back
         sub = None if progress is None else progress.sub(protocol, i / len(plans), (i + 1) / len(plans))
-        result_parts.append(cross_validate(fp, ya, {protocol: protocol_plans}, models, sub, seed=seed))
+        unrecorded = fusion_fit_predict(blocks, ya, inner_folds) if coverage is not None else None
+        result_parts.append(cross_validate(fp, ya, {protocol: protocol_plans}, models, sub, seed=seed,
+                                           coverage=coverage, interval_model=interval_model,
+                                           interval_fit_predict=unrecorded))
         choices[protocol] = record
     return _merge(result_parts, models), choices
 
@@ -251,8 +258,12 @@ def _merge(parts: list[PredictionResult], models: Sequence[str]) -> PredictionRe
     order = {m: i for i, m in enumerate(models)}
     rows = rows.assign(_o=rows["model"].map(order)).sort_values("_o", kind="stable").drop(columns="_o")
     oof: dict[str, np.ndarray] = {}
+    intervals: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for p in parts:
         for m, v in p.oof.items():
             oof.setdefault(m, v)
+        for m, b in p.intervals.items():
+            intervals.setdefault(m, b)
     per = pd.concat([p.per_repeat for p in parts], ignore_index=True)
-    return PredictionResult(metrics=metrics_table(rows.to_dict("records")), oof=oof, per_repeat=per)
+    return PredictionResult(metrics=metrics_table(rows.to_dict("records")), oof=oof, per_repeat=per,
+                            intervals=intervals)

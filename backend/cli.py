@@ -81,12 +81,25 @@ def _run(cfg, quiet: bool, protect: tuple[str, ...] = ()) -> int:  # noqa: ANN00
     print(f"RegionLens finished on {result.device} in {result.seconds:.1f} s")
     print(f"  outputs:  {result.output_dir}")
     print(f"  layers:   {', '.join(result.layers)}")
+    _print_timings(result.run_json)
     shown = [m for m in result.metrics if m["model"] == "ridge"]
     if shown:
         print(f"  {'method':10s} {'label':12s} {'protocol':9s} {'R2 mean':>8s} {'R2 std':>7s}")
         for m in shown:
             print(f"  {m['method']:10s} {m['label']:12s} {m['protocol']:9s} {m['r2_mean']:8.3f} {m['r2_std']:7.3f}")
     return 0
+
+
+def _print_timings(run_json: str) -> None:
+    """Seconds per stage and per method (``timings_s`` of run.json)."""
+    try:
+        timings = json.loads(Path(run_json).read_text(encoding="utf-8")).get("timings_s", {})
+    except (OSError, ValueError):
+        return
+    print("  time per stage (s):")
+    for stage, seconds in timings.items():
+        name = f"embed: {stage[len('embed_'):]}" if stage.startswith("embed_") else stage
+        print(f"    {name:24s} {float(seconds):8.1f}")
 
 
 def _similar(args: argparse.Namespace) -> int:

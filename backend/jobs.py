@@ -4,8 +4,9 @@ ones) and on a saved model (apply it).
 The first two back the Processing algorithms ``regionlens:cluster`` and ``regionlens:predict`` and the
 worker actions of the same names; ``apply`` (worker action ``apply``) embeds another region layer with a
 model a run saved. The embedding layer is any polygon layer with an id field and numeric columns
-``emb_000`` ... (what a RegionLens run writes); ``similar`` also takes a run folder and one of its methods. Each job writes one new GeoPackage atomically (a
-temporary file renamed into place) and never replaces an existing file unless asked to.
+``emb_000`` ... (what a RegionLens run writes); ``similar`` also takes a run folder and one of its methods.
+Each job writes one new GeoPackage atomically (a temporary file renamed into place) and never replaces an
+existing file unless asked to.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from backend.device import resolve_device
 from backend.errors import ConfigError, InputError
 from backend.io.outputs import GPKG_NAME, OutputFolder, write_json, write_layer, write_table
 from backend.progress import Progress
-from regionlens_common import CLUSTER_NAME_FIELD
+from regionlens_common import CLUSTER_CARDS_JSON, CLUSTER_NAME_FIELD, REPORT_HTML
 
 __all__ = ["RunResult", "run_pipeline", "package_versions"]
 
@@ -166,6 +166,7 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
     from backend.tasks.prediction import evaluate_ensemble, evaluate_label
     from backend.tasks.targets import make_target
     from backend.views.build import build_views
+    from backend.viz.report import plot_run_figures, write_cluster_cards, write_report
 
     progress = progress or Progress()
     t_start = time.perf_counter()
@@ -396,7 +397,11 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
                 if model.history:
                     figures.append(str(plot_training_loss(model.history,
                                                           out.path("figures", f"training_loss{sfx}.png"))))
+            figures += plot_run_figures(out.path("figures", "x").parent, metric_rows, cfg.prediction and
+                                        cfg.prediction.write_model, primary, clusters.get(primary),
+                                        predictions[primary], geometry, city.crs, label_units)
             figures = [str(out.final_path(*Path(f).relative_to(out.staging).parts)) for f in figures]
+        cards = write_cluster_cards(out.path(CLUSTER_CARDS_JSON), clusters, embeddings, views.region_ids)
         timed("write", t0)
 
         seconds = round(time.perf_counter() - t_start, 3)
@@ -424,6 +429,7 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
             "fusion": fusion_choices,
         }
         write_json(manifest, out.path("run.json"))
+        write_report(out.staging)
         final = out.commit()
         progress.update(1.0, f"outputs in {final}")
 
@@ -438,4 +444,6 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
         primary_method=primary,
         layers=layers,
         report=report,
+        report_html=str(final / REPORT_HTML),
+        cluster_cards="" if cards is None else str(final / CLUSTER_CARDS_JSON),
     )

@@ -13,8 +13,10 @@ and its prediction ``mu_kl(x_i)`` of the held-out region ``i`` give the ``2 * n_
 with ``alpha = 1 - coverage`` and ``n_train`` the rows outside fold ``k``: CV+ run on the outer training
 fold with the other outer folds as its inner folds. So the inner folds follow the outer protocol (spatial
 blocks stay whole), a model is shared by the pair ``{k, l}`` (``K (K - 1) / 2`` extra fits per repeat),
-and changing a held-out fold's labels changes none of its intervals. CV+ guarantees a coverage of at least
-``1 - 2 alpha`` for exchangeable regions and reaches ``1 - alpha`` in practice; spatially blocked folds
+and changing a held-out fold's labels changes none of its intervals. A predictor that chooses something on
+the outer training fold (fusion's stacking weights) exposes ``fit_predict.outer_fit(outer_train)``; its pair
+models are then fitted per direction (``K (K - 1)`` fits) with the choice made on fold ``k``'s training
+rows. CV+ guarantees a coverage of at least ``1 - 2 alpha`` for exchangeable regions and reaches ``1 - alpha`` in practice; spatially blocked folds
 measure how the intervals hold where the regions are not exchangeable (docs/analysis.md).
 
 Intervals are computed in model space (e.g. log1p density); the target's inverse is increasing, so they
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-
 from typing import Any
 
 import numpy as np
@@ -83,15 +84,20 @@ def cv_plus(
         return None
     n = len(ya)
     alpha = 1.0 - coverage
-    pair_pred: dict[tuple[int, int], np.ndarray] = {}
+    outer_fit = getattr(fit_predict, "outer_fit", None)
+    pair_pred: dict[tuple[int, int], np.ndarray] = {}  # (held-out fold, inner fold) -> predictions on both
     for i, a in enumerate(folds):
         for b in folds[i + 1:]:
             test = (fold_of == a) | (fold_of == b)
-            full = np.full(n, np.nan)
-            full[test] = fit_predict(model_name, seed, ~test, test)
-            pair_pred[(a, b)] = pair_pred[(b, a)] = full
-            if tick is not None:
-                tick()
+            for held, inner in ((a, b), (b, a)) if outer_fit is not None else ((a, b),):
+                fit = outer_fit(fold_of != held) if outer_fit is not None else fit_predict
+                full = np.full(n, np.nan)
+                full[test] = fit(model_name, seed, ~test, test)
+                pair_pred[(held, inner)] = full
+                if outer_fit is None:
+                    pair_pred[(inner, held)] = full
+                if tick is not None:
+                    tick()
     lower = np.full(n, np.nan)
     upper = np.full(n, np.nan)
     for k in folds:

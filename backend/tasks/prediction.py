@@ -451,7 +451,6 @@ def cross_validate(
     seed: int = 0,
     coverage: float | None = None,
     interval_model: str | None = None,
-    interval_fit_predict: FitPredict | None = None,
 ) -> PredictionResult:
     """Out-of-fold scores of every model under the given fold plans (see :func:`fold_plans`).
 
@@ -461,8 +460,8 @@ def cross_validate(
     (for a single plan of another name, that plan's). Repeat ``r`` fits its models with seed ``seed + r``.
 
     With ``coverage``, ``interval_model`` (default: the first model) also gets CV+ intervals on every plan
-    (:func:`backend.tasks.intervals.cv_plus`, fitted with ``interval_fit_predict``, default ``fit_predict``):
-    the metrics' ``coverage`` and ``interval_width`` and :attr:`PredictionResult.intervals`.
+    (:func:`backend.tasks.intervals.cv_plus`): the metrics' ``coverage`` and ``interval_width`` and
+    :attr:`PredictionResult.intervals`.
 
     Raises:
         Cancelled: If ``progress`` is cancelled.
@@ -474,11 +473,11 @@ def cross_validate(
     models = list(models)
     if coverage is not None and interval_model is None:
         interval_model = models[0]
-    interval_fit_predict = interval_fit_predict or fit_predict
     n_folds = {p: int(max(fp.max() for fp in plans_)) + 1 for p, plans_ in plans.items()}
     total = sum(len(models) * len(fp) * n_folds[p] for p, fp in plans.items())
     if coverage is not None:
-        total += sum(len(fp) * n_folds[p] * (n_folds[p] - 1) // 2 for p, fp in plans.items())
+        per_pair = 2 if hasattr(fit_predict, "outer_fit") else 1  # fits per pair of folds (1: shared)
+        total += sum(len(fp) * n_folds[p] * (n_folds[p] - 1) * per_pair // 2 for p, fp in plans.items())
     total = max(1, total)
     oof_protocol = "shuffled" if "shuffled" in plans else next(iter(plans))
     done = 0
@@ -514,7 +513,7 @@ def cross_validate(
                 s = regression_metrics(ya, pred)
                 scores.append(s)
                 if coverage is not None and model_name == interval_model:
-                    bounds = cv_plus(interval_fit_predict, ya, fold_of, model_name, seed + r, coverage, tick)
+                    bounds = cv_plus(fit_predict, ya, fold_of, model_name, seed + r, coverage, tick)
                     if bounds is not None:
                         interval_rows.append(interval_scores(ya, *bounds))
                         bounds_sum += np.vstack(bounds)

@@ -214,3 +214,15 @@ def cancel_after() -> Callable[[int], Progress]:
     Tests count the units of work done before the check that raised (no wall-clock assertions).
     """
     return lambda n: Progress(cancel_event=CountingCancel(n))
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The quick demo (baseline, 3 folds, 1 repeat, every label, 90 % intervals, primary = "best") run once per
+    session: its :class:`backend.pipeline.RunResult`. Treat its folder as read-only."""
+    from backend.demo import demo_config
+    from backend.pipeline import run_pipeline
+
+    cfg = demo_config(tmp_path_factory.mktemp("quick") / "run", quick=True)
+    cfg.primary = "best"
+    return run_pipeline(cfg)

@@ -90,6 +90,21 @@ def test_pipeline_saves_the_model_and_apply_embeds_a_new_layer(calliper_run: Pat
                        "output": str(out)})
 
 
+def test_similar_regions_in_another_city_embedded_by_apply(calliper_run: Path, tmp_path: Path) -> None:
+    from backend.jobs import run_similar_job
+
+    applied = tmp_path / "grid.gpkg"
+    run_apply_job({"model": str(calliper_run / "models" / "calliper"), "id_field": "cell", "output": str(applied),
+                   "regions": str(grid_layer(tmp_path / "grid.geojson"))})
+    res = run_similar_job({"run": str(applied), "ids": ["c0"], "top": 2})
+    assert res["output"] == str(tmp_path / "grid_similar.gpkg") and res["n_regions"] == 6
+    sim = gpd.read_file(res["output"], layer="similarity").set_index("region_id")
+    assert sim.loc["c0", "chosen"] == 1 and sim["top_n"].sum() == 2 and sim.loc["c0", "top_n"] == 0
+    assert sim.loc["c0", "similarity"] == pytest.approx(1.0)
+    with pytest.raises(InputError, match="Unknown region ids: GEO1"):
+        run_similar_job({"run": str(applied), "ids": ["GEO1"], "output": str(tmp_path / "x.gpkg")})
+
+
 def test_apply_reproduces_the_run_embeddings_of_the_same_regions(calliper_run: Path, tmp_path: Path) -> None:
     run_emb = gpd.read_file(calliper_run / "regionlens.gpkg", layer="embeddings").set_index("region_id")
     blocks = gpd.read_file(SAMPLE_DIR / "sf_block_groups_crime_pop.geojson").iloc[[3, 50, 400]]

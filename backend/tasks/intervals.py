@@ -16,8 +16,9 @@ blocks stay whole), a model is shared by the pair ``{k, l}`` (``K (K - 1) / 2`` 
 and changing a held-out fold's labels changes none of its intervals. A predictor that chooses something on
 the outer training fold (fusion's stacking weights) exposes ``fit_predict.outer_fit(outer_train)``; its pair
 models are then fitted per direction (``K (K - 1)`` fits) with the choice made on fold ``k``'s training
-rows. CV+ guarantees a coverage of at least ``1 - 2 alpha`` for exchangeable regions and reaches ``1 - alpha`` in practice; spatially blocked folds
-measure how the intervals hold where the regions are not exchangeable (docs/analysis.md).
+rows. CV+ guarantees a coverage of at least ``1 - 2 alpha`` for exchangeable regions and reaches
+``1 - alpha`` in practice; spatially blocked folds measure how the intervals hold where the regions are not
+exchangeable (docs/analysis.md).
 
 Intervals are computed in model space (e.g. log1p density); the target's inverse is increasing, so they
 map to the label's units bound by bound.

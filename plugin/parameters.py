@@ -120,6 +120,7 @@ class RunChoices:
     folds: int = 5  # K of the K-fold cross-validation
     repeats: int = 3  # shuffled K-fold repeated over this many seeds
     spatial: bool = True  # also spatially blocked folds
+    coverage: float = common.DEFAULT_COVERAGE  # nominal coverage of the prediction intervals (<label>_lo, _hi)
     device: str = "auto"  # auto, cpu or cuda
     seed: int = 0  # random seed of every stage
     context: str = ""  # spatial context: a preset of the backend's ``context_presets`` ("" = none)
@@ -846,6 +847,7 @@ def to_run_config(
             "repeats": int(choices.repeats),
             "spatial": bool(choices.spatial),
             "write_model": models[0],
+            "coverage": float(choices.coverage),
         }
     else:
         config["prediction"] = None

@@ -25,12 +25,14 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterNumber,
     QgsProcessingUtils,
     QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
+from ..common import common
 from ..parameters import DEVICES, METHODS, PREDICTION_MODELS, TARGETS, LabelChoice, RunChoices, label_fields, label_name
 from ..tasks import PLUGIN_ROOT
 from ..worker_client import (
@@ -58,6 +60,7 @@ __all__ = [
     "ensure_methods",
     "input_folder",
     "check_label_fields",
+    "coverage_parameter",
     "label_name",
     "run_backend",
 ]
@@ -95,6 +98,15 @@ CANCEL_GRACE = 5.0
 STDERR_LINES = 10
 #: Error kinds that are the user's input, explained by the message alone (no stderr quoted).
 _INPUT_KINDS = frozenset({"input", "config", "output", "busy"})
+
+
+def coverage_parameter(name: str) -> QgsProcessingParameterNumber:
+    """The nominal coverage of the prediction intervals (``<label>_lo`` to ``<label>_hi``), as in the run dock."""
+    low, high = common.COVERAGE_RANGE
+    return QgsProcessingParameterNumber(
+        name, tr("Prediction interval coverage (0.9 = 90 % of regions inside their interval)"),
+        QgsProcessingParameterNumber.Type.Double, DEFAULTS.coverage, False, low, high,
+    )
 
 
 def tr(text: str) -> str:

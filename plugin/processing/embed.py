@@ -59,6 +59,7 @@ from ._base import (
     RegionLensAlgorithm,
     backend_python,
     check_label_fields,
+    coverage_parameter,
     input_folder,
     label_name,
     run_backend,
@@ -129,6 +130,7 @@ class EmbedAlgorithm(RegionLensAlgorithm):
     REPEATS = "REPEATS"
     MODELS = "MODELS"
     SPATIAL = "SPATIAL"
+    COVERAGE = "COVERAGE"
     METHOD_PARAMS = "METHOD_PARAMS"
     CONTEXT = "CONTEXT"
     ENSEMBLE = "ENSEMBLE"
@@ -233,6 +235,7 @@ class EmbedAlgorithm(RegionLensAlgorithm):
             QgsProcessingParameterBoolean(
                 self.SPATIAL, tr("Also evaluate with spatially blocked folds"), DEFAULTS.spatial
             ),
+            coverage_parameter(self.COVERAGE),
             QgsProcessingParameterString(
                 self.METHOD_PARAMS, tr('Method parameters (JSON, e.g. {"neighbourhood_m": 1000})'), optional=True
             ),
@@ -397,6 +400,7 @@ class EmbedAlgorithm(RegionLensAlgorithm):
                     "repeats": self.parameterAsInt(parameters, self.REPEATS, context),
                     "spatial": self.parameterAsBool(parameters, self.SPATIAL, context),
                     "write_model": models[0],
+                    "coverage": self.parameterAsDouble(parameters, self.COVERAGE, context),
                 }
                 if labels
                 else None

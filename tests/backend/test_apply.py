@@ -245,3 +245,32 @@ def test_a_saved_ensemble_describes_itself_like_a_single_model(fusion_run: Path)
     assert got["name"] == "calliper" and got["params"]["hidden"] == SMALL["hidden"]
     member = json.loads((fusion_run / "models" / "calliper" / "member_0" / "config.json").read_text())
     assert got["inputs"] == member["inputs"] and got["inputs"]["regions"]["required"] is True
+
+
+def test_primary_best_is_the_method_with_the_highest_cv_score(tmp_path: Path) -> None:
+    from backend.tasks.leaderboard import method_scores
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(text_mod, "_load_encoder", lambda name, device: FakeEncoder())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = demo_config(tmp_path / "run", quick=True)
+        cfg.methods = [MethodSpec("calliper", dim=8, params=dict(SMALL)), MethodSpec("baseline", dim=6)]
+        cfg.labels, cfg.figures, cfg.primary, cfg.device = cfg.labels[:2], False, "best", "cpu"
+        result = run_pipeline(cfg)
+    finally:
+        torch.set_num_threads(threads)
+        patch.undo()
+    scores = method_scores(result.metrics, "ridge")
+    best = max(scores, key=scores.get)
+    other = ({"calliper", "baseline"} - {best}).pop()
+    assert result.primary_method == best
+    assert best == "baseline"  # second in the configuration: "auto" would have kept calliper
+    manifest = json.loads(Path(result.run_json).read_text())
+    assert manifest["primary_method"] == best and manifest["methods"][0] == best
+    dims = {"calliper": 8, "baseline": 6}
+    layers = dict(pyogrio.list_layers(result.gpkg))
+    assert f"embeddings_{other}" in layers and f"predictions_{other}" in layers
+    emb = gpd.read_file(result.gpkg, layer="embeddings")
+    assert len([c for c in emb.columns if c.startswith("emb_")]) == dims[best]

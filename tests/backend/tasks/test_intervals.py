@@ -85,3 +85,24 @@ def test_interval_columns_in_label_units_clipped_at_zero() -> None:
     missing = add_interval_columns(pd.DataFrame({"crime_obs": raw}, index=ids), "crime", Result(), "gbm", target,
                                    target.y.index)
     assert missing["crime_lo"].isna().all() and missing["crime_hi"].isna().all()
+
+
+def test_fusion_intervals_never_see_the_held_out_fold_and_leave_its_choices_alone() -> None:
+    from backend.tasks.fusion import evaluate_fusion, fusion_fit_predict
+
+    x, y, coords = _synthetic(n=240)
+    blocks = {"first": x[:, :3], "second": x[:, 3:]}
+    fold_of = shuffled_folds(len(y), 4, seed=0)
+    lo, hi = cv_plus(fusion_fit_predict(blocks, y, inner_folds=3), y, fold_of, "ridge", 0, 0.9)
+    held = fold_of == 1
+    y2 = y.copy()
+    y2[held] = -y2[held] * 50
+    lo2, hi2 = cv_plus(fusion_fit_predict(blocks, y2, inner_folds=3), y2, fold_of, "ridge", 0, 0.9)
+    np.testing.assert_allclose(lo2[held], lo[held])
+    np.testing.assert_allclose(hi2[held], hi[held])
+    res, choices = evaluate_fusion(blocks, y, coords, models=("ridge",), folds=5, repeats=1, inner_folds=3,
+                                   coverage=0.9)
+    assert len(choices["shuffled"].weights) == 5  # one stacking choice per outer fold, none from the intervals
+    for protocol in ("shuffled", "spatial"):
+        assert abs(res.metrics.set_index("protocol").loc[protocol, "coverage"] - 0.9) < 0.06
+    assert set(res.intervals) == {"ridge"}

@@ -75,7 +75,8 @@ def test_manifest_figures_and_progress(demo_run) -> None:
     assert {"read", "views", "embed_baseline", "cluster", "predict", "write"} <= set(manifest["timings_s"])
     assert any("outside every region" in line for line in manifest["report"])
     names = sorted(Path(f).name for f in result.figures)
-    assert names == ["cluster_profiles.png", "embedding_2d.png", "pred_vs_obs.png"]
+    assert names == ["cluster_map.png", "cluster_profiles.png", "embedding_2d.png", "leaderboard.png",
+                     "pred_vs_obs.png", "prediction_maps.png"]
     assert all(Path(f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in result.figures)
     fractions = [f for _, f in events]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0

@@ -81,6 +81,9 @@ def _run(cfg, quiet: bool, protect: tuple[str, ...] = ()) -> int:  # noqa: ANN00
     print(f"RegionLens finished on {result.device} in {result.seconds:.1f} s")
     print(f"  outputs:  {result.output_dir}")
     print(f"  layers:   {', '.join(result.layers)}")
+    how = {"best": "the highest mean cross-validated R2 of this run", "auto": "fusion, else the first method"}
+    print(f"  primary:  {result.primary_method} ({how.get(cfg.primary, 'chosen in the configuration')})")
+    print(f"  report:   {result.report_html}")
     _print_timings(result.run_json)
     shown = [m for m in result.metrics if m["model"] == "ridge"]
     if shown:

@@ -107,6 +107,8 @@ def test_cli_run_config_and_refuses_overwrite(tmp_path) -> None:
     first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     assert "finished on cpu" in first.stdout
+    assert "primary:  baseline (fusion, else the first method)" in first.stdout
+    assert f"report:   {tmp_path / 'out' / 'report.html'}" in first.stdout and "embed: baseline" in first.stdout
     before = (tmp_path / "out" / "run.json").read_text()
     second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert second.returncode == 2 and "already holds files" in second.stderr

@@ -15,16 +15,16 @@ SAMPLE_DIR = Path(__file__).resolve().parents[1] / "resources" / "sample_data" /
 
 _CRIMES = ("Vandalism", "Robbery", "Drugs", "CarTheft")
 
-#: The demo's methods and their lighter training lengths: the whole demo runs in under 10 minutes on 2 CPU
-#: cores (docs/benchmarks.md, "Demo"). These settings are the same for every city; a full-length run is the
-#: same list without the epoch/step overrides. The primary layers come from the best method by the run's own
-#: cross-validated R2 (``primary = "best"``).
+#: The demo's methods with lighter training lengths than their defaults (CaLLiPer 40 of 100 epochs, CooKIE
+#: 20 + 40 of 100 + 200, HAFusion 40 of 300, ReFound 80 of 600 steps, fusion 3 inner folds of 5), the same for
+#: every city; a full-length run is the same list without the overrides. Time per method: docs/benchmarks.md,
+#: "Demo". The primary layers come from the best method by the run's own cross-validated R2 (``primary = "best"``).
 DEMO_METHODS: tuple[dict[str, Any], ...] = (
     {"name": "baseline", "dim": 32, "params": {}},
     {"name": "calliper", "dim": 128, "params": {"epochs": 40}},
-    {"name": "cookie", "dim": 64, "params": {"stage1_epochs": 40, "stage2_epochs": 80}},
-    {"name": "hafusion", "dim": 144, "params": {"config": "auto", "epochs": 100}},
-    {"name": "refound", "dim": 128, "params": {"config": "small", "steps": 200}},
+    {"name": "cookie", "dim": 64, "params": {"stage1_epochs": 20, "stage2_epochs": 40}},
+    {"name": "hafusion", "dim": 144, "params": {"config": "auto", "epochs": 40}},
+    {"name": "refound", "dim": 128, "params": {"config": "small", "steps": 80}},
     {"name": "fusion", "dim": 64, "params": {"inner_folds": 3}},
 )
 

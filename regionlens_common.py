@@ -18,10 +18,15 @@ numpy, Qt, QGIS or anything from ``backend/``.
 - outputs: the GeoPackage's name :data:`GPKG_NAME`, its layer and table names (``LAYER_*``, ``TABLE_*``) and
   the per-method suffix rule :func:`method_layer` / :func:`split_method_layer` (the first method's layers
   are unsuffixed, every further method's carry ``_<method>``), the prediction columns
-  ``<label>_obs`` / ``_pred`` / ``_res`` (:func:`prediction_column`, :func:`prediction_labels`);
+  ``<label>_obs`` / ``_pred`` / ``_res`` / ``_lo`` / ``_hi`` (:func:`prediction_column`,
+  :func:`prediction_labels`);
 - run choices: :data:`DEVICES`, :data:`TARGETS` (:data:`OFFERED_TARGETS` without a denominator field),
   :data:`PREDICTION_MODELS`;
 - the version, :data:`VERSION`, read from ``metadata.txt`` beside this module (the packaging source).
+- the default interval coverage of the prediction columns (``_lo`` / ``_hi``);
+- run files: the report (:data:`REPORT_HTML`), the cluster cards (:data:`CLUSTER_CARDS_JSON`), the
+  leaderboard chart (:data:`LEADERBOARD_PNG`);
+- find similar regions: the layer and its columns (:data:`SIMILARITY_LAYER` ...), the default top N.
 """
 
 from __future__ import annotations
@@ -64,6 +69,8 @@ __all__ = [
     "OBS",
     "PRED",
     "RES",
+    "LO",
+    "HI",
     "PREDICTION_SUFFIXES",
     "prediction_column",
     "prediction_labels",
@@ -72,6 +79,19 @@ __all__ = [
     "OFFERED_TARGETS",
     "PREDICTION_MODELS",
     "DEFAULT_METHOD",
+    "DEFAULT_COVERAGE",
+    "COVERAGE_RANGE",
+    "REPORT_HTML",
+    "CLUSTER_CARDS_JSON",
+    "CLUSTER_CARD_FEATURES",
+    "CLUSTER_CARD_EXAMPLES",
+    "LEADERBOARD_PNG",
+    "SIMILARITY_LAYER",
+    "SIMILARITY_FIELD",
+    "SIMILAR_TOP_FIELD",
+    "SIMILAR_CHOSEN_FIELD",
+    "SIMILAR_TOP_N",
+    "SIMILAR_GPKG",
 ]
 
 
@@ -124,9 +144,12 @@ def split_method_layer(name: str) -> tuple[str, str]:
     return "", ""
 
 
-#: Suffixes of a label's prediction columns: observed, predicted (out of fold), residual (observed - predicted).
-OBS, PRED, RES = "_obs", "_pred", "_res"
-PREDICTION_SUFFIXES = (PRED, OBS, RES)
+#: Columns of a ``predictions`` layer per label: ``<label>_obs`` (observed), ``_pred`` (out-of-fold predicted),
+#: ``_res`` (observed minus predicted), ``_lo`` / ``_hi`` (the prediction interval at the run's coverage);
+#: all in the label's own units.
+OBS, PRED, RES, LO, HI = "_obs", "_pred", "_res", "_lo", "_hi"
+#: Every suffix of a prediction column, in the order the layer holds them.
+PREDICTION_SUFFIXES = (OBS, PRED, RES, LO, HI)
 
 
 def prediction_column(label: str, suffix: str) -> str:
@@ -236,7 +259,7 @@ def cluster_colours(k: int) -> list[str]:
 
 # ----------------------------------------------------------------------------------------- labels
 
-#: Longest label name; output columns add ``_pred``, ``_obs``, ``_res``.
+#: Longest label name; output columns add ``_pred``, ``_obs``, ``_res``, ``_lo``, ``_hi``.
 LABEL_NAME_MAX = 31
 #: A valid label name: a letter, then letters, digits or underscores.
 LABEL_NAME_PATTERN = re.compile(rf"[A-Za-z][A-Za-z0-9_]{{0,{LABEL_NAME_MAX - 1}}}")
@@ -340,3 +363,38 @@ def label_units(target: str, log1p: bool = False, per_field: str | None = None) 
     else:
         units = _TARGET_UNITS.get(target, target)
     return f"log1p({units})" if log1p else units
+
+
+# ------------------------------------------------------------------------------------ predictions
+
+#: Nominal coverage of the prediction intervals (``[prediction] coverage``; see docs/analysis.md).
+DEFAULT_COVERAGE = 0.9
+#: Accepted range (inclusive) of the coverage.
+COVERAGE_RANGE = (0.5, 0.99)
+
+# ------------------------------------------------------------------------------------------ run files
+
+#: The self-contained HTML report of a run, in the run folder.
+REPORT_HTML = "report.html"
+#: Cluster cards of every method of a run, in the run folder: ``{method: {cluster id: {"name", "size",
+#: "features": [{"feature", "mean", "zscore"}], "examples": [region ids]}}}`` (docs/protocol.md).
+CLUSTER_CARDS_JSON = "clusters.json"
+#: Defining features (largest |z-score|) and example regions (nearest the cluster's mean embedding) per card.
+CLUSTER_CARD_FEATURES, CLUSTER_CARD_EXAMPLES = 5, 5
+#: Bar chart of R2 per method and label (error bars: std over repeats), in the run's ``figures/`` folder.
+LEADERBOARD_PNG = "leaderboard.png"
+
+# ------------------------------------------------------------------------------------ similar regions
+
+#: Layer written by the ``similar`` job (backend/jobs.py) and ``regionlens:similar``.
+SIMILARITY_LAYER = "similarity"
+#: Cosine similarity (-1..1) of the region's centred embedding to the mean of the chosen regions'.
+SIMILARITY_FIELD = "similarity"
+#: 1 for the N most similar regions (the chosen ones excluded), else 0.
+SIMILAR_TOP_FIELD = "top_n"
+#: 1 for the chosen regions, else 0.
+SIMILAR_CHOSEN_FIELD = "chosen"
+#: Default N of :data:`SIMILAR_TOP_FIELD`.
+SIMILAR_TOP_N = 10
+#: Default output file of the ``similar`` job, in the run folder.
+SIMILAR_GPKG = "similar.gpkg"

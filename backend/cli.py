@@ -1,4 +1,5 @@
-"""Command line: ``python -m backend run CONFIG``, ``python -m backend demo``, ``python -m backend info``.
+"""Command line: ``python -m backend run CONFIG``, ``python -m backend demo``, ``python -m backend info`` and
+``python -m backend similar --run DIR --ids A B ...`` (regions similar to chosen ones).
 
 Exit codes: 0 success, 2 bad input, configuration or output folder, 130 cancelled (Ctrl+C), 143 terminated
 (SIGTERM), 1 internal error. A cancelled or terminated run removes its unfinished output.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from backend.errors import Cancelled, RegionLensError
 from backend.progress import Progress
+from regionlens_common import SIMILAR_GPKG, SIMILAR_TOP_N
 
 __all__ = ["main"]
 
@@ -79,11 +81,40 @@ def _run(cfg, quiet: bool, protect: tuple[str, ...] = ()) -> int:  # noqa: ANN00
     print(f"RegionLens finished on {result.device} in {result.seconds:.1f} s")
     print(f"  outputs:  {result.output_dir}")
     print(f"  layers:   {', '.join(result.layers)}")
+    how = {"best": "the highest mean cross-validated R2 of this run", "auto": "fusion, else the first method"}
+    print(f"  primary:  {result.primary_method} ({how.get(cfg.primary, 'chosen in the configuration')})")
+    print(f"  report:   {result.report_html}")
+    _print_timings(result.run_json)
     shown = [m for m in result.metrics if m["model"] == "ridge"]
     if shown:
         print(f"  {'method':10s} {'label':12s} {'protocol':9s} {'R2 mean':>8s} {'R2 std':>7s}")
         for m in shown:
             print(f"  {m['method']:10s} {m['label']:12s} {m['protocol']:9s} {m['r2_mean']:8.3f} {m['r2_std']:7.3f}")
+    return 0
+
+
+def _print_timings(run_json: str) -> None:
+    """Seconds per stage and per method (``timings_s`` of run.json)."""
+    try:
+        timings = json.loads(Path(run_json).read_text(encoding="utf-8")).get("timings_s", {})
+    except (OSError, ValueError):
+        return
+    print("  time per stage (s):")
+    for stage, seconds in timings.items():
+        name = f"embed: {stage[len('embed_'):]}" if stage.startswith("embed_") else stage
+        print(f"    {name:24s} {float(seconds):8.1f}")
+
+
+def _similar(args: argparse.Namespace) -> int:
+    from backend.jobs import run_similar_job
+
+    params = {"run": args.run, "ids": list(args.ids), "method": args.method, "layer": args.layer,
+              "id_field": args.id_field, "top": args.top, "output": args.out, "overwrite": args.overwrite}
+    result = run_similar_job(params)
+    print(f"Similarity to {', '.join(result['ids'])} ({result['method']}, {result['n_regions']} regions): "
+          f"{result['output']} (layer {result['layer']})")
+    for row in result["top"]:
+        print(f"  {row['region_id']:20s} {row['similarity']:6.3f}")
     return 0
 
 
@@ -107,6 +138,17 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--device", default="auto")
     p_demo.add_argument("--quiet", action="store_true")
     sub.add_parser("info", help="versions, device and available methods as JSON")
+    p_sim = sub.add_parser("similar", help="regions similar to chosen ones (cosine similarity of embeddings)")
+    p_sim.add_argument("--run", required=True, help="a run folder, or a file with an embedding layer (e.g. the "
+                       "GeoPackage written by apply)")
+    p_sim.add_argument("--ids", required=True, nargs="+", help="ids of the chosen regions")
+    p_sim.add_argument("--method", help="the run's method whose embeddings are compared (default: its primary)")
+    p_sim.add_argument("--layer", help="embedding layer of a file (default: embeddings)")
+    p_sim.add_argument("--id-field", default="region_id", help="region id field (default region_id)")
+    p_sim.add_argument("--top", type=int, default=SIMILAR_TOP_N,
+                       help=f"how many most similar regions to mark (default {SIMILAR_TOP_N})")
+    p_sim.add_argument("--out", help=f"GeoPackage to write (default: <run>/{SIMILAR_GPKG})")
+    p_sim.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     args = parser.parse_args(argv)
 
     previous = None
@@ -118,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(json.dumps(info(), indent=2))
             return 0
+        if args.command == "similar":
+            return _similar(args)
         if args.command == "run":
             from backend.config import load_config
 

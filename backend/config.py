@@ -40,6 +40,7 @@ paths are resolved against the configuration file's folder. Example (TOML)::
     [prediction]
     folds = 5
     repeats = 3
+    coverage = 0.9
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ from backend.errors import ConfigError
 from regionlens_common import (
     AUTO_K_MAX,
     AUTO_K_MIN,
+    COVERAGE_RANGE,
+    DEFAULT_COVERAGE,
     DEFAULT_METHOD,
     DEVICES,
     LABEL_NAME_PATTERN,
@@ -210,6 +213,7 @@ class PredictionSpec:
     repeats: int = 3  # shuffled K-fold repeated over this many seeds
     spatial: bool = True  # also spatially blocked K-fold
     write_model: str = PREDICTION_MODELS[0]  # model whose out-of-fold predictions fill the predictions layer
+    coverage: float = DEFAULT_COVERAGE  # nominal coverage of the CV+ prediction intervals (<label>_lo, _hi)
 
 
 @dataclass
@@ -237,6 +241,9 @@ class RunConfig:
     # neighbour means appended to every method's embedding: a preset ("standard") or
     # {rings = 1, distances_m = [1000]}; see backend.tasks.context
     context: Any = None
+    # whose layers are unsuffixed: "auto" (fusion when in the run, else the first method), "best" (the highest
+    # cross-validated R2 of the run, see backend/tasks/leaderboard.py) or a method name of the run
+    primary: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (for run.json and the worker protocol)."""
@@ -568,9 +575,16 @@ def _validate(cfg: RunConfig) -> None:
             raise ConfigError(f"'prediction.models' names a model twice: {pred.models}.")
         _in_range(pred.folds, "folds", "prediction.folds")
         _in_range(pred.repeats, "repeats", "prediction.repeats")
+        lo, hi = COVERAGE_RANGE
+        if not lo <= pred.coverage <= hi:
+            raise ConfigError(f"'prediction.coverage' must lie between {lo} and {hi} (e.g. 0.9 for 90 % intervals), "
+                              f"not {pred.coverage}.")
         if pred.write_model not in pred.models:
             raise ConfigError(f"'prediction.write_model' ({pred.write_model!r}) must be one of prediction.models "
                               f"{pred.models}.")
+    if cfg.primary not in ("auto", "best") and cfg.primary not in names:
+        raise ConfigError(f"'primary' must be 'auto', 'best' or one of the run's methods {names}, not "
+                          f"{cfg.primary!r}.")
     if cfg.clustering is not None:
         clu = cfg.clustering
         if not (clu.k == "auto" or isinstance(clu.k, int)):

@@ -1,12 +1,14 @@
-"""Jobs on an existing embedding layer (cluster it, predict a label from it) and on a saved model (apply it).
+"""Jobs on an existing embedding layer (cluster it, predict a label from it, find regions similar to chosen
+ones) and on a saved model (apply it).
 
 The first two back the Processing algorithms ``regionlens:cluster`` and ``regionlens:predict`` and the
 worker actions of the same names; ``apply`` (worker action ``apply``) embeds another region layer with a
 model a run saved. The embedding layer is any polygon layer with an id field and numeric columns
-``emb_000`` ... (what a RegionLens run writes). Each job writes one new GeoPackage atomically (a
-temporary file renamed into place, :class:`backend.io.outputs.OutputFile`) and never replaces an existing file
-unless asked to. The steps they share with a run (clustering and naming, label targets, metrics and
-prediction columns, reading inputs) are the run's own (``backend.pipeline``).
+``emb_000`` ... (what a RegionLens run writes); ``similar`` also takes a run folder and one of its methods.
+Each job writes one new GeoPackage atomically (a temporary file renamed into place,
+:class:`backend.io.outputs.OutputFile`) and never replaces an existing file unless asked to. The steps they
+share with a run (clustering and naming, label targets, metrics and prediction columns, reading inputs) are
+the run's own (``backend.pipeline``).
 """
 
 from __future__ import annotations
@@ -38,16 +40,25 @@ from backend.progress import Progress
 from regionlens_common import (
     AUTO_K_MAX,
     AUTO_K_MIN,
+    COVERAGE_RANGE,
+    DEFAULT_COVERAGE,
     LAYER_CLUSTERS,
     LAYER_EMBEDDINGS,
     LAYER_PREDICTIONS,
+    SIMILAR_CHOSEN_FIELD,
+    SIMILAR_GPKG,
+    SIMILAR_TOP_FIELD,
+    SIMILAR_TOP_N,
+    SIMILARITY_FIELD,
+    SIMILARITY_LAYER,
     TABLE_CLUSTER_PROFILES,
     TABLE_METRICS,
     label_name,
+    method_layer,
 )
 
-__all__ = ["ApplyJob", "ClusterJob", "PredictJob", "run_apply_job", "run_cluster_job", "run_predict_job",
-           "read_embedding_layer"]
+__all__ = ["ApplyJob", "ClusterJob", "PredictJob", "SimilarJob", "run_apply_job", "run_cluster_job",
+           "run_predict_job", "run_similar_job", "read_embedding_layer"]
 
 _EMB = re.compile(r"^emb_\d+$")
 
@@ -89,6 +100,21 @@ class PredictJob:
     repeats: int = 3
     spatial: bool = True
     seed: int = 0
+    coverage: float = DEFAULT_COVERAGE  # nominal coverage of the <label>_lo / _hi prediction interval
+    overwrite: bool = False
+
+
+@dataclass
+class SimilarJob:
+    """Parameters of the ``similar`` action: regions similar to chosen ones, by their embeddings."""
+
+    run: str  # a run folder, or a file with an embedding layer (e.g. the GeoPackage `apply` wrote)
+    ids: list[str | int]  # the chosen regions' ids
+    method: str | None = None  # with a run folder: whose embeddings (default: the run's primary method)
+    layer: str | None = None  # with a file: its embedding layer (default: `embeddings`, or its only layer)
+    id_field: str = "region_id"
+    top: int = SIMILAR_TOP_N  # how many of the most similar regions (the chosen ones excluded) get top_n = 1
+    output: str | None = None  # default: <run folder>/similar.gpkg, or <file stem>_similar.gpkg beside a file
     overwrite: bool = False
 
 
@@ -132,9 +158,18 @@ def _check_ranges(job: Any) -> None:
         within("k_max", "k")
         if job.method not in CLUSTER_METHODS:
             raise ConfigError(f"'method' must be one of {list(CLUSTER_METHODS)}, not {job.method!r}.")
+    if isinstance(job, SimilarJob):
+        if not 0 <= job.top <= 100_000:
+            raise ConfigError(f"'top' must lie between 0 and 100000, not {job.top}.")
+        if not job.ids:
+            raise ConfigError("'ids' is empty; choose at least one region to compare the others with.")
     if isinstance(job, PredictJob):
         within("folds", "folds")
         within("repeats", "repeats")
+        lo, hi = COVERAGE_RANGE
+        if not lo <= job.coverage <= hi:
+            raise ConfigError(f"'coverage' must lie between {lo} and {hi} (e.g. 0.9 for 90 % intervals), not "
+                              f"{job.coverage}.")
         bad = [m for m in job.models if m not in PREDICTION_MODELS]
         if bad or not job.models:
             raise ConfigError(f"'models' must be a non-empty list of {list(PREDICTION_MODELS)}, not {job.models}.")
@@ -192,6 +227,7 @@ def run_predict_job(params: dict[str, Any], progress: Progress | None = None) ->
     """Predict a label from an embedding layer out of fold; returns output path and metrics rows."""
     from backend.io.labels import label_areas, read_labels
     from backend.io.vectors import read_regions
+    from backend.tasks.intervals import add_interval_columns
     from backend.tasks.prediction import evaluate_label
 
     job: PredictJob = _job(PredictJob, params)
@@ -218,11 +254,13 @@ def run_predict_job(params: dict[str, Any], progress: Progress | None = None) ->
     coords = np.column_stack([regions.geometry.centroid.x, regions.geometry.centroid.y])
     progress.stage("predict", 0.1, 0.9)
     result = evaluate_label(x[rows], target.y.to_numpy(), coords[rows], models=tuple(job.models), folds=job.folds,
-                            repeats=job.repeats, spatial=job.spatial, seed=job.seed, progress=progress)
+                            repeats=job.repeats, spatial=job.spatial, seed=job.seed, progress=progress,
+                            coverage=job.coverage, interval_model=job.models[0])
     metrics = metrics_table(result.metrics, LAYER_EMBEDDINGS, name, target)
     pred = target.inverse(pd.Series(result.oof[job.models[0]], index=target.y.index)).reindex(regions.index)
     progress.stage("write", 0.9, 1.0)
     frame = pd.DataFrame(prediction_columns(name, raw, pred), index=regions.index)
+    frame = add_interval_columns(frame, name, result, job.models[0], target, target.y.index)
     with out as tmp:
         write_layer(region_layer(frame, regions.geometry, regions.crs), tmp, LAYER_PREDICTIONS)
         write_table(metrics, tmp, TABLE_METRICS)
@@ -348,4 +386,91 @@ def run_apply_job(params: dict[str, Any], progress: Progress | None = None) -> d
     progress.update(1.0, "done")
     return {"output": str(out.target), "gpkg": str(out.target), "method": model.name, "model": str(folder),
             "n_regions": len(emb), "dim": int(emb.shape[1]), "device": model.device_used or job.device,
+            "report": report, "seconds": round(time.perf_counter() - t0, 3), "params": asdict(job)}
+
+
+def _similar_source(job: SimilarJob) -> tuple[str, str | None, str, Path]:
+    """``(file, layer, method, default output)`` of a similar job's ``run`` (a run folder or a layer file).
+
+    Raises:
+        InputError: If ``run`` does not exist, or a run folder lacks its GeoPackage or the method.
+    """
+    import json
+
+    import pyogrio
+
+    from regionlens_common import GPKG_NAME, RUN_JSON
+
+    source = Path(job.run).expanduser().resolve()
+    if source.is_dir():
+        gpkg = source / GPKG_NAME
+        if not gpkg.is_file():
+            raise InputError(f"{source} is not a RegionLens run folder (no {GPKG_NAME}). Choose the output folder "
+                             "of a run, or an embedding layer file.")
+        try:
+            manifest = json.loads((source / RUN_JSON).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            manifest = {}
+        layers = [str(n) for n, _ in pyogrio.list_layers(gpkg)]
+        methods = [str(m) for m in manifest.get("methods", [])]
+        primary = str(manifest.get("primary_method") or (methods[0] if methods else ""))
+        method = job.method or primary
+        layer = method_layer(LAYER_EMBEDDINGS, method, primary)
+        if layer not in layers:
+            raise InputError(f"The run in {source} has no embeddings of method '{method}'; its methods: "
+                             f"{', '.join(methods) or 'unknown'}.")
+        return str(gpkg), layer, method or LAYER_EMBEDDINGS, source / SIMILAR_GPKG
+    if not source.is_file():
+        raise InputError(f"{source} does not exist. Choose a run folder or a file holding an embedding layer.")
+    layer = job.layer
+    if layer is None and source.suffix.lower() == ".gpkg":
+        names = [str(n) for n, _ in pyogrio.list_layers(source)]
+        layer = LAYER_EMBEDDINGS if LAYER_EMBEDDINGS in names else None
+    return str(source), layer, layer or LAYER_EMBEDDINGS, source.with_name(f"{source.stem}_similar.gpkg")
+
+
+def run_similar_job(params: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
+    """Cosine similarity of every region to the mean embedding of the chosen regions (``similar`` action).
+
+    Works on any embeddings: a run's (``run`` a run folder, ``method`` one of its methods) or a layer file's
+    (e.g. the GeoPackage ``apply`` wrote for another city). Writes the layer :data:`SIMILARITY_LAYER` (region
+    id, :data:`SIMILARITY_FIELD`, :data:`SIMILAR_TOP_FIELD`, :data:`SIMILAR_CHOSEN_FIELD`) to one GeoPackage
+    atomically (see :mod:`backend.tasks.similar`).
+
+    Returns:
+        ``{"output", "layer", "method", "n_regions", "ids", "top": [{"region_id", "similarity"}], "report",
+        "seconds", "params"}``.
+
+    Raises:
+        ConfigError: On unknown or ill-typed parameters, no ids, or ``top`` out of range.
+        InputError: If the source has no embeddings (of that method) or an id is not one of its regions.
+        OutputError: If the output exists (and ``overwrite`` is false) or cannot be written.
+    """
+    from backend.tasks.similar import resolve_ids, similarity_to, top_n_mask
+
+    job: SimilarJob = _job(SimilarJob, params)
+    progress = progress or Progress()
+    t0 = time.perf_counter()
+    progress.stage("read embeddings", 0.0, 0.5)
+    path, layer, method, default_out = _similar_source(job)
+    out = OutputFile(job.output or str(default_out), job.overwrite, (path,))
+    report: list[str] = []
+    regions, x = read_embedding_layer(path, job.id_field, layer, report)
+    chosen = resolve_ids(regions.index, [str(i) for i in job.ids])
+    progress.stage("similarity", 0.5, 0.8)
+    sim = similarity_to(x, chosen)
+    top = top_n_mask(sim, chosen, job.top)
+    is_chosen = np.zeros(len(sim), dtype=int)
+    is_chosen[chosen] = 1
+    progress.stage("write", 0.8, 1.0)
+    frame = gpd.GeoDataFrame({SIMILARITY_FIELD: sim, SIMILAR_TOP_FIELD: top.astype(int),
+                              SIMILAR_CHOSEN_FIELD: is_chosen},
+                             geometry=regions.geometry.values, crs=regions.crs, index=regions.index)
+    with out as tmp:
+        write_layer(frame, tmp, SIMILARITY_LAYER)
+    progress.update(1.0, "done")
+    order = np.flatnonzero(top)[np.argsort(-sim[top], kind="stable")]
+    return {"output": str(out.target), "layer": SIMILARITY_LAYER, "method": method, "n_regions": len(sim),
+            "ids": [str(regions.index[i]) for i in chosen],
+            "top": [{"region_id": str(regions.index[i]), "similarity": float(sim[i])} for i in order],
             "report": report, "seconds": round(time.perf_counter() - t0, 3), "params": asdict(job)}

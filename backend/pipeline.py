@@ -32,12 +32,14 @@ from backend.errors import ConfigError, InputError
 from backend.io.outputs import OutputFolder, prediction_columns, write_json, write_layer, write_table
 from backend.progress import Progress
 from regionlens_common import (
+    CLUSTER_CARDS_JSON,
     CLUSTER_NAME_FIELD,
     GPKG_NAME,
     ID_FIELD,
     LAYER_CLUSTERS,
     LAYER_EMBEDDINGS,
     LAYER_PREDICTIONS,
+    REPORT_HTML,
     RUN_JSON,
     TABLE_CLUSTER_PROFILES,
     TABLE_METRICS,
@@ -57,7 +59,7 @@ __all__ = [
 
 METRIC_COLUMNS = [
     "method", "label", "target", "units", "model", "protocol", "n_regions",
-    "mae_mean", "mae_std", "rmse_mean", "rmse_std", "r2_mean", "r2_std", "combination",
+    "mae_mean", "mae_std", "rmse_mean", "rmse_std", "r2_mean", "r2_std", "combination", "coverage", "interval_width",
 ]
 
 
@@ -75,6 +77,8 @@ class RunResult:
     primary_method: str
     layers: list[str]
     report: list[str] = field(default_factory=list)
+    report_html: str = ""  # the run's report.html
+    cluster_cards: str = ""  # the run's clusters.json ("" without clusters)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form for the worker's result event."""
@@ -117,7 +121,8 @@ def _make_methods(cfg: RunConfig, device: str) -> list[Any]:
     if "fusion" in {m.name for m in methods} and len(methods) == 1 and not cfg.pois and not cfg.rasters \
             and not cfg.od and not cfg.landuse:
         raise InputError("fusion combines the run's other methods and raw views; add another method or inputs.")
-    return sorted(methods, key=lambda m: m.name != "fusion")
+    first = cfg.primary if cfg.primary not in ("auto", "best") else "fusion"
+    return sorted(methods, key=lambda m: m.name != first)
 
 
 def model_params(methods: list[Any], name: str) -> Any:
@@ -206,6 +211,7 @@ class Written:
 
     layers: list[str]
     figures: list[str]
+    cluster_cards: bool = False  # clusters.json written (some method has clusters)
 
 
 @dataclass
@@ -457,6 +463,14 @@ def predict_stage(state: RunState) -> Predicted:
             sub = progress.sub(f"predict {spec.name} ({name})", job / n_jobs, (job + 1) / n_jobs)
             job += 1
             _predict_one(state, done, name, spec, raw, target, sub)
+    if cfg.primary == "best":  # by the run's own cross-validated R2 only (no held-out test)
+        from backend.tasks.leaderboard import best_method
+
+        best = best_method(done.metric_rows, [m.name for m in state.methods], cfg.prediction.write_model)
+        if best:
+            state.methods.sort(key=lambda m: m.name != best)
+            state.embedded.embeddings = {m.name: state.embedded.embeddings[m.name] for m in state.methods}
+            progress.log(f"primary method: {best} (highest mean cross-validated R2 of the run)")
     return done
 
 
@@ -464,6 +478,7 @@ def _predict_one(state: RunState, done: Predicted, name: str, spec: LabelSpec, r
                  sub: Progress) -> None:
     """Predict one label from one method's embedding; adds its metric rows and prediction columns to ``done``."""
     from backend.tasks.fusion import evaluate_fusion, select_rows
+    from backend.tasks.intervals import add_interval_columns
     from backend.tasks.prediction import evaluate_ensemble, evaluate_label
 
     cfg, views, embedded = state.cfg, state.views, state.embedded
@@ -471,7 +486,7 @@ def _predict_one(state: RunState, done: Predicted, name: str, spec: LabelSpec, r
     rows = views.region_ids.get_indexer(keep)
     cv = {"models": tuple(cfg.prediction.models), "folds": cfg.prediction.folds,
           "repeats": cfg.prediction.repeats, "spatial": cfg.prediction.spatial, "seed": cfg.seed,
-          "progress": sub}
+          "progress": sub, "coverage": cfg.prediction.coverage, "interval_model": cfg.prediction.write_model}
     y, coords = target.y.to_numpy(), np.asarray(views.centroids)[rows]
     combination: dict[str, str] = {}
     members = embedded.members.get(name, [])
@@ -493,11 +508,14 @@ def _predict_one(state: RunState, done: Predicted, name: str, spec: LabelSpec, r
     frame = done.predictions[name]
     for column, values in prediction_columns(spec.name, raw, pred).items():
         frame[column] = values
+    done.predictions[name] = add_interval_columns(frame, spec.name, result, cfg.prediction.write_model, target, keep)
     done.obs_pred[name][spec.name] = (target.y.to_numpy(), pred_model.to_numpy())
 
 
 def write_stage(state: RunState) -> Written:
     """Write the layers, tables and figures into the staging folder."""
+    from backend.viz.report import write_cluster_cards
+
     progress, city, out = state.progress, state.city, state.out
     progress.stage("write outputs", 0.90, 1.0)
     gpkg = out.path(GPKG_NAME)
@@ -523,12 +541,16 @@ def write_stage(state: RunState) -> Written:
     layers.append(TABLE_METRICS)
     progress.update(0.4, "layers written")
     figures = _write_figures(state) if state.cfg.figures else []
-    return Written(layers=layers, figures=figures)
+    clusters = {name: (c.labels, c.names, c.profiles) for name, c in state.clusters.items()}
+    cards = write_cluster_cards(out.path(CLUSTER_CARDS_JSON), clusters, state.embedded.embeddings,
+                                state.views.region_ids)
+    return Written(layers=layers, figures=figures, cluster_cards=cards is not None)
 
 
 def _write_figures(state: RunState) -> list[str]:
     """Every method's figures; returns their final paths."""
     from backend.viz.figures import plot_cluster_profiles, plot_embedding_2d, plot_pred_vs_obs, plot_training_loss
+    from backend.viz.report import plot_run_figures
 
     out, clusters, views = state.out, state.clusters, state.views
     figures: list[str] = []
@@ -550,6 +572,12 @@ def _write_figures(state: RunState) -> list[str]:
                                                 title=f"{name}: out-of-fold predictions (model space)")))
         if model.history:
             figures.append(str(plot_training_loss(model.history, out.path("figures", f"training_loss{sfx}.png"))))
+    cfg, primary, found = state.cfg, state.primary, clusters.get(state.primary)
+    figures += plot_run_figures(out.path("figures", "x").parent, state.predicted.metric_rows,
+                                cfg.prediction and cfg.prediction.write_model, primary,
+                                None if found is None else (found.labels, found.names, found.profiles),
+                                state.predicted.predictions[primary], state.city.regions.geometry, state.city.crs,
+                                state.predicted.label_units)
     return [str(out.final_path(*Path(f).relative_to(out.staging).parts)) for f in figures]
 
 
@@ -621,9 +649,13 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
                 state.timings[key] = round(time.perf_counter() - t0, 3)
         seconds = round(time.perf_counter() - t_start, 3)
         write_json(manifest(state, seconds), out.path(RUN_JSON))
+        from backend.viz.report import write_report
+
+        write_report(out.staging)
         final = out.commit()
         progress.update(1.0, f"outputs in {final}")
     return RunResult(output_dir=str(final), gpkg=str(final / GPKG_NAME), run_json=str(final / RUN_JSON),
                      figures=state.written.figures, metrics=state.predicted.metric_rows, device=state.device,
                      seconds=seconds, primary_method=state.primary, layers=state.written.layers,
-                     report=state.report)
+                     report=state.report, report_html=str(final / REPORT_HTML),
+                     cluster_cards=str(final / CLUSTER_CARDS_JSON) if state.written.cluster_cards else "")

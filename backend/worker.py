@@ -27,7 +27,7 @@ __all__ = ["Worker", "jsonable", "main", "parse_request"]
 
 
 #: Actions that start a job (one at a time, in a thread).
-JOB_ACTIONS = ("run", "cluster", "predict", "apply", "sleep", "info")
+JOB_ACTIONS = ("run", "cluster", "predict", "apply", "similar", "sleep", "info")
 #: Actions answered at once.
 CONTROL_ACTIONS = ("ping", "cancel", "shutdown")
 
@@ -39,7 +39,8 @@ _RUN_MODULES = ("torch", "backend.pipeline", "backend.io.city", "backend.models"
 _JOB_MODULES = {"run": _RUN_MODULES, "apply": (*_RUN_MODULES, "backend.jobs"),
                 "cluster": ("backend.jobs", "backend.io.vectors", "backend.tasks.clustering"),
                 "predict": ("backend.jobs", "backend.io.vectors", "backend.io.labels", "backend.tasks.prediction",
-                            "backend.tasks.targets")}
+                            "backend.tasks.targets"),
+                "similar": ("backend.jobs", "backend.io.vectors", "backend.tasks.similar")}
 
 
 class ProtocolError(ValueError):
@@ -180,7 +181,7 @@ class Worker:
             self._busy = False
 
     def _dispatch(self, action: str, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
-        if action in {"run", "apply", "cluster", "predict"}:  # the first import of torch and GDAL takes seconds
+        if action in _JOB_MODULES:  # the first import of torch and GDAL takes seconds
             progress.stage("start", 0.0, 0.0)
             for module in _JOB_MODULES[action]:
                 progress.wait(lambda module=module: importlib.import_module(module), "loading the backend")
@@ -194,10 +195,11 @@ class Worker:
             from backend.jobs import run_apply_job
 
             return run_apply_job(params, progress)
-        if action in {"cluster", "predict"}:
-            from backend.jobs import run_cluster_job, run_predict_job
+        if action in {"cluster", "predict", "similar"}:
+            from backend.jobs import run_cluster_job, run_predict_job, run_similar_job
 
-            return (run_cluster_job if action == "cluster" else run_predict_job)(params, progress)
+            job = {"cluster": run_cluster_job, "predict": run_predict_job, "similar": run_similar_job}[action]
+            return job(params, progress)
         if action == "sleep":
             return _sleep(params, progress)
         if action == "info":

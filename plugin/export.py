@@ -76,11 +76,11 @@ DRIVERS = {SHAPEFILE: (".shp", "ESRI Shapefile (*.shp)"), GEOPACKAGE: (".gpkg", 
 SHAPEFILE_MAX_NAME = 10
 #: Every file a shapefile may consist of (lower-case extensions; ``.shp`` first).
 SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".qmd", ".qpj", ".shp.xml")
-#: Suffixes of a prediction layer's fields (docs/protocol.md), longest first.
-PREDICTION_SUFFIXES = common.PREDICTION_SUFFIXES
+#: Suffixes of a prediction layer's fields (docs/protocol.md, ``regionlens_common``), longest first.
+PREDICTION_SUFFIXES = tuple(sorted(common.PREDICTION_SUFFIXES, key=len, reverse=True))
 #: A label is cut to this many characters, so that ``<label>_pred`` fits in 10.
 _LABEL_STEM = SHAPEFILE_MAX_NAME - max(len(s) for s in PREDICTION_SUFFIXES)
-_SUFFIX_RE = re.compile(r"^(?P<label>.+)(?P<suffix>" + "|".join(map(re.escape, PREDICTION_SUFFIXES)) + ")$")
+_SUFFIX_RE = re.compile(rf"^(?P<label>.+)(?P<suffix>{'|'.join(re.escape(s) for s in PREDICTION_SUFFIXES)})$")
 _SHAPEFILE_STRING_MAX = 254  # DBF character fields hold at most 254 bytes
 _SHAPEFILE_INT64_WIDTH = 18  # wider integer columns are read back as reals
 
@@ -145,9 +145,9 @@ def shapefile_field_names(names: Sequence[str]) -> dict[str, str]:
 
     1. A name that fits (at most 10 bytes of UTF-8) is kept, unless it belongs to a prediction
        group that must be shortened (step 2) or a previous field already took it (step 3).
-    2. Prediction fields ``<label>_obs`` / ``<label>_pred`` / ``<label>_res`` keep their suffix;
+    2. Prediction fields ``<label>_obs`` / ``_pred`` / ``_res`` / ``_lo`` / ``_hi`` keep their suffix;
        if any field of a label is too long, the label is cut to its first 5 characters for all
-       three, so they stay together: ``population_pred`` -> ``popul_pred``, ``population_obs`` ->
+       of them, so they stay together: ``population_pred`` -> ``popul_pred``, ``population_obs`` ->
        ``popul_obs``. Two labels with the same first characters get numbered stems: ``popu1_pred``.
     3. Any other name is cut to 10 characters; if that name is taken (ignoring case), its end is
        replaced by ``_1``, ``_2``, ...: ``cluster_name`` -> ``cluster_na``.

@@ -123,6 +123,7 @@ class RunChoices:
     folds: int = 5  # K of the K-fold cross-validation
     repeats: int = 3  # shuffled K-fold repeated over this many seeds
     spatial: bool = True  # also spatially blocked folds
+    coverage: float = common.DEFAULT_COVERAGE  # nominal coverage of the prediction intervals (<label>_lo, _hi)
     device: str = "auto"  # auto, cpu or cuda
     seed: int = 0  # random seed of every stage
     context: str = ""  # spatial context: a preset of the backend's ``context_presets`` ("" = none)
@@ -925,7 +926,8 @@ def run_settings(choices: RunChoices, output_dir: str | Path, labelled: bool) ->
     if labelled:
         models = [m for m in PREDICTION_MODELS if m in choices.prediction_models] or [PREDICTION_MODELS[0]]
         config["prediction"] = {"models": models, "folds": int(choices.folds), "repeats": int(choices.repeats),
-                                "spatial": bool(choices.spatial), "write_model": models[0]}  # fmt: skip
+                                "spatial": bool(choices.spatial), "write_model": models[0],
+                                "coverage": float(choices.coverage)}  # fmt: skip
     return config
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "profile_features",
     "cluster_profiles",
     "cluster_names",
+    "cluster_cards",
 ]
 
 #: Accepted clustering methods.
@@ -567,3 +568,47 @@ def cluster_names(
             name = f"{len(members):,} regions, most like {', '.join(_examples(xs, members, ids))}"
         out[int(c)] = name
     return out
+
+
+def cluster_cards(
+    profiles: pd.DataFrame,
+    labels: np.ndarray,
+    names: dict[int, str],
+    X: np.ndarray,  # noqa: N803
+    region_ids: Any,
+    n_features: int = 5,
+    n_examples: int = 5,
+) -> dict[str, dict[str, Any]]:
+    """What a cluster card shows, per cluster: name, size, defining features and example regions.
+
+    Args:
+        profiles: Output of :func:`cluster_profiles` (may be empty: no features then).
+        labels: Cluster of every region.
+        names: Cluster number -> name (:func:`cluster_names`).
+        X: N x d embeddings (examples are the regions nearest their cluster's mean embedding).
+        region_ids: Region ids in the order of ``labels``.
+        n_features: Defining features per card: the largest |z-score| first (embedding dimensions only when the
+            profile holds nothing else).
+        n_examples: Example regions per card.
+
+    Returns:
+        ``{"<cluster>": {"name", "size", "features": [{"feature", "mean", "zscore"}], "examples": [ids]}}``,
+        clusters ascending.
+    """
+    lab = np.asarray(labels).ravel()
+    xs = _centre(X)
+    ids = [str(r) for r in region_ids]
+    by_cluster = {int(c): rows for c, rows in profiles.groupby("cluster", sort=True)} if len(profiles) else {}
+    cards: dict[str, dict[str, Any]] = {}
+    for c in np.unique(lab):
+        members = np.flatnonzero(lab == c)
+        rows = by_cluster.get(int(c))
+        features: list[dict[str, Any]] = []
+        if rows is not None:
+            z = rows["zscore"].to_numpy(dtype=float)
+            order = np.argsort(-np.abs(np.nan_to_num(z)), kind="stable")[:n_features]
+            features = [{"feature": str(rows["feature"].iloc[i]), "mean": float(rows["mean"].iloc[i]),
+                         "zscore": float(z[i])} for i in order]
+        cards[str(int(c))] = {"name": names.get(int(c), ""), "size": int(len(members)), "features": features,
+                              "examples": _examples(xs, members, ids, n=n_examples)}
+    return cards

@@ -174,9 +174,9 @@ def fusion_fit_predict(
             record.weights.append(w)
         return w, a
 
-    def fit_predict(model_name: str, seed: int, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+    def predict_with(model_name: str, seed: int, train: np.ndarray, test: np.ndarray, w: np.ndarray,
+                     a: float) -> np.ndarray:
         train_idx, test_idx = np.flatnonzero(train), np.flatnonzero(test)
-        w, a = choose(train_idx, seed)
         used = [j for j in range(len(cands)) if w[j] > 0] or [int(np.argmax(w))]
         if model_name not in _STACKED:
             k = max(len(cands[j]) for j in used)
@@ -187,6 +187,19 @@ def fusion_fit_predict(
             pred += w[j] * predict(model_name, seed, cands[j], train_idx, test_idx)
         return _finish(model_name, pred)
 
+    def fit_predict(model_name: str, seed: int, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        return predict_with(model_name, seed, train, test, *choose(np.flatnonzero(train), seed))
+
+    def outer_fit(outer_train: np.ndarray) -> FitPredict:
+        """The fold fit inside one outer training fold: its stacking weights (chosen on ``outer_train`` only,
+        cached from the outer fit) with the blocks refitted on each call's ``train`` rows (CV+ intervals)."""
+
+        def fit(model_name: str, seed: int, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+            return predict_with(model_name, seed, train, test, *choose(np.flatnonzero(outer_train), seed))
+
+        return fit
+
+    fit_predict.outer_fit = outer_fit  # type: ignore[attr-defined]  # read by backend.tasks.intervals.cv_plus
     return fit_predict
 
 
@@ -207,12 +220,17 @@ def evaluate_fusion(
     inner_folds: int = INNER_FOLDS,
     progress: Progress | None = None,
     plans: Mapping[str, Sequence[np.ndarray]] | None = None,
+    coverage: float | None = None,
+    interval_model: str | None = None,
 ) -> tuple[PredictionResult, dict[str, FusionChoices]]:
     """Out-of-fold scores of fusion, on the same folds as :func:`~backend.tasks.prediction.evaluate_label`.
 
     Args:
         blocks: Block name -> N x d_b feature matrix (finite), or a seed ensemble's member matrices.
         plans: Fold plans to use instead of the shuffled/spatial ones (e.g. the public code's folds).
+        coverage, interval_model: CV+ intervals (as :func:`~backend.tasks.prediction.cross_validate`); inside
+            outer fold ``k`` their fits keep the stacking weights chosen on fold ``k``'s training rows and refit
+            the blocks (:func:`backend.tasks.intervals.cv_plus`).
         Others: as :func:`~backend.tasks.prediction.evaluate_label`.
 
     Returns:
@@ -236,7 +254,8 @@ def evaluate_fusion(
         fp = fusion_fit_predict(blocks, ya, inner_folds, record)
         # each protocol its own share of the progress range, so the bar never steps back
         sub = None if progress is None else progress.sub(protocol, i / len(plans), (i + 1) / len(plans))
-        result_parts.append(cross_validate(fp, ya, {protocol: protocol_plans}, models, sub, seed=seed))
+        result_parts.append(cross_validate(fp, ya, {protocol: protocol_plans}, models, sub, seed=seed,
+                                           coverage=coverage, interval_model=interval_model))
         choices[protocol] = record
     return _merge(result_parts, models), choices
 
@@ -251,8 +270,12 @@ def _merge(parts: list[PredictionResult], models: Sequence[str]) -> PredictionRe
     order = {m: i for i, m in enumerate(models)}
     rows = rows.assign(_o=rows["model"].map(order)).sort_values("_o", kind="stable").drop(columns="_o")
     oof: dict[str, np.ndarray] = {}
+    intervals: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for p in parts:
         for m, v in p.oof.items():
             oof.setdefault(m, v)
+        for m, b in p.intervals.items():
+            intervals.setdefault(m, b)
     per = pd.concat([p.per_repeat for p in parts], ignore_index=True)
-    return PredictionResult(metrics=metrics_table(rows.to_dict("records")), oof=oof, per_repeat=per)
+    return PredictionResult(metrics=metrics_table(rows.to_dict("records")), oof=oof, per_repeat=per,
+                            intervals=intervals)

@@ -24,6 +24,11 @@ alone pushes R2 to -3 or -1000. Gradient boosting splits on thresholds and does 
 For every (model, protocol, repeat) each region gets one out-of-fold prediction; MAE, RMSE and R2 are
 computed over all regions for that repeat and reported as mean and standard deviation over repeats.
 Metrics are in model space (e.g. log1p density); the caller adds the ``target`` column that says which.
+
+**Prediction intervals** (``coverage``, ``interval_model``): for one regressor, CV+ intervals nested in the
+same folds (:mod:`backend.tasks.intervals`); their empirical ``coverage`` and mean ``interval_width`` per
+protocol join the metrics (NaN for the other regressors), and the shuffled protocol's bounds averaged over
+repeats fill :attr:`PredictionResult.intervals`.
 """
 
 from __future__ import annotations
@@ -85,6 +90,8 @@ METRIC_COLUMNS = (
     "rmse_std",
     "r2_mean",
     "r2_std",
+    "coverage",
+    "interval_width",
 )
 #: Regressors for benchmarks only (not offered to users): ``ridge1`` is the public HAFusion code's regressor,
 #: Ridge(alpha=1) on the unscaled features with negative predictions clipped to 0 (non-negative targets).
@@ -141,11 +148,14 @@ class PredictionResult:
         oof: Model name -> out-of-fold predictions of the shuffled protocol averaged over repeats
             (model space, in the order of the input rows). Used to fill the predictions layer.
         per_repeat: One row per (model, protocol, repeat) with ``mae``, ``rmse``, ``r2`` (for reports).
+        intervals: Model name -> ``(lower, upper)`` CV+ bounds of the shuffled protocol averaged over repeats
+            (model space, input row order); only for the interval model, when intervals were asked for.
     """
 
     metrics: pd.DataFrame
     oof: dict[str, np.ndarray] = field(default_factory=dict)
     per_repeat: pd.DataFrame = field(default_factory=pd.DataFrame)
+    intervals: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def make_model(name: str, seed: int = 0) -> RegressorMixin:
@@ -339,6 +349,8 @@ def evaluate_label(
     spatial: bool = True,
     seed: int = 0,
     progress: Progress | None = None,
+    coverage: float | None = None,
+    interval_model: str | None = None,
 ) -> PredictionResult:
     """Out-of-fold scores of every model under shuffled (and spatially blocked) repeated K-fold.
 
@@ -355,6 +367,8 @@ def evaluate_label(
         spatial: Also run the spatially blocked protocol.
         seed: Base seed of the fold assignment, the blocking and the gradient boosting.
         progress: Reported once per fitted fold; its cancel event stops the evaluation.
+        coverage: Nominal coverage of CV+ prediction intervals for ``interval_model`` (None: no intervals).
+        interval_model: The regressor whose intervals are computed (default: the first of ``models``).
 
     Returns:
         The :class:`PredictionResult`.
@@ -372,14 +386,16 @@ def evaluate_label(
             mats = [_checked(m, y, models, repeats, spatial, coords)[0] for m in X]
             ya = np.asarray(y, dtype=float).ravel()
             plans = fold_plans(len(ya), coords, folds, repeats, spatial, seed)
-            return cross_validate(ensemble_fit_predict(mats, ya), ya, plans, list(models), progress, seed=seed)
+            return cross_validate(ensemble_fit_predict(mats, ya), ya, plans, list(models), progress, seed=seed,
+                                  coverage=coverage, interval_model=interval_model)
         X = X[0]  # noqa: N806
     xa, ya = _checked(X, y, models, repeats, spatial, coords)
     models = list(models)
     n = len(ya)
     _check_folds(n, folds)
     plans = fold_plans(n, coords, folds, repeats, spatial, seed)
-    return cross_validate(single_fit_predict(xa, ya), ya, plans, models, progress, seed=seed)
+    return cross_validate(single_fit_predict(xa, ya), ya, plans, models, progress, seed=seed, coverage=coverage,
+                          interval_model=interval_model)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -446,6 +462,8 @@ def cross_validate(
     models: Sequence[str],
     progress: Progress | None = None,
     seed: int = 0,
+    coverage: float | None = None,
+    interval_model: str | None = None,
 ) -> PredictionResult:
     """Out-of-fold scores of every model under the given fold plans (see :func:`fold_plans`).
 
@@ -454,22 +472,44 @@ def cross_validate(
     repeats. The shuffled protocol's predictions averaged over repeats fill :attr:`PredictionResult.oof`
     (for a single plan of another name, that plan's). Repeat ``r`` fits its models with seed ``seed + r``.
 
+    With ``coverage``, ``interval_model`` (default: the first model) also gets CV+ intervals on every plan
+    (:func:`backend.tasks.intervals.cv_plus`): the metrics' ``coverage`` and ``interval_width`` and
+    :attr:`PredictionResult.intervals`.
+
     Raises:
         Cancelled: If ``progress`` is cancelled.
     """
+    from backend.tasks.intervals import cv_plus, interval_scores
+
     ya = np.asarray(y, dtype=float).ravel()
     n = len(ya)
     models = list(models)
+    if coverage is not None and interval_model is None:
+        interval_model = models[0]
     n_folds = {p: int(max(fp.max() for fp in plans_)) + 1 for p, plans_ in plans.items()}
-    total = max(1, sum(len(models) * len(fp) * n_folds[p] for p, fp in plans.items()))
+    total = sum(len(models) * len(fp) * n_folds[p] for p, fp in plans.items())
+    if coverage is not None:
+        per_pair = 2 if hasattr(fit_predict, "outer_fit") else 1  # fits per pair of folds (1: shared)
+        total += sum(len(fp) * n_folds[p] * (n_folds[p] - 1) * per_pair // 2 for p, fp in plans.items())
+    total = max(1, total)
     oof_protocol = "shuffled" if "shuffled" in plans else next(iter(plans))
     done = 0
     rows: list[dict[str, Any]] = []
     repeat_rows: list[dict[str, Any]] = []
     oof: dict[str, np.ndarray] = {}
+    intervals: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress.update(done / total, "prediction intervals (CV+)")
+
     for model_name in models:
         for protocol, fold_plans_ in plans.items():
             scores: list[dict[str, float]] = []
+            interval_rows: list[dict[str, float]] = []
+            bounds_sum = np.zeros((2, n))
             preds_sum = np.zeros(n)
             repeats = len(fold_plans_)
             for r, fold_of in enumerate(fold_plans_):
@@ -485,19 +525,29 @@ def cross_validate(
                     done += 1
                 s = regression_metrics(ya, pred)
                 scores.append(s)
+                if coverage is not None and model_name == interval_model:
+                    bounds = cv_plus(fit_predict, ya, fold_of, model_name, seed + r, coverage, tick)
+                    if bounds is not None:
+                        interval_rows.append(interval_scores(ya, *bounds))
+                        bounds_sum += np.vstack(bounds)
                 repeat_rows.append({"model": model_name, "protocol": protocol, "repeat": r, **s})
                 preds_sum += pred
             if protocol == oof_protocol:
                 oof[model_name] = preds_sum / repeats
+                if interval_rows:
+                    intervals[model_name] = (bounds_sum[0] / repeats, bounds_sum[1] / repeats)
             row: dict[str, Any] = {"model": model_name, "protocol": protocol, "n_regions": n}
             for key in ("mae", "rmse", "r2"):
                 vals = [s[key] for s in scores]
                 row[f"{key}_mean"] = float(np.mean(vals))
                 row[f"{key}_std"] = _std(vals)
+            for key in ("coverage", "interval_width"):
+                row[key] = float(np.mean([s[key] for s in interval_rows])) if interval_rows else float("nan")
             rows.append(row)
     if progress is not None:
         progress.update(1.0, "prediction done")
-    return PredictionResult(metrics=metrics_table(rows), oof=oof, per_repeat=pd.DataFrame(repeat_rows))
+    return PredictionResult(metrics=metrics_table(rows), oof=oof, per_repeat=pd.DataFrame(repeat_rows),
+                            intervals=intervals)
 
 
 def evaluate_ensemble(members: Sequence[np.ndarray], y: np.ndarray, coords: np.ndarray | None,

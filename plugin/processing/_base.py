@@ -29,6 +29,7 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
     QgsProcessingUtils,
     QgsVectorLayer,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "ensure_methods",
     "input_folder",
     "check_label_fields",
+    "coverage_parameter",
     "run_backend",
 ]
 
@@ -92,6 +94,15 @@ CANCEL_GRACE = 5.0
 STDERR_LINES = 10
 #: Error kinds that are the user's input, explained by the message alone (no stderr quoted).
 _INPUT_KINDS = frozenset({"input", "config", "output", "busy"})
+
+
+def coverage_parameter(name: str) -> QgsProcessingParameterNumber:
+    """The nominal coverage of the prediction intervals (``<label>_lo`` to ``<label>_hi``), as in the run dock."""
+    low, high = common.COVERAGE_RANGE
+    return QgsProcessingParameterNumber(
+        name, tr("Prediction interval coverage (0.9 = 90 % of regions inside their interval)"),
+        QgsProcessingParameterNumber.Type.Double, DEFAULTS.coverage, False, low, high,
+    )
 
 
 def check_label_fields(layer: QgsVectorLayer | None, fields: list[str]) -> str:

@@ -66,6 +66,7 @@ from ._base import (
     RegionLensAlgorithm,
     backend_python,
     check_label_fields,
+    coverage_parameter,
     input_folder,
     run_backend,
 )
@@ -137,6 +138,7 @@ class EmbedAlgorithm(RegionLensAlgorithm):
     REPEATS = "REPEATS"
     MODELS = "MODELS"
     SPATIAL = "SPATIAL"
+    COVERAGE = "COVERAGE"
     METHOD_PARAMS = "METHOD_PARAMS"
     CONTEXT = "CONTEXT"
     ENSEMBLE = "ENSEMBLE"
@@ -255,6 +257,7 @@ class EmbedAlgorithm(RegionLensAlgorithm):
             QgsProcessingParameterBoolean(
                 self.SPATIAL, tr("Also evaluate with spatially blocked folds"), DEFAULTS.spatial
             ),
+            coverage_parameter(self.COVERAGE),
             QgsProcessingParameterString(
                 self.METHOD_PARAMS, tr('Method parameters (JSON, e.g. {"neighbourhood_m": 1000})'), optional=True
             ),
@@ -383,6 +386,7 @@ class EmbedAlgorithm(RegionLensAlgorithm):
             seed=self.parameterAsInt(parameters, self.SEED, context),
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             overwrite=self.parameterAsBool(parameters, self.OVERWRITE, context),
+            coverage=self.parameterAsDouble(parameters, self.COVERAGE, context),
         )  # fmt: skip
         labelled = bool(self.parameterAsFields(parameters, self.LABEL_FIELDS, context)
                         or self.parameterAsLayerList(parameters, self.LABEL_POINTS, context))  # fmt: skip

@@ -36,6 +36,7 @@ from ._base import (
     EmbeddingLayerAlgorithm,
     backend_python,
     check_label_fields,
+    coverage_parameter,
     input_folder,
     run_backend,
 )
@@ -59,8 +60,10 @@ class PredictAlgorithm(EmbeddingLayerAlgorithm):
         "the same name as the region id field). To use a field of the embedding layer itself, choose that "
         "layer as labels layer too (or, in scripts and qgis_process, leave LABELS empty). Modelled as "
         "density per km\u00b2 with log1p by default; predictions are written back in "
-        "the label's units as <label>_obs, <label>_pred and <label>_res (observed minus predicted). The "
-        "output GeoPackage also holds the table 'metrics' (MAE, RMSE, R2 as mean and standard deviation)."
+        "the label's units as <label>_obs, <label>_pred and <label>_res (observed minus predicted), with the "
+        "prediction interval <label>_lo to <label>_hi at the chosen coverage (CV+ from the out-of-fold "
+        "residuals; its empirical coverage under both protocols is in the metrics). The output GeoPackage also "
+        "holds the table 'metrics' (MAE, RMSE, R2 as mean and standard deviation)."
     )
 
     LABELS = "LABELS"
@@ -73,6 +76,7 @@ class PredictAlgorithm(EmbeddingLayerAlgorithm):
     SEED = "SEED"
     MODELS = "MODELS"
     SPATIAL = "SPATIAL"
+    COVERAGE = "COVERAGE"
     # outputs
     PREDICTIONS = "PREDICTIONS"
     METRICS = "METRICS"
@@ -80,6 +84,8 @@ class PredictAlgorithm(EmbeddingLayerAlgorithm):
     R2 = "R2"
     MAE = "MAE"
     RMSE = "RMSE"
+    COVERAGE_SHUFFLED = "COVERAGE_SHUFFLED"
+    COVERAGE_SPATIAL = "COVERAGE_SPATIAL"
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802 - QGIS API
         """Declare the parameters and outputs."""
@@ -119,6 +125,7 @@ class PredictAlgorithm(EmbeddingLayerAlgorithm):
             self.REPEATS, tr("Cross-validation repeats"), integer, DEFAULTS.repeats, False, 1, 50
         ))  # fmt: skip
         self.addParameter(QgsProcessingParameterNumber(self.SEED, tr("Random seed"), integer, DEFAULTS.seed, False, 0))
+        self.addParameter(coverage_parameter(self.COVERAGE))
         advanced = [
             QgsProcessingParameterEnum(
                 self.MODELS, tr("Prediction models (the first fills the predictions layer)"), list(PREDICTION_MODELS),
@@ -138,6 +145,10 @@ class PredictAlgorithm(EmbeddingLayerAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.R2, tr("R2 (shuffled folds, mean)")))
         self.addOutput(QgsProcessingOutputNumber(self.MAE, tr("MAE (shuffled folds, mean)")))
         self.addOutput(QgsProcessingOutputNumber(self.RMSE, tr("RMSE (shuffled folds, mean)")))
+        self.addOutput(QgsProcessingOutputNumber(
+            self.COVERAGE_SHUFFLED, tr("Empirical coverage of the prediction intervals (shuffled folds)")))
+        self.addOutput(QgsProcessingOutputNumber(
+            self.COVERAGE_SPATIAL, tr("Empirical coverage of the prediction intervals (spatially blocked folds)")))
 
     def processAlgorithm(  # noqa: N802 - QGIS API
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
@@ -178,6 +189,7 @@ class PredictAlgorithm(EmbeddingLayerAlgorithm):
                 "repeats": self.parameterAsInt(parameters, self.REPEATS, context),
                 "spatial": self.parameterAsBool(parameters, self.SPATIAL, context),
                 "seed": self.parameterAsInt(parameters, self.SEED, context),
+                "coverage": self.parameterAsDouble(parameters, self.COVERAGE, context),
                 "output": output,
                 "overwrite": True,  # Processing asked before replacing a chosen file; the write is atomic
             }
@@ -205,6 +217,8 @@ class PredictAlgorithm(EmbeddingLayerAlgorithm):
             self.R2: scores.get("r2_mean"),
             self.MAE: scores.get("mae_mean"),
             self.RMSE: scores.get("rmse_mean"),
+            self.COVERAGE_SHUFFLED: scores.get("coverage"),
+            self.COVERAGE_SPATIAL: _protocol_scores(result.get("metrics") or [], models[0], "spatial").get("coverage"),
         }
 
 
@@ -220,17 +234,25 @@ def _require_field(source, field: str, what: str) -> None:
 
 def _shuffled_scores(rows: list[dict[str, Any]], model: str) -> dict[str, Any]:
     """The metrics row of ``model`` under shuffled folds (or the first row)."""
+    return _protocol_scores(rows, model, "shuffled") or (rows[0] if rows else {})
+
+
+def _protocol_scores(rows: list[dict[str, Any]], model: str, protocol: str) -> dict[str, Any]:
+    """The metrics row of ``model`` under ``protocol`` (``{}`` when there is none)."""
     for row in rows:
-        if row.get("model") == model and row.get("protocol") == "shuffled":
+        if row.get("model") == model and row.get("protocol") == protocol:
             return row
-    return rows[0] if rows else {}
+    return {}
 
 
 def _score_line(row: dict[str, Any]) -> str:
     """``ridge shuffled: R2 0.312 ± 0.060, MAE 0.51, RMSE 0.66``."""
-    values = {key: row.get(key) for key in ("r2_mean", "r2_std", "mae_mean", "rmse_mean")}
+    values = {key: row.get(key) for key in ("r2_mean", "r2_std", "mae_mean", "rmse_mean", "coverage")}
     numbers = {key: float(value) if isinstance(value, (int, float)) else float("nan") for key, value in values.items()}
-    return "{} {}: R2 {:.3f} \u00b1 {:.3f}, MAE {:.4g}, RMSE {:.4g}".format(
+    line = "{} {}: R2 {:.3f} \u00b1 {:.3f}, MAE {:.4g}, RMSE {:.4g}".format(
         row.get("model", "?"), row.get("protocol", "?"), numbers["r2_mean"], numbers["r2_std"], numbers["mae_mean"],
         numbers["rmse_mean"],
     )  # fmt: skip
+    if numbers["coverage"] == numbers["coverage"]:  # not NaN: the intervals' model
+        line += ", interval coverage {:.2f}".format(numbers["coverage"])
+    return line

@@ -12,6 +12,7 @@ from ._base import ICON_PATH, ensure_methods
 from .cluster import ClusterAlgorithm
 from .embed import EmbedAlgorithm
 from .predict import PredictAlgorithm
+from .similar import SimilarAlgorithm
 
 __all__ = ["PROVIDER_ID", "RegionLensProvider"]
 
@@ -19,7 +20,7 @@ PROVIDER_ID = "regionlens"
 
 
 class RegionLensProvider(QgsProcessingProvider):
-    """Provides ``regionlens:embed``, ``regionlens:cluster`` and ``regionlens:predict``."""
+    """Provides ``regionlens:embed``, ``regionlens:cluster``, ``regionlens:predict`` and ``regionlens:similar``."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -46,7 +47,7 @@ class RegionLensProvider(QgsProcessingProvider):
         return str(ICON_PATH)
 
     def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API
-        """Add the three algorithms, offering the methods the backend describes (:func:`._base.ensure_methods`).
+        """Add the algorithms, offering the methods the backend describes (:func:`._base.ensure_methods`).
 
         Headless (``qgis_process``, scripts) a backend that was never asked is asked now; in QGIS desktop it
         is asked in the background and the toolbox is refreshed when it answers.
@@ -54,7 +55,7 @@ class RegionLensProvider(QgsProcessingProvider):
         desktop = QgsApplication.instance() is not None and QgsApplication.instance().platform() == "desktop"
         if not ensure_methods(wait=not desktop) and desktop:
             self._ask_in_background()
-        for algorithm in (EmbedAlgorithm(), ClusterAlgorithm(), PredictAlgorithm()):
+        for algorithm in (EmbedAlgorithm(), ClusterAlgorithm(), PredictAlgorithm(), SimilarAlgorithm()):
             self.addAlgorithm(algorithm)
 
     def _ask_in_background(self) -> None:

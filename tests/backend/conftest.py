@@ -223,3 +223,13 @@ def toy_regions_by_id(toy_regions: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     out = toy_regions.copy()
     out.index = pd.Index(["1", "2", "3", "4"], dtype="str", name="region_id")
     return out
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The quick demo (baseline, 3 folds, 1 repeat, every label, 90 % intervals, primary = "best") run once per
+    session: its :class:`backend.pipeline.RunResult`. Treat its folder as read-only."""
+    from backend.demo import demo_config
+    from backend.pipeline import run_pipeline
+
+    cfg = demo_config(tmp_path_factory.mktemp("quick") / "run", quick=True)
+    cfg.primary = "best"
+    return run_pipeline(cfg)

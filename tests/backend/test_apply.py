@@ -99,6 +99,21 @@ def test_pipeline_saves_the_model_and_apply_embeds_a_new_layer(calliper_run: Pat
                        "output": str(out)})
 
 
+def test_similar_regions_in_another_city_embedded_by_apply(calliper_run: Path, tmp_path: Path) -> None:
+    from backend.jobs import run_similar_job
+
+    applied = tmp_path / "grid.gpkg"
+    run_apply_job({"model": str(calliper_run / "models" / "calliper"), "id_field": "cell", "output": str(applied),
+                   "regions": str(grid_layer(tmp_path / "grid.geojson"))})
+    res = run_similar_job({"run": str(applied), "ids": ["c0"], "top": 2})
+    assert res["output"] == str(tmp_path / "grid_similar.gpkg") and res["n_regions"] == 6
+    sim = gpd.read_file(res["output"], layer="similarity").set_index("region_id")
+    assert sim.loc["c0", "chosen"] == 1 and sim["top_n"].sum() == 2 and sim.loc["c0", "top_n"] == 0
+    assert sim.loc["c0", "similarity"] == pytest.approx(1.0)
+    with pytest.raises(InputError, match="Unknown region ids: GEO1"):
+        run_similar_job({"run": str(applied), "ids": ["GEO1"], "output": str(tmp_path / "x.gpkg")})
+
+
 def test_apply_reproduces_the_run_embeddings_of_the_same_regions(calliper_run: Path, tmp_path: Path) -> None:
     run_emb = gpd.read_file(calliper_run / "regionlens.gpkg", layer="embeddings").set_index("region_id")
     blocks = gpd.read_file(SAMPLE_DIR / "sf_block_groups_crime_pop.geojson").iloc[[3, 50, 400]]
@@ -230,3 +245,32 @@ def test_a_saved_ensemble_describes_itself_like_a_single_model(fusion_run: Path)
     assert got["name"] == "calliper" and got["params"]["hidden"] == SMALL["hidden"]
     member = json.loads((fusion_run / "models" / "calliper" / "member_0" / "config.json").read_text())
     assert got["inputs"] == member["inputs"] and got["inputs"]["regions"]["required"] is True
+
+
+def test_primary_best_is_the_method_with_the_highest_cv_score(tmp_path: Path) -> None:
+    from backend.tasks.leaderboard import method_scores
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(text_mod, "_load_encoder", lambda name, device: FakeEncoder())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = demo_config(tmp_path / "run", quick=True)
+        cfg.methods = [MethodSpec("calliper", dim=8, params=dict(SMALL)), MethodSpec("baseline", dim=6)]
+        cfg.labels, cfg.figures, cfg.primary, cfg.device = cfg.labels[:2], False, "best", "cpu"
+        result = run_pipeline(cfg)
+    finally:
+        torch.set_num_threads(threads)
+        patch.undo()
+    scores = method_scores(result.metrics, "ridge")
+    best = max(scores, key=scores.get)
+    other = ({"calliper", "baseline"} - {best}).pop()
+    assert result.primary_method == best
+    assert best == "baseline"  # second in the configuration: "auto" would have kept calliper
+    manifest = json.loads(Path(result.run_json).read_text())
+    assert manifest["primary_method"] == best and manifest["methods"][0] == best
+    dims = {"calliper": 8, "baseline": 6}
+    layers = dict(pyogrio.list_layers(result.gpkg))
+    assert f"embeddings_{other}" in layers and f"predictions_{other}" in layers
+    emb = gpd.read_file(result.gpkg, layer="embeddings")
+    assert len([c for c in emb.columns if c.startswith("emb_")]) == dims[best]

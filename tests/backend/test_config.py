@@ -102,3 +102,18 @@ def test_integers_are_accepted_for_numbers_and_lists_for_lists() -> None:
 def test_a_configuration_must_be_an_object() -> None:
     with pytest.raises(ConfigError, match="must be a table/object"):
         config_from_dict(["regions"])  # type: ignore[arg-type]
+
+
+def test_interval_coverage_and_primary_method() -> None:
+    cfg = config_from_dict({**BASE, "prediction": {"coverage": 0.8}, "primary": "best"})
+    assert cfg.prediction is not None and cfg.prediction.coverage == 0.8 and cfg.primary == "best"
+    default = config_from_dict(dict(BASE))
+    assert default.prediction is not None and default.prediction.coverage == 0.9 and default.primary == "auto"
+    for coverage in (0.3, 1.0, 99):
+        with pytest.raises(ConfigError, match=r"'prediction.coverage' must lie between 0.5 and 0.99"):
+            config_from_dict({**BASE, "prediction": {"coverage": coverage}})
+    with pytest.raises(ConfigError, match="'prediction.coverage' must be a number"):
+        config_from_dict({**BASE, "prediction": {"coverage": "90%"}})
+    with pytest.raises(ConfigError, match=r"'primary' must be 'auto', 'best' or one of the run's methods"):
+        config_from_dict({**BASE, "primary": "hafusion"})
+    assert config_from_dict({**BASE, "primary": "baseline"}).primary == "baseline"

@@ -80,7 +80,8 @@ def test_manifest_figures_and_progress(demo_run) -> None:
     assert {"read", "views", "embed_baseline", "cluster", "predict", "write"} <= set(manifest["timings_s"])
     assert any("outside every region" in line for line in manifest["report"])
     names = sorted(Path(f).name for f in result.figures)
-    assert names == ["cluster_profiles.png", "embedding_2d.png", "pred_vs_obs.png"]
+    assert names == ["cluster_map.png", "cluster_profiles.png", "embedding_2d.png", "leaderboard.png",
+                     "pred_vs_obs.png", "prediction_maps.png"]
     assert all(Path(f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in result.figures)
     fractions = [f for _, f in events]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
@@ -111,6 +112,8 @@ def test_cli_run_config_and_refuses_overwrite(tmp_path) -> None:
     first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     assert "finished on cpu" in first.stdout
+    assert "primary:  baseline (fusion, else the first method)" in first.stdout
+    assert f"report:   {tmp_path / 'out' / 'report.html'}" in first.stdout and "embed: baseline" in first.stdout
     before = (tmp_path / "out" / "run.json").read_text()
     second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert second.returncode == 2 and "already holds files" in second.stderr

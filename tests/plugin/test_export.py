@@ -11,6 +11,7 @@ from qgis.PyQt.QtGui import QDesktopServices
 from qgis.PyQt.QtWidgets import QMessageBox
 
 from plugin import export as export_module
+from plugin.common import common
 from plugin.export import ExportDialog, export_layer, export_layer_dialog, shapefile_field_names
 
 PREDICTION_FIELDS = [
@@ -258,3 +259,11 @@ def test_export_dialog_reports_renamed_fields(
     before = result.path.read_bytes()
     assert export_layer_dialog(qgis_iface, layer) is None
     assert len(asked) == 1 and result.path.read_bytes() == before
+
+
+def test_shapefile_names_keep_prediction_intervals_with_their_label() -> None:
+    names = ["region_id", *(f"population{s}" for s in common.PREDICTION_SUFFIXES), "crime_lo", "crime_hi"]
+    mapping = shapefile_field_names(names)
+    assert [mapping[f"population{s}"] for s in common.PREDICTION_SUFFIXES] == [
+        "popul_obs", "popul_pred", "popul_res", "popul_lo", "popul_hi"]
+    assert mapping["crime_lo"] == "crime_lo" and mapping["crime_hi"] == "crime_hi"

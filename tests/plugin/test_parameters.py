@@ -291,7 +291,7 @@ def test_to_run_config_exports_inputs(sample: dict, tmp_path: Path, backend_pyth
                                                                          "neighbourhood_m": 0.0}}]  # fmt: skip
     assert config["clustering"] == {"k": 4}
     assert config["prediction"] == {"models": ["ridge"], "folds": 3, "repeats": 1, "spatial": True,
-                                    "write_model": "ridge"}  # fmt: skip
+                                    "write_model": "ridge", "coverage": 0.9}  # fmt: skip
     assert (inputs / MARKER).is_file()
     assert json.loads((inputs / "config.json").read_text()) == config
 

@@ -41,7 +41,7 @@ from plugin.processing import _base, _outputs
 from plugin.processing._inputs import raster_input
 from plugin.processing.provider import RegionLensProvider
 
-ALGORITHM_IDS = {"regionlens:embed", "regionlens:cluster", "regionlens:predict"}
+ALGORITHM_IDS = {"regionlens:embed", "regionlens:cluster", "regionlens:predict", "regionlens:similar"}
 SF = Path(__file__).resolve().parents[3] / "resources" / "sample_data" / "sf"
 BLOCKS = SF / "sf_block_groups_crime_pop.geojson"
 POIS = SF / "sf_pois_osm.geojson"
@@ -170,7 +170,10 @@ def test_algorithm_definitions(provider: RegionLensProvider) -> None:
         "INPUT", "ID_FIELD", "LABELS", "LABEL_ID_FIELD", "LABEL_FIELD", "TARGET", "LOG1P", "FOLDS", "REPEATS", "SEED",
         "OUTPUT",
     } <= params["regionlens:predict"]  # fmt: skip
-    assert {"PREDICTIONS", "METRICS", "R2"} <= outputs["regionlens:predict"]
+    assert {"PREDICTIONS", "METRICS", "R2", "COVERAGE_SHUFFLED", "COVERAGE_SPATIAL"} <= outputs["regionlens:predict"]
+    assert "COVERAGE" in params["regionlens:predict"] and "COVERAGE" in params["regionlens:embed"]
+    assert {"INPUT", "ID_FIELD", "REGION_IDS", "TOP", "OUTPUT"} <= params["regionlens:similar"]
+    assert outputs["regionlens:similar"] == {"OUTPUT", "SIMILARITY"}
     assert {"OD_TABLE", "OD_ORIGIN", "OD_DESTINATION", "OD_COUNT", "LANDUSE", "LANDUSE_CLASS", "LABEL_POINTS"} <= (
         params["regionlens:embed"]
     )
@@ -360,11 +363,15 @@ def test_predict_label_from_the_embedding_layer(
     provider, processing_module, backend_python: Path, run_gpkg: Path, tmp_path: Path
 ) -> None:
     params = {"INPUT": f"{run_gpkg}|layername=embeddings", "ID_FIELD": "region_id", "LABEL_FIELD": "emb_003",
-              "TARGET": 0, "LOG1P": False, "OUTPUT": str(tmp_path / "p.gpkg"), **FAST}  # fmt: skip
-    results = processing_module.run("regionlens:predict", params, feedback=RecordingFeedback())
+              "TARGET": 0, "LOG1P": False, "OUTPUT": str(tmp_path / "p.gpkg"), "COVERAGE": 0.8, **FAST}  # fmt: skip
+    feedback = RecordingFeedback()
+    results = processing_module.run("regionlens:predict", params, feedback=feedback)
     predictions = QgsVectorLayer(results["PREDICTIONS"], "predictions", "ogr")
     assert predictions.featureCount() == 12
-    assert {"emb_003_obs", "emb_003_pred", "emb_003_res"} <= set(predictions.fields().names())
+    assert {"emb_003_obs", "emb_003_pred", "emb_003_res", "emb_003_lo", "emb_003_hi"} <= set(
+        predictions.fields().names())
+    assert all(f["emb_003_lo"] <= f["emb_003_hi"] for f in predictions.getFeatures())
+    assert 0.0 <= results["COVERAGE_SHUFFLED"] <= 1.0 and results["COVERAGE_SPATIAL"] is None  # FAST: shuffled only
 
 
 def test_predict_reports_unknown_label_field(provider, processing_module, run_gpkg: Path, tmp_path: Path) -> None:
@@ -684,3 +691,41 @@ def test_embed_context_ensemble_and_fusion_match_the_dock(
     alone = dict(params, METHOD=[fusion])
     ok, message = algorithm.checkParameterValues(alone, new_context())
     assert not ok and "choose at least one other method" in message
+
+
+# ---------------------------------------------------------------------------------------------- similar
+
+
+def test_similar_by_typed_ids_and_by_selection(provider, processing_module, backend_python: Path, run_gpkg: Path,
+                                               tmp_path: Path, qgis_new_project: QgsProject) -> None:
+    from plugin.common import common
+
+    output = tmp_path / "similar.gpkg"
+    params = {"INPUT": f"{run_gpkg}|layername=embeddings", "ID_FIELD": "region_id", "REGION_IDS": "r01, r02",
+              "TOP": 3, "OUTPUT": str(output)}  # fmt: skip
+    results = processing_module.run("regionlens:similar", params, feedback=RecordingFeedback())
+    layer = QgsVectorLayer(results["SIMILARITY"], "similarity", "ogr")
+    assert layer.isValid() and layer.featureCount() == 12
+    rows = {f["region_id"]: f for f in layer.getFeatures()}
+    assert {r for r, f in rows.items() if f[common.SIMILAR_CHOSEN_FIELD] == 1} == {"r01", "r02"}
+    top = {r for r, f in rows.items() if f[common.SIMILAR_TOP_FIELD] == 1}
+    assert len(top) == 3 and not top & {"r01", "r02"}
+    assert all(-1.0 <= f[common.SIMILARITY_FIELD] <= 1.0 for f in rows.values())
+
+    embeddings = QgsVectorLayer(f"{run_gpkg}|layername=embeddings", "embeddings", "ogr")
+    qgis_new_project.addMapLayer(embeddings)
+    embeddings.selectByExpression("\"region_id\" = 'r05'")
+    params.update(INPUT=embeddings.id(), REGION_IDS="", OUTPUT=str(tmp_path / "selected.gpkg"))
+    results = processing_module.run("regionlens:similar", params, feedback=RecordingFeedback())
+    chosen = [f["region_id"] for f in QgsVectorLayer(results["SIMILARITY"], "s", "ogr").getFeatures()
+              if f[common.SIMILAR_CHOSEN_FIELD] == 1]
+    assert chosen == ["r05"]
+
+    embeddings.removeSelection()
+    params.update(OUTPUT=str(tmp_path / "none.gpkg"))
+    with pytest.raises(QgsProcessingException, match="Choose the regions to compare with"):
+        processing_module.run("regionlens:similar", params, feedback=RecordingFeedback())
+    params.update(REGION_IDS="r99", OUTPUT=str(tmp_path / "bad.gpkg"))
+    with pytest.raises(QgsProcessingException, match="Unknown region ids: r99"):
+        processing_module.run("regionlens:similar", params, feedback=RecordingFeedback())
+    assert not (tmp_path / "bad.gpkg").exists() and not (tmp_path / "none.gpkg").exists()

@@ -1,0 +1,162 @@
+"""Prediction intervals from out-of-fold residuals: CV+ (Barber, Candès, Ramdas and Tibshirani, 2021,
+"Predictive inference with the jackknife+", Annals of Statistics 49(1)), nested in the outer folds.
+
+Every region of outer fold ``k`` gets its interval from models that never saw fold ``k``'s labels: for
+every other fold ``l`` one model is fitted on the rows outside folds ``k`` and ``l`` (the same fitting as the
+outer folds, :data:`~backend.tasks.prediction.FitPredict`); its absolute residuals ``R_j`` on fold ``l``
+and its prediction ``mu_kl(x_i)`` of the held-out region ``i`` give the ``2 * n_train`` values
+``mu_kl(x_i) - R_j`` and ``mu_kl(x_i) + R_j``. The interval is
+
+    lower = the floor(alpha * (n_train + 1))-th smallest of ``mu_kl(x_i) - R_j``,
+    upper = the ceil((1 - alpha) * (n_train + 1))-th smallest of ``mu_kl(x_i) + R_j``,
+
+with ``alpha = 1 - coverage`` and ``n_train`` the rows outside fold ``k``: CV+ run on the outer training
+fold with the other outer folds as its inner folds. So the inner folds follow the outer protocol (spatial
+blocks stay whole), a model is shared by the pair ``{k, l}`` (``K (K - 1) / 2`` extra fits per repeat),
+and changing a held-out fold's labels changes none of its intervals. A predictor that chooses something on
+the outer training fold (fusion's stacking weights) exposes ``fit_predict.outer_fit(outer_train)``; its pair
+models are then fitted per direction (``K (K - 1)`` fits) with the choice made on fold ``k``'s training
+rows. CV+ guarantees a coverage of at least ``1 - 2 alpha`` for exchangeable regions and reaches
+``1 - alpha`` in practice; spatially blocked folds measure how the intervals hold where the regions are not
+exchangeable (docs/analysis.md).
+
+Intervals are computed in model space (e.g. log1p density); the target's inverse is increasing, so they
+map to the label's units bound by bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from backend.tasks.prediction import FitPredict
+from regionlens_common import HI, LO, OBS
+
+__all__ = ["MIN_FOLDS", "cv_plus", "interval_scores", "add_interval_columns"]
+
+#: CV+ nested in the folds needs a third fold to fit on.
+MIN_FOLDS = 3
+
+
+def _rank(count: int, q: float, upper: bool) -> int:
+    """1-based rank of the CV+ bound among ``count`` values (clipped to ``1..count``: a finite interval)."""
+    r = math.ceil(q * (count + 1)) if upper else math.floor(q * (count + 1))
+    return min(max(r, 1), count)
+
+
+def cv_plus(
+    fit_predict: FitPredict,
+    y: np.ndarray,
+    fold_of: np.ndarray,
+    model_name: str,
+    seed: int,
+    coverage: float,
+    tick: Callable[[], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """CV+ interval of every row, each from models that never saw its fold's labels (module docstring).
+
+    Args:
+        fit_predict: The fold fit of the predictor (the outer folds' own).
+        y: N model-space targets.
+        fold_of: Fold of every row (one repeat of a protocol's plan).
+        model_name: Regressor name passed to ``fit_predict``.
+        seed: Seed passed to ``fit_predict`` (the repeat's).
+        coverage: Nominal coverage, ``1 - alpha``.
+        tick: Called after every fit (progress and cancel).
+
+    Returns:
+        ``(lower, upper)`` arrays of length N, or None with fewer than :data:`MIN_FOLDS` non-empty folds.
+
+    Raises:
+        ValueError: If ``coverage`` is not between 0 and 1 or the lengths differ.
+    """
+    ya = np.asarray(y, dtype=float).ravel()
+    fold_of = np.asarray(fold_of).ravel()
+    if len(ya) != len(fold_of):
+        raise ValueError(f"{len(ya)} targets for {len(fold_of)} fold numbers.")
+    if not 0.0 < coverage < 1.0:
+        raise ValueError(f"coverage must lie between 0 and 1, not {coverage}.")
+    folds = [int(f) for f in np.unique(fold_of)]
+    if len(folds) < MIN_FOLDS:
+        return None
+    n = len(ya)
+    alpha = 1.0 - coverage
+    outer_fit = getattr(fit_predict, "outer_fit", None)
+    pair_pred: dict[tuple[int, int], np.ndarray] = {}  # (held-out fold, inner fold) -> predictions on both
+    for i, a in enumerate(folds):
+        for b in folds[i + 1:]:
+            test = (fold_of == a) | (fold_of == b)
+            for held, inner in ((a, b), (b, a)) if outer_fit is not None else ((a, b),):
+                fit = outer_fit(fold_of != held) if outer_fit is not None else fit_predict
+                full = np.full(n, np.nan)
+                full[test] = fit(model_name, seed, ~test, test)
+                pair_pred[(held, inner)] = full
+                if outer_fit is None:
+                    pair_pred[(inner, held)] = full
+                if tick is not None:
+                    tick()
+    lower = np.full(n, np.nan)
+    upper = np.full(n, np.nan)
+    for k in folds:
+        held = np.flatnonzero(fold_of == k)
+        lows, highs = [], []
+        for m in folds:
+            if m == k:
+                continue
+            pred = pair_pred[(k, m)]
+            rows = fold_of == m
+            resid = np.abs(ya[rows] - pred[rows])
+            centre = pred[held][:, None]
+            lows.append(centre - resid[None, :])
+            highs.append(centre + resid[None, :])
+        low, high = np.hstack(lows), np.hstack(highs)
+        count = low.shape[1]
+        r_lo, r_hi = _rank(count, alpha, upper=False), _rank(count, 1.0 - alpha, upper=True)
+        lower[held] = np.partition(low, r_lo - 1, axis=1)[:, r_lo - 1]
+        upper[held] = np.partition(high, r_hi - 1, axis=1)[:, r_hi - 1]
+    return lower, upper
+
+
+def interval_scores(y: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> dict[str, float]:
+    """Empirical coverage (share of ``y`` inside ``[lower, upper]``) and mean width ``upper - lower``."""
+    ya = np.asarray(y, dtype=float).ravel()
+    inside = (ya >= lower) & (ya <= upper)
+    return {"coverage": float(np.mean(inside)), "interval_width": float(np.mean(upper - lower))}
+
+
+def add_interval_columns(
+    frame: pd.DataFrame, label: str, result: Any, model: str, target: Any, rows: pd.Index
+) -> pd.DataFrame:
+    """Add ``<label>_lo`` and ``<label>_hi`` (the label's own units) to a predictions frame.
+
+    Args:
+        frame: The predictions frame, indexed by region id (holds ``<label>_obs``).
+        label: The label's name.
+        result: The :class:`~backend.tasks.prediction.PredictionResult` (its ``intervals``).
+        model: The regressor whose intervals are written (the one whose predictions are written).
+        target: The :class:`~backend.tasks.targets.Target` (its ``inverse``).
+        rows: Region ids of the result's rows.
+
+    Returns:
+        ``frame`` with the two columns (NULL where a region has no label or no interval could be computed). A
+        label that is never negative (counts, densities, rates) has its lower bound clipped at 0, which only
+        ever adds coverage.
+    """
+    lo_col, hi_col = f"{label}{LO}", f"{label}{HI}"
+    bounds = result.intervals.get(model)
+    if bounds is None:
+        frame[lo_col] = np.nan
+        frame[hi_col] = np.nan
+        return frame
+    lo = target.inverse(pd.Series(bounds[0], index=rows)).reindex(frame.index)
+    hi = target.inverse(pd.Series(bounds[1], index=rows)).reindex(frame.index)
+    observed = frame.get(f"{label}{OBS}")
+    if observed is not None and (observed.dropna() >= 0).all():
+        lo = lo.clip(lower=0.0)
+    frame[lo_col] = lo
+    frame[hi_col] = hi
+    return frame

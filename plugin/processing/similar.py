@@ -1,0 +1,121 @@
+"""``regionlens:similar``: regions similar to chosen ones, by their embeddings (worker ``similar``, backend/jobs.py).
+
+The input is any polygon layer with an id field and numeric ``emb_000`` ... fields: the ``embeddings`` layer
+of a run, of any of its methods, or of a layer embedded by *Apply a saved model* in another city. The chosen
+regions are the ids typed in (comma separated) or, when none are typed, the layer's selected features. The
+output GeoPackage holds the layer ``similarity`` (``similarity``, ``top_n``, ``chosen``; names in
+``regionlens_common``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputVectorLayer,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+)
+
+from ..common import common
+from ._base import RegionLensAlgorithm, backend_python, input_folder, run_backend, tr
+from ._inputs import export_vector
+from ._outputs import gpkg_uri
+
+__all__ = ["SimilarAlgorithm", "chosen_ids"]
+
+
+def chosen_ids(text: str, layer: Any, id_field: str) -> list[str]:
+    """The chosen region ids: the comma-separated ``text``, else the ``id_field`` of ``layer``'s selected features.
+
+    Raises:
+        QgsProcessingException: If neither gives an id.
+    """
+    ids = [part.strip() for part in (text or "").split(",") if part.strip()]
+    if not ids and layer is not None and id_field in layer.fields().names():
+        ids = [str(feature[id_field]) for feature in layer.selectedFeatures()]
+    if not ids:
+        raise QgsProcessingException(tr(
+            "Choose the regions to compare with: type their ids (comma separated) or select them on the map in "
+            "the embedding layer."))
+    return list(dict.fromkeys(ids))
+
+
+class SimilarAlgorithm(RegionLensAlgorithm):
+    """Cosine similarity of every region to the mean embedding of chosen regions."""
+
+    ALG_ID = "similar"
+    DISPLAY_NAME = "Find similar regions"
+    TAGS = "embedding,similar,similarity,cosine,neighbourhood,region"
+    HELP = (
+        "Scores every region of an embedding layer (a polygon layer with numeric fields emb_000, emb_001, ..., "
+        "such as a run's 'embeddings' layer or the layer 'Apply a saved model' wrote for another city) by the "
+        "cosine similarity of its embedding to the mean embedding of the chosen regions (embeddings centred "
+        "first, so a common offset does not make every region alike).\n\nThe chosen regions are the ids typed "
+        "in (comma separated) or, when none are typed, the features selected in the embedding layer (leave "
+        "'Selected features only' off: every region is scored). The output GeoPackage holds the layer "
+        "'similarity' with the fields similarity (-1 to 1), top_n (1 for the N most similar regions, the chosen "
+        "ones excluded) and chosen (1 for the chosen regions)."
+    )
+
+    INPUT = "INPUT"
+    ID_FIELD = "ID_FIELD"
+    REGION_IDS = "REGION_IDS"
+    TOP = "TOP"
+    OUTPUT = "OUTPUT"
+    # outputs
+    SIMILARITY = "SIMILARITY"
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802 - QGIS API
+        """Declare the parameters and outputs."""
+        polygons = QgsProcessing.SourceType.TypeVectorPolygon
+        self.addParameter(QgsProcessingParameterFeatureSource(self.INPUT, tr("Embedding layer"), [polygons]))
+        self.addParameter(QgsProcessingParameterField(self.ID_FIELD, tr("Region id field"), "region_id", self.INPUT))
+        self.addParameter(QgsProcessingParameterString(
+            self.REGION_IDS, tr("Chosen region ids, comma separated (empty: the layer's selected features)"),
+            optional=True))  # fmt: skip
+        self.addParameter(QgsProcessingParameterNumber(
+            self.TOP, tr("Mark this many most similar regions (top_n)"), QgsProcessingParameterNumber.Type.Integer,
+            common.SIMILAR_TOP_N, False, 0, 100000))  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterFileDestination(self.OUTPUT, tr("Output GeoPackage"), tr("GeoPackage (*.gpkg)"))
+        )
+        self.addOutput(QgsProcessingOutputVectorLayer(self.SIMILARITY, tr("Similarity"), polygons))
+
+    def processAlgorithm(  # noqa: N802 - QGIS API
+        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict[str, Any]:
+        """Export the embedding layer, run the backend's ``similar`` job, report its output."""
+        self.layers_to_load = []
+        python = backend_python()
+        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        id_field = self.parameterAsString(parameters, self.ID_FIELD, context)
+        ids = chosen_ids(self.parameterAsString(parameters, self.REGION_IDS, context),
+                         self.parameterAsVectorLayer(parameters, self.INPUT, context), id_field)
+        with input_folder(feedback) as folder:
+            source = self.parameterAsSource(parameters, self.INPUT, context)
+            if source is None:
+                raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+            job = {
+                "run": str(export_vector(source, folder / "embeddings.gpkg", context, feedback, "embedding")),
+                "ids": ids,
+                "id_field": id_field,
+                "top": self.parameterAsInt(parameters, self.TOP, context),
+                "output": output,
+                "overwrite": True,  # Processing asked before replacing a chosen file; the write is atomic
+            }
+            result = run_backend(python, "similar", job, feedback)
+        for line in result.get("report") or []:
+            feedback.pushInfo(str(line))
+        for row in result.get("top") or []:
+            feedback.pushInfo(f"{row.get('region_id')}: {float(row.get('similarity', float('nan'))):.3f}")
+        gpkg = str(result["output"])
+        return {self.OUTPUT: gpkg, self.SIMILARITY: gpkg_uri(gpkg, str(result.get("layer") or
+                                                                       common.SIMILARITY_LAYER))}

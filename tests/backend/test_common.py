@@ -89,8 +89,8 @@ def test_per_method_layer_names() -> None:
 
 def test_prediction_columns() -> None:
     assert [common.prediction_column("population", s) for s in common.PREDICTION_SUFFIXES] == [
-        "population_pred", "population_obs", "population_res"]  # fmt: skip
-    with pytest.raises(ValueError, match="_pred, _obs, _res"):
+        "population_obs", "population_pred", "population_res", "population_lo", "population_hi"]  # fmt: skip
+    with pytest.raises(ValueError, match="_obs, _pred, _res, _lo, _hi"):
         common.prediction_column("population", "_std")
     assert common.prediction_labels(["region_id", "pop_obs", "pop_pred", "crime_2012_pred", "_pred"]) == [
         "pop", "crime_2012"]  # fmt: skip

@@ -222,18 +222,22 @@ def test_sparse_pois_without_raster_run_to_the_end(tmp_path, sf_dir) -> None:
 
 # ------------------------------------------------------------------------------------------------ stages
 LABELS = ("population", "vandalism", "robbery", "drugs", "cartheft", "incidents")
-#: What the baseline run on the sample city wrote before the pipeline became stages.
+#: What the baseline run on the sample city wrote before the pipeline became stages, plus the run report, its
+#: cluster cards and figures, and the prediction intervals (issue 15).
 EXPECTED_FILES = {
     "figures/cluster_profiles.png", "figures/embedding_2d.png", "figures/pred_vs_obs.png",
     "models/baseline/config.json", "models/baseline/weights.safetensors", "regionlens.gpkg", "run.json",
+    "report.html", "clusters.json", "figures/cluster_map.png", "figures/leaderboard.png",
+    "figures/prediction_maps.png",
 }
 EXPECTED_COLUMNS = {
     "embeddings": ["region_id", *[f"emb_{i:03d}" for i in range(16)]],
     "clusters": ["region_id", "cluster", "cluster_name"],
-    "predictions": ["region_id", *[f"{label}_{part}" for label in LABELS for part in ("obs", "pred", "res")]],
+    "predictions": ["region_id", *[f"{label}_{part}" for label in LABELS for part in ("obs", "pred", "res", "lo",
+                                                                                       "hi")]],
     "cluster_profiles": ["cluster", "cluster_name", "n_regions", "feature", "mean", "zscore"],
     "metrics": ["method", "label", "target", "units", "model", "protocol", "n_regions", "mae_mean", "mae_std",
-                "rmse_mean", "rmse_std", "r2_mean", "r2_std", "combination"],
+                "rmse_mean", "rmse_std", "r2_mean", "r2_std", "combination", "coverage", "interval_width"],
 }
 EXPECTED_MANIFEST = {
     "config", "context", "device", "device_requested", "ensembles", "fusion", "label_units", "layers", "log",

@@ -4,7 +4,12 @@ The toolbar button ("Run RegionLens…") shows or hides the run dock (:mod:`.ui.
 also holds "Open run results…" and "Load sample data". The dock calls
 :meth:`RegionLensPlugin.start_run`, which keeps the running tasks referenced (a QgsTask whose Python
 object is collected while running crashes QGIS), loads the results and reports in the message bar with
-a "Details" button (the run log, or the worker's traceback and error output).
+a "Details" button (the run log, or the worker's traceback and error output) and, when the run wrote
+one, an "Open report" button (its ``report.html``); that message stays until closed.
+
+"Find similar regions" (menu, run dock, explorer, an embeddings layer's context menu) and its map tool
+(menu) run the worker's ``similar`` job (:mod:`.similar`); "Cluster card…" is in a clusters layer's
+context menu (:mod:`.ui.cluster_card`).
 """
 
 from __future__ import annotations
@@ -19,9 +24,13 @@ from qgis.core import (
     QgsCoordinateTransform,
     QgsMapLayer,
     QgsMessageLog,
+    QgsPointXY,
     QgsProject,
     QgsRectangle,
+    QgsVectorLayer,
 )
+from qgis.gui import QgsLayerTreeView, QgsMapTool
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QFileDialog
@@ -35,16 +44,21 @@ from . import setup as backend_setup
 from .common import common
 from .export import VECTOR_LAYER_TYPE, ExportResult, export_layer_dialog
 from .processing import RegionLensProvider
+from .report import REPORT_NAME, run_report
+from .report import open_report as open_report_file
 from .results import RunLayers, load_run_outputs
 from .sample_data import load_sample_data
 from .settings import Setting
 from .tasks import LOG_TAG, PLUGIN_ROOT, RunCancelled, RunFailed, RunOutcome, RunParameters, RunSucceeded, RunTask
 from .ui.messages import push_message
 from .ui.run_dock import RunDock
+from .worker_client import find_backend_python
 
 if TYPE_CHECKING:  # the explorer (numpy, matplotlib) is imported when first opened
     from .explorer import EmbeddingExplorer
+    from .similar import SimilarMapTool, SimilarTask
     from .ui.apply_dialog import ApplyDialog
+    from .ui.cluster_card import ClusterCardDialog
 
 __all__ = ["RegionLensPlugin"]
 
@@ -75,6 +89,13 @@ class RegionLensPlugin:
         self.explorer: EmbeddingExplorer | None = None  # created on first use
         self.apply_action: QAction | None = None  # "Apply a saved model to another layer…"
         self.apply_dialog: ApplyDialog | None = None  # created on first use
+        self.similar_action: QAction | None = None  # "Find similar regions" (menu, layer tree)
+        self.card_action: QAction | None = None  # "Cluster card…" in a clusters layer's context menu
+        self.cluster_cards: list[ClusterCardDialog] = []  # open cards (modeless)
+        self._offered: QgsProject | None = None  # the project whose new layers get the layer tree actions
+        self.last_similarity: QgsVectorLayer | None = None  # the latest "find similar regions" layer
+        self.similar_tool_action: QAction | None = None  # checkable: the "click a region" map tool
+        self.similar_tool: SimilarMapTool | None = None  # created on first use
 
     # ------------------------------------------------------------------ QGIS plugin API
 
@@ -125,6 +146,23 @@ class RegionLensPlugin:
         self.layer_export_action = QAction(icon, "Export layer\u2026", self.iface.mainWindow())
         self.layer_export_action.triggered.connect(lambda _checked=False: self.export_layer())
         self.iface.addCustomActionForLayerType(self.layer_export_action, "RegionLens", VECTOR_LAYER_TYPE, True)
+        self.similar_action = self._add_action(
+            icon, "Find similar regions", lambda: self.find_similar(),
+            tip="Select regions of a run's embeddings (on the map or in the explorer), then map how similar "
+                "every region is to them; the most similar are outlined",
+        )  # fmt: skip
+        self.iface.addCustomActionForLayerType(self.similar_action, "RegionLens", VECTOR_LAYER_TYPE, False)
+        self.similar_tool_action = self._add_action(
+            icon, "Find similar regions: click a region", lambda: None,
+            tip="Map tool: click a region to map how similar every region is to it; Shift+click adds regions",
+        )  # fmt: skip
+        self.similar_tool_action.setCheckable(True)
+        self.similar_tool_action.toggled.connect(self.toggle_similar_tool)
+        self.card_action = QAction(icon, "Cluster card\u2026", self.iface.mainWindow())
+        self.card_action.setToolTip("What this cluster is: size, defining features, example regions; rename it")
+        self.card_action.triggered.connect(lambda _checked=False: self.open_cluster_card())
+        self.iface.addCustomActionForLayerType(self.card_action, "RegionLens", VECTOR_LAYER_TYPE, False)
+        self._offer_layer_actions(True)
         self.setup_action = self._add_action(
             icon, "Set up backend\u2026", self.show_setup_dialog,
             tip="Create the RegionLens backend environment (PyTorch; CUDA build when an NVIDIA GPU is found)",
@@ -139,6 +177,21 @@ class RegionLensPlugin:
             self.provider = None
         for task in list(self.tasks):
             task.cancel()
+        self._offer_layer_actions(False)
+        if self.similar_tool is not None:
+            self.toggle_similar_tool(False)
+            self.similar_tool.deleteLater()
+            self.similar_tool = None
+        self.similar_tool_action = None
+        for action in (self.similar_action, self.card_action):
+            if action is not None:
+                self.iface.removeCustomActionForLayerType(action)
+        if self.card_action is not None:
+            self.card_action.deleteLater()
+        self.similar_action = self.card_action = None
+        for card in self.cluster_cards:
+            card.close()
+        self.cluster_cards.clear()
         if self.run_dock is not None:
             self.run_dock.disconnect_project()
             self.iface.removeDockWidget(self.run_dock)
@@ -216,21 +269,41 @@ class RegionLensPlugin:
         return self.run_dock
 
     def open_run_results(self, path: str | Path | None = None) -> RunLayers | dict[str, QgsMapLayer]:
-        """Ask for a ``regionlens.gpkg`` (unless ``path`` is given) and load it styled."""
+        """Ask for a ``regionlens.gpkg`` or a run's ``report.html`` (unless ``path`` is given) and open it.
+
+        A GeoPackage loads styled; a report opens in the browser (and nothing is loaded).
+        """
         if path is None:
             start = str(Setting.LAST_RESULTS_DIR.get() or Path.home())
             chosen, _filter = QFileDialog.getOpenFileName(
                 self.iface.mainWindow(),
                 "Open RegionLens run results",
                 start,
-                "RegionLens results (regionlens.gpkg);;GeoPackage (*.gpkg)",
+                f"RegionLens results (regionlens.gpkg {REPORT_NAME});;GeoPackage (*.gpkg);;Run report (*.html)",
             )
             if not chosen:
                 return {}
             path = chosen
         path = Path(path)
         Setting.LAST_RESULTS_DIR.set(str(path.parent.parent))
+        if path.suffix.lower() in (".html", ".htm"):
+            self.open_report(path)
+            return {}
         return self._load_results(path)
+
+    def open_report(self, path: str | Path) -> bool:
+        """Open a run's ``report.html`` (or the report of a run folder or GeoPackage) in the browser.
+
+        Returns:
+            True if it opened; otherwise the message bar says why.
+        """
+        if open_report_file(path):
+            return True
+        report = run_report(path)
+        text = (f"Could not open {report}: no application opens HTML files here." if report is not None
+                else f"No run report found at {path} (runs write {REPORT_NAME} beside regionlens.gpkg).")
+        self.iface.messageBar().pushWarning("RegionLens", text)
+        return False
 
     def open_explorer(self, embeddings=None, clusters=None) -> EmbeddingExplorer | None:
         """Show the embedding explorer (created on first use) for these layers, default the latest run's.
@@ -248,6 +321,8 @@ class RegionLensPlugin:
         except ImportError as exc:  # matplotlib missing: the message says what to install
             self.iface.messageBar().pushCritical("RegionLens", str(exc))
             return None
+        self.explorer.set_find_similar(lambda layer: self.find_similar(layer))
+        self.explorer.on_renamed = self._cluster_renamed
         if self.explorer.data is None:
             self.iface.messageBar().pushInfo(
                 "RegionLens", "No RegionLens embeddings in this project yet: open run results or run RegionLens."
@@ -263,6 +338,110 @@ class RegionLensPlugin:
         self.apply_dialog.show()
         self.apply_dialog.raise_()
         return self.apply_dialog
+
+    def find_similar(self, layer: QgsVectorLayer | None = None, top: int = common.SIMILAR_TOP_N) -> SimilarTask | None:
+        """Map how similar every region is to the selected ones (the worker's ``similar`` job, in the background).
+
+        Args:
+            layer: The embeddings layer (default: the active layer when it holds embeddings, else the
+                explorer's, else the latest run's).
+            top: How many of the most similar regions to outline.
+
+        Returns:
+            The queued task, or ``None`` (the message bar says why: no embeddings, nothing selected, no backend).
+        """
+        from .explorer.data import find_run_layers
+        from .similar import SimilarTask, chosen_region_ids, to_similar_parameters
+
+        project = QgsProject.instance()
+        active = self.iface.activeLayer()
+        layer = layer or self._similar_layer()
+        if layer is None:
+            self.iface.messageBar().pushWarning(
+                "RegionLens", "No embeddings to compare: open run results or run RegionLens, then select regions.")
+            return None
+        python = find_backend_python()
+        if python is None:
+            self.ensure_backend()
+            return None
+        others = [active, find_run_layers(project, near=layer).get("clusters")]
+        try:
+            params = to_similar_parameters(layer, chosen_region_ids(layer, [o for o in others if o is not None]),
+                                           python, top)
+        except ValueError as exc:
+            self.iface.messageBar().pushWarning("RegionLens", str(exc))
+            return None
+        task = SimilarTask(params, description=f"RegionLens: {params.title}")
+        task.on_finished = lambda outcome: self._similar_finished(task, outcome, layer)
+        self.tasks.append(task)
+        QgsApplication.taskManager().addTask(task)
+        self.iface.messageBar().pushInfo("RegionLens", f"Finding regions similar to {len(params.params['ids'])} "
+                                         "selected region(s)\u2026")
+        return task
+
+    def find_similar_at(self, point: QgsPointXY, add: bool = False) -> SimilarTask | None:
+        """The map tool's click: choose the region under ``point`` (canvas CRS) of the embeddings layer (``add``:
+        add it to the regions chosen already) and find the regions similar to the chosen ones."""
+        from .similar import region_at
+
+        layer = self._similar_layer()
+        if layer is None:
+            self.iface.messageBar().pushWarning(
+                "RegionLens", "No embeddings to compare: open run results or run RegionLens first.")
+            return None
+        canvas = self.iface.mapCanvas()
+        tolerance = QgsMapTool.searchRadiusMU(canvas) if canvas is not None else 0.0
+        fid = region_at(layer, point, QgsProject.instance().crs() if canvas is None
+                        else canvas.mapSettings().destinationCrs(), tolerance)
+        if fid is None:
+            self.iface.messageBar().pushInfo("RegionLens", f"No region of '{layer.name()}' there; click a region.")
+            return None
+        layer.selectByIds([fid], Qgis.SelectBehavior.AddToSelection if add else Qgis.SelectBehavior.SetSelection)
+        return self.find_similar(layer)
+
+    def toggle_similar_tool(self, on: bool) -> None:
+        """Make the "click a region: find similar" map tool the canvas's tool (or leave it)."""
+        from .similar import SimilarMapTool
+
+        canvas = self.iface.mapCanvas()
+        if canvas is None:
+            return
+        if on:
+            if self.similar_tool is None:
+                self.similar_tool = SimilarMapTool(canvas, self.find_similar_at)
+                if self.similar_tool_action is not None:
+                    self.similar_tool.setAction(self.similar_tool_action)
+            canvas.setMapTool(self.similar_tool)
+        elif self.similar_tool is not None and canvas.mapTool() is self.similar_tool:
+            canvas.unsetMapTool(self.similar_tool)
+
+    def _similar_layer(self) -> QgsVectorLayer | None:
+        """The embeddings to compare: the active layer's, else the explorer's, else the latest run's."""
+        from .explorer.data import find_run_layers
+        from .similar import is_embeddings_layer
+
+        explorer = self.explorer.embeddings_layer() if self.explorer is not None else None
+        layer = next((c for c in (self.iface.activeLayer(), explorer) if is_embeddings_layer(c)), None)
+        return layer or find_run_layers(QgsProject.instance()).get("embeddings")
+
+    def open_cluster_card(self, layer: QgsVectorLayer | None = None, cluster: int | None = None):
+        """Open the card of a cluster of a clusters layer (default: the active layer; the cluster of its first
+        selected region, else the first). ``None`` (said in the message bar) for another layer."""
+        from .clusters import is_clusters_layer
+        from .ui.cluster_card import ClusterCardDialog
+
+        layer = layer if layer is not None else self.iface.activeLayer()
+        if not is_clusters_layer(layer):
+            self.iface.messageBar().pushWarning(
+                "RegionLens", "Choose a RegionLens clusters layer (region_id and cluster fields) for a cluster card.")
+            return None
+        dialog = ClusterCardDialog(layer, cluster, self.iface.mainWindow(), on_renamed=self._cluster_renamed)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+        dialog.destroyed.connect(lambda _obj=None, d=dialog: self.cluster_cards.remove(d)
+                                 if d in self.cluster_cards else None)
+        self.cluster_cards.append(dialog)
+        dialog.show()
+        return dialog
 
     def export_layer(self, layer: QgsMapLayer | None = None) -> ExportResult | None:
         """Ask for a layer (default: the active one), a format and a file; export; list renamed fields."""
@@ -325,10 +504,14 @@ class RegionLensPlugin:
             if was_empty:
                 project.setCrs(first.crs())
             self._zoom_to(first)
+        _expand_in_view(self.iface, layers)
         methods = ", ".join(layers.methods)
-        self.iface.messageBar().pushSuccess(
-            "RegionLens", f"Loaded {len(layers.entries)} layers ({methods}) from {gpkg}."
-        )
+        text = f"Loaded {len(layers.entries)} layers ({methods}) from {gpkg}."
+        if run_report(gpkg) is not None:
+            push_message(self.iface.messageBar(), text, Qgis.MessageLevel.Success,
+                         actions=[("Open report", lambda: self.open_report(gpkg))])
+        else:
+            self.iface.messageBar().pushSuccess("RegionLens", text)
         if self.explorer is not None and common.LAYER_EMBEDDINGS in layers:  # an open explorer follows the new run
             self.explorer.set_layers(layers[common.LAYER_EMBEDDINGS], layers.get(common.LAYER_CLUSTERS))
         return layers
@@ -343,9 +526,12 @@ class RegionLensPlugin:
                 Qgis.MessageLevel.Success,
             )  # fmt: skip
             self._load_results(outcome.gpkg)
-            push_message(
+            report = outcome.result.get("report_html") or outcome.gpkg
+            actions = [("Open report", lambda: self.open_report(report))] if run_report(report) is not None else []
+            push_message(  # stays until closed: the person reads it, its log and its report when back
                 bar, f"finished on {outcome.device} in {outcome.seconds:.1f} s", Qgis.MessageLevel.Success,
                 details=_run_log(task, outcome), details_title="RegionLens run log", parent=self.iface.mainWindow(),
+                duration=0, actions=actions,
             )  # fmt: skip
         elif isinstance(outcome, RunFailed):
             first = (outcome.message.strip().splitlines() or [outcome.kind])[0]
@@ -360,6 +546,69 @@ class RegionLensPlugin:
         if on_done is not None:
             on_done(outcome)
 
+    def _similar_finished(self, task: SimilarTask, outcome: RunOutcome, embeddings: QgsVectorLayer) -> None:
+        from .similar import load_similarity
+
+        if task in self.tasks:
+            self.tasks.remove(task)
+        bar = self.iface.messageBar()
+        if isinstance(outcome, RunSucceeded):
+            result = outcome.result
+            try:
+                near = embeddings if not sip.isdeleted(embeddings) else None
+                layer = load_similarity(result["output"], task.params.title, near=near)
+            except (KeyError, OSError, ValueError) as exc:
+                bar.pushCritical("RegionLens", f"The similar regions could not be loaded: {exc}")
+                return
+            self.last_similarity = layer
+            top = [f"{row['region_id']}: {row['similarity']:.3f}" for row in result.get("top") or []]
+            push_message(
+                bar, f"{len(top)} most similar regions outlined in red in '{layer.name()}'.",
+                Qgis.MessageLevel.Success, details="\n".join([f"Written to {result['output']}", "",
+                                                              "Most similar (cosine similarity):", *top]),
+                details_title="RegionLens: similar regions", parent=self.iface.mainWindow(),
+            )  # fmt: skip
+        elif isinstance(outcome, RunFailed):
+            first = (outcome.message.strip().splitlines() or [outcome.kind])[0]
+            push_message(bar, f"finding similar regions failed ({outcome.kind}): {first}", Qgis.MessageLevel.Critical,
+                         details="\n\n".join(p for p in (outcome.message, outcome.details) if p) or "No details.",
+                         details_title="RegionLens: worker log and traceback", parent=self.iface.mainWindow())
+        elif isinstance(outcome, RunCancelled):
+            bar.pushInfo("RegionLens", outcome.message)
+
+    def _cluster_renamed(self, layer: QgsVectorLayer, cluster: int, name: str) -> None:
+        """A cluster got a new name: other views of the same layer follow (the explorer, open cards)."""
+        if self.explorer is not None and self.explorer.clusters_layer() is layer:
+            self.explorer.cluster_renamed(layer, cluster, name)
+        for card in self.cluster_cards:
+            if card.layer is layer:
+                card.cluster_renamed(cluster, name)
+
+    def _offer_layer_actions(self, offer: bool) -> None:
+        """Put "Find similar regions" on embeddings layers' and "Cluster card…" on clusters layers' context menus
+        (layers there now and layers added later)."""
+        project = QgsProject.instance()
+        if offer and self._offered is None:
+            self._offered = project
+            project.layersAdded.connect(self._add_layer_actions)
+            self._add_layer_actions(list(project.mapLayers().values()))
+        elif not offer and self._offered is not None:
+            try:
+                self._offered.layersAdded.disconnect(self._add_layer_actions)
+            except (RuntimeError, TypeError):
+                pass
+            self._offered = None
+
+    def _add_layer_actions(self, layers) -> None:
+        from .clusters import is_clusters_layer
+        from .similar import is_embeddings_layer
+
+        for layer in layers:
+            if self.similar_action is not None and is_embeddings_layer(layer):
+                self.iface.addCustomActionForLayer(self.similar_action, layer)
+            if self.card_action is not None and is_clusters_layer(layer):
+                self.iface.addCustomActionForLayer(self.card_action, layer)
+
     def _zoom_to(self, layer: QgsMapLayer) -> None:
         canvas = self.iface.mapCanvas()
         if canvas is None:
@@ -372,6 +621,23 @@ class RegionLensPlugin:
         extent.scale(1.05)
         canvas.setExtent(extent)
         canvas.refresh()
+
+
+def _expand_in_view(iface, layers: RunLayers) -> None:
+    """Expand the run's group and its primary method's group in QGIS's layer tree view.
+
+    The group node is expanded, but the view showed it collapsed whenever the group that was on top before
+    was expanded: the view applies a new node's expanded state while the row it is inserted at (0) still
+    counts as the previous group's, which Qt sees as expanded already, so nothing is done; once the rows
+    shift, the new group is left collapsed. Expanding it in the view after the insertion shows it as it is.
+    """
+    view = iface.layerTreeView() if hasattr(iface, "layerTreeView") else None
+    if not isinstance(view, QgsLayerTreeView):
+        return
+    view.setExpanded(view.node2index(layers.group), True)
+    primary = layers.group.findGroup(layers.methods[0]) if layers.methods else None
+    if primary is not None:
+        view.setExpanded(view.node2index(primary), True)
 
 
 def _run_log(task: RunTask, outcome: RunSucceeded) -> str:

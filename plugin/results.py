@@ -16,6 +16,9 @@ key                        GeoPackage layer (primary / further method m)    styl
 ``metrics``                ``metrics`` (every method)                       - (table)
 ========================  ===============================================  ============================
 
+A predictions layer of a run with prediction intervals (``<label>_lo``, ``<label>_hi``) has a second
+style, *Interval width (hi − lo)*, in its Styles menu (:func:`.styling.add_interval_width_style`).
+
 Layer names carry the run and the method (``Clusters (calliper, run_sf)``), so they stay apart in
 layer lists. The methods and which one is primary come from the run's ``run.json`` (written beside
 the GeoPackage) or, without it, from the GeoPackage's layer names.
@@ -248,6 +251,7 @@ def load_run_outputs(
             for name in labels:
                 predictions = open_gpkg_layer(path, table, f"Predicted {name}{tag}")
                 styling.style_predictions(predictions, name, mode=prediction_mode)
+                styling.add_interval_width_style(predictions, name)  # a second style, when the run has intervals
                 entries.append(RunLayer(method, PREDICTIONS, predictions, name))
                 if common.prediction_column(name, common.RES) in predictions.fields().names():
                     residuals = open_gpkg_layer(path, table, f"Residuals {name}, observed \u2212 predicted{tag}")
@@ -294,6 +298,8 @@ def _add(project: QgsProject, group: QgsLayerTreeGroup, layer: QgsVectorLayer, v
 
 
 def _new_group(project: QgsProject, name: str) -> QgsLayerTreeGroup:
+    """A new, expanded group at the top of the layer tree (a layer tree *view* may still show it collapsed:
+    see ``plugin.main._expand_in_view``)."""
     group = project.layerTreeRoot().insertGroup(0, name)
     group.setExpanded(True)
     return group

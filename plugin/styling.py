@@ -7,7 +7,11 @@
   (legend title) says which units the run modelled the label in (``modelled as log1p(per km²)``);
 - residuals: graduated on ``<label>_res`` (observed minus predicted), 7 classes symmetric around 0
   with the diverging RdBu ramp, so that white means "about right";
-- embeddings: a light single symbol (the layer is there for its attributes).
+- embeddings: a light single symbol (the layer is there for its attributes);
+- interval width: a second, named style of a predictions layer (Styles menu of the layer), graduated on
+  ``<label>_hi - <label>_lo``, light where the prediction is sure and dark where it is not;
+- similarity (the ``similar`` job's layer): graduated on ``similarity``, the top N most similar regions
+  outlined in red and the chosen regions in black.
 
 Colour ramps are built here from fixed colour lists (ColorBrewer / matplotlib), so the result does not
 depend on the user's style database.
@@ -24,18 +28,25 @@ from qgis.core import (
     QgsClassificationJenks,
     QgsClassificationQuantile,
     QgsExpression,
+    QgsExpressionContext,
+    QgsExpressionContextUtils,
     QgsFeatureRequest,
     QgsFillSymbol,
     QgsGradientColorRamp,
     QgsGradientStop,
     QgsGraduatedSymbolRenderer,
+    QgsMapLayerStyle,
     QgsPalLayerSettings,
+    QgsProperty,
     QgsRendererCategory,
     QgsRendererRange,
+    QgsSimpleLineSymbolLayer,
     QgsSingleSymbolRenderer,
     QgsSymbol,
+    QgsSymbolLayer,
     QgsTextBufferSettings,
     QgsTextFormat,
+    QgsUnitTypes,
     QgsVectorLayer,
     QgsVectorLayerSimpleLabeling,
     QgsWkbTypes,
@@ -50,6 +61,7 @@ __all__ = [
     "RDBU",
     "base_symbol",
     "cluster_colour",
+    "cluster_legend",
     "gradient_ramp",
     "numeric_values",
     "run_label_units",
@@ -59,6 +71,12 @@ __all__ = [
     "style_predictions",
     "style_residuals",
     "style_embeddings",
+    "INTERVAL_STYLE",
+    "ORANGES",
+    "add_interval_width_style",
+    "interval_width_expression",
+    "style_interval_width",
+    "style_similarity",
 ]
 
 #: The fixed cluster colours (clusters 0..19), shared with the backend's figures.
@@ -70,6 +88,13 @@ RDBU = [
     "#67001f", "#b2182b", "#d6604d", "#f4a582", "#fddbc7", "#f7f7f7",
     "#d1e5f0", "#92c5de", "#4393c3", "#2166ac", "#053061",
 ]  # fmt: skip
+
+#: Sequential ramp for interval widths (ColorBrewer Oranges, 5 classes): dark = wide = unsure.
+ORANGES = ["#feedde", "#fdbe85", "#fd8d3c", "#e6550d", "#a63603"]
+#: Name of the interval-width style of a predictions layer (in the layer's style manager).
+INTERVAL_STYLE = "Interval width (hi \u2212 lo)"
+#: Outlines of the similarity layer: the top N most similar regions and the chosen ones.
+TOP_OUTLINE, CHOSEN_OUTLINE, TOP_OUTLINE_WIDTH = "#d7191c", "#000000", 0.8
 
 _OUTLINE = "90,90,90,150"  # thin, half-transparent grey outline
 _OUTLINE_WIDTH = "0.1"  # millimetres
@@ -150,6 +175,11 @@ def _fmt(value: float, precision: int) -> str:
     return text.replace("-", "\u2212")
 
 
+def cluster_legend(cluster: int, name: str) -> str:
+    """The legend entry of a cluster: ``Cluster 0 — <name>`` (``Cluster 0`` without a name)."""
+    return f"Cluster {cluster}" + (f" \u2014 {name}" if name else "")
+
+
 def style_clusters(
     layer: QgsVectorLayer,
     field: str = "cluster",
@@ -188,7 +218,7 @@ def style_clusters(
             descriptions[value] = str(text) if isinstance(text, str) else ""
     categories = []
     for value in sorted(descriptions):
-        legend = f"Cluster {value}" + (f" \u2014 {descriptions[value]}" if descriptions[value] else "")
+        legend = cluster_legend(value, descriptions[value])
         categories.append(QgsRendererCategory(value, base_symbol(layer, cluster_colour(value)), legend))
     renderer = QgsCategorizedSymbolRenderer(field, categories)
     renderer.setSourceSymbol(base_symbol(layer, "#cccccc"))
@@ -374,6 +404,150 @@ def style_residuals(layer: QgsVectorLayer, label: str, units: str | None = None)
 def style_embeddings(layer: QgsVectorLayer) -> QgsSingleSymbolRenderer:
     """A light single symbol: the embeddings layer is there for its attribute table."""
     renderer = QgsSingleSymbolRenderer(base_symbol(layer, QColor(236, 236, 236, 160)))
+    layer.setRenderer(renderer)
+    layer.setLabelsEnabled(False)
+    layer.triggerRepaint()
+    return renderer
+
+
+def interval_width_expression(label: str) -> str:
+    """``"<label>_hi" - "<label>_lo"``: the width of a region's prediction interval, in the label's units."""
+    lo, hi = (QgsExpression.quotedColumnRef(f"{label}{suffix}") for suffix in (common.LO_SUFFIX, common.HI_SUFFIX))
+    return f"{hi} - {lo}"
+
+
+def _expression_values(layer: QgsVectorLayer, expression: str) -> list[float]:
+    expr = QgsExpression(expression)
+    context = QgsExpressionContext(QgsExpressionContextUtils.globalProjectLayerScopes(layer))
+    expr.prepare(context)
+    values = []
+    for feature in layer.getFeatures(QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry)):
+        context.setFeature(feature)
+        value = expr.evaluate(context)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            values.append(float(value))
+    return values
+
+
+def style_interval_width(layer: QgsVectorLayer, label: str, classes: int = 5) -> QgsGraduatedSymbolRenderer:
+    """Graduated renderer on the interval width ``<label>_hi - <label>_lo`` (quantiles, Oranges).
+
+    The first class reads ``… (narrow: surer)``, the last ``… (wide: less sure)``. Regions without an
+    interval (a missing label, fewer than 3 folds) take no class and are not drawn.
+
+    Raises:
+        ValueError: If ``<label>_lo`` or ``<label>_hi`` is missing.
+    """
+    for suffix in (common.LO_SUFFIX, common.HI_SUFFIX):
+        _require_field(layer, f"{label}{suffix}")
+    expression = interval_width_expression(label)
+    values = _expression_values(layer, expression)
+    renderer = QgsGraduatedSymbolRenderer(expression)
+    renderer.setSourceSymbol(base_symbol(layer, ORANGES[0]))
+    renderer.setSourceColorRamp(gradient_ramp(ORANGES))
+    method = QgsClassificationQuantile()
+    method.setLabelTrimTrailingZeroes(True)
+    renderer.setClassificationMethod(method)
+    if values:
+        renderer.updateClasses(layer, classes)
+        renderer.updateColorRamp(gradient_ramp(ORANGES))
+        ranges = renderer.ranges()
+        precision = _precision([r.lowerValue() for r in ranges] + [r.upperValue() for r in ranges])
+        method.setLabelPrecision(precision)
+        for i, class_range in enumerate(ranges):
+            text = _range_label(class_range.lowerValue(), class_range.upperValue(), precision)
+            if i == 0:
+                text += " (narrow: surer)"
+            elif i == len(ranges) - 1:
+                text += " (wide: less sure)"
+            renderer.updateRangeLabel(i, text)
+    layer.setRenderer(renderer)
+    layer.setLabelsEnabled(False)
+    layer.triggerRepaint()
+    return renderer
+
+
+def add_interval_width_style(layer: QgsVectorLayer, label: str) -> bool:
+    """Add :data:`INTERVAL_STYLE` to a predictions layer's styles (the layer keeps showing its current style).
+
+    The person switches with the layer's *Styles* menu (layer tree context menu or Layer Properties).
+
+    Returns:
+        False when the layer has no ``<label>_lo`` / ``<label>_hi`` (a run without intervals).
+    """
+    names = layer.fields().names()
+    if f"{label}{common.LO_SUFFIX}" not in names or f"{label}{common.HI_SUFFIX}" not in names:
+        return False
+    current = QgsMapLayerStyle()
+    current.readFromLayer(layer)
+    style_interval_width(layer, label)
+    width = QgsMapLayerStyle()
+    width.readFromLayer(layer)
+    current.writeToLayer(layer)
+    manager = layer.styleManager()
+    if INTERVAL_STYLE in manager.styles():
+        manager.removeStyle(INTERVAL_STYLE)
+    manager.addStyle(INTERVAL_STYLE, width)
+    return True
+
+
+def _outline_symbol(layer: QgsVectorLayer, colour: QColor | str) -> QgsSymbol:
+    """A fill (thin grey outline) plus an outline layer that is red and thick for the top N, black and thick
+    for the chosen regions and invisible elsewhere; the outline layer draws in a second pass (symbol
+    levels), over every region's fill, so a neighbour never hides half of it."""
+    symbol = base_symbol(layer, colour)
+    if layer.geometryType() != QgsWkbTypes.GeometryType.PolygonGeometry:
+        return symbol
+    top = QgsExpression.quotedColumnRef(common.SIMILAR_TOP_FIELD)
+    chosen = QgsExpression.quotedColumnRef(common.SIMILAR_CHOSEN_FIELD)
+    has_chosen = layer.fields().indexOf(common.SIMILAR_CHOSEN_FIELD) >= 0
+    chosen_case = f"WHEN {chosen} = 1 THEN '{CHOSEN_OUTLINE}' " if has_chosen else ""
+    chosen_width = f"WHEN {chosen} = 1 THEN {TOP_OUTLINE_WIDTH} " if has_chosen else ""
+    outline = QgsSimpleLineSymbolLayer(QColor(TOP_OUTLINE), TOP_OUTLINE_WIDTH)
+    outline.setWidthUnit(QgsUnitTypes.RenderUnit.RenderMillimeters)
+    outline.setDataDefinedProperty(
+        QgsSymbolLayer.Property.PropertyStrokeColor,
+        QgsProperty.fromExpression(f"CASE {chosen_case}WHEN {top} = 1 THEN '{TOP_OUTLINE}' ELSE '0,0,0,0' END"),
+    )
+    outline.setDataDefinedProperty(
+        QgsSymbolLayer.Property.PropertyStrokeWidth,
+        QgsProperty.fromExpression(f"CASE {chosen_width}WHEN {top} = 1 THEN {TOP_OUTLINE_WIDTH} ELSE 0 END"),
+    )
+    outline.setRenderingPass(1)
+    symbol.appendSymbolLayer(outline)
+    return symbol
+
+
+def style_similarity(layer: QgsVectorLayer, classes: int = 5) -> QgsGraduatedSymbolRenderer:
+    """Graduated renderer on ``similarity`` (quantiles, Viridis: bright = most similar), top N outlined.
+
+    The N most similar regions (``top_n = 1``) get a thick red outline, the chosen regions (``chosen = 1``)
+    a thick black one.
+
+    Raises:
+        ValueError: If ``similarity`` or ``top_n`` is missing.
+    """
+    field = common.SIMILARITY_FIELD
+    _require_field(layer, field)
+    _require_field(layer, common.SIMILAR_TOP_FIELD)
+    values = numeric_values(layer, field)
+    renderer = QgsGraduatedSymbolRenderer(field)
+    renderer.setUsingSymbolLevels(True)  # the outlines of the top N over every fill
+    renderer.setSourceSymbol(_outline_symbol(layer, VIRIDIS[0]))
+    renderer.setSourceColorRamp(gradient_ramp(VIRIDIS))
+    method = QgsClassificationQuantile()
+    method.setLabelTrimTrailingZeroes(True)
+    renderer.setClassificationMethod(method)
+    if values:
+        renderer.updateClasses(layer, classes)
+        renderer.updateColorRamp(gradient_ramp(VIRIDIS))
+        ranges = renderer.ranges()
+        precision = max(2, _precision([r.lowerValue() for r in ranges] + [r.upperValue() for r in ranges]))
+        for i, class_range in enumerate(ranges):
+            text = _range_label(class_range.lowerValue(), class_range.upperValue(), precision)
+            if i == len(ranges) - 1:
+                text += " (most similar)"
+            renderer.updateRangeLabel(i, text)
     layer.setRenderer(renderer)
     layer.setLabelsEnabled(False)
     layer.triggerRepaint()

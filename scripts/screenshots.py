@@ -8,7 +8,11 @@ defaults) and three labels (population, robbery, crime incidents counted per blo
 - ``docs/images/results_map.png``: the run's results as the plugin loads them: the layer tree with the
   run's group (one group per method, the clusters' legend naming each cluster in words) beside the map
   canvas showing the first method's clusters only;
-- ``docs/images/explorer.png``: the embedding explorer on that run, with a few regions selected.
+- ``docs/images/explorer.png``: the embedding explorer on that run, with a few regions selected;
+- ``docs/images/leaderboard.png``: the metrics dialog's summary tab (best method per label, the R2 chart);
+- ``docs/images/cluster_card.png``: the card of the largest cluster;
+- ``docs/images/similar_map.png``: the regions similar to one region (the worker's ``similar`` job), the
+  most similar outlined.
 
 The run itself goes through the run dock and the real backend worker (a QgsTask, as in QGIS) into
 ``out/screenshots/sf_sample/`` and is reused when ``out/screenshots/sf_sample/regionlens.gpkg`` exists
@@ -241,8 +245,86 @@ def shoot_explorer(app, layers) -> None:  # noqa: ANN001
     explorer.deleteLater()
 
 
+def shoot_leaderboard(app, gpkg: Path, images: Path = IMAGES) -> Path:  # noqa: ANN001
+    """The metrics dialog as it opens after a run (the summary tab); saves ``leaderboard.png``."""
+    from plugin.ui.metrics_dialog import MetricsDialog
+
+    dialog = MetricsDialog.from_gpkg(gpkg)
+    dialog.resize(980, 720)
+    dialog.show()
+    _wait(app, 1.0)
+    path = images / "leaderboard.png"
+    dialog.grab().save(str(path))
+    print(path)
+    dialog.close()
+    dialog.deleteLater()
+    return path
+
+
+def shoot_cluster_card(app, layers, images: Path = IMAGES) -> Path:  # noqa: ANN001
+    """The card of cluster 0 (the largest) of the primary method; saves ``cluster_card.png``."""
+    from plugin.ui.cluster_card import ClusterCardDialog
+
+    card = ClusterCardDialog(layers["clusters"], 0)
+    card.resize(620, 520)
+    card.show()
+    _wait(app, 0.5)
+    path = images / "cluster_card.png"
+    card.grab().save(str(path))
+    print(path)
+    card.close()
+    card.deleteLater()
+    return path
+
+
+def shoot_similar(app, project, layers, images: Path = IMAGES, folder: Path = SHOTS) -> Path:  # noqa: ANN001
+    """Regions similar to the first region (the worker's ``similar`` job, run here in this thread) on the map;
+    saves ``similar_map.png``."""
+    from qgis.core import QgsRectangle
+    from qgis.gui import QgsMapCanvas
+    from qgis.PyQt.QtCore import QSize
+    from qgis.PyQt.QtGui import QColor
+
+    from plugin.similar import load_similarity, to_similar_parameters
+    from plugin.worker_client import WorkerClient, find_backend_python
+
+    embeddings = layers["embeddings"]
+    first = next(embeddings.getFeatures())
+    python = find_backend_python()
+    if python is None:
+        raise RuntimeError("No backend interpreter: run `make venv-backend` first.")
+    params = to_similar_parameters(embeddings, [str(first["region_id"])], python, folder=folder)
+    job = {**params.worker_config(), "output": str(Path(folder) / "similar.gpkg"), "overwrite": True}  # one file
+    client = WorkerClient(python, params.plugin_root)
+    try:
+        client.start(timeout=120)
+        result = client.run_job("similar", job, idle_timeout=120)
+    finally:
+        client.close(timeout=5)
+    layer = load_similarity(result["output"], params.title, project)
+    canvas = QgsMapCanvas()
+    canvas.setCanvasColor(QColor(255, 255, 255))
+    canvas.setDestinationCrs(layer.crs())
+    canvas.setLayers([layer])
+    canvas.resize(QSize(900, 760))
+    extent = QgsRectangle(layer.extent())
+    extent.scale(1.03)
+    canvas.setExtent(extent)
+    canvas.show()
+    canvas.refresh()
+    _wait(app, 1.0)
+    _wait(app, 60, lambda: not canvas.isDrawing())
+    _wait(app, 0.5)
+    path = images / "similar_map.png"
+    canvas.grab().save(str(path))
+    print(path)
+    canvas.close()
+    project.removeMapLayer(layer.id())
+    return path
+
+
 def main() -> int:
-    """Run (or reuse) the screenshot run and render the three pictures; returns the exit code."""
+    """Run (or reuse) the screenshot run and render the pictures; returns the exit code."""
     from qgis.core import QgsApplication, QgsProject
 
     from plugin.results import load_run_outputs
@@ -273,6 +355,9 @@ def main() -> int:
         layers = load_run_outputs(gpkg, project)
         shoot_results(app, project, layers)
         shoot_explorer(app, layers)
+        shoot_leaderboard(app, gpkg)
+        shoot_cluster_card(app, layers)
+        shoot_similar(app, project, layers)
     except RuntimeError as exc:
         print(f"screenshots: {exc}", file=sys.stderr)
         return 1

@@ -1,13 +1,16 @@
 """The embedding explorer dock: a 2-D projection of a run's embeddings, linked to the map.
 
 Selecting points in the plot (rectangle or lasso) selects the same regions in the clusters and
-embeddings layers; selecting regions on the map highlights their points. Projections run on QGIS's
+embeddings layers; selecting regions on the map highlights their points. Below the plot a cluster can be
+renamed (saved into the clusters layer and its legend) and its card opened (:mod:`..ui.cluster_card`), and
+"Find similar regions" compares every region with the selected ones (set by the plugin). Projections run on QGIS's
 main thread, which is fine for the city sizes RegionLens targets (t-SNE and UMAP are refused above
 20,000 regions; PCA is fast at any size).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from qgis.PyQt.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -86,6 +90,23 @@ class EmbeddingExplorer(QgsDockWidget):
         self.mode_combo.addItem("Rectangle", "rectangle")
         self.mode_combo.addItem("Lasso", "lasso")
         self.save_button = QPushButton("Save figure\u2026", body)
+        self.cluster_combo = QComboBox(body)
+        self.cluster_combo.setToolTip("A cluster of the clusters layer (selecting in the plot picks the most "
+                                      "common cluster of the selection)")
+        self.cluster_name_edit = QLineEdit(body)
+        self.cluster_name_edit.setPlaceholderText("cluster name in words")
+        self.rename_button = QPushButton("Rename", body)
+        self.rename_button.setToolTip("Save the name into the clusters layer and its legend")
+        self.card_button = QPushButton("Cluster card\u2026", body)
+        self.card_button.setToolTip("Size, defining features with z-scores, example regions")
+        self.similar_button = QPushButton("Find similar", body)
+        self.similar_button.setToolTip("Map how similar every region is to the regions selected in the plot")
+        self.similar_button.setVisible(False)  # shown once the plugin sets find_similar
+        #: Called with the embeddings layer by "Find similar regions" (set by the plugin).
+        self.find_similar: Callable[[QgsVectorLayer], object] | None = None
+        #: Called with ``(layer, cluster, name)`` after a rename here or in a card opened here.
+        self.on_renamed: Callable[[QgsVectorLayer, int, str], object] | None = None
+        self.cards: list = []  # cluster cards opened from here
         self.status = QLabel(body)
         self.status.setWordWrap(True)
 
@@ -102,11 +123,25 @@ class EmbeddingExplorer(QgsDockWidget):
         tools.addWidget(self.mode_combo)
         tools.addStretch(1)
         tools.addWidget(self.save_button)
+        self.cluster_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.cluster_combo.setMinimumContentsLength(6)  # the dock stays as narrow as QGIS first makes it
+        self.cluster_name_edit.setMinimumWidth(60)
+        names = QHBoxLayout()
+        names.addWidget(QLabel("Cluster", body))
+        names.addWidget(self.cluster_combo, 1)
+        names.addWidget(self.cluster_name_edit, 2)
+        actions = QHBoxLayout()
+        actions.addWidget(self.rename_button)
+        actions.addWidget(self.card_button)
+        actions.addStretch(1)
+        actions.addWidget(self.similar_button)
         layout = QVBoxLayout(body)
         layout.addLayout(form)
         layout.addLayout(row)
         layout.addWidget(self.plot.canvas, 1)
         layout.addLayout(tools)
+        layout.addLayout(names)
+        layout.addLayout(actions)
         layout.addWidget(self.status)
         self.setWidget(body)
 
@@ -116,6 +151,11 @@ class EmbeddingExplorer(QgsDockWidget):
         self.colour_combo.currentIndexChanged.connect(lambda _i: self._redraw())
         self.mode_combo.currentIndexChanged.connect(lambda _i: self.plot.set_mode(self.mode_combo.currentData()))
         self.save_button.clicked.connect(self._ask_save)
+        self.cluster_combo.currentIndexChanged.connect(lambda _i: self._cluster_chosen())
+        self.rename_button.clicked.connect(lambda _checked=False: self.rename_cluster(self.cluster_name_edit.text()))
+        self.cluster_name_edit.returnPressed.connect(lambda: self.rename_cluster(self.cluster_name_edit.text()))
+        self.card_button.clicked.connect(lambda _checked=False: self.open_cluster_card())
+        self.similar_button.clicked.connect(lambda _checked=False: self._find_similar())
         self._watch_project(True)
 
     # ------------------------------------------------------------------ public API
@@ -199,6 +239,59 @@ class EmbeddingExplorer(QgsDockWidget):
         """Write the plot to a PNG (or SVG / PDF by extension)."""
         return self.plot.save(path)
 
+    def set_find_similar(self, callback: Callable[[QgsVectorLayer], object] | None) -> None:
+        """Show "Find similar regions", calling ``callback`` with the embeddings layer (``None``: hide it)."""
+        self.find_similar = callback
+        self.similar_button.setVisible(callback is not None)
+
+    def current_cluster(self) -> int | None:
+        """The cluster chosen below the plot (``None`` without clusters)."""
+        value = self.cluster_combo.currentData()
+        return int(value) if value is not None else None
+
+    def choose_cluster(self, cluster: int) -> None:
+        """Choose a cluster below the plot."""
+        index = self.cluster_combo.findData(int(cluster))
+        if index >= 0:
+            self.cluster_combo.setCurrentIndex(index)
+
+    def rename_cluster(self, name: str, cluster: int | None = None) -> bool:
+        """Rename a cluster (default: the chosen one) in the clusters layer, its legend and the plot.
+
+        Returns:
+            True when renamed; otherwise the status line and the message bar say why.
+        """
+        from ..clusters import rename_cluster
+
+        layer, cluster = self.clusters_layer(), self.current_cluster() if cluster is None else cluster
+        if layer is None or cluster is None:
+            self._message("Choose a clusters layer first.")
+            return False
+        try:
+            rename_cluster(layer, cluster, name)
+        except ValueError as exc:
+            self.status.setText(str(exc))
+            self._message(str(exc))
+            return False
+        self._cluster_renamed(layer, cluster, " ".join(name.split()))
+        return True
+
+    def open_cluster_card(self, cluster: int | None = None):
+        """Open the card of a cluster (default: the chosen one); ``None`` without a clusters layer."""
+        from ..ui.cluster_card import ClusterCardDialog
+
+        layer = self.clusters_layer()
+        if layer is None:
+            self._message("Choose a clusters layer first.")
+            return None
+        card = ClusterCardDialog(layer, self.current_cluster() if cluster is None else cluster, self,
+                                 on_renamed=self._cluster_renamed)
+        card.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+        card.destroyed.connect(lambda _obj=None, c=card: self.cards.remove(c) if c in self.cards else None)
+        self.cards.append(card)
+        card.show()
+        return card
+
     def refresh(self) -> None:
         """Read the layers again (after they changed), follow the map selection again, and redraw."""
         self._watch_project(True)
@@ -242,6 +335,7 @@ class EmbeddingExplorer(QgsDockWidget):
         self._link(embeddings)
         if clusters is not None:
             self._link(clusters)
+        self._fill_cluster_combo()
         self._redraw(reproject=True)
         self._sync_from_map()
 
@@ -316,10 +410,59 @@ class EmbeddingExplorer(QgsDockWidget):
 
     # ------------------------------------------------------------------ plot <-> map selection
 
+    def _fill_cluster_combo(self) -> None:
+        current = self.current_cluster()
+        labels = self.data.cluster_labels if self.data is not None else {}
+        self.cluster_combo.blockSignals(True)
+        try:
+            self.cluster_combo.clear()
+            for cluster in sorted(labels):
+                self.cluster_combo.addItem(_cluster_item(cluster, labels[cluster]), cluster)
+            index = self.cluster_combo.findData(current) if current is not None else -1
+            self.cluster_combo.setCurrentIndex(max(index, 0) if self.cluster_combo.count() else -1)
+        finally:
+            self.cluster_combo.blockSignals(False)
+        for widget in (self.cluster_combo, self.cluster_name_edit, self.rename_button, self.card_button):
+            widget.setEnabled(bool(labels))
+        self._cluster_chosen()
+
+    def _cluster_chosen(self) -> None:
+        cluster = self.current_cluster()
+        labels = self.data.cluster_labels if self.data is not None else {}
+        self.cluster_name_edit.setText(labels.get(cluster, "") if cluster is not None else "")
+
+    def _cluster_renamed(self, layer: QgsVectorLayer, cluster: int, name: str) -> None:
+        """A cluster got a new name here or in a card opened here: show it, and tell the plugin."""
+        self.cluster_renamed(layer, cluster, name)
+        if self.on_renamed is not None:
+            self.on_renamed(layer, cluster, name)
+
+    def cluster_renamed(self, layer: QgsVectorLayer, cluster: int, name: str) -> None:
+        """Show a cluster's new name (given elsewhere) in the combo and the plot's legend."""
+        if self.data is not None and layer is self.clusters_layer():
+            self.data.cluster_labels[cluster] = name
+            index = self.cluster_combo.findData(cluster)
+            if index >= 0:
+                self.cluster_combo.setItemText(index, _cluster_item(cluster, name))
+            if cluster == self.current_cluster():
+                self.cluster_name_edit.setText(name)
+            self._redraw()
+
+    def _find_similar(self) -> None:
+        layer = self.embeddings_layer()
+        if self.find_similar is None or layer is None:
+            return
+        self.find_similar(layer)
+
     def _plot_selected(self, rows: np.ndarray) -> None:
         data = self.data
         if data is None:
             return
+        chosen = data.cluster[rows] if len(rows) else np.zeros(0, dtype=int)
+        chosen = chosen[chosen >= 0]
+        if len(chosen):  # the most common cluster of the selection
+            values, counts = np.unique(chosen, return_counts=True)
+            self.choose_cluster(int(values[np.argmax(counts)]))
         self._syncing = True
         try:
             embeddings, clusters = self.embeddings_layer(), self.clusters_layer()
@@ -423,6 +566,10 @@ class EmbeddingExplorer(QgsDockWidget):
         self._watch_project(True)
         if not self._linked and self.embeddings_layer() is not None:  # shown again after a close
             self._reload()
+
+
+def _cluster_item(cluster: int, name: str) -> str:
+    return f"{cluster}: {name}" if name else f"Cluster {cluster}"
 
 
 def _is_embeddings(layer: QgsMapLayer) -> bool:

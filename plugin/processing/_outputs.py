@@ -36,7 +36,7 @@ __all__ = ["LayerToLoad", "StyleOnLoad", "gpkg_uri", "queue_layers"]
 _POST_PROCESSORS: list[QgsProcessingLayerPostProcessorInterface] = []
 
 #: What :class:`StyleOnLoad` knows how to style.
-STYLES = (common.LAYER_EMBEDDINGS, common.LAYER_CLUSTERS, common.LAYER_PREDICTIONS)
+STYLES = (common.LAYER_EMBEDDINGS, common.LAYER_CLUSTERS, common.LAYER_PREDICTIONS, common.SIMILARITY_LAYER)
 
 
 @dataclass
@@ -57,7 +57,7 @@ class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
     """Styles an output layer after QGIS added it to the project.
 
     Args:
-        style: ``embeddings``, ``clusters`` or ``predictions``.
+        style: ``embeddings``, ``clusters``, ``predictions`` or ``similarity``.
         label: For ``predictions``: the label to show.
         residuals: For ``predictions``: also add a residuals layer (same source) below it.
     """
@@ -90,6 +90,8 @@ class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
                 styling.style_clusters(layer)
             elif self.style == common.LAYER_EMBEDDINGS:
                 styling.style_embeddings(layer)
+            elif self.style == "similarity":
+                styling.style_similarity(layer)
             elif self.label is not None:
                 styling.style_predictions(layer, self.label)
                 after = layer

@@ -27,7 +27,7 @@ from qgis.core import (
 from ..common import common
 from ._base import RegionLensAlgorithm, backend_python, input_folder, run_backend, tr
 from ._inputs import export_vector
-from ._outputs import gpkg_uri
+from ._outputs import LayerToLoad, gpkg_uri
 
 __all__ = ["SimilarAlgorithm", "chosen_ids"]
 
@@ -117,5 +117,6 @@ class SimilarAlgorithm(RegionLensAlgorithm):
         for row in result.get("top") or []:
             feedback.pushInfo(f"{row.get('region_id')}: {float(row.get('similarity', float('nan'))):.3f}")
         gpkg = str(result["output"])
-        return {self.OUTPUT: gpkg, self.SIMILARITY: gpkg_uri(gpkg, str(result.get("layer") or
-                                                                       common.SIMILARITY_LAYER))}
+        uri = gpkg_uri(gpkg, str(result.get("layer") or common.SIMILARITY_LAYER))
+        self.layers_to_load.append(LayerToLoad(uri, tr("Similarity"), self.SIMILARITY, "similarity"))
+        return {self.OUTPUT: gpkg, self.SIMILARITY: uri}

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from qgis.core import Qgis
 from qgis.gui import QgsMessageBar, QgsMessageBarItem
 from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtGui import QFontDatabase
+from qgis.PyQt.QtGui import QFontDatabase, QTextOption
 from qgis.PyQt.QtWidgets import (
     QApplication,
     QDialog,
@@ -26,6 +26,9 @@ TITLE = "RegionLens"
 class DetailsDialog(QDialog):
     """A read-only, monospaced text (a run log or a traceback) with Copy and Close buttons.
 
+    Long lines wrap at the window's width (at word boundaries where there are any), so a log line is
+    read without scrolling sideways.
+
     Args:
         title: Window title.
         text: The text.
@@ -39,7 +42,8 @@ class DetailsDialog(QDialog):
         layout = QVBoxLayout(self)
         self.text_edit = QPlainTextEdit(self)
         self.text_edit.setReadOnly(True)
-        self.text_edit.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.text_edit.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)  # long log lines wrap, no scrolling
+        self.text_edit.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
         self.text_edit.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.text_edit.setPlainText(text)
         layout.addWidget(self.text_edit)

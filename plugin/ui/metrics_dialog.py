@@ -1,9 +1,13 @@
-"""The run's ``metrics`` table (docs/protocol.md) as a sortable table dialog.
+"""The run's ``metrics`` table (docs/protocol.md): a leaderboard summary, and the full sortable table a tab away.
 
-One row per method, label, target, model and protocol: R2 (mean ± std over the repeats), MAE and RMSE,
-in the modelled space, whose units the ``Units`` column gives (e.g. ``log1p(per km²)``); the dialog says
-when scores are in log1p space. An R2 below 0 (worse than predicting the mean) is highlighted and
-explained. Click a header to sort; numbers sort by their mean.
+The dialog opens on the *Summary* tab (:mod:`.leaderboard`: per label the best method, its R2 under both
+protocols and whether its lead is larger than the spread over repeats; a bar chart of every method's R2).
+The *Full table* tab has one row per method, label, target, model and protocol: R2 (mean ± std over the
+repeats), MAE and RMSE, in the modelled space, whose units the ``Units`` column gives (e.g.
+``log1p(per km²)``); the dialog says when scores are in log1p space. An R2 below 0 (worse than
+predicting the mean) is highlighted and explained. The ``Interval coverage`` column is the share of
+regions whose observed value fell inside their prediction interval (``<label>_lo`` .. ``<label>_hi``),
+when the run wrote intervals. Click a header to sort; numbers sort by their mean.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from qgis.PyQt.QtWidgets import (
     QLabel,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from ..common import common
 from ..results import open_gpkg_layer
+from .leaderboard import LeaderboardWidget
 
 __all__ = ["COLUMNS", "NEGATIVE_R2", "MetricsDialog", "metrics_rows", "units_note"]
 
@@ -44,9 +50,10 @@ COLUMNS = (
     ("R\u00b2 mean \u00b1 std", "r2"),
     ("MAE", "mae"),
     ("RMSE", "rmse"),
+    ("Interval coverage", "coverage"),
 )
 _TEXT_FIELDS = ("method", "label", "target", "units", "model", "protocol")
-_METRICS = ("r2", "mae", "rmse")
+_METRICS = ("r2", "mae", "rmse", "coverage")
 #: Tooltip and note of an R2 below 0.
 NEGATIVE_R2 = "R\u00b2 below 0: worse than predicting the mean of the label for every region."
 _NEGATIVE_BACKGROUND = "#f8d0d0"
@@ -114,11 +121,19 @@ class MetricsDialog(QDialog):
         parent: Parent widget.
     """
 
-    def __init__(self, rows: list[dict[str, Any]], title: str = "RegionLens metrics", parent: QWidget | None = None):
+    def __init__(self, rows: list[dict[str, Any]], title: str = "RegionLens metrics", parent: QWidget | None = None,
+                 run_dir: str | Path | None = None):
         super().__init__(parent)
         self.setWindowTitle(title)
-        self.resize(820, 420)
-        layout = QVBoxLayout(self)
+        self.resize(820, 640)
+        outer = QVBoxLayout(self)
+        self.tabs = QTabWidget(self)
+        outer.addWidget(self.tabs)
+        self.leaderboard = LeaderboardWidget([], run_dir, self.tabs)  # filled by set_rows
+        self.tabs.addTab(self.leaderboard, "Summary")
+        full = QWidget(self.tabs)
+        self.tabs.addTab(full, "Full table")
+        layout = QVBoxLayout(full)
         note = QLabel(
             "Out-of-fold scores of each label predicted from the embeddings (mean \u00b1 std over repeats). "
             "Click a header to sort.",
@@ -145,7 +160,7 @@ class MetricsDialog(QDialog):
         copy = buttons.addButton("Copy table", QDialogButtonBox.ButtonRole.ActionRole)
         copy.clicked.connect(lambda _checked=False: QApplication.clipboard().setText(self.as_text()))
         buttons.rejected.connect(self.reject)
-        layout.addWidget(buttons)
+        outer.addWidget(buttons)
         self.set_rows(rows)
         self._fit_width()
 
@@ -153,7 +168,8 @@ class MetricsDialog(QDialog):
         """Open wide enough to show every column (R2, MAE and RMSE without scrolling), within the screen."""
         self.table.resizeColumnsToContents()
         margins = self.layout().contentsMargins()
-        wanted = (self.table.horizontalHeader().length() + 2 * self.table.frameWidth()
+        inner = self.table.parentWidget().layout().contentsMargins()
+        wanted = (self.table.horizontalHeader().length() + 2 * self.table.frameWidth() + inner.left() + inner.right()
                   + self.table.verticalScrollBar().sizeHint().width() + margins.left() + margins.right())
         screen = QApplication.primaryScreen()
         limit = screen.availableGeometry().width() - 40 if screen is not None else wanted
@@ -172,14 +188,17 @@ class MetricsDialog(QDialog):
             ValueError: If the GeoPackage has no ``metrics`` table.
         """
         layer = open_gpkg_layer(gpkg, common.TABLE_METRICS, "Metrics")
-        return cls.from_layer(layer, f"RegionLens metrics \u2014 {Path(gpkg).resolve().parent.name}", parent)
+        run_dir = Path(gpkg).resolve().parent
+        return cls(metrics_rows(layer), f"RegionLens metrics \u2014 {run_dir.name}", parent, run_dir)
 
     def set_rows(self, rows: list[dict[str, Any]]) -> None:
-        """Fill the table (sorted by method, label, protocol and model)."""
+        """Fill the summary and the table (sorted by method, label, protocol and model)."""
+        self.leaderboard.set_rows(rows)
         self.table.setSortingEnabled(False)
         order = ("method", "label", "protocol", "model", "target")
         rows = sorted(rows, key=lambda row: tuple(str(row.get(k) or "") for k in order))
         self.units_label.setText(units_note(rows))
+
         negative = False
         self.table.setRowCount(len(rows))
         for r, row in enumerate(rows):
@@ -188,8 +207,12 @@ class MetricsDialog(QDialog):
                     text = "" if row.get(key) is None else str(row[key])
                     item = _SortItem(text, text)
                 else:
-                    mean, std = _number(row.get(f"{key}_mean")), _number(row.get(f"{key}_std"))
-                    text = "" if mean is None else f"{mean:.3f}" + ("" if std is None else f" \u00b1 {std:.3f}")
+                    mean, std = _number(row.get(f"{key}_mean", row.get(key))), _number(row.get(f"{key}_std"))
+                    if key == "coverage":  # a share of regions, as a percentage
+                        text = "" if mean is None else f"{100 * mean:.1f} %" + (
+                            "" if std is None else f" \u00b1 {100 * std:.1f}")
+                    else:
+                        text = "" if mean is None else f"{mean:.3f}" + ("" if std is None else f" \u00b1 {std:.3f}")
                     item = _SortItem(text, (mean is None, mean if mean is not None else 0.0))
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                     if key == "r2" and mean is not None and mean < 0:

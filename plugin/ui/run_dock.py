@@ -97,6 +97,8 @@ class _Plugin(Protocol):
 
     def start_run(self, params: RunParameters, on_done: Callable[[RunOutcome], None] | None = None) -> RunTask: ...
 
+    def find_similar(self) -> object: ...
+
 
 def _narrow(combo: QComboBox) -> QComboBox:
     """Let a combo box shrink with the dock instead of growing to its longest item."""
@@ -450,6 +452,11 @@ class RunDock(QgsDockWidget):
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
         outer_layout.addLayout(buttons)
+        self.similar_button = QPushButton("Find similar regions", outer)  # plugin/similar.py
+        self.similar_button.setToolTip("Select regions of a run's embeddings (on the map or in the explorer), then "
+                                       "map how similar every region is to them")
+        self.similar_button.clicked.connect(lambda _checked=False: self.plugin.find_similar())
+        outer_layout.addWidget(self.similar_button)
         self.setWidget(outer)
         guard_wheel(content)  # the wheel scrolls the dock, not the dropdown under the pointer
 

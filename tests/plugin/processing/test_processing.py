@@ -729,3 +729,19 @@ def test_similar_by_typed_ids_and_by_selection(provider, processing_module, back
     with pytest.raises(QgsProcessingException, match="Unknown region ids: r99"):
         processing_module.run("regionlens:similar", params, feedback=RecordingFeedback())
     assert not (tmp_path / "bad.gpkg").exists() and not (tmp_path / "none.gpkg").exists()
+
+
+def test_similar_loads_styled(provider, processing_module, backend_python: Path, run_gpkg: Path, tmp_path: Path,
+                              qgis_new_project: QgsProject) -> None:
+    """Run and loaded from the toolbox: graduated by similarity, the top N outlined (plugin/styling.py)."""
+    from qgis.core import QgsGraduatedSymbolRenderer, QgsSymbolLayer
+
+    params = {"INPUT": f"{run_gpkg}|layername=embeddings", "ID_FIELD": "region_id", "REGION_IDS": "r04",
+              "TOP": 2, "OUTPUT": str(tmp_path / "similar.gpkg")}  # fmt: skip
+    processing_module.runAndLoadResults("regionlens:similar", params, feedback=RecordingFeedback())
+    (loaded,) = qgis_new_project.mapLayersByName("Similarity")
+    renderer = loaded.renderer()
+    assert isinstance(renderer, QgsGraduatedSymbolRenderer) and renderer.classAttribute() == "similarity"
+    ranges = renderer.ranges()  # copies: keep them while their symbols are used
+    symbol = ranges[0].symbol()
+    assert symbol.symbolLayer(1).dataDefinedProperties().hasProperty(QgsSymbolLayer.Property.PropertyStrokeWidth)

@@ -20,7 +20,8 @@ def test_units_column_and_log1p_note(run_gpkg: Path, qtbot) -> None:
     assert dialog.cell(0, units_column) == "log1p(per km\u00b2)"
     note = dialog.units_label.text()
     assert "log1p space" in note and "population, robbery" in note
-    assert not dialog.negative_label.isVisibleTo(dialog) and dialog.negative_r2_rows() == []
+    assert not dialog.negative_label.isVisibleTo(dialog.negative_label.parentWidget())
+    assert dialog.negative_r2_rows() == []
 
     dialog.set_rows([{**_row("baseline", 0.3, units="count"), "target": "Robbery"}])
     assert "log1p" not in dialog.units_label.text()
@@ -31,7 +32,7 @@ def test_negative_r2_is_highlighted_and_explained(qtbot) -> None:
     qtbot.addWidget(dialog)
     flagged = sorted(dialog.cell(r, 0) for r in dialog.negative_r2_rows())
     assert flagged == ["cookie", "hafusion"]
-    assert dialog.negative_label.isVisibleTo(dialog)
+    assert dialog.negative_label.isVisibleTo(dialog.negative_label.parentWidget())  # on the Full table tab
     assert "worse than predicting the mean" in dialog.negative_label.text()
     r2_column = [key for _header, key in COLUMNS].index("r2")
     row = next(r for r in range(dialog.row_count()) if dialog.cell(r, 0) == "hafusion")

@@ -588,7 +588,7 @@ def test_metrics_dialog_sorts_numbers(run_gpkg: Path, qtbot) -> None:
     qtbot.addWidget(dialog)
     assert dialog.windowTitle().endswith("run_small")
     assert dialog.row_count() == 4
-    assert dialog.table.columnCount() == 9
+    assert dialog.table.columnCount() == 10  # ... and the intervals' coverage
     assert dialog.cell(0, 6) == "0.400 \u00b1 0.050" and dialog.cell(0, 7) == "1.000 \u00b1 0.100"
     rows = [
         {"method": m, "label": "pop", "target": "density", "model": "ridge", "protocol": "shuffled",

@@ -1,0 +1,286 @@
+"""Clusters in words: rename a cluster in its layer, and what a cluster card shows.
+
+- :func:`rename_cluster` writes a new ``cluster_name`` into every region of the cluster (an attribute edit
+  committed to the GeoPackage) and updates the legend entry of the categorised renderer.
+- :func:`cluster_cards` gathers, per cluster, its name, size, defining features (with z-scores) and a few
+  example regions: from the run's ``clusters.json`` (written by the backend beside ``regionlens.gpkg``)
+  when there is one; otherwise the size and examples are counted in the layer itself and the defining
+  features read from the run's ``cluster_profiles`` table (the features with the largest |z-score|).
+  Names always come from the layer, so that a rename shows at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    QgsCategorizedSymbolRenderer,
+    QgsFeatureRequest,
+    QgsVectorLayer,
+)
+
+from .common import common
+from .results import gpkg_layer_names, run_methods
+from .styling import cluster_legend
+
+__all__ = [
+    "CLUSTERS_JSON",
+    "CLUSTER_FIELD",
+    "EXAMPLES",
+    "FEATURES",
+    "ID_FIELD",
+    "ClusterCard",
+    "DefiningFeature",
+    "cluster_cards",
+    "cluster_fids",
+    "is_clusters_layer",
+    "layer_method",
+    "rename_cluster",
+]
+
+ID_FIELD = "region_id"
+CLUSTER_FIELD = "cluster"
+#: The backend's cluster cards of every method, in the run folder (docs/protocol.md).
+CLUSTERS_JSON = common.CLUSTER_CARDS_JSON
+#: Example regions and defining features a card shows.
+EXAMPLES, FEATURES = common.CLUSTER_CARD_EXAMPLES, common.CLUSTER_CARD_FEATURES
+
+
+@dataclass(frozen=True)
+class DefiningFeature:
+    """An input feature that sets a cluster apart: its mean in the cluster and its z-score against all regions."""
+
+    feature: str
+    zscore: float
+    mean: float | None = None
+
+
+@dataclass
+class ClusterCard:
+    """What a cluster card shows."""
+
+    cluster: int
+    name: str
+    size: int
+    total: int  # regions in the layer
+    features: list[DefiningFeature] = field(default_factory=list)
+    examples: list[str] = field(default_factory=list)  # region ids
+    source: str = ""  # where the features and examples come from, in words
+
+    @property
+    def share(self) -> float:
+        """Share of the layer's regions in this cluster."""
+        return self.size / self.total if self.total else 0.0
+
+
+def is_clusters_layer(layer: object) -> bool:
+    """Whether a layer is a RegionLens clusters layer (``region_id`` and integer ``cluster`` fields)."""
+    if not isinstance(layer, QgsVectorLayer) or not layer.isValid():
+        return False
+    fields = layer.fields()
+    return fields.indexOf(ID_FIELD) >= 0 and fields.indexOf(CLUSTER_FIELD) >= 0
+
+
+def _gpkg_and_table(layer: QgsVectorLayer) -> tuple[Path | None, str]:
+    if layer.providerType() != "ogr":
+        return None, ""
+    parts = layer.source().split("|")
+    path = Path(parts[0])
+    table = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("layername=")), path.stem)
+    return (path if path.suffix.lower() == ".gpkg" and path.is_file() else None), table
+
+
+def layer_method(layer: QgsVectorLayer) -> str:
+    """The method whose clusters a run's layer holds (``clusters`` -> the primary, ``clusters_m`` -> ``m``);
+    ``""`` for a layer from elsewhere."""
+    gpkg, table = _gpkg_and_table(layer)
+    if gpkg is None or not table.startswith(CLUSTER_FIELD + "s"):
+        return ""
+    if table.startswith("clusters_"):
+        return table[len("clusters_"):]
+    methods = run_methods(gpkg)
+    return methods[0] if methods else ""
+
+
+def _clusters(layer: QgsVectorLayer) -> dict[int, dict[str, Any]]:
+    """Per cluster: name (first non-empty), size, region ids and feature ids, in feature order."""
+    index = layer.fields().indexOf(CLUSTER_FIELD)
+    id_index = layer.fields().indexOf(ID_FIELD)
+    name_index = layer.fields().indexOf(common.CLUSTER_NAME_FIELD)
+    wanted = [i for i in (index, id_index, name_index) if i >= 0]
+    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes(wanted)
+    found: dict[int, dict[str, Any]] = {}
+    for feature in layer.getFeatures(request):
+        value = feature.attribute(index)
+        if not isinstance(value, int) or isinstance(value, bool):
+            continue
+        entry = found.setdefault(value, {"name": "", "ids": [], "fids": []})
+        name = feature.attribute(name_index) if name_index >= 0 else None
+        if isinstance(name, str) and name and not entry["name"]:
+            entry["name"] = name
+        region = feature.attribute(id_index) if id_index >= 0 else None
+        entry["ids"].append("" if region is None or str(region) == "NULL" else str(region))
+        entry["fids"].append(feature.id())
+    return found
+
+
+def cluster_fids(layer: QgsVectorLayer, cluster: int, region_ids: Iterable[str] | None = None) -> list[int]:
+    """Feature ids of the cluster's regions (only those with these region ids, when given)."""
+    entry = _clusters(layer).get(int(cluster))
+    if entry is None:
+        return []
+    keep = None if region_ids is None else {str(r) for r in region_ids}
+    return [fid for fid, rid in zip(entry["fids"], entry["ids"], strict=True) if keep is None or rid in keep]
+
+
+def rename_cluster(layer: QgsVectorLayer, cluster: int, name: str) -> int:
+    """Give ``cluster`` a new name: in every region of the layer (committed to its file) and in the legend.
+
+    Args:
+        layer: A clusters layer with a ``cluster_name`` field.
+        cluster: The cluster number.
+        name: The new name (leading and trailing spaces dropped).
+
+    Returns:
+        The number of regions renamed.
+
+    Raises:
+        ValueError: If the name is empty, the layer has no such cluster or no ``cluster_name`` field, is
+            being edited by the person, or the file refused the change (the layer is left unchanged).
+    """
+    name = " ".join(str(name).split())
+    if not name:
+        raise ValueError("A cluster name cannot be empty.")
+    field_index = layer.fields().indexOf(common.CLUSTER_NAME_FIELD)
+    if not is_clusters_layer(layer) or field_index < 0:
+        raise ValueError(f"Layer '{layer.name()}' is not a RegionLens clusters layer with a "
+                         f"{common.CLUSTER_NAME_FIELD} field.")
+    fids = cluster_fids(layer, cluster)
+    if not fids:
+        raise ValueError(f"Layer '{layer.name()}' has no cluster {cluster}.")
+    if layer.isEditable():
+        raise ValueError(f"Layer '{layer.name()}' is being edited: save or discard your edits first, then rename.")
+    if not layer.startEditing():
+        raise ValueError(f"Layer '{layer.name()}' cannot be edited (is its file read-only?).")
+    for fid in fids:
+        layer.changeAttributeValue(fid, field_index, name)
+    if not layer.commitChanges():
+        errors = "; ".join(layer.commitErrors())
+        layer.rollBack()
+        raise ValueError(f"Could not save the new name into '{layer.name()}': {errors}")
+    renderer = layer.renderer()
+    if isinstance(renderer, QgsCategorizedSymbolRenderer):
+        for i, category in enumerate(renderer.categories()):
+            if category.value() == cluster or str(category.value()) == str(cluster):
+                renderer.updateCategoryLabel(i, cluster_legend(int(cluster), name))
+        layer.emitStyleChanged()
+        layer.triggerRepaint()
+    return len(fids)
+
+
+# ------------------------------------------------------------------------------------------- cards
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _json_clusters(gpkg: Path, method: str) -> dict[int, dict[str, Any]] | None:
+    """The ``clusters.json`` cards of ``method`` (cluster number -> its dict), or ``None`` when the run has none.
+
+    The file (docs/protocol.md) is ``{method: {cluster id: {"name", "size", "features": [{"feature", "mean",
+    "zscore"}], "examples": [region ids]}}}``.
+    """
+    data = _read_json(gpkg.parent / CLUSTERS_JSON)
+    cards = data.get(method) if isinstance(data, dict) else None
+    if not isinstance(cards, dict):
+        return None
+    entries: dict[int, dict[str, Any]] = {}
+    for key, value in cards.items():
+        try:
+            number = int(key)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(value, dict):
+            entries[number] = value
+    return entries or None
+
+
+def _features(value: Any) -> list[DefiningFeature]:
+    """Defining features of a ``clusters.json`` card (entries without a name or a numeric z-score skipped)."""
+    out = []
+    for item in value if isinstance(value, list) else []:
+        if not isinstance(item, dict):
+            continue
+        mean = item.get("mean")
+        try:
+            out.append(DefiningFeature(str(item["feature"]), float(item["zscore"]),
+                                       float(mean) if isinstance(mean, (int, float)) else None))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def _profile_features(gpkg: Path, method: str, primary: str) -> dict[int, list[DefiningFeature]]:
+    """Per cluster, the features of the run's ``cluster_profiles`` table with the largest |z-score|."""
+    table = "cluster_profiles" if method == primary else f"cluster_profiles_{method}"
+    if table not in gpkg_layer_names(gpkg):
+        return {}
+    layer = QgsVectorLayer(f"{gpkg}|layername={table}", table, "ogr")
+    if not layer.isValid() or any(layer.fields().indexOf(f) < 0 for f in ("cluster", "feature", "zscore")):
+        return {}
+    has_mean = layer.fields().indexOf("mean") >= 0
+    found: dict[int, list[DefiningFeature]] = {}
+    for feature in layer.getFeatures():
+        cluster, z = feature["cluster"], feature["zscore"]
+        if not isinstance(cluster, int) or not isinstance(z, (int, float)):
+            continue
+        mean = feature["mean"] if has_mean and isinstance(feature["mean"], (int, float)) else None
+        found.setdefault(cluster, []).append(DefiningFeature(str(feature["feature"]), float(z), mean))
+    return {c: sorted(items, key=lambda f: -abs(f.zscore))[:FEATURES] for c, items in found.items()}
+
+
+def cluster_cards(layer: QgsVectorLayer) -> dict[int, ClusterCard]:
+    """A card per cluster of a clusters layer (see the module's description for the sources).
+
+    Raises:
+        ValueError: If the layer is not a clusters layer.
+    """
+    if not is_clusters_layer(layer):
+        raise ValueError(f"Layer '{layer.name()}' has no {ID_FIELD} and {CLUSTER_FIELD} fields.")
+    counted = _clusters(layer)
+    total = sum(len(entry["ids"]) for entry in counted.values())
+    gpkg, _table = _gpkg_and_table(layer)
+    method = layer_method(layer)
+    summaries = _json_clusters(gpkg, method) if gpkg is not None else None
+    profiles: dict[int, list[DefiningFeature]] = {}
+    if summaries is None and gpkg is not None and method:
+        methods = run_methods(gpkg)
+        profiles = _profile_features(gpkg, method, methods[0] if methods else method)
+    cards = {}
+    for cluster in sorted(counted):
+        entry = counted[cluster]
+        summary = (summaries or {}).get(cluster)
+        if summary is not None:
+            examples = [str(e) for e in summary.get("examples") or []][:EXAMPLES]
+            size = summary.get("size")
+            cards[cluster] = ClusterCard(
+                cluster, entry["name"] or str(summary.get("name") or ""),
+                int(size) if isinstance(size, (int, float)) else len(entry["ids"]), total,
+                _features(summary.get("features"))[:FEATURES], examples,
+                f"{CLUSTERS_JSON} of the run",
+            )
+        else:
+            source = "counted in the layer" + (f"; features from the run's cluster profiles ({method})"
+                                               if cluster in profiles else "")
+            cards[cluster] = ClusterCard(cluster, entry["name"], len(entry["ids"]), total,
+                                         profiles.get(cluster, []), [r for r in entry["ids"] if r][:EXAMPLES],
+                                         source)
+    return cards

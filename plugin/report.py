@@ -1,0 +1,38 @@
+"""A run's self-contained HTML report (``<output_dir>/report.html``, written by the backend) in the browser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.PyQt.QtCore import QUrl
+from qgis.PyQt.QtGui import QDesktopServices
+
+from .common import common
+
+__all__ = ["REPORT_NAME", "open_report", "run_report"]
+
+#: File name of the report in a run folder (docs/protocol.md).
+REPORT_NAME = common.REPORT_HTML
+
+
+def run_report(path: str | Path) -> Path | None:
+    """The report of the run at ``path`` (its folder, its ``regionlens.gpkg`` or the report itself).
+
+    Returns:
+        The report's path, or ``None`` when the run has none (an older run, a failed report).
+    """
+    path = Path(path).expanduser()
+    candidate = path if path.suffix.lower() in (".html", ".htm") else (path if path.is_dir() else path.parent)
+    if candidate.is_dir():
+        candidate = candidate / REPORT_NAME
+    return candidate.resolve() if candidate.is_file() else None
+
+
+def open_report(path: str | Path) -> bool:
+    """Open a report (or the report of a run folder or GeoPackage) in the system's browser.
+
+    Returns:
+        True if the browser was asked to open it; False if there is no report or nothing could open it.
+    """
+    report = run_report(path)
+    return report is not None and bool(QDesktopServices.openUrl(QUrl.fromLocalFile(str(report))))

@@ -1,0 +1,114 @@
+"""Clusters in words: names edited and saved into the layer and legend; the cluster card (plugin/clusters.py,
+plugin/ui/cluster_card.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from qgis.core import QgsProject, QgsVectorLayer
+
+from plugin.clusters import cluster_cards, layer_method, rename_cluster
+from plugin.results import load_run_outputs
+from plugin.ui.cluster_card import ClusterCardDialog
+
+from .conftest import CLUSTER_NAMES
+
+
+def _names_in_file(gpkg: Path, table: str = "clusters") -> dict[str, str]:
+    layer = QgsVectorLayer(f"{gpkg}|layername={table}", "check", "ogr")
+    return {f["region_id"]: f["cluster_name"] for f in layer.getFeatures()}
+
+
+def _legend(layer: QgsVectorLayer) -> list[str]:
+    return [category.label() for category in layer.renderer().categories()]
+
+
+def test_rename_saves_into_the_geopackage_and_the_legend(qgis_new_project: QgsProject, run_gpkg: Path) -> None:
+    layers = load_run_outputs(run_gpkg, qgis_new_project)
+    clusters = layers["clusters"]
+    assert _legend(clusters)[1] == f"Cluster 1 \u2014 {CLUSTER_NAMES[1]}"
+    assert rename_cluster(clusters, 1, "  quiet   residential streets ") == 3
+    names = _names_in_file(run_gpkg)  # read back from the file, not from the layer's buffer
+    assert [names[f"r{i:02d}"] for i in (1, 5, 9)] == ["quiet residential streets"] * 3
+    assert names["r00"] == CLUSTER_NAMES[0] and names["r02"] == CLUSTER_NAMES[2]
+    assert _legend(clusters)[1] == "Cluster 1 \u2014 quiet residential streets"
+    assert _legend(clusters)[0] == f"Cluster 0 \u2014 {CLUSTER_NAMES[0]}"
+    assert not clusters.isEditable()
+    # A second method's clusters are its own layer and keep their names.
+    assert layer_method(clusters) == "baseline"
+
+
+def test_rename_refuses_bad_input_and_keeps_the_layer(qgis_new_project: QgsProject, run_gpkg: Path) -> None:
+    clusters = load_run_outputs(run_gpkg, qgis_new_project)["clusters"]
+    with pytest.raises(ValueError, match="empty"):
+        rename_cluster(clusters, 1, "   ")
+    with pytest.raises(ValueError, match="no cluster 9"):
+        rename_cluster(clusters, 9, "x")
+    clusters.startEditing()
+    with pytest.raises(ValueError, match="being edited"):
+        rename_cluster(clusters, 1, "x")
+    clusters.rollBack()
+    assert _names_in_file(run_gpkg)["r01"] == CLUSTER_NAMES[1]
+    embeddings = load_run_outputs(run_gpkg, qgis_new_project)["embeddings"]
+    with pytest.raises(ValueError, match="not a RegionLens clusters layer"):
+        rename_cluster(embeddings, 1, "x")
+
+
+def test_cards_without_clusters_json_come_from_the_layer_and_profiles(qgis_new_project, run_gpkg: Path) -> None:
+    clusters = load_run_outputs(run_gpkg, qgis_new_project)["clusters"]
+    cards = cluster_cards(clusters)
+    assert sorted(cards) == [0, 1, 2, 3]
+    card = cards[1]
+    assert (card.name, card.size, card.total) == (CLUSTER_NAMES[1], 3, 12)
+    assert card.examples == ["r01", "r05", "r09"]
+    assert [(f.feature, f.zscore) for f in card.features] == [("POI share: cafe", -0.5)]
+    assert "counted in the layer" in card.source and "cluster profiles" in card.source
+
+
+def test_cards_read_clusters_json(qgis_new_project, make_run_gpkg, tmp_path: Path) -> None:
+    gpkg = make_run_gpkg(tmp_path / "run_json", methods=("baseline", "calliper"))
+    summary = {
+        "calliper": {
+            "2": {"name": "ignored: the layer's name wins", "size": 3, "examples": ["r06", "r02"],
+                  "features": [{"feature": "POI share: bar", "zscore": 2.4, "mean": 0.31},
+                               {"feature": "image brightness", "zscore": -1.1}]},
+        },
+    }
+    (gpkg.parent / "clusters.json").write_text(json.dumps(summary), encoding="utf-8")
+    layers = load_run_outputs(gpkg, qgis_new_project)
+    calliper = layers.layer("clusters", "calliper")
+    assert layer_method(calliper) == "calliper"
+    card = cluster_cards(calliper)[2]
+    assert card.name == CLUSTER_NAMES[2] and card.size == 3 and card.examples == ["r06", "r02"]
+    assert [(f.feature, f.zscore, f.mean) for f in card.features] == [
+        ("POI share: bar", 2.4, 0.31), ("image brightness", -1.1, None)]
+    assert "clusters.json" in card.source
+    # The baseline's clusters are not in the file: counted in the layer instead.
+    assert "counted in the layer" in cluster_cards(layers["clusters"])[2].source
+
+
+def test_card_dialog_shows_renames_and_selects(qgis_new_project, run_gpkg: Path, qtbot) -> None:
+    clusters = load_run_outputs(run_gpkg, qgis_new_project)["clusters"]
+    selected = next(f.id() for f in clusters.getFeatures() if f["cluster"] == 2)
+    clusters.selectByIds([selected])
+    renamed = []
+    dialog = ClusterCardDialog(clusters, on_renamed=lambda *args: renamed.append(args))
+    qtbot.addWidget(dialog)
+    assert dialog.cluster == 2  # the selected region's cluster
+    assert dialog.name_edit.text() == CLUSTER_NAMES[2]
+    assert dialog.size_label.text() == "3 regions (25 % of 12)"
+    assert dialog.feature_rows() == [("POI share: cafe", "+0.50", "0.2")]
+    assert dialog.examples_label.text() == "Example regions: r02, r06, r10"
+    dialog.name_edit.setText("schools and parks")
+    dialog.rename_button.click()
+    assert renamed == [(clusters, 2, "schools and parks")]
+    assert _names_in_file(run_gpkg)["r06"] == "schools and parks"
+    assert dialog.cluster_combo.currentText() == "2: schools and parks"
+    dialog.show_cluster(0)
+    assert dialog.cluster == 0 and dialog.name_edit.text() == CLUSTER_NAMES[0]
+    assert dialog.select_cluster() == 3 and len(clusters.selectedFeatureIds()) == 3
+    dialog.name_edit.setText("")
+    dialog.rename_button.click()
+    assert "empty" in dialog.message_label.text()

@@ -14,7 +14,7 @@ from plugin.main import RegionLensPlugin
 from plugin.results import load_run_outputs
 from plugin.ui.cluster_card import ClusterCardDialog
 
-from .conftest import CLUSTER_NAMES
+from ..conftest import CLUSTER_NAMES
 
 
 @pytest.fixture

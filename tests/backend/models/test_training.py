@@ -28,16 +28,16 @@ PINNED = json.loads((Path(__file__).with_name("training_fingerprints.json")).rea
 
 
 
-
 @pytest.mark.parametrize("method", sorted(SHORT_RUNS))
 def test_same_seed_gives_mains_loss_curve_and_embeddings(method: str) -> None:
     views = tiny_views()
     got = fingerprint(get_embedder(method, **SHORT_RUNS[method]).fit(views), views)
     want = PINNED[method]
     # float32 summation order may differ between processes (oneDNN or BLAS kernels, memory alignment: HAFusion's
-    # curve moved by 3e-6 in a full test session); a changed seed, batch order or optimiser moves it by far more
+    # curve moved by 3e-6 in a full test session, and its first embedding values, near 0, by 6e-4 after training);
+    # a changed seed, batch order or optimiser moves them by far more
     np.testing.assert_allclose(got["history"], want["history"], rtol=1e-4)
-    np.testing.assert_allclose(got["first"], want["first"], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(got["first"], want["first"], rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose([got["sum"], got["abs"]], [want["sum"], want["abs"]], rtol=1e-3, atol=1e-3)
 
 

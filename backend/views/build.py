@@ -20,7 +20,7 @@ from backend.views.adjacency import adjacency_matrix
 from backend.views.imagery import image_chips, image_stats
 from backend.views.landuse import UNCOVERED, landuse_shares
 from backend.views.mobility import mobility_matrix
-from backend.views.poi import poi_counts, poi_points, poi_texts
+from backend.views.poi import poi_counts, poi_points, texts_by_region
 from backend.views.samples import pretraining_grid, sample_views
 
 __all__ = ["build_views"]
@@ -100,7 +100,7 @@ def build_views(
     if city.pois is not None:
         views.tables["poi_counts"] = poi_counts(city, vocabulary.get("poi_counts"))
         views.poi_points = poi_points(city)
-        views.poi_texts = poi_texts(city)
+        views.poi_texts = texts_by_region(views.poi_points, city.regions.index)
 
     step("land use and mobility")
     if city.landuse is not None:

@@ -79,7 +79,8 @@ def _field(u: np.ndarray, v: np.ndarray, seed: int) -> np.ndarray:
     return out / out.mean()
 
 
-def make_city(n: int, folder: Path, pois_per_region: float = 40.0, cell_m: float = 300.0, seed: int = 0) -> dict[str, Any]:
+def make_city(n: int, folder: Path, pois_per_region: float = 40.0, cell_m: float = 300.0,
+              seed: int = 0) -> dict[str, Any]:
     """Write the synthetic city of about ``n`` regions into ``folder`` (reused when already there).
 
     Returns:

@@ -75,7 +75,7 @@ def poi_points(city: CityData) -> pd.DataFrame:
     """
     pois = _pois(city)
     raw = pd.Series(pois["name"].to_numpy(dtype=object), dtype=object)
-    stripped = raw.where(raw.map(type) == str).str.strip()
+    stripped = raw.where(raw.map(lambda v: isinstance(v, str)).astype(bool)).str.strip()
     names = stripped.to_numpy(dtype=object).copy()
     names[~(stripped.str.len() > 0).to_numpy(dtype=bool)] = None  # no name, not a string, or only blanks
     category = pois["category"].astype(str).to_numpy(dtype=object)

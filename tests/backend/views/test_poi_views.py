@@ -82,7 +82,8 @@ def test_vectorised_views_match_the_per_poi_definition(sf_city: CityData, monkey
                 for c, n in zip(pois["category"], pois["name"], strict=True)}
     assert len(calls) == len(distinct) < len(pois)  # one description per distinct (category, name)
     assert list(points["text"]) == [poi_text(c, n) for c, n in zip(pois["category"], pois["name"], strict=True)]
-    assert [None if pd.isna(n) else n for n in points["name"]] == [n.strip() if isinstance(n, str) and n.strip() else None for n in pois["name"]]
+    stripped = [n.strip() if isinstance(n, str) and n.strip() else None for n in pois["name"]]
+    assert [None if pd.isna(n) else n for n in points["name"]] == stripped
 
     by_region: dict[str, list[str]] = {}
     for region, text in zip(points["region_id"], points["text"], strict=True):

@@ -441,7 +441,8 @@ def cross_validate(
     over all samples of that repeat and summarised as mean and sample standard deviation (ddof 1) over
     repeats. Every fold's fit runs under :meth:`Progress.wait`, so progress keeps coming and a cancel stops
     the evaluation at once, however long one fit takes. The shuffled protocol's predictions averaged over
-    repeats fill :attr:`PredictionResult.oof` (for a single plan of another name, that plan's). Repeat ``r`` fits its models with seed ``seed + r``.
+    repeats fill :attr:`PredictionResult.oof` (for a single plan of another name, that plan's). Repeat ``r``
+    fits its models with seed ``seed + r``.
 
     Raises:
         Cancelled: If ``progress`` is cancelled.

@@ -337,7 +337,7 @@ def run_pipeline(cfg: RunConfig, progress: Progress | None = None, protect: tupl
         def add_layer(frame: pd.DataFrame, layer: str) -> None:
             gdf = gpd.GeoDataFrame(frame.copy(), geometry=geometry.reindex(frame.index).values, crs=city.crs)
             gdf.index = gdf.index.astype(str).rename("region_id")
-            write_layer(gdf, gpkg, layer)
+            write_layer(gdf, gpkg, layer, progress)
             layers.append(layer)
 
         for name, emb in embeddings.items():

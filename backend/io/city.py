@@ -86,7 +86,7 @@ def read_city(config: RunConfig, progress: Progress | None = None,
         progress.update(0.35, f"{len(city.pois):,} POIs")
     names: set[str] = set()
     for i, raster in enumerate(config.rasters):
-        checked = check_raster(raster, regions, crs, report)
+        checked = check_raster(raster, regions, crs, report, progress)
         name, n = checked.name or "raster", 2
         while name in names:
             name, n = f"{checked.name}_{n}", n + 1

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from rasterio.io import DatasetReader
     from shapely.geometry.base import BaseGeometry
 
+    from backend.progress import Progress
+
 __all__ = ["check_raster", "raster_name", "open_raster", "band_indexes", "region_pixels", "RegionPixels"]
 
 #: Windows with more pixels than this are read decimated (nearest) when computing statistics.
@@ -136,6 +138,7 @@ def region_pixels(
     from rasterio.features import geometry_mask
     from rasterio.windows import Window
 
+
     height, width = ds.height, ds.width
     for geom in geoms.to_numpy(dtype=object):
         if geom is None or geom.is_empty:
@@ -174,7 +177,8 @@ def region_pixels(
         yield RegionPixels(data, inside, valid & inside)
 
 
-def check_raster(src: RasterSource, regions: gpd.GeoDataFrame, crs: CRS, report: list[str]) -> RasterSource:
+def check_raster(src: RasterSource, regions: gpd.GeoDataFrame, crs: CRS, report: list[str],
+                 progress: Progress | None = None) -> RasterSource:
     """Check that a raster can be used with the regions and resolve its name and bands.
 
     Args:
@@ -182,6 +186,7 @@ def check_raster(src: RasterSource, regions: gpd.GeoDataFrame, crs: CRS, report:
         regions: Region polygons in ``crs``, indexed by ``region_id``.
         crs: The run's metric CRS (the CRS of ``regions``).
         report: Notes for the user: regions the raster does not fully cover, regions without valid pixels.
+        progress: Polled (heartbeat and cancel) for every region whose pixels are looked at.
 
     Returns:
         A copy of ``src`` with ``name`` (:func:`raster_name`) and ``bands`` filled in.
@@ -216,7 +221,11 @@ def check_raster(src: RasterSource, regions: gpd.GeoDataFrame, crs: CRS, report:
                 f"Raster '{name}': {int((~covered).sum()):,} of {len(regions):,} regions are not fully "
                 f"covered by the image ({place})."
             )
-        n_valid = np.array([p.valid.sum() for p in region_pixels(ds, geoms, bands, read_data=False)])
+        n_valid = np.zeros(len(geoms), dtype=np.int64)
+        for i, px in enumerate(region_pixels(ds, geoms, bands, read_data=False)):
+            if progress is not None:
+                progress.poll()
+            n_valid[i] = px.valid.sum()
     empty = n_valid == 0
     if empty.all():
         raise InputError(

@@ -100,3 +100,24 @@ def test_sf_region_pixels_match_the_documented_counts(sf_city: CityData) -> None
     valid = sum(int(p.valid.sum()) for p in pixels)
     assert (inside, inside - valid) == (219_812, 797)
     assert min(int(p.valid.sum()) for p in pixels) > 0
+
+
+def test_raster_check_polls_progress_for_every_region(regions: gpd.GeoDataFrame,
+                                                       write_tif: Callable[..., Path]) -> None:
+    from backend.errors import Cancelled
+    from backend.progress import Progress
+
+    polls: list[int] = []
+
+    class Counting(Progress):
+        def poll(self, fraction: float | None = None, message: str = "") -> None:
+            polls.append(1)
+            super().poll(fraction, message)
+
+    src = RasterSource(str(_half_raster(write_tif)))
+    check_raster(src, regions, regions.crs, [], Counting())
+    assert len(polls) == len(regions)  # one heartbeat/cancel check per region looked at
+    stop = Counting()
+    stop.cancel()
+    with pytest.raises(Cancelled):
+        check_raster(src, regions, regions.crs, [], stop)

@@ -1,4 +1,4 @@
-"""CaLLiPer's points inside polygons: vectorised over blocks, equal to the one-polygon-at-a-time definition."""
+"""CaLLiPer at scale: points inside polygons and POI texts, vectorised, equal to their one-at-a-time definitions."""
 
 from __future__ import annotations
 
@@ -68,3 +68,30 @@ def test_sampling_runs_in_blocks_and_polls_progress(polygons: list, monkeypatch:
     assert len(polls) == math.ceil(len(polygons) / 4)  # one heartbeat/cancel check per block
     np.testing.assert_array_equal(blocked[1], whole[1])
     np.testing.assert_array_equal(blocked[0], whole[0])  # blocks change nothing
+
+
+def test_texts_are_built_once_per_distinct_category_and_name() -> None:
+    """build_texts equals the one-POI-at-a-time description and formats each distinct pair once."""
+    from backend.models.calliper import text as text_mod
+
+    rng = np.random.default_rng(1)
+    cats = list(rng.choice(["cafe", "atm", "place_of_worship", "estate_agent"], size=500))
+    names = list(rng.choice(np.array(["Blue Bottle", "  Blue Bottle ", "", "   ", None, 7], dtype=object), size=500))
+    template, name_template = "{article} {category}", "{name}, {article} {category}"
+
+    def one(cat: str, name: object) -> str:
+        label = text_mod.category_label(cat)
+        article = "an" if label[:1].lower() in "aeiou" else "a"
+        name = name.strip() if isinstance(name, str) else ""
+        return (name_template if name else template).format(category=label, name=name, article=article).strip()
+
+    formatted: list[int] = []
+
+    class Counting(str):
+        def format(self, *args: object, **kwargs: object) -> str:
+            formatted.append(1)
+            return str.format(self, *args, **kwargs)
+
+    out = text_mod.build_texts(cats, names, Counting(template), Counting(name_template))
+    assert out == [one(c, n) for c, n in zip(cats, names, strict=True)]
+    assert len(formatted) == len(set(out)) == 8  # 4 categories x (named, unnamed), not 500

@@ -75,14 +75,16 @@ def read_city(config: RunConfig, progress: Progress | None = None,
 
     progress = progress or Progress()
     report: list[str] = []
-    progress.update(0.0, "reading regions")
-    regions, crs = read_regions(config.regions, report)
+    # each layer is read under Progress.wait: a layer of millions of features takes minutes in one call, and
+    # progress (a heartbeat) and cancel keep working meanwhile
+    regions, crs = progress.wait(lambda: read_regions(config.regions, report), "reading regions", 0.0)
     if check_regions is not None:
         check_regions(len(regions))
     city = CityData(crs=crs, regions=regions, report=report)
     progress.update(0.15, f"{len(regions):,} regions")
     if config.pois is not None:
-        city.pois = read_pois(config.pois, regions, crs, report)
+        pois = config.pois
+        city.pois = progress.wait(lambda: read_pois(pois, regions, crs, report), "reading POIs")
         progress.update(0.35, f"{len(city.pois):,} POIs")
     names: set[str] = set()
     for i, raster in enumerate(config.rasters):
@@ -97,9 +99,10 @@ def read_city(config: RunConfig, progress: Progress | None = None,
         city.od = read_od(config.od, regions.index, report)
         progress.update(0.7, f"{len(city.od):,} OD flows")
     if config.landuse is not None:
-        city.landuse = read_landuse(config.landuse, regions, crs, report)
+        landuse = config.landuse
+        city.landuse = progress.wait(lambda: read_landuse(landuse, regions, crs, report), "reading land use")
         progress.update(0.8, f"{len(city.landuse):,} land-use polygons")
     if config.labels:
-        city.labels = read_labels(config.labels, regions, crs, report)
+        city.labels = progress.wait(lambda: read_labels(config.labels, regions, crs, report), "reading labels")
     progress.update(1.0, "inputs read")
     return city

@@ -94,19 +94,25 @@ def build_views(
     centroids = regions.geometry.centroid
     views.centroids = np.column_stack([centroids.x.to_numpy(), centroids.y.to_numpy()])
     views.geometry = regions.geometry.rename_axis("region_id")
-    views.adjacency = adjacency_matrix(regions)
+    # the long single calls (a spatial join over 250,000 polygons, 10 M POIs) run under Progress.wait:
+    # heartbeat and cancel keep working
+    views.adjacency = progress.wait(lambda: adjacency_matrix(regions), "areas, centroids and adjacency")
 
     step("POI views")
     if city.pois is not None:
-        views.tables["poi_counts"] = poi_counts(city, vocabulary.get("poi_counts"))
-        views.poi_points = poi_points(city)
-        views.poi_texts = texts_by_region(views.poi_points, city.regions.index)
+        views.tables["poi_counts"] = progress.wait(lambda: poi_counts(city, vocabulary.get("poi_counts")),
+                                                   "POI counts")
+        views.poi_points = progress.wait(lambda: poi_points(city), "POI descriptions")
+        points = views.poi_points
+        views.poi_texts = progress.wait(lambda: texts_by_region(points, city.regions.index), "POI texts")
 
     step("land use and mobility")
     if city.landuse is not None:
         classes = vocabulary.get("landuse")
         classes = None if classes is None else [c for c in classes if c != UNCOVERED]
-        views.tables["landuse"] = landuse_shares(regions, city.landuse, classes, report)
+        landuse = city.landuse
+        views.tables["landuse"] = progress.wait(lambda: landuse_shares(regions, landuse, classes, report),
+                                                "land-use shares")
     if city.od is not None:
         views.mobility = mobility_matrix(city.od, ids)
 

@@ -202,6 +202,12 @@ def _reset_hwm() -> bool:
         return False
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads (independent of what else the machine runs)."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
 class _StageMeter:
     """Seconds, peak RSS and the longest gap between progress reports of every pipeline stage."""
 
@@ -209,6 +215,7 @@ class _StageMeter:
         self.rows: dict[str, dict[str, float]] = {}
         self.current: str | None = None
         self.t0 = time.perf_counter()
+        self.cpu0 = _cpu_seconds()
         self.last_report = self.t0
         self.max_gap = 0.0
         self.lock = threading.Lock()
@@ -218,6 +225,7 @@ class _StageMeter:
             self._close()
             self.current = stage
             self.t0 = self.last_report = time.perf_counter()
+            self.cpu0 = _cpu_seconds()
             self.max_gap = 0.0
             _reset_hwm()
 
@@ -233,8 +241,8 @@ class _StageMeter:
         now = time.perf_counter()
         self.max_gap = max(self.max_gap, now - self.last_report)
         hwm = _vm_hwm_mb()
-        self.rows[self.current] = {"seconds": round(now - self.t0, 2), "peak_rss_mb": round(hwm or float("nan"), 1),
-                                   "max_gap_s": round(self.max_gap, 2)}
+        self.rows[self.current] = {"seconds": round(now - self.t0, 2), "cpu_s": round(_cpu_seconds() - self.cpu0, 2),
+                                   "peak_rss_mb": round(hwm or float("nan"), 1), "max_gap_s": round(self.max_gap, 2)}
         self.current = None
 
     def close(self) -> None:
@@ -257,11 +265,11 @@ def child(city_dir: Path, method: str, out_dir: Path, repeats: int) -> dict[str,
             meter.start(STAGES.get(name, name.replace("embed: ", "embed ")))
             return super().stage(name, start, end)
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
     result = run_pipeline(cfg, MeteredProgress(callback=lambda *_: meter.report()))
     meter.close()
     return {"method": method, "n_regions": city["n_regions"], "n_pois": city["n_pois"], "stages": meter.rows,
-            "total_s": round(time.perf_counter() - t0, 1),
+            "total_s": round(time.perf_counter() - t0, 1), "total_cpu_s": round(_cpu_seconds() - cpu0, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
             "r2": {f"{m['model']}/{m['protocol']}": round(m["r2_mean"], 3) for m in result.metrics
                    if m["method"] == method}}
@@ -280,30 +288,36 @@ def growth_exponent(sizes: list[float], seconds: list[float]) -> float | None:
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    """The per-method, per-stage table and the fitted exponents."""
+    """The per-method, per-stage table (wall s, CPU s, peak RSS MB, longest progress gap s per size) and the
+    fitted growth exponents of the CPU time and of the wall time."""
     sizes = sorted({r["n_regions"] for r in results})
-    print(f"\n{'method':9s} {'stage':16s}" + "".join(f"{f'{n:,} s':>11s}{'MB':>7s}{'gap':>6s}" for n in sizes)
-          + f"{'exp':>6s}")
+    head = "".join(f"{f'{n:,}: wall':>14s}{'cpu':>8s}{'MB':>7s}{'gap':>6s}" for n in sizes)
+    print(f"\n{'method':9s} {'stage':16s}{head}{'exp cpu':>9s}{'exp wall':>9s}")
     for method in dict.fromkeys(r["method"] for r in results):
         runs = {r["n_regions"]: r for r in results if r["method"] == method}
         stages = list(dict.fromkeys(s for r in runs.values() for s in r.get("stages", {})))
         for stage in [*stages, "total"]:
-            cells, secs = "", []
+            cells, walls, cpus = "", [], []
             for n in sizes:
                 run = runs.get(n)
                 row = None if run is None else (
-                    {"seconds": run.get("total_s"), "peak_rss_mb": run.get("peak_rss_mb"), "max_gap_s": None}
+                    {"seconds": run.get("total_s"), "cpu_s": run.get("total_cpu_s"),
+                     "peak_rss_mb": run.get("peak_rss_mb"), "max_gap_s": None}
                     if stage == "total" and "error" not in run else run.get("stages", {}).get(stage))
                 if row is None or row.get("seconds") is None:
-                    why = "" if run is None else ("fail" if "error" in run else "-")
-                    cells += f"{why:>11s}{'':>7s}{'':>6s}"
-                    secs.append(None)
+                    why = "" if run is None else ("failed" if "error" in run else "-")
+                    cells += f"{why:>14s}{'':>8s}{'':>7s}{'':>6s}"
+                    walls.append(None)
+                    cpus.append(None)
                     continue
                 gap = "" if row.get("max_gap_s") is None else f"{row['max_gap_s']:.1f}"
-                cells += f"{row['seconds']:>11.1f}{row['peak_rss_mb']:>7.0f}{gap:>6s}"
-                secs.append(row["seconds"])
-            b = growth_exponent(sizes, secs)
-            print(f"{method:9s} {stage:16s}" + cells + (f"{b:>6.2f}" if b is not None else f"{'':>6s}"))
+                cpu = "" if row.get("cpu_s") is None else f"{row['cpu_s']:.1f}"
+                cells += f"{row['seconds']:>14.1f}{cpu:>8s}{row['peak_rss_mb']:>7.0f}{gap:>6s}"
+                walls.append(row["seconds"])
+                cpus.append(row.get("cpu_s"))
+            b_cpu, b_wall = growth_exponent(sizes, cpus), growth_exponent(sizes, walls)
+            fmt = lambda b: f"{b:>9.2f}" if b is not None else f"{'':>9s}"  # noqa: E731
+            print(f"{method:9s} {stage:16s}{cells}{fmt(b_cpu)}{fmt(b_wall)}")
     for r in results:
         if "error" in r:
             print(f"{r['method']} at {r['n_regions']:,} regions: {r['error']}")
@@ -319,6 +333,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "out" / "scale"), help="cities and runs go here")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds one run may take")
     parser.add_argument("--json", help="write (and, when it exists, extend) the results here")
+    parser.add_argument("--table", action="store_true", help="only print the table of the results in --json")
     parser.add_argument("--child", nargs=3, metavar=("CITY_DIR", "METHOD", "OUT_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -327,6 +342,12 @@ def main() -> int:
         print("RESULT " + json.dumps(res), flush=True)
         return 0
 
+    if args.table:
+        if not args.json or not Path(args.json).is_file():
+            parser.error("--table needs --json with the results of earlier runs")
+        print_table(sorted(json.loads(Path(args.json).read_text()),
+                           key=lambda r: (list(METHODS).index(r["method"]), r["n_regions"])))
+        return 0
     sizes = [int(s) for s in args.sizes.split(",") if s]
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))

@@ -209,9 +209,11 @@ def _cpu_seconds() -> float:
 
 
 class _StageMeter:
-    """Seconds, peak RSS and the longest gap between progress reports of every pipeline stage."""
+    """Seconds, peak RSS and the longest gap between progress reports of every pipeline stage; every finished
+    stage is also written to ``partial`` (when given), so a run stopped part-way still tells how far it got."""
 
-    def __init__(self) -> None:
+    def __init__(self, partial: Path | None = None) -> None:
+        self.partial = partial
         self.rows: dict[str, dict[str, float]] = {}
         self.current: str | None = None
         self.t0 = time.perf_counter()
@@ -244,10 +246,17 @@ class _StageMeter:
         self.rows[self.current] = {"seconds": round(now - self.t0, 2), "cpu_s": round(_cpu_seconds() - self.cpu0, 2),
                                    "peak_rss_mb": round(hwm or float("nan"), 1), "max_gap_s": round(self.max_gap, 2)}
         self.current = None
+        if self.partial is not None:
+            self.partial.write_text(json.dumps(self.rows))
 
     def close(self) -> None:
         with self.lock:
             self._close()
+
+
+def _partial_path(out_dir: Path) -> Path:
+    """Where a child run records its finished stages as it goes."""
+    return out_dir.parent / f"{out_dir.name}.stages.json"
 
 
 def child(city_dir: Path, method: str, out_dir: Path, repeats: int) -> dict[str, Any]:
@@ -258,7 +267,7 @@ def child(city_dir: Path, method: str, out_dir: Path, repeats: int) -> dict[str,
 
     city = json.loads((city_dir / "city.json").read_text())
     cfg = config_from_dict(city_config(city, method, out_dir, repeats))
-    meter = _StageMeter()
+    meter = _StageMeter(_partial_path(out_dir))
 
     class MeteredProgress(Progress):
         def stage(self, name: str, start: float, end: float) -> Progress:
@@ -333,6 +342,8 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "out" / "scale"), help="cities and runs go here")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds one run may take")
     parser.add_argument("--json", help="write (and, when it exists, extend) the results here")
+    parser.add_argument("--reuse-baseline", action="store_true",
+                        help="keep the baseline rows already in --json for these sizes instead of measuring again")
     parser.add_argument("--table", action="store_true", help="only print the table of the results in --json")
     parser.add_argument("--child", nargs=3, metavar=("CITY_DIR", "METHOD", "OUT_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -357,9 +368,12 @@ def main() -> int:
         methods.insert(0, "baseline")  # every table has its baseline row, measured in the same run
     out = Path(args.out)
     results: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
     if args.json and Path(args.json).is_file():
-        results = [r for r in json.loads(Path(args.json).read_text())
-                   if (r["method"], r["n_regions"]) not in {(m, n) for m in methods for n in sizes}]
+        earlier = json.loads(Path(args.json).read_text())
+        kept = [r for r in earlier if r["method"] == "baseline"] if args.reuse_baseline else []
+        redo = {(m, n) for m in methods for n in sizes if not (m == "baseline" and args.reuse_baseline)}
+        results = [r for r in earlier if (r["method"], r["n_regions"]) not in redo]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HF_HUB_OFFLINE": "1"}
     for n in sizes:
         t0 = time.perf_counter()
@@ -367,6 +381,10 @@ def main() -> int:
         print(f"city of {n:,} regions, {city['n_pois']:,} POIs, raster {city['raster_px']} px "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
         for method in methods:
+            if method == "baseline" and args.reuse_baseline and any(
+                    r["method"] == "baseline" and r["n_regions"] == n and "error" not in r for r in kept):
+                continue
+            _partial_path(out / f"run_{n}_{method}").unlink(missing_ok=True)
             cmd = [sys.executable, str(Path(__file__).resolve()), "--repeats", str(args.repeats),
                    "--child", str(out / f"city_{n}"), method, str(out / f"run_{n}_{method}")]
             t0 = time.perf_counter()
@@ -382,8 +400,11 @@ def main() -> int:
                     res = json.loads(line[len("RESULT "):])
             except subprocess.TimeoutExpired:
                 res = {"method": method, "n_regions": n, "error": f"stopped after {args.timeout:.0f} s"}
+            partial = _partial_path(out / f"run_{n}_{method}")
+            if "error" in res and partial.is_file():  # the stages that finished before it stopped
+                res["stages"] = json.loads(partial.read_text())
             res["wall_s"] = round(time.perf_counter() - t0, 1)
-            results.append(res)
+            results = [r for r in results if (r["method"], r["n_regions"]) != (method, n)] + [res]
             print(f"{method} at {n:,}: {res.get('total_s', res.get('error'))}", flush=True)
             if args.json:
                 Path(args.json).parent.mkdir(parents=True, exist_ok=True)

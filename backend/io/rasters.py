@@ -221,8 +221,14 @@ def check_raster(src: RasterSource, regions: gpd.GeoDataFrame, crs: CRS, report:
                 f"Raster '{name}': {int((~covered).sum()):,} of {len(regions):,} regions are not fully "
                 f"covered by the image ({place})."
             )
-        n_valid = np.zeros(len(geoms), dtype=np.int64)
-        for i, px in enumerate(region_pixels(ds, geoms, bands, read_data=False)):
+        # A raster without nodata or mask has every pixel valid: a region it fully covers has at least one
+        # (its pixel centres, or every pixel it touches), so only the regions it does not cover are looked at.
+        from rasterio.enums import MaskFlags
+
+        all_valid = all(ds.mask_flag_enums[b - 1] == [MaskFlags.all_valid] for b in bands)
+        todo = np.flatnonzero(~covered) if all_valid else np.arange(len(geoms))
+        n_valid = np.ones(len(geoms), dtype=np.int64)
+        for i, px in zip(todo, region_pixels(ds, geoms.iloc[todo], bands, read_data=False), strict=True):
             if progress is not None:
                 progress.poll()
             n_valid[i] = px.valid.sum()

@@ -62,7 +62,7 @@ __all__ = ["REGION_MODES", "CaLLiPerEmbedder", "CaLLiPerParams", "sample_in_poly
 #: How a region's embedding is formed from the location encoder.
 REGION_MODES = ("polygon", "centroid", "poi")
 #: Points per forward pass when embedding locations.
-_EMBED_CHUNK = 65536
+_EMBED_CHUNK = 8192
 _HALTON_SIZE = 8192
 #: Polygons per vectorised block of :func:`sample_in_polygons`.
 _SAMPLE_BLOCK = 5000
@@ -253,13 +253,16 @@ class CaLLiPerEmbedder(Embedder):
         """Views :meth:`transform` needs besides the region polygons: the POIs in ``poi`` mode, else none."""
         return ["poi_points"] if self.params.region_mode == "poi" else []
 
-    def embed_points(self, xy: np.ndarray, crs: Any = None, batch: int = _EMBED_CHUNK) -> np.ndarray:
+    def embed_points(self, xy: np.ndarray, crs: Any = None, batch: int = _EMBED_CHUNK,
+                     progress: Progress | None = None) -> np.ndarray:
         """The location encoder at arbitrary points.
 
         Args:
             xy: M x 2 coordinates (x = easting or longitude first).
             crs: Their CRS (anything pyproj accepts); None: the model's CRS.
             batch: Points per forward pass.
+            progress: Polled (heartbeat and cancel) before every forward pass (8 M points for 250,000 regions
+                in polygon mode take minutes).
 
         Returns:
             M x dim float32 location embeddings.
@@ -277,6 +280,8 @@ class CaLLiPerEmbedder(Embedder):
         net.eval()
         with torch.no_grad():
             for start in range(0, len(rel), batch):
+                if progress is not None:
+                    progress.poll(0.1 + 0.9 * start / len(rel), f"embedding points {start:,}/{len(rel):,}")
                 chunk = torch.as_tensor(rel[start : start + batch], dtype=torch.float32, device=device)
                 out.append(net.location(chunk).float().cpu().numpy())
         return np.vstack(out) if out else np.empty((0, self.dim), dtype=np.float32)
@@ -521,7 +526,7 @@ class CaLLiPerEmbedder(Embedder):
 
         xy, owner, crs = self._region_points(views, progress)
         progress.update(0.1, f"embedding {len(xy):,} points of {len(views):,} regions")
-        emb = torch.as_tensor(self.embed_points(xy, crs), dtype=torch.float64)
+        emb = torch.as_tensor(self.embed_points(xy, crs, progress=progress), dtype=torch.float64)
         total = torch.zeros((len(views), emb.shape[1]), dtype=torch.float64)
         total.index_add_(0, torch.as_tensor(owner), emb)
         counts = np.bincount(owner, minlength=len(views)).astype(np.float64)

@@ -95,3 +95,36 @@ def test_texts_are_built_once_per_distinct_category_and_name() -> None:
     out = text_mod.build_texts(cats, names, Counting(template), Counting(name_template))
     assert out == [one(c, n) for c, n in zip(cats, names, strict=True)]
     assert len(formatted) == len(set(out)) == 8  # 4 categories x (named, unnamed), not 500
+
+
+def test_embedding_many_points_polls_progress_per_chunk_and_can_be_cancelled() -> None:
+    import torch
+
+    from backend.errors import Cancelled
+    from backend.models.calliper import CaLLiPerEmbedder
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 4)
+
+        def location(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(x)
+
+    model = CaLLiPerEmbedder(dim=4, device="cpu")
+    model._net, model.meta = Net(), {"origin": [0.0, 0.0], "crs": None}
+    xy = np.random.default_rng(0).normal(size=(1000, 2))
+    messages: list[str] = []
+
+    class Counting(Progress):
+        def poll(self, fraction: float | None = None, message: str = "") -> None:
+            messages.append(message)
+            super().poll(fraction, message)
+
+    out = model.embed_points(xy, batch=300, progress=Counting())
+    assert messages == [f"embedding points {s:,}/1,000" for s in (0, 300, 600, 900)]  # before every chunk
+    np.testing.assert_allclose(out, model.embed_points(xy), rtol=1e-6)  # chunking changes nothing
+    stop = Counting()
+    stop.cancel()
+    with pytest.raises(Cancelled):
+        model.embed_points(xy, batch=300, progress=stop)

@@ -36,7 +36,7 @@ import json
 import math
 import os
 import resource
-import subprocess  # nosec B404 - runs this same script as a child process
+import subprocess  # nosec B404
 import sys
 import threading
 import time

@@ -522,7 +522,7 @@ def write_stage(state: RunState) -> Written:
     layers: list[str] = []
 
     def add_layer(frame: pd.DataFrame, layer: str) -> None:
-        write_layer(region_layer(frame, city.regions.geometry, city.crs), gpkg, layer)
+        write_layer(region_layer(frame, city.regions.geometry, city.crs), gpkg, layer, progress)
         layers.append(layer)
 
     for name, emb in state.embedded.embeddings.items():

@@ -79,12 +79,13 @@ class Progress:
         if time.monotonic() - self._last_report[0] >= HEARTBEAT_S:
             self.update(self._fraction if fraction is None else fraction, message)
 
-    def wait(self, func: Callable[[], T], message: str = "") -> T:
+    def wait(self, func: Callable[[], T], message: str = "", fraction: float | None = None) -> T:
         """Run ``func()`` (work that cannot check for cancellation itself) and return its result.
 
         ``func`` runs in a daemon thread while this one keeps reporting progress and watching the cancel
         request. On cancellation :class:`Cancelled` is raised at once; ``func`` finishes in the
-        background and its result is dropped. Exceptions of ``func`` are re-raised here.
+        background and its result is dropped. Exceptions of ``func`` are re-raised here. ``fraction`` (of
+        the current stage) is reported first; default: the last one reported.
         """
         box: dict[str, Any] = {}
 
@@ -94,7 +95,7 @@ class Progress:
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
                 box["error"] = exc
 
-        self.update(self._fraction, message)
+        self.update(self._fraction if fraction is None else fraction, message)
         thread = threading.Thread(target=target, name="regionlens-wait", daemon=True)
         thread.start()
         while True:

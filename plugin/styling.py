@@ -49,6 +49,7 @@ from qgis.core import (
     QgsUnitTypes,
     QgsVectorLayer,
     QgsVectorLayerSimpleLabeling,
+    QgsVectorLayerUtils,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtGui import QColor
@@ -116,17 +117,18 @@ def gradient_ramp(colours: Sequence[str]) -> QgsGradientColorRamp:
 
 
 def numeric_values(layer: QgsVectorLayer, field: str) -> list[float]:
-    """The finite numeric values of ``field`` (NULLs and NaNs skipped)."""
-    index = layer.fields().indexOf(field)
-    if index < 0:
+    """The finite numeric values of ``field`` (NULLs and NaNs skipped).
+
+    Read in one pass by QGIS (``QgsVectorLayerUtils.getValues``, attributes only, no geometry), not by a
+    Python loop over features: a 250,000-region layer is styled without freezing the map for seconds.
+    """
+    if layer.fields().indexOf(field) < 0:
         return []
-    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes([index])
-    values = []
-    for feature in layer.getFeatures(request):
-        value = feature.attribute(index)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            values.append(float(value))
-    return values
+    values, ok = QgsVectorLayerUtils.getValues(layer, field)
+    if not ok:
+        return []
+    return [float(v) for v in values
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
 
 
 def _require_field(layer: QgsVectorLayer, field: str) -> None:
@@ -206,16 +208,18 @@ def style_clusters(
     _require_field(layer, field)
     idx = layer.fields().indexOf(field)
     label_idx = layer.fields().indexOf(label_field)
-    attrs = [idx] + ([label_idx] if label_idx >= 0 else [])
-    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes(attrs)
+    # The distinct cluster numbers from the provider (SELECT DISTINCT for a GeoPackage), then one feature per
+    # cluster for its name: no Python loop over the regions, however many there are.
     descriptions: dict[int, str] = {}
-    for feature in layer.getFeatures(request):
-        value = feature.attribute(idx)
+    for value in layer.uniqueValues(idx):
         if not isinstance(value, int) or isinstance(value, bool):
             continue
-        if value not in descriptions:
-            text = feature.attribute(label_idx) if label_idx >= 0 else None
-            descriptions[value] = str(text) if isinstance(text, str) else ""
+        text = None
+        if label_idx >= 0:
+            request = (QgsFeatureRequest(QgsExpression(QgsExpression.createFieldEqualityExpression(field, value)))
+                       .setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes([label_idx]).setLimit(1))
+            text = next((f.attribute(label_idx) for f in layer.getFeatures(request)), None)
+        descriptions[value] = str(text) if isinstance(text, str) else ""
     categories = []
     for value in sorted(descriptions):
         legend = cluster_legend(value, descriptions[value])

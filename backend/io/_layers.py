@@ -209,6 +209,10 @@ def single_points(gdf: gpd.GeoDataFrame, place: str, report: list[str]) -> gpd.G
     return out
 
 
+#: Points per spatial-index query of :func:`assign_points`.
+ASSIGN_CHUNK = 200_000
+
+
 def assign_points(points: gpd.GeoSeries, regions: gpd.GeoDataFrame) -> pd.Series:
     """The region each point lies in (one region per point), or NaN for points outside every region.
 
@@ -227,15 +231,17 @@ def assign_points(points: gpd.GeoSeries, regions: gpd.GeoDataFrame) -> pd.Series
     hit = np.full(len(geoms), -1, dtype=np.int64)
     for predicate in ("within", "intersects"):
         todo = np.flatnonzero(hit < 0)
-        if not len(todo):
-            break
-        pts_i, reg_i = tree.query(geoms[todo], predicate=predicate)
-        if not len(pts_i):
-            continue
-        order = np.lexsort((reg_i, pts_i))  # first region (input order) per point
-        pts_i, reg_i = pts_i[order], reg_i[order]
-        first = np.unique(pts_i, return_index=True)[1]
-        hit[todo[pts_i[first]]] = reg_i[first]
+        # in chunks: one query over 10 M points holds the GIL for a long time, so a caller's progress
+        # heartbeat (another thread, Progress.wait) could not run meanwhile
+        for lo in range(0, len(todo), ASSIGN_CHUNK):
+            part = todo[lo:lo + ASSIGN_CHUNK]
+            pts_i, reg_i = tree.query(geoms[part], predicate=predicate)
+            if not len(pts_i):
+                continue
+            order = np.lexsort((reg_i, pts_i))  # first region (input order) per point
+            pts_i, reg_i = pts_i[order], reg_i[order]
+            first = np.unique(pts_i, return_index=True)[1]
+            hit[part[pts_i[first]]] = reg_i[first]
     ids = regions.index.to_numpy(dtype=object)
     out = np.full(len(geoms), np.nan, dtype=object)
     out[hit >= 0] = ids[hit[hit >= 0]]

@@ -51,7 +51,7 @@ class CityData:
 def _read_pois(source: PoiSource, city: CityData, progress: Progress) -> None:
     from backend.io.vectors import read_pois
 
-    city.pois = read_pois(source, city.regions, city.crs, city.report)
+    city.pois = progress.wait(lambda: read_pois(source, city.regions, city.crs, city.report), "reading POIs", 0.0)
     progress.update(1.0, f"{len(city.pois):,} POIs")
 
 
@@ -60,7 +60,7 @@ def _read_rasters(sources: list[RasterSource], city: CityData, progress: Progres
 
     names: set[str] = set()
     for i, raster in enumerate(sources):
-        checked = check_raster(raster, city.regions, city.crs, city.report)
+        checked = check_raster(raster, city.regions, city.crs, city.report, progress)
         name, n = checked.name or "raster", 2
         while name in names:
             name, n = f"{checked.name}_{n}", n + 1
@@ -79,7 +79,8 @@ def _read_od(source: OdSource, city: CityData, progress: Progress) -> None:
 def _read_landuse(source: LandUseSource, city: CityData, progress: Progress) -> None:
     from backend.io.vectors import read_landuse
 
-    city.landuse = read_landuse(source, city.regions, city.crs, city.report)
+    city.landuse = progress.wait(lambda: read_landuse(source, city.regions, city.crs, city.report),
+                                 "reading land use", 0.0)
     progress.update(1.0, f"{len(city.landuse):,} land-use polygons")
 
 
@@ -121,8 +122,9 @@ def read_city(config: RunConfig, progress: Progress | None = None,
 
     progress = progress or Progress()
     report: list[str] = []
-    progress.update(0.0, "reading regions")
-    regions, crs = read_regions(config.regions, report)
+    # each layer is read under Progress.wait: a layer of millions of features takes minutes in one call, and
+    # progress (a heartbeat) and cancel keep working meanwhile
+    regions, crs = progress.wait(lambda: read_regions(config.regions, report), "reading regions", 0.0)
     if check_regions is not None:
         check_regions(len(regions))
     city = CityData(crs=crs, regions=regions, report=report)
@@ -134,6 +136,6 @@ def read_city(config: RunConfig, progress: Progress | None = None,
     if config.labels:
         from backend.io.labels import read_labels
 
-        city.labels = read_labels(config.labels, regions, crs, report)
+        city.labels = progress.wait(lambda: read_labels(config.labels, regions, crs, report), "reading labels")
     progress.update(1.0, "inputs read")
     return city

@@ -34,6 +34,7 @@ import geopandas as gpd
 import pandas as pd
 
 from backend.errors import OutputError
+from backend.progress import Progress
 from regionlens_common import GPKG_NAME, OBS, PRED, RES, RUN_JSON, prediction_column
 
 __all__ = [
@@ -46,7 +47,6 @@ __all__ = [
     "write_table",
     "write_json",
     "GPKG_NAME",
-    "prediction_columns",
     "RUN_JSON",
     "STAGING_MARKER",
     "register_temporary",
@@ -414,15 +414,31 @@ def replace_atomically(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
         raise
 
 
-def write_layer(gdf: gpd.GeoDataFrame, gpkg: Path, layer: str) -> None:
-    """Append one vector layer to a GeoPackage (created as version 1.3 on first write)."""
+#: Rows per GeoPackage write: a larger layer is written in batches (appended), with progress between them.
+WRITE_BATCH = 50000
+
+
+def write_layer(gdf: gpd.GeoDataFrame, gpkg: Path, layer: str, progress: Progress | None = None) -> None:
+    """Append one vector layer to a GeoPackage (created as version 1.3 on first write).
+
+    The layer gets GDAL's R-tree spatial index (``rtree_<layer>_geom``), so QGIS draws and selects a
+    250,000-polygon layer without scanning it. Up to :data:`WRITE_BATCH` rows go in one transaction; a
+    larger layer is written batch by batch (the later batches appended), and ``progress`` is polled
+    (heartbeat and cancel) between batches.
+    """
     import pyogrio
 
     frame = gdf.reset_index()
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"layer_options": {"SPATIAL_INDEX": "YES"}}
     if not gpkg.exists():
         kwargs["dataset_options"] = {"VERSION": "1.3"}
-    pyogrio.write_dataframe(frame, gpkg, layer=layer, driver="GPKG", promote_to_multi=True, **kwargs)
+    for start in range(0, max(len(frame), 1), WRITE_BATCH):
+        if progress is not None:
+            progress.poll()
+        part = frame.iloc[start:start + WRITE_BATCH]
+        pyogrio.write_dataframe(part, gpkg, layer=layer, driver="GPKG", promote_to_multi=True,
+                                append=start > 0, **kwargs)
+        kwargs = {}
 
 
 def write_table(df: pd.DataFrame, gpkg: Path, layer: str) -> None:

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from rasterio.io import DatasetReader
     from shapely.geometry.base import BaseGeometry
 
+    from backend.progress import Progress
+
 __all__ = [
     "check_raster", "check_embedding_raster", "dequantize", "alphaearth_values", "raster_name", "open_raster",
     "band_indexes", "region_pixels", "RegionPixels",
@@ -143,6 +145,7 @@ def region_pixels(
     from rasterio.features import geometry_mask
     from rasterio.windows import Window
 
+
     height, width = ds.height, ds.width
     for geom in geoms.to_numpy(dtype=object):
         if geom is None or geom.is_empty:
@@ -225,7 +228,8 @@ def check_embedding_raster(src: RasterSource, ds: DatasetReader, bands: list[int
                          f"{ds.dtypes[bands[0] - 1]}; leave dequantize out (the values are used as they are).")
 
 
-def check_raster(src: RasterSource, regions: gpd.GeoDataFrame, crs: CRS, report: list[str]) -> RasterSource:
+def check_raster(src: RasterSource, regions: gpd.GeoDataFrame, crs: CRS, report: list[str],
+                 progress: Progress | None = None) -> RasterSource:
     """Check that a raster can be used with the regions and resolve its name and bands.
 
     Args:
@@ -233,6 +237,7 @@ def check_raster(src: RasterSource, regions: gpd.GeoDataFrame, crs: CRS, report:
         regions: Region polygons in ``crs``, indexed by ``region_id``.
         crs: The run's metric CRS (the CRS of ``regions``).
         report: Notes for the user: regions the raster does not fully cover, regions without valid pixels.
+        progress: Polled (heartbeat and cancel) for every region whose pixels are looked at.
 
     Returns:
         A copy of ``src`` with ``name`` (:func:`raster_name`) and ``bands`` filled in.
@@ -276,7 +281,17 @@ def check_raster(src: RasterSource, regions: gpd.GeoDataFrame, crs: CRS, report:
                 f"Raster '{name}': {int((~covered).sum()):,} of {len(regions):,} regions are not fully "
                 f"covered by the image ({place})."
             )
-        n_valid = np.array([p.valid.sum() for p in region_pixels(ds, geoms, bands, read_data=False)])
+        # A raster without nodata or mask has every pixel valid: a region it fully covers has at least one
+        # (its pixel centres, or every pixel it touches), so only the regions it does not cover are looked at.
+        from rasterio.enums import MaskFlags
+
+        all_valid = all(ds.mask_flag_enums[b - 1] == [MaskFlags.all_valid] for b in bands)
+        todo = np.flatnonzero(~covered) if all_valid else np.arange(len(geoms))
+        n_valid = np.ones(len(geoms), dtype=np.int64)
+        for i, px in zip(todo, region_pixels(ds, geoms.iloc[todo], bands, read_data=False), strict=True):
+            if progress is not None:
+                progress.poll()
+            n_valid[i] = px.valid.sum()
     empty = n_valid == 0
     if empty.all():
         raise InputError(

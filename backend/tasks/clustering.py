@@ -15,7 +15,10 @@ one embedding, :attr:`ClusterResult.warnings` says how many.
 distinct rows minus one) is scored with the mean silhouette coefficient (Rousseeuw, 1987, "Silhouettes:
 a graphical aid to the interpretation and validation of cluster analysis") over the distinct rows, on a
 seeded sample of at most :data:`SILHOUETTE_SAMPLE` of them, so the cost stays linear in the number of
-regions; the best k is kept (ties: the smaller k). The lower bound of 4 keeps a weak two-way split (the
+regions; the best k is kept (ties: the smaller k). Above :data:`MINIBATCH_ABOVE` distinct rows k-means is
+mini-batch k-means (Sculley, 2010, "Web-scale k-means clustering"; batches of :data:`MINIBATCH_SIZE` rows), whose
+cost per restart no longer grows with N times the iterations of Lloyd's algorithm; the chosen k's partition is the
+one already scored, not fitted again. The lower bound of 4 keeps a weak two-way split (the
 sample city's best silhouette at k = 2 is 0.22) from hiding the structure a planner looks for.
 Everything is deterministic given the seed. Clusters are renumbered by size, so cluster 0 is the largest.
 
@@ -34,7 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.cluster import KMeans
+from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import silhouette_score
 
 from backend.errors import InputError
@@ -44,6 +47,8 @@ from regionlens_common import AUTO_K_MAX, AUTO_K_MIN
 __all__ = [
     "CLUSTER_METHODS",
     "SILHOUETTE_SAMPLE",
+    "MINIBATCH_ABOVE",
+    "MINIBATCH_SIZE",
     "MAX_AGGLOMERATIVE",
     "AUTO_K_MIN",
     "AUTO_K_MAX",
@@ -62,6 +67,10 @@ __all__ = [
 CLUSTER_METHODS = ("kmeans", "agglomerative")
 #: Silhouettes are computed on a seeded sample of at most this many distinct embeddings.
 SILHOUETTE_SAMPLE = 2000
+#: Above this many distinct embeddings k-means is mini-batch k-means (Lloyd's full passes cost N x k x iterations).
+MINIBATCH_ABOVE = 20000
+#: Rows per mini-batch.
+MINIBATCH_SIZE = 4096
 #: Ward clustering needs N^2 / 2 distances; above this many distinct embeddings use k-means.
 MAX_AGGLOMERATIVE = 20000
 #: Warn when at least this share of the regions has one and the same embedding.
@@ -191,19 +200,37 @@ class _Ward:
         return fcluster(self._tree, t=k, criterion="maxclust").astype(int) - 1
 
 
-def _kmeans(xs: np.ndarray, k: int, seed: int) -> np.ndarray:
-    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(xs).astype(int)
+def _kmeans_model(n: int, k: int, seed: int) -> KMeans | MiniBatchKMeans:
+    """Lloyd's k-means (10 restarts) up to :data:`MINIBATCH_ABOVE` rows, mini-batch k-means (3 restarts) above."""
+    if n > MINIBATCH_ABOVE:
+        return MiniBatchKMeans(n_clusters=k, n_init=3, batch_size=MINIBATCH_SIZE, random_state=seed)
+    return KMeans(n_clusters=k, n_init=10, random_state=seed)
+
+
+def _kmeans(xs: np.ndarray, k: int, seed: int, progress: Progress | None = None) -> np.ndarray:
+    """k-means labels; with ``progress``, the fit runs under :meth:`Progress.wait` (heartbeat and cancel)."""
+    fit = _kmeans_model(len(xs), k, seed).fit_predict
+    labels = fit(xs) if progress is None else progress.wait(lambda: fit(xs), f"k-means, k = {k}")
+    return np.asarray(labels).astype(int)
+
+
+def _partitions(
+    xs: np.ndarray, ks: range, method: str, seed: int, progress: Progress | None = None
+) -> tuple[dict[int, float], dict[int, np.ndarray]]:
+    """Silhouette and partition of every k in ``ks``."""
+    progress = progress or Progress()
+    ward = _Ward(xs) if method == "agglomerative" else None
+    scores: dict[int, float] = {}
+    parts: dict[int, np.ndarray] = {}
+    for i, k in enumerate(ks):
+        progress.update(i / len(ks), f"silhouette of k = {k}")
+        parts[k] = ward.cut(k) if ward is not None else _kmeans(xs, k, seed, progress)
+        scores[k] = _silhouette(xs, parts[k], seed)
+    return scores, parts
 
 
 def _scores(xs: np.ndarray, ks: range, method: str, seed: int, progress: Progress | None = None) -> dict[int, float]:
-    progress = progress or Progress()
-    ward = _Ward(xs) if method == "agglomerative" else None
-    out: dict[int, float] = {}
-    for i, k in enumerate(ks):
-        progress.update(i / len(ks), f"silhouette of k = {k}")
-        labels = ward.cut(k) if ward is not None else _kmeans(xs, k, seed)
-        out[k] = _silhouette(xs, labels, seed)
-    return out
+    return _partitions(xs, ks, method, seed, progress)[0]
 
 
 def _best(scores: dict[int, float]) -> int:
@@ -293,8 +320,9 @@ def cluster(
     rows, n_distinct = distinct.rows, len(distinct.rows)
     notes = distinct.warnings()
     scores: dict[int, float] = {}
+    parts: dict[int, np.ndarray] = {}
     if k == "auto":
-        scores = _scores(rows, _k_range(n_distinct, k_min, k_max, notes), method, seed, progress)
+        scores, parts = _partitions(rows, _k_range(n_distinct, k_min, k_max, notes), method, seed, progress)
         k_used = _best(scores)
     elif isinstance(k, int | np.integer) and not isinstance(k, bool) and k >= 2:
         k_used = int(k)
@@ -305,7 +333,10 @@ def cluster(
             )
     else:
         raise ValueError(f"k must be 'auto' or an integer >= 2, not {k!r}.")
-    raw = _Ward(rows).cut(k_used) if method == "agglomerative" else _kmeans(rows, k_used, seed)
+    if k_used in parts:
+        raw = parts[k_used]
+    else:
+        raw = _Ward(rows).cut(k_used) if method == "agglomerative" else _kmeans(rows, k_used, seed, progress)
     labels = _relabel(raw[distinct.inverse])
     return ClusterResult(
         labels=labels,

@@ -469,8 +469,10 @@ def cross_validate(
 
     For every (model, protocol, repeat) each sample gets one out-of-fold prediction; metrics are computed
     over all samples of that repeat and summarised as mean and sample standard deviation (ddof 1) over
-    repeats. The shuffled protocol's predictions averaged over repeats fill :attr:`PredictionResult.oof`
-    (for a single plan of another name, that plan's). Repeat ``r`` fits its models with seed ``seed + r``.
+    repeats. Every fold's fit runs under :meth:`Progress.wait`, so progress keeps coming and a cancel stops
+    the evaluation at once, however long one fit takes. The shuffled protocol's predictions averaged over
+    repeats fill :attr:`PredictionResult.oof` (for a single plan of another name, that plan's). Repeat ``r``
+    fits its models with seed ``seed + r``.
 
     With ``coverage``, ``interval_model`` (default: the first model) also gets CV+ intervals on every plan
     (:func:`backend.tasks.intervals.cv_plus`): the metrics' ``coverage`` and ``interval_width`` and
@@ -518,10 +520,13 @@ def cross_validate(
                     test = fold_of == f
                     if not test.any():
                         continue
-                    if progress is not None:
+                    if progress is None:
+                        pred[test] = fit_predict(model_name, seed + r, ~test, test)
+                    else:  # one fold's fit can take minutes at 100,000+ regions: heartbeat and cancel meanwhile
                         step = f"repeat {r + 1}/{repeats}, fold {f + 1}/{n_folds[protocol]}"
-                        progress.update(done / total, f"{model_name}, {protocol} folds: {step}")
-                    pred[test] = fit_predict(model_name, seed + r, ~test, test)
+                        pred[test] = progress.wait(
+                            lambda: fit_predict(model_name, seed + r, ~test, test),  # noqa: B023 - awaited here
+                            f"{model_name}, {protocol} folds: {step}", fraction=done / total)
                     done += 1
                 s = regression_metrics(ya, pred)
                 scores.append(s)

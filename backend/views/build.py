@@ -28,7 +28,7 @@ from backend.views.embedding import embedding_table, is_embedding
 from backend.views.imagery import image_chips, image_stats
 from backend.views.landuse import UNCOVERED, landuse_shares
 from backend.views.mobility import mobility_matrix
-from backend.views.poi import poi_counts, poi_points, poi_texts
+from backend.views.poi import poi_counts, poi_points, texts_by_region
 from backend.views.samples import pretraining_grid, sample_views
 
 __all__ = ["VIEW_BUILDERS", "VIEW_SOURCES", "BuildContext", "ViewBuilder", "build_views"]
@@ -75,26 +75,30 @@ class ViewBuilder:
 
 def _regions(city: CityData, views: Views, ctx: BuildContext) -> None:
     regions = city.regions
-    ctx.step("areas, centroids and adjacency")
+    sub = ctx.step("areas, centroids and adjacency")
     views.areas_km2 = pd.Series(regions.geometry.area.to_numpy() / 1e6, index=views.region_ids, name="area_km2")
     centroids = regions.geometry.centroid
     views.centroids = np.column_stack([centroids.x.to_numpy(), centroids.y.to_numpy()])
     views.geometry = regions.geometry.rename_axis("region_id")
-    views.adjacency = adjacency_matrix(regions)
+    # the long single calls (a spatial join over 250,000 polygons, 10 M POIs) run under Progress.wait:
+    # heartbeat and cancel keep working
+    views.adjacency = sub.wait(lambda: adjacency_matrix(regions), "areas, centroids and adjacency")
 
 
 def _pois(city: CityData, views: Views, ctx: BuildContext) -> None:
-    ctx.step("POI views")
-    views.tables["poi_counts"] = poi_counts(city, ctx.vocabulary.get("poi_counts"))
-    views.poi_points = poi_points(city)
-    views.poi_texts = poi_texts(city)
+    sub = ctx.step("POI views")
+    views.tables["poi_counts"] = sub.wait(lambda: poi_counts(city, ctx.vocabulary.get("poi_counts")), "POI counts")
+    views.poi_points = sub.wait(lambda: poi_points(city), "POI descriptions")
+    points = views.poi_points
+    views.poi_texts = sub.wait(lambda: texts_by_region(points, city.regions.index), "POI texts")
 
 
 def _landuse(city: CityData, views: Views, ctx: BuildContext) -> None:
-    ctx.step("land use")
+    sub = ctx.step("land use")
     classes = ctx.vocabulary.get("landuse")
     classes = None if classes is None else [c for c in classes if c != UNCOVERED]
-    views.tables["landuse"] = landuse_shares(city.regions, city.landuse, classes, ctx.report)
+    views.tables["landuse"] = sub.wait(lambda: landuse_shares(city.regions, city.landuse, classes, ctx.report),
+                                       "land-use shares")
 
 
 def _od(city: CityData, views: Views, ctx: BuildContext) -> None:

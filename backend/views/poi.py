@@ -7,11 +7,13 @@ texts are the short descriptions that CaLLiPer and ReFound feed to a sentence en
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from backend.io.city import CityData
 
-__all__ = ["poi_counts", "poi_texts", "poi_points", "poi_text"]
+__all__ = ["poi_counts", "poi_texts", "poi_points", "poi_text", "texts_by_region"]
 
 
 def _pois(city: CityData) -> pd.DataFrame:
@@ -47,12 +49,17 @@ def poi_counts(city: CityData, vocabulary: list[str] | None = None) -> pd.DataFr
         ValueError: If the city has no POIs.
     """
     pois = _pois(city)
-    counts = pd.crosstab(pois["region_id"].astype(str), pois["category"].astype(str))
-    columns = sorted(counts.columns) if vocabulary is None else [str(c) for c in vocabulary]
-    counts = counts.reindex(index=city.regions.index, columns=columns, fill_value=0).astype(float)
-    counts.index.name = "region_id"
-    counts.columns = pd.Index(columns, dtype=object)
-    return counts
+    regions = city.regions.index
+    row = pd.Index(regions.astype(str)).get_indexer(pois["region_id"].astype(str))
+    cat_codes, cats = pd.factorize(pois["category"].astype(str), sort=True)
+    columns = [str(c) for c in cats] if vocabulary is None else [str(c) for c in vocabulary]
+    col = pd.Index(columns).get_indexer(np.asarray(cats, dtype=object))[cat_codes]
+    keep = (row >= 0) & (col >= 0)
+    # one sparse accumulation (duplicates summed), linear in the number of POIs
+    counts = sp.coo_matrix((np.ones(int(keep.sum())), (row[keep], col[keep])), shape=(len(regions), len(columns)))
+    frame = pd.DataFrame(counts.toarray(), index=pd.Index(regions, name="region_id"),
+                         columns=pd.Index(columns, dtype=object))
+    return frame
 
 
 def poi_points(city: CityData) -> pd.DataFrame:
@@ -67,15 +74,26 @@ def poi_points(city: CityData) -> pd.DataFrame:
         ValueError: If the city has no POIs.
     """
     pois = _pois(city)
-    texts = [poi_text(c, n) for c, n in zip(pois["category"], pois["name"], strict=True)]
+    raw = pd.Series(pois["name"].to_numpy(dtype=object), dtype=object)
+    stripped = raw.where(raw.map(lambda v: isinstance(v, str)).astype(bool)).str.strip()
+    names = stripped.to_numpy(dtype=object).copy()
+    names[~(stripped.str.len() > 0).to_numpy(dtype=bool)] = None  # no name, not a string, or only blanks
+    category = pois["category"].astype(str).to_numpy(dtype=object)
+    # each distinct (category, name) is described once; POIs share the text object
+    cat_codes, cats = pd.factorize(category)
+    name_codes, uniq_names = pd.factorize(np.where(pd.isna(names), "", names).astype(object))
+    codes, pairs = pd.factorize(cat_codes.astype(np.int64) * max(len(uniq_names), 1) + name_codes)
+    pair_cat, pair_name = np.divmod(pairs, max(len(uniq_names), 1))
+    texts = np.array([poi_text(cats[c], uniq_names[n] or None) for c, n in zip(pair_cat, pair_name, strict=True)],
+                     dtype=object)[codes]
     return pd.DataFrame(
         {
             "x": pois.geometry.x.to_numpy(),
             "y": pois.geometry.y.to_numpy(),
             "region_id": pois["region_id"].astype(str).to_numpy(),
-            "category": pois["category"].astype(str).to_numpy(),
+            "category": category,
             "text": texts,
-            "name": [n.strip() if isinstance(n, str) and n.strip() else None for n in pois["name"]],
+            "name": names,
         },
         index=pd.Index(pois.index, name="feature_id"),
     )
@@ -87,8 +105,14 @@ def poi_texts(city: CityData) -> list[list[str]]:
     Raises:
         ValueError: If the city has no POIs.
     """
-    points = poi_points(city)
-    by_region: dict[str, list[str]] = {}
-    for region, text in zip(points["region_id"], points["text"], strict=True):
-        by_region.setdefault(region, []).append(text)
-    return [by_region.get(str(r), []) for r in city.regions.index]
+    return texts_by_region(poi_points(city), city.regions.index)
+
+
+def texts_by_region(points: pd.DataFrame, regions: pd.Index) -> list[list[str]]:
+    """The ``text`` column of ``points`` grouped by region (region order; POI order kept within a region)."""
+    row = pd.Index(regions.astype(str)).get_indexer(points["region_id"].astype(str))
+    keep = np.flatnonzero(row >= 0)
+    order = keep[np.argsort(row[keep], kind="stable")]
+    bounds = np.searchsorted(row[order], np.arange(len(regions) + 1))
+    texts = points["text"].to_numpy(dtype=object)[order]
+    return [texts[bounds[i]:bounds[i + 1]].tolist() for i in range(len(regions))]

@@ -242,3 +242,54 @@ def test_cluster_colours_are_distinct() -> None:
     ]  # fmt: skip
     assert cluster_colour(3) == QColor("#d62728")
     assert cluster_colour(25).isValid()
+
+
+def _big_run_layer(path: Path, n: int, k: int) -> QgsVectorLayer:
+    """A GeoPackage ``clusters``-like layer of ``n`` squares: cluster i % k named ``name i % k``, a residual."""
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = ds.CreateLayer("clusters", None, ogr.wkbPolygon)
+    for name, kind in (("cluster", ogr.OFTInteger), ("cluster_name", ogr.OFTString), ("pop_res", ogr.OFTReal)):
+        layer.CreateField(ogr.FieldDefn(name, kind))
+    layer.StartTransaction()
+    for i in range(n):
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("cluster", (i * 7) % k)
+        feature.SetField("cluster_name", f"name {(i * 7) % k}")
+        if i % 10:  # every tenth region without a residual (no label)
+            feature.SetField("pop_res", float(i % 101) - 50.0)
+        x, y = i % 100, i // 100
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON (({x} {y}, {x + 1} {y}, {x + 1} {y + 1}, {x} {y}))"))
+        layer.CreateFeature(feature)
+    layer.CommitTransaction()
+    ds = None
+    return QgsVectorLayer(f"{path}|layername=clusters", "big", "ogr")
+
+
+def test_styling_a_large_layer_has_no_python_loop_over_its_features(qgis_new_project: QgsProject,
+                                                                     tmp_path: Path) -> None:
+    """Cluster numbers come from the provider's distinct values, one feature per cluster gives its name, and the
+    residual classes read the values in one QGIS pass: Python sees k features, never all of them."""
+    from plugin.styling import numeric_values, style_residuals
+
+    n, k = 3000, 6
+    layer = _big_run_layer(tmp_path / "big.gpkg", n, k)
+    seen: list[int] = []
+    real = layer.getFeatures
+
+    def counting(*args: object) -> object:
+        for feature in real(*args):
+            seen.append(1)
+            yield feature
+
+    layer.getFeatures = counting  # type: ignore[method-assign]
+    renderer = style_clusters(layer)
+    assert [c.value() for c in renderer.categories()] == list(range(k))
+    assert [c.label() for c in renderer.categories()] == [f"Cluster {c} \u2014 name {c}" for c in range(k)]
+    assert len(seen) == k  # one feature per cluster, not one per region
+
+    seen.clear()
+    values = numeric_values(layer, "pop_res")
+    assert len(values) == n - n // 10 and sorted(values)[0] == -50.0 and sorted(values)[-1] == 50.0  # NULLs skipped
+    style_residuals(layer, "pop", units="count")
+    assert seen == []  # read by QGIS in one pass, not feature by feature from Python
+    assert layer.renderer().ranges()[-1].upperValue() == pytest.approx(50.0)

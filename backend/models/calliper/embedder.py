@@ -62,8 +62,10 @@ __all__ = ["REGION_MODES", "CaLLiPerEmbedder", "CaLLiPerParams", "sample_in_poly
 #: How a region's embedding is formed from the location encoder.
 REGION_MODES = ("polygon", "centroid", "poi")
 #: Points per forward pass when embedding locations.
-_EMBED_CHUNK = 65536
+_EMBED_CHUNK = 8192
 _HALTON_SIZE = 8192
+#: Polygons per vectorised block of :func:`sample_in_polygons`.
+_SAMPLE_BLOCK = 5000
 _MIN_IMPROVEMENT = 1e-4  # held-out loss must fall by this much to count as better
 
 
@@ -121,44 +123,69 @@ def _halton(n: int) -> np.ndarray:
     return qmc.Halton(d=2, scramble=False).random(n + 1)[1:]
 
 
-def sample_in_polygons(geoms: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+def sample_in_polygons(geoms: Any, k: int, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``k`` evenly spread points inside every polygon.
 
     The points are the first points of a Halton sequence over the polygon's bounding box that fall inside
     it: deterministic, and the same for a polygon whatever the other polygons are. A polygon too thin for
-    the sequence gets its representative point.
+    the sequence gets its representative point. The containment tests run vectorised over blocks of
+    :data:`_SAMPLE_BLOCK` polygons (no Python loop per polygon); ``progress`` is polled between blocks.
 
     Args:
         geoms: Polygons (shapely geometries, a GeoSeries or a list).
         k: Points per polygon.
+        progress: Polled (heartbeat and cancel) between blocks.
 
     Returns:
         ``(xy, owner)``: M x 2 float64 coordinates and, per point, the position of its polygon.
     """
     import shapely
 
+    values = np.asarray(list(geoms), dtype=object)
     base = _halton(_HALTON_SIZE)
     parts, owners = [], []
-    for i, geom in enumerate(list(geoms)):
-        if geom is None or geom.is_empty:
-            continue
-        minx, miny, maxx, maxy = geom.bounds
-        width, height = maxx - minx, maxy - miny
-        area = geom.area
-        ratio = (width * height) / area if area > 0 else math.inf
-        m = int(min(_HALTON_SIZE, max(k, math.ceil(2 * k * ratio)))) if math.isfinite(ratio) else 0
-        pts = np.empty((0, 2))
-        if m and width > 0 and height > 0:
-            cand = base[:m] * (width, height) + (minx, miny)
-            pts = cand[shapely.contains_xy(geom, cand[:, 0], cand[:, 1])][:k]
-        if not len(pts):
-            rep = geom.representative_point()
-            pts = np.array([[rep.x, rep.y]])
-        parts.append(pts)
-        owners.append(np.full(len(pts), i, dtype=np.int64))
-    if not parts:
+    for lo in range(0, len(values), _SAMPLE_BLOCK):
+        if progress is not None:
+            progress.poll()
+        xy, own = _sample_block(values[lo:lo + _SAMPLE_BLOCK], k, base, shapely)
+        parts.append(xy)
+        owners.append(own + lo)
+    if not parts or not sum(len(o) for o in owners):
         return np.empty((0, 2)), np.empty(0, dtype=np.int64)
     return np.vstack(parts), np.concatenate(owners)
+
+
+def _sample_block(values: np.ndarray, k: int, base: np.ndarray, shapely: Any) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`sample_in_polygons` of one block of polygons (positions within the block)."""
+    present = np.array([g is not None for g in values], dtype=bool)
+    present[present] = ~shapely.is_empty(values[present].astype(object))
+    idx = np.flatnonzero(present)
+    if not len(idx):
+        return np.empty((0, 2)), np.empty(0, dtype=np.int64)
+    geo = values[idx].astype(object)
+    bounds = shapely.bounds(geo)
+    width, height = bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1]
+    area = shapely.area(geo)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(area > 0, width * height / np.where(area > 0, area, 1.0), np.inf)
+    m = np.where(np.isfinite(ratio), np.minimum(_HALTON_SIZE, np.maximum(k, np.ceil(2 * k * ratio))), 0)
+    m = np.where((width > 0) & (height > 0), m, 0).astype(np.int64)
+    # every polygon's candidates: its first m Halton points scaled into its bounding box
+    who = np.repeat(np.arange(len(idx)), m)
+    step = np.arange(len(who)) - np.repeat(np.cumsum(m) - m, m)
+    cand = base[step] * np.column_stack([width[who], height[who]]) + bounds[who, :2]
+    inside = shapely.contains_xy(geo[who], cand[:, 0], cand[:, 1])
+    # the first k inside per polygon (candidates are grouped by polygon, in sequence order)
+    seen = np.concatenate([[0], np.cumsum(inside)])  # inside candidates before each position
+    rank = seen[1:] - np.repeat(seen[np.cumsum(m) - m], m)  # 1-based rank among the polygon's inside points
+    take = inside & (rank <= k)
+    got = np.bincount(who[take], minlength=len(idx))
+    lonely = np.flatnonzero(got == 0)
+    reps = shapely.get_coordinates(shapely.point_on_surface(geo[lonely])) if len(lonely) else np.empty((0, 2))
+    xy = np.vstack([cand[take], reps])
+    own = np.concatenate([who[take], lonely])
+    order = np.argsort(own, kind="stable")  # polygon order, as the points of one polygon after another
+    return xy[order], idx[own[order]].astype(np.int64)
 
 
 class CaLLiPerEmbedder(Embedder):
@@ -227,13 +254,16 @@ class CaLLiPerEmbedder(Embedder):
         """Views :meth:`transform` needs besides the region polygons: the POIs in ``poi`` mode, else none."""
         return ["poi_points"] if self.params.region_mode == "poi" else []
 
-    def embed_points(self, xy: np.ndarray, crs: Any = None, batch: int = _EMBED_CHUNK) -> np.ndarray:
+    def embed_points(self, xy: np.ndarray, crs: Any = None, batch: int = _EMBED_CHUNK,
+                     progress: Progress | None = None) -> np.ndarray:
         """The location encoder at arbitrary points.
 
         Args:
             xy: M x 2 coordinates (x = easting or longitude first).
             crs: Their CRS (anything pyproj accepts); None: the model's CRS.
             batch: Points per forward pass.
+            progress: Polled (heartbeat and cancel) before every forward pass (8 M points for 250,000 regions
+                in polygon mode take minutes).
 
         Returns:
             M x dim float32 location embeddings.
@@ -251,6 +281,8 @@ class CaLLiPerEmbedder(Embedder):
         net.eval()
         with torch.no_grad():
             for start in range(0, len(rel), batch):
+                if progress is not None:
+                    progress.poll(0.1 + 0.9 * start / len(rel), f"embedding points {start:,}/{len(rel):,}")
                 chunk = torch.as_tensor(rel[start : start + batch], dtype=torch.float32, device=device)
                 out.append(net.location(chunk).float().cpu().numpy())
         return np.vstack(out) if out else np.empty((0, self.dim), dtype=np.float32)
@@ -404,7 +436,7 @@ class CaLLiPerEmbedder(Embedder):
                              "inside their polygons.")
                 if geometry is None:
                     raise InputError(f"{self.name}: regions without POIs need their polygons (none given).")
-                more, more_own = sample_in_polygons(geometry.iloc[empty], self.params.region_points)
+                more, more_own = sample_in_polygons(geometry.iloc[empty], self.params.region_points, progress)
                 more = self._to_model_crs(more, geo_crs)
                 xy = np.vstack([self._to_model_crs(xy, crs), more])
                 return xy, np.concatenate([own, empty[more_own]]), self.crs
@@ -418,7 +450,7 @@ class CaLLiPerEmbedder(Embedder):
         if mode == "centroid":
             c = geometry.centroid
             return np.column_stack([c.x.to_numpy(), c.y.to_numpy()]), np.arange(n), geo_crs
-        xy, own = sample_in_polygons(geometry, self.params.region_points)
+        xy, own = sample_in_polygons(geometry, self.params.region_points, progress)
         return xy, own, geo_crs
 
     def _transform(self, views: Views, progress: Progress) -> np.ndarray:
@@ -426,7 +458,7 @@ class CaLLiPerEmbedder(Embedder):
 
         xy, owner, crs = self._region_points(views, progress)
         progress.update(0.1, f"embedding {len(xy):,} points of {len(views):,} regions")
-        emb = torch.as_tensor(self.embed_points(xy, crs), dtype=torch.float64)
+        emb = torch.as_tensor(self.embed_points(xy, crs, progress=progress), dtype=torch.float64)
         total = torch.zeros((len(views), emb.shape[1]), dtype=torch.float64)
         total.index_add_(0, torch.as_tensor(owner), emb)
         counts = np.bincount(owner, minlength=len(views)).astype(np.float64)

@@ -13,6 +13,9 @@ import string
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from backend.errors import ConfigError
 
 __all__ = [
@@ -97,12 +100,23 @@ def build_texts(
     check_template(template)
     if names is not None:
         check_template(name_template, "name template")
-    out = []
-    for i, cat in enumerate(categories):
-        label = category_label(cat)
+    # each distinct (category, name) is described once (millions of POIs share a few thousand texts)
+    cat_codes, cats = pd.factorize(pd.Series(list(categories), dtype=object), use_na_sentinel=False)
+    if names is None:
+        name_codes, uniq_names = np.zeros(len(cat_codes), dtype=np.int64), np.array([""], dtype=object)
+    else:
+        if len(names) != len(cat_codes):
+            raise ValueError(f"{len(names)} names for {len(cat_codes)} categories.")
+        raw = pd.Series(list(names), dtype=object)
+        clean = raw.where(raw.map(lambda v: isinstance(v, str)).astype(bool)).str.strip()
+        name_codes, uniq_names = pd.factorize(clean.fillna("").to_numpy(dtype=object))
+    width = max(len(uniq_names), 1)
+    codes, pairs = pd.factorize(cat_codes.astype(np.int64) * width + name_codes)
+    described = []
+    for pair in pairs:
+        label = category_label(cats[pair // width])
         article = "an" if label[:1].lower() in {"a", "e", "i", "o", "u"} else "a"
-        name = names[i] if names is not None else None
-        name = name.strip() if isinstance(name, str) else ""
+        name = str(uniq_names[pair % width])
         chosen = name_template if name else template
-        out.append(chosen.format(category=label, name=name, article=article).strip())
-    return out
+        described.append(chosen.format(category=label, name=name, article=article).strip())
+    return [described[c] for c in codes]

@@ -9,8 +9,10 @@ Two configurations (``config``), see :mod:`backend.models.hafusion.model`:
   2000 epochs, dropout 0.1, hidden width = number of regions, per-city hyper-parameters ``preset`` =
   ``nyc``, ``chicago`` or ``sf``). Transductive: it embeds exactly the regions it was trained on.
 * ``scalable``: fixed width (``width``), fused attention kernels, mini-batches of ``batch_regions``
-  regions with the matching blocks of the targets; 300 epochs by default. Without an OD view it also embeds
-  regions it was not trained on (same table columns).
+  regions with the matching blocks of the targets; 300 epochs by default. Above ``batch_regions`` regions
+  the embedding is computed in seeded random batches of that size too, as in training (attention within a
+  batch), so embedding 250,000 regions costs N / batch passes, not one N x N attention. Without an OD view
+  it also embeds regions it was not trained on (same table columns).
 * ``auto`` (default): ``reference`` up to :data:`AUTO_MAX_REGIONS` regions, ``scalable`` above.
 
 Any subset of the views POI counts, land use, image statistics and OD flows works (at least one). Each
@@ -384,10 +386,22 @@ class HAFusionEmbedder(Embedder):
         inputs = apply_inputs(views, self._transforms, self.vocabulary)
         device = self.resolve_device()
         net.to(device).eval()
+        n, batch = len(inputs[0]), self.params.batch_regions
+        if net.cfg.variant == "reference" or n <= batch:
+            batches = [np.arange(n)]
+        else:  # as in training: seeded random batches, attention within a batch (linear in N, not quadratic)
+            perm = np.random.default_rng(self.seed).permutation(n)
+            batches = [np.sort(perm[i:i + batch]) for i in range(0, n, batch)]
+        out = np.empty((n, net.cfg.dim), dtype=np.float64)
+        x_all = [torch.from_numpy(x).to(device) for x in inputs]
         with torch.no_grad():
-            emb = net.embed([torch.from_numpy(x).to(device) for x in inputs])
+            for b, idx in enumerate(batches):
+                progress.poll(b / len(batches), f"embedding regions {b * batch:,}/{n:,}")
+                sel = torch.from_numpy(idx).to(device)
+                emb = net.embed([x[sel] for x in x_all])
+                out[idx] = emb.detach().cpu().numpy().astype(np.float64)
         progress.update(1.0, "HAFusion embeddings")
-        return emb.detach().cpu().numpy().astype(np.float64)
+        return out
 
     # ---------------------------------------------------------------------------------------- storage
     def _save_weights(self, folder: Path) -> None:

@@ -52,3 +52,38 @@ def test_duplicate_raster_names_are_made_unique(sf_dir: Path, sf_config_dict: di
     sf_config_dict.pop("pois")
     city = read_city(config_from_dict(sf_config_dict, sf_dir))
     assert [(r.name, r.bands) for r in city.rasters] == [("img", [1, 2, 3]), ("img_2", [2])]
+
+
+def test_a_slow_layer_read_keeps_reporting_and_can_be_cancelled(sf_dir: Path, sf_config_dict: dict[str, Any],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A layer read is one long call (minutes for 10 M POIs): heartbeats continue and a cancel stops the run."""
+    import threading
+
+    from backend import progress as progress_mod
+    from backend.io import vectors
+
+    monkeypatch.setattr(progress_mod, "HEARTBEAT_S", 0.0)
+    release = threading.Event()
+    real = vectors.read_pois
+
+    def slow_read_pois(*args: Any) -> Any:
+        release.wait(5.0)
+        return real(*args)
+
+    monkeypatch.setattr(vectors, "read_pois", slow_read_pois)
+    cfg_dict = copy.deepcopy(sf_config_dict)
+    cfg_dict.pop("labels")
+    cfg_dict.pop("rasters")
+    messages: list[str] = []
+    progress = Progress()
+
+    def callback(stage: str, fraction: float, message: str) -> None:
+        messages.append(message)
+        if messages.count("reading POIs") == 3:
+            progress.cancel()
+
+    progress.callback = callback
+    with pytest.raises(Cancelled):
+        read_city(config_from_dict(cfg_dict, sf_dir), progress)
+    release.set()
+    assert messages.count("reading POIs") == 3 and "inputs read" not in messages

@@ -194,3 +194,33 @@ def test_replace_atomically_keeps_the_old_file_when_writing_fails(tmp_path: Path
     replace_atomically(target, lambda fh: fh.write(b"second"))
     assert target.read_bytes() == b"second"
     assert sorted(p.name for p in target.parent.iterdir()) == ["features.npy"]
+def test_large_layers_are_written_in_batches_with_a_spatial_index(tmp_path, monkeypatch) -> None:
+    from backend.io import outputs as outputs_mod
+    from backend.progress import Progress
+
+    monkeypatch.setattr(outputs_mod, "WRITE_BATCH", 4)
+    polls: list[int] = []
+
+    class Counting(Progress):
+        def poll(self, fraction: float | None = None, message: str = "") -> None:
+            polls.append(1)
+            super().poll(fraction, message)
+
+    n = 10
+    idx = pd.Index([f"r{i}" for i in range(n)], name="region_id")
+    gdf = gpd.GeoDataFrame({"v": [float(i) for i in range(n)]},
+                           geometry=[shapely.box(i, 0, i + 1, 1) for i in range(n)], crs=32610, index=idx)
+    gpkg = tmp_path / "x.gpkg"
+    write_layer(gdf, gpkg, "clusters", Counting())
+    write_layer(gdf.iloc[:3], gpkg, "embeddings")
+    assert len(polls) == 3  # batches of 4, 4 and 2 rows, progress polled before each
+    back = gpd.read_file(gpkg, layer="clusters")
+    assert list(back["region_id"]) == list(idx) and list(back["v"]) == list(gdf["v"])  # every batch, in order
+    with sqlite3.connect(gpkg) as con:
+        extensions = {r[0] for r in con.execute("SELECT table_name FROM gpkg_extensions "
+                                                "WHERE extension_name = 'gpkg_rtree_index'")}
+        assert extensions == {"clusters", "embeddings"}
+        rtree_rows = con.execute("SELECT COUNT(*) FROM rtree_clusters_geom").fetchone()[0]
+        hits = con.execute("SELECT id FROM rtree_clusters_geom WHERE minx >= 4.5 AND maxx <= 6.5").fetchall()
+    assert rtree_rows == n  # the index holds the appended batches too
+    assert len(hits) == 1

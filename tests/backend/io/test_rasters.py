@@ -97,3 +97,55 @@ def test_sf_region_pixels_match_the_documented_counts(sf_city: CityData) -> None
     valid = sum(int(p.valid.sum()) for p in pixels)
     assert (inside, inside - valid) == (219_812, 797)
     assert min(int(p.valid.sum()) for p in pixels) > 0
+
+
+def test_raster_check_polls_progress_for_every_region(regions: gpd.GeoDataFrame,
+                                                       write_tif: Callable[..., Path]) -> None:
+    from backend.errors import Cancelled
+    from backend.progress import Progress
+
+    polls: list[int] = []
+
+    class Counting(Progress):
+        def poll(self, fraction: float | None = None, message: str = "") -> None:
+            polls.append(1)
+            super().poll(fraction, message)
+
+    src = RasterSource(str(_half_raster(write_tif)))
+    check_raster(src, regions, regions.crs, [], Counting())
+    assert len(polls) == len(regions)  # one heartbeat/cancel check per region looked at
+    stop = Counting()
+    stop.cancel()
+    with pytest.raises(Cancelled):
+        check_raster(src, regions, regions.crs, [], stop)
+
+
+def test_a_raster_without_nodata_reads_pixels_only_for_regions_it_does_not_cover(
+        regions: gpd.GeoDataFrame, write_tif: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every pixel of a raster without nodata or mask is valid: fully covered regions need no pixel read; the
+    report is the one the per-region check gives."""
+    from backend.io import rasters as rasters_mod
+
+    looked: list[int] = []
+    real = rasters_mod.region_pixels
+
+    def counting(ds: object, geoms: gpd.GeoSeries, *args: object, **kwargs: object) -> object:
+        looked.append(len(geoms))
+        return real(ds, geoms, *args, **kwargs)
+
+    monkeypatch.setattr(rasters_mod, "region_pixels", counting)
+    report: list[str] = []
+    clean = write_tif("clean.tif", np.full((1, 20, 15), 100, dtype=np.uint8), X0, Y0 + 200, 10.0)  # no nodata
+    check_raster(RasterSource(str(clean)), regions, regions.crs, report)
+    assert looked == [2]  # regions 2 and 4, half outside the image; 1 and 3 are fully covered
+    assert report == [f"Raster 'clean': 2 of 4 regions are not fully covered by the image ([rasters] raster {clean})."]
+
+    looked.clear()
+    report.clear()
+    import rasterio
+
+    with rasterio.open(clean, "r+") as ds:  # the same image with a nodata value: every region is looked at
+        ds.nodata = 0
+    check_raster(RasterSource(str(clean)), regions, regions.crs, report)
+    assert looked == [4]
+    assert report == [f"Raster 'clean': 2 of 4 regions are not fully covered by the image ([rasters] raster {clean})."]

@@ -345,3 +345,24 @@ def test_unreadable_file(tmp_path: Path) -> None:
     (tmp_path / "bad.gpkg").write_text("not a geopackage")
     with pytest.raises(InputError, match=r"\[regions\] layer .*bad\.gpkg: cannot be read as a vector layer"):
         _regions(tmp_path / "bad.gpkg")
+
+
+def test_points_are_assigned_in_chunks_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunked spatial-index queries give what one query gives: inside -> that region; on a shared edge -> the
+    first region in order; outside -> NaN."""
+    import shapely
+
+    from backend.io import _layers
+
+    regions = gpd.GeoDataFrame(geometry=[shapely.box(i, 0, i + 1, 1) for i in range(5)], crs=32610,
+                               index=pd.Index([f"r{i}" for i in range(5)], name="region_id"))
+    rng = np.random.default_rng(0)
+    xy = np.vstack([rng.uniform([-1, -0.5], [6, 1.5], size=(300, 2)), [[1.0, 0.5], [2.0, 0.2], [9.0, 9.0]]])
+    points = gpd.GeoSeries(shapely.points(xy), crs=32610)
+    whole = _layers.assign_points(points, regions)
+    monkeypatch.setattr(_layers, "ASSIGN_CHUNK", 7)
+    chunked = _layers.assign_points(points, regions)
+    pd.testing.assert_series_equal(chunked, whole)
+    assert list(chunked.iloc[-3:].fillna("outside")) == ["r0", "r1", "outside"]  # edges: the first region
+    inside = (xy[:, 0] > 0) & (xy[:, 0] < 5) & (xy[:, 1] > 0) & (xy[:, 1] < 1)
+    assert chunked[inside].notna().all() and chunked[(xy[:, 1] > 1) | (xy[:, 1] < 0)].isna().all()

@@ -210,7 +210,79 @@ def test_cancel_between_the_k_tried(cancel_after, monkeypatch: pytest.MonkeyPatc
     x, _ = _blobs()
     tried: list[int] = []
     real = clustering_mod._kmeans
-    monkeypatch.setattr(clustering_mod, "_kmeans", lambda xs, k, seed: tried.append(k) or real(xs, k, seed))
+    monkeypatch.setattr(clustering_mod, "_kmeans", lambda xs, k, seed, *a: tried.append(k) or real(xs, k, seed, *a))
     with pytest.raises(Cancelled):
         cluster(x, k="auto", k_min=2, k_max=10, progress=cancel_after(2))
-    assert tried == [2, 3]  # one check per k: the third k was never tried
+    assert tried == [2]  # checked before every k and during its fit: the second k's fit never started
+
+    from backend.progress import Progress
+
+    progress = Progress()
+    progress.callback = lambda stage, fraction, message: message == "silhouette of k = 4" and progress.cancel()
+    tried.clear()
+    with pytest.raises(Cancelled):
+        cluster(x, k="auto", k_min=2, k_max=10, progress=progress)
+    assert tried == [2, 3, 4]  # cancelled when k = 4 was announced: no later k was tried
+
+
+def test_silhouette_is_sampled_above_the_threshold_and_exact_below(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sklearn.metrics import silhouette_score
+
+    x, truth = _blobs((30, 30, 30), d=3)
+    exact = silhouette_score(x, truth)
+    assert clustering_mod._silhouette(x, truth, seed=4) == pytest.approx(exact, abs=1e-12)  # 90 <= 2000 rows
+    monkeypatch.setattr(clustering_mod, "SILHOUETTE_SAMPLE", 40)
+    sampled = clustering_mod._silhouette(x, truth, seed=4)
+    assert sampled == pytest.approx(silhouette_score(x, truth, sample_size=40, random_state=4), abs=1e-12)
+    assert sampled != pytest.approx(exact, abs=1e-9)  # a sample of 40 rows, not all 90
+
+
+def test_kmeans_is_mini_batch_above_the_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, truth = _blobs((60, 60, 60, 60), d=4)
+    assert type(clustering_mod._kmeans_model(len(x), 4, 0)).__name__ == "KMeans"
+    monkeypatch.setattr(clustering_mod, "MINIBATCH_ABOVE", 100)
+    assert type(clustering_mod._kmeans_model(len(x), 4, 0)).__name__ == "MiniBatchKMeans"
+    res = cluster(x, k=4, seed=0)
+    assert adjusted_rand_score(truth, res.labels) == pytest.approx(1.0)
+    res_auto = cluster(x, k="auto", k_min=2, k_max=6, seed=0)
+    assert res_auto.k == 4 and adjusted_rand_score(truth, res_auto.labels) == pytest.approx(1.0)
+
+
+def test_auto_k_fits_each_k_once_and_keeps_the_chosen_partition(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, truth = _blobs()
+    tried: list[int] = []
+    real = clustering_mod._kmeans
+    monkeypatch.setattr(clustering_mod, "_kmeans", lambda xs, k, seed, *a: tried.append(k) or real(xs, k, seed, *a))
+    res = cluster(x, k="auto", k_min=2, k_max=6, seed=0)
+    assert tried == [2, 3, 4, 5, 6]  # the chosen k's partition is not fitted a second time
+    assert res.k == 4 and adjusted_rand_score(truth, res.labels) == pytest.approx(1.0)
+
+
+def test_a_long_kmeans_fit_keeps_reporting_and_can_be_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from backend import progress as progress_mod
+    from backend.progress import Progress
+
+    monkeypatch.setattr(progress_mod, "HEARTBEAT_S", 0.0)
+    release = threading.Event()
+    messages: list[str] = []
+    progress = Progress(callback=lambda stage, fraction, message: messages.append(message))
+
+    class Slow:
+        def fit_predict(self, xs: np.ndarray) -> np.ndarray:
+            release.wait(5.0)  # a fit that cannot check for cancellation itself
+            return np.zeros(len(xs), dtype=int)
+
+    def cancel_on_heartbeat(stage: str, fraction: float, message: str) -> None:
+        messages.append(message)
+        if message.startswith("k-means") and messages.count(message) >= 3:
+            progress.cancel()
+
+    progress.callback = cancel_on_heartbeat
+    monkeypatch.setattr(clustering_mod, "_kmeans_model", lambda n, k, seed: Slow())
+    x, _ = _blobs()
+    with pytest.raises(Cancelled):
+        cluster(x, k=3, progress=progress)
+    release.set()
+    assert messages.count("k-means, k = 3") >= 3  # heartbeats while the fit ran, then the cancel took effect

@@ -81,3 +81,31 @@ def test_large_city_stays_sparse() -> None:
     hoods = SpatialContext({"rings": 2, "distances_m": [250]}).neighbourhoods(geoms, len(geoms))
     assert all(h.nnz < 30 * len(geoms) for h in hoods)
     assert int(hoods[0][0].sum()) == 3  # a corner cell has 3 queen neighbours
+
+
+def test_sparse_neighbourhoods_equal_the_dense_definition() -> None:
+    """k-d tree bands and sparse ring expansion give exactly the N x N dense answer (distances, graph hops)."""
+    from scipy.sparse.csgraph import shortest_path
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(3)
+    side = 12
+    jitter = rng.uniform(-20, 20, size=(side * side, 2))
+    geoms = gpd.GeoSeries([box(i % side * 100 + dx, i // side * 100 + dy, i % side * 100 + 100 + dx,
+                               i // side * 100 + 100 + dy) for i, (dx, dy) in enumerate(jitter)], crs="EPSG:32610")
+    stage = SpatialContext({"rings": 3, "distances_m": [150.0, 320.0]}, tolerance_m=45.0)
+    hoods = stage.neighbourhoods(geoms, len(geoms))
+    cent = np.column_stack([geoms.centroid.x, geoms.centroid.y])
+    dense = cdist(cent, cent)
+    np.fill_diagonal(dense, np.inf)
+    np.testing.assert_array_equal(hoods[3].toarray() > 0, dense <= 150.0)
+    np.testing.assert_array_equal(hoods[4].toarray() > 0, (dense > 150.0) & (dense <= 320.0))
+    adjacency = (hoods[0].toarray() > 0).astype(float)
+    hops = shortest_path(adjacency, unweighted=True)
+    for ring in (1, 2, 3):
+        np.testing.assert_array_equal(hoods[ring - 1].toarray() > 0, hops == ring)
+    x = rng.normal(size=(len(geoms), 2))
+    out = stage.fit_transform(_frame(x), geoms).to_numpy()
+    in_band = dense <= 150.0
+    expected = np.where(in_band.any(axis=1)[:, None], (in_band @ x) / np.maximum(in_band.sum(axis=1), 1)[:, None], x)
+    np.testing.assert_allclose(out[:, 8:10], expected)  # the first band's means (after x and 3 ring blocks)

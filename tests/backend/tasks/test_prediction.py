@@ -256,3 +256,32 @@ def test_feature_guard_drops_unsupported_columns_and_clips() -> None:
     assert out.shape == (2, 2) and out[0, 0] == CLIP_Z and np.abs(out).max() <= CLIP_Z
     nothing = FeatureGuard().fit(np.zeros((10, 2)))
     assert nothing.transform(np.ones((3, 2))).tolist() == [[0.0], [0.0], [0.0]]
+
+
+def test_a_long_fold_fit_keeps_reporting_and_can_be_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    from backend import progress as progress_mod
+    from backend.tasks.prediction import cross_validate, fold_plans
+
+    monkeypatch.setattr(progress_mod, "HEARTBEAT_S", 0.0)
+    release = threading.Event()
+    started: list[int] = []
+    messages: list[str] = []
+    progress = Progress()
+
+    def slow_fit(model_name: str, seed: int, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        started.append(1)
+        release.wait(5.0)  # one fit that cannot check for cancellation itself
+        return np.zeros(int(test.sum()))
+
+    def callback(stage: str, fraction: float, message: str) -> None:
+        messages.append(message)
+        if len(messages) == 4:  # heartbeats arrive while the first fit runs
+            progress.cancel()
+
+    progress.callback = callback
+    y = np.arange(30, dtype=float)
+    with pytest.raises(Cancelled):
+        cross_validate(slow_fit, y, fold_plans(30, None, 3, 1, False, 0), ["ridge"], progress)
+    release.set()
+    assert started == [1]  # cancelled during the first fold's fit; no second fit began
+    assert set(messages) == {"ridge, shuffled folds: repeat 1/1, fold 1/3"}

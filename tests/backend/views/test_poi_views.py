@@ -55,3 +55,37 @@ def test_points(sf_city: CityData, sf_views: Views) -> None:
 def test_poi_views_need_pois(sf_city: CityData) -> None:
     with pytest.raises(ValueError, match="no POI layer"):
         poi_counts(dataclasses.replace(sf_city, pois=None))
+
+
+def test_vectorised_views_match_the_per_poi_definition(sf_city: CityData, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counts, texts and names equal their one-POI-at-a-time definitions; each distinct text is built once."""
+    import numpy as np
+    import pandas as pd
+
+    pois = sf_city.pois.copy()  # type: ignore[union-attr]
+    pois["name"] = np.where(np.arange(len(pois)) % 4 == 0, None, pois["name"].to_numpy(dtype=object))
+    pois.loc[pois.index[1::7], "name"] = "  Corner Shop  "
+    pois.loc[pois.index[2::11], "name"] = "   "
+    city = dataclasses.replace(sf_city, pois=pois)
+
+    counts = poi_counts(city)
+    expected = pd.crosstab(pois["region_id"], pois["category"]).reindex(
+        index=city.regions.index, columns=sorted(pois["category"].unique()), fill_value=0)
+    np.testing.assert_array_equal(counts.to_numpy(), expected.to_numpy(dtype=float))
+
+    from backend.views import poi as poi_mod
+
+    calls: list[tuple[str, str | None]] = []
+    monkeypatch.setattr(poi_mod, "poi_text", lambda c, n=None: calls.append((c, n)) or poi_text(c, n))
+    points = poi_points(city)
+    distinct = {(c, n.strip() if isinstance(n, str) and n.strip() else None)
+                for c, n in zip(pois["category"], pois["name"], strict=True)}
+    assert len(calls) == len(distinct) < len(pois)  # one description per distinct (category, name)
+    assert list(points["text"]) == [poi_text(c, n) for c, n in zip(pois["category"], pois["name"], strict=True)]
+    stripped = [n.strip() if isinstance(n, str) and n.strip() else None for n in pois["name"]]
+    assert [None if pd.isna(n) else n for n in points["name"]] == stripped
+
+    by_region: dict[str, list[str]] = {}
+    for region, text in zip(points["region_id"], points["text"], strict=True):
+        by_region.setdefault(region, []).append(text)
+    assert poi_texts(city) == [by_region.get(str(r), []) for r in city.regions.index]

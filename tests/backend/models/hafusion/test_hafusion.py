@@ -367,3 +367,42 @@ def test_trains_on_the_sample_city(sf_views: Views) -> None:
     assert model.variant == "scalable"
     assert model.network.cfg.views == ["poi_counts", "image_stats"]
     assert model.network.cfg.relations == ["adjacency"]
+
+
+def test_scalable_embeds_many_regions_in_seeded_batches_not_one_attention() -> None:
+    """Above batch_regions the embedding pass runs per batch (attention within a batch, as in training): the
+    network sees at most batch_regions regions at a time, every region once, and the result is seeded."""
+    from backend.models.hafusion.data import apply_inputs
+
+    views = make_views(n=150, mobility=False, image=True)
+    model = HAFusionEmbedder(dim=8, seed=1, config="scalable", width=16, heads=2, intra_blocks=1, inter_blocks=1,
+                             region_blocks=1, d_prime=4, d_m=4, lift_channels=4, epochs=1,
+                             batch_regions=64).fit(views)
+    sizes: list[int] = []
+    real = model.network.embed
+
+    def spy(inputs: list[torch.Tensor]) -> torch.Tensor:
+        sizes.append(len(inputs[0]))
+        return real(inputs)
+
+    model.network.embed = spy  # type: ignore[method-assign]
+    polls: list[str] = []
+
+    class Counting(Progress):
+        def poll(self, fraction: float | None = None, message: str = "") -> None:
+            polls.append(message)
+            super().poll(fraction, message)
+
+    first = model.transform(views, Counting()).to_numpy()
+    assert sizes == [64, 64, 22] and len(polls) == 3  # one pass and one heartbeat/cancel check per batch
+    perm = np.random.default_rng(1).permutation(150)
+    idx = np.sort(perm[64:128])
+    with torch.no_grad():
+        inputs = [torch.from_numpy(x)[torch.from_numpy(idx)] for x in
+                  apply_inputs(views, model._transforms, model.vocabulary)]
+        np.testing.assert_allclose(first[idx], real(inputs).numpy(), rtol=1e-5, atol=1e-6)  # the second batch
+    np.testing.assert_array_equal(model.transform(views).to_numpy(), first)  # seeded: the same batches again
+    sizes.clear()
+    small = make_views(n=40, mobility=False, image=True)
+    model.transform(small)
+    assert sizes == [40]  # up to batch_regions: all regions attend to each other in one pass

@@ -1,0 +1,130 @@
+"""CaLLiPer at scale: points inside polygons and POI texts, vectorised, equal to their one-at-a-time definitions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import shapely
+
+from backend.models.calliper import embedder as emb_mod
+from backend.models.calliper.embedder import sample_in_polygons
+from backend.progress import Progress
+
+
+def _one_by_one(geoms: list, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The definition: the first k Halton points of each bounding box inside the polygon, else a point on it."""
+    base = emb_mod._halton(emb_mod._HALTON_SIZE)
+    parts, owners = [], []
+    for i, geom in enumerate(geoms):
+        if geom is None or geom.is_empty:
+            continue
+        minx, miny, maxx, maxy = geom.bounds
+        w, h = maxx - minx, maxy - miny
+        ratio = w * h / geom.area if geom.area > 0 else math.inf
+        m = int(min(emb_mod._HALTON_SIZE, max(k, math.ceil(2 * k * ratio)))) if math.isfinite(ratio) else 0
+        pts = np.empty((0, 2))
+        if m and w > 0 and h > 0:
+            cand = base[:m] * (w, h) + (minx, miny)
+            pts = np.array([p for p in cand if geom.contains(shapely.Point(p))][:k]).reshape(-1, 2)
+        if not len(pts):
+            rep = geom.representative_point()
+            pts = np.array([[rep.x, rep.y]])
+        parts.append(pts)
+        owners += [i] * len(pts)
+    return np.vstack(parts), np.array(owners)
+
+
+@pytest.fixture
+def polygons() -> list:
+    rng = np.random.default_rng(0)
+    out: list = [shapely.Point(float(x), float(y)).buffer(float(r), quad_segs=4)
+                 for x, y, r in rng.uniform([0, 0, 5], [5000, 5000, 300], size=(40, 3))]
+    out += [None, shapely.Polygon(), shapely.box(0, 0, 1000, 0.5), shapely.Polygon([(0, 0), (10, 0), (0, 1e-4)]),
+            shapely.Polygon([(0, 0), (400, 0), (400, 400), (200, 50), (0, 400)])]  # thin, degenerate, concave
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 7, 32])
+def test_vectorised_sampling_equals_the_definition(polygons: list, k: int) -> None:
+    xy, own = sample_in_polygons(polygons, k)
+    ref_xy, ref_own = _one_by_one(polygons, k)
+    np.testing.assert_array_equal(own, ref_own)
+    np.testing.assert_allclose(xy, ref_xy, rtol=0, atol=1e-9)
+
+
+def test_sampling_runs_in_blocks_and_polls_progress(polygons: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = sample_in_polygons(polygons, 5)
+    monkeypatch.setattr(emb_mod, "_SAMPLE_BLOCK", 4)
+    polls: list[int] = []
+
+    class Counting(Progress):
+        def poll(self, fraction: float | None = None, message: str = "") -> None:
+            polls.append(1)
+            super().poll(fraction, message)
+
+    blocked = sample_in_polygons(polygons, 5, Counting())
+    assert len(polls) == math.ceil(len(polygons) / 4)  # one heartbeat/cancel check per block
+    np.testing.assert_array_equal(blocked[1], whole[1])
+    np.testing.assert_array_equal(blocked[0], whole[0])  # blocks change nothing
+
+
+def test_texts_are_built_once_per_distinct_category_and_name() -> None:
+    """build_texts equals the one-POI-at-a-time description and formats each distinct pair once."""
+    from backend.models.calliper import text as text_mod
+
+    rng = np.random.default_rng(1)
+    cats = list(rng.choice(["cafe", "atm", "place_of_worship", "estate_agent"], size=500))
+    names = list(rng.choice(np.array(["Blue Bottle", "  Blue Bottle ", "", "   ", None, 7], dtype=object), size=500))
+    template, name_template = "{article} {category}", "{name}, {article} {category}"
+
+    def one(cat: str, name: object) -> str:
+        label = text_mod.category_label(cat)
+        article = "an" if label[:1].lower() in "aeiou" else "a"
+        name = name.strip() if isinstance(name, str) else ""
+        return (name_template if name else template).format(category=label, name=name, article=article).strip()
+
+    formatted: list[int] = []
+
+    class Counting(str):
+        def format(self, *args: object, **kwargs: object) -> str:
+            formatted.append(1)
+            return str.format(self, *args, **kwargs)
+
+    out = text_mod.build_texts(cats, names, Counting(template), Counting(name_template))
+    assert out == [one(c, n) for c, n in zip(cats, names, strict=True)]
+    assert len(formatted) == len(set(out)) == 8  # 4 categories x (named, unnamed), not 500
+
+
+def test_embedding_many_points_polls_progress_per_chunk_and_can_be_cancelled() -> None:
+    import torch
+
+    from backend.errors import Cancelled
+    from backend.models.calliper import CaLLiPerEmbedder
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 4)
+
+        def location(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(x)
+
+    model = CaLLiPerEmbedder(dim=4, device="cpu")
+    model._net, model.meta = Net(), {"origin": [0.0, 0.0], "crs": None}
+    xy = np.random.default_rng(0).normal(size=(1000, 2))
+    messages: list[str] = []
+
+    class Counting(Progress):
+        def poll(self, fraction: float | None = None, message: str = "") -> None:
+            messages.append(message)
+            super().poll(fraction, message)
+
+    out = model.embed_points(xy, batch=300, progress=Counting())
+    assert messages == [f"embedding points {s:,}/1,000" for s in (0, 300, 600, 900)]  # before every chunk
+    np.testing.assert_allclose(out, model.embed_points(xy), rtol=1e-6)  # chunking changes nothing
+    stop = Counting()
+    stop.cancel()
+    with pytest.raises(Cancelled):
+        model.embed_points(xy, batch=300, progress=stop)

@@ -416,7 +416,7 @@ def style_embeddings(layer: QgsVectorLayer) -> QgsSingleSymbolRenderer:
 
 def interval_width_expression(label: str) -> str:
     """``"<label>_hi" - "<label>_lo"``: the width of a region's prediction interval, in the label's units."""
-    lo, hi = (QgsExpression.quotedColumnRef(f"{label}{suffix}") for suffix in (common.LO_SUFFIX, common.HI_SUFFIX))
+    lo, hi = (QgsExpression.quotedColumnRef(f"{label}{suffix}") for suffix in (common.LO, common.HI))
     return f"{hi} - {lo}"
 
 
@@ -442,7 +442,7 @@ def style_interval_width(layer: QgsVectorLayer, label: str, classes: int = 5) ->
     Raises:
         ValueError: If ``<label>_lo`` or ``<label>_hi`` is missing.
     """
-    for suffix in (common.LO_SUFFIX, common.HI_SUFFIX):
+    for suffix in (common.LO, common.HI):
         _require_field(layer, f"{label}{suffix}")
     expression = interval_width_expression(label)
     values = _expression_values(layer, expression)
@@ -480,7 +480,7 @@ def add_interval_width_style(layer: QgsVectorLayer, label: str) -> bool:
         False when the layer has no ``<label>_lo`` / ``<label>_hi`` (a run without intervals).
     """
     names = layer.fields().names()
-    if f"{label}{common.LO_SUFFIX}" not in names or f"{label}{common.HI_SUFFIX}" not in names:
+    if f"{label}{common.LO}" not in names or f"{label}{common.HI}" not in names:
         return False
     current = QgsMapLayerStyle()
     current.readFromLayer(layer)

@@ -17,18 +17,18 @@ def add_intervals(gpkg: Path, label: str = "population", table: str = "predictio
     """Write ``<label>_lo`` / ``_hi`` around each prediction (width 10 * (i + 1)); region id -> width."""
     ds = ogr.Open(str(gpkg), 1)
     layer = ds.GetLayerByName(table)
-    for suffix in (common.LO_SUFFIX, common.HI_SUFFIX):
+    for suffix in (common.LO, common.HI):
         assert layer.CreateField(ogr.FieldDefn(f"{label}{suffix}", ogr.OFTReal)) == 0
     widths = {}
     for i, feature in enumerate(list(layer)):
         pred = feature.GetField(f"{label}_pred")
         if i == 3:  # no interval for this region
-            feature.SetFieldNull(f"{label}{common.LO_SUFFIX}")
-            feature.SetFieldNull(f"{label}{common.HI_SUFFIX}")
+            feature.SetFieldNull(f"{label}{common.LO}")
+            feature.SetFieldNull(f"{label}{common.HI}")
         else:
             width = 10.0 * (i + 1)
-            feature.SetField(f"{label}{common.LO_SUFFIX}", pred - width / 2)
-            feature.SetField(f"{label}{common.HI_SUFFIX}", pred + width / 2)
+            feature.SetField(f"{label}{common.LO}", pred - width / 2)
+            feature.SetField(f"{label}{common.HI}", pred + width / 2)
             widths[feature.GetField("region_id")] = width
         assert layer.SetFeature(feature) == 0
     ds = None  # noqa: F841 - flush

@@ -251,7 +251,7 @@ def test_primary_best_is_the_method_with_the_highest_cv_score(tmp_path: Path) ->
     from backend.tasks.leaderboard import method_scores
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(text_mod, "_load_encoder", lambda name, device: FakeEncoder())
+    patch.setattr(text_mod, "load_text_encoder", lambda name, device: FakeEncoder())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -136,6 +136,6 @@ def read_city(config: RunConfig, progress: Progress | None = None,
     if config.labels:
         from backend.io.labels import read_labels
 
-        city.labels = progress.wait(lambda: read_labels(config.labels, regions, crs, report), "reading labels")
+        city.labels = progress.wait(lambda: read_labels(config.labels, regions, crs, report), "reading labels", 0.85)
     progress.update(1.0, "inputs read")
     return city

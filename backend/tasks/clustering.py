@@ -77,6 +77,8 @@ MAX_AGGLOMERATIVE = 20000
 SHARED_WARNING = 0.05
 #: A feature names a cluster only when its cluster mean is at least this many standard deviations off.
 MIN_Z = 0.5
+#: A cluster with no feature at :data:`MIN_Z` is "near the average", named by its features at this |z| or more.
+NEAR_AVERAGE_Z = 0.15
 #: Longest cluster name (characters); cut at a whole phrase.
 _NAME_CHARS = 90
 #: Most phrases in a cluster name.
@@ -517,10 +519,10 @@ def _phrase(feature: str, z: float) -> tuple[str, str]:
 _GROUP_WORDS = {"poi+": ("more ", ""), "poi-": ("fewer ", ""), "lu+": ("more ", " land"), "lu-": ("less ", " land")}
 
 
-def _name_from_profile(rows: pd.DataFrame) -> str:
+def _name_from_profile(rows: pd.DataFrame, min_z: float = MIN_Z) -> str:
     z = rows["zscore"].to_numpy(dtype=float)
     names = rows["feature"].astype(str).to_numpy()
-    keep = np.isfinite(z) & (np.abs(z) >= MIN_Z) & np.array([not _EMB.fullmatch(n) for n in names], dtype=bool)
+    keep = np.isfinite(z) & (np.abs(z) >= min_z) & np.array([not _EMB.fullmatch(n) for n in names], dtype=bool)
     z, names = z[keep], names[keep]
     groups: dict[str, list[str]] = {}
     for i in np.argsort(-np.abs(z), kind="stable")[:_NAME_PHRASES]:
@@ -565,9 +567,11 @@ def cluster_names(
     region, at least :data:`MIN_Z` standard deviations: POI categories as ``"more cafes, banks"`` /
     ``"fewer ..."``, image statistics as ``"brighter image"``, ``"greener image"``, ``"more varied
     image"`` (or their opposites), land use as ``"more residential land"``, area as ``"larger regions"``,
-    any other feature as ``"higher <feature>"``; phrases are joined by ``"; "``. Embedding dimensions
-    are never named: a cluster with no such feature is named by its size and the two regions nearest its
-    mean embedding, ``"142 regions, most like 0601, 0602"``.
+    any other feature as ``"higher <feature>"``; phrases are joined by ``"; "``. A cluster with no such
+    feature but some at :data:`NEAR_AVERAGE_Z` or more is ``"near the average: less varied image; ..."``
+    (typically the largest cluster of ordinary regions). Embedding dimensions are never named: a cluster with
+    no interpretable feature at all is named by its size and the two regions nearest its mean embedding,
+    ``"142 regions, most like 0601, 0602"``.
 
     Args:
         profiles: Output of :func:`cluster_profiles` (may be empty).
@@ -595,6 +599,9 @@ def cluster_names(
         members = np.flatnonzero(lab == c)
         rows = by_cluster.get(int(c))
         name = _name_from_profile(rows) if rows is not None else ""
+        if not name and rows is not None:  # no feature stands out: a cluster of near-average regions
+            weak = _name_from_profile(rows, NEAR_AVERAGE_Z)
+            name = f"near the average: {weak}" if weak else ""
         if not name:
             name = f"{len(members):,} regions, most like {', '.join(_examples(xs, members, ids))}"
         out[int(c)] = name

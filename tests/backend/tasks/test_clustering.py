@@ -9,7 +9,15 @@ from sklearn.metrics import adjusted_rand_score
 
 from backend.errors import Cancelled, InputError
 from backend.tasks import clustering as clustering_mod
-from backend.tasks.clustering import cluster, cluster_names, cluster_profiles, profile_features, suggest_k
+from backend.tasks.clustering import (
+    MIN_Z,
+    NEAR_AVERAGE_Z,
+    cluster,
+    cluster_names,
+    cluster_profiles,
+    profile_features,
+    suggest_k,
+)
 from backend.views import Views
 
 
@@ -204,6 +212,19 @@ def test_clusters_without_features_are_named_by_example_regions() -> None:
     assert "emb_" not in " ".join(names.values())
     empty = cluster_profiles(labels, pd.DataFrame(index=range(5)))
     assert cluster_names(empty, labels, x, ids)[0] == "3 regions, most like b, a"
+
+
+def test_a_cluster_of_near_average_regions_is_named_by_its_weak_features() -> None:
+    """No feature reaches MIN_Z: the name says the regions are near the average and how they lean, not ids."""
+    labels = np.array([0] * 6 + [1] * 2)
+    feats = pd.DataFrame({"image brightness": [1.2, 1.25, 1.15, 1.2, 1.2, 1.2, 0.0, 1.0],
+                          "image texture": [2.0, 2.0, 2.1, 1.9, 2.0, 2.0, 2.0, 2.0]})
+    prof = cluster_profiles(labels, feats)
+    z0 = prof[(prof["cluster"] == 0) & (prof["feature"] == "image brightness")]["zscore"].iloc[0]
+    assert NEAR_AVERAGE_Z <= abs(z0) < MIN_Z  # (the case this test is about)
+    names = cluster_names(prof, labels, np.zeros((8, 2)), [str(i) for i in range(8)])
+    assert names[0] == "near the average: brighter image"
+    assert "most like" not in names[0]
 
 
 def test_cancel_between_the_k_tried(cancel_after, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -193,7 +193,7 @@ def read_once(source: str, info: dict[str, Any]) -> dict[str, Any]:
 def _child(source: str, info: dict[str, Any]) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", source, "--info", json.dumps(info)]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT), check=False)  # nosec B603
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT), check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"reading the {source} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

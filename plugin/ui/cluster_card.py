@@ -83,7 +83,10 @@ class ClusterCardDialog(QDialog):
         self.features_table.setHorizontalHeaderLabels(["Feature", "z-score", "Mean in cluster"])
         self.features_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.features_table.verticalHeader().setVisible(False)
-        self.features_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header = self.features_table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column in (1, 2):  # numbers and their headers shown whole, the feature name takes the rest
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         layout.addWidget(self.features_table, 1)
         self.examples_label = QLabel(self)
         self.examples_label.setWordWrap(True)

@@ -100,6 +100,11 @@ def test_card_dialog_shows_renames_and_selects(qgis_new_project, run_gpkg: Path,
     assert dialog.name_edit.text() == CLUSTER_NAMES[2]
     assert dialog.size_label.text() == "3 regions (25 % of 12)"
     assert dialog.feature_rows() == [("POI share: cafe", "+0.50", "0.2")]
+    dialog.show()
+    header = dialog.features_table.horizontalHeader()
+    for column in (1, 2):  # the number columns' headers are shown whole ("Mean in cluster" was cut)
+        text = dialog.features_table.horizontalHeaderItem(column).text()
+        assert header.sectionSize(column) >= header.fontMetrics().horizontalAdvance(text)
     assert dialog.examples_label.text() == "Example regions: r02, r06, r10"
     dialog.name_edit.setText("schools and parks")
     dialog.rename_button.click()

@@ -21,6 +21,7 @@ The run itself goes through the run dock and the real backend worker (a QgsTask,
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -362,11 +363,15 @@ def main() -> int:
         print(f"screenshots: {exc}", file=sys.stderr)
         return 1
     finally:
-        app.processEvents()  # widgets deleted before QGIS exits (else it crashes on the way out)
+        app.processEvents()
         QgsProject.instance().clear()
-        app.exitQgis()
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Every picture is saved by now; QGIS 3.22's exitQgis() segfaulted offscreen at the end of this script
+    # (after the last picture), so the process ends without it.
+    os._exit(code)

@@ -318,7 +318,8 @@ def cluster(
             many for agglomerative clustering.
     """
     _check_method(method)
-    distinct = _Distinct.of(X)
+    # finding the distinct rows sorts the whole matrix (seconds at 250,000 regions): keep reporting meanwhile
+    distinct = _Distinct.of(X) if progress is None else progress.wait(lambda: _Distinct.of(X), "distinct embeddings")
     rows, n_distinct = distinct.rows, len(distinct.rows)
     notes = distinct.warnings()
     scores: dict[int, float] = {}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from qgis.core import (
     Qgis,
@@ -94,6 +94,7 @@ class RegionLensPlugin:
         self.cluster_cards: list[ClusterCardDialog] = []  # open cards (modeless)
         self._offered: QgsProject | None = None  # the project whose new layers get the layer tree actions
         self.last_similarity: QgsVectorLayer | None = None  # the latest "find similar regions" layer
+        self._similar_notice: Any = None  # the "Finding regions similar ..." message while that job runs
         self.similar_tool_action: QAction | None = None  # checkable: the "click a region" map tool
         self.similar_tool: SimilarMapTool | None = None  # created on first use
 
@@ -375,8 +376,8 @@ class RegionLensPlugin:
         task.on_finished = lambda outcome: self._similar_finished(task, outcome, layer)
         self.tasks.append(task)
         QgsApplication.taskManager().addTask(task)
-        self.iface.messageBar().pushInfo("RegionLens", f"Finding regions similar to {len(params.params['ids'])} "
-                                         "selected region(s)\u2026")
+        self._similar_notice = push_message(self.iface.messageBar(), f"Finding regions similar to "
+                                            f"{len(params.params['ids'])} selected region(s)\u2026", duration=0)
         return task
 
     def find_similar_at(self, point: QgsPointXY, add: bool = False) -> SimilarTask | None:
@@ -552,6 +553,9 @@ class RegionLensPlugin:
         if task in self.tasks:
             self.tasks.remove(task)
         bar = self.iface.messageBar()
+        notice, self._similar_notice = self._similar_notice, None
+        if notice is not None and not sip.isdeleted(notice):
+            bar.popWidget(notice)  # "Finding regions similar ..." would read as if the job still ran
         if isinstance(outcome, RunSucceeded):
             result = outcome.result
             try:
@@ -566,8 +570,8 @@ class RegionLensPlugin:
                 bar, f"{len(top)} most similar regions outlined in red in '{layer.name()}'.",
                 Qgis.MessageLevel.Success, details="\n".join([f"Written to {result['output']}", "",
                                                               "Most similar (cosine similarity):", *top]),
-                details_title="RegionLens: similar regions", parent=self.iface.mainWindow(),
-            )  # fmt: skip
+                details_title="RegionLens: similar regions", parent=self.iface.mainWindow(), duration=0,
+            )  # fmt: skip (stays with its Details until closed, like a finished run's message)
         elif isinstance(outcome, RunFailed):
             first = (outcome.message.strip().splitlines() or [outcome.kind])[0]
             push_message(bar, f"finding similar regions failed ({outcome.kind}): {first}", Qgis.MessageLevel.Critical,

@@ -203,8 +203,9 @@ class SimilarTask(RunTask):
 
 def load_similarity(gpkg: str | Path, title: str, project: QgsProject | None = None,
                     near: QgsVectorLayer | None = None) -> QgsVectorLayer:
-    """Add the ``similarity`` layer of a ``similar`` job's GeoPackage, styled, above ``near`` (in its group) or
-    at the top of the layer tree.
+    """Add the ``similarity`` layer of a ``similar`` job's GeoPackage, styled, at the top of the group of the run
+    that holds ``near`` (above every other layer of the run, so it is seen at once: a run's clusters layer is
+    shown and opaque), or at the top of the layer tree.
 
     Raises:
         ValueError: If the layer cannot be opened or lacks the similarity columns.
@@ -215,11 +216,11 @@ def load_similarity(gpkg: str | Path, title: str, project: QgsProject | None = N
     project.addMapLayer(layer, False)
     root = project.layerTreeRoot()
     node = root.findLayer(near.id()) if near is not None else None
-    parent = node.parent() if node is not None else None
-    if isinstance(parent, QgsLayerTreeGroup):
-        parent.insertLayer(parent.children().index(node), layer)
-    else:
-        root.insertLayer(0, layer)
+    group = node.parent() if node is not None else None
+    while isinstance(group, QgsLayerTreeGroup) and isinstance(group.parent(), QgsLayerTreeGroup) \
+            and group.parent() is not root:
+        group = group.parent()  # up to the run's group (a direct child of the root)
+    (group if isinstance(group, QgsLayerTreeGroup) else root).insertLayer(0, layer)
     return layer
 
 

@@ -94,8 +94,13 @@ def test_find_similar_runs_the_worker_and_loads_the_layer(qgis_iface, qgis_new_p
 
         layer = plugin.last_similarity
         assert layer is not None and layer.isValid() and layer.name().startswith("Similar to r02")
-        node = qgis_new_project.layerTreeRoot().findLayer(layer.id())
-        assert node.parent() is qgis_new_project.layerTreeRoot().findLayer(embeddings.id()).parent()
+        root = qgis_new_project.layerTreeRoot()
+        node = root.findLayer(layer.id())
+        run_group = root.findLayer(embeddings.id()).parent()
+        while run_group.parent() is not root:
+            run_group = run_group.parent()
+        # on top of the run's group: above its (shown, opaque) clusters layer, so the result is seen at once
+        assert node.parent() is run_group and run_group.children().index(node) == 0
         renderer = layer.renderer()
         assert isinstance(renderer, QgsGraduatedSymbolRenderer) and renderer.classAttribute() == "similarity"
         assert renderer.ranges()[-1].label().endswith("(most similar)")
@@ -117,6 +122,7 @@ def test_find_similar_runs_the_worker_and_loads_the_layer(qgis_iface, qgis_new_p
                 thick.append(feature["region_id"])
         assert sorted(thick) == sorted(row["region_id"] for row in result["top"]) and len(thick) == 3
         assert any("most similar regions" in item.text() for item in bar.items())
+        assert not any("Finding regions similar" in item.text() for item in bar.items())  # the job is over
     finally:
         plugin.unload()
 

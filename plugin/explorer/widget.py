@@ -430,6 +430,7 @@ class EmbeddingExplorer(QgsDockWidget):
         cluster = self.current_cluster()
         labels = self.data.cluster_labels if self.data is not None else {}
         self.cluster_name_edit.setText(labels.get(cluster, "") if cluster is not None else "")
+        self.cluster_name_edit.setCursorPosition(0)  # a long name shows its start
 
     def _cluster_renamed(self, layer: QgsVectorLayer, cluster: int, name: str) -> None:
         """A cluster got a new name here or in a card opened here: show it, and tell the plugin."""
@@ -446,6 +447,7 @@ class EmbeddingExplorer(QgsDockWidget):
                 self.cluster_combo.setItemText(index, _cluster_item(cluster, name))
             if cluster == self.current_cluster():
                 self.cluster_name_edit.setText(name)
+                self.cluster_name_edit.setCursorPosition(0)  # a long name shows its start
             self._redraw()
 
     def _find_similar(self) -> None:

@@ -164,6 +164,7 @@ class ClusterCardDialog(QDialog):
             self.cluster_combo.setItemText(index, f"{cluster}: {name}")
         if cluster == self.cluster:
             self.name_edit.setText(name)
+            self.name_edit.setCursorPosition(0)  # a long name shows its start
 
     def select_examples(self) -> int:
         """Select the example regions on the map; the number selected."""
@@ -195,6 +196,7 @@ class ClusterCardDialog(QDialog):
             self.examples_label.setText("")
             return
         self.name_edit.setText(card.name)
+        self.name_edit.setCursorPosition(0)  # a long name shows its start
         self.size_label.setText(f"{card.size:,} regions ({100 * card.share:.0f} % of {card.total:,})")
         self.features_table.setRowCount(len(card.features))
         for r, feature in enumerate(card.features):

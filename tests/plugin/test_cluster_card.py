@@ -113,6 +113,7 @@ def test_card_dialog_shows_renames_and_selects(qgis_new_project, run_gpkg: Path,
     assert dialog.cluster_combo.currentText() == "2: schools and parks"
     dialog.show_cluster(0)
     assert dialog.cluster == 0 and dialog.name_edit.text() == CLUSTER_NAMES[0]
+    assert dialog.name_edit.cursorPosition() == 0  # a long name is shown from its start
     assert dialog.select_cluster() == 3 and len(clusters.selectedFeatureIds()) == 3
     dialog.name_edit.setText("")
     dialog.rename_button.click()

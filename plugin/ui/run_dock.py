@@ -291,7 +291,13 @@ class RunDock(QgsDockWidget):
         self.raster_hint = QLabel("No raster layer in the project.", box)
         self.raster_kinds = RasterKinds(self.raster_list, box)
         box_layout.addWidget(self.raster_list)
-        box_layout.addWidget(self.raster_kinds.combo)
+        kind_row = QFormLayout()  # the dropdown says what it sets: the kind of the highlighted raster
+        kind_label = QLabel("Kind of the highlighted raster", box)
+        kind_label.setWordWrap(True)
+        kind_label.setBuddy(self.raster_kinds.combo)
+        kind_row.addRow(kind_label, self.raster_kinds.combo)
+        kind_row.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        box_layout.addLayout(kind_row)
         box_layout.addWidget(self.raster_hint)
         layout.addWidget(box)
 

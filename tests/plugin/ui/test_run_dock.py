@@ -351,7 +351,8 @@ def test_reopened_project_keeps_every_saved_method(
 def test_output_folder_is_suggested_and_fresh(
     dock: RunDock, qgis_new_project: QgsProject, tmp_path: Path, qtbot
 ) -> None:
-    assert dock.output_file.filePath() == str(Path.home() / "regionlens" / "run_1")  # an unsaved project
+    # an unsaved project: the first free run folder in the home folder (run_1 unless earlier runs are there)
+    assert dock.output_file.filePath() == str(next_free_folder(Path.home() / "regionlens" / "run_1"))
     assert qgis_new_project.write(str(tmp_path / "city.qgz"))
     qgis_new_project.clear()
     (tmp_path / "regionlens" / "run_1").mkdir(parents=True)

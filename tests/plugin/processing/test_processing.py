@@ -704,9 +704,8 @@ def test_similar_by_typed_ids_and_by_selection(provider, processing_module, back
     params = {"INPUT": f"{run_gpkg}|layername=embeddings", "ID_FIELD": "region_id", "REGION_IDS": "r01, r02",
               "TOP": 3, "OUTPUT": str(output)}  # fmt: skip
     results = processing_module.run("regionlens:similar", params, feedback=RecordingFeedback())
-    layer = QgsVectorLayer(results["SIMILARITY"], "similarity", "ogr")
-    assert layer.isValid() and layer.featureCount() == 12
-    rows = {f["region_id"]: f for f in layer.getFeatures()}
+    rows = _similarity_rows(results["SIMILARITY"])
+    assert len(rows) == 12
     assert {r for r, f in rows.items() if f[common.SIMILAR_CHOSEN_FIELD] == 1} == {"r01", "r02"}
     top = {r for r, f in rows.items() if f[common.SIMILAR_TOP_FIELD] == 1}
     assert len(top) == 3 and not top & {"r01", "r02"}
@@ -717,8 +716,7 @@ def test_similar_by_typed_ids_and_by_selection(provider, processing_module, back
     embeddings.selectByExpression("\"region_id\" = 'r05'")
     params.update(INPUT=embeddings.id(), REGION_IDS="", OUTPUT=str(tmp_path / "selected.gpkg"))
     results = processing_module.run("regionlens:similar", params, feedback=RecordingFeedback())
-    chosen = [f["region_id"] for f in QgsVectorLayer(results["SIMILARITY"], "s", "ogr").getFeatures()
-              if f[common.SIMILAR_CHOSEN_FIELD] == 1]
+    chosen = [r for r, f in _similarity_rows(results["SIMILARITY"]).items() if f[common.SIMILAR_CHOSEN_FIELD] == 1]
     assert chosen == ["r05"]
 
     embeddings.removeSelection()
@@ -729,6 +727,16 @@ def test_similar_by_typed_ids_and_by_selection(provider, processing_module, back
     with pytest.raises(QgsProcessingException, match="Unknown region ids: r99"):
         processing_module.run("regionlens:similar", params, feedback=RecordingFeedback())
     assert not (tmp_path / "bad.gpkg").exists() and not (tmp_path / "none.gpkg").exists()
+    qgis_new_project.removeMapLayer(embeddings.id())
+
+
+def _similarity_rows(uri: str) -> dict[str, dict[str, object]]:
+    """The similarity layer's rows as plain values (no QGIS layer or feature outlives this call)."""
+    layer = QgsVectorLayer(uri, "similarity", "ogr")
+    assert layer.isValid()
+    rows = {f["region_id"]: {name: f[name] for name in layer.fields().names()} for f in layer.getFeatures()}
+    del layer
+    return rows
 
 
 def test_similar_loads_styled(provider, processing_module, backend_python: Path, run_gpkg: Path, tmp_path: Path,

@@ -4,12 +4,10 @@ fusion, and the full job from an OpenStreetMap extract plus an embedding raster 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from backend.errors import InputError
 from backend.models import EMBEDDERS, CooKIEEmbedder, HAFusionEmbedder, PretrainedEmbedder, load_embedder
@@ -18,14 +16,6 @@ from backend.worker import info
 from tests.backend.io.test_poi_files import write_pbf
 from tests.backend.models.hafusion.test_hafusion import TINY
 from tests.backend.views.test_embedding import write_cog
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _views(n: int = 30, bands: int = 16, seed: int = 0) -> Views:

@@ -58,6 +58,11 @@ __all__ = [
     "GPKG_NAME",
     "RUN_JSON",
     "ID_FIELD",
+    "CLUSTER_FIELD",
+    "EMBEDDING_PREFIX",
+    "EMBEDDING_COLUMN",
+    "embedding_column",
+    "RUN_GROUP_PREFIX",
     "LAYER_EMBEDDINGS",
     "LAYER_CLUSTERS",
     "LAYER_PREDICTIONS",
@@ -115,6 +120,19 @@ GPKG_NAME = "regionlens.gpkg"
 RUN_JSON = "run.json"
 #: The region id column of every output layer.
 ID_FIELD = "region_id"
+#: The cluster number column of the ``clusters`` layers and of ``cluster_profiles``.
+CLUSTER_FIELD = "cluster"
+#: Embedding columns are ``emb_000``, ``emb_001``, ... (:func:`embedding_column`); any ``emb_<digits>`` is read.
+EMBEDDING_PREFIX = "emb_"
+EMBEDDING_COLUMN = re.compile(rf"^{EMBEDDING_PREFIX}\d+$")
+#: A run's layer group in QGIS is ``RegionLens — <run folder name>``.
+RUN_GROUP_PREFIX = "RegionLens \u2014 "
+
+
+def embedding_column(index: int) -> str:
+    """The name of embedding dimension ``index``: ``emb_000`` (three digits at least)."""
+    return f"{EMBEDDING_PREFIX}{index:03d}"
+
 #: Layers (with the regions' polygons) and tables (no geometry) of the GeoPackage (docs/protocol.md).
 LAYER_EMBEDDINGS = "embeddings"
 LAYER_CLUSTERS = "clusters"

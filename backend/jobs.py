@@ -13,7 +13,6 @@ the run's own (``backend.pipeline``).
 
 from __future__ import annotations
 
-import re
 import time
 import typing
 from dataclasses import asdict, dataclass, field
@@ -42,6 +41,7 @@ from regionlens_common import (
     AUTO_K_MIN,
     COVERAGE_RANGE,
     DEFAULT_COVERAGE,
+    EMBEDDING_COLUMN,
     LAYER_CLUSTERS,
     LAYER_EMBEDDINGS,
     LAYER_PREDICTIONS,
@@ -60,7 +60,7 @@ from regionlens_common import (
 __all__ = ["ApplyJob", "ClusterJob", "PredictJob", "SimilarJob", "run_apply_job", "run_cluster_job",
            "run_predict_job", "run_similar_job", "read_embedding_layer"]
 
-_EMB = re.compile(r"^emb_\d+$")
+_EMB = EMBEDDING_COLUMN
 
 
 @dataclass

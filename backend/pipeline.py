@@ -33,6 +33,7 @@ from backend.io.outputs import OutputFolder, prediction_columns, write_json, wri
 from backend.progress import Progress
 from regionlens_common import (
     CLUSTER_CARDS_JSON,
+    CLUSTER_FIELD,
     CLUSTER_NAME_FIELD,
     GPKG_NAME,
     ID_FIELD,
@@ -189,7 +190,7 @@ class Clusters:
 
     def layer(self, index: pd.Index) -> pd.DataFrame:
         """The ``clusters`` layer's attributes (cluster number and name) for regions ``index``."""
-        frame = pd.DataFrame({"cluster": self.labels.astype(int)}, index=index)
+        frame = pd.DataFrame({CLUSTER_FIELD: self.labels.astype(int)}, index=index)
         frame[CLUSTER_NAME_FIELD] = [self.names.get(int(c), "") for c in self.labels]
         return frame
 
@@ -284,7 +285,7 @@ def cluster_embedding(x: np.ndarray, region_ids: pd.Index, features: pd.DataFram
     if fell_back:
         profiles = cluster_profiles(res.labels, fallback)
     names = cluster_names(profiles, res.labels, x, region_ids)
-    profiles.insert(1, CLUSTER_NAME_FIELD, profiles["cluster"].map(names))
+    profiles.insert(1, CLUSTER_NAME_FIELD, profiles[CLUSTER_FIELD].map(names))
     return Clusters(labels=res.labels, names=names, profiles=profiles, result=res, profiled_on_fallback=fell_back)
 
 

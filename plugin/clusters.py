@@ -42,8 +42,8 @@ __all__ = [
     "rename_cluster",
 ]
 
-ID_FIELD = "region_id"
-CLUSTER_FIELD = "cluster"
+ID_FIELD = common.ID_FIELD
+CLUSTER_FIELD = common.CLUSTER_FIELD
 #: The backend's cluster cards of every method, in the run folder (docs/protocol.md).
 CLUSTERS_JSON = common.CLUSTER_CARDS_JSON
 #: Example regions and defining features a card shows.
@@ -234,7 +234,7 @@ def _profile_features(gpkg: Path, method: str, primary: str) -> dict[int, list[D
     if table not in gpkg_layer_names(gpkg):
         return {}
     layer = QgsVectorLayer(f"{gpkg}|layername={table}", table, "ogr")
-    if not layer.isValid() or any(layer.fields().indexOf(f) < 0 for f in ("cluster", "feature", "zscore")):
+    if not layer.isValid() or any(layer.fields().indexOf(f) < 0 for f in (CLUSTER_FIELD, "feature", "zscore")):
         return {}
     has_mean = layer.fields().indexOf("mean") >= 0
     found: dict[int, list[DefiningFeature]] = {}

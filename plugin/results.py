@@ -61,7 +61,7 @@ _TITLES = {CLUSTERS: "Clusters", EMBEDDINGS: "Embeddings", PROFILES: "Cluster pr
 
 def run_group_name(gpkg_path: str | Path) -> str:
     """``RegionLens — <run folder name>``."""
-    return f"RegionLens \u2014 {Path(gpkg_path).resolve().parent.name}"
+    return f"{common.RUN_GROUP_PREFIX}{Path(gpkg_path).resolve().parent.name}"
 
 
 def gpkg_layer_names(gpkg_path: str | Path) -> list[str]:

@@ -57,8 +57,8 @@ __all__ = [
     "to_similar_parameters",
 ]
 
-ID_FIELD = "region_id"
-_EMB_PREFIX = "emb_"
+ID_FIELD = common.ID_FIELD
+_EMB_PREFIX = common.EMBEDDING_PREFIX
 
 
 def is_embeddings_layer(layer: object) -> bool:

@@ -22,6 +22,7 @@ from backend.errors import ConfigError, InputError
 from backend.progress import Progress
 from backend.views._base import Views
 from backend.views.build import VIEW_SOURCES  # view -> configuration section it is built from
+from regionlens_common import embedding_column
 
 __all__ = [
     "INPUT_FIELDS",
@@ -121,7 +122,7 @@ class EmbedderParams:
 
 def embedding_frame(values: np.ndarray, region_ids: pd.Index) -> pd.DataFrame:
     """Wrap an N x d array as a frame indexed by ``region_id`` with columns ``emb_000`` ..."""
-    cols = [f"emb_{i:03d}" for i in range(values.shape[1])]
+    cols = [embedding_column(i) for i in range(values.shape[1])]
     idx = pd.Index(region_ids, name="region_id")
     return pd.DataFrame(np.asarray(values, dtype=np.float64), index=idx, columns=cols)
 

@@ -42,7 +42,7 @@ from sklearn.metrics import silhouette_score
 
 from backend.errors import InputError
 from backend.progress import Progress
-from regionlens_common import AUTO_K_MAX, AUTO_K_MIN
+from regionlens_common import AUTO_K_MAX, AUTO_K_MIN, CLUSTER_FIELD, EMBEDDING_COLUMN
 
 __all__ = [
     "CLUSTER_METHODS",
@@ -372,7 +372,7 @@ _PHRASES = {
     TEXTURE: ("more varied image", "more uniform image"),
 }
 #: Embedding dimensions (``emb_000``...): profiled when nothing else exists, never used in names.
-_EMB = re.compile(r"emb_\d+")
+_EMB = EMBEDDING_COLUMN
 _BAND_MEAN = re.compile(r"(?P<raster>.+)_b(?P<band>\d+)_mean")
 
 
@@ -439,7 +439,7 @@ def profile_features(views: Any, min_support: float = 0.05) -> pd.DataFrame:
     return frame.astype(float)
 
 
-PROFILE_COLUMNS = ["cluster", "n_regions", "feature", "mean", "zscore"]
+PROFILE_COLUMNS = [CLUSTER_FIELD, "n_regions", "feature", "mean", "zscore"]
 
 
 def cluster_profiles(labels: np.ndarray, features: pd.DataFrame) -> pd.DataFrame:
@@ -477,7 +477,7 @@ def cluster_profiles(labels: np.ndarray, features: pd.DataFrame) -> pd.DataFrame
     z = ((means - overall_mean) / safe_std).fillna(0.0)
     return pd.DataFrame(
         {
-            "cluster": np.repeat(means.index.to_numpy().astype(int), numeric.shape[1]),
+            CLUSTER_FIELD: np.repeat(means.index.to_numpy().astype(int), numeric.shape[1]),
             "n_regions": np.repeat(sizes.to_numpy().astype(int), numeric.shape[1]),
             "feature": np.tile(np.asarray(numeric.columns, dtype=str), len(means)),
             "mean": means.to_numpy().ravel(),
@@ -594,7 +594,7 @@ def cluster_names(
     missing = set(PROFILE_COLUMNS) - set(profiles.columns) - {"mean", "n_regions"}
     if missing:
         raise ValueError(f"profiles lacks columns {sorted(missing)}.")
-    by_cluster = {int(c): rows for c, rows in profiles.groupby("cluster", sort=True)}
+    by_cluster = {int(c): rows for c, rows in profiles.groupby(CLUSTER_FIELD, sort=True)}
     out: dict[int, str] = {}
     for c in np.unique(lab):
         members = np.flatnonzero(lab == c)
@@ -637,7 +637,7 @@ def cluster_cards(
     lab = np.asarray(labels).ravel()
     xs = _centre(X)
     ids = [str(r) for r in region_ids]
-    by_cluster = {int(c): rows for c, rows in profiles.groupby("cluster", sort=True)} if len(profiles) else {}
+    by_cluster = {int(c): rows for c, rows in profiles.groupby(CLUSTER_FIELD, sort=True)} if len(profiles) else {}
     cards: dict[str, dict[str, Any]] = {}
     for c in np.unique(lab):
         members = np.flatnonzero(lab == c)

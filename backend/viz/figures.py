@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D
 
 from backend.tasks.prediction import regression_metrics
 from backend.viz.colors import cluster_colours
+from regionlens_common import CLUSTER_FIELD
 
 __all__ = [
     "DPI",
@@ -203,18 +204,18 @@ def plot_cluster_profiles(
     Raises:
         ValueError: If ``profiles`` is empty, lacks a needed column, or ``top < 1``.
     """
-    missing = {"cluster", "n_regions", "feature", "zscore"} - set(profiles.columns)
+    missing = {CLUSTER_FIELD, "n_regions", "feature", "zscore"} - set(profiles.columns)
     if missing:
         raise ValueError(f"profiles lacks columns {sorted(missing)}.")
     if profiles.empty:
         raise ValueError("profiles is empty: nothing to plot.")
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}.")
-    z = profiles.pivot_table(index="cluster", columns="feature", values="zscore", aggfunc="first", sort=True)
+    z = profiles.pivot_table(index=CLUSTER_FIELD, columns="feature", values="zscore", aggfunc="first", sort=True)
     strength = z.abs().max(axis=0).sort_values(ascending=False, kind="stable")
     feats = list(strength.index[:top])
     z = z[feats]
-    sizes = profiles.groupby("cluster")["n_regions"].first()
+    sizes = profiles.groupby(CLUSTER_FIELD)["n_regions"].first()
     vmax = float(np.nanmax(np.abs(z.to_numpy()))) if z.size else 1.0
     vmax = vmax if np.isfinite(vmax) and vmax > 0 else 1.0
 

@@ -24,6 +24,7 @@ from regionlens_common import (
     CLUSTER_CARD_EXAMPLES,
     CLUSTER_CARD_FEATURES,
     CLUSTER_CARDS_JSON,
+    CLUSTER_FIELD,
     PRED,
     REPORT_HTML,
     cluster_colour,
@@ -83,7 +84,7 @@ def plot_cluster_map(frame: Any, names: Mapping[int, str], path: str | Path, tit
 
     fig = _new_figure(9.0, 6.5)
     ax = fig.add_subplot()
-    clusters = frame["cluster"].astype(int).to_numpy()
+    clusters = frame[CLUSTER_FIELD].astype(int).to_numpy()
     frame.plot(ax=ax, color=[cluster_colour(c) for c in clusters], edgecolor="white", linewidth=0.2)
     sizes = np.bincount(clusters)
     handles = [Patch(color=cluster_colour(c), label=_legend_text(c, int(sizes[c]), names))
@@ -333,7 +334,8 @@ def plot_run_figures(figures_dir: Path, rows: Sequence[Mapping[str, Any]], model
         out.append(plot_leaderboard(rows, model, figures_dir / LEADERBOARD_PNG))
     ids = predictions.index
     if clusters is not None:
-        frame = gpd.GeoDataFrame({"cluster": clusters[0].astype(int)}, geometry=geometry.reindex(ids).values, crs=crs)
+        frame = gpd.GeoDataFrame({CLUSTER_FIELD: clusters[0].astype(int)}, geometry=geometry.reindex(ids).values,
+                                 crs=crs)
         out.append(plot_cluster_map(frame, clusters[1], figures_dir / "cluster_map.png",
                                     f"{primary}: clusters"))
     if predictions.shape[1]:

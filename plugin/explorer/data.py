@@ -9,7 +9,6 @@ plot selection can select the same regions on the map and back.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,10 +45,10 @@ __all__ = [
 
 ID_FIELD = common.ID_FIELD
 EMBEDDINGS, CLUSTERS = common.LAYER_EMBEDDINGS, common.LAYER_CLUSTERS
-CLUSTER_FIELD = "cluster"
+CLUSTER_FIELD = common.CLUSTER_FIELD
 CLUSTER_LABEL_FIELD = common.CLUSTER_NAME_FIELD  # the readable cluster name (docs/protocol.md)
-RUN_GROUP_PREFIX = "RegionLens \u2014 "  # results.run_group_name
-_EMB_RE = re.compile(r"^emb_\d+$")
+RUN_GROUP_PREFIX = common.RUN_GROUP_PREFIX
+_EMB_RE = common.EMBEDDING_COLUMN
 _NUMERIC_TYPES = {"int", "integer", "integer64", "real", "double", "float", "decimal", "numeric"}
 
 

@@ -27,14 +27,14 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..clusters import ClusterCard, cluster_cards, cluster_fids, rename_cluster
+from ..clusters import CLUSTER_FIELD, ClusterCard, cluster_cards, cluster_fids, rename_cluster
 
 __all__ = ["ClusterCardDialog", "cluster_to_show"]
 
 
 def cluster_to_show(layer: QgsVectorLayer) -> int | None:
     """The cluster of the layer's first selected region (``None`` when nothing is selected)."""
-    index = layer.fields().indexOf("cluster")
+    index = layer.fields().indexOf(CLUSTER_FIELD)
     for feature in layer.getSelectedFeatures():
         value = feature.attribute(index)
         if isinstance(value, int) and not isinstance(value, bool):

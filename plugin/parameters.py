@@ -229,13 +229,16 @@ class MethodRegistry:
         self.from_backend = True
 
     def load_cache(self, python: str | Path) -> bool:
-        """Take the methods of the cached ``info`` answer of ``python``; False if there is none."""
+        """Take the methods of the cached ``info`` answer of ``python``; False if there is none, or if it was
+        written by another RegionLens version (an updated plugin asks its backend again)."""
         try:
             cached = json.loads(info_cache_path().read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
         if not isinstance(cached, dict) or cached.get("python") != str(python):
             return False
+        if cached.get("version") != common.VERSION:
+            return False  # written by another RegionLens: its methods may have changed
         if not isinstance(cached.get("info"), dict):
             return False
         from_backend = self.from_backend
@@ -248,7 +251,8 @@ class MethodRegistry:
         path = info_cache_path()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"python": str(python), "info": info}), encoding="utf-8")
+            path.write_text(json.dumps({"python": str(python), "version": common.VERSION, "info": info}),
+                            encoding="utf-8")
         except (OSError, TypeError, ValueError):
             pass  # a cache only: the next answer tries again
 

@@ -46,6 +46,7 @@ __all__ = [
     "RunLayer",
     "RunLayers",
     "gpkg_layer_names",
+    "is_result_layer",
     "label_names",
     "load_run_outputs",
     "open_gpkg_layer",
@@ -62,6 +63,25 @@ _TITLES = {CLUSTERS: "Clusters", EMBEDDINGS: "Embeddings", PROFILES: "Cluster pr
 def run_group_name(gpkg_path: str | Path) -> str:
     """``RegionLens — <run folder name>``."""
     return f"{common.RUN_GROUP_PREFIX}{Path(gpkg_path).resolve().parent.name}"
+
+
+def is_result_layer(layer: object) -> bool:
+    """Whether a layer holds RegionLens results (embeddings, clusters, predictions, similarity, wherever they
+    were written or exported): a region id field and embedding, cluster, prediction or similarity fields.
+
+    Such layers are outputs, not a run's inputs: the run dock does not offer them as regions or land use.
+    """
+    if not isinstance(layer, QgsVectorLayer) or not layer.isValid():
+        return False
+    names = layer.fields().names()
+    if common.ID_FIELD not in names:
+        return False
+    return (
+        any(common.EMBEDDING_COLUMN.match(name) for name in names)
+        or common.CLUSTER_FIELD in names
+        or common.SIMILARITY_FIELD in names
+        or bool(common.prediction_labels(names))
+    )
 
 
 def gpkg_layer_names(gpkg_path: str | Path) -> list[str]:

@@ -68,6 +68,7 @@ from ..parameters import (
     validate,
 )
 from ..project_settings import load_choices, save_choices
+from ..results import is_result_layer
 from ..sample_data import SAMPLE_CHOICES
 from ..tasks import RunCancelled, RunFailed, RunOutcome, RunParameters, RunSucceeded, RunTask
 from ..worker_client import find_backend_python
@@ -227,6 +228,7 @@ class RunDock(QgsDockWidget):
 
         self._build()
         self._rebuild_methods()
+        self._except_result_layers()
         self._refresh_rasters()
         self._on_region_layer_changed()
         self._on_poi_layer_changed()
@@ -974,7 +976,15 @@ class RunDock(QgsDockWidget):
             self.info_task = None
 
     def _on_layers_changed(self, *_args: object) -> None:
+        self._except_result_layers()
         self._refresh_rasters()
+
+    def _except_result_layers(self) -> None:
+        """Keep a run's own result layers (embeddings, clusters, ...) out of the region and land-use choices:
+        in a project holding only results, the dock must not guess ``Clusters`` as the regions."""
+        results = [layer for layer in self.project.mapLayers().values() if is_result_layer(layer)]
+        for combo in (self.region_combo, self.landuse_combo):
+            combo.setExceptedLayerList(results)
 
     def _on_project_read(self, *_args: object) -> None:
         self._refresh_rasters(set())

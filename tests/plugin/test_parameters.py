@@ -238,6 +238,35 @@ def test_methods_from_backend_info(sample: dict, tmp_path: Path) -> None:
     assert has(validate(choices), "does not offer the method 'nonexistent'")
 
 
+def test_cached_backend_info_is_used_only_by_the_same_regionlens_version(fresh_registry) -> None:
+    """Processing offers the cached methods at start-up; a cache written by another RegionLens version (an
+    updated plugin may have other methods) is ignored so that the backend is asked again."""
+    from plugin.common import common
+    from plugin.parameters import info_cache_path
+
+    cache = info_cache_path()
+    before = cache.read_bytes() if cache.is_file() else None
+    python = "/opt/backend/bin/python"
+    info = {"methods": {"cached_method": {"title": "Cached", "params": {}}}}
+    try:
+        fresh_registry.update_from_info(info, python)  # writes the cache
+        fresh_registry.reset()
+        assert fresh_registry.load_cache(python) and "cached_method" in fresh_registry.names()
+        fresh_registry.reset()
+        assert not fresh_registry.load_cache("/other/python")
+        stale = json.loads(cache.read_text(encoding="utf-8"))
+        stale["version"] = common.VERSION + ".old"
+        cache.write_text(json.dumps(stale), encoding="utf-8")
+        assert not fresh_registry.load_cache(python) and "cached_method" not in fresh_registry.names()
+        del stale["version"]  # a cache from before versions were recorded
+        cache.write_text(json.dumps(stale), encoding="utf-8")
+        assert not fresh_registry.load_cache(python)
+    finally:
+        cache.unlink(missing_ok=True)
+        if before is not None:
+            cache.write_bytes(before)
+
+
 def test_label_names() -> None:
     assert label_name("Population") == "population"
     assert label_name("Crime incidents 2012 H2 (SFPD)") == "crime_incidents"  # short and readable

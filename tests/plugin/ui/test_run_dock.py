@@ -146,6 +146,35 @@ def test_dock_populated_from_sample_layers(dock: RunDock, sample: dict) -> None:
     assert [dock.device_combo.itemData(i) for i in range(dock.device_combo.count())] == list(common.DEVICES)
 
 
+def test_result_layers_are_never_offered_as_regions(plugin, qtbot, qgis_new_project: QgsProject, make_run_gpkg,
+                                                   tmp_path: Path) -> None:
+    """A project holding only a run's results (reopened to look at them) offers no region layer and no
+    ``cluster`` label; region layers added later are offered, the results still not."""
+    from plugin.results import is_result_layer, load_run_outputs
+
+    loaded = load_run_outputs(make_run_gpkg(tmp_path / "run_1"), qgis_new_project)
+    clusters = loaded[common.LAYER_CLUSTERS]
+    assert is_result_layer(clusters) and is_result_layer(loaded[common.LAYER_EMBEDDINGS])
+    widget = RunDock(plugin, None, qgis_new_project, fetch_info=False)
+    qtbot.addWidget(widget)
+    try:
+        assert widget.region_combo.currentLayer() is None
+        assert widget.region_combo.count() == 0
+        assert widget.label_list.count() == 0  # no `cluster`, no `emb_000` as labels
+        assert "region" in widget.validation_label.text().lower() or not widget.run_button.isEnabled()
+
+        from plugin.sample_data import load_sample_data
+
+        sample = load_sample_data(qgis_new_project)
+        assert not is_result_layer(sample["block_groups"])
+        assert widget.region_combo.currentLayer() is sample["block_groups"]
+        offered = [widget.region_combo.layer(i) for i in range(widget.region_combo.count())]
+        assert clusters not in offered and sample["block_groups"] in offered
+        assert "cluster" not in items(widget.label_list) and "Population" in items(widget.label_list)
+    finally:
+        widget.disconnect_project()
+
+
 def test_raster_list_follows_the_project(dock: RunDock, qgis_new_project: QgsProject, sample: dict) -> None:
     assert dock.raster_list.count() == 1
     qgis_new_project.removeMapLayer(sample["landsat"].id())

@@ -20,6 +20,7 @@ from typing import Any
 from qgis.core import (
     QgsCategorizedSymbolRenderer,
     QgsFeatureRequest,
+    QgsLayerTreeModelLegendNode,
     QgsVectorLayer,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "cluster_fids",
     "is_clusters_layer",
     "layer_method",
+    "legend_node_cluster",
     "rename_cluster",
 ]
 
@@ -83,6 +85,32 @@ def is_clusters_layer(layer: object) -> bool:
         return False
     fields = layer.fields()
     return fields.indexOf(ID_FIELD) >= 0 and fields.indexOf(CLUSTER_FIELD) >= 0
+
+
+def legend_node_cluster(node: object) -> tuple[QgsVectorLayer, int] | None:
+    """The clusters layer and cluster number of a legend node: a cluster's class under a clusters layer in the
+    Layers panel (``None`` for any other node).
+
+    The node's rule key names a category of the layer's categorised renderer (its legend items follow the
+    categories in order); the category's value is the cluster number.
+    """
+    if not isinstance(node, QgsLayerTreeModelLegendNode):
+        return None
+    layer_node = node.layerNode()
+    layer = layer_node.layer() if layer_node is not None else None
+    renderer = layer.renderer() if is_clusters_layer(layer) else None
+    if not isinstance(renderer, QgsCategorizedSymbolRenderer) or renderer.classAttribute() != CLUSTER_FIELD:
+        return None
+    key = node.data(QgsLayerTreeModelLegendNode.RuleKeyRole)
+    keys = [item.ruleKey() for item in renderer.legendSymbolItems()]
+    categories = renderer.categories()
+    if not key or key not in keys or len(keys) != len(categories):
+        return None
+    value = categories[keys.index(key)].value()
+    try:
+        return layer, int(value)
+    except (TypeError, ValueError):  # the "all other values" class
+        return None
 
 
 def _gpkg_and_table(layer: QgsVectorLayer) -> tuple[Path | None, str]:

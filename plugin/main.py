@@ -9,7 +9,7 @@ one, an "Open report" button (its ``report.html``); that message stays until clo
 
 "Find similar regions" (menu, run dock, explorer, an embeddings layer's context menu) and its map tool
 (menu) run the worker's ``similar`` job (:mod:`.similar`); "Cluster card…" is in a clusters layer's
-context menu (:mod:`.ui.cluster_card`).
+context menu and in that of each cluster's class in its legend (:mod:`.ui.cluster_card`).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ if TYPE_CHECKING:  # the explorer (numpy, matplotlib) is imported when first ope
     from .explorer import EmbeddingExplorer
     from .similar import SimilarMapTool, SimilarTask
     from .ui.apply_dialog import ApplyDialog
-    from .ui.cluster_card import ClusterCardDialog
+    from .ui.cluster_card import ClusterCardDialog, LegendCardMenu
 
 __all__ = ["RegionLensPlugin"]
 
@@ -91,6 +91,7 @@ class RegionLensPlugin:
         self.apply_dialog: ApplyDialog | None = None  # created on first use
         self.similar_action: QAction | None = None  # "Find similar regions" (menu, layer tree)
         self.card_action: QAction | None = None  # "Cluster card…" in a clusters layer's context menu
+        self.legend_card_menu: LegendCardMenu | None = None  # "Cluster card…" on a cluster's legend entry
         self.cluster_cards: list[ClusterCardDialog] = []  # open cards (modeless)
         self._offered: QgsProject | None = None  # the project whose new layers get the layer tree actions
         self.last_similarity: QgsVectorLayer | None = None  # the latest "find similar regions" layer
@@ -164,6 +165,11 @@ class RegionLensPlugin:
         self.card_action.triggered.connect(lambda _checked=False: self.open_cluster_card())
         self.iface.addCustomActionForLayerType(self.card_action, "RegionLens", VECTOR_LAYER_TYPE, False)
         self._offer_layer_actions(True)
+        view = self.iface.layerTreeView() if hasattr(self.iface, "layerTreeView") else None
+        if isinstance(view, QgsLayerTreeView):
+            from .ui.cluster_card import LegendCardMenu
+
+            self.legend_card_menu = LegendCardMenu(view, lambda layer, cluster: self.open_cluster_card(layer, cluster))
         self.setup_action = self._add_action(
             icon, "Set up backend\u2026", self.show_setup_dialog,
             tip="Create the RegionLens backend environment (PyTorch; CUDA build when an NVIDIA GPU is found)",
@@ -190,6 +196,10 @@ class RegionLensPlugin:
         if self.card_action is not None:
             self.card_action.deleteLater()
         self.similar_action = self.card_action = None
+        if self.legend_card_menu is not None:
+            self.legend_card_menu.remove()
+            self.legend_card_menu.deleteLater()
+            self.legend_card_menu = None
         for card in self.cluster_cards:
             card.close()
         self.cluster_cards.clear()

@@ -3,13 +3,17 @@
 Name (editable: *Rename* writes it into the layer and the legend, :func:`..clusters.rename_cluster`), size
 (regions and share), the defining features with their z-scores (how many standard deviations the cluster's
 mean lies from the mean of all regions), and a few example regions that *Select on map* selects. Opens from
-the embedding explorer and from the layer tree's context menu of a clusters layer.
+the embedding explorer, from the layer tree's context menu of a clusters layer and from that of a cluster's
+class in the layer's legend (:class:`LegendCardMenu`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from qgis.core import QgsVectorLayer
-from qgis.PyQt.QtCore import Qt
+from qgis.gui import QgsLayerTreeView
+from qgis.PyQt.QtCore import QEvent, QModelIndex, QObject, Qt
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -20,6 +24,7 @@ from qgis.PyQt.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMenu,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -27,9 +32,11 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..clusters import CLUSTER_FIELD, ClusterCard, cluster_cards, cluster_fids, rename_cluster
+from ..clusters import CLUSTER_FIELD, ClusterCard, cluster_cards, cluster_fids, legend_node_cluster, rename_cluster
 
-__all__ = ["ClusterCardDialog", "cluster_to_show"]
+__all__ = ["CARD_ACTION_TEXT", "ClusterCardDialog", "LegendCardMenu", "cluster_to_show"]
+
+CARD_ACTION_TEXT = "Cluster card\u2026"
 
 
 def cluster_to_show(layer: QgsVectorLayer) -> int | None:
@@ -211,3 +218,56 @@ class ClusterCardDialog(QDialog):
         examples = ", ".join(card.examples)
         self.examples_label.setText(f"Example regions: {examples}" if examples else "No example regions.")
         self.source_label.setText(f"Source: {card.source}." if card.source else "")
+
+
+class LegendCardMenu(QObject):
+    """Offers *Cluster card…* when a cluster's class in the Layers panel is right-clicked.
+
+    QGIS 3.22's layer tree view lets a plugin add actions to a layer's context menu only, not to a legend
+    entry's (``contextMenuAboutToShow`` came in 3.32). So this filter watches right-clicks on the view: on a
+    cluster's class it shows the menu QGIS shows there (the view's menu provider) with *Cluster card…* for that
+    cluster added; any other right-click goes on to QGIS unchanged. :meth:`remove` stops it (plugin unload).
+
+    Args:
+        view: The Layers panel's view (``iface.layerTreeView()``).
+        open_card: Called with ``(layer, cluster)`` when the action is chosen.
+    """
+
+    def __init__(self, view: QgsLayerTreeView, open_card: Callable[[QgsVectorLayer, int], object]) -> None:
+        super().__init__(view)
+        self.view = view
+        self.open_card = open_card
+        view.viewport().installEventFilter(self)
+
+    def remove(self) -> None:
+        """Stop watching the view."""
+        self.view.viewport().removeEventFilter(self)
+
+    def menu_for(self, index: QModelIndex) -> QMenu | None:
+        """The context menu of the view's row ``index`` when it is a cluster's class (QGIS's menu for it plus
+        *Cluster card…*), else ``None``. The row becomes the view's current one (QGIS's menu is built for it)."""
+        found = legend_node_cluster(self.view.index2legendNode(index)) if index.isValid() else None
+        if found is None:
+            return None
+        self.view.setCurrentIndex(index)
+        provider = self.view.menuProvider()
+        menu = provider.createContextMenu() if provider is not None else None
+        if menu is None:
+            menu = QMenu(self.view)
+        elif menu.actions():
+            menu.addSeparator()
+        layer, cluster = found
+        action = menu.addAction(CARD_ACTION_TEXT)
+        action.setToolTip(f"Cluster {cluster}: size, defining features, example regions; rename it")
+        action.triggered.connect(lambda _checked=False: self.open_card(layer, cluster))
+        return menu
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        if event.type() != QEvent.Type.ContextMenu or watched is not self.view.viewport():
+            return False
+        menu = self.menu_for(self.view.indexAt(event.pos()))
+        if menu is None:
+            return False
+        menu.exec(event.globalPos())
+        menu.deleteLater()
+        return True

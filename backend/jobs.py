@@ -57,8 +57,8 @@ from regionlens_common import (
     method_layer,
 )
 
-__all__ = ["ApplyJob", "ClusterJob", "PredictJob", "SimilarJob", "run_apply_job", "run_cluster_job",
-           "run_predict_job", "run_similar_job", "read_embedding_layer"]
+__all__ = ["ApplyJob", "ClusterJob", "PredictJob", "ReportJob", "SimilarJob", "run_apply_job", "run_cluster_job",
+           "run_predict_job", "run_report_job", "run_similar_job", "read_embedding_layer"]
 
 _EMB = EMBEDDING_COLUMN
 
@@ -116,6 +116,13 @@ class SimilarJob:
     top: int = SIMILAR_TOP_N  # how many of the most similar regions (the chosen ones excluded) get top_n = 1
     output: str | None = None  # default: <run folder>/similar.gpkg, or <file stem>_similar.gpkg beside a file
     overwrite: bool = False
+
+
+@dataclass
+class ReportJob:
+    """Parameters of the ``report`` action: bring a finished run's report up to date with its cluster names."""
+
+    run: str  # the run folder (or its regionlens.gpkg, or its report.html)
 
 
 def _job(cls: type, params: dict[str, Any]) -> Any:
@@ -474,3 +481,35 @@ def run_similar_job(params: dict[str, Any], progress: Progress | None = None) ->
             "ids": [str(regions.index[i]) for i in chosen],
             "top": [{"region_id": str(regions.index[i]), "similarity": float(sim[i])} for i in order],
             "report": report, "seconds": round(time.perf_counter() - t0, 3), "params": asdict(job)}
+
+
+def run_report_job(params: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
+    """Redraw a run's cluster map and rewrite its ``report.html`` (``report`` action), after its clusters were
+    renamed: see :func:`backend.viz.report.rewrite_report`.
+
+    Returns:
+        ``{"report", "written": [paths], "seconds", "params"}``.
+
+    Raises:
+        ConfigError: On unknown or ill-typed parameters.
+        InputError: If ``run`` is not a finished run's folder with a report.
+    """
+    from backend.viz.report import rewrite_report
+    from regionlens_common import REPORT_HTML, RUN_JSON
+
+    job: ReportJob = _job(ReportJob, params)
+    progress = progress or Progress()
+    t0 = time.perf_counter()
+    source = Path(job.run).expanduser().resolve()
+    folder = source if source.is_dir() else source.parent
+    if not (folder / RUN_JSON).is_file() or not (folder / REPORT_HTML).is_file():
+        raise InputError(f"{source} is not the folder of a finished RegionLens run with a report ({RUN_JSON} and "
+                         f"{REPORT_HTML}). Choose a run's output folder.")
+    progress.stage("report", 0.0, 1.0)
+    try:
+        written = rewrite_report(folder)
+    except ValueError as exc:
+        raise InputError(f"The run in {folder} cannot be read: {exc}") from exc
+    progress.update(1.0, "done")
+    return {"report": str(folder / REPORT_HTML), "written": [str(p) for p in written],
+            "seconds": round(time.perf_counter() - t0, 3), "params": asdict(job)}

@@ -27,7 +27,7 @@ __all__ = ["Worker", "jsonable", "main", "parse_request"]
 
 
 #: Actions that start a job (one at a time, in a thread).
-JOB_ACTIONS = ("run", "cluster", "predict", "apply", "similar", "sleep", "info")
+JOB_ACTIONS = ("run", "cluster", "predict", "apply", "similar", "report", "sleep", "info")
 #: Actions answered at once.
 CONTROL_ACTIONS = ("ping", "cancel", "shutdown")
 
@@ -40,7 +40,8 @@ _JOB_MODULES = {"run": _RUN_MODULES, "apply": (*_RUN_MODULES, "backend.jobs"),
                 "cluster": ("backend.jobs", "backend.io.vectors", "backend.tasks.clustering"),
                 "predict": ("backend.jobs", "backend.io.vectors", "backend.io.labels", "backend.tasks.prediction",
                             "backend.tasks.targets"),
-                "similar": ("backend.jobs", "backend.io.vectors", "backend.tasks.similar")}
+                "similar": ("backend.jobs", "backend.io.vectors", "backend.tasks.similar"),
+                "report": ("backend.jobs", "backend.viz.report")}
 
 
 class ProtocolError(ValueError):
@@ -195,10 +196,11 @@ class Worker:
             from backend.jobs import run_apply_job
 
             return run_apply_job(params, progress)
-        if action in {"cluster", "predict", "similar"}:
-            from backend.jobs import run_cluster_job, run_predict_job, run_similar_job
+        if action in {"cluster", "predict", "similar", "report"}:
+            from backend.jobs import run_cluster_job, run_predict_job, run_report_job, run_similar_job
 
-            job = {"cluster": run_cluster_job, "predict": run_predict_job, "similar": run_similar_job}[action]
+            job = {"cluster": run_cluster_job, "predict": run_predict_job, "similar": run_similar_job,
+                   "report": run_report_job}[action]
             return job(params, progress)
         if action == "sleep":
             return _sleep(params, progress)

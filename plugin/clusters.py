@@ -1,7 +1,10 @@
 """Clusters in words: rename a cluster in its layer, and what a cluster card shows.
 
 - :func:`rename_cluster` writes a new ``cluster_name`` into every region of the cluster (an attribute edit
-  committed to the GeoPackage) and updates the legend entry of the categorised renderer.
+  committed to the GeoPackage) and updates the legend entry of the categorised renderer; for a run's layer
+  also the run's other copies of the name: the method's cards in ``clusters.json`` (replaced atomically) and
+  its ``cluster_profiles`` table. The run's ``report.html`` is redrawn by the worker's ``report`` job, which
+  the plugin starts after a rename (:func:`run_folder` says which run).
 - :func:`cluster_cards` gathers, per cluster, its name, size, defining features (with z-scores) and a few
   example regions: from the run's ``clusters.json`` (written by the backend beside ``regionlens.gpkg``)
   when there is one; otherwise the size and examples are counted in the layer itself and the defining
@@ -12,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +46,7 @@ __all__ = [
     "layer_method",
     "legend_node_cluster",
     "rename_cluster",
+    "run_folder",
 ]
 
 ID_FIELD = common.ID_FIELD
@@ -134,6 +139,12 @@ def layer_method(layer: QgsVectorLayer) -> str:
     return methods[0] if methods else ""
 
 
+def run_folder(layer: QgsVectorLayer) -> Path | None:
+    """The folder of the run whose clusters a layer holds (``None`` for a layer from elsewhere)."""
+    gpkg, _table = _gpkg_and_table(layer)
+    return gpkg.parent if gpkg is not None and layer_method(layer) else None
+
+
 def _clusters(layer: QgsVectorLayer) -> dict[int, dict[str, Any]]:
     """Per cluster: name (first non-empty), size, region ids and feature ids, in feature order."""
     index = layer.fields().indexOf(CLUSTER_FIELD)
@@ -178,7 +189,8 @@ def rename_cluster(layer: QgsVectorLayer, cluster: int, name: str) -> int:
 
     Raises:
         ValueError: If the name is empty, the layer has no such cluster or no ``cluster_name`` field, is
-            being edited by the person, or the file refused the change (the layer is left unchanged).
+            being edited by the person, or the file refused the change (the layer is left unchanged); or if
+            the run's ``clusters.json`` or ``cluster_profiles`` could not take the name (the layer has it).
     """
     name = " ".join(str(name).split())
     if not name:
@@ -207,7 +219,58 @@ def rename_cluster(layer: QgsVectorLayer, cluster: int, name: str) -> int:
                 renderer.updateCategoryLabel(i, cluster_legend(int(cluster), name))
         layer.emitStyleChanged()
         layer.triggerRepaint()
+    _rename_in_run(layer, int(cluster), name)
     return len(fids)
+
+
+def _rename_in_run(layer: QgsVectorLayer, cluster: int, name: str) -> None:
+    """Save a cluster's new name into the run's ``clusters.json`` and ``cluster_profiles`` table of the layer's
+    method, where the run wrote them (nothing is created; a layer from elsewhere changes nothing)."""
+    gpkg, _table = _gpkg_and_table(layer)
+    method = layer_method(layer)
+    if gpkg is None or not method:
+        return
+    cards_path = gpkg.parent / CLUSTERS_JSON
+    data = _read_json(cards_path) if cards_path.is_file() else None
+    card = data.get(method, {}).get(str(cluster)) if isinstance(data, dict) and isinstance(data.get(method), dict) \
+        else None
+    if isinstance(card, dict):
+        card["name"] = name
+        tmp = cards_path.with_name(f".{cards_path.name}.tmp-{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+            os.replace(tmp, cards_path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ValueError(f"Renamed in '{layer.name()}', but {cards_path} could not be updated: {exc}") from exc
+    methods = run_methods(gpkg)
+    table = common.method_layer(common.TABLE_CLUSTER_PROFILES, method, methods[0] if methods else method)
+    if table in gpkg_layer_names(gpkg):
+        _rename_in_table(f"{gpkg}|layername={table}", cluster, name)
+
+
+def _rename_in_table(source: str, cluster: int, name: str) -> None:
+    """Set ``cluster_name`` of the cluster's rows of a cluster profiles table (when it has that column); the
+    project's layers of the table show it at once."""
+    from qgis.core import QgsProject
+
+    table = QgsVectorLayer(source, "cluster profiles", "ogr")
+    index = table.fields().indexOf(common.CLUSTER_NAME_FIELD)
+    if not table.isValid() or index < 0 or table.fields().indexOf(CLUSTER_FIELD) < 0:
+        return
+    fids = [f.id() for f in table.getFeatures() if f[CLUSTER_FIELD] == cluster]
+    if not fids or not table.startEditing():
+        return
+    for fid in fids:
+        table.changeAttributeValue(fid, index, name)
+    if not table.commitChanges():
+        errors = "; ".join(table.commitErrors())
+        table.rollBack()
+        raise ValueError(f"Renamed in the clusters layer, but the run's cluster profiles ({source}) refused the "
+                         f"name: {errors}")
+    for shown in QgsProject.instance().mapLayers().values():
+        if isinstance(shown, QgsVectorLayer) and shown.source() == table.source() and not shown.isEditable():
+            shown.reload()
 
 
 # ------------------------------------------------------------------------------------------- cards

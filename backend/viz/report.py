@@ -2,6 +2,8 @@
 
 :func:`write_report` reads only what a run folder holds (``run.json``, ``clusters.json``, ``figures/``), so it
 can (re)write the report of any finished run; the pipeline calls it on the staging folder before the rename.
+:func:`rewrite_report` brings a finished run's report up to date after its clusters were renamed (the QGIS
+plugin's rename, through the worker's ``report`` job): the cluster map, then the page, each replaced atomically.
 The page is self-contained: figures are embedded as base64 PNGs, the style is inline, nothing is fetched.
 """
 
@@ -11,6 +13,7 @@ import base64
 import html
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from backend.io.outputs import replace_atomically
 from backend.tasks.leaderboard import leaderboard
 from backend.viz.figures import _legend_text, _new_figure, _save
 from regionlens_common import (
@@ -25,12 +29,19 @@ from regionlens_common import (
     CLUSTER_CARD_FEATURES,
     CLUSTER_CARDS_JSON,
     CLUSTER_FIELD,
+    CLUSTER_NAME_FIELD,
+    GPKG_NAME,
+    LAYER_CLUSTERS,
     PRED,
     REPORT_HTML,
     cluster_colour,
 )
 
-__all__ = ["plot_leaderboard", "plot_cluster_map", "plot_prediction_maps", "write_cluster_cards", "write_report"]
+__all__ = ["plot_leaderboard", "plot_cluster_map", "plot_prediction_maps", "rewrite_report", "write_cluster_cards",
+           "write_report"]
+
+#: The primary method's cluster map in a run's ``figures/``.
+CLUSTER_MAP_PNG = "cluster_map.png"
 
 _PROTOCOL_TITLES = {"shuffled": "shuffled K-fold", "spatial": "spatially blocked K-fold"}
 
@@ -272,7 +283,7 @@ def _figures(folder: Path, primary: str) -> str:
     figs = folder / "figures"
     if not figs.is_dir():
         return '<p class="muted">No figures (figures = false).</p>'
-    first = ["leaderboard.png", "cluster_map.png", "prediction_maps.png"]
+    first = ["leaderboard.png", CLUSTER_MAP_PNG, "prediction_maps.png"]
     paths = [figs / f for f in first if (figs / f).is_file()]
     paths += sorted(p for p in figs.glob("*.png") if p.name not in first)
     return "".join(_image(p, p.stem.replace("_", " ")) for p in paths)
@@ -316,8 +327,60 @@ def write_report(folder: str | Path) -> Path:
             f"<title>RegionLens run {_esc(folder.name)}</title><style>{_STYLE}</style></head><body>"
             + "\n".join(body) + "</body></html>\n")
     path = folder / REPORT_HTML
-    path.write_text(page, encoding="utf-8")
+    replace_atomically(path, lambda fh: fh.write(page.encode("utf-8")))
     return path
+
+
+def _cluster_names(folder: Path, primary: str) -> tuple[Any, dict[int, str]]:
+    """The primary method's clusters layer of a run (``None`` without one) and its names: the layer's
+    ``cluster_name`` column (where a rename is saved first), else ``clusters.json``'s."""
+    import pyogrio
+
+    gpkg = folder / GPKG_NAME
+    if not gpkg.is_file() or LAYER_CLUSTERS not in {str(n) for n in pyogrio.list_layers(gpkg)[:, 0]}:
+        return None, {}
+    frame = pyogrio.read_dataframe(gpkg, layer=LAYER_CLUSTERS)
+    if CLUSTER_NAME_FIELD in frame.columns:
+        names = {int(c): str(n) for c, n in zip(frame[CLUSTER_FIELD], frame[CLUSTER_NAME_FIELD], strict=True)
+                 if isinstance(n, str) and n}
+    else:
+        cards_path = folder / CLUSTER_CARDS_JSON
+        cards = json.loads(cards_path.read_text(encoding="utf-8")).get(primary, {}) if cards_path.is_file() else {}
+        names = {int(c): str(card.get("name", "")) for c, card in cards.items() if card.get("name")}
+    return frame, names
+
+
+def rewrite_report(folder: str | Path) -> list[Path]:
+    """Bring a finished run's report up to date with its cluster names (after a rename).
+
+    Redraws ``figures/cluster_map.png`` when the run drew one (from the primary method's clusters layer, named
+    as in :func:`_cluster_names`), then rewrites ``report.html`` (its cards come from ``clusters.json``). Each
+    file is replaced atomically; nothing else is touched, and a file the run did not write is not created.
+
+    Returns:
+        The files rewritten.
+
+    Raises:
+        OSError, ValueError: If the folder holds no readable run.json or no report.html.
+    """
+    folder = Path(folder)
+    manifest = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    if not (folder / REPORT_HTML).is_file():
+        raise ValueError(f"{folder} holds no {REPORT_HTML} to bring up to date.")
+    primary = str(manifest.get("primary_method", ""))
+    written = []
+    figure = folder / "figures" / CLUSTER_MAP_PNG
+    frame, names = _cluster_names(folder, primary) if figure.is_file() else (None, {})
+    if frame is not None:
+        tmp = figure.with_name(f".{figure.stem}.tmp-{os.getpid()}.png")
+        try:
+            plot_cluster_map(frame, names, tmp, f"{primary}: clusters")
+            os.replace(tmp, figure)
+        finally:
+            tmp.unlink(missing_ok=True)
+        written.append(figure)
+    written.append(write_report(folder))
+    return written
 
 
 def plot_run_figures(figures_dir: Path, rows: Sequence[Mapping[str, Any]], model: str | None, primary: str,
@@ -336,7 +399,7 @@ def plot_run_figures(figures_dir: Path, rows: Sequence[Mapping[str, Any]], model
     if clusters is not None:
         frame = gpd.GeoDataFrame({CLUSTER_FIELD: clusters[0].astype(int)}, geometry=geometry.reindex(ids).values,
                                  crs=crs)
-        out.append(plot_cluster_map(frame, clusters[1], figures_dir / "cluster_map.png",
+        out.append(plot_cluster_map(frame, clusters[1], figures_dir / CLUSTER_MAP_PNG,
                                     f"{primary}: clusters"))
     if predictions.shape[1]:
         frame = gpd.GeoDataFrame(predictions.reset_index(drop=True), geometry=geometry.reindex(ids).values, crs=crs)

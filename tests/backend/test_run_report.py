@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import geopandas as gpd
@@ -113,3 +114,32 @@ def test_leaderboard_chart_needs_scores(tmp_path: Path) -> None:
     assert plot_leaderboard(_rows(), "ridge1", tmp_path / "none.png") is None
     path = plot_leaderboard(_rows(), "ridge", tmp_path / "board.png")
     assert path is not None and path.read_bytes().startswith(PNG)
+
+
+def test_report_job_brings_the_report_up_to_date_after_a_rename(quick_run, tmp_path: Path) -> None:
+    """The plugin's rename saves the name into the clusters layer and clusters.json, then runs the worker's
+    ``report`` job: the cluster map's legend and the report's cards show the new name; nothing else changes."""
+    from backend.errors import InputError
+    from backend.jobs import run_report_job
+
+    folder = tmp_path / "run"
+    shutil.copytree(quick_run.output_dir, folder)
+    cards_path = folder / CLUSTER_CARDS_JSON
+    cards = json.loads(cards_path.read_text())
+    cards["baseline"]["1"]["name"] = "quiet <streets> & parks"
+    cards_path.write_text(json.dumps(cards))
+    clusters = pyogrio.read_dataframe(folder / "regionlens.gpkg", layer="clusters")
+    clusters.loc[clusters["cluster"] == 1, "cluster_name"] = "quiet <streets> & parks"
+    pyogrio.write_dataframe(clusters, folder / "regionlens.gpkg", layer="clusters", driver="GPKG")
+    figure = folder / "figures" / "cluster_map.png"
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    result = run_report_job({"run": str(folder)})
+    assert result["report"] == str(folder / REPORT_HTML)
+    assert result["written"] == [str(figure), str(folder / REPORT_HTML)]
+    page = (folder / REPORT_HTML).read_text(encoding="utf-8")
+    assert "Cluster 1: quiet &lt;streets&gt; &amp; parks" in page
+    changed = sorted(p.name for p in folder.rglob("*") if p.is_file() and before.get(p) != p.read_bytes())
+    assert changed == ["cluster_map.png", REPORT_HTML]  # and no temporary file is left
+    assert figure.read_bytes().startswith(PNG) and figure.read_bytes() != before[figure]
+    with pytest.raises(InputError, match="finished RegionLens run with a report"):
+        run_report_job({"run": str(tmp_path)})

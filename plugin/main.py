@@ -44,7 +44,7 @@ from . import setup as backend_setup
 from .common import common
 from .export import VECTOR_LAYER_TYPE, ExportResult, export_layer_dialog
 from .processing import RegionLensProvider
-from .report import REPORT_NAME, run_report
+from .report import REPORT_NAME, ReportParameters, run_report
 from .report import open_report as open_report_file
 from .results import RunLayers, load_run_outputs
 from .sample_data import load_sample_data
@@ -92,6 +92,8 @@ class RegionLensPlugin:
         self.similar_action: QAction | None = None  # "Find similar regions" (menu, layer tree)
         self.card_action: QAction | None = None  # "Cluster card…" in a clusters layer's context menu
         self.legend_card_menu: LegendCardMenu | None = None  # "Cluster card…" on a cluster's legend entry
+        self.report_tasks: dict[Path, RunTask] = {}  # run folder -> its running ``report`` job (after a rename)
+        self._report_again: set[Path] = set()  # run folders renamed again while their report job ran
         self.cluster_cards: list[ClusterCardDialog] = []  # open cards (modeless)
         self._offered: QgsProject | None = None  # the project whose new layers get the layer tree actions
         self.last_similarity: QgsVectorLayer | None = None  # the latest "find similar regions" layer
@@ -591,12 +593,57 @@ class RegionLensPlugin:
             bar.pushInfo("RegionLens", outcome.message)
 
     def _cluster_renamed(self, layer: QgsVectorLayer, cluster: int, name: str) -> None:
-        """A cluster got a new name: other views of the same layer follow (the explorer, open cards)."""
+        """A cluster got a new name: other views of the same layer follow (the explorer, open cards), and the
+        run's report is brought up to date."""
+        from .clusters import run_folder
+
         if self.explorer is not None and self.explorer.clusters_layer() is layer:
             self.explorer.cluster_renamed(layer, cluster, name)
         for card in self.cluster_cards:
             if card.layer is layer:
                 card.cluster_renamed(cluster, name)
+        folder = run_folder(layer)
+        if folder is not None and run_report(folder) is not None:
+            self.update_report(folder)
+
+    def update_report(self, folder: Path) -> RunTask | None:
+        """Redraw a run's report with its cluster names (the worker's ``report`` job, in the background).
+
+        A rename while the run's job runs queues one more job after it (so the last name always reaches the
+        report). Returns the task, or ``None`` without a backend (the message bar says so).
+        """
+        folder = Path(folder).resolve()
+        running = self.report_tasks.get(folder)
+        if running is not None:
+            self._report_again.add(folder)
+            return running
+        python = find_backend_python()
+        if python is None:
+            self.iface.messageBar().pushWarning(
+                "RegionLens", f"The name is saved, but {folder / REPORT_NAME} still shows the old one: set up the "
+                "backend (Plugins \u203a RegionLens \u203a Set up backend\u2026) to update the report.")
+            return None
+        task = RunTask(ReportParameters(python, folder),  # type: ignore[arg-type] # the fields RunTask reads
+                       description=f"RegionLens: update the report of {folder.name}")
+        task.on_finished = lambda outcome: self._report_updated(folder, outcome)  # no task <-> callback cycle
+        self.tasks.append(task)
+        self.report_tasks[folder] = task
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def _report_updated(self, folder: Path, outcome: RunOutcome) -> None:
+        task = self.report_tasks.pop(folder, None)
+        if task in self.tasks:
+            self.tasks.remove(task)
+        if isinstance(outcome, RunFailed):
+            first = (outcome.message.strip().splitlines() or [outcome.kind])[0]
+            push_message(self.iface.messageBar(), f"updating the report of {folder.name} failed: {first}",
+                         Qgis.MessageLevel.Warning,
+                         details="\n\n".join(p for p in (outcome.message, outcome.details) if p) or "No details.",
+                         details_title="RegionLens: worker log and traceback", parent=self.iface.mainWindow())
+        if folder in self._report_again:
+            self._report_again.discard(folder)
+            self.update_report(folder)
 
     def _offer_layer_actions(self, offer: bool) -> None:
         """Put "Find similar regions" on embeddings layers' and "Cluster card…" on clusters layers' context menus

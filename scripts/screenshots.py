@@ -1,28 +1,28 @@
 """Write the README's screenshots (``make screenshots``; run in QGIS's Python, offscreen).
 
-The pictures show what a planner does with the plugin: the sample city's block groups saved as a
-GeoPackage (id field ``fid``, QGIS's default format), two methods (the baseline and CaLLiPer, with their
-defaults) and three labels (population, robbery, crime incidents counted per block group).
+The pictures show the run ``make demo`` wrote (``out/demo/``: baseline, CaLLiPer, CooKIE, HAFusion, ReFound and
+fusion on the San Francisco sample, six labels), as the plugin shows it; nothing is run again, and nothing is
+written into the run's folder:
 
-- ``docs/images/run_dock.png``: the run dock filled in like that (methods from the real backend);
+- ``docs/images/run_dock.png``: the run dock set up like the demo run (the sample layers, the run's labels and
+  methods with their parameters, from its ``run.json``; methods from the real backend);
 - ``docs/images/results_map.png``: the run's results as the plugin loads them: the layer tree with the
-  run's group (one group per method, the clusters' legend naming each cluster in words) beside the map
-  canvas showing the first method's clusters only;
+  run's group (one group per method, the primary method's open with its clusters' legend naming each cluster
+  in words) beside the map canvas showing the primary method's clusters only;
 - ``docs/images/explorer.png``: the embedding explorer on that run, with a few regions selected;
 - ``docs/images/leaderboard.png``: the metrics dialog's summary tab (best method per label, the R2 chart);
-- ``docs/images/cluster_card.png``: the card of the largest cluster;
-- ``docs/images/similar_map.png``: the regions similar to one region (the worker's ``similar`` job), the
-  most similar outlined.
+- ``docs/images/cluster_card.png``: the card of cluster 0 of the primary method;
+- ``docs/images/similar_map.png``: the regions similar to one region (the worker's ``similar`` job, written
+  to ``out/screenshots/``), the most similar outlined.
 
-The run itself goes through the run dock and the real backend worker (a QgsTask, as in QGIS) into
-``out/screenshots/sf_sample/`` and is reused when ``out/screenshots/sf_sample/regionlens.gpkg`` exists
-(delete ``out/screenshots`` to run it again: about two minutes on two CPU cores).
+Usage: ``scripts/screenshots.py [--run DIR]`` (default ``out/demo``; run ``make demo`` first).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,14 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+#: The run the pictures show (``make demo`` writes it).
+RUN_DIR = ROOT / "out" / "demo"
+#: Where the pictures' own outputs go (the similarity layer): never into the run's folder.
 SHOTS = ROOT / "out" / "screenshots"
-#: The run the pictures show (its folder name appears in the layer names).
-RUN_DIR = SHOTS / "sf_sample"
-#: The sample block groups saved as a GeoPackage, as a planner's own region layer would be.
-REGIONS_GPKG = SHOTS / "sf_block_groups.gpkg"
-REGIONS_TITLE = "Block groups (GeoPackage)"
-METHODS = ("baseline", "calliper")
-LABEL_FIELDS = ("Population", "Robbery")  # numeric fields of the block groups; crime incidents are counted
 IMAGES = ROOT / "docs" / "images"
 DOCK_WIDTH = 520  # wide enough for the layer names in the dropdowns
 
@@ -53,106 +49,85 @@ def _wait(app, seconds: float, until=lambda: False) -> bool:  # noqa: ANN001
     return until()
 
 
-def write_regions_gpkg(layer, path: Path):  # noqa: ANN001, ANN201
-    """Save ``layer`` as a GeoPackage the way QGIS's *Export › Save Features As* does (key column ``fid``)."""
-    from qgis.core import QgsProject, QgsVectorFileWriter, QgsVectorLayer
+def read_run(run_dir: Path) -> dict:
+    """The run's ``run.json``.
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    options = QgsVectorFileWriter.SaveVectorOptions()
-    options.driverName = "GPKG"
-    options.layerName = "block_groups"
-    options.actionOnExistingFile = QgsVectorFileWriter.ActionOnExistingFile.CreateOrOverwriteFile
-    error, message = QgsVectorFileWriter.writeAsVectorFormatV3(
-        layer, str(path), QgsProject.instance().transformContext(), options
-    )[:2]
-    if error != QgsVectorFileWriter.WriterError.NoError:
-        raise RuntimeError(f"Cannot write {path}: {message}")
-    regions = QgsVectorLayer(f"{path}|layername=block_groups", REGIONS_TITLE, "ogr")
-    if not regions.isValid() or "fid" not in regions.fields().names():
-        raise RuntimeError(f"{path} does not open as a GeoPackage layer with a fid field.")
-    return regions
+    Raises:
+        RuntimeError: If the folder holds no finished run (telling to run ``make demo`` first).
+    """
+    gpkg, manifest = run_dir / "regionlens.gpkg", run_dir / "run.json"
+    if not gpkg.is_file() or not manifest.is_file():
+        raise RuntimeError(f"No finished run in {run_dir} ({gpkg.name} and {manifest.name}): run `make demo` "
+                           "first, or pass --run <a run's output folder>.")
+    return json.loads(manifest.read_text(encoding="utf-8"))
 
 
 class _Plugin:
-    """What the run dock needs from the plugin: ``start_run`` queues a real :class:`plugin.tasks.RunTask`."""
+    """What the run dock needs from the plugin to show itself (nothing is run from it here)."""
 
     iface = None
-
-    def __init__(self) -> None:
-        self.tasks: list = []
 
     @staticmethod
     def ensure_backend(*_args: object, **_kwargs: object) -> bool:
         return True
 
-    def start_run(self, params, on_done=None):  # noqa: ANN001, ANN201
-        from qgis.core import QgsApplication
 
-        from plugin.tasks import RunTask
-
-        task = RunTask(params, on_finished=on_done, description=f"RegionLens: {Path(params.output_dir).name}")
-        self.tasks.append(task)
-        QgsApplication.taskManager().addTask(task)
-        return task
-
-
-def _run(app, dock) -> Path:  # noqa: ANN001
-    """Run the dock's choices into :data:`RUN_DIR` through the real worker; returns the GeoPackage."""
-    from plugin.input_export import remove_exported_inputs
-    from plugin.parameters import inputs_dir_for
-    from plugin.tasks import RunSucceeded
-
-    if RUN_DIR.exists():  # an unfinished earlier attempt (ours): start again
-        shutil.rmtree(RUN_DIR)
-    remove_exported_inputs(inputs_dir_for(RUN_DIR))  # its exported inputs too
-    shown = dock.output_file.filePath()
-    dock.output_file.setFilePath(str(RUN_DIR))
-    dock.refresh_validation()
-    print(f"Running {', '.join(METHODS)} on the sample city into {RUN_DIR} (a few minutes)...", flush=True)
-    task = dock.run()
-    if task is None:
-        raise RuntimeError(f"The run dock refused to start: {dock.stage_label.text()} {dock.problems}")
-    last = ""
-    while not _wait(app, 5.0, lambda: dock.task is None):
-        if dock.stage_label.text() != last:
-            last = dock.stage_label.text()
-            print(f"  {last}", flush=True)
-    outcome = dock.last_outcome
-    if not isinstance(outcome, RunSucceeded):
-        raise RuntimeError(f"The screenshot run did not succeed: {outcome}")
-    print(f"  {dock.stage_label.text()}", flush=True)
-    if dock.metrics_dialog is not None:
-        dock.metrics_dialog.close()
-    dock.output_file.setFilePath(shown)
-    return outcome.gpkg
+def _sample_layer(sample: dict, path: object) -> object:
+    """The loaded sample layer read from the file ``path`` names (by file name)."""
+    name = Path(str(path)).name
+    for layer in sample.values():
+        if Path(layer.source().split("|")[0]).name == name:
+            return layer
+    raise RuntimeError(f"The run read {name}, which is not one of the sample city's layers.")
 
 
-def shoot_run_dock(app, project, sample: dict, regions) -> object:  # noqa: ANN001
-    """Fill in the run dock as a planner would and save ``run_dock.png``; returns the dock."""
+def demo_choices(project, sample: dict, manifest: dict):  # noqa: ANN001, ANN201
+    """The run dock's choices that make the run of ``manifest`` (its inputs are the sample city's files)."""
+    from plugin.parameters import LabelChoice, MethodChoice, RunChoices
+    from plugin.ui.run_dock import suggested_output_folder
+
+    cfg = manifest["config"]
+    labels = []
+    for lab in cfg.get("labels") or []:
+        source = ({"field": lab["field"]} if lab.get("field")
+                  else {"points_layer_id": _sample_layer(sample, lab["points"]).id()})
+        labels.append(LabelChoice(**source, target=lab.get("target", "density"), log1p=bool(lab.get("log1p")),
+                                  name=lab["name"]))
+    pois, pred, k = cfg.get("pois") or {}, cfg.get("prediction") or {}, (cfg.get("clustering") or {}).get("k")
+    return RunChoices(
+        region_layer_id=_sample_layer(sample, cfg["regions"]["path"]).id(), region_id_field=cfg["regions"]["id_field"],
+        poi_layer_id=_sample_layer(sample, pois["path"]).id() if pois else "",
+        poi_category_field=pois.get("category_field") or "", poi_name_field=pois.get("name_field") or "",
+        raster_layer_ids=[_sample_layer(sample, r["path"]).id() for r in cfg.get("rasters") or []],
+        labels=labels,
+        methods=[MethodChoice(m["name"], int(m["dim"]), dict(m.get("params") or {})) for m in cfg["methods"]],
+        cluster_k=k if isinstance(k, int) else 0,
+        prediction_models=list(pred.get("models") or ["ridge"]), folds=int(pred.get("folds", 5)),
+        repeats=int(pred.get("repeats", 3)), spatial=bool(pred.get("spatial", True)),
+        coverage=float(pred.get("coverage", 0.9)), seed=int(cfg.get("seed", 0)),
+        output_dir=str(suggested_output_folder(project, Path(cfg["output_dir"]).name)),
+    )
+
+
+def shoot_run_dock(app, project, choices) -> object:  # noqa: ANN001
+    """The run dock set up with ``choices`` (as a planner would fill it in); saves ``run_dock.png``."""
     from qgis.core import QgsApplication
     from qgis.PyQt.QtCore import QSize
     from qgis.PyQt.QtWidgets import QScrollArea
 
-    from plugin.parameters import METHODS as REGISTRY
-    from plugin.parameters import LabelChoice, RunChoices
-    from plugin.ui.run_dock import RunDock, suggested_output_folder
+    from plugin.ui.run_dock import RunDock
 
     dock = RunDock(_Plugin(), project=project, fetch_info=True)
     manager = QgsApplication.taskManager()
     _wait(app, 0.5)
     _wait(app, 120, lambda: manager.countActiveTasks() == 0)  # methods from the backend's `info`
-    missing = [m for m in METHODS if m not in dock.method_sections]
+    missing = [m.name for m in choices.methods if m.name not in dock.method_sections]
     if missing:
         raise RuntimeError(f"The backend does not offer {', '.join(missing)}: {dock.backend_error}")
-    dock.set_choices(RunChoices(
-        region_layer_id=regions.id(), region_id_field="fid",
-        poi_layer_id=sample["pois"].id(), poi_category_field="category", poi_name_field="name",
-        raster_layer_ids=[sample["landsat"].id()],
-        labels=[LabelChoice(field=f) for f in LABEL_FIELDS]
-        + [LabelChoice(points_layer_id=sample["crime_incidents"].id(), name="incidents")],
-        methods=[REGISTRY.choice(m) for m in METHODS],
-        output_dir=str(suggested_output_folder(project, RUN_DIR.name)),
-    ))
+    dock.set_choices(choices)
+    shown = [m.name for m in dock.choices().methods]
+    if shown != [m.name for m in choices.methods]:
+        raise RuntimeError(f"The run dock shows methods {shown}, not the run's {[m.name for m in choices.methods]}.")
     dock.resize(QSize(DOCK_WIDTH, 1200))
     dock.show()
     _wait(app, 1.0)
@@ -160,7 +135,7 @@ def shoot_run_dock(app, project, sample: dict, regions) -> object:  # noqa: ANN0
     if problems:
         raise RuntimeError(f"The run dock shows problems: {problems}")
     scroll = dock.findChild(QScrollArea).verticalScrollBar()
-    while scroll.maximum() > 0 and dock.height() < 2400:  # tall enough to show the whole form unscrolled
+    while scroll.maximum() > 0 and dock.height() < 3200:  # tall enough to show the whole form unscrolled
         dock.resize(QSize(DOCK_WIDTH, dock.height() + scroll.maximum() + 4))
         _wait(app, 0.3)
     dock.grab().save(str(IMAGES / "run_dock.png"))
@@ -324,13 +299,21 @@ def shoot_similar(app, project, layers, images: Path = IMAGES, folder: Path = SH
     return path
 
 
-def main() -> int:
-    """Run (or reuse) the screenshot run and render the pictures; returns the exit code."""
+def main(argv: list[str] | None = None) -> int:
+    """Render the pictures of a finished run (default: the demo's); returns the exit code."""
     from qgis.core import QgsApplication, QgsProject
 
     from plugin.results import load_run_outputs
-    from plugin.sample_data import SAMPLE_GROUP, load_sample_data
+    from plugin.sample_data import load_sample_data
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=RUN_DIR, help=f"a run's output folder (default {RUN_DIR})")
+    run_dir = parser.parse_args(argv).run.resolve()
+    try:
+        manifest = read_run(run_dir)
+    except RuntimeError as exc:
+        print(f"screenshots: {exc}", file=sys.stderr)
+        return 2
     app = QgsApplication([], True)
     app.initQgis()
     try:
@@ -338,26 +321,18 @@ def main() -> int:
         project = QgsProject.instance()
         sample = load_sample_data(project)
         project.setCrs(sample["landsat"].crs())
-        regions = write_regions_gpkg(sample["block_groups"], REGIONS_GPKG)
-        project.removeMapLayer(sample["block_groups"].id())  # the planner's regions are the GeoPackage's
-        project.addMapLayer(regions, False)
-        project.layerTreeRoot().findGroup(SAMPLE_GROUP).insertLayer(0, regions)
-
-        dock = shoot_run_dock(app, project, sample, regions)
-        gpkg = RUN_DIR / "regionlens.gpkg"
-        if not gpkg.is_file():
-            gpkg = _run(app, dock)
-        else:
-            print(f"Reusing the run in {RUN_DIR} (delete it to run again).")
+        dock = shoot_run_dock(app, project, demo_choices(project, sample, manifest))
         dock.close()
         dock.disconnect_project()
         dock.deleteLater()
 
+        gpkg = run_dir / "regionlens.gpkg"
         layers = load_run_outputs(gpkg, project)
         shoot_results(app, project, layers)
         shoot_explorer(app, layers)
         shoot_leaderboard(app, gpkg)
         shoot_cluster_card(app, layers)
+        SHOTS.mkdir(parents=True, exist_ok=True)
         shoot_similar(app, project, layers)
     except RuntimeError as exc:
         print(f"screenshots: {exc}", file=sys.stderr)

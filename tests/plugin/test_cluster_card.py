@@ -118,3 +118,48 @@ def test_card_dialog_shows_renames_and_selects(qgis_new_project, run_gpkg: Path,
     dialog.name_edit.setText("")
     dialog.rename_button.click()
     assert "empty" in dialog.message_label.text()
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """The folder's files (SQLite's -wal and -shm companions of an open GeoPackage aside)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
+
+
+def test_rename_reaches_the_runs_clusters_json_and_profiles(qgis_new_project, make_run_gpkg, tmp_path: Path) -> None:
+    """The name is saved wherever the run keeps it: the method's card in clusters.json and its cluster profiles
+    (so a reopened run, its card and its report show it); the other method's copies are left alone."""
+    gpkg = make_run_gpkg(tmp_path / "run_rename", methods=("baseline", "calliper"))
+    cards = {m: {str(c): {"name": CLUSTER_NAMES[c], "size": 3, "features": [], "examples": []} for c in range(4)}
+             for m in ("baseline", "calliper")}
+    cards_path = gpkg.parent / "clusters.json"
+    cards_path.write_text(json.dumps(cards), encoding="utf-8")
+    layers = load_run_outputs(gpkg, qgis_new_project)
+    shown_profiles = layers.layer("cluster_profiles", "calliper")
+    before = _files(gpkg.parent)
+    rename_cluster(layers.layer("clusters", "calliper"), 2, "schools & parks")
+    saved = json.loads(cards_path.read_text(encoding="utf-8"))
+    assert saved["calliper"]["2"]["name"] == "schools & parks"
+    cards["calliper"]["2"]["name"] = "schools & parks"
+    assert saved == cards  # nothing else in the file changed
+    assert set(_names_in_file(gpkg, "clusters_calliper").values()) >= {"schools & parks"}
+    profiles = QgsVectorLayer(f"{gpkg}|layername=cluster_profiles_calliper", "check", "ogr")
+    names = {f["cluster"]: f["cluster_name"] for f in profiles.getFeatures()}
+    assert names == {**dict(enumerate(CLUSTER_NAMES)), 2: "schools & parks"}
+    assert {f["cluster"]: f["cluster_name"] for f in shown_profiles.getFeatures()}[2] == "schools & parks"
+    baseline = QgsVectorLayer(f"{gpkg}|layername=cluster_profiles", "check", "ogr")
+    assert {f["cluster"]: f["cluster_name"] for f in baseline.getFeatures()} == dict(enumerate(CLUSTER_NAMES))
+    assert sorted(_files(gpkg.parent)) == sorted(before)  # no file created (and no temporary one left)
+    # A card opened now, and the run opened again, show the new name.
+    reopened = load_run_outputs(gpkg, qgis_new_project).layer("clusters", "calliper")
+    assert cluster_cards(reopened)[2].name == "schools & parks"
+    assert _legend(reopened)[2] == "Cluster 2 \u2014 schools & parks"
+
+
+def test_rename_of_a_run_without_clusters_json_creates_none(qgis_new_project, run_gpkg: Path) -> None:
+    clusters = load_run_outputs(run_gpkg, qgis_new_project)["clusters"]
+    before = sorted(_files(run_gpkg.parent))
+    rename_cluster(clusters, 0, "harbour")
+    assert sorted(_files(run_gpkg.parent)) == before
+    profiles = QgsVectorLayer(f"{run_gpkg}|layername=cluster_profiles", "check", "ogr")
+    assert {f["cluster_name"] for f in profiles.getFeatures() if f["cluster"] == 0} == {"harbour"}

@@ -125,8 +125,8 @@ def shoot_run_dock(app, project, choices) -> object:  # noqa: ANN001
     if missing:
         raise RuntimeError(f"The backend does not offer {', '.join(missing)}: {dock.backend_error}")
     dock.set_choices(choices)
-    shown = [m.name for m in dock.choices().methods]
-    if shown != [m.name for m in choices.methods]:
+    shown = sorted(m.name for m in dock.choices().methods)  # the dock lists them in its own order
+    if shown != sorted(m.name for m in choices.methods):
         raise RuntimeError(f"The run dock shows methods {shown}, not the run's {[m.name for m in choices.methods]}.")
     dock.resize(QSize(DOCK_WIDTH, 1200))
     dock.show()
@@ -185,8 +185,8 @@ def shoot_results(app, project, layers) -> None:  # noqa: ANN001
     window.resize(QSize(1560, 780))
     window.show()
     _wait(app, 0.5)
-    for name in layers.methods[1:]:  # the other methods' groups open too: each holds the same kinds of layers
-        layers.group.findGroup(name).setExpanded(True)
+    for name in layers.methods[1:]:  # the other methods' groups closed, as the plugin loads them: all show
+        layers.group.findGroup(name).setExpanded(False)
     tree.scrollToTop()
     extent = QgsRectangle(clusters.extent())
     extent.scale(1.03)
@@ -302,6 +302,7 @@ def shoot_similar(app, project, layers, images: Path = IMAGES, folder: Path = SH
 def main(argv: list[str] | None = None) -> int:
     """Render the pictures of a finished run (default: the demo's); returns the exit code."""
     from qgis.core import QgsApplication, QgsProject
+    from qgis.PyQt.QtCore import QEvent
 
     from plugin.results import load_run_outputs
     from plugin.sample_data import load_sample_data
@@ -339,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         app.processEvents()
+        # Delete the closed widgets (deleteLater) before the project drops its layers: the closed explorer's
+        # layer combos would otherwise react to the layers going and crash the process.
+        app.sendPostedEvents(None, QEvent.Type.DeferredDelete)
         QgsProject.instance().clear()
     return 0
 

@@ -163,3 +163,35 @@ def test_rename_of_a_run_without_clusters_json_creates_none(qgis_new_project, ru
     assert sorted(_files(run_gpkg.parent)) == before
     profiles = QgsVectorLayer(f"{run_gpkg}|layername=cluster_profiles", "check", "ogr")
     assert {f["cluster_name"] for f in profiles.getFeatures() if f["cluster"] == 0} == {"harbour"}
+
+
+def test_a_rename_in_the_plugin_rewrites_the_report(qgis_iface, qgis_new_project, make_run_gpkg, backend_python: Path,
+                                                   tmp_path: Path, qtbot, monkeypatch) -> None:
+    """A rename in a card opened by the plugin runs the worker's ``report`` job on the run; a second rename while it
+    runs is not lost: one more job follows, and the report ends with the last name."""
+    from plugin import main as plugin_main
+    from plugin.main import RegionLensPlugin
+
+    monkeypatch.setattr(plugin_main, "find_backend_python", lambda: backend_python)
+    gpkg = make_run_gpkg(tmp_path / "run_report")
+    folder = gpkg.parent
+    cards = {"baseline": {str(c): {"name": CLUSTER_NAMES[c], "size": 3, "features": [], "examples": []}
+                          for c in range(4)}}
+    (folder / "clusters.json").write_text(json.dumps(cards), encoding="utf-8")
+    (folder / "run.json").write_text(json.dumps({"primary_method": "baseline", "methods": ["baseline"]}))
+    (folder / "report.html").write_text("<p>the run's report</p>", encoding="utf-8")
+    plugin = RegionLensPlugin(qgis_iface)
+    try:
+        clusters = plugin.open_run_results(gpkg)["clusters"]
+        card = plugin.open_cluster_card(clusters, 1)
+        card.rename("tram depot")
+        first = plugin.report_tasks[folder.resolve()]
+        assert plugin.update_report(folder) is first  # renamed again meanwhile: queued, not run at once
+        card.rename("tram depot & market")
+        qtbot.waitUntil(lambda: folder.resolve() in plugin.report_tasks
+                        and plugin.report_tasks[folder.resolve()] is not first, timeout=60_000)
+        qtbot.waitUntil(lambda: not plugin.report_tasks, timeout=60_000)
+        page = (folder / "report.html").read_text(encoding="utf-8")
+        assert "Cluster 1: tram depot &amp; market" in page and "Cluster 0: " + CLUSTER_NAMES[0] in page
+    finally:
+        plugin.unload()

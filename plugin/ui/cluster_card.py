@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from qgis.core import QgsVectorLayer
 from qgis.gui import QgsLayerTreeView
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QEvent, QModelIndex, QObject, Qt
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
@@ -269,5 +270,5 @@ class LegendCardMenu(QObject):
         if menu is None:
             return False
         menu.exec(event.globalPos())
-        menu.deleteLater()
+        sip.delete(menu)  # as QGIS deletes the menus of its layer tree after they close
         return True

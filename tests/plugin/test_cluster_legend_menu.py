@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import QgsLayerTreeModel, QgsProject
-from qgis.gui import QgsLayerTreeView
+from qgis.gui import QgsLayerTreeView, QgsLayerTreeViewMenuProvider
 from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtGui import QContextMenuEvent
-from qgis.PyQt.QtWidgets import QApplication
+from qgis.PyQt.QtWidgets import QApplication, QMenu
 
 from plugin.clusters import legend_node_cluster
 from plugin.main import RegionLensPlugin
@@ -73,6 +73,34 @@ def test_menu_for_a_cluster_class_adds_the_card_action(qgis_new_project: QgsProj
     assert menus.menu_for(layer_index) is None  # the layer's own menu has its RegionLens submenu
     predictions_index = view.legendNode2index(_legend_nodes(view, layers["predictions"])[0])
     assert menus.menu_for(predictions_index) is None
+
+
+class _QgisMenu(QgsLayerTreeViewMenuProvider):
+    """Stands for QGIS's own menu provider: a menu with one action of its own, built for the current node."""
+
+    def __init__(self, view: QgsLayerTreeView) -> None:
+        super().__init__()
+        self.view = view
+        self.built_for: list = []
+
+    def createContextMenu(self) -> QMenu:  # noqa: N802 - QGIS API
+        self.built_for.append(self.view.currentLegendNode())
+        menu = QMenu()
+        menu.addAction("Edit symbol\u2026")
+        return menu
+
+
+def test_the_card_action_follows_qgis_own_menu(qgis_new_project: QgsProject, run_gpkg: Path, qtbot) -> None:
+    clusters = load_run_outputs(run_gpkg, qgis_new_project)["clusters"]
+    view = _view(qgis_new_project, qtbot)
+    provider = _QgisMenu(view)
+    view.setMenuProvider(provider)  # the view owns it, as QGIS's view owns its provider
+    menus = LegendCardMenu(view, lambda layer, cluster: None)
+    node = _legend_nodes(view, clusters)[1]
+    assert _right_click(view, view.legendNode2index(node)) == [
+        "Edit symbol\u2026", "", CARD_ACTION_TEXT]  # QGIS's actions, a separator, the card
+    assert provider.built_for == [node]
+    menus.remove()
 
 
 def _right_click(view: QgsLayerTreeView, index) -> list[str]:  # noqa: ANN001

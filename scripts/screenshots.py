@@ -13,7 +13,9 @@ written into the run's folder:
 - ``docs/images/leaderboard.png``: the metrics dialog's summary tab (best method per label, the R2 chart);
 - ``docs/images/cluster_card.png``: the card of cluster 0 of the primary method;
 - ``docs/images/similar_map.png``: the regions similar to one region (the worker's ``similar`` job, written
-  to ``out/screenshots/``), the most similar outlined.
+  to ``out/screenshots/``), the most similar outlined;
+- ``docs/images/interval_map.png``: the primary method's population predictions in the *Interval width*
+  style (how wide each region's prediction interval is), with its legend.
 
 Usage: ``scripts/screenshots.py [--run DIR]`` (default ``out/demo``; run ``make demo`` first).
 """
@@ -299,6 +301,28 @@ def shoot_similar(app, project, layers, images: Path = IMAGES, folder: Path = SH
     return path
 
 
+def shoot_interval_map(layers, coverage: float, images: Path = IMAGES,  # noqa: ANN001
+                       label: str = "population") -> Path:
+    """The primary method's predictions of ``label`` in the interval-width style (intervals of nominal
+    ``coverage``); saves ``interval_map.png``."""
+    from plugin.render_demo import render_layer
+    from plugin.styling import INTERVAL_STYLE
+
+    predictions = layers.layer("predictions", label=label)
+    if predictions is None or INTERVAL_STYLE not in predictions.styleManager().styles():
+        raise RuntimeError(f"The run has no {label} predictions with intervals (the {INTERVAL_STYLE} style).")
+    manager = predictions.styleManager()
+    shown = manager.currentStyle()
+    manager.setCurrentStyle(INTERVAL_STYLE)
+    try:
+        path = render_layer(predictions, images / "interval_map.png", size=(900, 760),
+                            title=f"{label}: {round(100 * coverage)} % interval width ({layers.methods[0]})")
+    finally:
+        manager.setCurrentStyle(shown)
+    print(path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     """Render the pictures of a finished run (default: the demo's); returns the exit code."""
     from qgis.core import QgsApplication, QgsProject
@@ -333,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         shoot_explorer(app, layers)
         shoot_leaderboard(app, gpkg)
         shoot_cluster_card(app, layers)
+        shoot_interval_map(layers, float((manifest["config"].get("prediction") or {}).get("coverage", 0.9)))
         SHOTS.mkdir(parents=True, exist_ok=True)
         shoot_similar(app, project, layers)
     except RuntimeError as exc:

@@ -39,15 +39,12 @@ class BaselineParams(EmbedderParams):
         "Above 0: add the mean features of the regions within this many metres (0 = none).", minimum=0.0)
 
 
-class BaselineEmbedder(Embedder):
+class BaselineEmbedder(Embedder[BaselineParams]):
     """Standardised, view-balanced concatenation of the raw views reduced to ``dim`` by PCA."""
 
     name = DEFAULT_METHOD
     title = "Baseline (views standardised, concatenated, PCA)"
     uses_views = ("poi_counts", "image_stats", "landuse", "mobility", "embedding")
-    min_views = 1
-    Params = BaselineParams
-    params: BaselineParams
     deterministic = True  # no random choice: every seed gives the same embedding
 
     def standardised(self, views: Views) -> np.ndarray:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backend.errors import ConfigError, InputError
+from backend.errors import InputError
 from backend.models._base import Embedder, EmbedderParams, param
 from backend.models.baseline import BaselineEmbedder
 from backend.progress import Progress
@@ -53,25 +53,25 @@ class FusionParams(EmbedderParams):
     inner_folds: int = param(5, "Inner folds", "Folds of the nested cross-validation that chooses the blocks "
                              "inside each training fold", minimum=2, maximum=20)
 
+    def checks(self) -> list[tuple[bool, str]]:
+        return [(isinstance(self.inner_folds, int) and self.inner_folds >= 2,
+                 f"inner_folds must be an integer of at least 2, not {self.inner_folds!r}")]
 
-class FusionEmbedder(Embedder):
+
+class FusionEmbedder(Embedder[FusionParams]):
     """Blocks of the other methods and the raw views with spatial context; stacked per label."""
 
     name = "fusion"
     title = "Fusion (the run's other methods and raw views, spatial context, chosen per label)"
     uses_views = ("poi_counts", "image_stats", "landuse", "mobility", "embedding")
     min_views = 0
-    Params = FusionParams
     combines_methods = True
-    params: FusionParams
     default_dim = 64
     deterministic = True
 
-    def __init__(self, dim: int = 64, seed: int = 0, device: str = "auto", **params: Any) -> None:
-        super().__init__(dim=dim, seed=seed, device=device, **params)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.context_spec: ContextSpec | None = parse_context(self.params.context, "fusion: context")
-        if not isinstance(self.params.inner_folds, int) or self.params.inner_folds < 2:
-            raise ConfigError(f"fusion: inner_folds must be an integer of at least 2, not {self.params.inner_folds!r}.")
         self.sources: dict[str, pd.DataFrame] = {}
         self.source_members: dict[str, list[pd.DataFrame]] = {}
         self.source_names: list[str] = []

@@ -34,20 +34,17 @@ class PretrainedParams(EmbedderParams):
                       "Reduce the satellite embedding to the embedding size by PCA (off: every band's mean is kept)")
 
 
-class PretrainedEmbedder(Embedder):
+class PretrainedEmbedder(Embedder[PretrainedParams]):
     """The satellite-embedding view as the embedding (optionally PCA to ``dim``)."""
 
     name = "pretrained"
     title = "Pretrained (satellite-embedding raster such as AlphaEarth or TESSERA: region means, no training)"
     uses_views = ("embedding",)
-    min_views = 1
-    Params = PretrainedParams
-    params: PretrainedParams
     default_dim = 64
     deterministic = True
 
-    def __init__(self, dim: int = 64, seed: int = 0, device: str = "auto", **params: Any) -> None:
-        super().__init__(dim=dim, seed=seed, device=device, **params)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self._mean = np.zeros(0)
         self._components: np.ndarray | None = None
 

@@ -58,7 +58,7 @@ from backend.models import EMBEDDERS, get_embedder  # noqa: E402
 from backend.models.cookie import CooKIEEmbedder  # noqa: E402
 from backend.models.cookie.model import count_flops, count_parameters, objective_counts  # noqa: E402
 from backend.views._base import Views  # noqa: E402
-from bench._scoring import ridge1_scores, summary, write_results  # noqa: E402
+from bench._scoring import finish, ridge1_scores, summary  # noqa: E402
 
 GROWTH_ORDER = ("poi", "image", "landuse", "mobility", "poi_text")
 METRICS = ("mae", "rmse", "r2")
@@ -338,10 +338,7 @@ def main() -> int:
           f"{args.folds}-fold CV; device {args.device}, {args.threads} torch thread(s)")
     print_results(results, task_names, [("r2", 3)] if coords is not None else [("mae", 1), ("rmse", 1), ("r2", 3)])
     print_cost(cost)
-    print(f"\ntotal {cost['total_seconds']} s")
-    if args.json:
-        write_results(args.json, results, runs, cost=cost)
-    return 0
+    return finish(args.json, results, runs, f"{cost['total_seconds']} s", cost=cost)
 
 
 if __name__ == "__main__":

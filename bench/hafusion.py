@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from backend.models import BaselineEmbedder, Embedder, HAFusionEmbedder  # noqa: E402
 from backend.views._base import Views  # noqa: E402
-from bench._scoring import ridge1_scores, summary  # noqa: E402
+from bench._scoring import finish, ridge1_scores, summary  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "hafusion_nyc"
 TASKS = {"checkIn": "check_counts", "crime": "crime_counts", "serviceCall": "serviceCall_counts"}
@@ -491,11 +491,7 @@ def main() -> int:
               f"labels {sorted(labels)}", flush=True)
         results, runs = run_accuracy(args, views, labels)
         print_accuracy(results, list(labels))
-    print(f"\nTotal {time.perf_counter() - t0:.0f} s")
-    if args.json and results:
-        args.json.write_text(json.dumps(results, indent=2))
-        args.json.with_suffix(".runs.json").write_text(json.dumps(runs, indent=2))
-    return 0
+    return finish(args.json if results else None, results, runs, f"{time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

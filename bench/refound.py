@@ -70,7 +70,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backend.views._base import Views  # noqa: E402
-from bench._scoring import summary, write_results  # noqa: E402
+from bench._scoring import finish, summary  # noqa: E402
 from bench.cookie import Task  # noqa: E402  (shared with the CooKIE bench)
 from bench.cookie import load_sf as load_cookie_sf  # noqa: E402
 
@@ -459,10 +459,7 @@ def main() -> int:
           f"{args.folds}-fold CV; device {args.device}, {args.threads} torch thread(s)")
     print_results(results, list(tasks))
     print_speed(speed)
-    print(f"\ntotal {total} s (accuracy {runs['accuracy_seconds']} s)")
-    if args.json:
-        write_results(args.json, results, runs, speed=speed)
-    return 0
+    return finish(args.json, results, runs, f"{total} s (accuracy {runs['accuracy_seconds']} s)", speed=speed)
 
 
 if __name__ == "__main__":

@@ -136,7 +136,7 @@ class EmbedderParams:
 
     def checks(self) -> list[tuple[bool, str]]:
         """``(ok, message)`` per rule the values must keep; the embedder raises a ConfigError with the message of
-        the first rule broken. None by default."""
+        the first rule broken. No rule by default."""
         return []
 
 

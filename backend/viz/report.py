@@ -25,8 +25,10 @@ from regionlens_common import (
     CLUSTER_CARD_FEATURES,
     CLUSTER_CARDS_JSON,
     CLUSTER_FIELD,
+    LEADERBOARD_PNG,
     PRED,
     REPORT_HTML,
+    RUN_JSON,
     cluster_colour,
 )
 
@@ -272,7 +274,7 @@ def _figures(folder: Path, primary: str) -> str:
     figs = folder / "figures"
     if not figs.is_dir():
         return '<p class="muted">No figures (figures = false).</p>'
-    first = ["leaderboard.png", "cluster_map.png", "prediction_maps.png"]
+    first = [LEADERBOARD_PNG, "cluster_map.png", "prediction_maps.png"]
     paths = [figs / f for f in first if (figs / f).is_file()]
     paths += sorted(p for p in figs.glob("*.png") if p.name not in first)
     return "".join(_image(p, p.stem.replace("_", " ")) for p in paths)
@@ -285,7 +287,7 @@ def write_report(folder: str | Path) -> Path:
         OSError, ValueError: If the folder holds no readable run.json.
     """
     folder = Path(folder)
-    manifest = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    manifest = json.loads((folder / RUN_JSON).read_text(encoding="utf-8"))
     cards_path = folder / CLUSTER_CARDS_JSON
     cards = json.loads(cards_path.read_text(encoding="utf-8")) if cards_path.is_file() else {}
     primary = str(manifest.get("primary_method", ""))
@@ -326,8 +328,6 @@ def plot_run_figures(figures_dir: Path, rows: Sequence[Mapping[str, Any]], model
     """The report's figures of a run: ``leaderboard.png``, ``cluster_map.png`` and ``prediction_maps.png`` (the
     primary method's); returns the paths written."""
     import geopandas as gpd
-
-    from regionlens_common import LEADERBOARD_PNG
 
     out: list[Path | None] = []
     if model is not None:

@@ -32,6 +32,14 @@ def write_results(path: Path, results: dict[str, Any], runs: dict[str, Any], **e
     path.with_suffix(".runs.json").write_text(json.dumps(runs, indent=2, default=str))
 
 
+def cell(vals: list[float | None], digits: int) -> str:
+    """A table cell ``mean ± std`` of a ``[mean, std]`` pair (``mean`` alone without a std; a dash without a mean)."""
+    mean, std = vals
+    if mean is None:
+        return "–"
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
 def finish(json_path: Path | None, results: dict[str, Any], runs: dict[str, Any], total: str,
            **extra: dict[str, Any]) -> int:
     """A bench's last step: print the ``total`` time and, where ``--json`` named a file, write the JSON outputs

@@ -25,6 +25,8 @@ from backend.views.build import VIEW_SOURCES  # view -> configuration section it
 from regionlens_common import embedding_column
 
 __all__ = [
+    "CONFIG_FILE",
+    "WEIGHTS_FILE",
     "INPUT_FIELDS",
     "Embedder",
     "EmbedderParams",
@@ -37,6 +39,11 @@ __all__ = [
     "param",
     "text_encoder_param",
 ]
+
+#: A saved model's parameters, vocabulary and inputs (:meth:`Embedder.save`).
+CONFIG_FILE = "config.json"
+#: A saved model's arrays (safetensors; no pickle), next to :data:`CONFIG_FILE`.
+WEIGHTS_FILE = "weights.safetensors"
 
 #: How to name each source when asking the user to add it.
 SOURCE_NAMES: dict[str, str] = {
@@ -320,7 +327,7 @@ class Embedder(ABC, Generic[P]):
             "inputs": self.inputs(),
             "history": self.history,
         }
-        (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
         self._save_weights(folder)
         return folder
 
@@ -328,7 +335,7 @@ class Embedder(ABC, Generic[P]):
     def load(cls, path: str | Path) -> Embedder:
         """Load an embedder written by :meth:`save` (weights loaded without pickle)."""
         folder = Path(path)
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         if config.get("name") != cls.name:
             raise ConfigError(f"{folder} holds a '{config.get('name')}' model, not '{cls.name}'.")
         model = cls(dim=config["dim"], seed=config["seed"], device=config.get("device", "auto"), **config["params"])

@@ -23,12 +23,11 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
+from backend.models._base import WEIGHTS_FILE
 from backend.models._distributed import Ranks, run_data_parallel
 
-__all__ = ["WEIGHTS_FILE", "Ranks", "TrainedNetwork", "make_optimizer", "plateau", "run_data_parallel", "seeded"]
+__all__ = ["Ranks", "TrainedNetwork", "make_optimizer", "plateau", "run_data_parallel", "seeded"]
 
-#: The network's weights (and any other arrays a method keeps), next to ``config.json``.
-WEIGHTS_FILE = "weights.safetensors"
 _NET = "net."  # prefix of the network's own tensors in the weights file
 
 N = TypeVar("N")

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from backend.errors import InputError
-from backend.models._base import Embedder, EmbedderParams, param
+from backend.models._base import WEIGHTS_FILE, Embedder, EmbedderParams, param
 from backend.models.baseline import BaselineEmbedder
 from backend.progress import Progress
 from backend.tasks.context import CONTEXT_PRESETS, ContextSpec, SpatialContext, append_context, parse_context
@@ -161,7 +161,7 @@ class FusionEmbedder(Embedder[FusionParams]):
         for k in self._block_mean:
             tensors[f"mean.{k}"] = self._block_mean[k]
             tensors[f"scale.{k}"] = np.array([self._block_scale[k]])
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(folder / "weights.safetensors"))
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(folder / WEIGHTS_FILE))
         (folder / FUSION_FILE).write_text(json.dumps({"sources": self.source_names, "views": list(self._views),
                                                       "blocks": list(self._block_mean)}, indent=2), encoding="utf-8")
 
@@ -171,7 +171,7 @@ class FusionEmbedder(Embedder[FusionParams]):
         meta = json.loads((folder / FUSION_FILE).read_text(encoding="utf-8"))
         self.source_names = list(meta["sources"])
         self._views = {v: BaselineEmbedder.load(folder / f"view_{v}") for v in meta["views"]}
-        t = load_file(str(folder / "weights.safetensors"))
+        t = load_file(str(folder / WEIGHTS_FILE))
         self._components = t["components"]
         self._block_mean = {k: t[f"mean.{k}"] for k in meta["blocks"]}
         self._block_scale = {k: float(t[f"scale.{k}"][0]) for k in meta["blocks"]}

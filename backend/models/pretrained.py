@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from backend.errors import InputError
-from backend.models._base import Embedder, EmbedderParams, param
+from backend.models._base import WEIGHTS_FILE, Embedder, EmbedderParams, param
 from backend.progress import Progress
 from backend.views._base import Views
 
@@ -93,11 +93,11 @@ class PretrainedEmbedder(Embedder[PretrainedParams]):
         tensors = {"mean": np.ascontiguousarray(self._mean)}
         if self._components is not None:
             tensors["components"] = np.ascontiguousarray(self._components)
-        save_file(tensors, str(folder / "weights.safetensors"))
+        save_file(tensors, str(folder / WEIGHTS_FILE))
 
     def _load_weights(self, folder: Path) -> None:
         from safetensors.numpy import load_file
 
-        t = load_file(str(folder / "weights.safetensors"))
+        t = load_file(str(folder / WEIGHTS_FILE))
         self._mean = t["mean"]
         self._components = t.get("components")

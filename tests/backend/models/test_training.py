@@ -13,7 +13,8 @@ import torch
 
 from backend.errors import ConfigError
 from backend.models import get_embedder
-from backend.models._training import WEIGHTS_FILE, TrainedNetwork, make_optimizer, plateau, seeded
+from backend.models._base import WEIGHTS_FILE
+from backend.models._training import TrainedNetwork, make_optimizer, plateau, seeded
 from backend.progress import Progress
 from tests.backend.models.tiny_city import (
     SHORT_RUNS,

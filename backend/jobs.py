@@ -26,6 +26,7 @@ import pandas as pd
 from backend.config import LabelSpec, RegionsSource, check_value
 from backend.errors import ConfigError, InputError
 from backend.io.outputs import OutputFile, prediction_columns, write_layer, write_table
+from backend.models._base import CONFIG_FILE
 from backend.pipeline import (
     check_finite,
     cluster_embedding,
@@ -322,8 +323,8 @@ def _load_saved(folder: Path, device: str) -> tuple[Any, dict[str, Any]]:
     """The saved model in ``folder`` and, for fusion, the saved models of its run it combines (beside it)."""
     from backend.models import load_embedder
 
-    if not (folder / "config.json").is_file():
-        raise InputError(f"{folder} holds no saved RegionLens model (no config.json). Choose a folder "
+    if not (folder / CONFIG_FILE).is_file():
+        raise InputError(f"{folder} holds no saved RegionLens model (no {CONFIG_FILE}). Choose a folder "
                          "<run output>/models/<method>/ written by a run.")
     model = load_embedder(str(folder))
     model.device, model.device_used = device, None

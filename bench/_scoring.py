@@ -32,6 +32,24 @@ def write_results(path: Path, results: dict[str, Any], runs: dict[str, Any], **e
     path.with_suffix(".runs.json").write_text(json.dumps(runs, indent=2, default=str))
 
 
+def cell(vals: list[float | None], digits: int) -> str:
+    """A table cell ``mean ± std`` of a ``[mean, std]`` pair (``mean`` alone without a std; a dash without a mean)."""
+    mean, std = vals
+    if mean is None:
+        return "–"
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def finish(json_path: Path | None, results: dict[str, Any], runs: dict[str, Any], total: str,
+           **extra: dict[str, Any]) -> int:
+    """A bench's last step: print the ``total`` time and, where ``--json`` named a file, write the JSON outputs
+    (:func:`write_results`); returns the exit status."""
+    print(f"\ntotal {total}")
+    if json_path is not None:
+        write_results(json_path, results, runs, **extra)
+    return 0
+
+
 def ridge1_scores(x: np.ndarray, y: np.ndarray, folds: int, fold_seeds: list[int]) -> list[dict[str, float]]:
     """Per fold seed: the public HAFusion code's regressor (Ridge(alpha=1), unscaled, negative predictions
     clipped to 0) under the backend's shuffled K-fold (fold seeds ``fold_seeds[0]``, ``+ 1``, ...)."""

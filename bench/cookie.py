@@ -58,7 +58,7 @@ from backend.models import EMBEDDERS, get_embedder  # noqa: E402
 from backend.models.cookie import CooKIEEmbedder  # noqa: E402
 from backend.models.cookie.model import count_flops, count_parameters, objective_counts  # noqa: E402
 from backend.views._base import Views  # noqa: E402
-from bench._scoring import ridge1_scores, summary, write_results  # noqa: E402
+from bench._scoring import cell, finish, ridge1_scores, summary  # noqa: E402
 
 GROWTH_ORDER = ("poi", "image", "landuse", "mobility", "poi_text")
 METRICS = ("mae", "rmse", "r2")
@@ -254,17 +254,13 @@ def growth(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 # -------------------------------------------------------------------------------------------- print
-def _cell(vals: list[float], digits: int) -> str:
-    return f"{vals[0]:.{digits}f} ± {vals[1]:.{digits}f}"
-
-
 def print_results(results: dict[str, Any], tasks: list[str], metric_sets: list[tuple[str, int]]) -> None:
     for metric, digits in metric_sets:
         print(f"\n{metric.upper()} (mean ± std over training seeds x fold seeds)\n")
         print("| method | " + " | ".join(tasks) + " |")
         print("|---|" + "---|" * len(tasks))
         for key, per_task in results.items():
-            print(f"| {key} | " + " | ".join(_cell(per_task[t][metric], digits) if t in per_task else "-"
+            print(f"| {key} | " + " | ".join(cell(per_task[t][metric], digits) if t in per_task else "-"
                                              for t in tasks) + " |")
 
 
@@ -338,10 +334,7 @@ def main() -> int:
           f"{args.folds}-fold CV; device {args.device}, {args.threads} torch thread(s)")
     print_results(results, task_names, [("r2", 3)] if coords is not None else [("mae", 1), ("rmse", 1), ("r2", 3)])
     print_cost(cost)
-    print(f"\ntotal {cost['total_seconds']} s")
-    if args.json:
-        write_results(args.json, results, runs, cost=cost)
-    return 0
+    return finish(args.json, results, runs, f"{cost['total_seconds']} s", cost=cost)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from backend.models import BaselineEmbedder, Embedder, HAFusionEmbedder  # noqa: E402
 from backend.views._base import Views  # noqa: E402
-from bench._scoring import ridge1_scores, summary  # noqa: E402
+from bench._scoring import cell, finish, ridge1_scores, summary  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "hafusion_nyc"
 TASKS = {"checkIn": "check_counts", "crime": "crime_counts", "serviceCall": "serviceCall_counts"}
@@ -369,13 +369,6 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- printing
-def _cell(vals: list[float | None], digits: int) -> str:
-    mean, std = vals
-    if mean is None:
-        return "–"
-    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
 def print_accuracy(results: dict[str, Any], tasks: list[str]) -> None:
     """Markdown tables: one per regressor, rows = methods, columns = task metrics."""
     for reg, suffix in (("RidgeCV (standardised, inner LOO penalty)", ""),
@@ -392,7 +385,7 @@ def print_accuracy(results: dict[str, Any], tasks: list[str]) -> None:
             cells = []
             for t in tasks:
                 m = per.get(t, {"mae": [None, None], "rmse": [None, None], "r2": [None, None]})
-                cells += [_cell(m["mae"], 1), _cell(m["rmse"], 1), _cell(m["r2"], 3)]
+                cells += [cell(m["mae"], 1), cell(m["rmse"], 1), cell(m["r2"], 3)]
             print(f"| {name.removesuffix(suffix)} | " + " | ".join(cells) + " |")
 
 
@@ -491,11 +484,7 @@ def main() -> int:
               f"labels {sorted(labels)}", flush=True)
         results, runs = run_accuracy(args, views, labels)
         print_accuracy(results, list(labels))
-    print(f"\nTotal {time.perf_counter() - t0:.0f} s")
-    if args.json and results:
-        args.json.write_text(json.dumps(results, indent=2))
-        args.json.with_suffix(".runs.json").write_text(json.dumps(runs, indent=2))
-    return 0
+    return finish(args.json if results else None, results, runs, f"{time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backend.views._base import Views  # noqa: E402
-from bench._scoring import summary, write_results  # noqa: E402
+from bench._scoring import cell, finish, summary  # noqa: E402
 from bench.cookie import Task  # noqa: E402  (shared with the CooKIE bench)
 from bench.cookie import load_sf as load_cookie_sf  # noqa: E402
 
@@ -365,10 +365,6 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------------------- print
-def _cell(vals: list[float], digits: int) -> str:
-    return f"{vals[0]:.{digits}f} ± {vals[1]:.{digits}f}"
-
-
 def print_results(results: dict[str, Any], tasks: list[str]) -> None:
     main_task, others = tasks[0], tasks[1:]
     for protocol in ("shuffled", "spatial"):
@@ -383,9 +379,9 @@ def print_results(results: dict[str, Any], tasks: list[str]) -> None:
                 method = key
             if (protocol == "spatial") != (proto == "spatial"):
                 continue
-            cells = [_cell(per_task[main_task][m], d) if main_task in per_task else "-"
+            cells = [cell(per_task[main_task][m], d) if main_task in per_task else "-"
                      for m, d in (("mae", 3), ("rmse", 3), ("r2", 3))]
-            cells += [_cell(per_task[t]["r2"], 3) if t in per_task else "-" for t in others]
+            cells += [cell(per_task[t]["r2"], 3) if t in per_task else "-" for t in others]
             print(f"| {method} | " + " | ".join(cells) + " |")
 
 
@@ -459,10 +455,7 @@ def main() -> int:
           f"{args.folds}-fold CV; device {args.device}, {args.threads} torch thread(s)")
     print_results(results, list(tasks))
     print_speed(speed)
-    print(f"\ntotal {total} s (accuracy {runs['accuracy_seconds']} s)")
-    if args.json:
-        write_results(args.json, results, runs, speed=speed)
-    return 0
+    return finish(args.json, results, runs, f"{total} s (accuracy {runs['accuracy_seconds']} s)", speed=speed)
 
 
 if __name__ == "__main__":

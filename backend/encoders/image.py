@@ -19,9 +19,14 @@ from backend.encoders.cache import array_key, encoder_id, store
 from backend.errors import ConfigError
 from backend.progress import Progress
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "check_image_encoder", "image_features", "load_image_encoder"]
+__all__ = [
+    "DEFAULT_IMAGE_ENCODER", "IMAGENET_MEAN", "IMAGENET_STD", "check_image_encoder", "image_features",
+    "load_image_encoder",
+]
 
 #: ImageNet normalisation of the packaged EfficientNet-Lite0.
+#: The packaged image encoder every method uses by default.
+DEFAULT_IMAGE_ENCODER = "efficientnet-lite0"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -46,7 +51,7 @@ def check_image_encoder(encoder: str, who: str, others: str = "") -> None:
 def image_features(
     chips: np.ndarray,
     masks: np.ndarray | None,
-    encoder: str = "efficientnet-lite0",
+    encoder: str = DEFAULT_IMAGE_ENCODER,
     image_size: int = 224,
     cache_dir: Path | None = None,
     device: str = "cpu",

@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 from backend.errors import ConfigError
-from backend.models._base import Embedder, EmbedderParams, embedding_frame
+from backend.models._base import CONFIG_FILE, Embedder, EmbedderParams, embedding_frame
 from backend.models.baseline import BaselineEmbedder
 from backend.models.calliper import CaLLiPerEmbedder
 from backend.models.cookie import CooKIEEmbedder
@@ -112,7 +112,7 @@ def load_embedder(path: str) -> Any:
     import json
     from pathlib import Path
 
-    config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    config = json.loads((Path(path) / CONFIG_FILE).read_text(encoding="utf-8"))
     name = config.get("name", "")
     if name not in EMBEDDERS:
         raise ConfigError(f"{path} holds an unknown method '{name}'.")
@@ -140,7 +140,7 @@ def describe_saved_model(path: str) -> dict[str, Any]:
 
     folder = Path(path).expanduser()
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InputError(f"{folder} holds no saved RegionLens model (config.json unreadable: {exc}). Choose a "
                          "folder <run output>/models/<method>/ written by a run.") from exc

@@ -13,7 +13,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,8 @@ from backend.views.build import VIEW_SOURCES  # view -> configuration section it
 from regionlens_common import embedding_column
 
 __all__ = [
+    "CONFIG_FILE",
+    "WEIGHTS_FILE",
     "INPUT_FIELDS",
     "Embedder",
     "EmbedderParams",
@@ -33,8 +35,15 @@ __all__ = [
     "describe_params",
     "embedding_frame",
     "inputs_for",
+    "cache_param",
     "param",
+    "text_encoder_param",
 ]
+
+#: A saved model's parameters, vocabulary and inputs (:meth:`Embedder.save`).
+CONFIG_FILE = "config.json"
+#: A saved model's arrays (safetensors; no pickle), next to :data:`CONFIG_FILE`.
+WEIGHTS_FILE = "weights.safetensors"
 
 #: How to name each source when asking the user to add it.
 SOURCE_NAMES: dict[str, str] = {
@@ -83,6 +92,19 @@ def param(
     return field(default=default, metadata=meta)
 
 
+def cache_param(holds: str) -> Any:
+    """The ``cache_dir`` parameter of a method that keeps encoder features on disk (``holds``: which ones)."""
+    return param("", "Cache folder", f"Cache for {holds}; empty = ~/.cache/regionlens, none = no cache.")
+
+
+def text_encoder_param() -> Any:
+    """The ``text_encoder`` parameter of a method that encodes POI texts with a frozen sentence encoder."""
+    from backend.encoders.text import DEFAULT_TEXT_ENCODER
+
+    return param(DEFAULT_TEXT_ENCODER, "Text encoder",
+                 "Frozen sentence encoder of the POI texts: a registry name or a local model folder.")
+
+
 def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return "bool"
@@ -119,6 +141,14 @@ class EmbedderParams:
     """Method-specific parameters; each embedder subclasses this with its own fields, each made with
     :func:`param` (default, label, one-line help, choices, range)."""
 
+    def checks(self) -> list[tuple[bool, str]]:
+        """``(ok, message)`` per rule the values must keep; the embedder raises a ConfigError with the message of
+        the first rule broken. No rule by default."""
+        return []
+
+
+P = TypeVar("P", bound=EmbedderParams)
+
 
 def embedding_frame(values: np.ndarray, region_ids: pd.Index) -> pd.DataFrame:
     """Wrap an N x d array as a frame indexed by ``region_id`` with columns ``emb_000`` ..."""
@@ -127,11 +157,12 @@ def embedding_frame(values: np.ndarray, region_ids: pd.Index) -> pd.DataFrame:
     return pd.DataFrame(np.asarray(values, dtype=np.float64), index=idx, columns=cols)
 
 
-class Embedder(ABC):
-    """Learns one vector per region.
+class Embedder(ABC, Generic[P]):
+    """Learns one vector per region. A method subclasses ``Embedder[ItsParams]``: the type argument is its
+    :attr:`Params` dataclass.
 
     Args:
-        dim: Size of the embedding.
+        dim: Size of the embedding; None = :attr:`default_dim`.
         seed: Seed for every random choice (weights, batches, sampling).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``; resolved at fit time.
         nproc: Training processes: above 1, methods with :attr:`distributed` train data-parallel
@@ -139,7 +170,7 @@ class Embedder(ABC):
         **params: Fields of the method's :attr:`Params` dataclass.
 
     Raises:
-        ConfigError: On unknown parameters.
+        ConfigError: On unknown parameters, or values that break a rule of :meth:`EmbedderParams.checks`.
     """
 
     #: Registry name.
@@ -162,7 +193,17 @@ class Embedder(ABC):
     #: True when training runs data-parallel over ``nproc`` processes (backend.models._distributed).
     distributed: ClassVar[bool] = False
 
-    def __init__(self, dim: int = 32, seed: int = 0, device: str = "auto", nproc: int = 1, **params: Any) -> None:
+    params: P
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in cls.__dict__.get("__orig_bases__", ()):
+            if get_origin(base) is Embedder:
+                (cls.Params,) = get_args(base)
+
+    def __init__(self, dim: int | None = None, seed: int = 0, device: str = "auto", nproc: int = 1,
+                 **params: Any) -> None:
+        dim = self.default_dim if dim is None else dim
         if int(dim) < 1:
             raise ConfigError(f"{self.name}: dim must be a positive integer, got {dim}.")
         known = {f.name for f in fields(self.Params)}
@@ -175,7 +216,10 @@ class Embedder(ABC):
             raise ConfigError(f"{self.name}: nproc must be a positive integer, got {nproc}.")
         self.device = device
         self.nproc = int(nproc)  # training processes (data-parallel where the method supports it)
-        self.params = self.Params(**params)
+        self.params = self.Params(**params)  # type: ignore[assignment]
+        for ok, message in self.params.checks():
+            if not ok:
+                raise ConfigError(f"{self.name}: {message}.")
         self.device_used: str | None = None
         self.history: list[float] = []  # training loss per epoch, when the method trains
         self.vocabulary: dict[str, list[str]] = {}  # view -> columns seen at fit time
@@ -283,7 +327,7 @@ class Embedder(ABC):
             "inputs": self.inputs(),
             "history": self.history,
         }
-        (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
         self._save_weights(folder)
         return folder
 
@@ -291,7 +335,7 @@ class Embedder(ABC):
     def load(cls, path: str | Path) -> Embedder:
         """Load an embedder written by :meth:`save` (weights loaded without pickle)."""
         folder = Path(path)
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         if config.get("name") != cls.name:
             raise ConfigError(f"{folder} holds a '{config.get('name')}' model, not '{cls.name}'.")
         model = cls(dim=config["dim"], seed=config["seed"], device=config.get("device", "auto"), **config["params"])

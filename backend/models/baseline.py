@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.models._base import Embedder, EmbedderParams, param
+from backend.models._base import WEIGHTS_FILE, Embedder, EmbedderParams, param
 from backend.progress import Progress
 from backend.views._base import Views
 from regionlens_common import DEFAULT_METHOD
@@ -39,15 +39,12 @@ class BaselineParams(EmbedderParams):
         "Above 0: add the mean features of the regions within this many metres (0 = none).", minimum=0.0)
 
 
-class BaselineEmbedder(Embedder):
+class BaselineEmbedder(Embedder[BaselineParams]):
     """Standardised, view-balanced concatenation of the raw views reduced to ``dim`` by PCA."""
 
     name = DEFAULT_METHOD
     title = "Baseline (views standardised, concatenated, PCA)"
     uses_views = ("poi_counts", "image_stats", "landuse", "mobility", "embedding")
-    min_views = 1
-    Params = BaselineParams
-    params: BaselineParams
     deterministic = True  # no random choice: every seed gives the same embedding
 
     def standardised(self, views: Views) -> np.ndarray:
@@ -134,12 +131,12 @@ class BaselineEmbedder(Embedder):
         for view in self.vocabulary:
             tensors[f"mean.{view}"] = np.asarray(self._mean[view], dtype=np.float64)
             tensors[f"std.{view}"] = np.asarray(self._std[view], dtype=np.float64)
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(folder / "weights.safetensors"))
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(folder / WEIGHTS_FILE))
 
     def _load_weights(self, folder: Path) -> None:
         from safetensors.numpy import load_file
 
-        t = load_file(str(folder / "weights.safetensors"))
+        t = load_file(str(folder / WEIGHTS_FILE))
         self._x_mean = t["x_mean"]
         self._components = t["components"]
         self._mean = {v: t[f"mean.{v}"] for v in self.vocabulary}

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from backend.errors import ConfigError
-from backend.models._base import Embedder, embedding_frame
+from backend.models._base import CONFIG_FILE, Embedder, embedding_frame
 from backend.progress import Progress
 from backend.views._base import Views
 
@@ -175,7 +175,7 @@ class SeedEnsemble:
                   "members": [f"member_{i}" for i in range(len(self.members))],
                   "params": asdict(first.params), "inputs": first.inputs(),  # as a single model's config.json
                   "vocabulary": self.vocabulary, "history": self.history}
-        (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
         return folder
 
     @classmethod
@@ -186,7 +186,7 @@ class SeedEnsemble:
         from backend.models import load_embedder
 
         folder = Path(path)
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         members = [load_embedder(str(folder / sub)) for sub in config["members"]]
         ens = cls(members)
         ens.history = list(config.get("history", []))

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backend.errors import ConfigError, InputError
-from backend.models._base import Embedder, EmbedderParams, param
+from backend.errors import InputError
+from backend.models._base import WEIGHTS_FILE, Embedder, EmbedderParams, param
 from backend.models.baseline import BaselineEmbedder
 from backend.progress import Progress
 from backend.tasks.context import CONTEXT_PRESETS, ContextSpec, SpatialContext, append_context, parse_context
@@ -53,25 +53,25 @@ class FusionParams(EmbedderParams):
     inner_folds: int = param(5, "Inner folds", "Folds of the nested cross-validation that chooses the blocks "
                              "inside each training fold", minimum=2, maximum=20)
 
+    def checks(self) -> list[tuple[bool, str]]:
+        return [(isinstance(self.inner_folds, int) and self.inner_folds >= 2,
+                 f"inner_folds must be an integer of at least 2, not {self.inner_folds!r}")]
 
-class FusionEmbedder(Embedder):
+
+class FusionEmbedder(Embedder[FusionParams]):
     """Blocks of the other methods and the raw views with spatial context; stacked per label."""
 
     name = "fusion"
     title = "Fusion (the run's other methods and raw views, spatial context, chosen per label)"
     uses_views = ("poi_counts", "image_stats", "landuse", "mobility", "embedding")
     min_views = 0
-    Params = FusionParams
     combines_methods = True
-    params: FusionParams
     default_dim = 64
     deterministic = True
 
-    def __init__(self, dim: int = 64, seed: int = 0, device: str = "auto", **params: Any) -> None:
-        super().__init__(dim=dim, seed=seed, device=device, **params)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.context_spec: ContextSpec | None = parse_context(self.params.context, "fusion: context")
-        if not isinstance(self.params.inner_folds, int) or self.params.inner_folds < 2:
-            raise ConfigError(f"fusion: inner_folds must be an integer of at least 2, not {self.params.inner_folds!r}.")
         self.sources: dict[str, pd.DataFrame] = {}
         self.source_members: dict[str, list[pd.DataFrame]] = {}
         self.source_names: list[str] = []
@@ -161,7 +161,7 @@ class FusionEmbedder(Embedder):
         for k in self._block_mean:
             tensors[f"mean.{k}"] = self._block_mean[k]
             tensors[f"scale.{k}"] = np.array([self._block_scale[k]])
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(folder / "weights.safetensors"))
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(folder / WEIGHTS_FILE))
         (folder / FUSION_FILE).write_text(json.dumps({"sources": self.source_names, "views": list(self._views),
                                                       "blocks": list(self._block_mean)}, indent=2), encoding="utf-8")
 
@@ -171,7 +171,7 @@ class FusionEmbedder(Embedder):
         meta = json.loads((folder / FUSION_FILE).read_text(encoding="utf-8"))
         self.source_names = list(meta["sources"])
         self._views = {v: BaselineEmbedder.load(folder / f"view_{v}") for v in meta["views"]}
-        t = load_file(str(folder / "weights.safetensors"))
+        t = load_file(str(folder / WEIGHTS_FILE))
         self._components = t["components"]
         self._block_mean = {k: t[f"mean.{k}"] for k in meta["blocks"]}
         self._block_scale = {k: float(t[f"scale.{k}"][0]) for k in meta["blocks"]}

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from backend.errors import InputError
-from backend.models._base import Embedder, EmbedderParams, param
+from backend.models._base import WEIGHTS_FILE, Embedder, EmbedderParams, param
 from backend.progress import Progress
 from backend.views._base import Views
 
@@ -34,20 +34,17 @@ class PretrainedParams(EmbedderParams):
                       "Reduce the satellite embedding to the embedding size by PCA (off: every band's mean is kept)")
 
 
-class PretrainedEmbedder(Embedder):
+class PretrainedEmbedder(Embedder[PretrainedParams]):
     """The satellite-embedding view as the embedding (optionally PCA to ``dim``)."""
 
     name = "pretrained"
     title = "Pretrained (satellite-embedding raster such as AlphaEarth or TESSERA: region means, no training)"
     uses_views = ("embedding",)
-    min_views = 1
-    Params = PretrainedParams
-    params: PretrainedParams
     default_dim = 64
     deterministic = True
 
-    def __init__(self, dim: int = 64, seed: int = 0, device: str = "auto", **params: Any) -> None:
-        super().__init__(dim=dim, seed=seed, device=device, **params)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self._mean = np.zeros(0)
         self._components: np.ndarray | None = None
 
@@ -96,11 +93,11 @@ class PretrainedEmbedder(Embedder):
         tensors = {"mean": np.ascontiguousarray(self._mean)}
         if self._components is not None:
             tensors["components"] = np.ascontiguousarray(self._components)
-        save_file(tensors, str(folder / "weights.safetensors"))
+        save_file(tensors, str(folder / WEIGHTS_FILE))
 
     def _load_weights(self, folder: Path) -> None:
         from safetensors.numpy import load_file
 
-        t = load_file(str(folder / "weights.safetensors"))
+        t = load_file(str(folder / WEIGHTS_FILE))
         self._mean = t["mean"]
         self._components = t.get("components")

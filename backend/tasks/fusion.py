@@ -36,9 +36,8 @@ import numpy as np
 from scipy.optimize import nnls
 from sklearn.model_selection import KFold
 
-from backend.progress import Progress
 from backend.tasks.prediction import (
-    MODELS,
+    CVSettings,
     FitPredict,
     PredictionResult,
     _checked,
@@ -212,25 +211,19 @@ def evaluate_fusion(
     blocks: Mapping[str, Block],
     y: np.ndarray,
     coords: np.ndarray | None,
-    models: Sequence[str] = MODELS,
-    folds: int = 5,
-    repeats: int = 3,
-    spatial: bool = True,
-    seed: int = 0,
     inner_folds: int = INNER_FOLDS,
-    progress: Progress | None = None,
     plans: Mapping[str, Sequence[np.ndarray]] | None = None,
-    coverage: float | None = None,
-    interval_model: str | None = None,
+    **settings: Any,
 ) -> tuple[PredictionResult, dict[str, FusionChoices]]:
     """Out-of-fold scores of fusion, on the same folds as :func:`~backend.tasks.prediction.evaluate_label`.
 
     Args:
         blocks: Block name -> N x d_b feature matrix (finite), or a seed ensemble's member matrices.
+        inner_folds: Folds of the nested cross-validation that chooses the stacking weights.
         plans: Fold plans to use instead of the shuffled/spatial ones (e.g. the public code's folds).
-        coverage, interval_model: CV+ intervals (as :func:`~backend.tasks.prediction.cross_validate`); inside
-            outer fold ``k`` their fits keep the stacking weights chosen on fold ``k``'s training rows and refit
-            the blocks (:func:`backend.tasks.intervals.cv_plus`).
+        **settings: The fields of :class:`~backend.tasks.prediction.CVSettings`. With ``coverage``, the CV+
+            interval fits inside outer fold ``k`` keep the stacking weights chosen on fold ``k``'s training rows
+            and refit the blocks (:func:`backend.tasks.intervals.cv_plus`).
         Others: as :func:`~backend.tasks.prediction.evaluate_label`.
 
     Returns:
@@ -239,14 +232,16 @@ def evaluate_fusion(
     Raises:
         ValueError: As :func:`~backend.tasks.prediction.evaluate_label`, or with no blocks.
     """
+    cv = CVSettings(**settings)
     if not blocks:
         raise ValueError("Fusion needs at least one block of features.")
     ya = np.asarray(y, dtype=float).ravel()
     for block in blocks.values():
         for x in _members(block):
-            _checked(x, ya, models, repeats, spatial and plans is None, coords)
+            _checked(x, ya, cv.models, cv.repeats, cv.spatial and plans is None, coords)
     if plans is None:
-        plans = fold_plans(len(ya), coords, folds, repeats, spatial, seed)
+        plans = fold_plans(len(ya), coords, cv.folds, cv.repeats, cv.spatial, cv.seed)
+    progress = cv.progress
     result_parts = []
     choices: dict[str, FusionChoices] = {}
     for i, (protocol, protocol_plans) in enumerate(plans.items()):
@@ -254,10 +249,10 @@ def evaluate_fusion(
         fp = fusion_fit_predict(blocks, ya, inner_folds, record)
         # each protocol its own share of the progress range, so the bar never steps back
         sub = None if progress is None else progress.sub(protocol, i / len(plans), (i + 1) / len(plans))
-        result_parts.append(cross_validate(fp, ya, {protocol: protocol_plans}, models, sub, seed=seed,
-                                           coverage=coverage, interval_model=interval_model))
+        result_parts.append(cross_validate(fp, ya, {protocol: protocol_plans}, cv.models, sub, seed=cv.seed,
+                                           coverage=cv.coverage, interval_model=cv.interval_model))
         choices[protocol] = record
-    return _merge(result_parts, models), choices
+    return _merge(result_parts, cv.models), choices
 
 
 def _merge(parts: list[PredictionResult], models: Sequence[str]) -> PredictionResult:

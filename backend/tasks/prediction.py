@@ -61,6 +61,7 @@ __all__ = [
     "FeatureGuard",
     "BLOCKS_PER_FOLD",
     "PredictionResult",
+    "CVSettings",
     "make_model",
     "regression_metrics",
     "shuffled_folds",
@@ -137,6 +138,32 @@ class FeatureGuard(TransformerMixin, BaseEstimator):
         if not len(self.keep_):
             return np.zeros((len(xa), 1))
         return np.clip((xa[:, self.keep_] - self.mean_) / self.scale_, -self.clip, self.clip)
+
+
+@dataclass(frozen=True)
+class CVSettings:
+    """How a label is cross-validated: the keyword arguments of :func:`evaluate_label` (and of
+    :func:`~backend.tasks.fusion.evaluate_fusion`, :func:`evaluate_ensemble`).
+
+    Attributes:
+        models: Names from :data:`MODELS`.
+        folds: Folds per repeat.
+        repeats: Repeats (seeds ``seed``, ``seed + 1``, ...) of each protocol.
+        spatial: Also run the spatially blocked protocol.
+        seed: Base seed of the fold assignment, the blocking and the gradient boosting.
+        progress: Reported once per fitted fold; its cancel event stops the evaluation.
+        coverage: Nominal coverage of CV+ prediction intervals for ``interval_model`` (None: no intervals).
+        interval_model: The regressor whose intervals are computed (default: the first of ``models``).
+    """
+
+    models: Sequence[str] = MODELS
+    folds: int = 5
+    repeats: int = 3
+    spatial: bool = True
+    seed: int = 0
+    progress: Progress | None = None
+    coverage: float | None = None
+    interval_model: str | None = None
 
 
 @dataclass
@@ -343,14 +370,7 @@ def evaluate_label(
     X: np.ndarray | list[np.ndarray],  # noqa: N803 (scikit-learn convention)
     y: np.ndarray,
     coords: np.ndarray | None,
-    models: Sequence[str] = MODELS,
-    folds: int = 5,
-    repeats: int = 3,
-    spatial: bool = True,
-    seed: int = 0,
-    progress: Progress | None = None,
-    coverage: float | None = None,
-    interval_model: str | None = None,
+    **settings: Any,
 ) -> PredictionResult:
     """Out-of-fold scores of every model under shuffled (and spatially blocked) repeated K-fold.
 
@@ -361,14 +381,8 @@ def evaluate_label(
         y: N model-space target values (no NaN: drop missing labels first, see
             :func:`backend.tasks.targets.make_target`).
         coords: N x 2 region coordinates for the spatial protocol; may be None when ``spatial`` is False.
-        models: Names from :data:`MODELS`.
-        folds: Folds per repeat.
-        repeats: Repeats (seeds ``seed``, ``seed + 1``, ...) of each protocol.
-        spatial: Also run the spatially blocked protocol.
-        seed: Base seed of the fold assignment, the blocking and the gradient boosting.
-        progress: Reported once per fitted fold; its cancel event stops the evaluation.
-        coverage: Nominal coverage of CV+ prediction intervals for ``interval_model`` (None: no intervals).
-        interval_model: The regressor whose intervals are computed (default: the first of ``models``).
+        **settings: The fields of :class:`CVSettings` (models, folds, repeats, spatial, seed, progress, coverage,
+            interval_model).
 
     Returns:
         The :class:`PredictionResult`.
@@ -378,24 +392,26 @@ def evaluate_label(
             ``repeats < 1`` or missing ``coords`` with ``spatial`` on.
         InputError: If there are fewer regions (or distinct locations) than folds.
         Cancelled: If ``progress`` is cancelled.
+        TypeError: On a keyword that is not a field of :class:`CVSettings`.
     """
+    cv = CVSettings(**settings)
+    models, repeats, spatial, seed = cv.models, cv.repeats, cv.spatial, cv.seed
     if isinstance(X, list):
         if not X:
             raise ValueError("An ensemble needs at least one member embedding.")
         if len(X) > 1:
             mats = [_checked(m, y, models, repeats, spatial, coords)[0] for m in X]
             ya = np.asarray(y, dtype=float).ravel()
-            plans = fold_plans(len(ya), coords, folds, repeats, spatial, seed)
-            return cross_validate(ensemble_fit_predict(mats, ya), ya, plans, list(models), progress, seed=seed,
-                                  coverage=coverage, interval_model=interval_model)
+            plans = fold_plans(len(ya), coords, cv.folds, repeats, spatial, seed)
+            return cross_validate(ensemble_fit_predict(mats, ya), ya, plans, list(models), cv.progress, seed=seed,
+                                  coverage=cv.coverage, interval_model=cv.interval_model)
         X = X[0]  # noqa: N806
     xa, ya = _checked(X, y, models, repeats, spatial, coords)
-    models = list(models)
     n = len(ya)
-    _check_folds(n, folds)
-    plans = fold_plans(n, coords, folds, repeats, spatial, seed)
-    return cross_validate(single_fit_predict(xa, ya), ya, plans, models, progress, seed=seed, coverage=coverage,
-                          interval_model=interval_model)
+    _check_folds(n, cv.folds)
+    plans = fold_plans(n, coords, cv.folds, repeats, spatial, seed)
+    return cross_validate(single_fit_predict(xa, ya), ya, plans, list(models), cv.progress, seed=seed,
+                          coverage=cv.coverage, interval_model=cv.interval_model)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -564,7 +580,7 @@ def evaluate_ensemble(members: Sequence[np.ndarray], y: np.ndarray, coords: np.n
         members: The member embeddings (N x d each).
         y: As :func:`evaluate_label`.
         coords: As :func:`evaluate_label`.
-        **settings: ``models``, ``folds``, ``repeats``, ``spatial``, ``seed``, ``progress`` of :func:`evaluate_label`.
+        **settings: The fields of :class:`CVSettings`.
 
     Raises:
         ValueError: As :func:`evaluate_label`, or if there are no members or they differ in row count.

@@ -32,8 +32,10 @@ from regionlens_common import (
     CLUSTER_NAME_FIELD,
     GPKG_NAME,
     LAYER_CLUSTERS,
+    LEADERBOARD_PNG,
     PRED,
     REPORT_HTML,
+    RUN_JSON,
     cluster_colour,
 )
 
@@ -283,7 +285,7 @@ def _figures(folder: Path, primary: str) -> str:
     figs = folder / "figures"
     if not figs.is_dir():
         return '<p class="muted">No figures (figures = false).</p>'
-    first = ["leaderboard.png", CLUSTER_MAP_PNG, "prediction_maps.png"]
+    first = [LEADERBOARD_PNG, CLUSTER_MAP_PNG, "prediction_maps.png"]
     paths = [figs / f for f in first if (figs / f).is_file()]
     paths += sorted(p for p in figs.glob("*.png") if p.name not in first)
     return "".join(_image(p, p.stem.replace("_", " ")) for p in paths)
@@ -296,7 +298,7 @@ def write_report(folder: str | Path) -> Path:
         OSError, ValueError: If the folder holds no readable run.json.
     """
     folder = Path(folder)
-    manifest = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    manifest = json.loads((folder / RUN_JSON).read_text(encoding="utf-8"))
     cards_path = folder / CLUSTER_CARDS_JSON
     cards = json.loads(cards_path.read_text(encoding="utf-8")) if cards_path.is_file() else {}
     primary = str(manifest.get("primary_method", ""))
@@ -364,7 +366,7 @@ def rewrite_report(folder: str | Path) -> list[Path]:
         OSError, ValueError: If the folder holds no readable run.json or no report.html.
     """
     folder = Path(folder)
-    manifest = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    manifest = json.loads((folder / RUN_JSON).read_text(encoding="utf-8"))
     if not (folder / REPORT_HTML).is_file():
         raise ValueError(f"{folder} holds no {REPORT_HTML} to bring up to date.")
     primary = str(manifest.get("primary_method", ""))
@@ -389,8 +391,6 @@ def plot_run_figures(figures_dir: Path, rows: Sequence[Mapping[str, Any]], model
     """The report's figures of a run: ``leaderboard.png``, ``cluster_map.png`` and ``prediction_maps.png`` (the
     primary method's); returns the paths written."""
     import geopandas as gpd
-
-    from regionlens_common import LEADERBOARD_PNG
 
     out: list[Path | None] = []
     if model is not None:

@@ -16,6 +16,7 @@ import copy
 import threading
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,43 @@ def cancel_after() -> Callable[[int], Progress]:
     Tests count the units of work done before the check that raised (no wall-clock assertions).
     """
     return lambda n: Progress(cancel_event=CountingCancel(n))
+
+
+@dataclass
+class PollLog(Progress):
+    """A Progress that keeps the message of every poll (each heartbeat and cancel check) in :attr:`polls`."""
+
+    polls: list[str] = field(default_factory=list)
+
+    def poll(self, fraction: float | None = None, message: str = "") -> None:
+        self.polls.append(message)
+        super().poll(fraction, message)
+
+
+@pytest.fixture
+def poll_log() -> PollLog:
+    """A Progress recording its polls (``.polls``): tests count the heartbeat and cancel checks of a loop."""
+    return PollLog()
+
+
+@pytest.fixture
+def cancel_at_message() -> Callable[[str, int], tuple[Progress, list[str]]]:
+    """``cancel_at_message(text, n)``: a Progress that cancels itself when it has reported ``text`` ``n`` times,
+    and the list of every message it reported."""
+
+    def make(text: str, times: int) -> tuple[Progress, list[str]]:
+        messages: list[str] = []
+        progress = Progress()
+
+        def callback(stage: str, fraction: float, message: str) -> None:
+            messages.append(message)
+            if messages.count(text) == times:
+                progress.cancel()
+
+        progress.callback = callback
+        return progress, messages
+
+    return make
 
 
 @pytest.fixture

@@ -37,10 +37,10 @@ import numpy as np
 import pandas as pd
 
 from backend.encoders.cache import cache_dir
-from backend.encoders.text import DEFAULT_TEXT_ENCODER, encode_texts
-from backend.errors import ConfigError, InputError
-from backend.models._base import Embedder, EmbedderParams, param
-from backend.models._training import Ranks, make_optimizer, run_data_parallel, seeded
+from backend.encoders.text import encode_texts
+from backend.errors import InputError
+from backend.models._base import Embedder, EmbedderParams, cache_param, param, text_encoder_param
+from backend.models._training import Ranks, TrainedNetwork, make_optimizer, run_data_parallel, seeded
 from backend.models.calliper.text import (
     DEFAULT_NAME_TEMPLATE,
     DEFAULT_TEMPLATE,
@@ -81,10 +81,8 @@ class CaLLiPerParams(EmbedderParams):
     names: str = param(
         "auto", "Use POI names", "Put POI names in the descriptions: auto (when the layer has names), yes or no.",
         choices=NAMES_CHOICES)
-    text_encoder: str = param(
-        DEFAULT_TEXT_ENCODER, "Text encoder", "Frozen sentence encoder: a registry name or a local model folder.")
-    cache_dir: str = param(
-        "", "Text cache folder", "Where encoded texts are kept; empty = ~/.cache/regionlens/text, none = no cache.")
+    text_encoder: str = text_encoder_param()
+    cache_dir: str = cache_param("encoded texts")
     min_scale_m: float = param(
         100.0, "Smallest scale (m)", "Finest scale of the location encoding.", minimum=0.001)
     max_scale_m: float = param(
@@ -114,6 +112,22 @@ class CaLLiPerParams(EmbedderParams):
         choices=REGION_MODES)
     region_points: int = param(32, "Points per region", "Points sampled inside each region (polygon mode).",
                                minimum=1)
+
+    def checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.names in NAMES_CHOICES, f"names must be one of {NAMES_CHOICES}, got '{self.names}'"),
+            (self.region_mode in REGION_MODES, f"region_mode must be one of {REGION_MODES}, got '{self.region_mode}'"),
+            (0 < self.min_scale_m <= self.max_scale_m and math.isfinite(self.max_scale_m),
+             "min_scale_m and max_scale_m must satisfy 0 < min_scale_m <= max_scale_m"),
+            (self.scales >= 1 and self.hidden >= 1 and self.blocks >= 0, "scales and hidden must be >= 1, blocks >= 0"),
+            (0.0 <= self.dropout < 1.0, "dropout must lie in [0, 1)"),
+            (self.temperature > 0, "temperature must be > 0"),
+            (self.epochs >= 1 and self.batch_size >= 2, "epochs must be >= 1 and batch_size >= 2"),
+            (self.learning_rate > 0 and self.weight_decay >= 0, "learning_rate must be > 0 and weight_decay >= 0"),
+            (0.0 <= self.val_share < 0.5, "val_share must lie in [0, 0.5)"),
+            (self.patience >= 0 and self.region_points >= 1, "patience must be >= 0 and region_points >= 1"),
+            (bool(self.text_encoder.strip()), "text_encoder must name an encoder"),
+        ]
 
 
 def _halton(n: int) -> np.ndarray:
@@ -188,50 +202,23 @@ def _sample_block(values: np.ndarray, k: int, base: np.ndarray, shapely: Any) ->
     return xy[order], idx[own[order]].astype(np.int64)
 
 
-class CaLLiPerEmbedder(Embedder):
+class CaLLiPerEmbedder(Embedder[CaLLiPerParams], TrainedNetwork["CaLLiPerNet"]):
     """CaLLiPer: POI text-location contrastive learning; inductive region embeddings (module docstring).
 
-    Args:
-        dim: Size of the shared space and of the region embedding (the paper: 128).
-        seed: Seed of the weights, the held-out split, the batches and dropout.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
-        **params: Fields of :class:`CaLLiPerParams`.
-
-    Raises:
-        ConfigError: On unknown or invalid parameters.
+    ``dim`` is the size of the shared space and of the region embedding (the paper: 128); the seed draws the
+    weights, the held-out split, the batches and dropout; the parameters are :class:`CaLLiPerParams`.
     """
 
     name = "calliper"
     title = "CaLLiPer (Wang et al., 2024): POI text-location contrastive learning, inductive"
     uses_views = ("poi_points",)
-    min_views = 1
-    Params = CaLLiPerParams
-    params: CaLLiPerParams
     distributed = True
     default_dim = 128
 
-    def __init__(self, dim: int = 128, seed: int = 0, device: str = "auto", **params: Any) -> None:
-        super().__init__(dim=dim, seed=seed, device=device, **params)
-        p = self.params
-        checks = [
-            (p.names in NAMES_CHOICES, f"names must be one of {NAMES_CHOICES}, got '{p.names}'"),
-            (p.region_mode in REGION_MODES, f"region_mode must be one of {REGION_MODES}, got '{p.region_mode}'"),
-            (0 < p.min_scale_m <= p.max_scale_m and math.isfinite(p.max_scale_m),
-             "min_scale_m and max_scale_m must satisfy 0 < min_scale_m <= max_scale_m"),
-            (p.scales >= 1 and p.hidden >= 1 and p.blocks >= 0, "scales and hidden must be >= 1, blocks >= 0"),
-            (0.0 <= p.dropout < 1.0, "dropout must lie in [0, 1)"),
-            (p.temperature > 0, "temperature must be > 0"),
-            (p.epochs >= 1 and p.batch_size >= 2, "epochs must be >= 1 and batch_size >= 2"),
-            (p.learning_rate > 0 and p.weight_decay >= 0, "learning_rate must be > 0 and weight_decay >= 0"),
-            (0.0 <= p.val_share < 0.5, "val_share must lie in [0, 0.5)"),
-            (p.patience >= 0 and p.region_points >= 1, "patience must be >= 0 and region_points >= 1"),
-            (bool(p.text_encoder.strip()), "text_encoder must name an encoder"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"{self.name}: {message}.")
-        check_template(p.template)
-        check_template(p.name_template, "name template")
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        check_template(self.params.template)
+        check_template(self.params.name_template, "name template")
         self.val_history: list[float] = []  # held-out contrastive loss per epoch
         self.meta: dict[str, Any] = {}  # CRS, origin, scales, text encoder, counts and timings
         self._net: CaLLiPerNet | None = None
@@ -289,9 +276,7 @@ class CaLLiPerEmbedder(Embedder):
 
     # ------------------------------------------------------------------------------------ helpers
     def _ready_net(self) -> CaLLiPerNet:
-        if self._net is None:
-            raise RuntimeError(f"{self.name}: call fit() (or load()) first.")
-        return self._net.to(self.resolve_device())
+        return self.network.to(self.resolve_device())
 
     def _to_model_crs(self, xy: np.ndarray, crs: Any) -> np.ndarray:
         """Reproject ``xy`` from ``crs`` into the model's CRS (always x/y order, i.e. lon/lat for degrees)."""
@@ -471,9 +456,7 @@ class CaLLiPerEmbedder(Embedder):
     def _save_weights(self, folder: Path) -> None:
         import torch
 
-        if self._net is None:
-            raise RuntimeError(f"{self.name}: nothing to save; call fit() first.")
-        state = {k: v.detach().cpu() for k, v in self._net.state_dict().items()}
+        state = {k: v.detach().cpu() for k, v in self.network.state_dict().items()}
         torch.save(state, folder / "weights.pt")
         (folder / "calliper.json").write_text(json.dumps(self.meta, indent=2), encoding="utf-8")
 

@@ -60,7 +60,6 @@ Choices the paper leaves open, and what RegionLens does (each is a parameter whe
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -72,10 +71,10 @@ import numpy as np
 import pandas as pd
 
 from backend.encoders.cache import cache_dir
-from backend.encoders.image import image_features
+from backend.encoders.image import DEFAULT_IMAGE_ENCODER, image_features
 from backend.errors import ConfigError, InputError
-from backend.models._base import Embedder, EmbedderParams, embedding_frame, param
-from backend.models._training import Ranks, make_optimizer, plateau, run_data_parallel
+from backend.models._base import Embedder, EmbedderParams, cache_param, embedding_frame, param, text_encoder_param
+from backend.models._training import Ranks, TrainedNetwork, make_optimizer, plateau, run_data_parallel
 from backend.models.cookie.modalities import (
     COUNT_MODALITIES,
     IMAGE_ENCODERS,
@@ -142,13 +141,32 @@ class CooKIEParams(EmbedderParams):
         1e-3, "Plateau tolerance", "Relative improvement over the previous window that counts as progress.",
         minimum=0.0)
     image_encoder: str = param(
-        "efficientnet-lite0", "Image encoder", "Frozen encoder of the image chips, or stats (image statistics).",
+        DEFAULT_IMAGE_ENCODER, "Image encoder", "Frozen encoder of the image chips, or stats (image statistics).",
         choices=IMAGE_ENCODERS)
     image_size: int = param(224, "Chip size (px)", "Chips are resized to this side for the image encoder.", minimum=32)
-    text_encoder: str = param(
-        "all-MiniLM-L6-v2", "Text encoder", "Sentence encoder of the POI texts (registry name or local folder).")
-    cache_dir: str = param(
-        "", "Cache folder", "Cache for text and image features; empty = ~/.cache/regionlens, none = no cache.")
+    text_encoder: str = text_encoder_param()
+    cache_dir: str = cache_param("text and image features")
+
+    def checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.part in PARTS, f"part must be one of {PARTS}, got '{self.part}'"),
+            (self.intra_objective in INTRA_OBJECTIVES, f"intra_objective must be one of {INTRA_OBJECTIVES}"),
+            (self.unique_dim >= 0 and self.shared_dim >= 0, "unique_dim and shared_dim must be >= 0"),
+            (self.hidden >= 1, "hidden must be >= 1"),
+            (self.stage1_epochs >= 0 and self.stage2_epochs >= 0, "stage1_epochs and stage2_epochs must be >= 0"),
+            (self.stage1_epochs + self.stage2_epochs >= 1, "at least one training epoch is needed"),
+            (self.learning_rate > 0 and self.weight_decay >= 0, "learning_rate must be > 0, weight_decay >= 0"),
+            (self.batch_size >= 2, "batch_size must be >= 2"),
+            (self.temperature > 0, "temperature must be > 0"),
+            (0.0 <= self.feature_dropout < 1.0 and 0.0 <= self.dropout < 1.0, "dropouts must lie in [0, 1)"),
+            (self.noise_std >= 0 and self.separation_weight >= 0 and self.intra_weight >= 0,
+             "noise_std, separation_weight and intra_weight must be >= 0"),
+            (self.plateau_window >= 0, "plateau_window must be >= 0"),
+            (self.image_encoder in IMAGE_ENCODERS, f"image_encoder must be one of {IMAGE_ENCODERS}"),
+            (self.image_size >= 32, "image_size must be >= 32"),
+            (len(_parse_modalities(self.modalities)) != 1,
+             "modalities must name at least two modalities (or be empty for all)"),
+        ]
 
 
 def _parse_modalities(value: str | Sequence[str]) -> list[str]:
@@ -160,53 +178,24 @@ def _parse_modalities(value: str | Sequence[str]) -> list[str]:
     return names
 
 
-class CooKIEEmbedder(Embedder):
+class CooKIEEmbedder(Embedder[CooKIEParams], TrainedNetwork["CooKIENet"]):
     """CooKIE: unique and pairwise-shared information of two or more modalities (see the module docstring).
 
-    Args:
-        dim: Embedding size of ``part="all"`` (split between unique and shared parts unless sizes are given).
-        seed: Seed of the weights, augmentations and batches.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
-        **params: Fields of :class:`CooKIEParams`.
-
-    Raises:
-        ConfigError: On unknown or invalid parameters.
+    ``dim`` is the size of ``part="all"`` (split between unique and shared parts unless sizes are given); the seed
+    draws the weights, augmentations and batches; the parameters are :class:`CooKIEParams`.
     """
 
     name = "cookie"
     title = "CooKIE (Namgung et al., 2025): unique and pairwise-shared information of two or more modalities"
     uses_views = ("poi_counts", "poi_texts", "chips", "image_stats", "mobility", "landuse", "embedding")
     min_views = 2
-    Params = CooKIEParams
-    params: CooKIEParams
     distributed = True
     default_dim = 64
+    recorded = ("epochs_run", "stage_seconds", "train_seconds", "loss_terms", "stage_history")
 
-    def __init__(self, dim: int = 64, seed: int = 0, device: str = "auto", **params: Any) -> None:
-        super().__init__(dim=dim, seed=seed, device=device, **params)
-        p = self.params
-        self._wanted = _parse_modalities(p.modalities)
-        checks = [
-            (p.part in PARTS, f"part must be one of {PARTS}, got '{p.part}'"),
-            (p.intra_objective in INTRA_OBJECTIVES, f"intra_objective must be one of {INTRA_OBJECTIVES}"),
-            (p.unique_dim >= 0 and p.shared_dim >= 0, "unique_dim and shared_dim must be >= 0"),
-            (p.hidden >= 1, "hidden must be >= 1"),
-            (p.stage1_epochs >= 0 and p.stage2_epochs >= 0, "stage1_epochs and stage2_epochs must be >= 0"),
-            (p.stage1_epochs + p.stage2_epochs >= 1, "at least one training epoch is needed"),
-            (p.learning_rate > 0 and p.weight_decay >= 0, "learning_rate must be > 0, weight_decay >= 0"),
-            (p.batch_size >= 2, "batch_size must be >= 2"),
-            (p.temperature > 0, "temperature must be > 0"),
-            (0.0 <= p.feature_dropout < 1.0 and 0.0 <= p.dropout < 1.0, "dropouts must lie in [0, 1)"),
-            (p.noise_std >= 0 and p.separation_weight >= 0 and p.intra_weight >= 0,
-             "noise_std, separation_weight and intra_weight must be >= 0"),
-            (p.plateau_window >= 0, "plateau_window must be >= 0"),
-            (p.image_encoder in IMAGE_ENCODERS, f"image_encoder must be one of {IMAGE_ENCODERS}"),
-            (p.image_size >= 32, "image_size must be >= 32"),
-            (len(self._wanted) != 1, "modalities must name at least two modalities (or be empty for all)"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"{self.name}: {message}.")
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._wanted = _parse_modalities(self.params.modalities)
         self.meta: dict[str, Any] = {}  # modality -> source view, raster names, encoders
         self.layout: list[dict[str, Any]] = []  # one entry per embedding part: part, name, start, stop
         self.stage_history: dict[str, list[dict[str, float]]] = {"stage1": [], "stage2": []}
@@ -221,13 +210,6 @@ class CooKIEEmbedder(Embedder):
         self._net: CooKIENet | None = None
 
     # ------------------------------------------------------------------------------------ public extras
-    @property
-    def network(self) -> CooKIENet:
-        """The trained torch network (after :meth:`fit` or :meth:`load`)."""
-        if self._net is None:
-            raise RuntimeError(f"{self.name}: call fit() (or load()) first.")
-        return self._net
-
     @property
     def modalities(self) -> list[str]:
         """The modalities of the fitted model, in network order."""
@@ -577,10 +559,8 @@ class CooKIEEmbedder(Embedder):
     # ---------------------------------------------------------------------------------------- storage
     def _save_weights(self, folder: Path) -> None:
         import torch
-        from safetensors.torch import save_file
 
-        net = self.network
-        tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+        tensors = {}
         for m, sc in self._scalers.items():
             assert sc.mean is not None and sc.scale is not None
             tensors[f"scaler.{m}.mean"] = torch.from_numpy(np.asarray(sc.mean, dtype=np.float64))
@@ -589,30 +569,16 @@ class CooKIEEmbedder(Embedder):
             tensors[f"unique_mean.{m}"] = torch.from_numpy(v)
         for k, v in self._shared_mean.items():
             tensors[f"shared_mean.{k}"] = torch.from_numpy(v)
-        save_file(tensors, str(folder / "weights.safetensors"))
-        meta = {
-            "network": net.cfg.to_dict(),
-            "meta": self.meta,
-            "layout": self.layout,
-            "scalers": {m: {"log1p": sc.log1p, "whole_view": sc.whole_view} for m, sc in self._scalers.items()},
-            "epochs_run": self.epochs_run,
-            "stage_seconds": self.stage_seconds,
-            "train_seconds": self.train_seconds,
-            "loss_terms": self.loss_terms,
-            "stage_history": self.stage_history,
-        }
-        (folder / "cookie.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        scalers = {m: {"log1p": sc.log1p, "whole_view": sc.whole_view} for m, sc in self._scalers.items()}
+        self._write_network(folder, {"network": self.network.cfg.to_dict(), "meta": self.meta, "layout": self.layout,
+                                     "scalers": scalers}, tensors)
 
     def _load_weights(self, folder: Path) -> None:
-        from safetensors.torch import load_file
-
         from backend.models.cookie.model import CooKIEConfig, CooKIENet
 
-        meta = json.loads((folder / "cookie.json").read_text(encoding="utf-8"))
-        tensors = load_file(str(folder / "weights.safetensors"))
-        cfg = CooKIEConfig(**meta["network"])
-        net = CooKIENet(cfg)
-        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, strict=True)
+        meta, state, tensors = self._read_network(folder)
+        net = CooKIENet(CooKIEConfig(**meta["network"]))
+        net.load_state_dict(state, strict=True)
         net.eval()
         self._net = net
         self.meta = dict(meta["meta"])
@@ -626,11 +592,6 @@ class CooKIEEmbedder(Embedder):
                              if k.startswith("unique_mean.")}
         self._shared_mean = {k[len("shared_mean."):]: v.numpy() for k, v in tensors.items()
                              if k.startswith("shared_mean.")}
-        self.epochs_run = dict(meta.get("epochs_run", {}))
-        self.stage_seconds = dict(meta.get("stage_seconds", {}))
-        self.train_seconds = float(meta.get("train_seconds", 0.0))
-        self.loss_terms = dict(meta.get("loss_terms", {}))
-        self.stage_history = dict(meta.get("stage_history", {"stage1": [], "stage2": []}))
 
 
 # ------------------------------------------------------------------------------------------- helpers

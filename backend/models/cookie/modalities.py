@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.encoders.image import DEFAULT_IMAGE_ENCODER
 from backend.errors import InputError
 from backend.progress import Progress
 from backend.views._base import Views
@@ -61,11 +62,11 @@ MODALITY_VIEWS: dict[str, tuple[str, ...]] = {
 #: Modalities whose inputs are counts (log1p, one scale per view).
 COUNT_MODALITIES = frozenset({"poi", "mobility"})
 #: Values of ``image_encoder``: a registered image encoder, or the image statistics.
-IMAGE_ENCODERS = ("efficientnet-lite0", "stats")
+IMAGE_ENCODERS = (DEFAULT_IMAGE_ENCODER, "stats")
 _CLIP = 10.0
 
 
-def available_modalities(views: Views, image_encoder: str = "efficientnet-lite0") -> dict[str, str]:
+def available_modalities(views: Views, image_encoder: str = DEFAULT_IMAGE_ENCODER) -> dict[str, str]:
     """The modalities ``views`` can feed, each with the view it is built from, in canonical order.
 
     Args:

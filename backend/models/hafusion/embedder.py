@@ -28,7 +28,6 @@ training-mode output of the epoch with the best test R2, which an honest protoco
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from backend.errors import ConfigError, InputError
+from backend.errors import InputError
 from backend.models._base import Embedder, EmbedderParams, param
-from backend.models._training import Ranks, plateau
+from backend.models._training import Ranks, TrainedNetwork, plateau
 from backend.models.hafusion.data import (
     ADJACENCY_MODES,
     SCALINGS,
@@ -130,6 +129,22 @@ class HAFusionParams(EmbedderParams):
         1e-3, "Plateau tolerance", "Relative improvement over the previous window that counts as progress.",
         minimum=0.0)
 
+    def checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.config in CONFIGS, f"config must be one of {CONFIGS}, got '{self.config}'"),
+            (self.preset in PRESETS, f"preset must be one of {sorted(PRESETS)}, got '{self.preset}'"),
+            (self.input_scaling in ("auto", *SCALINGS), f"input_scaling must be auto or one of {SCALINGS}"),
+            (self.adjacency_target in ADJACENCY_MODES, f"adjacency_target must be one of {ADJACENCY_MODES}"),
+            (self.loss_scaling in ("auto", *LOSS_SCALINGS), f"loss_scaling must be auto or one of {LOSS_SCALINGS}"),
+            (self.epochs >= 0 and self.plateau_window >= 0, "epochs and plateau_window must be >= 0"),
+            (self.learning_rate > 0 and self.weight_decay >= 0, "learning_rate must be > 0, weight_decay >= 0"),
+            (0.0 <= self.dropout < 1.0, "dropout must lie in [0, 1)"),
+            (self.width >= 1 and self.batch_regions >= 2, "width must be >= 1 and batch_regions >= 2"),
+            (min(self.intra_blocks, self.inter_blocks, self.region_blocks, self.heads, self.d_prime, self.d_m,
+                 self.ffn_dim) >= 0, "block counts and sizes must be >= 0"),
+            (self.lift_channels >= 1, "lift_channels must be >= 1"),
+        ]
+
 
 def choose_heads(width: int, wanted: int) -> int:
     """The largest number of heads ``<= wanted`` that divides ``width`` (at least 1)."""
@@ -139,48 +154,21 @@ def choose_heads(width: int, wanted: int) -> int:
     return 1
 
 
-class HAFusionEmbedder(Embedder):
+class HAFusionEmbedder(Embedder[HAFusionParams], TrainedNetwork["HAFusionNet"]):
     """HAFusion: attentive fusion of multi-view region data (see the module docstring).
 
-    Args:
-        dim: Embedding size (the paper: 144).
-        seed: Seed of the weights, dropout, mini-batches and SVD.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
-        **params: Fields of :class:`HAFusionParams`.
-
-    Raises:
-        ConfigError: On unknown or invalid parameters.
+    The seed draws the weights, dropout, mini-batches and SVD; the parameters are :class:`HAFusionParams`.
     """
 
     name = "hafusion"
     title = "HAFusion (Sun et al., ICDE 2024): attentive fusion of POI, land-use, imagery and OD views"
     uses_views = ("poi_counts", "landuse", "image_stats", "mobility", "embedding", "adjacency")
-    min_views = 1
-    Params = HAFusionParams
     distributed = True  # config = "scalable" (the reference configuration trains in one process)
     default_dim = 144  # the paper's embedding size
-    params: HAFusionParams
+    recorded = ("variant", "epochs_run", "train_seconds", "loss_terms")
 
-    def __init__(self, dim: int = 144, seed: int = 0, device: str = "auto", **params: Any) -> None:
-        super().__init__(dim=dim, seed=seed, device=device, **params)
-        p = self.params
-        checks = [
-            (p.config in CONFIGS, f"config must be one of {CONFIGS}, got '{p.config}'"),
-            (p.preset in PRESETS, f"preset must be one of {sorted(PRESETS)}, got '{p.preset}'"),
-            (p.input_scaling in ("auto", *SCALINGS), f"input_scaling must be auto or one of {SCALINGS}"),
-            (p.adjacency_target in ADJACENCY_MODES, f"adjacency_target must be one of {ADJACENCY_MODES}"),
-            (p.loss_scaling in ("auto", *LOSS_SCALINGS), f"loss_scaling must be auto or one of {LOSS_SCALINGS}"),
-            (p.epochs >= 0 and p.plateau_window >= 0, "epochs and plateau_window must be >= 0"),
-            (p.learning_rate > 0 and p.weight_decay >= 0, "learning_rate must be > 0, weight_decay >= 0"),
-            (0.0 <= p.dropout < 1.0, "dropout must lie in [0, 1)"),
-            (p.width >= 1 and p.batch_regions >= 2, "width must be >= 1 and batch_regions >= 2"),
-            (min(p.intra_blocks, p.inter_blocks, p.region_blocks, p.heads, p.d_prime, p.d_m, p.ffn_dim) >= 0,
-             "block counts and sizes must be >= 0"),
-            (p.lift_channels >= 1, "lift_channels must be >= 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"{self.name}: {message}.")
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.variant: str | None = None  # configuration actually used
         self.epochs_run = 0
         self.train_seconds = 0.0
@@ -251,13 +239,6 @@ class HAFusionEmbedder(Embedder):
             ffn_dim=p.ffn_dim or (2048 if reference else 4 * width),
             dropout=p.dropout,
         )
-
-    @property
-    def network(self) -> HAFusionNet:
-        """The trained torch network (after :meth:`fit` or :meth:`load`)."""
-        if self._net is None:
-            raise RuntimeError(f"{self.name}: call fit() (or load()) first.")
-        return self._net
 
     # --------------------------------------------------------------------------------------- training
     def _fit(self, views: Views, progress: Progress) -> None:
@@ -406,34 +387,19 @@ class HAFusionEmbedder(Embedder):
     # ---------------------------------------------------------------------------------------- storage
     def _save_weights(self, folder: Path) -> None:
         import torch
-        from safetensors.torch import save_file
 
-        net = self.network
-        tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-        for tr in self._transforms:
-            for key, arr in tr.arrays().items():
-                tensors[f"input.{tr.view}.{key}"] = torch.from_numpy(arr)
-        save_file(tensors, str(folder / "weights.safetensors"))
-        meta = {
-            "variant": self.variant,
-            "network": net.cfg.to_dict(),
-            "inputs": [{"view": tr.view, "log1p": tr.log1p} for tr in self._transforms],
-            "epochs_run": self.epochs_run,
-            "train_seconds": self.train_seconds,
-            "loss_terms": self.loss_terms,
-        }
-        (folder / "hafusion.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        tensors = {f"input.{tr.view}.{key}": torch.from_numpy(arr) for tr in self._transforms
+                   for key, arr in tr.arrays().items()}
+        inputs = [{"view": tr.view, "log1p": tr.log1p} for tr in self._transforms]
+        self._write_network(folder, {"network": self.network.cfg.to_dict(), "inputs": inputs}, tensors)
 
     def _load_weights(self, folder: Path) -> None:
-        from safetensors.torch import load_file
-
         from backend.models.hafusion.model import HAFusionConfig, HAFusionNet
 
-        meta = json.loads((folder / "hafusion.json").read_text(encoding="utf-8"))
-        tensors = load_file(str(folder / "weights.safetensors"))
+        meta, state, tensors = self._read_network(folder)
         cfg = HAFusionConfig(**meta["network"])
         net = HAFusionNet(cfg)
-        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, strict=True)
+        net.load_state_dict(state, strict=True)
         self._transforms = []
         for item in meta["inputs"]:
             tr = InputTransform(view=item["view"], log1p=bool(item["log1p"]))
@@ -442,10 +408,7 @@ class HAFusionEmbedder(Embedder):
                 if t is not None:
                     setattr(tr, key, t.numpy())
             self._transforms.append(tr)
-        self._cfg, self._net, self.variant = cfg, net, meta["variant"]
-        self.epochs_run = int(meta.get("epochs_run", 0))
-        self.train_seconds = float(meta.get("train_seconds", 0.0))
-        self.loss_terms = dict(meta.get("loss_terms", {}))
+        self._cfg, self._net = cfg, net
 
 
 def _train_rank(ranks: Ranks, job: tuple[Any, ...], progress: Progress) -> HAFusionNet:

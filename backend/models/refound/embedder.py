@@ -54,10 +54,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from backend.encoders.image import DEFAULT_IMAGE_ENCODER
+from backend.encoders.text import DEFAULT_TEXT_ENCODER
 from backend.errors import Cancelled, ConfigError, InputError
 from backend.io.outputs import replace_atomically
-from backend.models._base import Embedder, EmbedderParams, param
-from backend.models._training import Ranks, make_optimizer, run_data_parallel
+from backend.models._base import Embedder, EmbedderParams, cache_param, param
+from backend.models._training import Ranks, TrainedNetwork, make_optimizer, run_data_parallel
 from backend.progress import Progress
 from backend.views._base import Views
 
@@ -111,19 +113,30 @@ class RefoundParams(EmbedderParams):
         "", "Image raster", "Raster whose chips are the image input; empty = the first in sorted order.")
     codebook_size: int = param(
         0, "Visual tokens", "Size of the visual-token codebook; 0 = 256 (small) or 1024 (full).", minimum=0)
-    tokenizer: str = param("all-MiniLM-L6-v2", "Tokenizer", "Registry name or local folder of the tokenizer.")
+    tokenizer: str = param(DEFAULT_TEXT_ENCODER, "Tokenizer", "Registry name or local folder of the tokenizer.")
     text_teacher: str = param(
-        "all-MiniLM-L6-v2", "Language teacher", "Sentence encoder to learn from (registry name or local folder).")
+        DEFAULT_TEXT_ENCODER, "Language teacher", "Sentence encoder to learn from (registry name or local folder).")
     description_model: str = param(
         "", "Description model", "Local language model that rewrites the region descriptions; empty = template.")
-    image_teacher: str = param("efficientnet-lite0", "Vision teacher", "Registered image encoder to learn from.")
+    image_teacher: str = param(DEFAULT_IMAGE_ENCODER, "Vision teacher", "Registered image encoder to learn from.")
     mixed_precision: bool = param(True, "Mixed precision", "bf16 arithmetic on CUDA GPUs (ignored on the CPU).")
     checkpoint_every: int = param(
         100, "Checkpoint every (steps)", "Steps between checkpoints a stopped run resumes from (0 = none).", minimum=0)
     checkpoint_dir: str = param(
         "", "Checkpoint folder", "Empty = in the cache folder, per input fingerprint; none = no checkpoints.")
-    cache_dir: str = param(
-        "", "Cache folder", "Cache for teacher features; empty = ~/.cache/regionlens, none = no cache.")
+    cache_dir: str = cache_param("teacher features")
+
+    def checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.config in CONFIGS, f"config must be one of {CONFIGS}, got '{self.config}'"),
+            (self.steps >= 0, "steps must be >= 0"),
+            (self.batch_size >= 2, "batch_size must be >= 2"),
+            (self.learning_rate >= 0 and self.weight_decay >= 0, "learning_rate and weight_decay must be >= 0"),
+            (0.0 <= self.warmup < 1.0 and 0.0 <= self.dropout < 1.0, "warmup and dropout must lie in [0, 1)"),
+            (self.codebook_size >= 0, "codebook_size must be >= 0"),
+            (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
+            (any(getattr(self, o) for o in OBJECTIVES), f"switch on at least one objective of {OBJECTIVES}"),
+        ]
 
 
 @dataclass
@@ -152,44 +165,22 @@ class SampleSet:
         return len(self.ids)
 
 
-class RefoundEmbedder(Embedder):
+class RefoundEmbedder(Embedder[RefoundParams], TrainedNetwork["RefoundNet"]):
     """ReFound: a POI and imagery transformer with geospatial experts, pre-trained on the city itself.
 
-    Args:
-        dim: Embedding size (at most the network width: 128 small, 768 full; below it a PCA reduces).
-        seed: Seed of the weights, masks and batches.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
-        **params: Fields of :class:`RefoundParams`.
-
-    Raises:
-        ConfigError: On unknown or invalid parameters.
+    ``dim`` is at most the network width (128 small, 768 full; below it a PCA reduces); the seed draws the
+    weights, masks and batches; the parameters are :class:`RefoundParams`.
     """
 
     name = "refound"
     title = "ReFound (Xiao et al., KDD 2024): POI-name and imagery transformer with geospatial experts"
     uses_views = ("poi_points", "chips", "samples")
-    min_views = 1
-    Params = RefoundParams
-    params: RefoundParams
     distributed = True
     default_dim = 128
+    recorded = ("steps_run", "resumed_from", "train_seconds", "samples_per_second", "loss_terms")
 
-    def __init__(self, dim: int = 128, seed: int = 0, device: str = "auto", **params: Any) -> None:
-        super().__init__(dim=dim, seed=seed, device=device, **params)
-        p = self.params
-        checks = [
-            (p.config in CONFIGS, f"config must be one of {CONFIGS}, got '{p.config}'"),
-            (p.steps >= 0, "steps must be >= 0"),
-            (p.batch_size >= 2, "batch_size must be >= 2"),
-            (p.learning_rate >= 0 and p.weight_decay >= 0, "learning_rate and weight_decay must be >= 0"),
-            (0.0 <= p.warmup < 1.0 and 0.0 <= p.dropout < 1.0, "warmup and dropout must lie in [0, 1)"),
-            (p.codebook_size >= 0, "codebook_size must be >= 0"),
-            (p.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
-            (any(getattr(p, o) for o in OBJECTIVES), f"switch on at least one objective of {OBJECTIVES}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"{self.name}: {message}.")
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.meta: dict[str, Any] = {}
         self.loss_terms: dict[str, list[float]] = {}  # objective -> loss per step
         self.steps_run = 0
@@ -204,13 +195,6 @@ class RefoundEmbedder(Embedder):
         self._pca_components: np.ndarray | None = None
 
     # ------------------------------------------------------------------------------------ public extras
-    @property
-    def network(self) -> RefoundNet:
-        """The trained torch network (after :meth:`fit` or :meth:`load`)."""
-        if self._net is None:
-            raise RuntimeError(f"{self.name}: call fit() (or load()) first.")
-        return self._net
-
     @property
     def steps(self) -> int:
         """Pre-training steps of this configuration."""
@@ -739,30 +723,19 @@ class RefoundEmbedder(Embedder):
     # ---------------------------------------------------------------------------------------- storage
     def _save_weights(self, folder: Path) -> None:
         import torch
-        from safetensors.torch import save_file
 
-        tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()
-                   if k not in _TIED}  # the masked-token decoder shares the piece embedding
+        tensors = {}
         if self._pca_components is not None and self._pca_mean is not None:
             tensors["pca.mean"] = torch.from_numpy(np.ascontiguousarray(self._pca_mean))
             tensors["pca.components"] = torch.from_numpy(np.ascontiguousarray(self._pca_components))
-        save_file(tensors, str(folder / "weights.safetensors"))
-        meta = dict(self.meta)
-        meta.update({"steps_run": self.steps_run, "resumed_from": self.resumed_from,
-                     "train_seconds": self.train_seconds, "samples_per_second": self.samples_per_second,
-                     "loss_terms": self.loss_terms})
-        (folder / "refound.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        self._write_network(folder, self.meta, tensors, tied=_TIED)  # the masked-token decoder shares the pieces'
 
     def _load_weights(self, folder: Path) -> None:
-        from safetensors.torch import load_file
-
         from backend.models.refound.model import RefoundConfig, RefoundNet
         from backend.models.refound.tokens import CategoryVocabulary, PieceVocabulary
 
-        meta = json.loads((folder / "refound.json").read_text(encoding="utf-8"))
-        tensors = load_file(str(folder / "weights.safetensors"))
+        meta, state, tensors = self._read_network(folder)
         net = RefoundNet(RefoundConfig.from_dict(meta["network"]))
-        state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
         state.update({k: state[src] for k, src in _TIED.items()})
         net.load_state_dict(state, strict=True)
         net.eval()
@@ -772,11 +745,6 @@ class RefoundEmbedder(Embedder):
         if "pca.components" in tensors:
             self._pca_mean = tensors["pca.mean"].numpy()
             self._pca_components = tensors["pca.components"].numpy()
-        self.steps_run = int(meta.pop("steps_run", 0))
-        self.resumed_from = int(meta.pop("resumed_from", 0))
-        self.train_seconds = float(meta.pop("train_seconds", 0.0))
-        self.samples_per_second = float(meta.pop("samples_per_second", 0.0))
-        self.loss_terms = dict(meta.pop("loss_terms", {}))
         self.meta = meta
 
 

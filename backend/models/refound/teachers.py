@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from backend.encoders.image import DEFAULT_IMAGE_ENCODER
+from backend.encoders.text import DEFAULT_TEXT_ENCODER
 from backend.errors import ConfigError, InputError
 from backend.progress import Progress
 
@@ -215,7 +217,7 @@ def generate_descriptions(
 # ------------------------------------------------------------------------------------------ language teacher
 def text_targets(
     descriptions: Sequence[str],
-    encoder: str = "all-MiniLM-L6-v2",
+    encoder: str = DEFAULT_TEXT_ENCODER,
     cache_dir: str | Path | None = None,
     device: str = "cpu",
     progress: Progress | None = None,
@@ -306,7 +308,7 @@ def vision_targets(
     chips: np.ndarray,
     masks: np.ndarray | None,
     patch_grid: int,
-    encoder: str = "efficientnet-lite0",
+    encoder: str = DEFAULT_IMAGE_ENCODER,
     cache_dir: str | Path | None = None,
     device: str = "cpu",
     batch_size: int = 32,

@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
+from backend.encoders.text import DEFAULT_TEXT_ENCODER
 from backend.errors import ConfigError
 
 __all__ = [
@@ -66,25 +67,50 @@ _N_CATEGORY_SPECIAL = 2
 
 
 # --------------------------------------------------------------------------------------------------- vocabularies
-@dataclass
-class PieceVocabulary:
+class _Vocabulary:
+    """Distinct values with compact ids: the ids below :attr:`reserved` are specials and value ``values[i]`` has id
+    ``reserved + i``. Saved as ``{key: values}`` (:meth:`to_dict`)."""
+
+    #: Number of special ids before the first value.
+    reserved: ClassVar[int]
+    #: Name of the values in :meth:`to_dict`.
+    key: ClassVar[str]
+    #: How a stored value is normalised (``int`` or ``str``).
+    cast: ClassVar[Callable[[Any], Any]]
+
+    def __init__(self, values: Iterable[Any]) -> None:
+        self.values = [self.cast(v) for v in values]
+        self._lookup = {v: self.reserved + i for i, v in enumerate(self.values)}
+        if len(self._lookup) != len(self.values):
+            raise ValueError(f"{type(self).__name__}: {self.key.replace('_', ' ')} must be distinct.")
+
+    def __len__(self) -> int:
+        return self.reserved + len(self.values)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.values == self.values  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.values!r})"
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (see :meth:`from_dict`)."""
+        return {self.key: list(self.values)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Any:
+        """Inverse of :meth:`to_dict`."""
+        return cls(d[cls.key])
+
+
+class PieceVocabulary(_Vocabulary):
     """Compact ids for the tokenizer's word pieces seen in a city.
 
     Compact ids 0..4 are the specials (PAD, CLS, SEP, MASK, UNK); compact id ``5 + i`` is the tokenizer
-    id ``tokenizer_ids[i]``.
+    id ``values[i]``.
     """
 
-    tokenizer_ids: list[int]  # tokenizer id of compact id 5, 6, ...
-    _lookup: dict[int, int] = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        self.tokenizer_ids = [int(t) for t in self.tokenizer_ids]
-        self._lookup = {t: N_SPECIAL + i for i, t in enumerate(self.tokenizer_ids)}
-        if len(self._lookup) != len(self.tokenizer_ids):
-            raise ValueError("PieceVocabulary: tokenizer ids must be distinct.")
-
-    def __len__(self) -> int:
-        return N_SPECIAL + len(self.tokenizer_ids)
+    reserved, key, cast = N_SPECIAL, "tokenizer_ids", int
 
     @classmethod
     def build(cls, tokenized: Iterable[Sequence[int]], min_count: int = 1) -> PieceVocabulary:
@@ -103,31 +129,11 @@ class PieceVocabulary:
         """Compact ids of tokenizer ids; pieces not in the vocabulary become UNK."""
         return [self._lookup.get(int(t), UNK) for t in tokenizer_ids]
 
-    def to_dict(self) -> dict:
-        """JSON-serialisable form (see :meth:`from_dict`)."""
-        return {"tokenizer_ids": list(self.tokenizer_ids)}
 
-    @classmethod
-    def from_dict(cls, d: dict) -> PieceVocabulary:
-        """Inverse of :meth:`to_dict`."""
-        return cls([int(t) for t in d["tokenizer_ids"]])
-
-
-@dataclass
-class CategoryVocabulary:
+class CategoryVocabulary(_Vocabulary):
     """Compact ids for POI categories: 0 none (specials, padding), 1 unknown, the sorted names from 2."""
 
-    categories: list[str]
-    _lookup: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        self.categories = [str(c) for c in self.categories]
-        self._lookup = {c: _N_CATEGORY_SPECIAL + i for i, c in enumerate(self.categories)}
-        if len(self._lookup) != len(self.categories):
-            raise ValueError("CategoryVocabulary: categories must be distinct.")
-
-    def __len__(self) -> int:
-        return _N_CATEGORY_SPECIAL + len(self.categories)
+    reserved, key, cast = _N_CATEGORY_SPECIAL, "categories", str
 
     @classmethod
     def build(cls, categories: Iterable[Any]) -> CategoryVocabulary:
@@ -141,15 +147,6 @@ class CategoryVocabulary:
             dtype=np.int64,
         )
 
-    def to_dict(self) -> dict:
-        """JSON-serialisable form (see :meth:`from_dict`)."""
-        return {"categories": list(self.categories)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> CategoryVocabulary:
-        """Inverse of :meth:`to_dict`."""
-        return cls([str(c) for c in d["categories"]])
-
 
 def _present(value: Any) -> bool:
     """False for None, NaN and blank strings."""
@@ -161,7 +158,7 @@ def _present(value: Any) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------------ tokenizer
-def load_tokenizer(name: str = "all-MiniLM-L6-v2") -> Any:
+def load_tokenizer(name: str = DEFAULT_TEXT_ENCODER) -> Any:
     """The word-piece tokenizer of a registered text encoder or of a local model folder, offline.
 
     Args:
@@ -185,7 +182,7 @@ def load_tokenizer(name: str = "all-MiniLM-L6-v2") -> Any:
         path = Path(name)
     elif name in ENCODERS or "/" not in name:
         raise ConfigError(
-            f"Unknown tokenizer '{name}': use 'all-MiniLM-L6-v2', the path of a local model folder or a Hugging "
+            f"Unknown tokenizer '{name}': use '{DEFAULT_TEXT_ENCODER}', the path of a local model folder or a Hugging "
             "Face model name already in the local cache (RegionLens downloads nothing at run time)."
         )
     else:  # a hub name: only from the local Hugging Face cache

@@ -55,7 +55,8 @@ def test_duplicate_raster_names_are_made_unique(sf_dir: Path, sf_config_dict: di
 
 
 def test_a_slow_layer_read_keeps_reporting_and_can_be_cancelled(sf_dir: Path, sf_config_dict: dict[str, Any],
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 cancel_at_message: Any) -> None:
     """A layer read is one long call (minutes for 10 M POIs): heartbeats continue and a cancel stops the run."""
     import threading
 
@@ -74,15 +75,7 @@ def test_a_slow_layer_read_keeps_reporting_and_can_be_cancelled(sf_dir: Path, sf
     cfg_dict = copy.deepcopy(sf_config_dict)
     cfg_dict.pop("labels")
     cfg_dict.pop("rasters")
-    messages: list[str] = []
-    progress = Progress()
-
-    def callback(stage: str, fraction: float, message: str) -> None:
-        messages.append(message)
-        if messages.count("reading POIs") == 3:
-            progress.cancel()
-
-    progress.callback = callback
+    progress, messages = cancel_at_message("reading POIs", 3)
     with pytest.raises(Cancelled):
         read_city(config_from_dict(cfg_dict, sf_dir), progress)
     release.set()

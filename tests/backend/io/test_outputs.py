@@ -7,6 +7,7 @@ import os
 import socket
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import pandas as pd
@@ -194,26 +195,18 @@ def test_replace_atomically_keeps_the_old_file_when_writing_fails(tmp_path: Path
     replace_atomically(target, lambda fh: fh.write(b"second"))
     assert target.read_bytes() == b"second"
     assert sorted(p.name for p in target.parent.iterdir()) == ["features.npy"]
-def test_large_layers_are_written_in_batches_with_a_spatial_index(tmp_path, monkeypatch) -> None:
+def test_large_layers_are_written_in_batches_with_a_spatial_index(tmp_path, monkeypatch, poll_log: Any) -> None:
     from backend.io import outputs as outputs_mod
-    from backend.progress import Progress
 
     monkeypatch.setattr(outputs_mod, "WRITE_BATCH", 4)
-    polls: list[int] = []
-
-    class Counting(Progress):
-        def poll(self, fraction: float | None = None, message: str = "") -> None:
-            polls.append(1)
-            super().poll(fraction, message)
-
     n = 10
     idx = pd.Index([f"r{i}" for i in range(n)], name="region_id")
     gdf = gpd.GeoDataFrame({"v": [float(i) for i in range(n)]},
                            geometry=[shapely.box(i, 0, i + 1, 1) for i in range(n)], crs=32610, index=idx)
     gpkg = tmp_path / "x.gpkg"
-    write_layer(gdf, gpkg, "clusters", Counting())
+    write_layer(gdf, gpkg, "clusters", poll_log)
     write_layer(gdf.iloc[:3], gpkg, "embeddings")
-    assert len(polls) == 3  # batches of 4, 4 and 2 rows, progress polled before each
+    assert len(poll_log.polls) == 3  # batches of 4, 4 and 2 rows, progress polled before each
     back = gpd.read_file(gpkg, layer="clusters")
     assert list(back["region_id"]) == list(idx) and list(back["v"]) == list(gdf["v"])  # every batch, in order
     with sqlite3.connect(gpkg) as con:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -100,21 +101,14 @@ def test_sf_region_pixels_match_the_documented_counts(sf_city: CityData) -> None
 
 
 def test_raster_check_polls_progress_for_every_region(regions: gpd.GeoDataFrame,
-                                                       write_tif: Callable[..., Path]) -> None:
+                                                       write_tif: Callable[..., Path], poll_log: Any) -> None:
     from backend.errors import Cancelled
     from backend.progress import Progress
 
-    polls: list[int] = []
-
-    class Counting(Progress):
-        def poll(self, fraction: float | None = None, message: str = "") -> None:
-            polls.append(1)
-            super().poll(fraction, message)
-
     src = RasterSource(str(_half_raster(write_tif)))
-    check_raster(src, regions, regions.crs, [], Counting())
-    assert len(polls) == len(regions)  # one heartbeat/cancel check per region looked at
-    stop = Counting()
+    check_raster(src, regions, regions.crs, [], poll_log)
+    assert len(poll_log.polls) == len(regions)  # one heartbeat/cancel check per region looked at
+    stop = Progress()
     stop.cancel()
     with pytest.raises(Cancelled):
         check_raster(src, regions, regions.crs, [], stop)

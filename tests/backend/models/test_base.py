@@ -60,3 +60,45 @@ def test_describe_params_of_a_dataclass() -> None:
                  "min": None, "max": None},
         "size": {"label": "Size", "help": "How big.", "type": "int", "default": 3, "choices": [], "min": 1, "max": 9},
     }
+
+
+def test_a_method_declares_its_params_class_and_rules_once() -> None:
+    """``Embedder[P]`` makes ``P`` the method's ``Params``; ``P.checks`` is enforced by the base class and an
+    embedder built without ``dim`` gets its ``default_dim``."""
+    from dataclasses import dataclass
+
+    import numpy as np
+
+    from backend.models._base import Embedder
+
+    @dataclass
+    class P(EmbedderParams):
+        size: int = param(3, "Size", "How big.", minimum=1)
+
+        def checks(self) -> list[tuple[bool, str]]:
+            return [(self.size >= 1, "size must be >= 1")]
+
+    class Sized(Embedder[P]):
+        name = "sized"
+        default_dim = 5
+
+        def _fit(self, views, progress) -> None:  # noqa: ANN001
+            pass
+
+        def _transform(self, views, progress) -> np.ndarray:  # noqa: ANN001
+            return np.zeros((len(views), self.dim))
+
+        def _save_weights(self, folder) -> None:  # noqa: ANN001
+            pass
+
+        def _load_weights(self, folder) -> None:  # noqa: ANN001
+            pass
+
+    class Child(Sized):  # a subclass without a type argument keeps its parent's parameters
+        name = "child"
+
+    assert Sized.Params is P and Child.Params is P
+    assert Sized().dim == 5 and Sized(dim=2).dim == 2 and Sized(size=4).params.size == 4
+    assert Sized.describe()["param_info"]["size"]["min"] == 1
+    with pytest.raises(ConfigError, match=r"^child: size must be >= 1\.$"):
+        Child(size=0)

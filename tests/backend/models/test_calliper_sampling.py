@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -54,18 +55,12 @@ def test_vectorised_sampling_equals_the_definition(polygons: list, k: int) -> No
     np.testing.assert_allclose(xy, ref_xy, rtol=0, atol=1e-9)
 
 
-def test_sampling_runs_in_blocks_and_polls_progress(polygons: list, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sampling_runs_in_blocks_and_polls_progress(polygons: list, monkeypatch: pytest.MonkeyPatch,
+                                                    poll_log: Any) -> None:
     whole = sample_in_polygons(polygons, 5)
     monkeypatch.setattr(emb_mod, "_SAMPLE_BLOCK", 4)
-    polls: list[int] = []
-
-    class Counting(Progress):
-        def poll(self, fraction: float | None = None, message: str = "") -> None:
-            polls.append(1)
-            super().poll(fraction, message)
-
-    blocked = sample_in_polygons(polygons, 5, Counting())
-    assert len(polls) == math.ceil(len(polygons) / 4)  # one heartbeat/cancel check per block
+    blocked = sample_in_polygons(polygons, 5, poll_log)
+    assert len(poll_log.polls) == math.ceil(len(polygons) / 4)  # one heartbeat/cancel check per block
     np.testing.assert_array_equal(blocked[1], whole[1])
     np.testing.assert_array_equal(blocked[0], whole[0])  # blocks change nothing
 
@@ -97,7 +92,7 @@ def test_texts_are_built_once_per_distinct_category_and_name() -> None:
     assert len(formatted) == len(set(out)) == 8  # 4 categories x (named, unnamed), not 500
 
 
-def test_embedding_many_points_polls_progress_per_chunk_and_can_be_cancelled() -> None:
+def test_embedding_many_points_polls_progress_per_chunk_and_can_be_cancelled(poll_log: Any) -> None:
     import torch
 
     from backend.errors import Cancelled
@@ -114,17 +109,10 @@ def test_embedding_many_points_polls_progress_per_chunk_and_can_be_cancelled() -
     model = CaLLiPerEmbedder(dim=4, device="cpu")
     model._net, model.meta = Net(), {"origin": [0.0, 0.0], "crs": None}
     xy = np.random.default_rng(0).normal(size=(1000, 2))
-    messages: list[str] = []
-
-    class Counting(Progress):
-        def poll(self, fraction: float | None = None, message: str = "") -> None:
-            messages.append(message)
-            super().poll(fraction, message)
-
-    out = model.embed_points(xy, batch=300, progress=Counting())
-    assert messages == [f"embedding points {s:,}/1,000" for s in (0, 300, 600, 900)]  # before every chunk
+    out = model.embed_points(xy, batch=300, progress=poll_log)
+    assert poll_log.polls == [f"embedding points {s:,}/1,000" for s in (0, 300, 600, 900)]  # before every chunk
     np.testing.assert_allclose(out, model.embed_points(xy), rtol=1e-6)  # chunking changes nothing
-    stop = Counting()
+    stop = Progress()
     stop.cancel()
     with pytest.raises(Cancelled):
         model.embed_points(xy, batch=300, progress=stop)

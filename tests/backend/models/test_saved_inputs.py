@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from backend.models import EMBEDDERS, get_embedder, load_embedder
 from backend.views._base import Views
@@ -31,18 +30,14 @@ QUICK: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture(autouse=True)
-def _small(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    """One torch thread, caches under tmp_path, a tiny ReFound network."""
+def _small(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Caches under tmp_path, a tiny ReFound network (one torch thread: the folder's conftest)."""
     from backend.models.refound import model as refound_model
 
     monkeypatch.setitem(refound_model.PRESETS, "small", {"layers": 2, "width": 32, "heads": 2, "ffn": 64,
                                                          "fusion_layers": 1, "max_tokens": 24, "image_size": 32,
                                                          "codebook_size": 8})
     monkeypatch.setenv("REGIONLENS_CACHE_DIR", str(tmp_path / "cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def subset(views: Views, n: int) -> Views:

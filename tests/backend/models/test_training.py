@@ -13,7 +13,8 @@ import torch
 
 from backend.errors import ConfigError
 from backend.models import get_embedder
-from backend.models._training import make_optimizer, plateau, seeded
+from backend.models._base import WEIGHTS_FILE
+from backend.models._training import TrainedNetwork, make_optimizer, plateau, seeded
 from backend.progress import Progress
 from tests.backend.models.tiny_city import (
     SHORT_RUNS,
@@ -85,3 +86,30 @@ def test_nproc_is_checked_and_logged_for_methods_without_data_parallel_training(
     progress = Progress()
     get_embedder("baseline", dim=4, nproc=2).fit(tiny_views(side=4), progress)
     assert any("trains in one process" in m for m in progress.log_messages)
+
+
+def test_trained_network_files_round_trip(tmp_path: Path) -> None:
+    """The weights file holds the network (less its tied keys) and the extra arrays; ``<name>.json`` the record and
+    the recorded attributes, which come back on read; an unfitted network says so."""
+
+    class Holder(TrainedNetwork[torch.nn.Linear]):
+        name = "holder"
+        recorded = ("epochs_run", "loss_terms")
+
+        def __init__(self) -> None:
+            self.epochs_run, self.loss_terms = 0, {}
+
+    with pytest.raises(RuntimeError, match="holder: call fit"):
+        Holder().network  # noqa: B018
+    saved = Holder()
+    saved._net = torch.nn.Linear(3, 2)
+    saved.epochs_run, saved.loss_terms = 7, {"a": 0.5}
+    saved._write_network(tmp_path, {"network": {"width": 3}}, {"extra.mean": torch.ones(2)}, tied=("bias",))
+    assert json.loads((tmp_path / "holder.json").read_text(encoding="utf-8")) == {
+        "network": {"width": 3}, "epochs_run": 7, "loss_terms": {"a": 0.5}}
+    loaded = Holder()
+    record, state, arrays = loaded._read_network(tmp_path)
+    assert (tmp_path / WEIGHTS_FILE).is_file() and record == {"network": {"width": 3}}
+    assert (loaded.epochs_run, loaded.loss_terms) == (7, {"a": 0.5})
+    assert list(state) == ["weight"] and torch.equal(state["weight"], saved.network.weight.detach())
+    assert list(arrays) == ["extra.mean"] and torch.equal(arrays["extra.mean"], torch.ones(2))

@@ -35,15 +35,12 @@ class ToyParams(EmbedderParams):
     centre: bool = param(False, "Centre", "Subtract the mean share of every category.")
 
 
-class ToyEmbedder(Embedder):
+class ToyEmbedder(Embedder[ToyParams]):
     """POI category shares, tiled to ``dim`` columns: nothing learned."""
 
     name = "toy"
     title = "Toy (POI category shares, tests only)"
     uses_views = ("poi_counts",)
-    min_views = 1
-    Params = ToyParams
-    params: ToyParams
     deterministic = True
     default_dim = 6
 

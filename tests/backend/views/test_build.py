@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -113,27 +114,20 @@ def test_views_come_from_the_builders_of_the_inputs_the_city_has(toy_regions: gp
     assert calls == ["regions", "od"]
     assert views.available() == {"adjacency", "mobility"}
     assert seen[-1] == 1.0 and seen == sorted(seen)
-def test_a_slow_poi_view_keeps_reporting_and_can_be_cancelled(sf_city: CityData,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+
+
+def test_a_slow_poi_view_keeps_reporting_and_can_be_cancelled(sf_city: CityData, monkeypatch: pytest.MonkeyPatch,
+                                                               cancel_at_message: Any) -> None:
     import threading
 
     from backend import progress as progress_mod
-    from backend.progress import Progress
     from backend.views import build as build_mod
 
     monkeypatch.setattr(progress_mod, "HEARTBEAT_S", 0.0)
     release = threading.Event()
     real = build_mod.poi_points
     monkeypatch.setattr(build_mod, "poi_points", lambda city: release.wait(5.0) and real(city))
-    messages: list[str] = []
-    progress = Progress()
-
-    def callback(stage: str, fraction: float, message: str) -> None:
-        messages.append(message)
-        if messages.count("POI descriptions") == 3:
-            progress.cancel()
-
-    progress.callback = callback
+    progress, messages = cancel_at_message("POI descriptions", 3)
     with pytest.raises(Cancelled):
         build_mod.build_views(sf_city, progress=progress)
     release.set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -369,7 +370,7 @@ def test_trains_on_the_sample_city(sf_views: Views) -> None:
     assert model.network.cfg.relations == ["adjacency"]
 
 
-def test_scalable_embeds_many_regions_in_seeded_batches_not_one_attention() -> None:
+def test_scalable_embeds_many_regions_in_seeded_batches_not_one_attention(poll_log: Any) -> None:
     """Above batch_regions the embedding pass runs per batch (attention within a batch, as in training): the
     network sees at most batch_regions regions at a time, every region once, and the result is seeded."""
     from backend.models.hafusion.data import apply_inputs
@@ -386,15 +387,8 @@ def test_scalable_embeds_many_regions_in_seeded_batches_not_one_attention() -> N
         return real(inputs)
 
     model.network.embed = spy  # type: ignore[method-assign]
-    polls: list[str] = []
-
-    class Counting(Progress):
-        def poll(self, fraction: float | None = None, message: str = "") -> None:
-            polls.append(message)
-            super().poll(fraction, message)
-
-    first = model.transform(views, Counting()).to_numpy()
-    assert sizes == [64, 64, 22] and len(polls) == 3  # one pass and one heartbeat/cancel check per batch
+    first = model.transform(views, poll_log).to_numpy()
+    assert sizes == [64, 64, 22] and len(poll_log.polls) == 3  # one pass and one heartbeat/cancel check per batch
     perm = np.random.default_rng(1).permutation(150)
     idx = np.sort(perm[64:128])
     with torch.no_grad():

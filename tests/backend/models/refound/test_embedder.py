@@ -5,7 +5,6 @@ regions with the real packaged teachers (MiniLM, EfficientNet-Lite0) and tokeniz
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +24,10 @@ TINY = dict(layers=2, width=32, heads=2, ffn=64, fusion_layers=1, max_tokens=24,
 
 
 @pytest.fixture(autouse=True)
-def _tiny(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Tiny preset, one torch thread, caches under tmp_path."""
+def _tiny(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tiny preset, caches under tmp_path (one torch thread: the folder's conftest)."""
     monkeypatch.setitem(refound_model.PRESETS, "small", TINY)
     monkeypatch.setenv("REGIONLENS_CACHE_DIR", str(tmp_path / "cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def subset(views: Views, rows: np.ndarray, samples: Views | None = None) -> Views:

@@ -115,9 +115,9 @@ def test_tokenize_hand_made_region(tokenizer):
     cache: dict = {}
     labels = [poi_label(c, n) for c, n in zip(pois["category"], pois["name"], strict=True)]
     pieces = PieceVocabulary.build(tokenizer_ids(labels, tokenizer, cache))
-    assert pieces.tokenizer_ids == sorted([fast, food, park, blue, bottle])
+    assert pieces.values == sorted([fast, food, park, blue, bottle])
     assert len(pieces) == 10
-    cid = {t: 5 + i for i, t in enumerate(pieces.tokenizer_ids)}
+    cid = {t: 5 + i for i, t in enumerate(pieces.values)}
     cats = CategoryVocabulary.build(pois["category"])
     assert cats.encode(["cafe", "fast_food", "park", "bar"]).tolist() == [2, 3, 4, 1]
 
@@ -200,13 +200,19 @@ def test_each_text_tokenised_once(tokenizer):
 
 def test_vocabularies_round_trip():
     pieces = PieceVocabulary.build([[7, 3, 7], [100, 3], [42]], min_count=2)
-    assert pieces.tokenizer_ids == [3, 7]
+    assert pieces.values == [3, 7]
     back = PieceVocabulary.from_dict(json.loads(json.dumps(pieces.to_dict())))
     assert back == pieces and back.encode([7, 3, 42]) == [6, 5, UNK]
     cats = CategoryVocabulary.build(["park", "cafe", None, "park", float("nan")])
-    assert cats.categories == ["cafe", "park"] and len(cats) == 4
+    assert cats.values == ["cafe", "park"] and len(cats) == 4
     cback = CategoryVocabulary.from_dict(json.loads(json.dumps(cats.to_dict())))
     assert cback == cats and cback.encode(["park", "zoo", None]).tolist() == [3, 1, 1]
+    assert pieces.to_dict() == {"tokenizer_ids": [3, 7]} and cats.to_dict() == {"categories": ["cafe", "park"]}
+    assert back != cback and PieceVocabulary(["3", 7]) == pieces  # ids are stored as integers
+    with pytest.raises(ValueError, match="PieceVocabulary: tokenizer ids must be distinct"):
+        PieceVocabulary([3, 3])
+    with pytest.raises(ValueError, match="CategoryVocabulary: categories must be distinct"):
+        CategoryVocabulary(["park", "park"])
 
 
 def test_load_tokenizer_errors(tmp_path):

@@ -43,6 +43,7 @@ except ImportError:  # Qt5 (QGIS 3)
 from . import setup as backend_setup
 from .common import common
 from .export import VECTOR_LAYER_TYPE, ExportResult, export_layer_dialog
+from .layers_added import LayersAdded
 from .processing import RegionLensProvider
 from .report import REPORT_NAME, ReportParameters, run_report
 from .report import open_report as open_report_file
@@ -63,6 +64,29 @@ if TYPE_CHECKING:  # the explorer (numpy, matplotlib) is imported when first ope
 __all__ = ["RegionLensPlugin"]
 
 MENU = "&RegionLens"
+#: The Plugins-menu entries, in order: the plugin's attribute holding the action, its text, the plugin method it
+#: calls (none: the map tool's checkable action) and its tooltip. The first is also the toolbar button.
+MENU_ACTIONS = (
+    ("run_action", "Run RegionLens\u2026", "toggle_run_dock",
+     "Open the RegionLens run dock: regions, POIs, imagery, labels, methods, output folder"),
+    ("open_results_action", "Open run results\u2026", "open_run_results",
+     "Load a RegionLens run (regionlens.gpkg) as styled layers"),
+    ("sample_data_action", "Load sample data", "load_sample_data",
+     "Add the bundled San Francisco sample city (block groups, POIs, Landsat image)"),
+    ("explorer_action", "Embedding explorer", "open_explorer",
+     "Plot the embeddings in 2-D, coloured by cluster; select in the plot to select on the map"),
+    ("apply_action", "Apply a saved model to another layer\u2026", "open_apply_dialog",
+     "Embed another region layer with a model a run saved (<run output>/models/<method>)"),
+    ("export_action", "Export layer\u2026", "export_layer",
+     "Export a layer to a shapefile (field names shortened, and listed) or a GeoPackage"),
+    ("similar_action", "Find similar regions", "find_similar",
+     "Select regions of a run's embeddings (on the map or in the explorer), then map how similar every region is "
+     "to them; the most similar are outlined"),
+    ("similar_tool_action", "Find similar regions: click a region", "",
+     "Map tool: click a region to map how similar every region is to it; Shift+click adds regions"),
+    ("setup_action", "Set up backend\u2026", "show_setup_dialog",
+     "Create the RegionLens backend environment (PyTorch; CUDA build when an NVIDIA GPU is found)"),
+)
 
 
 class RegionLensPlugin:
@@ -95,7 +119,7 @@ class RegionLensPlugin:
         self.report_tasks: dict[Path, RunTask] = {}  # run folder -> its running ``report`` job (after a rename)
         self._report_again: set[Path] = set()  # run folders renamed again while their report job ran
         self.cluster_cards: list[ClusterCardDialog] = []  # open cards (modeless)
-        self._offered: QgsProject | None = None  # the project whose new layers get the layer tree actions
+        self._offered = LayersAdded(self._add_layer_actions)  # layers that get the layer tree actions
         self.last_similarity: QgsVectorLayer | None = None  # the latest "find similar regions" layer
         self._similar_notice: Any = None  # the "Finding regions similar ..." message while that job runs
         self.similar_tool_action: QAction | None = None  # checkable: the "click a region" map tool
@@ -123,43 +147,12 @@ class RegionLensPlugin:
         """Register the Processing provider; create the menu entries and the toolbar button."""
         self.initProcessing()
         icon = QIcon(str(PLUGIN_ROOT / "resources" / "icon.svg"))
-        self.run_action = self._add_action(
-            icon, "Run RegionLens\u2026", self.toggle_run_dock, toolbar=True,
-            tip="Open the RegionLens run dock: regions, POIs, imagery, labels, methods, output folder",
-        )  # fmt: skip
-        self.open_results_action = self._add_action(
-            icon, "Open run results\u2026", self.open_run_results,
-            tip="Load a RegionLens run (regionlens.gpkg) as styled layers",
-        )  # fmt: skip
-        self.sample_data_action = self._add_action(
-            icon, "Load sample data", self.load_sample_data,
-            tip="Add the bundled San Francisco sample city (block groups, POIs, Landsat image)",
-        )  # fmt: skip
-        self.explorer_action = self._add_action(
-            icon, "Embedding explorer", self.open_explorer,
-            tip="Plot the embeddings in 2-D, coloured by cluster; select in the plot to select on the map",
-        )  # fmt: skip
-        self.apply_action = self._add_action(
-            icon, "Apply a saved model to another layer\u2026", self.open_apply_dialog,
-            tip="Embed another region layer with a model a run saved (<run output>/models/<method>)",
-        )  # fmt: skip
-        self.export_action = self._add_action(
-            icon, "Export layer\u2026", self.export_layer,
-            tip="Export a layer to a shapefile (field names shortened, and listed) or a GeoPackage",
-        )  # fmt: skip
+        for i, (attribute, text, method, tip) in enumerate(MENU_ACTIONS):
+            setattr(self, attribute, self._add_action(icon, text, method, tip, toolbar=i == 0))
         self.layer_export_action = QAction(icon, "Export layer\u2026", self.iface.mainWindow())
         self.layer_export_action.triggered.connect(lambda _checked=False: self.export_layer())
         self.iface.addCustomActionForLayerType(self.layer_export_action, "RegionLens", VECTOR_LAYER_TYPE, True)
-        self.similar_action = self._add_action(
-            icon, "Find similar regions", lambda: self.find_similar(),
-            tip="Select regions of a run's embeddings (on the map or in the explorer), then map how similar "
-                "every region is to them; the most similar are outlined",
-        )  # fmt: skip
         self.iface.addCustomActionForLayerType(self.similar_action, "RegionLens", VECTOR_LAYER_TYPE, False)
-        self.similar_tool_action = self._add_action(
-            icon, "Find similar regions: click a region", lambda: None,
-            tip="Map tool: click a region to map how similar every region is to it; Shift+click adds regions",
-        )  # fmt: skip
         self.similar_tool_action.setCheckable(True)
         self.similar_tool_action.toggled.connect(self.toggle_similar_tool)
         self.card_action = QAction(icon, "Cluster card\u2026", self.iface.mainWindow())
@@ -172,10 +165,6 @@ class RegionLensPlugin:
             from .ui.cluster_card import LegendCardMenu
 
             self.legend_card_menu = LegendCardMenu(view, lambda layer, cluster: self.open_cluster_card(layer, cluster))
-        self.setup_action = self._add_action(
-            icon, "Set up backend\u2026", self.show_setup_dialog,
-            tip="Create the RegionLens backend environment (PyTorch; CUDA build when an NVIDIA GPU is found)",
-        )  # fmt: skip
         self.options_factory = backend_setup.RegionLensOptionsFactory(open_setup=self.show_setup_dialog)
         self.iface.registerOptionsWidgetFactory(self.options_factory)
 
@@ -490,14 +479,14 @@ class RegionLensPlugin:
 
     # ------------------------------------------------------------------ helpers
 
-    def _add_action(
-        self, icon: QIcon, text: str, callback: Callable[[], object], toolbar: bool = False, tip: str = ""
-    ) -> QAction:
+    def _add_action(self, icon: QIcon, text: str, method: str, tip: str, toolbar: bool = False) -> QAction:
+        """A Plugins-menu entry (and toolbar button) that calls the plugin's ``method`` (by name, without
+        arguments; none: nothing)."""
         action = QAction(icon, text, self.iface.mainWindow())
-        action.triggered.connect(lambda _checked=False: callback())
-        if tip:
-            action.setStatusTip(tip)
-            action.setToolTip(tip)
+        if method:
+            action.triggered.connect(lambda _checked=False: getattr(self, method)())
+        action.setStatusTip(tip)
+        action.setToolTip(tip)
         self.iface.addPluginToMenu(MENU, action)
         if toolbar:
             self.iface.addToolBarIcon(action)
@@ -648,17 +637,7 @@ class RegionLensPlugin:
     def _offer_layer_actions(self, offer: bool) -> None:
         """Put "Find similar regions" on embeddings layers' and "Cluster card…" on clusters layers' context menus
         (layers there now and layers added later)."""
-        project = QgsProject.instance()
-        if offer and self._offered is None:
-            self._offered = project
-            project.layersAdded.connect(self._add_layer_actions)
-            self._add_layer_actions(list(project.mapLayers().values()))
-        elif not offer and self._offered is not None:
-            try:
-                self._offered.layersAdded.disconnect(self._add_layer_actions)
-            except (RuntimeError, TypeError):
-                pass
-            self._offered = None
+        self._offered.follow(offer)
 
     def _add_layer_actions(self, layers) -> None:
         from .clusters import is_clusters_layer

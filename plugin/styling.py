@@ -26,6 +26,7 @@ from qgis.core import (
     QgsCategorizedSymbolRenderer,
     QgsClassificationEqualInterval,
     QgsClassificationJenks,
+    QgsClassificationMethod,
     QgsClassificationQuantile,
     QgsExpression,
     QgsExpressionContext,
@@ -317,24 +318,47 @@ def style_predictions(
     methods = {"quantile": QgsClassificationQuantile, "jenks": QgsClassificationJenks}
     if mode not in methods:
         raise ValueError(f"Unknown classification mode '{mode}'; use one of {sorted(methods)}.")
-    values = numeric_values(layer, field)
-    method = methods[mode]()
+    renderer = _graduated(layer, field, numeric_values(layer, field), VIRIDIS, classes, methods[mode]())
+    _title_with_units(layer, label, units)
+    return renderer
+
+
+def _graduated(layer: QgsVectorLayer, attribute: str, values: list[float], colours: Sequence[str], classes: int,
+               method: QgsClassificationMethod | None = None, symbol: QgsSymbol | None = None, min_precision: int = 0,
+               first: str = "", last: str = "") -> QgsGraduatedSymbolRenderer:  # fmt: skip
+    """The graduated renderer the result layers share, set on ``layer`` (its labels off).
+
+    Args:
+        attribute: The field or expression classed.
+        values: Its finite values (no classes without any).
+        colours: The ramp, from the first class to the last.
+        method: How classes are made (default: quantiles, equal counts).
+        symbol: The symbol the classes colour (default: a fill of the first colour).
+        min_precision: At least this many decimals in the class labels (``a – b``, with the decimals that tell
+            the bounds apart).
+        first, last: Words added to the first and to the last class label, e.g. ``narrow: surer``.
+    """
+    method = method or QgsClassificationQuantile()
     method.setLabelTrimTrailingZeroes(True)
-    renderer = QgsGraduatedSymbolRenderer(field)
-    renderer.setSourceSymbol(base_symbol(layer, VIRIDIS[0]))
-    renderer.setSourceColorRamp(gradient_ramp(VIRIDIS))
+    renderer = QgsGraduatedSymbolRenderer(attribute)
+    renderer.setSourceSymbol(symbol or base_symbol(layer, colours[0]))
+    renderer.setSourceColorRamp(gradient_ramp(colours))
     renderer.setClassificationMethod(method)
     if values:
         renderer.updateClasses(layer, classes)
-        renderer.updateColorRamp(gradient_ramp(VIRIDIS))
-        edges = [r.lowerValue() for r in renderer.ranges()] + [r.upperValue() for r in renderer.ranges()]
-        precision = _precision(edges)
+        renderer.updateColorRamp(gradient_ramp(colours))
+        ranges = renderer.ranges()
+        precision = max(min_precision, _precision([r.lowerValue() for r in ranges] + [r.upperValue() for r in ranges]))
         method.setLabelPrecision(precision)
-        for i, class_range in enumerate(renderer.ranges()):
-            renderer.updateRangeLabel(i, _range_label(class_range.lowerValue(), class_range.upperValue(), precision))
+        for i, class_range in enumerate(ranges):
+            text = _range_label(class_range.lowerValue(), class_range.upperValue(), precision)
+            if i == 0 and first:
+                text += f" ({first})"
+            elif i == len(ranges) - 1 and last:
+                text += f" ({last})"
+            renderer.updateRangeLabel(i, text)
     layer.setRenderer(renderer)
     layer.setLabelsEnabled(False)
-    _title_with_units(layer, label, units)
     layer.triggerRepaint()
     return renderer
 
@@ -445,30 +469,8 @@ def style_interval_width(layer: QgsVectorLayer, label: str, classes: int = 5) ->
     for suffix in (common.LO, common.HI):
         _require_field(layer, f"{label}{suffix}")
     expression = interval_width_expression(label)
-    values = _expression_values(layer, expression)
-    renderer = QgsGraduatedSymbolRenderer(expression)
-    renderer.setSourceSymbol(base_symbol(layer, ORANGES[0]))
-    renderer.setSourceColorRamp(gradient_ramp(ORANGES))
-    method = QgsClassificationQuantile()
-    method.setLabelTrimTrailingZeroes(True)
-    renderer.setClassificationMethod(method)
-    if values:
-        renderer.updateClasses(layer, classes)
-        renderer.updateColorRamp(gradient_ramp(ORANGES))
-        ranges = renderer.ranges()
-        precision = _precision([r.lowerValue() for r in ranges] + [r.upperValue() for r in ranges])
-        method.setLabelPrecision(precision)
-        for i, class_range in enumerate(ranges):
-            text = _range_label(class_range.lowerValue(), class_range.upperValue(), precision)
-            if i == 0:
-                text += " (narrow: surer)"
-            elif i == len(ranges) - 1:
-                text += " (wide: less sure)"
-            renderer.updateRangeLabel(i, text)
-    layer.setRenderer(renderer)
-    layer.setLabelsEnabled(False)
-    layer.triggerRepaint()
-    return renderer
+    return _graduated(layer, expression, _expression_values(layer, expression), ORANGES, classes,
+                      first="narrow: surer", last="wide: less sure")  # fmt: skip
 
 
 def add_interval_width_style(layer: QgsVectorLayer, label: str) -> bool:
@@ -534,25 +536,7 @@ def style_similarity(layer: QgsVectorLayer, classes: int = 5) -> QgsGraduatedSym
     field = common.SIMILARITY_FIELD
     _require_field(layer, field)
     _require_field(layer, common.SIMILAR_TOP_FIELD)
-    values = numeric_values(layer, field)
-    renderer = QgsGraduatedSymbolRenderer(field)
+    renderer = _graduated(layer, field, numeric_values(layer, field), VIRIDIS, classes,
+                          symbol=_outline_symbol(layer, VIRIDIS[0]), min_precision=2, last="most similar")
     renderer.setUsingSymbolLevels(True)  # the outlines of the top N over every fill
-    renderer.setSourceSymbol(_outline_symbol(layer, VIRIDIS[0]))
-    renderer.setSourceColorRamp(gradient_ramp(VIRIDIS))
-    method = QgsClassificationQuantile()
-    method.setLabelTrimTrailingZeroes(True)
-    renderer.setClassificationMethod(method)
-    if values:
-        renderer.updateClasses(layer, classes)
-        renderer.updateColorRamp(gradient_ramp(VIRIDIS))
-        ranges = renderer.ranges()
-        precision = max(2, _precision([r.lowerValue() for r in ranges] + [r.upperValue() for r in ranges]))
-        for i, class_range in enumerate(ranges):
-            text = _range_label(class_range.lowerValue(), class_range.upperValue(), precision)
-            if i == len(ranges) - 1:
-                text += " (most similar)"
-            renderer.updateRangeLabel(i, text)
-    layer.setRenderer(renderer)
-    layer.setLabelsEnabled(False)
-    layer.triggerRepaint()
     return renderer

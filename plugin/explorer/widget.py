@@ -30,6 +30,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..layers_added import LayersAdded
 from .data import (
     CLUSTER_FIELD,
     CLUSTERS,
@@ -73,7 +74,7 @@ class EmbeddingExplorer(QgsDockWidget):
         self._linked: list[QgsVectorLayer] = []  # layers whose selectionChanged we listen to
         self._syncing = False  # True while the plot sets the map selection
         self._loading = False
-        self._watched: QgsProject | None = None  # the project whose new layers update the combos
+        self._watched = LayersAdded(self._update_layer_filters)  # new layers update the combos
 
         body = QWidget(self)
         self.plot = ScatterPlot(body, on_select=self._plot_selected)
@@ -534,16 +535,7 @@ class EmbeddingExplorer(QgsDockWidget):
             self.iface.messageBar().pushWarning("RegionLens", text)
 
     def _watch_project(self, watch: bool) -> None:
-        if watch and self._watched is None:
-            self._watched = QgsProject.instance()
-            self._watched.layersAdded.connect(self._update_layer_filters)
-            self._update_layer_filters()
-        elif not watch and self._watched is not None:
-            try:
-                self._watched.layersAdded.disconnect(self._update_layer_filters)
-            except (RuntimeError, TypeError):
-                pass
-            self._watched = None
+        self._watched.follow(watch)
 
     def _update_layer_filters(self, *_args) -> None:
         """Offer only embeddings layers in the first combo and clusters layers in the second."""

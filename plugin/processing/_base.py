@@ -13,7 +13,7 @@ import configparser
 import html
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,9 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFileDestination,
@@ -37,7 +40,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..common import common
 from ..i18n import tr
-from ..parameters import METHODS, LabelChoice, RunChoices, label_fields
+from ..parameters import METHODS, PREDICTION_MODELS, TARGETS, LabelChoice, RunChoices, label_fields
 from ..tasks import LOG_TAG, PLUGIN_ROOT, RunCancelled, RunSucceeded, run_worker_job
 from ..worker_client import find_backend_python
 from ._inputs import export_vector
@@ -51,16 +54,22 @@ __all__ = [
     "HELP_URL",
     "ICON_PATH",
     "LABEL_DEFAULTS",
+    "POLYGONS",
+    "PredictionParameters",
     "SETUP_HINT",
     "RegionLensAlgorithm",
+    "advanced",
     "backend_python",
     "ensure_methods",
     "input_folder",
     "check_label_fields",
     "coverage_parameter",
+    "integer_parameter",
     "run_backend",
 ]
 
+#: The geometry type of region layers (inputs and outputs).
+POLYGONS = QgsProcessing.SourceType.TypeVectorPolygon
 #: The provider's and the algorithms' icon.
 ICON_PATH = PLUGIN_ROOT / "resources" / "icon.svg"
 GROUP = "Region embeddings"
@@ -103,6 +112,23 @@ def coverage_parameter(name: str) -> QgsProcessingParameterNumber:
         name, tr("Prediction interval coverage (0.9 = 90 % of regions inside their interval)"),
         QgsProcessingParameterNumber.Type.Double, DEFAULTS.coverage, False, low, high,
     )
+
+
+def integer_parameter(name: str, description: str, default: int, minimum: int,
+                      maximum: int | None = None) -> QgsProcessingParameterNumber:  # fmt: skip
+    """A whole-number parameter from ``minimum`` (to ``maximum`` when given)."""
+    parameter = QgsProcessingParameterNumber(
+        name, description, QgsProcessingParameterNumber.Type.Integer, default, False, minimum
+    )
+    if maximum is not None:
+        parameter.setMaximum(maximum)
+    return parameter
+
+
+def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
+    """``parameter``, shown under the dialog's *Advanced parameters*."""
+    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+    return parameter
 
 
 def check_label_fields(layer: QgsVectorLayer | None, fields: list[str]) -> str:
@@ -164,32 +190,121 @@ class RegionLensAlgorithm(QgsProcessingAlgorithm):
         """A fresh instance (Processing runs each execution on its own copy)."""
         return type(self)()
 
+    def checkParameterValues(  # noqa: N802 - QGIS API
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> tuple[bool, str]:
+        """QGIS's checks, then :meth:`problem`: wrong or contradictory choices explained before the run starts."""
+        ok, message = super().checkParameterValues(parameters, context)
+        problem = self.problem(parameters, context) if ok else None
+        return (False, problem) if problem else (ok, message)
+
+    def problem(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str | None:
+        """Why the chosen parameters cannot run (beyond what QGIS checks), or ``None``."""
+        return None
+
     def postProcessAlgorithm(self, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:  # noqa: N802
         """Main thread, after the run: queue the outputs for loading (see :mod:`._outputs`)."""
         queue_layers(context, getattr(self, "layers_to_load", []))
         return {}  # keep processAlgorithm's results
 
+    # ------------------------------------------------ parameters and outputs more than one algorithm has
+    K = "K"
+    SEED = "SEED"
+    CLUSTERS = "CLUSTERS"  # output: the clusters layer
+    PREDICTIONS = "PREDICTIONS"  # output: the predictions layer
+    METRICS = "METRICS"  # output: the metrics table
+
+    def clusters_parameter(self, default: int = DEFAULTS.cluster_k) -> QgsProcessingParameterNumber:
+        """The number of clusters (0 = chosen by silhouette), as in the run dock; see :meth:`clusters_problem`."""
+        return integer_parameter(self.K, tr("Number of clusters (0 = choose automatically)"), default, 0, 100)
+
+    def clusters_problem(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str | None:
+        """Why the number of clusters cannot be used (1), or ``None``."""
+        if self.parameterAsInt(parameters, self.K, context) == 1:
+            return tr("The number of clusters must be 0 (choose automatically) or at least 2.")
+        return None
+
+    def seed_parameter(self) -> QgsProcessingParameterNumber:
+        """The random seed of every stage (the run dock's default)."""
+        return integer_parameter(self.SEED, tr("Random seed"), DEFAULTS.seed, 0)
+
+
+class PredictionParameters(RegionLensAlgorithm):
+    """The label and evaluation parameters of the algorithms that predict labels (``embed``, ``predict``), with
+    the run dock's defaults, and the settings they give (:meth:`prediction_settings`)."""
+
+    TARGET = "TARGET"
+    LOG1P = "LOG1P"
+    FOLDS = "FOLDS"
+    REPEATS = "REPEATS"
+    MODELS = "MODELS"
+    SPATIAL = "SPATIAL"
+    COVERAGE = "COVERAGE"
+
+    def label_parameters(self, target: str, log1p: str) -> list[QgsProcessingParameterDefinition]:
+        """How labels are modelled: ``target`` and ``log1p`` are the two parameters' descriptions."""
+        return [
+            QgsProcessingParameterEnum(self.TARGET, target, [tr("count"), tr("density (per km\u00b2)")],
+                                       defaultValue=TARGETS.index(LABEL_DEFAULTS.target)),
+            QgsProcessingParameterBoolean(self.LOG1P, log1p, LABEL_DEFAULTS.log1p),
+        ]  # fmt: skip
+
+    def evaluation_parameters(self, models: str) -> list[QgsProcessingParameterDefinition]:
+        """Folds, repeats, prediction models (described as ``models``), spatial folds and interval coverage."""
+        return [
+            integer_parameter(self.FOLDS, tr("Cross-validation folds"), DEFAULTS.folds, 2, 50),
+            integer_parameter(self.REPEATS, tr("Cross-validation repeats"), DEFAULTS.repeats, 1, 50),
+            QgsProcessingParameterEnum(
+                self.MODELS, models, list(PREDICTION_MODELS), allowMultiple=True,
+                defaultValue=[PREDICTION_MODELS.index(m) for m in DEFAULTS.prediction_models],
+            ),
+            QgsProcessingParameterBoolean(self.SPATIAL, tr("Also evaluate with spatially blocked folds"),
+                                          DEFAULTS.spatial),
+            coverage_parameter(self.COVERAGE),
+        ]  # fmt: skip
+
+    def prediction_settings(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
+        """``target``, ``log1p``, ``models`` (the run dock's when none is chosen), ``folds``, ``repeats``,
+        ``spatial`` and ``coverage``, as the worker's ``predict`` job and the run configuration name them."""
+        chosen = self.parameterAsEnums(parameters, self.MODELS, context)
+        return {
+            "target": TARGETS[self.parameterAsEnum(parameters, self.TARGET, context)],
+            "log1p": self.parameterAsBool(parameters, self.LOG1P, context),
+            "models": [PREDICTION_MODELS[i] for i in chosen] or list(DEFAULTS.prediction_models),
+            "folds": self.parameterAsInt(parameters, self.FOLDS, context),
+            "repeats": self.parameterAsInt(parameters, self.REPEATS, context),
+            "spatial": self.parameterAsBool(parameters, self.SPATIAL, context),
+            "coverage": self.parameterAsDouble(parameters, self.COVERAGE, context),
+        }
+
 
 class EmbeddingLayerAlgorithm(RegionLensAlgorithm):
-    """An algorithm whose input is an embedding layer (``emb_000`` ... fields) with a region id field."""
+    """An algorithm whose input is an embedding layer (``emb_000`` ... fields) with a region id field and whose
+    worker job writes one GeoPackage (:meth:`run_job`); subclasses declare the rest in :meth:`add_parameters`
+    and :meth:`add_outputs`."""
 
     INPUT = "INPUT"
     ID_FIELD = "ID_FIELD"
     OUTPUT = "OUTPUT"
 
-    def add_embedding_input(self) -> None:
-        """Declare the embedding layer and its id field (default ``region_id``, as a run writes it)."""
-        polygons = [QgsProcessing.SourceType.TypeVectorPolygon]
-        self.addParameter(QgsProcessingParameterFeatureSource(self.INPUT, tr("Embedding layer"), polygons))
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802 - QGIS API
+        """Declare the embedding layer and its id field (default ``region_id``, as a run writes it), the
+        algorithm's parameters, the GeoPackage the job writes, and the algorithm's outputs."""
+        self.addParameter(QgsProcessingParameterFeatureSource(self.INPUT, tr("Embedding layer"), [POLYGONS]))
         self.addParameter(
             QgsProcessingParameterField(self.ID_FIELD, tr("Region id field"), common.ID_FIELD, self.INPUT)
         )
-
-    def add_output_gpkg(self) -> None:
-        """Declare the GeoPackage the job writes."""
+        self.add_parameters()
         self.addParameter(
             QgsProcessingParameterFileDestination(self.OUTPUT, tr("Output GeoPackage"), tr("GeoPackage (*.gpkg)"))
         )
+        self.add_outputs()
+
+    def add_parameters(self) -> None:
+        """Declare the algorithm's own parameters (after the embedding layer, before the output)."""
+
+    def add_outputs(self) -> None:
+        """Declare the algorithm's outputs besides the GeoPackage."""
 
     def export_embeddings(self, parameters: dict[str, Any], context: QgsProcessingContext,
                           feedback: QgsProcessingFeedback, folder: Path) -> str:  # fmt: skip
@@ -202,6 +317,31 @@ class EmbeddingLayerAlgorithm(RegionLensAlgorithm):
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
         return str(export_vector(source, folder / f"{common.LAYER_EMBEDDINGS}.gpkg", context, feedback, "embedding"))
+
+    def run_job(self, action: str, parameters: dict[str, Any], context: QgsProcessingContext,
+                feedback: QgsProcessingFeedback, job: Callable[[Path], dict]) -> tuple[dict, str]:  # fmt: skip
+        """Run the worker's ``action`` on an embedding layer and report the notes of its result.
+
+        Args:
+            job: ``job(folder)``: the request's parameters besides ``output``, with its inputs exported into
+                ``folder`` (a temporary folder, removed after the job).
+
+        Returns:
+            The worker's result and the GeoPackage it wrote (the ``OUTPUT`` file, replaced: Processing asked
+            before a chosen file is replaced, and the write is atomic).
+
+        Raises:
+            QgsProcessingException: See :func:`run_backend`.
+        """
+        self.layers_to_load = []
+        python = backend_python()
+        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        with input_folder(feedback) as folder:
+            request = {**job(folder), "output": output, "overwrite": True}
+            result = run_backend(python, action, request, feedback)
+        for line in result.get("report") or []:
+            feedback.pushInfo(str(line))
+        return result, str(result["output"])
 
 
 def ensure_methods(python: Path | None = None, wait: bool = True) -> bool:

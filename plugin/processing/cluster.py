@@ -16,12 +16,11 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingOutputVectorLayer,
     QgsProcessingParameterEnum,
-    QgsProcessingParameterNumber,
 )
 
 from ..common import common, gpkg_uri
 from ..i18n import tr
-from ._base import EmbeddingLayerAlgorithm, backend_python, input_folder, run_backend
+from ._base import POLYGONS, EmbeddingLayerAlgorithm
 from ._outputs import LayerToLoad
 
 __all__ = ["CLUSTER_METHODS", "ClusterAlgorithm"]
@@ -45,31 +44,21 @@ class ClusterAlgorithm(EmbeddingLayerAlgorithm):
         "'cluster_profiles'. The result also reports the number of clusters and the silhouette score."
     )
 
-    K = "K"
     METHOD = "METHOD"
-    SEED = "SEED"
     # outputs
-    CLUSTERS = "CLUSTERS"
     CLUSTER_PROFILES = "CLUSTER_PROFILES"
     N_CLUSTERS = "N_CLUSTERS"
     SILHOUETTE = "SILHOUETTE"
 
-    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802 - QGIS API
-        """Declare the parameters and outputs."""
-        polygons = QgsProcessing.SourceType.TypeVectorPolygon
-        self.add_embedding_input()
-        k = QgsProcessingParameterNumber(
-            self.K, tr("Number of clusters (0 = choose automatically)"), QgsProcessingParameterNumber.Type.Integer, 0,
-            False, 0, 100,
-        )  # fmt: skip
-        self.addParameter(k)
+    def add_parameters(self) -> None:
+        """Declare the parameters."""
+        self.addParameter(self.clusters_parameter(0))
         self.addParameter(QgsProcessingParameterEnum(self.METHOD, tr("Method"), list(CLUSTER_METHODS), defaultValue=0))
-        self.addParameter(
-            QgsProcessingParameterNumber(self.SEED, tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 0,
-                                         False, 0)
-        )  # fmt: skip
-        self.add_output_gpkg()
-        self.addOutput(QgsProcessingOutputVectorLayer(self.CLUSTERS, tr("Clusters"), polygons))
+        self.addParameter(self.seed_parameter())
+
+    def add_outputs(self) -> None:
+        """Declare the outputs."""
+        self.addOutput(QgsProcessingOutputVectorLayer(self.CLUSTERS, tr("Clusters"), POLYGONS))
         self.addOutput(
             QgsProcessingOutputVectorLayer(
                 self.CLUSTER_PROFILES, tr("Cluster profiles"), QgsProcessing.SourceType.TypeVector
@@ -78,37 +67,22 @@ class ClusterAlgorithm(EmbeddingLayerAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.N_CLUSTERS, tr("Number of clusters")))
         self.addOutput(QgsProcessingOutputNumber(self.SILHOUETTE, tr("Silhouette score")))
 
-    def checkParameterValues(  # noqa: N802 - QGIS API
-        self, parameters: dict[str, Any], context: QgsProcessingContext
-    ) -> tuple[bool, str]:
-        """Reject K = 1."""
-        ok, message = super().checkParameterValues(parameters, context)
-        if ok and self.parameterAsInt(parameters, self.K, context) == 1:
-            return False, tr("The number of clusters must be 0 (choose automatically) or at least 2.")
-        return ok, message
+    def problem(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str | None:
+        """K = 1 is refused."""
+        return self.clusters_problem(parameters, context)
 
     def processAlgorithm(  # noqa: N802 - QGIS API
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
         """Export the embedding layer, run the backend's ``cluster`` job, report its outputs."""
-        self.layers_to_load: list[LayerToLoad] = []
-        python = backend_python()
-        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         k = self.parameterAsInt(parameters, self.K, context)
-        with input_folder(feedback) as folder:
-            job = {
-                "embeddings": self.export_embeddings(parameters, context, feedback, folder),
-                "id_field": self.parameterAsString(parameters, self.ID_FIELD, context),
-                "k": k if k >= 2 else "auto",
-                "method": CLUSTER_METHODS[self.parameterAsEnum(parameters, self.METHOD, context)],
-                "seed": self.parameterAsInt(parameters, self.SEED, context),
-                "output": output,
-                "overwrite": True,  # Processing asked before replacing a chosen file; the write is atomic
-            }
-            result = run_backend(python, "cluster", job, feedback)
-        for line in result.get("report") or []:
-            feedback.pushInfo(str(line))
-        gpkg = str(result["output"])
+        result, gpkg = self.run_job("cluster", parameters, context, feedback, lambda folder: {
+            "embeddings": self.export_embeddings(parameters, context, feedback, folder),
+            "id_field": self.parameterAsString(parameters, self.ID_FIELD, context),
+            "k": k if k >= 2 else "auto",
+            "method": CLUSTER_METHODS[self.parameterAsEnum(parameters, self.METHOD, context)],
+            "seed": self.parameterAsInt(parameters, self.SEED, context),
+        })
         feedback.pushInfo(
             tr("{} clusters (silhouette {:.3f}), sizes {}").format(
                 result.get("k"), float(result.get("silhouette", float("nan"))), result.get("sizes")

@@ -25,14 +25,12 @@ from qgis.core import (
     QgsProcessingOutputString,
     QgsProcessingOutputVectorLayer,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterString,
 )
 
@@ -45,8 +43,6 @@ from ..parameters import (
     ENSEMBLE_HELP,
     METHODS,
     NO_CONTEXT,
-    PREDICTION_MODELS,
-    TARGETS,
     MethodChoice,
     RunChoices,
     combining_problem,
@@ -62,12 +58,12 @@ from ..results import run_group_name
 from ..sources import POI_FILE_FILTER, poi_file_config, poi_file_problem, raster_config
 from ._base import (
     DEFAULTS,
-    LABEL_DEFAULTS,
-    RegionLensAlgorithm,
+    PredictionParameters,
+    advanced,
     backend_python,
     check_label_fields,
-    coverage_parameter,
     input_folder,
+    integer_parameter,
     run_backend,
 )
 from ._inputs import export_vector, raster_input
@@ -85,7 +81,7 @@ def _given(parameters: dict[str, Any], name: str) -> bool:
     return value is not None and value != "" and value != []
 
 
-class EmbedAlgorithm(RegionLensAlgorithm):
+class EmbedAlgorithm(PredictionParameters):
     """Learn region embeddings from POIs, imagery, mobility and land use; cluster; predict labels out of fold."""
 
     ALG_ID = "embed"
@@ -127,18 +123,9 @@ class EmbedAlgorithm(RegionLensAlgorithm):
     LANDUSE_CLASS = "LANDUSE_CLASS"
     LABEL_FIELDS = "LABEL_FIELDS"
     LABEL_POINTS = "LABEL_POINTS"
-    TARGET = "TARGET"
-    LOG1P = "LOG1P"
     METHOD = "METHOD"
     DIM = "DIM"
-    K = "K"
-    SEED = "SEED"
     DEVICE = "DEVICE"
-    FOLDS = "FOLDS"
-    REPEATS = "REPEATS"
-    MODELS = "MODELS"
-    SPATIAL = "SPATIAL"
-    COVERAGE = "COVERAGE"
     METHOD_PARAMS = "METHOD_PARAMS"
     CONTEXT = "CONTEXT"
     ENSEMBLE = "ENSEMBLE"
@@ -147,9 +134,6 @@ class EmbedAlgorithm(RegionLensAlgorithm):
     # outputs
     GPKG = "GPKG"
     EMBEDDINGS = "EMBEDDINGS"
-    CLUSTERS = "CLUSTERS"
-    PREDICTIONS = "PREDICTIONS"
-    METRICS = "METRICS"
     RUN_JSON = "RUN_JSON"
     DEVICE_USED = "DEVICE_USED"
 
@@ -215,26 +199,17 @@ class EmbedAlgorithm(RegionLensAlgorithm):
                 QgsProcessing.SourceType.TypeVectorPoint, optional=True,
             )
         )  # fmt: skip
-        self.addParameter(
-            QgsProcessingParameterEnum(
-                self.TARGET, tr("Model labels as"), [tr("count"), tr("density (per km\u00b2)")],
-                defaultValue=TARGETS.index(LABEL_DEFAULTS.target),
-            )
-        )  # fmt: skip
-        self.addParameter(
-            QgsProcessingParameterBoolean(self.LOG1P, tr("log1p-transform the labels"), LABEL_DEFAULTS.log1p)
-        )
+        for parameter in self.label_parameters(tr("Model labels as"), tr("log1p-transform the labels")):
+            self.addParameter(parameter)
         self.addParameter(
             QgsProcessingParameterEnum(
                 self.METHOD, tr("Methods"), METHODS.names(), allowMultiple=True,
                 defaultValue=[m.name for m in DEFAULTS.methods], usesStaticStrings=True,
             )
         )  # fmt: skip
-        self.addParameter(_integer(self.DIM, tr("Embedding size (0 = each method's default)"), 0, 0, 4096))
-        self.addParameter(
-            _integer(self.K, tr("Number of clusters (0 = choose automatically)"), DEFAULTS.cluster_k, 0, 100)
-        )
-        self.addParameter(_integer(self.SEED, tr("Random seed"), DEFAULTS.seed, 0))
+        self.addParameter(integer_parameter(self.DIM, tr("Embedding size (0 = each method's default)"), 0, 0, 4096))
+        self.addParameter(self.clusters_parameter())
+        self.addParameter(self.seed_parameter())
         self.addParameter(
             QgsProcessingParameterEnum(
                 self.DEVICE, tr("Device"), list(DEVICES), defaultValue=DEVICES.index(DEFAULTS.device)
@@ -242,22 +217,13 @@ class EmbedAlgorithm(RegionLensAlgorithm):
         )
 
         contexts = [NO_CONTEXT, *context_presets()]  # the backend's presets (its cached ``info``)
-        advanced = [
+        advanced_parameters = [
             QgsProcessingParameterString(self.OD_ORIGIN, tr("OD table: origin id column"), DEFAULTS.od_origin_field),
             QgsProcessingParameterString(
                 self.OD_DESTINATION, tr("OD table: destination id column"), DEFAULTS.od_destination_field
             ),
             QgsProcessingParameterString(self.OD_COUNT, tr("OD table: trip count column"), DEFAULTS.od_count_field),
-            _integer(self.FOLDS, tr("Cross-validation folds"), DEFAULTS.folds, 2, 50),
-            _integer(self.REPEATS, tr("Cross-validation repeats"), DEFAULTS.repeats, 1, 50),
-            QgsProcessingParameterEnum(
-                self.MODELS, tr("Prediction models"), list(PREDICTION_MODELS), allowMultiple=True,
-                defaultValue=[PREDICTION_MODELS.index(m) for m in DEFAULTS.prediction_models],
-            ),
-            QgsProcessingParameterBoolean(
-                self.SPATIAL, tr("Also evaluate with spatially blocked folds"), DEFAULTS.spatial
-            ),
-            coverage_parameter(self.COVERAGE),
+            *self.evaluation_parameters(tr("Prediction models")),
             QgsProcessingParameterString(
                 self.METHOD_PARAMS, tr('Method parameters (JSON, e.g. {"neighbourhood_m": 1000})'), optional=True
             ),
@@ -265,7 +231,7 @@ class EmbedAlgorithm(RegionLensAlgorithm):
                 self.CONTEXT, tr("Spatial context (neighbours' mean embeddings appended)"), contexts,
                 defaultValue=DEFAULTS.context or NO_CONTEXT, usesStaticStrings=True,
             ),
-            _integer(
+            integer_parameter(
                 self.ENSEMBLE, tr("Ensemble (training seeds, learned methods only)"), DEFAULTS.ensemble, 1,
                 max(ensemble_limit(), DEFAULTS.ensemble),
             ),
@@ -276,12 +242,10 @@ class EmbedAlgorithm(RegionLensAlgorithm):
         helps = {self.CONTEXT: tr(CONTEXT_HELP), self.ENSEMBLE: tr(ENSEMBLE_HELP),
                  self.METHOD_PARAMS: tr("Each method's parameters, as the backend describes them:") + "\n"
                  + describe_method_params()}  # fmt: skip
-        for parameter in advanced:
+        for parameter in advanced_parameters:
             if parameter.name() in helps:
                 parameter.setHelp(helps[parameter.name()])
-        for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
-            self.addParameter(parameter)
+            self.addParameter(advanced(parameter))
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_DIR, tr("Output folder")))
 
         self.addOutput(QgsProcessingOutputFile(self.GPKG, tr("Results GeoPackage")))
@@ -296,17 +260,8 @@ class EmbedAlgorithm(RegionLensAlgorithm):
         self.addOutput(QgsProcessingOutputFile(self.RUN_JSON, tr("Run manifest (run.json)")))
         self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, tr("Device that ran")))
 
-    def checkParameterValues(  # noqa: N802 - QGIS API
-        self, parameters: dict[str, Any], context: QgsProcessingContext
-    ) -> tuple[bool, str]:
-        """Explain wrong or contradictory choices before the run starts, as the run dock does."""
-        ok, message = super().checkParameterValues(parameters, context)
-        if not ok:
-            return ok, message
-        problem = self._problem(parameters, context)
-        return (False, problem) if problem else (True, "")
-
-    def _problem(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str | None:
+    def problem(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str | None:
+        """Wrong or contradictory choices, explained as the run dock does."""
         regions = self.parameterAsSource(parameters, self.REGIONS, context)
         id_field = self.parameterAsString(parameters, self.REGION_ID, context)
         if regions is not None and id_field and regions.fields().indexFromName(id_field) < 0:
@@ -322,8 +277,9 @@ class EmbedAlgorithm(RegionLensAlgorithm):
             return tr("Choose the POI category field (the field that says what each point is).")
         if _given(parameters, self.LANDUSE) and not _given(parameters, self.LANDUSE_CLASS):
             return tr("Choose the land-use class field.")
-        if self.parameterAsInt(parameters, self.K, context) == 1:
-            return tr("The number of clusters must be 0 (choose automatically) or at least 2.")
+        problem = self.clusters_problem(parameters, context)
+        if problem:
+            return problem
         refused = check_label_fields(
             self.parameterAsVectorLayer(parameters, self.REGIONS, context),
             self.parameterAsFields(parameters, self.LABEL_FIELDS, context),
@@ -362,14 +318,11 @@ class EmbedAlgorithm(RegionLensAlgorithm):
         """Export the inputs, run the backend, report its outputs."""
         self.layers_to_load: list[LayerToLoad] = []
         python = backend_python()
-        problem = self._problem(parameters, context)  # (scripts may skip checkParameterValues)
+        problem = self.problem(parameters, context)  # (scripts may skip checkParameterValues)
         if problem:
             raise QgsProcessingException(problem)
         output_dir = self.parameterAsFileOutput(parameters, self.OUTPUT_DIR, context)
-        target = TARGETS[self.parameterAsEnum(parameters, self.TARGET, context)]
-        log1p = self.parameterAsBool(parameters, self.LOG1P, context)
-        models = [PREDICTION_MODELS[i] for i in sorted(self.parameterAsEnums(parameters, self.MODELS, context))]
-        models = models or list(DEFAULTS.prediction_models)
+        evaluation = self.prediction_settings(parameters, context)
         k = self.parameterAsInt(parameters, self.K, context)
         dim = self.parameterAsInt(parameters, self.DIM, context)
         methods = self.parameterAsEnumStrings(parameters, self.METHOD, context)
@@ -379,14 +332,11 @@ class EmbedAlgorithm(RegionLensAlgorithm):
             methods=[MethodChoice(m, dim or METHODS.get(m).dim, method_params.get(m, {})) for m in methods],
             ensemble=self.parameterAsInt(parameters, self.ENSEMBLE, context),
             context="" if spatial_context in ("", NO_CONTEXT) else spatial_context,
-            cluster_k=k, prediction_models=models,
-            folds=self.parameterAsInt(parameters, self.FOLDS, context),
-            repeats=self.parameterAsInt(parameters, self.REPEATS, context),
-            spatial=self.parameterAsBool(parameters, self.SPATIAL, context),
+            cluster_k=k, prediction_models=evaluation["models"], folds=evaluation["folds"],
+            repeats=evaluation["repeats"], spatial=evaluation["spatial"], coverage=evaluation["coverage"],
             seed=self.parameterAsInt(parameters, self.SEED, context),
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             overwrite=self.parameterAsBool(parameters, self.OVERWRITE, context),
-            coverage=self.parameterAsDouble(parameters, self.COVERAGE, context),
         )  # fmt: skip
         labelled = bool(self.parameterAsFields(parameters, self.LABEL_FIELDS, context)
                         or self.parameterAsLayerList(parameters, self.LABEL_POINTS, context))  # fmt: skip
@@ -433,7 +383,7 @@ class EmbedAlgorithm(RegionLensAlgorithm):
                 class_field = self.parameterAsString(parameters, self.LANDUSE_CLASS, context)
                 path = export_vector(landuse, folder / "landuse.gpkg", context, feedback, "land-use", [class_field])
                 config["landuse"] = {"path": str(path), "class_field": class_field}
-            labels = self._labels(parameters, context, feedback, folder, target, log1p)
+            labels = self._labels(parameters, context, feedback, folder, evaluation["target"], evaluation["log1p"])
             config["labels"] = labels
             try:
                 result = run_backend(python, "run", config, feedback)
@@ -494,15 +444,6 @@ def _layers_to_load(gpkg: str, written: set[str], methods: list[str], labels: li
                 items.append(LayerToLoad(gpkg_uri(gpkg, table), name, output, layer, labels[0], tuple(labels[1:]),
                                          group=group, tag=tag))  # fmt: skip
     return items
-
-
-def _integer(name: str, description: str, default: int, minimum: int, maximum: int | None = None):
-    parameter = QgsProcessingParameterNumber(
-        name, description, QgsProcessingParameterNumber.Type.Integer, default, False, minimum
-    )
-    if maximum is not None:
-        parameter.setMaximum(maximum)
-    return parameter
 
 
 def _method_params(text: str, methods: list[str]) -> dict[str, dict[str, Any]]:

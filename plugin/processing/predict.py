@@ -9,6 +9,7 @@ also outputs (R2, MAE, RMSE), for use in models.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from qgis.core import (
@@ -19,34 +20,21 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingOutputVectorLayer,
-    QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
-    QgsProcessingParameterNumber,
 )
 
 from ..common import common, gpkg_uri
 from ..i18n import tr
-from ..parameters import PREDICTION_MODELS, TARGETS, label_name
-from ._base import (
-    DEFAULTS,
-    LABEL_DEFAULTS,
-    EmbeddingLayerAlgorithm,
-    backend_python,
-    check_label_fields,
-    coverage_parameter,
-    input_folder,
-    run_backend,
-)
+from ..parameters import label_name
+from ._base import POLYGONS, EmbeddingLayerAlgorithm, PredictionParameters, advanced, check_label_fields
 from ._inputs import export_vector
 from ._outputs import LayerToLoad
 
 __all__ = ["PredictAlgorithm"]
 
 
-class PredictAlgorithm(EmbeddingLayerAlgorithm):
+class PredictAlgorithm(PredictionParameters, EmbeddingLayerAlgorithm):
     """Predict a label from region embeddings with out-of-fold cross-validation."""
 
     ALG_ID = "predict"
@@ -69,17 +57,7 @@ class PredictAlgorithm(EmbeddingLayerAlgorithm):
     LABELS = "LABELS"
     LABEL_ID_FIELD = "LABEL_ID_FIELD"
     LABEL_FIELD = "LABEL_FIELD"
-    TARGET = "TARGET"
-    LOG1P = "LOG1P"
-    FOLDS = "FOLDS"
-    REPEATS = "REPEATS"
-    SEED = "SEED"
-    MODELS = "MODELS"
-    SPATIAL = "SPATIAL"
-    COVERAGE = "COVERAGE"
     # outputs
-    PREDICTIONS = "PREDICTIONS"
-    METRICS = "METRICS"
     LABEL = "LABEL"
     R2 = "R2"
     MAE = "MAE"
@@ -87,14 +65,11 @@ class PredictAlgorithm(EmbeddingLayerAlgorithm):
     COVERAGE_SHUFFLED = "COVERAGE_SHUFFLED"
     COVERAGE_SPATIAL = "COVERAGE_SPATIAL"
 
-    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802 - QGIS API
-        """Declare the parameters and outputs."""
-        polygons = QgsProcessing.SourceType.TypeVectorPolygon
-        integer = QgsProcessingParameterNumber.Type.Integer
-        self.add_embedding_input()
+    def add_parameters(self) -> None:
+        """Declare the parameters."""
         self.addParameter(
             QgsProcessingParameterFeatureSource(
-                self.LABELS, tr("Labels layer (empty: the embedding layer)"), [polygons], optional=True
+                self.LABELS, tr("Labels layer (empty: the embedding layer)"), [POLYGONS], optional=True
             )
         )
         self.addParameter(
@@ -109,37 +84,16 @@ class PredictAlgorithm(EmbeddingLayerAlgorithm):
                 QgsProcessingParameterField.DataType.Numeric,
             )
         )  # fmt: skip
-        self.addParameter(
-            QgsProcessingParameterEnum(
-                self.TARGET, tr("Model the label as"), [tr("count"), tr("density (per km\u00b2)")],
-                defaultValue=TARGETS.index(LABEL_DEFAULTS.target),
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterBoolean(self.LOG1P, tr("log1p-transform the label"), LABEL_DEFAULTS.log1p)
-        )
-        self.addParameter(QgsProcessingParameterNumber(
-            self.FOLDS, tr("Cross-validation folds"), integer, DEFAULTS.folds, False, 2, 50
-        ))  # fmt: skip
-        self.addParameter(QgsProcessingParameterNumber(
-            self.REPEATS, tr("Cross-validation repeats"), integer, DEFAULTS.repeats, False, 1, 50
-        ))  # fmt: skip
-        self.addParameter(QgsProcessingParameterNumber(self.SEED, tr("Random seed"), integer, DEFAULTS.seed, False, 0))
-        self.addParameter(coverage_parameter(self.COVERAGE))
-        advanced = [
-            QgsProcessingParameterEnum(
-                self.MODELS, tr("Prediction models (the first fills the predictions layer)"), list(PREDICTION_MODELS),
-                allowMultiple=True, defaultValue=[PREDICTION_MODELS.index(m) for m in DEFAULTS.prediction_models],
-            ),
-            QgsProcessingParameterBoolean(
-                self.SPATIAL, tr("Also evaluate with spatially blocked folds"), DEFAULTS.spatial
-            ),
-        ]  # fmt: skip
-        for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+        for parameter in self.label_parameters(tr("Model the label as"), tr("log1p-transform the label")):
             self.addParameter(parameter)
-        self.add_output_gpkg()
-        self.addOutput(QgsProcessingOutputVectorLayer(self.PREDICTIONS, tr("Predictions"), polygons))
+        folds, repeats, models, spatial, coverage = self.evaluation_parameters(
+            tr("Prediction models (the first fills the predictions layer)"))
+        for parameter in (folds, repeats, self.seed_parameter(), coverage, advanced(models), advanced(spatial)):
+            self.addParameter(parameter)
+
+    def add_outputs(self) -> None:
+        """Declare the outputs."""
+        self.addOutput(QgsProcessingOutputVectorLayer(self.PREDICTIONS, tr("Predictions"), POLYGONS))
         self.addOutput(QgsProcessingOutputVectorLayer(self.METRICS, tr("Metrics"), QgsProcessing.SourceType.TypeVector))
         self.addOutput(QgsProcessingOutputString(self.LABEL, tr("Label name (prefix of the output fields)")))
         self.addOutput(QgsProcessingOutputNumber(self.R2, tr("R2 (shuffled folds, mean)")))
@@ -154,53 +108,40 @@ class PredictAlgorithm(EmbeddingLayerAlgorithm):
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
         """Export the layers, run the backend's ``predict`` job, report its outputs."""
-        self.layers_to_load: list[LayerToLoad] = []
-        python = backend_python()
-        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         id_field = self.parameterAsString(parameters, self.ID_FIELD, context)
         label_field = self.parameterAsString(parameters, self.LABEL_FIELD, context)
         label_id_field = self.parameterAsString(parameters, self.LABEL_ID_FIELD, context) or id_field
-        chosen = self.parameterAsEnums(parameters, self.MODELS, context)
-        models = [PREDICTION_MODELS[i] for i in chosen] or [PREDICTION_MODELS[0]]
+        settings = self.prediction_settings(parameters, context)
+        models = settings["models"]
         name = label_name(label_field)
-        with input_folder(feedback) as folder:
-            source = self.parameterAsSource(parameters, self.INPUT, context)
-            if source is None:
-                raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
-            labels = self.parameterAsSource(parameters, self.LABELS, context)
-            _require_field(labels if labels is not None else source, label_field, tr("label field"))
-            refused = check_label_fields(
-                self.parameterAsVectorLayer(parameters, self.LABELS if labels is not None else self.INPUT, context),
-                [label_field],
-            )
-            if refused:
-                raise QgsProcessingException(refused)
-            if labels is not None:
-                _require_field(labels, label_id_field, tr("labels id field"))
-            job: dict[str, Any] = {
+        source = self.parameterAsSource(parameters, self.INPUT, context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+        labels = self.parameterAsSource(parameters, self.LABELS, context)
+        _require_field(labels if labels is not None else source, label_field, tr("label field"))
+        refused = check_label_fields(
+            self.parameterAsVectorLayer(parameters, self.LABELS if labels is not None else self.INPUT, context),
+            [label_field],
+        )
+        if refused:
+            raise QgsProcessingException(refused)
+        if labels is not None:
+            _require_field(labels, label_id_field, tr("labels id field"))
+
+        def job(folder: Path) -> dict[str, Any]:
+            request: dict[str, Any] = {
                 "embeddings": self.export_embeddings(parameters, context, feedback, folder),
-                "id_field": id_field,
-                "label_field": label_field,
-                "label_name": name,
-                "target": TARGETS[self.parameterAsEnum(parameters, self.TARGET, context)],
-                "log1p": self.parameterAsBool(parameters, self.LOG1P, context),
-                "models": models,
-                "folds": self.parameterAsInt(parameters, self.FOLDS, context),
-                "repeats": self.parameterAsInt(parameters, self.REPEATS, context),
-                "spatial": self.parameterAsBool(parameters, self.SPATIAL, context),
+                "id_field": id_field, "label_field": label_field, "label_name": name, **settings,
                 "seed": self.parameterAsInt(parameters, self.SEED, context),
-                "coverage": self.parameterAsDouble(parameters, self.COVERAGE, context),
-                "output": output,
-                "overwrite": True,  # Processing asked before replacing a chosen file; the write is atomic
-            }
+            }  # fmt: skip
             if labels is not None:
                 keep = [label_id_field, label_field]
-                job["labels"] = str(export_vector(labels, folder / "labels.gpkg", context, feedback, "labels", keep))
-                job["labels_id_field"] = label_id_field
-            result = run_backend(python, "predict", job, feedback)
-        for line in result.get("report") or []:
-            feedback.pushInfo(str(line))
-        gpkg = str(result["output"])
+                path = export_vector(labels, folder / "labels.gpkg", context, feedback, "labels", keep)
+                request["labels"] = str(path)
+                request["labels_id_field"] = label_id_field
+            return request
+
+        result, gpkg = self.run_job("predict", parameters, context, feedback, job)
         name = str(result.get("label") or name)
         scores = _shuffled_scores(result.get("metrics") or [], models[0])
         for row in result.get("metrics") or []:

@@ -12,21 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 from qgis.core import (
-    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputVectorLayer,
-    QgsProcessingParameterFeatureSource,
-    QgsProcessingParameterField,
-    QgsProcessingParameterFileDestination,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterString,
 )
 
 from ..common import common
-from ._base import RegionLensAlgorithm, backend_python, input_folder, run_backend, tr
-from ._inputs import export_vector
+from ..i18n import tr
+from ._base import POLYGONS, EmbeddingLayerAlgorithm, integer_parameter
 from ._outputs import LayerToLoad, gpkg_uri
 
 __all__ = ["SimilarAlgorithm", "chosen_ids"]
@@ -48,7 +43,7 @@ def chosen_ids(text: str, layer: Any, id_field: str) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-class SimilarAlgorithm(RegionLensAlgorithm):
+class SimilarAlgorithm(EmbeddingLayerAlgorithm):
     """Cosine similarity of every region to the mean embedding of chosen regions."""
 
     ALG_ID = "similar"
@@ -65,58 +60,38 @@ class SimilarAlgorithm(RegionLensAlgorithm):
         "ones excluded) and chosen (1 for the chosen regions)."
     )
 
-    INPUT = "INPUT"
-    ID_FIELD = "ID_FIELD"
     REGION_IDS = "REGION_IDS"
     TOP = "TOP"
-    OUTPUT = "OUTPUT"
     # outputs
     SIMILARITY = "SIMILARITY"
 
-    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802 - QGIS API
-        """Declare the parameters and outputs."""
-        polygons = QgsProcessing.SourceType.TypeVectorPolygon
-        self.addParameter(QgsProcessingParameterFeatureSource(self.INPUT, tr("Embedding layer"), [polygons]))
-        self.addParameter(QgsProcessingParameterField(self.ID_FIELD, tr("Region id field"), "region_id", self.INPUT))
+    def add_parameters(self) -> None:
+        """Declare the parameters."""
         self.addParameter(QgsProcessingParameterString(
             self.REGION_IDS, tr("Chosen region ids, comma separated (empty: the layer's selected features)"),
             optional=True))  # fmt: skip
-        self.addParameter(QgsProcessingParameterNumber(
-            self.TOP, tr("Mark this many most similar regions (top_n)"), QgsProcessingParameterNumber.Type.Integer,
-            common.SIMILAR_TOP_N, False, 0, 100000))  # fmt: skip
-        self.addParameter(
-            QgsProcessingParameterFileDestination(self.OUTPUT, tr("Output GeoPackage"), tr("GeoPackage (*.gpkg)"))
-        )
-        self.addOutput(QgsProcessingOutputVectorLayer(self.SIMILARITY, tr("Similarity"), polygons))
+        self.addParameter(integer_parameter(
+            self.TOP, tr("Mark this many most similar regions (top_n)"), common.SIMILAR_TOP_N, 0, 100000))
+
+    def add_outputs(self) -> None:
+        """Declare the outputs."""
+        self.addOutput(QgsProcessingOutputVectorLayer(self.SIMILARITY, tr("Similarity"), POLYGONS))
 
     def processAlgorithm(  # noqa: N802 - QGIS API
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
         """Export the embedding layer, run the backend's ``similar`` job, report its output."""
-        self.layers_to_load = []
-        python = backend_python()
-        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         id_field = self.parameterAsString(parameters, self.ID_FIELD, context)
         ids = chosen_ids(self.parameterAsString(parameters, self.REGION_IDS, context),
                          self.parameterAsVectorLayer(parameters, self.INPUT, context), id_field)
-        with input_folder(feedback) as folder:
-            source = self.parameterAsSource(parameters, self.INPUT, context)
-            if source is None:
-                raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
-            job = {
-                "run": str(export_vector(source, folder / "embeddings.gpkg", context, feedback, "embedding")),
-                "ids": ids,
-                "id_field": id_field,
-                "top": self.parameterAsInt(parameters, self.TOP, context),
-                "output": output,
-                "overwrite": True,  # Processing asked before replacing a chosen file; the write is atomic
-            }
-            result = run_backend(python, "similar", job, feedback)
-        for line in result.get("report") or []:
-            feedback.pushInfo(str(line))
+        result, gpkg = self.run_job("similar", parameters, context, feedback, lambda folder: {
+            "run": self.export_embeddings(parameters, context, feedback, folder),
+            "ids": ids,
+            "id_field": id_field,
+            "top": self.parameterAsInt(parameters, self.TOP, context),
+        })
         for row in result.get("top") or []:
             feedback.pushInfo(f"{row.get('region_id')}: {float(row.get('similarity', float('nan'))):.3f}")
-        gpkg = str(result["output"])
         uri = gpkg_uri(gpkg, str(result.get("layer") or common.SIMILARITY_LAYER))
         self.layers_to_load.append(LayerToLoad(uri, tr("Similarity"), self.SIMILARITY, "similarity"))
         return {self.OUTPUT: gpkg, self.SIMILARITY: uri}

@@ -51,6 +51,32 @@ def _wait(app, seconds: float, until=lambda: False) -> bool:  # noqa: ANN001
     return until()
 
 
+def _show(app, widget, width: int, height: int, seconds: float = 1.0) -> None:  # noqa: ANN001
+    """Show ``widget`` at ``width`` x ``height`` pixels and let it settle for ``seconds``."""
+    from qgis.PyQt.QtCore import QSize
+
+    widget.resize(QSize(width, height))
+    widget.show()
+    _wait(app, seconds)
+
+
+def _drawn(app, canvas) -> None:  # noqa: ANN001
+    """Wait until the map canvas has drawn its layers (at most a minute)."""
+    _wait(app, 1.0)
+    _wait(app, 60, lambda: not canvas.isDrawing())
+    _wait(app, 0.5)
+
+
+def _save(widget, path: Path, keep: bool = False) -> Path:  # noqa: ANN001
+    """Save what ``widget`` shows as the picture ``path`` (printed); then close and delete it unless ``keep``."""
+    widget.grab().save(str(path))
+    print(path)
+    if not keep:
+        widget.close()
+        widget.deleteLater()
+    return path
+
+
 def read_run(run_dir: Path) -> dict:
     """The run's ``run.json``.
 
@@ -130,9 +156,7 @@ def shoot_run_dock(app, project, choices) -> object:  # noqa: ANN001
     shown = sorted(m.name for m in dock.choices().methods)  # the dock lists them in its own order
     if shown != sorted(m.name for m in choices.methods):
         raise RuntimeError(f"The run dock shows methods {shown}, not the run's {[m.name for m in choices.methods]}.")
-    dock.resize(QSize(DOCK_WIDTH, 1200))
-    dock.show()
-    _wait(app, 1.0)
+    _show(app, dock, DOCK_WIDTH, 1200)
     problems = dock.refresh_validation()
     if problems:
         raise RuntimeError(f"The run dock shows problems: {problems}")
@@ -140,8 +164,7 @@ def shoot_run_dock(app, project, choices) -> object:  # noqa: ANN001
     while scroll.maximum() > 0 and dock.height() < 3200:  # tall enough to show the whole form unscrolled
         dock.resize(QSize(DOCK_WIDTH, dock.height() + scroll.maximum() + 4))
         _wait(app, 0.3)
-    dock.grab().save(str(IMAGES / "run_dock.png"))
-    print(IMAGES / "run_dock.png")
+    _save(dock, IMAGES / "run_dock.png", keep=True)
     return dock
 
 
@@ -149,7 +172,6 @@ def shoot_results(app, project, layers) -> None:  # noqa: ANN001
     """The layer tree and the map canvas side by side, as in QGIS after the run; saves ``results_map.png``."""
     from qgis.core import QgsLayerTreeLayer, QgsLayerTreeModel, QgsRectangle
     from qgis.gui import QgsLayerTreeMapCanvasBridge, QgsLayerTreeView, QgsMapCanvas
-    from qgis.PyQt.QtCore import QSize
     from qgis.PyQt.QtGui import QColor
     from qgis.PyQt.QtWidgets import QHBoxLayout, QWidget
 
@@ -184,9 +206,7 @@ def shoot_results(app, project, layers) -> None:  # noqa: ANN001
     canvas.setDestinationCrs(clusters.crs())
     row.addWidget(tree)
     row.addWidget(canvas, 1)
-    window.resize(QSize(1560, 780))
-    window.show()
-    _wait(app, 0.5)
+    _show(app, window, 1560, 780, 0.5)
     for name in layers.methods[1:]:  # the other methods' groups closed, as the plugin loads them: all show
         layers.group.findGroup(name).setExpanded(False)
     tree.scrollToTop()
@@ -194,33 +214,23 @@ def shoot_results(app, project, layers) -> None:  # noqa: ANN001
     extent.scale(1.03)
     canvas.setExtent(extent)
     canvas.refresh()
-    _wait(app, 1.0)
-    _wait(app, 60, lambda: not canvas.isDrawing())
-    _wait(app, 0.5)
-    window.grab().save(str(IMAGES / "results_map.png"))
-    print(IMAGES / "results_map.png")
-    window.close()
+    _drawn(app, canvas)
+    _save(window, IMAGES / "results_map.png")
     del bridge
 
 
 def shoot_explorer(app, layers) -> None:  # noqa: ANN001
     """The embedding explorer on the run with a few regions selected; saves ``explorer.png``."""
-    from qgis.PyQt.QtCore import QSize
 
     from plugin.explorer.widget import open_explorer
 
     explorer = open_explorer(None, layers["embeddings"], layers["clusters"])
-    explorer.resize(QSize(900, 700))
-    explorer.show()
-    _wait(app, 1.0)
+    _show(app, explorer, 900, 700)
     xy = explorer.coordinates
     explorer.select_in_plot(float(xy[:, 0].min()), float(xy[:, 0].mean()), float(xy[:, 1].mean()),
                             float(xy[:, 1].max()))
     _wait(app, 1.0)
-    explorer.grab().save(str(IMAGES / "explorer.png"))
-    print(IMAGES / "explorer.png")
-    explorer.close()
-    explorer.deleteLater()
+    _save(explorer, IMAGES / "explorer.png")
 
 
 def shoot_leaderboard(app, gpkg: Path, images: Path = IMAGES) -> Path:  # noqa: ANN001
@@ -228,15 +238,8 @@ def shoot_leaderboard(app, gpkg: Path, images: Path = IMAGES) -> Path:  # noqa: 
     from plugin.ui.metrics_dialog import MetricsDialog
 
     dialog = MetricsDialog.from_gpkg(gpkg)
-    dialog.resize(980, 720)
-    dialog.show()
-    _wait(app, 1.0)
-    path = images / "leaderboard.png"
-    dialog.grab().save(str(path))
-    print(path)
-    dialog.close()
-    dialog.deleteLater()
-    return path
+    _show(app, dialog, 980, 720)
+    return _save(dialog, images / "leaderboard.png")
 
 
 def shoot_cluster_card(app, layers, images: Path = IMAGES) -> Path:  # noqa: ANN001
@@ -244,15 +247,8 @@ def shoot_cluster_card(app, layers, images: Path = IMAGES) -> Path:  # noqa: ANN
     from plugin.ui.cluster_card import ClusterCardDialog
 
     card = ClusterCardDialog(layers["clusters"], 0)
-    card.resize(620, 520)
-    card.show()
-    _wait(app, 0.5)
-    path = images / "cluster_card.png"
-    card.grab().save(str(path))
-    print(path)
-    card.close()
-    card.deleteLater()
-    return path
+    _show(app, card, 620, 520, 0.5)
+    return _save(card, images / "cluster_card.png")
 
 
 def shoot_similar(app, project, layers, images: Path = IMAGES, folder: Path = SHOTS) -> Path:  # noqa: ANN001
@@ -260,7 +256,6 @@ def shoot_similar(app, project, layers, images: Path = IMAGES, folder: Path = SH
     saves ``similar_map.png``."""
     from qgis.core import QgsRectangle
     from qgis.gui import QgsMapCanvas
-    from qgis.PyQt.QtCore import QSize
     from qgis.PyQt.QtGui import QColor
 
     from plugin.similar import load_similarity, to_similar_parameters
@@ -284,19 +279,13 @@ def shoot_similar(app, project, layers, images: Path = IMAGES, folder: Path = SH
     canvas.setCanvasColor(QColor(255, 255, 255))
     canvas.setDestinationCrs(layer.crs())
     canvas.setLayers([layer])
-    canvas.resize(QSize(900, 760))
+    _show(app, canvas, 900, 760, 0)
     extent = QgsRectangle(layer.extent())
     extent.scale(1.03)
     canvas.setExtent(extent)
-    canvas.show()
     canvas.refresh()
-    _wait(app, 1.0)
-    _wait(app, 60, lambda: not canvas.isDrawing())
-    _wait(app, 0.5)
-    path = images / "similar_map.png"
-    canvas.grab().save(str(path))
-    print(path)
-    canvas.close()
+    _drawn(app, canvas)
+    path = _save(canvas, images / "similar_map.png")
     project.removeMapLayer(layer.id())
     return path
 

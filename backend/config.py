@@ -448,13 +448,12 @@ def _in_range(value: int, name: str, key: str) -> None:
 
 def _gives(cfg: RunConfig, view: str, given: set[str]) -> bool:
     """Whether the configured inputs give ``view`` (an embedding raster gives ``embedding`` only, imagery the rest)."""
-    from backend.models._base import VIEW_SOURCES
+    from backend.views.build import view_input
 
-    source = VIEW_SOURCES.get(view, "regions")
-    if source != "rasters":
-        return source in given
-    wanted = "embedding" if view == "embedding" else "imagery"
-    return any(r.kind == wanted for r in cfg.rasters)
+    source = view_input(view)
+    if source in RASTER_KINDS:
+        return any(r.kind == source for r in cfg.rasters)
+    return source in given
 
 
 def _validate_methods(cfg: RunConfig) -> None:

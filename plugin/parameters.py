@@ -55,6 +55,8 @@ __all__ = [
     "describe_param",
     "method_params_problem",
     "ensemble_limit",
+    "apply_request",
+    "input_config",
     "inputs_dir_for",
     "label_fields",
     "info_cache_path",
@@ -145,6 +147,8 @@ class MethodInfo:
     params: dict[str, Any] = field(default_factory=dict)  # default parameters
     views: list[str] = field(default_factory=list)  # views the method can learn from
     min_views: int = 1  # how many of them it needs
+    #: view -> the input that gives it (``regions``, ``pois``, ``imagery``, ``embedding``, ``od``, ``landuse``)
+    view_inputs: dict[str, str] = field(default_factory=dict)
     #: name -> {label, help, type, default, choices, min, max} (the backend's ``param_info``; docs/protocol.md)
     param_info: dict[str, dict[str, Any]] = field(default_factory=dict)
     ensemble: bool = False  # whether ``ensemble`` > 1 (several training seeds) applies: learned methods
@@ -157,8 +161,10 @@ BASELINE = MethodInfo(
     title="Baseline (views standardised, concatenated, PCA)",
     dim=32,
     params={"log1p_counts": True, "neighbourhood_m": 0.0},
-    views=["poi_counts", "image_stats", "landuse", "mobility"],
+    views=["poi_counts", "image_stats", "landuse", "mobility", "embedding"],
     min_views=1,
+    view_inputs={"poi_counts": "pois", "image_stats": "imagery", "landuse": "landuse", "mobility": "od",
+                 "embedding": "embedding"},
 )
 
 
@@ -222,6 +228,7 @@ class MethodRegistry:
                 params=dict(desc.get("params") or {}),
                 views=[str(v) for v in desc.get("views") or []],
                 min_views=int(desc.get("min_views", 1) or 1),
+                view_inputs={str(k): str(v) for k, v in (desc.get("view_inputs") or {}).items()},
                 param_info={str(k): dict(v) for k, v in (desc.get("param_info") or {}).items() if isinstance(v, dict)},
                 ensemble=desc.get("ensemble") is True,
                 combines_methods=desc.get("combines_methods") is True,
@@ -338,32 +345,15 @@ def _combines(name: str) -> bool:
     return info is not None and info.combines_methods
 
 
-def view_source(view: str) -> str | None:
-    """Which input a backend view is built from: ``pois``, ``rasters`` (imagery), ``embedding`` (a satellite-embedding
-    raster), ``landuse``, ``od``, ``regions``."""
-    if view.startswith("poi"):
-        return "pois"
-    if view.startswith("image") or view == "chips":
-        return "rasters"
-    if view == "embedding":
-        return "embedding"
-    if view.startswith("landuse"):
-        return "landuse"
-    if view == "mobility":
-        return "od"
-    if view == "adjacency":
-        return "regions"
-    return None
-
-
 def sources_of(choices: RunChoices) -> set[str]:
-    """The inputs the choices provide (``regions`` always)."""
+    """The inputs the choices provide (``regions`` always), named as the backend's ``view_inputs`` names them:
+    ``pois``, ``imagery`` and ``embedding`` (rasters of each kind), ``od``, ``landuse``."""
     have = {"regions"}
     if choices.poi_layer_id or choices.poi_file:
         have.add("pois")
     embeddings = set(choices.embedding_raster_ids)
     if any(r not in embeddings for r in choices.raster_layer_ids):
-        have.add("rasters")
+        have.add("imagery")
     if any(r in embeddings for r in choices.raster_layer_ids):
         have.add("embedding")
     if choices.od_path:
@@ -374,7 +364,7 @@ def sources_of(choices: RunChoices) -> set[str]:
 
 
 _SOURCE_WORDS = {
-    "pois": "a POI layer", "rasters": "a raster", "embedding": "a satellite-embedding raster (raster kind 'embedding')",
+    "pois": "a POI layer", "imagery": "a raster", "embedding": "a satellite-embedding raster (raster kind 'embedding')",
     "od": "an OD table", "landuse": "a land-use layer",
 }
 
@@ -704,7 +694,9 @@ def _check_methods(choices: RunChoices, problems: list[str]) -> None:
 
 def missing_input(info: MethodInfo, have: set[str]) -> str | None:
     """Why ``info``'s method cannot learn from the inputs ``have`` (see :func:`sources_of`), or ``None``."""
-    usable = [view_source(v) for v in info.views]
+    if info.views and not info.view_inputs:
+        return None  # an older backend's answer (a cached one) does not say: its own configuration check will
+    usable = [info.view_inputs.get(v) for v in info.views]  # as the backend's ``info`` says
     if sum(1 for source in usable if source in have) >= max(info.min_views, 1):
         return None
     words = " or ".join(_SOURCE_WORDS[s] for s in _SOURCE_WORDS if s in usable)
@@ -859,10 +851,21 @@ def to_run_config(
     out = Path(run_dir if run_dir is not None else choices.output_dir).expanduser().resolve()
     exporter = InputExporter(Path(inputs_dir) if inputs_dir is not None else inputs_dir_for(out))
     exporter.prepare()
+    config = {**run_settings(choices, out, labelled=bool(choices.labels)), **input_config(choices, exporter, project)}
+    exporter.finish(config)
+    return config
 
+
+def input_config(choices: RunChoices, exporter: InputExporter, project: QgsProject) -> dict[str, Any]:
+    """The inputs of the run configuration (``regions``, ``pois``, ``rasters``, ``od``, ``landuse``, ``labels``)
+    as the choices give them, the vector layers exported by ``exporter`` (the run and :func:`apply_request`).
+
+    Raises:
+        ValueError: If a layer is missing or cannot be exported (the message names it).
+    """
     regions = _require(project, choices.region_layer_id, "region layer")
     label_fields = [lab.field for lab in choices.labels if lab.field]
-    config = run_settings(choices, out, labelled=bool(choices.labels))
+    config: dict[str, Any] = {}
     config["regions"] = {
         "path": str(exporter.export(regions, "regions", [choices.region_id_field, *label_fields])),
         "id_field": choices.region_id_field,
@@ -908,8 +911,27 @@ def to_run_config(
             spec["points"] = str(exporter.export(points, f"label_{name}", []))
         labels.append(spec)
     config["labels"] = labels
-    exporter.finish(config)
     return config
+
+
+def apply_request(inputs: dict[str, Any], model_dir: str | Path, output: str | Path, overwrite: bool = False,
+                  device: str = "auto") -> dict[str, Any]:  # fmt: skip
+    """The worker's ``apply`` request (backend/jobs.py ``ApplyJob``): the saved model ``model_dir`` embeds the
+    regions of ``inputs`` (:func:`input_config`) with its POIs and rasters into the GeoPackage ``output``."""
+    regions, pois = inputs["regions"], inputs.get("pois")
+    request: dict[str, Any] = {
+        "model": str(Path(model_dir).expanduser().resolve()),
+        "regions": regions["path"],
+        "id_field": regions["id_field"],
+        "output": str(Path(output).expanduser().resolve()),
+        "overwrite": bool(overwrite),
+        "device": device,
+        # paths only: the backend names a single raster like the one the model saw
+        "rasters": [raster["path"] for raster in inputs.get("rasters", [])],
+    }
+    if pois:
+        request.update(pois=pois["path"], category_field=pois.get("category_field"), name_field=pois.get("name_field"))
+    return request
 
 
 def run_settings(choices: RunChoices, output_dir: str | Path, labelled: bool) -> dict[str, Any]:

@@ -40,6 +40,7 @@ __all__ = [
     "RunParameters",
     "RunSucceeded",
     "RunTask",
+    "run_info",
     "run_worker_job",
 ]
 
@@ -168,6 +169,19 @@ def run_worker_job(
         return RunFailed("internal", f"{type(exc).__name__}: {exc}", traceback.format_exc())
     finally:
         client.close(timeout=cancel_grace)
+
+
+def run_info(python: Path, params: dict[str, Any] | None = None, *, plugin_root: Path = PLUGIN_ROOT,
+             timeout: float = 120.0, is_cancelled: Callable[[], bool] | None = None) -> RunOutcome:  # fmt: skip
+    """Ask the worker ``info`` (docs/protocol.md) with :func:`run_worker_job`: its versions, device and methods,
+    or with ``params={"model": <folder>}`` what a saved model is and needs. Blocking; never raises.
+
+    Args:
+        timeout: Seconds the worker gets to start, and then to answer (the first torch import is slow).
+    """
+    return run_worker_job(Path(python), "info", dict(params or {}), plugin_root=Path(plugin_root),
+                          is_cancelled=is_cancelled, start_timeout=timeout, idle_timeout=timeout,
+                          cancelled_message="cancelled")  # fmt: skip
 
 
 @dataclass

@@ -21,7 +21,7 @@ import pandas as pd
 from backend.errors import ConfigError, InputError
 from backend.progress import Progress
 from backend.views._base import Views
-from backend.views.build import VIEW_SOURCES  # view -> configuration section it is built from
+from backend.views.build import VIEW_SOURCES, view_input  # view -> its configuration section; its input
 from regionlens_common import embedding_column
 
 __all__ = [
@@ -353,6 +353,7 @@ class Embedder(ABC, Generic[P]):
             "dim": cls.default_dim,
             "views": list(cls.uses_views),
             "min_views": cls.min_views,
+            "view_inputs": {view: view_input(view) for view in cls.uses_views},  # what gives each view
             "inputs": cls.input_needs(),
             "params": asdict(cls.Params()),
             "param_info": describe_params(cls.Params),

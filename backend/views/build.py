@@ -31,7 +31,7 @@ from backend.views.mobility import mobility_matrix
 from backend.views.poi import poi_counts, poi_points, texts_by_region
 from backend.views.samples import pretraining_grid, sample_views
 
-__all__ = ["VIEW_BUILDERS", "VIEW_SOURCES", "BuildContext", "ViewBuilder", "build_views"]
+__all__ = ["VIEW_BUILDERS", "VIEW_SOURCES", "BuildContext", "ViewBuilder", "build_views", "view_input"]
 
 
 def _align(table: pd.DataFrame, columns: list[str], view: str, report: list[str]) -> pd.DataFrame:
@@ -145,6 +145,15 @@ VIEW_BUILDERS: dict[str, ViewBuilder] = {
 }
 #: View -> the input kind (configuration section) it is built from.
 VIEW_SOURCES: dict[str, str] = {view: kind for kind, builder in VIEW_BUILDERS.items() for view in builder.views}
+
+
+def view_input(view: str) -> str:
+    """The input that gives ``view``: its input kind (:data:`VIEW_SOURCES`), for a raster view the raster kind it
+    needs (``embedding``: an embedding raster gives that view only; ``imagery`` the other raster views)."""
+    source = VIEW_SOURCES.get(view, "regions")
+    if source != "rasters":
+        return source
+    return "embedding" if view == "embedding" else "imagery"
 
 
 def build_views(

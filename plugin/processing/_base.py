@@ -41,7 +41,7 @@ from qgis.PyQt.QtGui import QIcon
 from ..common import common
 from ..i18n import tr
 from ..parameters import METHODS, PREDICTION_MODELS, TARGETS, LabelChoice, RunChoices, label_fields
-from ..tasks import LOG_TAG, PLUGIN_ROOT, RunCancelled, RunSucceeded, run_worker_job
+from ..tasks import LOG_TAG, PLUGIN_ROOT, RunCancelled, RunSucceeded, run_info, run_worker_job
 from ..worker_client import find_backend_python
 from ._inputs import export_vector
 from ._outputs import queue_layers
@@ -362,8 +362,7 @@ def ensure_methods(python: Path | None = None, wait: bool = True) -> bool:
         return True
     if not wait:
         return False
-    outcome = run_worker_job(python, "info", {}, start_timeout=START_TIMEOUT, idle_timeout=START_TIMEOUT,
-                             cancel_grace=CANCEL_GRACE)  # fmt: skip
+    outcome = run_info(python, timeout=START_TIMEOUT)
     if not isinstance(outcome, RunSucceeded):
         message = getattr(outcome, "message", "")
         QgsMessageLog.logMessage(f"The backend did not describe its methods ({message}); only the "

@@ -293,7 +293,7 @@ class EmbedAlgorithm(PredictionParameters):
         if problem:
             return problem
         have = {"regions"} | {
-            source for source, name in (("pois", self.POIS), ("pois", self.POI_FILE), ("rasters", self.RASTERS),
+            source for source, name in (("pois", self.POIS), ("pois", self.POI_FILE), ("imagery", self.RASTERS),
                                         ("embedding", self.EMBEDDING_RASTERS), ("od", self.OD_TABLE),
                                         ("landuse", self.LANDUSE)) if _given(parameters, name)
         }  # fmt: skip

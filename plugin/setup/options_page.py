@@ -30,30 +30,13 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..settings import Setting
-from ..worker_client import WorkerClient, WorkerDied, WorkerError
+from ..tasks import PLUGIN_ROOT, RunFailed, RunSucceeded, run_info
 from .background import BackgroundCall
 from .environment import automatic_backend_python, detect_gpu
 
-__all__ = ["RegionLensOptionsFactory", "RegionLensOptionsPage", "describe_info", "query_backend_info"]
+__all__ = ["RegionLensOptionsFactory", "RegionLensOptionsPage", "describe_info"]
 
-PLUGIN_ROOT = Path(__file__).resolve().parents[2]
 ICON = PLUGIN_ROOT / "resources" / "icon.svg"
-
-
-def query_backend_info(python: str | Path, plugin_root: str | Path = PLUGIN_ROOT, timeout: float = 120.0) -> dict:
-    """Start the worker with ``python``, ask for ``info`` (docs/protocol.md) and stop it. Blocking.
-
-    Raises:
-        WorkerError: The worker could not start (missing interpreter, import error, timeout) or answered
-            with an error; ``stderr`` holds its last lines.
-        WorkerDied: It exited before answering.
-    """
-    client = WorkerClient(python, plugin_root)
-    try:
-        client.start(timeout=timeout)
-        return client.run_job("info", idle_timeout=timeout)
-    finally:
-        client.close()
 
 
 def describe_info(info: dict[str, Any]) -> str:
@@ -72,13 +55,15 @@ def describe_info(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _describe_error(error: BaseException) -> tuple[str, str]:
-    """(summary, details) of a failed test."""
-    if isinstance(error, WorkerError):
-        return f"The backend did not work: {error.message}", "\n".join(p for p in (error.traceback, error.stderr) if p)
-    if isinstance(error, WorkerDied):
-        return f"The backend did not work: {error.message.splitlines()[0]}", error.stderr
-    return f"The backend did not work: {type(error).__name__}: {error}", ""
+def _describe_failure(outcome: Any, error: Any) -> tuple[str, str]:
+    """(summary, details) of a failed test: the worker's :class:`~plugin.tasks.RunFailed`, or what the call
+    raised."""
+    if isinstance(outcome, RunFailed):
+        message = outcome.message.splitlines()[0] if outcome.kind == "died" and outcome.message else outcome.message
+        return f"The backend did not work: {message}", outcome.details
+    if error is not None:
+        return f"The backend did not work: {type(error).__name__}: {error}", ""
+    return "The backend did not work: it gave no answer.", ""
 
 
 class RegionLensOptionsPage(QgsOptionsPageWidget):
@@ -188,19 +173,19 @@ class RegionLensOptionsPage(QgsOptionsPageWidget):
         self.result_label.setText(f"Backend: starting {python}\u2026")
         self.details_view.setVisible(False)
         root = self.plugin_root
-        self._start(lambda: query_backend_info(python, root), self._on_info, "regionlens-test-backend")
+        self._start(lambda: run_info(python, plugin_root=root), self._on_info, "regionlens-test-backend")
 
     @property
     def testing(self) -> bool:
         """Whether a test is running."""
         return not self.test_button.isEnabled()
 
-    def _on_info(self, result: Any, error: Any) -> None:
+    def _on_info(self, outcome: Any, error: Any) -> None:
         self.test_button.setEnabled(True)
-        if error is not None:
-            self._show_error(*_describe_error(error))
+        if error is not None or not isinstance(outcome, RunSucceeded):
+            self._show_error(*_describe_failure(outcome, error))
             return
-        self.last_info = result if isinstance(result, dict) else {}
+        self.last_info = outcome.result if isinstance(outcome.result, dict) else {}
         self.last_error = None
         self.result_label.setText("Backend works.\n" + describe_info(self.last_info))
 

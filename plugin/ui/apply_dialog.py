@@ -43,7 +43,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..input_export import MARKER, InputExporter, raster_problem, remove_exported_inputs
-from ..parameters import DEVICES
+from ..parameters import DEVICES, RunChoices, apply_request, input_config
 from ..tasks import PLUGIN_ROOT, RunCancelled, RunFailed, RunOutcome, RunSucceeded, RunTask
 from ..worker_client import find_backend_python
 from .backend_info import BackendInfoTask
@@ -261,28 +261,19 @@ def to_apply_parameters(choices: ApplyChoices, backend_python: Path, model: Save
     """
     project = project or QgsProject.instance()
     output = Path(choices.output).expanduser().resolve()
-    regions = _vector(project, choices.region_layer_id)
-    if regions is None:
-        raise ValueError("Choose the region layer to embed.")
+    raster = project.mapLayer(choices.raster_layer_id) if choices.raster_layer_id else None
+    pois = model.needs("pois") and _vector(project, choices.poi_layer_id) is not None
+    inputs = RunChoices(
+        region_layer_id=choices.region_layer_id, region_id_field=choices.region_id_field,
+        poi_layer_id=choices.poi_layer_id if pois else "", poi_category_field=choices.poi_category_field,
+        poi_name_field=choices.poi_name_field if "name_field" in model.fields("pois", optional=True) else "",
+        raster_layer_ids=[raster.id()] if model.needs("rasters") and isinstance(raster, QgsRasterLayer) else [],
+        labels=[], methods=[],
+    )  # fmt: skip
     exporter = InputExporter(apply_inputs_dir(output))
     exporter.prepare()
-    params: dict[str, Any] = {
-        "model": str(Path(choices.model_dir).expanduser().resolve()),
-        "regions": str(exporter.export(regions, "regions", [choices.region_id_field])),
-        "layer": "regions",
-        "id_field": choices.region_id_field,
-        "output": str(output),
-        "overwrite": bool(choices.overwrite),
-        "device": choices.device,
-    }
-    pois = _vector(project, choices.poi_layer_id)
-    if model.needs("pois") and pois is not None:
-        name_field = choices.poi_name_field if "name_field" in model.fields("pois", optional=True) else ""
-        params.update(pois=str(exporter.export(pois, "pois", [choices.poi_category_field, name_field])),
-                      poi_layer="pois", category_field=choices.poi_category_field, name_field=name_field or None)
-    raster = project.mapLayer(choices.raster_layer_id) if choices.raster_layer_id else None
-    if model.needs("rasters") and isinstance(raster, QgsRasterLayer):
-        params["rasters"] = [exporter.raster(raster)["path"]]  # its file, or a GeoTIFF beside the other inputs
+    params = apply_request(input_config(inputs, exporter, project), choices.model_dir, output, choices.overwrite,
+                           choices.device)  # fmt: skip
     exporter.finish(params)
     return ApplyParameters(backend_python=Path(backend_python), params=params, inputs_dir=exporter.folder,
                            output_dir=output.parent)

@@ -15,7 +15,7 @@ from typing import Any
 from qgis.core import QgsTask
 
 from ..parameters import METHODS
-from ..tasks import RunSucceeded, run_worker_job
+from ..tasks import RunSucceeded, run_info
 
 __all__ = ["BackendInfoTask"]
 
@@ -49,8 +49,7 @@ class BackendInfoTask(QgsTask):
 
     def run(self) -> bool:
         """Task thread: one ``info`` request."""
-        outcome = run_worker_job(self.python, "info", self.params, is_cancelled=self.isCanceled,
-                                 start_timeout=self.timeout, idle_timeout=self.timeout, cancelled_message="cancelled")
+        outcome = run_info(self.python, self.params, timeout=self.timeout, is_cancelled=self.isCanceled)
         if isinstance(outcome, RunSucceeded):
             self.info = outcome.result
             return True

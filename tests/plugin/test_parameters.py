@@ -224,8 +224,10 @@ def test_methods_from_backend_info(sample: dict, tmp_path: Path) -> None:
         "cuda": False,
         "methods": {
             "baseline": {"title": "Baseline", "views": ["poi_counts", "image_stats"], "min_views": 1,
+                         "view_inputs": {"poi_counts": "pois", "image_stats": "imagery"},
                          "params": {"log1p_counts": True, "neighbourhood_m": 0.0}},
             "fusion": {"title": "Fusion", "dim": 64, "views": ["poi_counts", "mobility", "landuse"],
+                       "view_inputs": {"poi_counts": "pois", "mobility": "od", "landuse": "landuse"},
                        "min_views": 2, "params": {"epochs": 10, "lr": 0.001}},
         },
     })  # fmt: skip
@@ -236,6 +238,14 @@ def test_methods_from_backend_info(sample: dict, tmp_path: Path) -> None:
     assert has(validate(choices), "No input for fusion (it needs 2 kinds of input)", "OD table")
     choices.methods = [MethodChoice("nonexistent")]
     assert has(validate(choices), "does not offer the method 'nonexistent'")
+    # what gives each view is the backend's to say (``view_inputs``), also for a view the plugin never heard of
+    METHODS.update_from_info({"methods": {"roads": {
+        "title": "Roads", "views": ["road_graph"], "min_views": 1, "view_inputs": {"road_graph": "landuse"}}}})
+    choices.methods = [METHODS.choice("roads")]
+    assert has(validate(choices), "No input for Roads: add a land-use layer")
+    choices.methods = [MethodChoice("fusion", 64, {"epochs": 10, "lr": 0.001})]
+    choices.od_path = str(tmp_path / "od.csv")
+    assert not any("No input" in p for p in validate(choices))  # POIs and trips: two of fusion's inputs
 
 
 def test_cached_backend_info_is_used_only_by_the_same_regionlens_version(fresh_registry) -> None:

@@ -97,7 +97,7 @@ def test_poi_file_and_embedding_raster_reach_the_run_config(sample: dict, embedd
                        raster_layer_ids=[sample["landsat"].id(), embedding_layer.id()],
                        embedding_raster_ids=[embedding_layer.id()],
                        methods=[METHODS.choice("pretrained"), MethodChoice("baseline", 8, {})])
-    assert sources_of(choices) == {"regions", "pois", "rasters", "embedding"}
+    assert sources_of(choices) == {"regions", "pois", "imagery", "embedding"}
     assert validate(choices) == []
     config = to_run_config(choices)
     assert config["pois"] == {"path": str(pbf.resolve())}
@@ -118,6 +118,10 @@ def test_poi_file_and_embedding_problems_are_explained(sample: dict, embedding_l
                        methods=[METHODS.choice("pretrained")])
     problems = validate(imagery)
     assert any("No input for pretrained" in p and "satellite-embedding raster" in p for p in problems), problems
+    # what gives a view is the backend's description (``view_inputs``), which the plugin reads and never repeats
+    described = {name: METHODS.get(name).view_inputs for name in ("pretrained", "refound")}
+    assert described == {"pretrained": {"embedding": "embedding"},
+                         "refound": {"poi_points": "pois", "chips": "imagery", "samples": "regions"}}
 
 
 def test_dock_offers_the_poi_file_and_suggests_the_embedding_kind(

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from qgis.core import Qgis, QgsApplication
 
+from plugin import tasks
 from plugin.main import RegionLensPlugin
 from plugin.settings import Setting
 from plugin.setup import environment, first_use
@@ -431,7 +432,15 @@ def test_setup_dialog_refuses_busy_folder_and_cancels(no_gpu: None, base_python:
 # ---------------------------------------------------------------- options page
 
 
-def test_options_page_tests_the_real_backend(backend_python: Path, qtbot) -> None:
+def test_options_page_tests_the_real_backend(backend_python: Path, qtbot, monkeypatch) -> None:
+    jobs: list[tuple[str, dict]] = []  # what the plugin's one worker runner was asked (the page has no other way)
+    runner = tasks.run_worker_job
+
+    def recorded(python: Path, action: str, params: dict, **kwargs):  # noqa: ANN202
+        jobs.append((action, params))
+        return runner(python, action, params, **kwargs)
+
+    monkeypatch.setattr(tasks, "run_worker_job", recorded)
     page = RegionLensOptionsPage()
     qtbot.addWidget(page)
     page.python_widget.setFilePath(str(backend_python))
@@ -439,6 +448,7 @@ def test_options_page_tests_the_real_backend(backend_python: Path, qtbot) -> Non
     page.test_backend()
     assert page.testing  # the worker starts in the background; the GUI thread is free
     qtbot.waitUntil(lambda: not page.testing, timeout=120_000)
+    assert jobs == [("info", {})]
     assert page.last_error is None, page.result_label.text()
     text = page.result_label.text()
     assert "Device: cpu" in text and "Methods: baseline" in text and "torch 2.13.0" in text

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from qgis.core import QgsFeature, QgsGeometry, QgsProject, QgsRectangle, QgsVectorLayer
 
-from plugin.parameters import raster_path
+from plugin.parameters import RunChoices, apply_request, raster_path, to_run_config
 from plugin.sample_data import load_sample_data
 from plugin.tasks import RunSucceeded
 from plugin.ui.apply_dialog import ApplyDialog, SavedModel, apply_inputs_dir, to_apply_parameters, validate_apply
@@ -133,6 +133,15 @@ def test_dialog_asks_the_backend_what_a_model_needs(
     assert params.params["rasters"] == [str(raster_path(sample["landsat"]))]
     assert (params.params["category_field"], params.params["name_field"]) == ("category", "name")
     assert "regions" in params.params and Path(params.params["pois"]).is_file()
+    # one request builder: Apply's request is the run dock's configuration of the same layers as an apply request
+    chosen = dialog.choices()
+    run = to_run_config(RunChoices(
+        region_layer_id=chosen.region_layer_id, region_id_field=chosen.region_id_field,
+        poi_layer_id=chosen.poi_layer_id, poi_category_field=chosen.poi_category_field,
+        poi_name_field=chosen.poi_name_field, raster_layer_ids=[chosen.raster_layer_id], labels=[],
+        output_dir=str(tmp_path / "run"),
+    ), project=qgis_new_project, inputs_dir=apply_inputs_dir(chosen.output))  # fmt: skip
+    assert params.params == apply_request(run, chosen.model_dir, chosen.output, chosen.overwrite, chosen.device)
 
     dialog.model_file.setFilePath(str(tmp_path / "nothing"))  # the backend's error is shown
     qtbot.waitUntil(lambda: dialog.model_task is None, timeout=60_000)

@@ -16,6 +16,7 @@ INFO = {
             "dim": 128,
             "views": ["poi_points", "poi_texts"],
             "min_views": 2,
+            "view_inputs": {"poi_points": "pois", "poi_texts": "pois"},
             "params": {"names": "auto", "hidden": 256, "learning_rate": 5e-4, "template": "A {category}",
                        "scale_with_extent": False},
             "param_info": {

@@ -345,8 +345,10 @@ def test_reopened_project_keeps_every_saved_method(
     plugin, sample: dict, qgis_new_project: QgsProject, tmp_path: Path, qtbot
 ) -> None:
     info = {"version": "test", "methods": {
-        "baseline": {"title": "Baseline", "dim": 32, "views": ["poi_counts"], "min_views": 1, "params": {}},
-        "hafusion": {"title": "HAFusion", "dim": 16, "views": ["poi_counts"], "min_views": 1, "params": {"epochs": 0}},
+        "baseline": {"title": "Baseline", "dim": 32, "views": ["poi_counts"], "min_views": 1, "params": {},
+                     "view_inputs": {"poi_counts": "pois"}},
+        "hafusion": {"title": "HAFusion", "dim": 16, "views": ["poi_counts"], "min_views": 1, "params": {"epochs": 0},
+                     "view_inputs": {"poi_counts": "pois"}},
         "fusion": {"title": "Fusion", "dim": 16, "views": [], "min_views": 0, "params": {},
                    "combines_methods": True},
     }}  # fmt: skip

@@ -219,7 +219,7 @@ def test_od_table_columns(sample: dict, tmp_path: Path) -> None:
     assert has(validate(choices), "does not exist")
 
 
-def test_methods_from_backend_info(sample: dict, tmp_path: Path) -> None:
+def test_methods_from_backend_info(sample: dict, tmp_path: Path, fresh_registry) -> None:
     METHODS.update_from_info({
         "cuda": False,
         "methods": {
@@ -242,7 +242,7 @@ def test_methods_from_backend_info(sample: dict, tmp_path: Path) -> None:
     METHODS.update_from_info({"methods": {"roads": {
         "title": "Roads", "views": ["road_graph"], "min_views": 1, "view_inputs": {"road_graph": "landuse"}}}})
     choices.methods = [METHODS.choice("roads")]
-    assert has(validate(choices), "No input for Roads: add a land-use layer")
+    assert has(validate(choices), "No input for roads: add a land-use layer")
     choices.methods = [MethodChoice("fusion", 64, {"epochs": 10, "lr": 0.001})]
     choices.od_path = str(tmp_path / "od.csv")
     assert not any("No input" in p for p in validate(choices))  # POIs and trips: two of fusion's inputs

@@ -199,6 +199,6 @@ def test_processing_takes_a_poi_file_and_embedding_rasters(provider, processing_
     algorithm = provider.algorithm("embed")
     context = QgsProcessingContext()
     both = {**params, "POIS": str(BLOCKS.parent / "sf_pois_osm.geojson"), "POI_CATEGORY": "category"}
-    assert "either a POI layer or a POI file" in algorithm._problem(both, context)
+    assert "either a POI layer or a POI file" in algorithm.problem(both, context)
     wrong = {**params, "POI_FILE": str(tmp_path / "pois.csv")}
-    assert "neither an OpenStreetMap extract nor GeoParquet" in algorithm._problem(wrong, context)
+    assert "neither an OpenStreetMap extract nor GeoParquet" in algorithm.problem(wrong, context)

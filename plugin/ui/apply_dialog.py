@@ -48,7 +48,7 @@ from ..tasks import PLUGIN_ROOT, RunCancelled, RunFailed, RunOutcome, RunSucceed
 from ..worker_client import find_backend_python
 from .backend_info import BackendInfoTask
 from .messages import push_message
-from .run_dock import guess_id_field, guess_poi_fields
+from .run_dock import offer_id_field, offer_poi_fields
 from .wheel_guard import guard_wheel
 
 __all__ = [
@@ -425,20 +425,11 @@ class ApplyDialog(QDialog):
         return combo
 
     def _on_region_layer_changed(self) -> None:
-        layer = self.region_combo.currentLayer()
-        self.region_id_combo.setLayer(layer)
-        if isinstance(layer, QgsVectorLayer):
-            self.region_id_combo.setField(guess_id_field(layer))
+        offer_id_field(self.region_combo.currentLayer(), self.region_id_combo)
         self.refresh()
 
     def _on_poi_layer_changed(self) -> None:
-        layer = self.poi_combo.currentLayer()
-        self.poi_category_combo.setLayer(layer)
-        self.poi_name_combo.setLayer(layer)
-        if isinstance(layer, QgsVectorLayer):
-            category, name = guess_poi_fields(layer)
-            self.poi_category_combo.setField(category)
-            self.poi_name_combo.setField(name)
+        offer_poi_fields(self.poi_combo.currentLayer(), self.poi_category_combo, self.poi_name_combo)
         self.refresh()
 
     # ------------------------------------------------------------------ state

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from qgis.core import (
     QgsApplication,
+    QgsMapLayer,
     QgsMapLayerProxyModel,
     QgsProject,
     QgsRasterLayer,
@@ -84,6 +85,8 @@ __all__ = [
     "guess_id_field",
     "guess_poi_fields",
     "next_free_folder",
+    "offer_id_field",
+    "offer_poi_fields",
     "output_folder_is_free",
     "suggested_output_folder",
 ]
@@ -178,6 +181,29 @@ def guess_poi_fields(layer: QgsVectorLayer | None) -> tuple[str, str]:
     """A POI layer's likely category and name fields (``""`` where none fits)."""
     category = _guess_field(layer, r"^category$", r"categ", r"amenity", r"class", r"type")
     return category, _guess_field(layer, r"^name$")
+
+
+def offer_id_field(layer: QgsMapLayer | None, id_combo: QgsFieldComboBox) -> None:
+    """Offer the fields of the region layer ``layer`` in ``id_combo``: the chosen field stays when the layer has
+    it, else the likely id field (:func:`guess_id_field`) is chosen (the run dock and the Apply dialog)."""
+    vector = layer if isinstance(layer, QgsVectorLayer) else None
+    previous = id_combo.currentField()
+    id_combo.setLayer(vector)
+    if vector is not None:
+        id_combo.setField(previous if previous in vector.fields().names() else guess_id_field(vector))
+
+
+def offer_poi_fields(layer: QgsMapLayer | None, category_combo: QgsFieldComboBox,
+                     name_combo: QgsFieldComboBox) -> None:  # fmt: skip
+    """Offer the fields of the POI layer ``layer`` with the likely category and name chosen
+    (:func:`guess_poi_fields`; the run dock and the Apply dialog)."""
+    vector = layer if isinstance(layer, QgsVectorLayer) else None
+    category_combo.setLayer(vector)
+    name_combo.setLayer(vector)
+    if vector is not None:
+        category, name = guess_poi_fields(vector)
+        category_combo.setField(category)
+        name_combo.setField(name)
 
 
 class RunDock(QgsDockWidget):
@@ -864,16 +890,7 @@ class RunDock(QgsDockWidget):
     # ================================================================== layer-dependent widgets
 
     def _on_region_layer_changed(self, *_args: object) -> None:
-        layer = self.region_combo.currentLayer()
-        vector = layer if isinstance(layer, QgsVectorLayer) else None
-        previous = self.region_id_combo.currentField()
-        self.region_id_combo.setLayer(vector)
-        if vector is not None:
-            names = vector.fields().names()
-            if previous in names:
-                self.region_id_combo.setField(previous)
-            else:
-                self.region_id_combo.setField(guess_id_field(vector))
+        offer_id_field(self.region_combo.currentLayer(), self.region_id_combo)
         self._refresh_labels()
 
     def _refresh_labels(self, *_args: object) -> None:
@@ -899,14 +916,7 @@ class RunDock(QgsDockWidget):
         self._schedule()
 
     def _on_poi_layer_changed(self, *_args: object) -> None:
-        layer = self.poi_combo.currentLayer()
-        vector = layer if isinstance(layer, QgsVectorLayer) else None
-        self.poi_category_combo.setLayer(vector)
-        self.poi_name_combo.setLayer(vector)
-        if vector is not None:
-            category, name = guess_poi_fields(vector)
-            self.poi_category_combo.setField(category)
-            self.poi_name_combo.setField(name)
+        offer_poi_fields(self.poi_combo.currentLayer(), self.poi_category_combo, self.poi_name_combo)
         self._schedule()
 
     def _on_landuse_layer_changed(self, *_args: object) -> None:

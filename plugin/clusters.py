@@ -28,7 +28,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from .common import common
+from .common import common, gpkg_source
 from .results import gpkg_layer_names, run_methods
 from .styling import cluster_legend
 
@@ -118,19 +118,10 @@ def legend_node_cluster(node: object) -> tuple[QgsVectorLayer, int] | None:
         return None
 
 
-def _gpkg_and_table(layer: QgsVectorLayer) -> tuple[Path | None, str]:
-    if layer.providerType() != "ogr":
-        return None, ""
-    parts = layer.source().split("|")
-    path = Path(parts[0])
-    table = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("layername=")), path.stem)
-    return (path if path.suffix.lower() == ".gpkg" and path.is_file() else None), table
-
-
 def layer_method(layer: QgsVectorLayer) -> str:
     """The method whose clusters a run's layer holds (``clusters`` -> the primary, ``clusters_m`` -> ``m``);
     ``""`` for a layer from elsewhere."""
-    gpkg, table = _gpkg_and_table(layer)
+    gpkg, table = gpkg_source(layer)
     if gpkg is None or not table.startswith(CLUSTER_FIELD + "s"):
         return ""
     if table.startswith("clusters_"):
@@ -141,7 +132,7 @@ def layer_method(layer: QgsVectorLayer) -> str:
 
 def run_folder(layer: QgsVectorLayer) -> Path | None:
     """The folder of the run whose clusters a layer holds (``None`` for a layer from elsewhere)."""
-    gpkg, _table = _gpkg_and_table(layer)
+    gpkg, _table = gpkg_source(layer)
     return gpkg.parent if gpkg is not None and layer_method(layer) else None
 
 
@@ -226,7 +217,7 @@ def rename_cluster(layer: QgsVectorLayer, cluster: int, name: str) -> int:
 def _rename_in_run(layer: QgsVectorLayer, cluster: int, name: str) -> None:
     """Save a cluster's new name into the run's ``clusters.json`` and ``cluster_profiles`` table of the layer's
     method, where the run wrote them (nothing is created; a layer from elsewhere changes nothing)."""
-    gpkg, _table = _gpkg_and_table(layer)
+    gpkg, _table = gpkg_source(layer)
     method = layer_method(layer)
     if gpkg is None or not method:
         return
@@ -348,7 +339,7 @@ def cluster_cards(layer: QgsVectorLayer) -> dict[int, ClusterCard]:
         raise ValueError(f"Layer '{layer.name()}' has no {ID_FIELD} and {CLUSTER_FIELD} fields.")
     counted = _clusters(layer)
     total = sum(len(entry["ids"]) for entry in counted.values())
-    gpkg, _table = _gpkg_and_table(layer)
+    gpkg, _table = gpkg_source(layer)
     method = layer_method(layer)
     summaries = _json_clusters(gpkg, method) if gpkg is not None else None
     profiles: dict[int, list[DefiningFeature]] = {}

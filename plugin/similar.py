@@ -39,7 +39,7 @@ from qgis.gui import QgsMapCanvas, QgsMapMouseEvent, QgsMapToolEmitPoint
 from qgis.PyQt.QtCore import Qt
 
 from . import styling
-from .common import common
+from .common import common, gpkg_source
 from .input_export import InputExporter, remove_exported_inputs
 from .results import open_gpkg_layer
 from .tasks import PLUGIN_ROOT, RunCancelled, RunTask
@@ -91,18 +91,6 @@ def chosen_region_ids(embeddings: QgsVectorLayer, others: Iterable[QgsVectorLaye
         if isinstance(layer, QgsVectorLayer) and layer is not embeddings:
             ids = _selected_ids(layer)
     return ids
-
-
-def _gpkg_source(layer: QgsVectorLayer) -> tuple[Path | None, str]:
-    """``(GeoPackage file, layer name)`` of a layer read from a GeoPackage, else ``(None, "")``."""
-    if layer.providerType() != "ogr":
-        return None, ""
-    parts = layer.source().split("|")
-    path = Path(parts[0])
-    if path.suffix.lower() != ".gpkg" or not path.is_file():
-        return None, ""
-    names = [p.split("=", 1)[1] for p in parts[1:] if p.startswith("layername=")]
-    return path.resolve(), names[0] if names else ""
 
 
 def similar_output(folder: str | Path) -> Path:
@@ -163,7 +151,7 @@ def to_similar_parameters(
     if not ids:
         raise ValueError("Select one or more regions first (on the map or in the embedding explorer), then "
                          "find the regions similar to them.")
-    gpkg, table = _gpkg_source(embeddings)
+    gpkg, table = gpkg_source(embeddings)
     target = Path(folder).expanduser().resolve() if folder is not None else (gpkg.parent if gpkg else None)
     if target is None:
         raise ValueError(f"Layer '{embeddings.name()}' is not read from a GeoPackage; choose a folder for the result.")

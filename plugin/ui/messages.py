@@ -18,9 +18,25 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-__all__ = ["DetailsDialog", "push_message"]
+__all__ = ["MAX_MESSAGE_CHARS", "DetailsDialog", "push_message", "shorten"]
 
 TITLE = "RegionLens"
+#: Longest text the message bar shows in full (about two lines of a 1,000-pixel bar); a longer text, or one of
+#: several lines, is shown shortened and in full at the top of its *Details*.
+MAX_MESSAGE_CHARS = 160
+
+
+def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` as the message bar shows it: its first line, cut at a word boundary to ``limit`` characters
+    with an ellipsis (unchanged when it is one short line)."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    if len(first) <= limit and first == text.strip():
+        return first
+    if len(first) > limit:
+        cut = first[: limit - 1]
+        space = cut.rfind(" ")
+        first = cut[:space] if space > limit // 2 else cut
+    return first.rstrip(" ,;:") + "\u2026"
 
 
 class DetailsDialog(QDialog):
@@ -70,6 +86,9 @@ def push_message(
 ) -> QgsMessageBarItem:
     """Push ``RegionLens: <text>`` to the message bar, with a "Details" button when ``details`` is given.
 
+    A text too long for the bar (:data:`MAX_MESSAGE_CHARS`, or several lines) is shown shortened
+    (:func:`shorten`) and in full at the top of the details, so nothing is clipped away.
+
     Args:
         bar: The message bar (``iface.messageBar()``).
         text: The message.
@@ -85,7 +104,10 @@ def push_message(
         The pushed item; ``item.details_button`` is the button (or ``None``) and ``item.details_dialog``
         the dialog once it was opened.
     """
-    item = QgsMessageBar.createMessage(TITLE, text, bar)
+    short = shorten(text)
+    if short != text.strip():  # the bar would clip it: the whole text opens from "Details"
+        details = text.strip() + (f"\n\n{details}" if details else "")
+    item = QgsMessageBar.createMessage(TITLE, short, bar)
     item.details_button = None
     item.details_dialog = None
     if details:

@@ -646,6 +646,26 @@ def test_message_with_details(qgis_iface, qtbot) -> None:
     assert plain.details_button is None
 
 
+def test_a_long_message_is_shortened_and_kept_whole_in_its_details(qgis_iface, qtbot) -> None:
+    """The message bar clips a long text on its second line: it shows a short form, the whole text opens
+    from Details (above the log when there is one)."""
+    from plugin.ui.messages import MAX_MESSAGE_CHARS, shorten
+
+    bar = qgis_iface.messageBar()
+    long_text = "The run failed: " + " ".join(f"region_{i} has an empty geometry;" for i in range(30))
+    item = push_message(bar, long_text, Qgis.MessageLevel.Critical, details="worker log")
+    shown = item.text()
+    assert len(shown) <= MAX_MESSAGE_CHARS and shown.endswith("\u2026") and long_text.startswith(shown[:-1])
+    item.details_button.click()
+    assert item.details_dialog.text() == long_text + "\n\nworker log"
+    item.details_dialog.close()
+    two_lines = push_message(bar, "Done in 3 s.\nbaseline: 579 regions", Qgis.MessageLevel.Info)
+    assert two_lines.text() == "Done in 3 s.\u2026" and two_lines.details_button is not None
+    assert shorten("short and whole") == "short and whole"
+    for pushed in (item, two_lines):
+        bar.popWidget(pushed)
+
+
 def test_first_opening_without_backend_opens_the_setup(plugin, qgis_new_project, monkeypatch) -> None:
     """README: the first time something needs the backend, the setup dialog opens by itself."""
     monkeypatch.setattr(run_dock_module, "find_backend_python", lambda: None)

@@ -60,6 +60,8 @@ METHODS: dict[str, dict[str, Any]] = {
 #: Stage names of the pipeline (``progress.stage``) -> short names in the table.
 STAGES = {"read inputs": "read", "build views": "views", "cluster": "cluster", "predict": "predict",
           "write outputs": "write"}
+#: How often a run writes its stage in progress to its partial record (seconds).
+PARTIAL_EVERY_S = 10.0
 CATEGORIES = [f"category_{i:02d}" for i in range(26)]
 CRS = "EPSG:32610"
 ORIGIN = (540_000.0, 4_170_000.0)
@@ -210,16 +212,21 @@ def _cpu_seconds() -> float:
 
 class _StageMeter:
     """Seconds, peak RSS and the longest gap between progress reports of every pipeline stage; every finished
-    stage is also written to ``partial`` (when given), so a run stopped part-way still tells how far it got."""
+    stage is also written to ``partial`` (when given), and so is, every :data:`PARTIAL_EVERY_S` seconds, the
+    stage in progress (seconds, CPU seconds, peak RSS so far, the last progress fraction and message), so a run
+    stopped part-way still tells which stage it was in and how far that stage got."""
 
     def __init__(self, partial: Path | None = None) -> None:
         self.partial = partial
-        self.rows: dict[str, dict[str, float]] = {}
+        self.rows: dict[str, dict[str, Any]] = {}
         self.current: str | None = None
         self.t0 = time.perf_counter()
         self.cpu0 = _cpu_seconds()
         self.last_report = self.t0
+        self.last_written = self.t0
         self.max_gap = 0.0
+        self.fraction = 0.0
+        self.message = ""
         self.lock = threading.Lock()
 
     def start(self, stage: str) -> None:
@@ -231,23 +238,38 @@ class _StageMeter:
             self.max_gap = 0.0
             _reset_hwm()
 
-    def report(self) -> None:
+    def report(self, fraction: float | None = None, message: str = "") -> None:
         with self.lock:
             now = time.perf_counter()
             self.max_gap = max(self.max_gap, now - self.last_report)
             self.last_report = now
+            if fraction is not None:
+                self.fraction = float(fraction)
+            if message:
+                self.message = message
+            if self.partial is not None and self.current is not None and now - self.last_written >= PARTIAL_EVERY_S:
+                self.last_written = now
+                self._write({**self.rows, self.current: {**self._row(now), "unfinished": True,
+                                                          "run_fraction": round(self.fraction, 4),
+                                                          "last_message": self.message}})
+
+    def _row(self, now: float) -> dict[str, Any]:
+        hwm = _vm_hwm_mb()
+        return {"seconds": round(now - self.t0, 2), "cpu_s": round(_cpu_seconds() - self.cpu0, 2),
+                "peak_rss_mb": round(hwm or float("nan"), 1), "max_gap_s": round(self.max_gap, 2)}
+
+    def _write(self, rows: dict[str, dict[str, Any]]) -> None:
+        if self.partial is not None:
+            self.partial.write_text(json.dumps(rows))
 
     def _close(self) -> None:
         if self.current is None:
             return
         now = time.perf_counter()
         self.max_gap = max(self.max_gap, now - self.last_report)
-        hwm = _vm_hwm_mb()
-        self.rows[self.current] = {"seconds": round(now - self.t0, 2), "cpu_s": round(_cpu_seconds() - self.cpu0, 2),
-                                   "peak_rss_mb": round(hwm or float("nan"), 1), "max_gap_s": round(self.max_gap, 2)}
+        self.rows[self.current] = self._row(now)
         self.current = None
-        if self.partial is not None:
-            self.partial.write_text(json.dumps(self.rows))
+        self._write(self.rows)
 
     def close(self) -> None:
         with self.lock:
@@ -275,7 +297,8 @@ def child(city_dir: Path, method: str, out_dir: Path, repeats: int) -> dict[str,
             return super().stage(name, start, end)
 
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
-    result = run_pipeline(cfg, MeteredProgress(callback=lambda *_: meter.report()))
+    result = run_pipeline(cfg, MeteredProgress(callback=lambda _stage, fraction, message:
+                                               meter.report(fraction, message)))
     meter.close()
     return {"method": method, "n_regions": city["n_regions"], "n_pois": city["n_pois"], "stages": meter.rows,
             "total_s": round(time.perf_counter() - t0, 1), "total_cpu_s": round(_cpu_seconds() - cpu0, 1),
@@ -321,15 +344,22 @@ def print_table(results: list[dict[str, Any]]) -> None:
                     continue
                 gap = "" if row.get("max_gap_s") is None else f"{row['max_gap_s']:.1f}"
                 cpu = "" if row.get("cpu_s") is None else f"{row['cpu_s']:.1f}"
-                cells += f"{row['seconds']:>14.1f}{cpu:>8s}{row['peak_rss_mb']:>7.0f}{gap:>6s}"
-                walls.append(row["seconds"])
-                cpus.append(row.get("cpu_s"))
+                # a stage a stopped run was still in: "> seconds so far", left out of the fit
+                wall = f"{'>' if row.get('unfinished') else ''}{row['seconds']:.1f}"
+                cells += f"{wall:>14s}{cpu:>8s}{row['peak_rss_mb']:>7.0f}{gap:>6s}"
+                walls.append(None if row.get("unfinished") else row["seconds"])
+                cpus.append(None if row.get("unfinished") else row.get("cpu_s"))
             b_cpu, b_wall = growth_exponent(sizes, cpus), growth_exponent(sizes, walls)
             fmt = lambda b: f"{b:>9.2f}" if b is not None else f"{'':>9s}"  # noqa: E731
             print(f"{method:9s} {stage:16s}{cells}{fmt(b_cpu)}{fmt(b_wall)}")
     for r in results:
         if "error" in r:
             print(f"{r['method']} at {r['n_regions']:,} regions: {r['error']}")
+            for stage, row in r.get("stages", {}).items():
+                if row.get("unfinished"):
+                    print(f"  stopped in stage {stage!r} after {row['seconds']:.0f} s ({row['cpu_s']:.0f} s CPU, "
+                          f"{row['peak_rss_mb']:.0f} MB): run at {100 * row['run_fraction']:.1f} %, "
+                          f"last message {row['last_message']!r}")
 
 
 def main() -> int:

@@ -17,7 +17,8 @@ from shapely.geometry.base import BaseGeometry
 from backend.errors import InputError
 
 POLYGONAL = frozenset({"Polygon", "MultiPolygon"})
-PUNCTUAL = frozenset({"Point", "MultiPoint"})
+#: shapely's type ids of the point types (Point, MultiPoint).
+POINT_TYPE_IDS = (int(shapely.GeometryType.POINT), int(shapely.GeometryType.MULTIPOINT))
 
 
 def where(section: str, path: str | Path, layer: str | None = None) -> str:
@@ -58,7 +59,7 @@ def read_layer(path: str | Path, layer: str | None, place: str, fid_as_index: bo
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "more than one layer found": the first is used
-            gdf = gpd.read_file(p, layer=layer, engine="pyogrio", fid_as_index=fid_as_index)
+            gdf = _read_in_chunks(p, layer, fid_as_index)
     except Exception as exc:  # pyogrio raises driver-specific errors
         raise InputError(
             f"{place}: cannot be read as a vector layer ({exc}). Use a GeoPackage, GeoJSON or shapefile."
@@ -68,6 +69,29 @@ def read_layer(path: str | Path, layer: str | None, place: str, fid_as_index: bo
     if len(gdf) == 0:
         raise InputError(f"{place}: the layer has no features. Choose a layer that holds some.")
     return gdf
+
+
+#: Features per pyogrio read of :func:`read_layer` (for drivers that seek to a feature quickly).
+READ_CHUNK = 50_000
+
+
+def _read_in_chunks(path: Path, layer: str | None, fid_as_index: bool) -> gpd.GeoDataFrame:
+    """The whole layer, read ``READ_CHUNK`` features at a time where the driver seeks to a feature quickly
+    (GeoPackage, shapefile, FlatGeobuf...), in one read otherwise.
+
+    One pyogrio read of millions of features holds the GIL for seconds (the OGR loop and the conversion of
+    the columns), so a caller's progress heartbeat (another thread, :meth:`Progress.wait`) could not report
+    meanwhile; between two chunks it can.
+    """
+    import pyogrio
+
+    info = pyogrio.read_info(path, layer=layer)
+    n = int(info.get("features", -1))
+    if n <= READ_CHUNK or not info.get("capabilities", {}).get("fast_set_next_by_index"):
+        return gpd.read_file(path, layer=layer, engine="pyogrio", fid_as_index=fid_as_index)
+    parts = [gpd.read_file(path, layer=layer, engine="pyogrio", fid_as_index=fid_as_index, skip_features=start,
+                           max_features=READ_CHUNK) for start in range(0, n, READ_CHUNK)]
+    return pd.concat(parts, ignore_index=not fid_as_index)
 
 
 def require_crs(gdf: gpd.GeoDataFrame, place: str) -> None:
@@ -128,11 +152,23 @@ def _one_to_str(value: object) -> str | None:
     return text or None
 
 
+#: Values per conversion of :func:`values_to_str` and :func:`str_series`.
+STR_CHUNK = 250_000
+
+
 def values_to_str(values: pd.Series) -> pd.Series:
     """Field values as stripped strings, integers without a decimal part (``12.0`` -> ``'12'``).
 
-    Nulls, NaN and empty strings become ``None`` (object dtype), so ``isna()`` finds them.
+    Nulls, NaN and empty strings become ``None`` (object dtype), so ``isna()`` finds them. Converted
+    ``STR_CHUNK`` values at a time: the conversion of millions of values is C code holding the GIL for
+    seconds (a caller's progress heartbeat could not report meanwhile); between two chunks it can.
     """
+    if len(values) <= STR_CHUNK:
+        return _values_to_str_chunk(values)
+    return pd.concat([_values_to_str_chunk(values.iloc[lo:lo + STR_CHUNK]) for lo in range(0, len(values), STR_CHUNK)])
+
+
+def _values_to_str_chunk(values: pd.Series) -> pd.Series:
     if pd.api.types.is_string_dtype(values) and not pd.api.types.is_object_dtype(values):
         text = values.str.strip()
         out = text.to_numpy(dtype=object)
@@ -141,6 +177,15 @@ def values_to_str(values: pd.Series) -> pd.Series:
     if pd.api.types.is_integer_dtype(values) and not values.isna().any():
         return pd.Series(values.astype("int64").astype(str).to_numpy(dtype=object), index=values.index, dtype=object)
     return pd.Series([_one_to_str(v) for v in values.to_numpy(dtype=object)], index=values.index, dtype=object)
+
+
+def str_series(values: np.ndarray, index: pd.Index | None = None) -> pd.Series:
+    """``pd.Series(values, dtype="str")``, converted ``STR_CHUNK`` values at a time (as :func:`values_to_str`)."""
+    parts = [pd.Series(values[lo:lo + STR_CHUNK], dtype="str") for lo in range(0, len(values), STR_CHUNK)]
+    out = pd.concat(parts, ignore_index=True) if parts else pd.Series(values, dtype="str")
+    if index is not None:
+        out.index = index
+    return out
 
 
 def type_summary(types: Iterable[str]) -> str:
@@ -188,21 +233,22 @@ def single_points(gdf: gpd.GeoDataFrame, place: str, report: list[str]) -> gpd.G
     Raises:
         InputError: If the layer holds lines or polygons, or no feature has a geometry.
     """
-    geom = gdf.geometry
-    nulls = geom.isna() | geom.is_empty
+    # integer type ids, not ``geom_type``: a Series of millions of type names holds the GIL for seconds
+    geoms = gdf.geometry.to_numpy()
+    type_id = shapely.get_type_id(geoms)
+    nulls = (type_id < 0) | shapely.is_empty(geoms)
     if nulls.all():
         raise InputError(f"{place}: no feature has a geometry. Choose a point layer.")
-    types = geom[~nulls].geom_type
-    bad = types[~types.isin(PUNCTUAL)]
-    if len(bad):
+    bad = ~nulls & ~np.isin(type_id, POINT_TYPE_IDS)
+    if bad.any():
         raise InputError(
-            f"{place}: expected points, found {type_summary(bad)}. Convert the layer to points first "
-            "(QGIS: Vector > Geometry Tools > Centroids) or choose a point layer."
+            f"{place}: expected points, found {type_summary(gdf.geometry[bad].geom_type)}. "
+            "Convert the layer to points first (QGIS: Vector > Geometry Tools > Centroids) or choose a point layer."
         )
     out = gdf.loc[~nulls].copy()
     if nulls.any():
         report.append(f"{place}: {int(nulls.sum()):,} features without a geometry were ignored.")
-    multi = out.geometry.geom_type == "MultiPoint"
+    multi = type_id[~nulls] == shapely.GeometryType.MULTIPOINT
     if multi.any():
         out.loc[multi, out.geometry.name] = out.geometry[multi].centroid
         report.append(f"{place}: {int(multi.sum()):,} multi-point features were replaced by their centroid.")

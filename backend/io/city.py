@@ -72,7 +72,7 @@ def _read_rasters(sources: list[RasterSource], city: CityData, progress: Progres
 def _read_od(source: OdSource, city: CityData, progress: Progress) -> None:
     from backend.io.tables import read_od
 
-    city.od = read_od(source, city.regions.index, city.report)
+    city.od = progress.wait(lambda: read_od(source, city.regions.index, city.report), "reading the OD table", 0.0)
     progress.update(1.0, f"{len(city.od):,} OD flows")
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from backend.config import OdSource
 from backend.errors import InputError
-from backend.io._layers import values_to_str
+from backend.io._layers import str_series, values_to_str
 
 __all__ = ["read_od"]
 
@@ -137,8 +137,8 @@ def read_od(src: OdSource, region_ids: Iterable[object], report: list[str]) -> p
         )
     return pd.DataFrame(
         {
-            "origin": pd.Series(origin[ok].to_numpy(dtype=object), dtype="str"),
-            "destination": pd.Series(destination[ok].to_numpy(dtype=object), dtype="str"),
+            "origin": str_series(origin[ok].to_numpy(dtype=object)),
+            "destination": str_series(destination[ok].to_numpy(dtype=object)),
             "count": count[ok].to_numpy(dtype=np.float64),
         }
     )

@@ -24,6 +24,7 @@ from backend.io._layers import (
     require_crs,
     require_field,
     single_points,
+    str_series,
     type_summary,
     values_to_str,
     where,
@@ -201,9 +202,9 @@ def read_pois(src: PoiSource, regions: gpd.GeoDataFrame, crs: CRS, report: list[
         report.append(f"{n_empty:,} of {len(regions):,} regions hold no POI.")
     out = gpd.GeoDataFrame(
         {
-            "category": pd.Series(category[inside].to_numpy(dtype=object), dtype="str"),
+            "category": str_series(category[inside].to_numpy(dtype=object)),
             "name": pd.Series(name[inside].to_numpy(dtype=object), dtype=object),
-            "region_id": pd.Series(region[inside].to_numpy(dtype=object), dtype="str"),
+            "region_id": str_series(region[inside].to_numpy(dtype=object)),
         },
         geometry=gdf.geometry[inside].to_numpy(),
         crs=crs,

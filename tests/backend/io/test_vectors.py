@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -366,3 +367,65 @@ def test_points_are_assigned_in_chunks_with_the_same_result(monkeypatch: pytest.
     assert list(chunked.iloc[-3:].fillna("outside")) == ["r0", "r1", "outside"]  # edges: the first region
     inside = (xy[:, 0] > 0) & (xy[:, 0] < 5) & (xy[:, 1] > 0) & (xy[:, 1] < 1)
     assert chunked[inside].notna().all() and chunked[(xy[:, 1] > 1) | (xy[:, 1] < 0)].isna().all()
+
+
+def test_large_layers_are_read_in_chunks_with_the_same_result(sf_dir: Path, sf_config_dict: dict[str, Any],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A layer of more than READ_CHUNK features is read READ_CHUNK at a time (one pyogrio read of millions of
+    features holds the GIL, so the progress heartbeat stops); the frame, fids included, is what one read gives,
+    and so are the POIs read_pois makes of it with the string conversions also in chunks."""
+    from backend.io import _layers
+
+    src = PoiSource(str(sf_dir / sf_config_dict["pois"]["path"]), "category", "name")
+    regions, crs = read_regions(RegionsSource(str(sf_dir / sf_config_dict["regions"]["path"]),
+                                              sf_config_dict["regions"]["id_field"]), [])
+    whole_layer = _layers.read_layer(src.path, None, "pois", fid_as_index=True)
+    whole_regions = _layers.read_layer(sf_dir / sf_config_dict["regions"]["path"], None, "regions")
+    whole_pois = read_pois(src, regions, crs, [])
+    reads: list[tuple[int, int]] = []
+    real = gpd.read_file
+
+    def spy(*args: Any, **kwargs: Any) -> gpd.GeoDataFrame:
+        reads.append((kwargs.get("skip_features", 0), kwargs.get("max_features", -1)))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_layers.gpd, "read_file", spy)
+    monkeypatch.setattr(_layers, "READ_CHUNK", 500)
+    chunks: list[int] = []
+    real_chunk = _layers._values_to_str_chunk
+    monkeypatch.setattr(_layers, "_values_to_str_chunk", lambda v: chunks.append(len(v)) or real_chunk(v))
+    monkeypatch.setattr(_layers, "STR_CHUNK", 300)
+
+    layer = _layers.read_layer(src.path, None, "pois", fid_as_index=True)
+    assert len(layer) == 2563 and reads == [(start, 500) for start in range(0, 2563, 500)]
+    pd.testing.assert_frame_equal(layer, whole_layer)
+    reads.clear()
+    pd.testing.assert_frame_equal(_layers.read_layer(sf_dir / sf_config_dict["regions"]["path"], None, "regions"),
+                                  whole_regions)  # 579 regions: two reads, a fresh RangeIndex
+    assert reads == [(0, 500), (500, 500)]
+    pois = read_pois(src, regions, crs, [])
+    assert chunks and max(chunks) <= 300 and sum(chunks) >= len(layer)  # category and name fields, in chunks
+    pd.testing.assert_frame_equal(pois, whole_pois)
+    assert pois["category"].dtype == "str" and pois["region_id"].dtype == "str"
+
+
+def test_str_series_converts_in_chunks_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    from backend.io import _layers
+
+    values = np.array(["a", "b", None, "c", "d", "e", "f"], dtype=object)
+    whole = pd.Series(values, dtype="str")
+    monkeypatch.setattr(_layers, "STR_CHUNK", 3)
+    made: list[int] = []
+    real = pd.Series
+
+    def spy(data: Any = None, *args: Any, **kwargs: Any) -> pd.Series:
+        if kwargs.get("dtype") == "str":
+            made.append(len(data))
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(_layers.pd, "Series", spy)
+    out = _layers.str_series(values, pd.Index(list("pqrstuv")))
+    monkeypatch.undo()
+    assert made == [3, 3, 1]
+    pd.testing.assert_series_equal(out, whole.set_axis(pd.Index(list("pqrstuv"))))
+    assert _layers.str_series(np.array([], dtype=object)).dtype == "str"

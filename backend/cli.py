@@ -1,5 +1,6 @@
-"""Command line: ``python -m backend run CONFIG``, ``python -m backend demo``, ``python -m backend info`` and
-``python -m backend similar --run DIR --ids A B ...`` (regions similar to chosen ones).
+"""Command line: ``python -m backend run CONFIG`` (also launched by ``torchrun ... -m backend run CONFIG``),
+``python -m backend demo``, ``python -m backend info`` and ``python -m backend similar --run DIR --ids A B ...``
+(regions similar to chosen ones).
 
 Exit codes: 0 success, 2 bad input, configuration or output folder, 130 cancelled (Ctrl+C), 143 terminated
 (SIGTERM), 1 internal error. A cancelled or terminated run removes its unfinished output.
@@ -93,6 +94,28 @@ def _run(cfg, quiet: bool, protect: tuple[str, ...] = ()) -> int:  # noqa: ANN00
     return 0
 
 
+def _run_under_torchrun(cfg, quiet: bool, protect: tuple[str, ...], world: int,  # noqa: ANN001
+                        nproc: int | None) -> int:
+    """``python -m backend run`` as one of the ``world`` processes torchrun started: join its process group;
+    rank 0 runs the job and writes the outputs, the other ranks train their shard of every training job."""
+    from backend.device import resolve_device
+    from backend.errors import ConfigError
+    from backend.models._distributed import join_torchrun, leave_torchrun, serve_training_jobs
+
+    if nproc is not None and nproc != world:
+        raise ConfigError(f"--nproc {nproc}, but torchrun started {world} processes; under torchrun the number "
+                          "of processes is torchrun's (--nproc_per_node): leave --nproc out.")
+    cfg.nproc = world
+    ranks = join_torchrun(resolve_device(cfg.device))
+    try:
+        if not ranks.main:
+            serve_training_jobs()
+            return 0
+        return _run(cfg, quiet, protect=protect)
+    finally:
+        leave_torchrun()
+
+
 def _print_timings(run_json: str) -> None:
     """Seconds per stage and per method (``timings_s`` of run.json)."""
     try:
@@ -176,7 +199,13 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.nproc = check_nproc(args.nproc, "--nproc")
             if args.output_dir:
                 cfg.output_dir = str(Path(args.output_dir).resolve())
-            return _run(cfg, args.quiet, protect=(str(Path(args.config).resolve()),))
+            protect = (str(Path(args.config).resolve()),)
+            from backend.models._distributed import torchrun_launch
+
+            launch = torchrun_launch()
+            if launch is not None:
+                return _run_under_torchrun(cfg, args.quiet, protect, launch[1], args.nproc)
+            return _run(cfg, args.quiet, protect=protect)
         from backend.demo import demo_config
 
         out = Path(args.out).resolve()

@@ -19,6 +19,11 @@ How a trained embedder uses it (HAFusion ``scalable``, CaLLiPer, CooKIE, ReFound
   helpers. Only rank 0 returns the trained network and writes checkpoints and outputs.
 * Launched by ``torchrun`` (a process group already exists) the rank function runs in every rank of that
   group instead; rank 0 is then the one whose result the caller uses.
+* ``python -m backend run`` launched by ``torchrun`` (:func:`torchrun_launch`) joins torchrun's group
+  (:func:`join_torchrun`) instead of starting helpers: rank 0 runs the whole job (reading, views, clustering,
+  prediction, writing, progress, cancel) and hands every training job to the other ranks over a gloo group
+  of its own (:func:`run_data_parallel`); those ranks only serve these jobs (:func:`serve_training_jobs`)
+  until rank 0 says the run is over (:func:`leave_torchrun`).
 """
 
 from __future__ import annotations
@@ -38,10 +43,17 @@ import numpy as np
 from backend.errors import Cancelled, ConfigError, RegionLensError
 from backend.progress import Progress
 
-__all__ = ["Ranks", "TIMEOUT_S", "check_nproc_device", "run_data_parallel", "shard_positions"]
+__all__ = ["Ranks", "TIMEOUT_S", "check_nproc_device", "join_torchrun", "leave_torchrun", "run_data_parallel",
+           "serve_training_jobs", "shard_positions", "torchrun_launch"]
 
 #: Seconds a rank waits for the others in one collective before the run fails.
 TIMEOUT_S = 600
+#: Seconds a serving rank waits for rank 0's next training job (rank 0 reads, clusters, predicts meanwhile; a
+#: failed rank 0 ends the run through torchrun, which stops the other ranks).
+SERVE_TIMEOUT_S = 7 * 24 * 3600
+#: This process's part in a ``python -m backend run`` launched by torchrun (see :func:`join_torchrun`):
+#: ``group`` (the gloo group training jobs are handed out on), ``local`` (its local rank) and ``in_job``.
+_LAUNCH: dict[str, Any] = {}
 
 T = TypeVar("T")
 
@@ -244,9 +256,111 @@ def _plan(nproc: int, device: str) -> tuple[str, list[str]]:
 
 
 def check_nproc_device(nproc: int, device: str) -> None:
-    """Raise :class:`ConfigError` when ``nproc`` processes cannot train on ``device`` (:func:`run_data_parallel`)."""
-    if nproc > 1:
+    """Raise :class:`ConfigError` when ``nproc`` processes cannot train on ``device`` (:func:`run_data_parallel`).
+
+    Under torchrun (:func:`join_torchrun`) torchrun placed the processes; nothing is checked.
+    """
+    if nproc > 1 and not _LAUNCH:
         _plan(nproc, device)
+
+
+# --------------------------------------------------------------------------------------------- torchrun
+def torchrun_launch() -> tuple[int, int, int] | None:
+    """``(rank, world size, local rank)`` when torchrun (or another launcher setting its environment:
+    ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) started this process as one of several, else None.
+
+    Raises:
+        ConfigError: The variables are set but are not integers with 0 <= rank < world size.
+    """
+    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+    if not all(os.environ.get(n) for n in names):
+        return None
+    try:
+        rank, world, local = (int(os.environ[n]) for n in names)
+    except ValueError as exc:
+        raise ConfigError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them): {exc}") from exc
+    if world < 1 or not 0 <= rank < world or local < 0:
+        raise ConfigError(f"RANK = {rank}, WORLD_SIZE = {world}, LOCAL_RANK = {local}: need 0 <= RANK < WORLD_SIZE.")
+    return (rank, world, local) if world > 1 else None
+
+
+def join_torchrun(device: str) -> Ranks:
+    """Join the process group torchrun set up (``env://``; gloo on the CPU, NCCL on CUDA with local rank r on
+    ``cuda:r``), and a gloo group on which rank 0 hands out the training jobs.
+
+    Returns:
+        This process's rank, world size and device.
+
+    Raises:
+        ConfigError: Not launched by torchrun, or on a device data-parallel training does not run on.
+    """
+    import torch
+    import torch.distributed as dist
+
+    launch = torchrun_launch()
+    if launch is None:
+        raise ConfigError("not launched by torchrun with more than one process (RANK, WORLD_SIZE, LOCAL_RANK).")
+    rank, world, local = launch
+    if not dist.is_available():
+        raise ConfigError("torchrun needs torch.distributed, which this torch build lacks.")
+    if device.startswith("cuda"):
+        if local >= torch.cuda.device_count():
+            raise ConfigError(f"local rank {local} needs GPU cuda:{local}, but torch sees "
+                              f"{torch.cuda.device_count()} GPU(s); start at most that many processes per node.")
+        here, backend = f"cuda:{local}", ("nccl" if dist.is_nccl_available() else "gloo")
+        torch.cuda.set_device(here)
+    elif device == "cpu":
+        here, backend = "cpu", "gloo"
+    else:
+        raise ConfigError(f"torchrun trains on the CPU or on CUDA GPUs, not on '{device}'; set device = 'cpu' "
+                          "or 'cuda'.")
+    dist.init_process_group(backend, timeout=timedelta(seconds=TIMEOUT_S))
+    group = dist.new_group(backend="gloo", timeout=timedelta(seconds=SERVE_TIMEOUT_S))
+    _LAUNCH.update(group=group, local=local, in_job=False)
+    return Ranks(rank, world, here)
+
+
+def _local_device(device: str) -> str:
+    return f"cuda:{_LAUNCH['local']}" if device.startswith("cuda") else device
+
+
+def serve_training_jobs() -> int:
+    """On a rank other than 0 (:func:`join_torchrun`): run every training job rank 0 hands out, as one rank of
+    it, until rank 0 says the run is over; returns the number of jobs served.
+
+    A job stopped by a cancel (rank 0 broadcast the stop flag) or by bad input (rank 0 meets and reports it
+    too) is left and the next one awaited.
+    """
+    import torch.distributed as dist
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    os.dup2(2, 1)  # a serving rank never writes to stdout (rank 0's terminal output): its output goes to stderr
+    sys.stdout = sys.stderr
+    served = 0
+    while True:
+        box: list[Any] = [None]
+        dist.broadcast_object_list(box, src=0, group=_LAUNCH["group"])
+        if box[0] is None:
+            return served
+        fn, job, device = box[0]
+        served += 1
+        with contextlib.suppress(Cancelled, RegionLensError):
+            fn(Ranks(rank, world, _local_device(device)), job, Progress())
+
+
+def leave_torchrun() -> None:
+    """End this process's part: rank 0 tells the serving ranks the run is over (unless a training job failed
+    on it part-way: the others may be inside that job; rank 0's failure then ends them through torchrun),
+    then the process group is left."""
+    import torch.distributed as dist
+
+    try:
+        if dist.is_initialized() and dist.get_rank() == 0 and not _LAUNCH.get("in_job"):
+            dist.broadcast_object_list([None], src=0, group=_LAUNCH["group"])
+    finally:
+        _LAUNCH.clear()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _free_port() -> int:
@@ -319,6 +433,16 @@ def run_data_parallel(fn: Callable[[Ranks, Any, Progress], T], job: Any, nproc: 
     import torch
     import torch.distributed as dist
 
+    if _LAUNCH and dist.get_rank() == 0:  # python -m backend run under torchrun: hand the job to every rank
+        if nproc <= 1:
+            return fn(Ranks(device=device), job, progress)
+        world = dist.get_world_size()
+        progress.log(f"data-parallel training: {world} processes started by torchrun")
+        _LAUNCH["in_job"] = True
+        dist.broadcast_object_list([(fn, job, device)], src=0, group=_LAUNCH["group"])
+        result = fn(Ranks(0, world, _local_device(device)), job, progress)
+        _LAUNCH["in_job"] = False
+        return result
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:  # launched by torchrun
         rank, world = dist.get_rank(), dist.get_world_size()
         local = int(os.environ.get("LOCAL_RANK", rank))

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import subprocess  # nosec B404 - torchrun of the backend CLI, fixed arguments
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -131,3 +135,83 @@ def test_configuration_key_and_cli_flag(sf_config_dict: dict, sf_dir: Path, tmp_
     assert cli_main(["run", str(config), "--nproc", "0"]) == 2
     assert "'--nproc' must lie between 1 and 64" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def _slice_city(sf_dir: Path, folder: Path, n: int = 40) -> dict[str, Any]:
+    """The first ``n`` block groups of the sample city, their POIs and the Landsat raster, as files, with a
+    configuration running CooKIE (the tests' short run, POIs and image statistics)."""
+    import geopandas as gpd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    regions = gpd.read_file(sf_dir / "sf_block_groups_crime_pop.geojson").iloc[:n]
+    regions.to_file(folder / "regions.gpkg")
+    pois = gpd.read_file(sf_dir / "sf_pois_osm.geojson")
+    pois = pois[pois.within(regions.to_crs(pois.crs).union_all())]
+    pois.to_file(folder / "pois.gpkg")
+    params = {k: v for k, v in SHORT_RUNS["cookie"].items() if k not in ("dim", "seed", "device")}
+    return {"seed": SHORT_RUNS["cookie"]["seed"],
+            "regions": {"path": str(folder / "regions.gpkg"), "id_field": "GEO_ID"},
+            "pois": {"path": str(folder / "pois.gpkg"), "category_field": "category", "name_field": "name"},
+            "rasters": [{"path": str(sf_dir / "sf_landsat7_3857_30m.tif")}],
+            "labels": [{"name": "population", "field": "Population", "target": "density"}],
+            "methods": [{"name": "cookie", "dim": SHORT_RUNS["cookie"]["dim"],
+                         "params": {**params, "modalities": "poi,image"}}],
+            "clustering": {"k": 3}, "prediction": {"models": ["ridge"], "folds": 3, "repeats": 1, "spatial": False},
+            "figures": False}
+
+
+def test_backend_run_under_torchrun_joins_its_process_group(sf_dir: Path, tmp_path: Path) -> None:
+    """``torchrun --nproc_per_node 2 -m backend run`` (gloo): both processes join torchrun's group instead of
+    starting ranks of their own; rank 0 runs the job and writes the outputs once, rank 1 trains its shard;
+    the loss curve is the single-process one (CooKIE: to float precision)."""
+    root = Path(__file__).resolve().parents[3]
+    city = _slice_city(sf_dir, tmp_path / "city")
+    for name in ("torchrun", "single"):
+        (tmp_path / f"{name}.json").write_text(json.dumps({**city, "output_dir": str(tmp_path / name)}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(  # nosec B603 - this interpreter, fixed arguments
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "backend", "run", str(tmp_path / "torchrun.json"), "--device", "cpu", "--quiet"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("RegionLens finished") == 1  # rank 0 alone runs the job and prints
+    assert cli_main(["run", str(tmp_path / "single.json"), "--device", "cpu", "--quiet"]) == 0
+
+    runs = {name: json.loads((tmp_path / name / "run.json").read_text()) for name in ("torchrun", "single")}
+    assert any("2 processes started by torchrun" in line for line in runs["torchrun"]["log"])
+    assert not any("processes" in line for line in runs["single"]["log"])
+    histories = {name: np.asarray(json.loads(next((tmp_path / name).rglob("cookie*/config.json")).read_text())
+                                  ["history"]) for name in runs}
+    assert len(histories["single"]) == 5 and histories["torchrun"].shape == histories["single"].shape
+    np.testing.assert_allclose(histories["torchrun"], histories["single"], rtol=TOLERANCE["cookie"])
+
+
+def test_torchrun_environment_and_a_conflicting_nproc(sf_config_dict: dict, sf_dir: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from backend.models._distributed import torchrun_launch
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert torchrun_launch() is None  # a plain run
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert torchrun_launch() == (1, 2, 1)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert torchrun_launch() is None  # torchrun with one process: the single-process path
+    monkeypatch.setenv("WORLD_SIZE", "x")
+    with pytest.raises(ConfigError, match="must be integers"):
+        torchrun_launch()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ConfigError, match="RANK < WORLD_SIZE"):
+        torchrun_launch()
+    monkeypatch.setenv("RANK", "0")
+    data = {"output_dir": str(tmp_path / "out"),
+            **{k: dict(sf_config_dict[k], path=str(sf_dir / sf_config_dict[k]["path"])) for k in ("regions", "pois")}}
+    (tmp_path / "run.json").write_text(json.dumps(data))
+    assert cli_main(["run", str(tmp_path / "run.json"), "--nproc", "3"]) == 2  # refused before joining any group
+    assert "--nproc 3, but torchrun started 2 processes" in capsys.readouterr().err
+    assert not torch.distributed.is_initialized() and not (tmp_path / "out").exists()

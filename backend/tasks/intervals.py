@@ -56,6 +56,8 @@ def cv_plus(
     seed: int,
     coverage: float,
     tick: Callable[[], None] | None = None,
+    poll: Callable[[], None] | None = None,
+    wait: Callable[[Callable[[], Any]], Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """CV+ interval of every row, each from models that never saw its fold's labels (module docstring).
 
@@ -67,6 +69,8 @@ def cv_plus(
         seed: Seed passed to ``fit_predict`` (the repeat's).
         coverage: Nominal coverage, ``1 - alpha``.
         tick: Called after every fit (progress and cancel).
+        poll: Called between the short steps of the bounds (heartbeat and cancel; see :meth:`Progress.poll`).
+        wait: Runs every fit, ``wait(call) -> call()`` (e.g. :meth:`Progress.wait`: one fit can take minutes).
 
     Returns:
         ``(lower, upper)`` arrays of length N, or None with fewer than :data:`MIN_FOLDS` non-empty folds.
@@ -91,9 +95,14 @@ def cv_plus(
         for b in folds[i + 1:]:
             test = (fold_of == a) | (fold_of == b)
             for held, inner in ((a, b), (b, a)) if outer_fit is not None else ((a, b),):
-                fit = outer_fit(fold_of != held) if outer_fit is not None else fit_predict
+                run = wait if wait is not None else (lambda call: call())
+
+                def pair_fit(held: int = held, test: np.ndarray = test) -> np.ndarray:
+                    fit = outer_fit(fold_of != held) if outer_fit is not None else fit_predict
+                    return fit(model_name, seed, ~test, test)
+
                 full = np.full(n, np.nan)
-                full[test] = fit(model_name, seed, ~test, test)
+                full[test] = run(pair_fit)
                 pair_pred[(held, inner)] = full
                 if outer_fit is None:
                     pair_pred[(inner, held)] = full
@@ -113,8 +122,8 @@ def cv_plus(
             centres.append(pred[held])
         count = sum(len(r) for r in resids)
         r_lo, r_hi = _rank(count, alpha, upper=False), _rank(count, 1.0 - alpha, upper=True)
-        lower[held] = _kth_smallest(np.stack(centres, axis=1), resids, -1.0, r_lo)
-        upper[held] = _kth_smallest(np.stack(centres, axis=1), resids, 1.0, r_hi)
+        lower[held] = _kth_smallest(np.stack(centres, axis=1), resids, -1.0, r_lo, poll)
+        upper[held] = _kth_smallest(np.stack(centres, axis=1), resids, 1.0, r_hi, poll)
     return lower, upper
 
 
@@ -171,7 +180,8 @@ def _smallest_above(lo: np.ndarray, centres: np.ndarray, resids: list[np.ndarray
     return best
 
 
-def _kth_smallest(centres: np.ndarray, resids: list[np.ndarray], sign: float, rank: int) -> np.ndarray:
+def _kth_smallest(centres: np.ndarray, resids: list[np.ndarray], sign: float, rank: int,
+                  poll: Callable[[], None] | None = None) -> np.ndarray:
     """Per row ``i``: the ``rank``-th smallest (1-based) of the values ``centres[i, m] + sign * resids[m][j]``
     over every inner fold ``m`` and its rows ``j``, without forming them.
 
@@ -179,7 +189,8 @@ def _kth_smallest(centres: np.ndarray, resids: list[np.ndarray], sign: float, ra
     time and memory). Instead each row's value is bracketed by bisection (counting the values at most a
     threshold by binary search in each fold's sorted residuals: O(log n) per row and fold) until the
     smallest value above the lower end is the ``rank``-th one; that value is read off the residuals, so it
-    is the very number the matrix holds.
+    is the very number the matrix holds. ``poll`` is called at every step (a few seconds in all at 250,000
+    regions).
     """
     spread = max((float(r[-1]) for r in resids if len(r)), default=0.0) + 1.0
     lo = centres.min(axis=1) - spread  # no value is <= lo
@@ -187,6 +198,8 @@ def _kth_smallest(centres: np.ndarray, resids: list[np.ndarray], sign: float, ra
     out = np.full(len(lo), np.nan)
     todo = np.arange(len(lo))
     for step in range(2200):  # adjacent floats after at most ~2,100 halvings (fewer than 70 in practice)
+        if poll is not None:
+            poll()
         if step % 8 == 7 or step == 2199:
             cand = _smallest_above(lo[todo], centres[todo], resids, sign)
             done = np.isfinite(cand) & (_count_at_most(cand, centres[todo], resids, sign) >= rank)

@@ -547,7 +547,10 @@ def cross_validate(
                 s = regression_metrics(ya, pred)
                 scores.append(s)
                 if coverage is not None and model_name == interval_model:
-                    bounds = cv_plus(fit_predict, ya, fold_of, model_name, seed + r, coverage, tick)
+                    bounds = cv_plus(fit_predict, ya, fold_of, model_name, seed + r, coverage, tick,
+                                     poll=None if progress is None else progress.poll,
+                                     wait=None if progress is None else
+                                     (lambda call: progress.wait(call, "prediction intervals (CV+)")))
                     if bounds is not None:
                         interval_rows.append(interval_scores(ya, *bounds))
                         bounds_sum += np.vstack(bounds)

@@ -134,7 +134,7 @@ def test_bounds_without_the_matrix_equal_the_definition(ties: bool) -> None:
 
 def test_cv_plus_memory_is_linear_in_the_regions() -> None:
     """10,000 regions in 5 folds: the definition's matrices are 2,000 x 8,000 values (128 MB each); CV+ here
-    never holds more than a few arrays of N values."""
+    never holds more than a few arrays of N values, and polls the progress as it goes."""
     import tracemalloc
 
     n = 10_000
@@ -145,11 +145,13 @@ def test_cv_plus_memory_is_linear_in_the_regions() -> None:
     def fit_predict(model: str, seed: int, train: np.ndarray, test: np.ndarray) -> np.ndarray:
         return np.full(int(test.sum()), y[train].mean()) + 0.01 * np.arange(int(test.sum())) / n
 
+    polls: list[int] = []
     tracemalloc.start()
     try:
-        lo, hi = cv_plus(fit_predict, y, fold_of, "mean", 0, 0.9)
+        lo, hi = cv_plus(fit_predict, y, fold_of, "mean", 0, 0.9, poll=lambda: polls.append(1))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert peak < 16 * 2**20, f"peak {peak / 2**20:.0f} MB"
+    assert len(polls) > 2 * 5  # heartbeat and cancel between the steps of every bound
     assert np.all(lo < hi) and abs(interval_scores(y, lo, hi)["coverage"] - 0.9) < 0.02

@@ -43,3 +43,30 @@ def test_synthetic_city(tmp_path: Path) -> None:
     again = scale.make_city(30, tmp_path / "city")  # reused, not rebuilt
     assert again == info
     assert math.isclose(float(np.mean(regions.area)), 200 * 200, rel_tol=0.1)
+
+
+def test_a_stopped_run_records_the_stage_it_was_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The partial record holds the finished stages and the one in progress (how far the run got), and the
+    table marks that stage and leaves it out of the fitted exponents."""
+    import json
+
+    monkeypatch.setattr(scale, "PARTIAL_EVERY_S", 0.0)
+    partial = tmp_path / "run.stages.json"
+    meter = scale._StageMeter(partial)
+    meter.start("read")
+    meter.report(0.05, "reading POIs")
+    meter.start("predict")
+    meter.report(0.62, "ridge, shuffled folds: repeat 1/1, fold 3/5")
+    rows = json.loads(partial.read_text())
+    assert "unfinished" not in rows["read"] and rows["read"]["cpu_s"] >= 0
+    assert rows["predict"]["unfinished"] and rows["predict"]["run_fraction"] == 0.62
+    assert rows["predict"]["last_message"] == "ridge, shuffled folds: repeat 1/1, fold 3/5"
+    done = {"method": "cookie", "n_regions": 10_000, "stages": {"predict": {**rows["predict"], "unfinished": False}},
+            "total_s": 5.0, "total_cpu_s": 4.0, "peak_rss_mb": 100.0}
+    stopped = {"method": "cookie", "n_regions": 50_000, "error": "stopped after 900 s", "stages": rows}
+    scale.print_table([done, stopped])
+    out = capsys.readouterr().out
+    predict_line = next(line for line in out.splitlines() if line.startswith("cookie") and "predict" in line)
+    assert f">{rows['predict']['seconds']:.1f}" in predict_line
+    assert "stopped in stage 'predict'" in out and "run at 62.0 %" in out

@@ -127,17 +127,23 @@ class FusionEmbedder(Embedder[FusionParams]):
     def _fit(self, views: Views, progress: Progress) -> None:
         self.source_names = sorted(self.sources)
         self._views = {}
-        if self.params.raw_views:
-            for view in self.views_used(views):
-                self._views[view] = BaselineEmbedder(dim=1).fit(_only(views, view))
-        self.vocabulary = {v: list(m.vocabulary[v]) for v, m in self._views.items()}
-        blocks = self.blocks(views)
+
+        def make_blocks() -> dict[str, np.ndarray]:
+            if self.params.raw_views:
+                for view in self.views_used(views):
+                    self._views[view] = BaselineEmbedder(dim=1).fit(_only(views, view))
+            self.vocabulary = {v: list(m.vocabulary[v]) for v, m in self._views.items()}
+            return self.blocks(views)
+
+        # the blocks (with their spatial context) and the SVD are single long calls at 250,000 regions: they run
+        # under Progress.wait, so progress (a heartbeat) and cancel keep working meanwhile
+        blocks = progress.wait(make_blocks, "fusion blocks", 0.0)
         progress.update(0.5, f"fusion blocks: {', '.join(blocks)}")
         for k, x in blocks.items():
             self._block_mean[k] = x.mean(axis=0)
             self._block_scale[k] = max(float(np.sqrt(x.var(axis=0).sum())), 1e-12)
         z = self._balanced(blocks)
-        _, _, vt = np.linalg.svd(z, full_matrices=False)
+        _, _, vt = progress.wait(lambda: np.linalg.svd(z, full_matrices=False), "fusion PCA", 0.5)
         k = min(self.dim, vt.shape[0])
         comps = vt[:k]
         signs = np.sign(comps[np.arange(k), np.abs(comps).argmax(axis=1)])
@@ -148,7 +154,7 @@ class FusionEmbedder(Embedder[FusionParams]):
         return np.hstack([(blocks[k] - self._block_mean[k]) / self._block_scale[k] for k in self._block_mean])
 
     def _transform(self, views: Views, progress: Progress) -> np.ndarray:
-        out = self._balanced(self.blocks(views)) @ self._components.T
+        out = progress.wait(lambda: self._balanced(self.blocks(views)) @ self._components.T, "fusion embeddings", 0.0)
         progress.update(1.0, "fusion embeddings")
         return out
 

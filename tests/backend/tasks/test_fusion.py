@@ -190,3 +190,46 @@ def test_fusion_progress_never_steps_back() -> None:
     evaluate_fusion(blocks, y, coords, models=("ridge",), folds=3, repeats=1, spatial=True, progress=progress)
     assert len(seen) > 3 and all(b >= a for a, b in zip(seen, seen[1:], strict=False))
     assert 0.5 <= min(seen) and max(seen) <= 0.9
+
+
+@pytest.mark.parametrize("slow", ["fusion blocks", "fusion PCA"])
+def test_fusion_embedder_keeps_reporting_and_can_be_cancelled_in_a_long_call(
+        slow: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building the blocks (with their spatial context) and the SVD are single long calls at 250,000 regions:
+    they run under Progress.wait (heartbeats come, a cancel stops the fit)."""
+    import threading
+
+    import pandas as pd
+
+    from backend import progress as progress_mod
+    from backend.errors import Cancelled
+    from backend.models import fusion as fusion_mod
+    from backend.progress import Progress
+    from backend.views._base import Views
+
+    monkeypatch.setattr(progress_mod, "HEARTBEAT_S", 0.0)
+    release = threading.Event()
+    if slow == "fusion blocks":
+        real_blocks = fusion_mod.FusionEmbedder.blocks
+        monkeypatch.setattr(fusion_mod.FusionEmbedder, "blocks",
+                            lambda self, views: release.wait(5.0) or real_blocks(self, views))
+    else:
+        real_svd = np.linalg.svd
+        monkeypatch.setattr(np.linalg, "svd", lambda *a, **k: release.wait(5.0) and real_svd(*a, **k))
+    ids = pd.Index([f"r{i}" for i in range(12)], name="region_id")
+    rng = np.random.default_rng(0)
+    fusion = fusion_mod.FusionEmbedder(dim=2, context="none", raw_views=False)
+    fusion.set_sources({"a": pd.DataFrame(rng.normal(size=(12, 3)), index=ids)})
+    messages: list[str] = []
+    progress = Progress()
+
+    def cancel_on_heartbeat(stage: str, fraction: float, message: str) -> None:
+        messages.append(message)
+        if messages.count(slow) >= 3:
+            progress.cancel()
+
+    progress.callback = cancel_on_heartbeat
+    with pytest.raises(Cancelled):
+        fusion.fit(Views(region_ids=ids), progress)
+    release.set()
+    assert messages.count(slow) >= 3

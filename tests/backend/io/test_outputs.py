@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
+import pyogrio
 import pytest
 import shapely
 
@@ -217,3 +219,25 @@ def test_large_layers_are_written_in_batches_with_a_spatial_index(tmp_path, monk
         hits = con.execute("SELECT id FROM rtree_clusters_geom WHERE minx >= 4.5 AND maxx <= 6.5").fetchall()
     assert rtree_rows == n  # the index holds the appended batches too
     assert len(hits) == 1
+
+
+def test_wide_layers_are_written_in_smaller_batches(tmp_path, monkeypatch) -> None:
+    """One write holds the GIL: a wide layer (an embedding with its context) gets fewer rows per write, so the
+    progress heartbeat runs as often as for a narrow one."""
+    from backend.io import outputs as outputs_mod
+
+    assert outputs_mod.write_batch_rows(5) == outputs_mod.WRITE_BATCH
+    assert outputs_mod.write_batch_rows(194) == outputs_mod.WRITE_CELLS // 194 < outputs_mod.WRITE_BATCH
+    assert outputs_mod.write_batch_rows(10**9) == 1_000
+    monkeypatch.setattr(outputs_mod, "WRITE_CELLS", 30_000)  # 30 columns + id + geometry: 1,000 rows a write
+    writes: list[int] = []
+    real = pyogrio.write_dataframe
+    monkeypatch.setattr(pyogrio, "write_dataframe", lambda df, *a, **k: writes.append(len(df)) or real(df, *a, **k))
+    n = 2_500
+    idx = pd.Index([f"r{i}" for i in range(n)], name="region_id")
+    gdf = gpd.GeoDataFrame({f"e{j}": np.full(n, float(j)) for j in range(30)},
+                           geometry=[shapely.box(i, 0, i + 1, 1) for i in range(n)], crs=32610, index=idx)
+    write_layer(gdf, tmp_path / "x.gpkg", "embeddings")
+    assert writes == [1_000, 1_000, 500]
+    back = gpd.read_file(tmp_path / "x.gpkg", layer="embeddings")
+    assert list(back["region_id"]) == list(idx) and back["e29"].eq(29.0).all()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -76,21 +77,40 @@ READ_CHUNK = 50_000
 
 
 def _read_in_chunks(path: Path, layer: str | None, fid_as_index: bool) -> gpd.GeoDataFrame:
-    """The whole layer, read ``READ_CHUNK`` features at a time where the driver seeks to a feature quickly
-    (GeoPackage, shapefile, FlatGeobuf...), in one read otherwise.
+    """The whole layer, read ``READ_CHUNK`` features at a time where the driver seeks quickly, in one read
+    otherwise: a GeoPackage by ranges of its feature ids (the table's primary key), another driver that seeks
+    to a feature quickly (shapefile, GeoJSON, FlatGeobuf) by feature offsets.
 
     One pyogrio read of millions of features holds the GIL for seconds (the OGR loop and the conversion of
     the columns), so a caller's progress heartbeat (another thread, :meth:`Progress.wait`) could not report
-    meanwhile; between two chunks it can.
+    meanwhile; between two chunks it can. (A GeoPackage is not read by offsets: SQLite walks the skipped rows,
+    so the reads would grow quadratically.)
     """
     import pyogrio
 
     info = pyogrio.read_info(path, layer=layer)
     n = int(info.get("features", -1))
-    if n <= READ_CHUNK or not info.get("capabilities", {}).get("fast_set_next_by_index"):
-        return gpd.read_file(path, layer=layer, engine="pyogrio", fid_as_index=fid_as_index)
-    parts = [gpd.read_file(path, layer=layer, engine="pyogrio", fid_as_index=fid_as_index, skip_features=start,
-                           max_features=READ_CHUNK) for start in range(0, n, READ_CHUNK)]
+
+    def read(**kwargs: Any) -> gpd.GeoDataFrame:
+        return gpd.read_file(path, layer=layer, engine="pyogrio", fid_as_index=fid_as_index, **kwargs)
+
+    if n <= READ_CHUNK:
+        return read()
+    fid = info.get("fid_column")
+    if info.get("driver") == "GPKG" and fid:
+        def fid_at(position: int) -> int:  # the feature ids ascend with the rows (the table's rowid)
+            one = pyogrio.read_dataframe(path, layer=layer, columns=[], read_geometry=False, fid_as_index=True,
+                                         skip_features=position, max_features=1)
+            return int(one.index[0])
+
+        first, last = fid_at(0), fid_at(n - 1)
+        name = '"' + str(fid).replace('"', '""') + '"'
+        parts = [read(where=f"{name} >= {lo} AND {name} < {lo + READ_CHUNK}")
+                 for lo in range(first, last + 1, READ_CHUNK)]
+    elif info.get("capabilities", {}).get("fast_set_next_by_index"):
+        parts = [read(skip_features=start, max_features=READ_CHUNK) for start in range(0, n, READ_CHUNK)]
+    else:
+        return read()
     return pd.concat(parts, ignore_index=not fid_as_index)
 
 

@@ -369,6 +369,31 @@ def test_points_are_assigned_in_chunks_with_the_same_result(monkeypatch: pytest.
     assert chunked[inside].notna().all() and chunked[(xy[:, 1] > 1) | (xy[:, 1] < 0)].isna().all()
 
 
+def test_large_geopackage_layers_are_read_by_feature_id_ranges(sf_dir: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GeoPackage is read by ranges of its feature ids (SQLite walks skipped rows: reading by offsets grows
+    quadratically), ids with gaps included; the frame is what one read gives."""
+    from backend.io import _layers
+
+    pois = gpd.read_file(sf_dir / "sf_pois_osm.geojson")
+    path = tmp_path / "pois.gpkg"
+    pois.to_file(path, layer="pois")
+    import sqlite3
+
+    with sqlite3.connect(path) as con:  # feature ids with a gap, as after deleting features in QGIS
+        con.execute("DELETE FROM pois WHERE fid BETWEEN 700 AND 1300")
+    whole = _layers.read_layer(path, "pois", "pois", fid_as_index=True)
+    filters: list[str | None] = []
+    real = gpd.read_file
+    monkeypatch.setattr(_layers.gpd, "read_file",
+                        lambda *a, **k: filters.append(k.get("where")) or real(*a, **k))
+    monkeypatch.setattr(_layers, "READ_CHUNK", 500)
+    chunked = _layers.read_layer(path, "pois", "pois", fid_as_index=True)
+    pd.testing.assert_frame_equal(chunked, whole)
+    assert len(whole) == 2563 - 601 and whole.index[-1] == 2563
+    assert filters == [f'"fid" >= {lo} AND "fid" < {lo + 500}' for lo in range(1, 2564, 500)]
+
+
 def test_large_layers_are_read_in_chunks_with_the_same_result(sf_dir: Path, sf_config_dict: dict[str, Any],
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A layer of more than READ_CHUNK features is read READ_CHUNK at a time (one pyogrio read of millions of

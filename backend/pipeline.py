@@ -393,10 +393,13 @@ def embed_stage(state: RunState) -> Embedded:
         model.save(folder)
         done.learned[model.name] = emb
         if context is not None and model.name != "fusion":  # fusion applies its own context per block
-            stage = SpatialContext(context).fit(emb)
-            emb = stage.transform(emb, views.geometry)
-            done.members[model.name] = [stage.transform(m, views.geometry)
-                                        for m in done.members.get(model.name, [])]
+            def with_context(emb: pd.DataFrame = emb, name: str = model.name) -> tuple[Any, pd.DataFrame, list]:
+                stage = SpatialContext(context).fit(emb)
+                return (stage, stage.transform(emb, views.geometry),
+                        [stage.transform(m, views.geometry) for m in done.members.get(name, [])])
+
+            # neighbourhoods and their means: seconds at 250,000 regions, so under Progress.wait (heartbeat, cancel)
+            stage, emb, done.members[model.name] = progress.wait(with_context, "spatial context")
             stage.save(folder)
         done.embeddings[model.name] = emb
         state.timings[f"embed_{model.name}"] = seconds = round(time.perf_counter() - t0, 3)

@@ -308,3 +308,32 @@ def test_predict_job_gives_the_run_s_predictions(sample_run, tmp_path) -> None:
         np.testing.assert_allclose(job[f"population_{part}"], run.loc[job.index, f"population_{part}"], rtol=1e-6)
     run_rows = [m for m in sample_run.metrics if m["label"] == "population"]
     assert [m["r2_mean"] for m in res["metrics"]] == pytest.approx([m["r2_mean"] for m in run_rows])
+
+
+def test_the_spatial_context_of_an_embedding_keeps_reporting_and_can_be_cancelled(
+        small_city: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Appending the spatial context (neighbourhoods and their means: seconds at 250,000 regions) runs under
+    Progress.wait: heartbeats come while it runs, and a cancel stops the run with nothing written."""
+    from backend import progress as progress_mod
+    from backend.config import config_from_dict
+    from backend.tasks import context as context_mod
+
+    monkeypatch.setattr(progress_mod, "HEARTBEAT_S", 0.0)
+    release = threading.Event()
+    real = context_mod.SpatialContext.transform
+    monkeypatch.setattr(context_mod.SpatialContext, "transform",
+                        lambda self, *a, **k: release.wait(5.0) or real(self, *a, **k))
+    messages: list[str] = []
+    progress = Progress()
+
+    def callback(stage: str, fraction: float, message: str) -> None:
+        messages.append(message)
+        if messages.count("spatial context") >= 3:
+            progress.cancel()
+
+    progress.callback = callback
+    cfg = config_from_dict({**small_city, "context": "standard"}, base_dir=tmp_path)
+    with pytest.raises(Cancelled):
+        run_pipeline(cfg, progress)
+    release.set()
+    assert messages.count("spatial context") >= 3 and not (tmp_path / "out").exists()

@@ -361,7 +361,7 @@ def views_stage(state: RunState) -> Views:
     progress.stage("build views", 0.10, 0.25)
     needs: set[str] = set()
     for m in state.methods:
-        needs.update(m.uses_views)
+        needs.update(m.views_to_build())
     views = build_views(state.city, needs=needs, chip_size=state.cfg.chip_size, progress=progress,
                         report=state.report)
     progress.log(f"views: {', '.join(sorted(views.available()))} for {len(views)} regions")

@@ -248,6 +248,11 @@ class Embedder(ABC, Generic[P]):
         """:meth:`fit` then :meth:`transform` on the same views."""
         return self.fit(views, progress).transform(views, progress)
 
+    def views_to_build(self) -> tuple[str, ...]:
+        """The views the run must build for this method as configured (its :attr:`uses_views`, less those its
+        parameters switch off)."""
+        return self.uses_views
+
     def views_used(self, views: Views) -> list[str]:
         """The views of ``views`` this method will learn from."""
         return [v for v in self.uses_views if v in views.available()]

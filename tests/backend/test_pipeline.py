@@ -337,3 +337,23 @@ def test_the_spatial_context_of_an_embedding_keeps_reporting_and_can_be_cancelle
         run_pipeline(cfg, progress)
     release.set()
     assert messages.count("spatial context") >= 3 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("encoder", "chips"), [("stats", False), (None, True)])
+def test_the_views_stage_builds_image_chips_only_for_a_method_that_uses_them(
+        encoder: str | None, chips: bool, sf_city, sf_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CooKIE with image statistics needs no chips (12 GB at 250,000 regions): the views stage skips them."""
+    from backend.models import get_embedder
+    from backend.pipeline import RunState, views_stage
+    from backend.views import build as build_mod
+
+    built: list[str] = []
+    real = build_mod.image_chips
+    monkeypatch.setattr(build_mod, "image_chips", lambda *a, **k: built.append("chips") or real(*a, **k))
+    cookie = get_embedder("cookie", device="cpu", **({} if encoder is None else {"image_encoder": encoder}))
+    assert ("chips" in cookie.views_to_build()) is chips
+    state = RunState(cfg=sf_config, progress=Progress(), out=None, device="cpu", methods=[cookie], context=None,
+                     city=sf_city)
+    views = views_stage(state)
+    assert bool(views.chips) is chips and bool(built) is chips
+    assert "image_stats" in views.available()

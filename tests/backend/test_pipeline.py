@@ -342,7 +342,7 @@ def test_the_spatial_context_of_an_embedding_keeps_reporting_and_can_be_cancelle
 @pytest.mark.parametrize(("encoder", "chips"), [("stats", False), (None, True)])
 def test_the_views_stage_builds_image_chips_only_for_a_method_that_uses_them(
         encoder: str | None, chips: bool, sf_city, sf_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """CooKIE with image statistics needs no chips (12 GB at 250,000 regions): the views stage skips them."""
+    """CooKIE with image statistics needs no chips (about 11 GB at 250,000 regions): the views stage skips them."""
     from backend.models import get_embedder
     from backend.pipeline import RunState, views_stage
     from backend.views import build as build_mod

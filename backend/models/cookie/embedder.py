@@ -194,7 +194,7 @@ class CooKIEEmbedder(Embedder[CooKIEParams], TrainedNetwork["CooKIENet"]):
     recorded = ("epochs_run", "stage_seconds", "train_seconds", "loss_terms", "stage_history")
 
     def views_to_build(self) -> tuple[str, ...]:
-        """No image chips with ``image_encoder = "stats"`` (the chips of 250,000 regions take about 12 GB)."""
+        """No image chips with ``image_encoder = "stats"`` (the chips of 250,000 regions took about 11 GB)."""
         if self.params.image_encoder == "stats":
             return tuple(v for v in self.uses_views if v != "chips")
         return self.uses_views

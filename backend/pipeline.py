@@ -383,7 +383,8 @@ def embed_stage(state: RunState) -> Embedded:
         if model.name == "fusion":
             model.set_sources(done.learned, members=done.learned_members)
             emb = model.fit_transform(views, progress)
-            done.fusion_blocks = model.prediction_blocks(views)
+            done.fusion_blocks = progress.wait(lambda fusion=model: fusion.prediction_blocks(views),
+                                               "fusion prediction blocks")
         elif hasattr(model, "fit_members"):  # seed ensemble
             done.members[model.name] = done.learned_members[model.name] = model.fit_members(views, progress)
             emb = model.combine(done.members[model.name])

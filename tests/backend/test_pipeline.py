@@ -357,3 +357,33 @@ def test_the_views_stage_builds_image_chips_only_for_a_method_that_uses_them(
     views = views_stage(state)
     assert bool(views.chips) is chips and bool(built) is chips
     assert "image_stats" in views.available()
+
+
+def test_fusion_prediction_blocks_keep_reporting_and_can_be_cancelled(
+        small_city: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fusion's prediction blocks (the blocks again, with their spatial context: an 8 s call at 250,000 regions)
+    are built under Progress.wait."""
+    from backend import progress as progress_mod
+    from backend.config import config_from_dict
+    from backend.models import fusion as fusion_mod
+
+    monkeypatch.setattr(progress_mod, "HEARTBEAT_S", 0.0)
+    release = threading.Event()
+    real = fusion_mod.FusionEmbedder.prediction_blocks
+    monkeypatch.setattr(fusion_mod.FusionEmbedder, "prediction_blocks",
+                        lambda self, views: release.wait(5.0) or real(self, views))
+    messages: list[str] = []
+    progress = Progress()
+
+    def callback(stage: str, fraction: float, message: str) -> None:
+        messages.append(message)
+        if messages.count("fusion prediction blocks") >= 3:
+            progress.cancel()
+
+    progress.callback = callback
+    methods = [{"name": "fusion", "dim": 4}, {"name": "baseline", "dim": 4}]
+    cfg = config_from_dict({**small_city, "methods": methods}, base_dir=tmp_path)
+    with pytest.raises(Cancelled):
+        run_pipeline(cfg, progress)
+    release.set()
+    assert messages.count("fusion prediction blocks") >= 3 and not (tmp_path / "out").exists()

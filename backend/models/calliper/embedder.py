@@ -29,6 +29,7 @@ import copy
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -258,21 +259,51 @@ class CaLLiPerEmbedder(Embedder[CaLLiPerParams], TrainedNetwork["CaLLiPerNet"]):
         Raises:
             RuntimeError: If the model is neither fitted nor loaded.
         """
+        chunks = [emb for _start, emb in self._point_chunks(xy, crs, batch, progress)]
+        return np.vstack(chunks) if chunks else np.empty((0, self.dim), dtype=np.float32)
+
+    def region_means(self, xy: np.ndarray, owner: np.ndarray, n_regions: int, crs: Any = None,
+                     batch: int = _EMBED_CHUNK, progress: Progress | None = None) -> np.ndarray:
+        """The mean location embedding of each region's points, summed chunk by chunk: memory is
+        ``n_regions x dim`` plus one chunk, never ``M x dim`` (8 M points at 250,000 regions in polygon mode).
+
+        Args:
+            xy: M x 2 coordinates.
+            owner: M region positions (0..n_regions-1), one per point.
+            n_regions: Number of regions.
+            crs: The points' CRS (None: the model's).
+            batch: Points per forward pass.
+            progress: Polled before every forward pass.
+
+        Returns:
+            n_regions x dim float64 means (NaN rows where a region has no point).
+        """
+        import torch
+
+        owner = np.asarray(owner, dtype=np.int64)
+        total = torch.zeros((n_regions, self.dim), dtype=torch.float64)
+        for start, emb in self._point_chunks(xy, crs, batch, progress):
+            total.index_add_(0, torch.from_numpy(owner[start : start + len(emb)]), torch.from_numpy(emb).double())
+        counts = np.bincount(owner, minlength=n_regions).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return total.numpy() / counts[:, None]
+
+    def _point_chunks(self, xy: np.ndarray, crs: Any, batch: int,
+                      progress: Progress | None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, batch x dim float32 embeddings)`` per forward pass of the location encoder."""
         import torch
 
         net = self._ready_net()
         pts = self._to_model_crs(np.asarray(xy, dtype=np.float64).reshape(-1, 2), crs)
         rel = pts - np.asarray(self.meta["origin"], dtype=np.float64)
         device = next(net.parameters()).device
-        out = []
         net.eval()
         with torch.no_grad():
             for start in range(0, len(rel), batch):
                 if progress is not None:
                     progress.poll(0.1 + 0.9 * start / len(rel), f"embedding points {start:,}/{len(rel):,}")
                 chunk = torch.as_tensor(rel[start : start + batch], dtype=torch.float32, device=device)
-                out.append(net.location(chunk).float().cpu().numpy())
-        return np.vstack(out) if out else np.empty((0, self.dim), dtype=np.float32)
+                yield start, net.location(chunk).float().cpu().numpy()
 
     # ------------------------------------------------------------------------------------ helpers
     def _ready_net(self) -> CaLLiPerNet:
@@ -439,18 +470,14 @@ class CaLLiPerEmbedder(Embedder[CaLLiPerParams], TrainedNetwork["CaLLiPerNet"]):
         return xy, own, geo_crs
 
     def _transform(self, views: Views, progress: Progress) -> np.ndarray:
-        import torch
-
         xy, owner, crs = self._region_points(views, progress)
-        progress.update(0.1, f"embedding {len(xy):,} points of {len(views):,} regions")
-        emb = torch.as_tensor(self.embed_points(xy, crs, progress=progress), dtype=torch.float64)
-        total = torch.zeros((len(views), emb.shape[1]), dtype=torch.float64)
-        total.index_add_(0, torch.as_tensor(owner), emb)
-        counts = np.bincount(owner, minlength=len(views)).astype(np.float64)
+        counts = np.bincount(owner, minlength=len(views))
         if (counts == 0).any():
             raise InputError(f"{self.name}: {int((counts == 0).sum())} regions have no usable geometry.")
+        progress.update(0.1, f"embedding {len(xy):,} points of {len(views):,} regions")
+        means = self.region_means(xy, owner, len(views), crs, progress=progress)
         progress.update(1.0, "calliper embeddings")
-        return total.numpy() / counts[:, None]
+        return means
 
     # ------------------------------------------------------------------------------------ save / load
     def _save_weights(self, folder: Path) -> None:

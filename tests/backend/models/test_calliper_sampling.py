@@ -116,3 +116,39 @@ def test_embedding_many_points_polls_progress_per_chunk_and_can_be_cancelled(pol
     stop.cancel()
     with pytest.raises(Cancelled):
         model.embed_points(xy, batch=300, progress=stop)
+
+
+def test_region_means_are_summed_per_chunk_and_equal_the_definition() -> None:
+    """Region embeddings in polygon mode: the mean of each region's point embeddings, summed chunk by chunk, so
+    that memory holds the regions and one chunk, never every point's embedding (8 M x dim at 250,000 regions)."""
+    import tracemalloc
+
+    import torch
+
+    from backend.models.calliper import CaLLiPerEmbedder
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 64)
+
+        def location(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.tanh(self.lin(x / 1000.0))
+
+    torch.manual_seed(0)
+    model = CaLLiPerEmbedder(dim=64, device="cpu")
+    model._net, model.meta = Net(), {"origin": [0.0, 0.0], "crs": None}
+    rng = np.random.default_rng(0)
+    n_regions, per_region = 2_000, 32
+    xy = rng.normal(scale=5_000.0, size=(n_regions * per_region, 2))
+    owner = rng.permutation(np.repeat(np.arange(n_regions), per_region))
+
+    every_point = model.embed_points(xy).astype(np.float64)  # the definition: all points, then the means
+    expected = np.stack([every_point[owner == r].mean(axis=0) for r in range(n_regions)])
+    tracemalloc.start()
+    means = model.region_means(xy, owner, n_regions, batch=4_096)
+    _current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    np.testing.assert_allclose(means, expected, rtol=1e-9, atol=1e-12)
+    all_embeddings = every_point.size * 4  # what holding every point's float32 embedding takes: 16 MB
+    assert peak < all_embeddings / 2, f"peak {peak / 1e6:.1f} MB of numpy memory for {all_embeddings / 1e6:.1f} MB"

@@ -18,6 +18,7 @@ method added to the backend appears in the dock without touching the plugin.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -40,6 +41,7 @@ from .sources import poi_file_config, poi_file_problem, raster_config
 __all__ = [
     "DEVICES",
     "METHODS",
+    "backend_fingerprint",
     "PREDICTION_MODELS",
     "TARGETS",
     "LabelChoice",
@@ -168,6 +170,22 @@ BASELINE = MethodInfo(
 )
 
 
+def backend_fingerprint() -> str:
+    """What the cached ``info`` answer depends on besides the interpreter: the RegionLens version and the size
+    and modification time of every backend source file shipped beside the plugin (a few hundred ``stat``
+    calls). An updated plugin, even one whose version did not change, asks its backend again."""
+    root = Path(__file__).resolve().parent.parent
+    files = sorted((root / "backend").rglob("*.py")) + [root / "regionlens_common.py"]
+    parts = [common.VERSION]
+    for path in files:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        parts.append(f"{path.relative_to(root).as_posix()}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:16]
+
+
 def info_cache_path() -> Path:
     """Where the backend's last ``info`` answer is kept (in the QGIS profile), so that the Processing
     toolbox offers every method at start-up without starting the backend."""
@@ -237,15 +255,16 @@ class MethodRegistry:
 
     def load_cache(self, python: str | Path) -> bool:
         """Take the methods of the cached ``info`` answer of ``python``; False if there is none, or if it was
-        written by another RegionLens version (an updated plugin asks its backend again)."""
+        written by another RegionLens version or before the backend's files changed (:func:`backend_fingerprint`:
+        an updated plugin asks its backend again)."""
         try:
             cached = json.loads(info_cache_path().read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
         if not isinstance(cached, dict) or cached.get("python") != str(python):
             return False
-        if cached.get("version") != common.VERSION:
-            return False  # written by another RegionLens: its methods may have changed
+        if cached.get("version") != common.VERSION or cached.get("fingerprint") != backend_fingerprint():
+            return False  # written by another RegionLens (or before the backend changed): its methods may differ
         if not isinstance(cached.get("info"), dict):
             return False
         from_backend = self.from_backend
@@ -258,8 +277,8 @@ class MethodRegistry:
         path = info_cache_path()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"python": str(python), "version": common.VERSION, "info": info}),
-                            encoding="utf-8")
+            path.write_text(json.dumps({"python": str(python), "version": common.VERSION,
+                                        "fingerprint": backend_fingerprint(), "info": info}), encoding="utf-8")
         except (OSError, TypeError, ValueError):
             pass  # a cache only: the next answer tries again
 

@@ -249,10 +249,10 @@ def test_methods_from_backend_info(sample: dict, tmp_path: Path, fresh_registry)
 
 
 def test_cached_backend_info_is_used_only_by_the_same_regionlens_version(fresh_registry) -> None:
-    """Processing offers the cached methods at start-up; a cache written by another RegionLens version (an
-    updated plugin may have other methods) is ignored so that the backend is asked again."""
+    """Processing offers the cached methods at start-up; a cache written by another RegionLens version, or before
+    the backend's files changed (an updated plugin may have other methods), is ignored: the backend is asked again."""
     from plugin.common import common
-    from plugin.parameters import info_cache_path
+    from plugin.parameters import backend_fingerprint, info_cache_path
 
     cache = info_cache_path()
     before = cache.read_bytes() if cache.is_file() else None
@@ -271,6 +271,12 @@ def test_cached_backend_info_is_used_only_by_the_same_regionlens_version(fresh_r
         del stale["version"]  # a cache from before versions were recorded
         cache.write_text(json.dumps(stale), encoding="utf-8")
         assert not fresh_registry.load_cache(python)
+        stale["version"], stale["fingerprint"] = common.VERSION, "0" * 16  # same version, backend files changed
+        cache.write_text(json.dumps(stale), encoding="utf-8")
+        assert not fresh_registry.load_cache(python)
+        stale["fingerprint"] = backend_fingerprint()
+        cache.write_text(json.dumps(stale), encoding="utf-8")
+        assert fresh_registry.load_cache(python)
     finally:
         cache.unlink(missing_ok=True)
         if before is not None:

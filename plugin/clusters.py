@@ -209,6 +209,7 @@ def rename_cluster(layer: QgsVectorLayer, cluster: int, name: str) -> int:
             if category.value() == cluster or str(category.value()) == str(cluster):
                 renderer.updateCategoryLabel(i, cluster_legend(int(cluster), name))
         layer.emitStyleChanged()
+        layer.legendChanged.emit()  # the Layers panel rebuilds its legend entries (styleChanged alone does not)
         layer.triggerRepaint()
     _rename_in_run(layer, int(cluster), name)
     return len(fids)

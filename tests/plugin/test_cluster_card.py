@@ -40,6 +40,25 @@ def test_rename_saves_into_the_geopackage_and_the_legend(qgis_new_project: QgsPr
     assert layer_method(clusters) == "baseline"
 
 
+def test_rename_reaches_the_layers_panel(qgis_new_project: QgsProject, run_gpkg: Path) -> None:
+    """The Layers panel shows the new name at once (its legend entries are rebuilt, not only the renderer's
+    labels: a real-QGIS walk found the panel still showing the old name)."""
+    from qgis.core import QgsLayerTreeModel
+    from qgis.PyQt.QtCore import Qt
+
+    layers = load_run_outputs(run_gpkg, qgis_new_project)
+    clusters = layers["clusters"]
+    model = QgsLayerTreeModel(qgis_new_project.layerTreeRoot())
+    node = qgis_new_project.layerTreeRoot().findLayer(clusters.id())
+
+    def shown() -> list[str]:
+        return [str(n.data(Qt.ItemDataRole.DisplayRole)) for n in model.layerLegendNodes(node)]
+
+    assert shown()[1] == f"Cluster 1 \u2014 {CLUSTER_NAMES[1]}"
+    rename_cluster(clusters, 1, "west side")
+    assert shown()[1] == "Cluster 1 \u2014 west side" and shown()[0] == f"Cluster 0 \u2014 {CLUSTER_NAMES[0]}"
+
+
 def test_rename_refuses_bad_input_and_keeps_the_layer(qgis_new_project: QgsProject, run_gpkg: Path) -> None:
     clusters = load_run_outputs(run_gpkg, qgis_new_project)["clusters"]
     with pytest.raises(ValueError, match="empty"):

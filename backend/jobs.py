@@ -35,6 +35,7 @@ from backend.pipeline import (
     metrics_table,
     read_inputs,
     region_layer,
+    views_to_build,
 )
 from backend.progress import Progress
 from regionlens_common import (
@@ -371,7 +372,7 @@ def run_apply_job(params: dict[str, Any], progress: Progress | None = None) -> d
     city = read_inputs(_apply_config(job, rasters, embeddings), progress, report)
     progress.stage("build views", 0.25, 0.4)
     # New regions are only embedded: no pre-training samples.
-    uses = {v for m in used for v in m.uses_views}
+    uses = views_to_build(used)  # as each model was configured (the run's rule)
     views = build_views(city, needs=uses - {"samples"}, vocabulary=vocabulary, progress=progress, report=report)
     missing = [v for v in needed if v not in views.available()]
     if needed and len(missing) == len(needed):

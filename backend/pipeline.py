@@ -16,7 +16,7 @@ import platform
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,11 +49,13 @@ from regionlens_common import (
 
 if TYPE_CHECKING:
     from backend.io.city import CityData
+    from backend.models._base import Embedder
     from backend.views import Views
 
 __all__ = [
     "STAGES", "Clusters", "Embedded", "Predicted", "RunResult", "RunState", "Written", "check_finite",
     "cluster_embedding", "cluster_stage", "embed_stage", "label_target", "label_values", "manifest",
+    "views_to_build",
     "metrics_table", "package_versions", "predict_stage", "read_inputs", "read_stage",
     "region_layer", "run_pipeline", "start", "views_stage", "write_stage",
 ]
@@ -353,15 +355,19 @@ def read_stage(state: RunState) -> CityData:
     return city
 
 
+def views_to_build(methods: Iterable[Embedder]) -> set[str]:
+    """The views a run (or an apply job) builds for ``methods``: each method's views as configured
+    (:meth:`Embedder.views_to_build`: CooKIE with image statistics builds no chips)."""
+    return {view for method in methods for view in method.views_to_build()}
+
+
 def views_stage(state: RunState) -> Views:
     """Build the views the run's methods use."""
     from backend.views.build import build_views
 
     progress = state.progress
     progress.stage("build views", 0.10, 0.25)
-    needs: set[str] = set()
-    for m in state.methods:
-        needs.update(m.views_to_build())
+    needs = views_to_build(state.methods)
     views = build_views(state.city, needs=needs, chip_size=state.cfg.chip_size, progress=progress,
                         report=state.report)
     progress.log(f"views: {', '.join(sorted(views.available()))} for {len(views)} regions")

@@ -350,8 +350,11 @@ def test_the_views_stage_builds_image_chips_only_for_a_method_that_uses_them(
     built: list[str] = []
     real = build_mod.image_chips
     monkeypatch.setattr(build_mod, "image_chips", lambda *a, **k: built.append("chips") or real(*a, **k))
+    from backend.pipeline import views_to_build
+
     cookie = get_embedder("cookie", device="cpu", **({} if encoder is None else {"image_encoder": encoder}))
     assert ("chips" in cookie.views_to_build()) is chips
+    assert ("chips" in views_to_build([cookie])) is chips  # the rule the run and the apply job share
     state = RunState(cfg=sf_config, progress=Progress(), out=None, device="cpu", methods=[cookie], context=None,
                      city=sf_city)
     views = views_stage(state)

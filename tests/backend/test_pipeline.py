@@ -311,7 +311,7 @@ def test_predict_job_gives_the_run_s_predictions(sample_run, tmp_path) -> None:
 
 
 def test_the_spatial_context_of_an_embedding_keeps_reporting_and_can_be_cancelled(
-        small_city: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        small_city: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cancel_at_message) -> None:
     """Appending the spatial context (neighbourhoods and their means: seconds at 250,000 regions) runs under
     Progress.wait: heartbeats come while it runs, and a cancel stops the run with nothing written."""
     from backend import progress as progress_mod
@@ -323,15 +323,7 @@ def test_the_spatial_context_of_an_embedding_keeps_reporting_and_can_be_cancelle
     real = context_mod.SpatialContext.transform
     monkeypatch.setattr(context_mod.SpatialContext, "transform",
                         lambda self, *a, **k: release.wait(5.0) or real(self, *a, **k))
-    messages: list[str] = []
-    progress = Progress()
-
-    def callback(stage: str, fraction: float, message: str) -> None:
-        messages.append(message)
-        if messages.count("spatial context") >= 3:
-            progress.cancel()
-
-    progress.callback = callback
+    progress, messages = cancel_at_message("spatial context", 3)
     cfg = config_from_dict({**small_city, "context": "standard"}, base_dir=tmp_path)
     with pytest.raises(Cancelled):
         run_pipeline(cfg, progress)
@@ -363,7 +355,7 @@ def test_the_views_stage_builds_image_chips_only_for_a_method_that_uses_them(
 
 
 def test_fusion_prediction_blocks_keep_reporting_and_can_be_cancelled(
-        small_city: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        small_city: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cancel_at_message) -> None:
     """fusion's prediction blocks (the blocks again, with their spatial context: an 8 s call at 250,000 regions)
     are built under Progress.wait."""
     from backend import progress as progress_mod
@@ -375,15 +367,7 @@ def test_fusion_prediction_blocks_keep_reporting_and_can_be_cancelled(
     real = fusion_mod.FusionEmbedder.prediction_blocks
     monkeypatch.setattr(fusion_mod.FusionEmbedder, "prediction_blocks",
                         lambda self, views: release.wait(5.0) or real(self, views))
-    messages: list[str] = []
-    progress = Progress()
-
-    def callback(stage: str, fraction: float, message: str) -> None:
-        messages.append(message)
-        if messages.count("fusion prediction blocks") >= 3:
-            progress.cancel()
-
-    progress.callback = callback
+    progress, messages = cancel_at_message("fusion prediction blocks", 3)
     methods = [{"name": "fusion", "dim": 4}, {"name": "baseline", "dim": 4}]
     cfg = config_from_dict({**small_city, "methods": methods}, base_dir=tmp_path)
     with pytest.raises(Cancelled):

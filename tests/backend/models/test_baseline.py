@@ -119,26 +119,18 @@ def test_unknown_param() -> None:
         BaselineEmbedder(foo=1)
 
 
-def test_a_long_pca_keeps_reporting_and_can_be_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_long_pca_keeps_reporting_and_can_be_cancelled(monkeypatch: pytest.MonkeyPatch, cancel_at_message) -> None:
     """The PCA's SVD (one LAPACK call, seconds at 250,000 regions) runs under Progress.wait."""
     import threading
 
     from backend import progress as progress_mod
-    from backend.progress import Cancelled, Progress
+    from backend.progress import Cancelled
 
     monkeypatch.setattr(progress_mod, "HEARTBEAT_S", 0.0)
     release = threading.Event()
     real = np.linalg.svd
     monkeypatch.setattr(np.linalg, "svd", lambda *a, **k: release.wait(5.0) and real(*a, **k))
-    messages: list[str] = []
-    progress = Progress()
-
-    def cancel_on_heartbeat(stage: str, fraction: float, message: str) -> None:
-        messages.append(message)
-        if messages.count("PCA") >= 3:
-            progress.cancel()
-
-    progress.callback = cancel_on_heartbeat
+    progress, messages = cancel_at_message("PCA", 3)
     with pytest.raises(Cancelled):
         BaselineEmbedder(dim=2).fit(make_views(), progress)
     release.set()

@@ -287,7 +287,8 @@ def test_a_long_fold_fit_keeps_reporting_and_can_be_cancelled(monkeypatch: pytes
     assert set(messages) == {"ridge, shuffled folds: repeat 1/1, fold 1/3"}
 
 
-def test_a_long_interval_fit_keeps_reporting_and_can_be_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_long_interval_fit_keeps_reporting_and_can_be_cancelled(monkeypatch: pytest.MonkeyPatch,
+                                                                   cancel_at_message) -> None:
     """The CV+ pair fits (one per pair of folds) run under Progress.wait like the fold fits: heartbeats come
     while one runs, and a cancel stops the job during it."""
     from backend import progress as progress_mod
@@ -296,8 +297,7 @@ def test_a_long_interval_fit_keeps_reporting_and_can_be_cancelled(monkeypatch: p
     monkeypatch.setattr(progress_mod, "HEARTBEAT_S", 0.0)
     release = threading.Event()
     fits: list[int] = []
-    messages: list[str] = []
-    progress = Progress()
+    progress, _messages = cancel_at_message("prediction intervals (CV+)", 4)
 
     def fit(model_name: str, seed: int, train: np.ndarray, test: np.ndarray) -> np.ndarray:
         fits.append(1)
@@ -305,12 +305,6 @@ def test_a_long_interval_fit_keeps_reporting_and_can_be_cancelled(monkeypatch: p
             release.wait(5.0)
         return np.zeros(int(test.sum()))
 
-    def callback(stage: str, fraction: float, message: str) -> None:
-        messages.append(message)
-        if messages.count("prediction intervals (CV+)") == 4:
-            progress.cancel()
-
-    progress.callback = callback
     y = np.arange(30, dtype=float)
     with pytest.raises(Cancelled):
         cross_validate(fit, y, fold_plans(30, None, 3, 1, False, 0), ["ridge"], progress, coverage=0.9)

@@ -17,6 +17,7 @@ from backend.tasks.prediction import (
     METRIC_COLUMNS,
     RIDGE_ALPHAS,
     FeatureGuard,
+    LooRidge,
     evaluate_label,
     make_model,
     metrics_table,
@@ -59,6 +60,40 @@ def test_reported_metrics_are_out_of_fold_by_hand() -> None:
     assert row["r2_mean"] == pytest.approx(np.mean([m["r2"] for m in by_hand]))
     assert row["mae_std"] == pytest.approx(np.std([m["mae"] for m in by_hand], ddof=1))
     np.testing.assert_allclose(res.oof["ridge"], np.mean(preds, axis=0))
+
+
+@pytest.mark.parametrize("n, p", [(400, 12), (3000, 90), (50, 80), (120, 120)])
+def test_loo_ridge_equals_ridgecv(n: int, p: int) -> None:
+    """Same penalty, coefficients, intercept and leave-one-out score as scikit-learn's RidgeCV, with more rows
+    than columns (its own path), fewer (RidgeCV's Gram mode), collinear columns and a constant column."""
+    rng = np.random.default_rng(n + p)
+    x = rng.normal(size=(n, p)) * rng.uniform(0.1, 30, size=p)
+    x[:, 1] = 3 * x[:, 0] - 2  # collinear
+    x[:, 2] = 7.0  # constant
+    y = x[:, 3] - 0.5 * x[:, 4] + rng.normal(size=n) * 5 + 40
+    ref = RidgeCV(alphas=RIDGE_ALPHAS).fit(x, y)
+    ours = LooRidge().fit(x, y)
+    assert ours.alpha_ == ref.alpha_
+    np.testing.assert_allclose(ours.coef_, ref.coef_, rtol=1e-7, atol=1e-9)
+    assert ours.intercept_ == pytest.approx(ref.intercept_, rel=1e-9, abs=1e-9)
+    assert ours.best_score_ == pytest.approx(ref.best_score_, rel=1e-9)
+    x_new = rng.normal(size=(30, p))
+    np.testing.assert_allclose(ours.predict(x_new), ref.predict(x_new), rtol=1e-7, atol=1e-7)
+
+
+def test_loo_ridge_picks_each_penalty_as_ridgecv_does() -> None:
+    """Across signal-to-noise ratios the chosen penalty moves over the grid, always as RidgeCV's does."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(600, 20))
+    chosen = set()
+    for noise in (0.01, 1.0, 10.0, 100.0):
+        y = x @ rng.normal(size=20) + rng.normal(size=600) * noise
+        a = LooRidge().fit(x, y).alpha_
+        assert a == RidgeCV(alphas=RIDGE_ALPHAS).fit(x, y).alpha_
+        chosen.add(a)
+    assert len(chosen) >= 3
+    with pytest.raises(ValueError, match="penalty"):
+        LooRidge(alphas=()).fit(x, x[:, 0])
 
 
 def test_memorising_model_cannot_score_on_noise() -> None:

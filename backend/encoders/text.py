@@ -145,6 +145,7 @@ def encode_texts(
     batch_size: int = 256,
     progress: Progress | None = None,
     loader: Callable[[str, str], Any] | None = None,
+    index: np.ndarray | None = None,
 ) -> TextEncoding:
     """Encode texts with a frozen sentence encoder, each distinct text once, through the on-disk cache.
 
@@ -158,6 +159,8 @@ def encode_texts(
             :data:`ENCODE_CHUNK_SECONDS` of encoding; progress reported at least every second).
         loader: ``loader(name, device) -> model`` with sentence-transformers' ``encode``; default: the
             encoder registry. The encoder is loaded only if some text is missing from the cache.
+        index: With ``texts`` the distinct texts, the position in ``texts`` of every item (millions of POIs:
+            no per-item string list); the result's ``index`` is then this one.
 
     Returns:
         The :class:`TextEncoding`.
@@ -169,10 +172,15 @@ def encode_texts(
     """
     t0 = time.perf_counter()
     progress = progress or Progress()
-    if len(texts) == 0:
+    if len(texts) == 0 or (index is not None and len(index) == 0):
         raise InputError("calliper: no POI texts to encode; the POI layer is empty.")
-    codes, uniques = pd.factorize(pd.Series(list(texts), dtype=object), sort=False)
-    unique = [str(t) for t in uniques]
+    if index is None:
+        codes, uniques = pd.factorize(pd.Series(list(texts), dtype=object), sort=False)
+        unique = [str(t) for t in uniques]
+    else:
+        unique, codes = [str(t) for t in texts], np.asarray(index, dtype=np.int64)
+        if len(set(unique)) != len(unique) or codes.min() < 0 or codes.max() >= len(unique):
+            raise ValueError("encode_texts: with index, texts must be distinct and index must point into them.")
     cache = TextCache(cache_dir)
     model_key = encoder_id(encoder)
     found = cache.get_many(model_key, unique)

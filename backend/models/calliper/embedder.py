@@ -46,8 +46,8 @@ from backend.models.calliper.text import (
     DEFAULT_NAME_TEMPLATE,
     DEFAULT_TEMPLATE,
     NAMES_CHOICES,
-    build_texts,
     check_template,
+    describe_pois,
     use_names,
 )
 from backend.progress import Progress
@@ -377,13 +377,15 @@ class CaLLiPerEmbedder(Embedder[CaLLiPerParams], TrainedNetwork["CaLLiPerNet"]):
         with_names = use_names(p.names, names)
         if p.names == "yes" and not with_names:
             progress.log(f"{self.name}: names were asked for but no POI has a name; using categories only.")
-        texts = build_texts(pts["category"].tolist(), names.tolist() if with_names and names is not None else None,
-                            p.template, p.name_template)
+        texts, text_index = progress.wait(
+            lambda: describe_pois(pts["category"], names if with_names else None, p.template, p.name_template),
+            f"{self.name}: describing {len(pts):,} POIs")
         enc = encode_texts(texts, p.text_encoder, self._cache_dir(), device,
-                           progress=progress.sub(stage, 0.0, 0.15))
+                           progress=progress.sub(stage, 0.0, 0.15), index=text_index)
         progress.log(
-            f"{self.name}: {len(texts):,} POIs, {len(enc.texts):,} distinct texts ({enc.n_cached:,} from the cache, "
-            f"{enc.n_encoded:,} encoded) in {enc.seconds:.1f} s; names {'used' if with_names else 'not used'}"
+            f"{self.name}: {len(text_index):,} POIs, {len(enc.texts):,} distinct texts "
+            f"({enc.n_cached:,} from the cache, {enc.n_encoded:,} encoded) in {enc.seconds:.1f} s; "
+            f"names {'used' if with_names else 'not used'}"
         )
 
         # Held-out POIs for early stopping.

@@ -24,6 +24,7 @@ __all__ = [
     "NAMES_CHOICES",
     "TEMPLATE_FIELDS",
     "build_texts",
+    "describe_pois",
     "category_label",
     "check_template",
     "use_names",
@@ -77,13 +78,17 @@ def use_names(names: str, values: Iterable[Any] | None) -> bool:
     return has_any if names in ("auto", "yes") else False
 
 
-def build_texts(
-    categories: Sequence[Any],
-    names: Sequence[Any] | None = None,
+def describe_pois(
+    categories: Sequence[Any] | pd.Series,
+    names: Sequence[Any] | pd.Series | None = None,
     template: str = DEFAULT_TEMPLATE,
     name_template: str = DEFAULT_NAME_TEMPLATE,
-) -> list[str]:
-    """One description per POI.
+) -> tuple[list[str], np.ndarray]:
+    """The distinct POI descriptions and, for every POI, its description's position among them.
+
+    Each distinct (category, name) is described once and no per-POI string is formed: millions of POIs share
+    a few thousand texts, and a Python list of 10 M descriptions (and hashing them again) took seconds
+    without a progress event.
 
     Args:
         categories: POI categories (underscores become spaces).
@@ -92,22 +97,23 @@ def build_texts(
         name_template: Description of a named POI (used only when ``names`` is given).
 
     Returns:
-        The descriptions, in input order.
+        ``(texts, index)``: the distinct descriptions in order of first appearance, and the int64 index of every
+        POI's description in ``texts``.
 
     Raises:
         ConfigError: If a template is invalid.
+        ValueError: If ``names`` and ``categories`` differ in length.
     """
     check_template(template)
     if names is not None:
         check_template(name_template, "name template")
-    # each distinct (category, name) is described once (millions of POIs share a few thousand texts)
-    cat_codes, cats = pd.factorize(pd.Series(list(categories), dtype=object), use_na_sentinel=False)
+    cat_codes, cats = pd.factorize(_object_series(categories), use_na_sentinel=False)
     if names is None:
         name_codes, uniq_names = np.zeros(len(cat_codes), dtype=np.int64), np.array([""], dtype=object)
     else:
         if len(names) != len(cat_codes):
             raise ValueError(f"{len(names)} names for {len(cat_codes)} categories.")
-        raw = pd.Series(list(names), dtype=object)
+        raw = _object_series(names)
         clean = raw.where(raw.map(lambda v: isinstance(v, str)).astype(bool)).str.strip()
         name_codes, uniq_names = pd.factorize(clean.fillna("").to_numpy(dtype=object))
     width = max(len(uniq_names), 1)
@@ -119,4 +125,28 @@ def build_texts(
         name = str(uniq_names[pair % width])
         chosen = name_template if name else template
         described.append(chosen.format(category=label, name=name, article=article).strip())
-    return [described[c] for c in codes]
+    # two pairs can read the same (e.g. a blank name and the plain template): one text each
+    text_codes, texts = pd.factorize(pd.Series(described, dtype=object))
+    return [str(t) for t in texts], np.asarray(text_codes, dtype=np.int64)[codes]
+
+
+def _object_series(values: Sequence[Any] | pd.Series) -> pd.Series:
+    """Values as an object Series (a Series as it is, without a Python list of its values)."""
+    if isinstance(values, pd.Series):
+        return values.reset_index(drop=True).astype(object)
+    return pd.Series(list(values), dtype=object)
+
+
+def build_texts(
+    categories: Sequence[Any],
+    names: Sequence[Any] | None = None,
+    template: str = DEFAULT_TEMPLATE,
+    name_template: str = DEFAULT_NAME_TEMPLATE,
+) -> list[str]:
+    """One description per POI, in input order (:func:`describe_pois` without the index; small inputs).
+
+    Raises:
+        ConfigError: If a template is invalid.
+    """
+    texts, index = describe_pois(categories, names, template, name_template)
+    return [texts[i] for i in index]

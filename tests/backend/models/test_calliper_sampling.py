@@ -92,6 +92,38 @@ def test_texts_are_built_once_per_distinct_category_and_name() -> None:
     assert len(formatted) == len(set(out)) == 8  # 4 categories x (named, unnamed), not 500
 
 
+def test_describe_pois_gives_distinct_texts_and_an_index_equal_to_build_texts() -> None:
+    """describe_pois (what CaLLiPer's fit uses: no per-POI string) reads a Series as it is, and its distinct
+    texts and index give build_texts' list and encode_texts' own factorisation."""
+    import pandas as pd
+
+    from backend.encoders.text import encode_texts
+    from backend.models.calliper import text as text_mod
+
+    rng = np.random.default_rng(2)
+    cats = pd.Series(rng.choice(["cafe", "atm", "bank"], size=300), index=np.arange(1000, 1300))
+    names = pd.Series(rng.choice(np.array(["", "Nook", None, " Nook "], dtype=object), size=300), index=cats.index)
+    # "{category}" for both: a named and an unnamed POI of one category read the same (one text, not two)
+    texts, index = text_mod.describe_pois(cats, names, "{category}", "{category}")
+    assert len(set(texts)) == len(texts) == 3
+    assert [texts[i] for i in index] == text_mod.build_texts(list(cats), list(names), "{category}", "{category}")
+    texts, index = text_mod.describe_pois(cats, names)
+    listed = text_mod.build_texts(list(cats), list(names))
+    assert [texts[i] for i in index] == listed
+
+    class Encoder:
+        def encode(self, chunk: list[str], **_: object) -> np.ndarray:
+            return np.array([[len(t), t.count("a"), 1.0] for t in chunk], dtype=np.float32)
+
+    whole = encode_texts(listed, loader=lambda *_: Encoder())
+    given = encode_texts(texts, loader=lambda *_: Encoder(), index=index)
+    assert given.texts == whole.texts
+    np.testing.assert_array_equal(given.index, whole.index)
+    np.testing.assert_array_equal(given.vectors, whole.vectors)
+    with pytest.raises(ValueError, match="distinct"):
+        encode_texts([texts[0], texts[0]], loader=lambda *_: Encoder(), index=np.array([0, 1]))
+
+
 def test_embedding_many_points_polls_progress_per_chunk_and_can_be_cancelled(poll_log: Any) -> None:
     import torch
 

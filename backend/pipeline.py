@@ -265,8 +265,12 @@ def check_finite(name: str, emb: pd.DataFrame, hint: str) -> None:
 
 
 def region_layer(frame: pd.DataFrame, geometry: gpd.GeoSeries, crs: Any) -> gpd.GeoDataFrame:
-    """``frame`` (indexed by region id) with the regions' geometry, ready for :func:`write_layer`."""
-    gdf = gpd.GeoDataFrame(frame.copy(), geometry=geometry.reindex(frame.index).values, crs=crs)
+    """``frame`` (indexed by region id) with the regions' geometry, ready for :func:`write_layer`.
+
+    ``frame`` is not copied (pandas' copy-on-write keeps it unchanged): a deep copy of a 250,000 x 432
+    embedding took 12 s without a progress event.
+    """
+    gdf = gpd.GeoDataFrame(frame, geometry=geometry.reindex(frame.index).values, crs=crs)
     gdf.index = gdf.index.astype(str).rename(ID_FIELD)
     return gdf
 
@@ -554,7 +558,7 @@ def write_stage(state: RunState) -> Written:
     figures = _write_figures(state) if state.cfg.figures else []
     clusters = {name: (c.labels, c.names, c.profiles) for name, c in state.clusters.items()}
     cards = write_cluster_cards(out.path(CLUSTER_CARDS_JSON), clusters, state.embedded.embeddings,
-                                state.views.region_ids)
+                                state.views.region_ids, progress.poll)
     return Written(layers=layers, figures=figures, cluster_cards=cards is not None)
 
 

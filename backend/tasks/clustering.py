@@ -32,6 +32,7 @@ a run with no interpretable feature) is named by its size and the regions most l
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -587,7 +588,11 @@ def cluster_names(
         ValueError: If ``labels``, ``X`` and ``region_ids`` differ in length or ``profiles`` lacks a column.
     """
     lab = np.asarray(labels).ravel()
-    xs = _centre(X)
+    xs = np.asarray(X, dtype=float)  # distances to a cluster's own mean: no centring (or copy) needed
+    if xs.ndim == 1:
+        xs = xs[:, None]
+    if not np.isfinite(xs).all():
+        raise ValueError("X holds NaN or infinite values; embeddings must be finite.")
     ids = [str(r) for r in region_ids]
     if not len(lab) == len(xs) == len(ids):
         raise ValueError(f"{len(lab)} labels, {len(xs)} embeddings and {len(ids)} region ids differ in number.")
@@ -617,6 +622,7 @@ def cluster_cards(
     region_ids: Any,
     n_features: int = 5,
     n_examples: int = 5,
+    poll: Callable[[], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """What a cluster card shows, per cluster: name, size, defining features and example regions.
 
@@ -629,17 +635,24 @@ def cluster_cards(
         n_features: Defining features per card: the largest |z-score| first (embedding dimensions only when the
             profile holds nothing else).
         n_examples: Example regions per card.
+        poll: Called before every cluster (heartbeat and cancel on a national run).
 
     Returns:
         ``{"<cluster>": {"name", "size", "features": [{"feature", "mean", "zscore"}], "examples": [ids]}}``,
         clusters ascending.
     """
     lab = np.asarray(labels).ravel()
-    xs = _centre(X)
+    xs = np.asarray(X, dtype=float)  # distances to a cluster's own mean: no centring (or copy) needed
+    if xs.ndim == 1:
+        xs = xs[:, None]
+    if not np.isfinite(xs).all():
+        raise ValueError("X holds NaN or infinite values; embeddings must be finite.")
     ids = [str(r) for r in region_ids]
     by_cluster = {int(c): rows for c, rows in profiles.groupby(CLUSTER_FIELD, sort=True)} if len(profiles) else {}
     cards: dict[str, dict[str, Any]] = {}
     for c in np.unique(lab):
+        if poll is not None:
+            poll()
         members = np.flatnonzero(lab == c)
         rows = by_cluster.get(int(c))
         features: list[dict[str, Any]] = []

@@ -307,3 +307,46 @@ def test_a_long_kmeans_fit_keeps_reporting_and_can_be_cancelled(monkeypatch: pyt
         cluster(x, k=3, progress=progress)
     release.set()
     assert messages.count("k-means, k = 3") >= 3  # heartbeats while the fit ran, then the cancel took effect
+
+
+def test_cluster_cards_poll_per_cluster_and_pick_examples_by_distance_to_the_cluster_mean() -> None:
+    """Examples are the members nearest their cluster's mean (a shift of every embedding changes nothing, so
+    the national-size embedding is neither centred nor copied), and ``poll`` runs before every cluster."""
+    from backend.tasks.clustering import cluster_cards
+
+    rng = np.random.default_rng(4)
+    x = np.vstack([rng.normal(c, 1.0, size=(40, 3)) for c in (0.0, 10.0, 20.0)])
+    labels = np.repeat([0, 1, 2], 40)
+    ids = [f"r{i}" for i in range(len(x))]
+    polls: list[int] = []
+    cards = cluster_cards(pd.DataFrame(), labels, {0: "a", 1: "b", 2: "c"}, x, ids, n_examples=3,
+                          poll=lambda: polls.append(1))
+    assert len(polls) == 3
+    for c in range(3):
+        members = np.flatnonzero(labels == c)
+        d = ((x[members] - x[members].mean(axis=0)) ** 2).sum(axis=1)
+        assert cards[str(c)]["examples"] == [ids[members[j]] for j in np.argsort(d, kind="stable")[:3]]
+    assert cluster_cards(pd.DataFrame(), labels, {}, x + 1e3, ids, n_examples=3) == {
+        k: {**v, "name": ""} for k, v in cards.items()}
+    with pytest.raises(ValueError, match="finite"):
+        cluster_cards(pd.DataFrame(), labels, {}, np.where(x > 15, np.nan, x), ids)
+
+
+def test_region_layer_leaves_the_frame_as_it_was() -> None:
+    """The layer shares the frame's data (no deep copy of a national embedding) yet changing either leaves
+    the other alone."""
+    import geopandas as gpd
+    import shapely
+
+    from backend.pipeline import region_layer
+    from regionlens_common import ID_FIELD
+
+    frame = pd.DataFrame({"emb_000": [1.0, 2.0], "emb_001": [3.0, 4.0]}, index=pd.Index([7, 9], name="fid"))
+    geometry = gpd.GeoSeries([shapely.box(0, 0, 1, 1), shapely.box(1, 0, 2, 1)], index=[9, 7])
+    before = frame.copy()
+    layer = region_layer(frame, geometry, "EPSG:32610")
+    assert list(layer.index) == ["7", "9"]
+    assert layer.index.name == ID_FIELD
+    assert layer.geometry.iloc[0].equals(shapely.box(1, 0, 2, 1))  # region 7's geometry, by id
+    layer.loc["7", "emb_000"] = -1.0
+    pd.testing.assert_frame_equal(frame, before)

@@ -210,6 +210,12 @@ def _cpu_seconds() -> float:
     return use.ru_utime + use.ru_stime
 
 
+#: Progress gaps of at least this many seconds are recorded with the messages around them ...
+GAP_NOTED_S = 1.0
+#: ... the longest this many per stage (``gaps`` in the JSON: where a stage went quiet).
+GAPS_KEPT = 3
+
+
 class _StageMeter:
     """Seconds, peak RSS and the longest gap between progress reports of every pipeline stage; every finished
     stage is also written to ``partial`` (when given), and so is, every :data:`PARTIAL_EVERY_S` seconds, the
@@ -225,6 +231,7 @@ class _StageMeter:
         self.last_report = self.t0
         self.last_written = self.t0
         self.max_gap = 0.0
+        self.gaps: list[tuple[float, str, str]] = []  # the stage's longest gaps: (seconds, message before, after)
         self.fraction = 0.0
         self.message = ""
         self.lock = threading.Lock()
@@ -236,12 +243,20 @@ class _StageMeter:
             self.t0 = self.last_report = time.perf_counter()
             self.cpu0 = _cpu_seconds()
             self.max_gap = 0.0
+            self.gaps = []
             _reset_hwm()
+
+    def _gap(self, now: float, after: str) -> None:
+        """Record the gap ending now (the longest :data:`GAPS_KEPT` of the stage are kept, with their messages)."""
+        gap = now - self.last_report
+        self.max_gap = max(self.max_gap, gap)
+        if gap >= GAP_NOTED_S:
+            self.gaps = sorted([*self.gaps, (gap, self.message, after)], reverse=True)[:GAPS_KEPT]
 
     def report(self, fraction: float | None = None, message: str = "") -> None:
         with self.lock:
             now = time.perf_counter()
-            self.max_gap = max(self.max_gap, now - self.last_report)
+            self._gap(now, message)
             self.last_report = now
             if fraction is not None:
                 self.fraction = float(fraction)
@@ -256,7 +271,8 @@ class _StageMeter:
     def _row(self, now: float) -> dict[str, Any]:
         hwm = _vm_hwm_mb()
         return {"seconds": round(now - self.t0, 2), "cpu_s": round(_cpu_seconds() - self.cpu0, 2),
-                "peak_rss_mb": round(hwm or float("nan"), 1), "max_gap_s": round(self.max_gap, 2)}
+                "peak_rss_mb": round(hwm or float("nan"), 1), "max_gap_s": round(self.max_gap, 2),
+                "gaps": [{"s": round(g, 2), "after": before, "before": after} for g, before, after in self.gaps]}
 
     def _write(self, rows: dict[str, dict[str, Any]]) -> None:
         if self.partial is not None:
@@ -266,7 +282,7 @@ class _StageMeter:
         if self.current is None:
             return
         now = time.perf_counter()
-        self.max_gap = max(self.max_gap, now - self.last_report)
+        self._gap(now, "(end of stage)")
         self.rows[self.current] = self._row(now)
         self.current = None
         self._write(self.rows)

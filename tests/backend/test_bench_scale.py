@@ -70,3 +70,21 @@ def test_a_stopped_run_records_the_stage_it_was_in(tmp_path: Path, monkeypatch: 
     predict_line = next(line for line in out.splitlines() if line.startswith("cookie") and "predict" in line)
     assert f">{rows['predict']['seconds']:.1f}" in predict_line
     assert "stopped in stage 'predict'" in out and "run at 62.0 %" in out
+
+
+def test_the_longest_gaps_are_recorded_with_the_messages_around_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a stage went quiet: its longest progress gaps with the message before and after each."""
+    clock = iter([0.0, 0.0, 0.5, 3.0, 3.2, 4.7, 9.7, 12.0])
+    monkeypatch.setattr(scale.time, "perf_counter", lambda: next(clock))
+    meter = scale._StageMeter()
+    meter.start("views")  # 0.0 (start and its first report time)
+    meter.report(0.1, "a")  # 0.5
+    meter.report(0.2, "b")  # 3.0: 2.5 s after "a"
+    meter.report(0.3, "c")  # 3.2
+    meter.report(0.4, "d")  # 4.7: 1.5 s
+    meter.report(0.5, "e")  # 9.7: 5.0 s
+    meter.close()  # 12.0: 2.3 s to the end of the stage
+    row = meter.rows["views"]
+    assert row["max_gap_s"] == 5.0
+    assert row["gaps"] == [{"s": 5.0, "after": "d", "before": "e"}, {"s": 2.5, "after": "a", "before": "b"},
+                           {"s": 2.3, "after": "e", "before": "(end of stage)"}]

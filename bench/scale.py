@@ -231,7 +231,8 @@ class _StageMeter:
         self.last_report = self.t0
         self.last_written = self.t0
         self.max_gap = 0.0
-        self.gaps: list[tuple[float, str, str]] = []  # the stage's longest gaps: (seconds, message before, after)
+        self.gaps: list[tuple[float, float, str, str]] = []  # longest gaps: (seconds, CPU s, message before, after)
+        self.last_cpu = self.cpu0
         self.fraction = 0.0
         self.message = ""
         self.lock = threading.Lock()
@@ -241,17 +242,21 @@ class _StageMeter:
             self._close()
             self.current = stage
             self.t0 = self.last_report = time.perf_counter()
-            self.cpu0 = _cpu_seconds()
+            self.cpu0 = self.last_cpu = _cpu_seconds()
             self.max_gap = 0.0
             self.gaps = []
             _reset_hwm()
 
     def _gap(self, now: float, after: str) -> None:
-        """Record the gap ending now (the longest :data:`GAPS_KEPT` of the stage are kept, with their messages)."""
-        gap = now - self.last_report
+        """Record the gap ending now (the longest :data:`GAPS_KEPT` of the stage are kept, with their messages and
+        the CPU seconds the process spent in them: far less than the gap's seconds means the process was waiting
+        for a core on a busy machine, not working without reporting)."""
+        gap, cpu = now - self.last_report, _cpu_seconds()
         self.max_gap = max(self.max_gap, gap)
         if gap >= GAP_NOTED_S:
-            self.gaps = sorted([*self.gaps, (gap, self.message, after)], reverse=True)[:GAPS_KEPT]
+            self.gaps = sorted([*self.gaps, (gap, cpu - self.last_cpu, self.message, after)],
+                               reverse=True)[:GAPS_KEPT]
+        self.last_cpu = cpu
 
     def report(self, fraction: float | None = None, message: str = "") -> None:
         with self.lock:
@@ -272,7 +277,8 @@ class _StageMeter:
         hwm = _vm_hwm_mb()
         return {"seconds": round(now - self.t0, 2), "cpu_s": round(_cpu_seconds() - self.cpu0, 2),
                 "peak_rss_mb": round(hwm or float("nan"), 1), "max_gap_s": round(self.max_gap, 2),
-                "gaps": [{"s": round(g, 2), "after": before, "before": after} for g, before, after in self.gaps]}
+                "gaps": [{"s": round(g, 2), "cpu_s": round(c, 2), "after": before, "before": after}
+                         for g, c, before, after in self.gaps]}
 
     def _write(self, rows: dict[str, dict[str, Any]]) -> None:
         if self.partial is not None:

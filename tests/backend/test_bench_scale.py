@@ -76,6 +76,8 @@ def test_the_longest_gaps_are_recorded_with_the_messages_around_them(monkeypatch
     """Where a stage went quiet: its longest progress gaps with the message before and after each."""
     clock = iter([0.0, 0.0, 0.5, 3.0, 3.2, 4.7, 9.7, 12.0])
     monkeypatch.setattr(scale.time, "perf_counter", lambda: next(clock))
+    cpu = iter([10.0, 10.0, 10.4, 12.9, 13.0, 14.4, 14.6, 16.9, 17.0])  # the 5 s gap: waiting for a core, 0.2 s of CPU
+    monkeypatch.setattr(scale, "_cpu_seconds", lambda: next(cpu))
     meter = scale._StageMeter()
     meter.start("views")  # 0.0 (start and its first report time)
     meter.report(0.1, "a")  # 0.5
@@ -86,5 +88,6 @@ def test_the_longest_gaps_are_recorded_with_the_messages_around_them(monkeypatch
     meter.close()  # 12.0: 2.3 s to the end of the stage
     row = meter.rows["views"]
     assert row["max_gap_s"] == 5.0
-    assert row["gaps"] == [{"s": 5.0, "after": "d", "before": "e"}, {"s": 2.5, "after": "a", "before": "b"},
-                           {"s": 2.3, "after": "e", "before": "(end of stage)"}]
+    assert [(g["s"], g["after"], g["before"]) for g in row["gaps"]] == [
+        (5.0, "d", "e"), (2.5, "a", "b"), (2.3, "e", "(end of stage)")]
+    assert [g["cpu_s"] for g in row["gaps"]] == pytest.approx([0.2, 2.5, 2.3])

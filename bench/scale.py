@@ -298,6 +298,17 @@ class _StageMeter:
             self._close()
 
 
+def _merge_into(path: Path, res: dict[str, Any]) -> None:
+    """Put one run's row into the JSON as it is now (replacing the row of the same method and size), so that
+    invocations running side by side on one JSON keep each other's rows; written atomically."""
+    rows = json.loads(path.read_text()) if path.is_file() else []
+    rows = [r for r in rows if (r["method"], r["n_regions"]) != (res["method"], res["n_regions"])] + [res]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(rows, indent=2))
+    os.replace(tmp, path)
+
+
 def _partial_path(out_dir: Path) -> Path:
     """Where a child run records its finished stages as it goes."""
     return out_dir.parent / f"{out_dir.name}.stages.json"
@@ -458,9 +469,9 @@ def main() -> int:
             res["wall_s"] = round(time.perf_counter() - t0, 1)
             results = [r for r in results if (r["method"], r["n_regions"]) != (method, n)] + [res]
             print(f"{method} at {n:,}: {res.get('total_s', res.get('error'))}", flush=True)
+            (out / f"run_{n}_{method}.result.json").write_text(json.dumps(res, indent=2))
             if args.json:
-                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.json).write_text(json.dumps(results, indent=2))
+                _merge_into(Path(args.json), res)
     print_table(sorted(results, key=lambda r: (list(METHODS).index(r["method"]), r["n_regions"])))
     return 0
 

@@ -91,3 +91,16 @@ def test_the_longest_gaps_are_recorded_with_the_messages_around_them(monkeypatch
     assert [(g["s"], g["after"], g["before"]) for g in row["gaps"]] == [
         (5.0, "d", "e"), (2.5, "a", "b"), (2.3, "e", "(end of stage)")]
     assert [g["cpu_s"] for g in row["gaps"]] == pytest.approx([0.2, 2.5, 2.3])
+
+
+def test_rows_are_merged_into_the_json_as_it_is_when_written(tmp_path: Path) -> None:
+    """Two invocations on one JSON side by side: each run's row replaces only its own (method, size)."""
+    import json
+
+    path = tmp_path / "scale.json"
+    scale._merge_into(path, {"method": "baseline", "n_regions": 10, "total_s": 1.0})
+    scale._merge_into(path, {"method": "cookie", "n_regions": 10, "total_s": 2.0})  # another invocation's row
+    scale._merge_into(path, {"method": "baseline", "n_regions": 10, "total_s": 3.0})
+    rows = json.loads(path.read_text())
+    assert sorted((r["method"], r["total_s"]) for r in rows) == [("baseline", 3.0), ("cookie", 2.0)]
+    assert [p.name for p in tmp_path.iterdir()] == ["scale.json"]

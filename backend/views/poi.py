@@ -50,10 +50,15 @@ def poi_counts(city: CityData, vocabulary: list[str] | None = None) -> pd.DataFr
     """
     pois = _pois(city)
     regions = city.regions.index
-    row = pd.Index(regions.astype(str)).get_indexer(pois["region_id"].astype(str))
-    cat_codes, cats = pd.factorize(pois["category"].astype(str), sort=True)
-    columns = [str(c) for c in cats] if vocabulary is None else [str(c) for c in vocabulary]
-    col = pd.Index(columns).get_indexer(np.asarray(cats, dtype=object))[cat_codes]
+    row = _positions(pd.Index(regions.astype(str)), pois["region_id"])
+    if vocabulary is None:
+        present: set[str] = set()
+        for start in range(0, len(pois), POI_CHUNK):
+            present.update(pd.unique(pois["category"].iloc[start:start + POI_CHUNK].astype(str)))
+        columns = sorted(present)
+    else:
+        columns = [str(c) for c in vocabulary]
+    col = _positions(pd.Index(columns, dtype=object), pois["category"])
     keep = (row >= 0) & (col >= 0)
     # one sparse accumulation (duplicates summed), linear in the number of POIs
     counts = sp.coo_matrix((np.ones(int(keep.sum())), (row[keep], col[keep])), shape=(len(regions), len(columns)))
@@ -74,6 +79,18 @@ def poi_points(city: CityData) -> pd.DataFrame:
         ValueError: If the city has no POIs.
     """
     pois = _pois(city)
+    # in chunks: every step below is one call over its rows that holds the GIL (about 1.5 s each for 10 M POIs,
+    # too long for the progress heartbeat of the Progress.wait this runs under)
+    parts = [_poi_rows(pois.iloc[start:start + POI_CHUNK]) for start in range(0, max(len(pois), 1), POI_CHUNK)]
+    return parts[0] if len(parts) == 1 else pd.concat(parts)
+
+
+#: POIs described per call of :func:`_poi_rows`.
+POI_CHUNK = 500_000
+
+
+def _poi_rows(pois: pd.DataFrame) -> pd.DataFrame:
+    """:func:`poi_points` of some POIs."""
     raw = pd.Series(pois["name"].to_numpy(dtype=object), dtype=object)
     stripped = raw.where(raw.map(lambda v: isinstance(v, str)).astype(bool)).str.strip()
     names = stripped.to_numpy(dtype=object).copy()
@@ -108,9 +125,17 @@ def poi_texts(city: CityData) -> list[list[str]]:
     return texts_by_region(poi_points(city), city.regions.index)
 
 
+def _positions(index: pd.Index, values: pd.Series) -> np.ndarray:
+    """Position in ``index`` of every value as a string (-1 where absent), :data:`POI_CHUNK` values per call (one
+    call over 10 M POIs holds the GIL for about a second)."""
+    parts = [index.get_indexer(values.iloc[start:start + POI_CHUNK].astype(str))
+             for start in range(0, len(values), POI_CHUNK)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
+
+
 def texts_by_region(points: pd.DataFrame, regions: pd.Index) -> list[list[str]]:
     """The ``text`` column of ``points`` grouped by region (region order; POI order kept within a region)."""
-    row = pd.Index(regions.astype(str)).get_indexer(points["region_id"].astype(str))
+    row = _positions(pd.Index(regions.astype(str)), points["region_id"])
     keep = np.flatnonzero(row >= 0)
     order = keep[np.argsort(row[keep], kind="stable")]
     bounds = np.searchsorted(row[order], np.arange(len(regions) + 1))

@@ -89,3 +89,21 @@ def test_vectorised_views_match_the_per_poi_definition(sf_city: CityData, monkey
     for region, text in zip(points["region_id"], points["text"], strict=True):
         by_region.setdefault(region, []).append(text)
     assert poi_texts(city) == [by_region.get(str(r), []) for r in city.regions.index]
+
+
+def test_poi_views_in_chunks_equal_one_pass(sf_city: CityData, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built in chunks (short calls under the progress heartbeat), the POI frame, counts and texts are the same."""
+    import pandas as pd
+
+    from backend.views import poi as poi_mod
+
+    whole, counts = poi_points(sf_city), poi_counts(sf_city)
+    texts = poi_mod.texts_by_region(whole, sf_city.regions.index)
+    monkeypatch.setattr(poi_mod, "POI_CHUNK", 97)
+    chunked = poi_points(sf_city)
+    pd.testing.assert_frame_equal(poi_counts(sf_city), counts)
+    assert poi_mod.texts_by_region(whole, sf_city.regions.index) == texts
+    assert len(sf_city.pois) > 3 * 97  # type: ignore[arg-type]
+    pd.testing.assert_frame_equal(chunked, whole)
+    empty = dataclasses.replace(sf_city, pois=sf_city.pois.iloc[:0])  # type: ignore[union-attr]
+    assert poi_points(empty).empty

@@ -506,16 +506,19 @@ def _predict_one(state: RunState, done: Predicted, name: str, spec: LabelSpec, r
     combination: dict[str, str] = {}
     members = embedded.members.get(name, [])
     if name == "fusion":
-        result, choices = evaluate_fusion(select_rows(embedded.fusion_blocks, rows), y, coords,
+        blocks = sub.wait(lambda: select_rows(embedded.fusion_blocks, rows), "fusion blocks of the labelled regions")
+        result, choices = evaluate_fusion(blocks, y, coords,
                                           inner_folds=model_params(state.methods, "fusion").inner_folds, **cv)
         done.fusion_choices[spec.name] = {p: c.summary() for p, c in choices.items()}
         combination = {p: c.describe() for p, c in choices.items()}
         for p, text in combination.items():
             state.progress.log(f"fusion, {spec.name}, {p} folds: {text}")
     elif len(members) > 1:
-        result = evaluate_ensemble([m.to_numpy()[rows] for m in members], y, coords, **cv)
+        mats = sub.wait(lambda: [m.to_numpy()[rows] for m in members], "embeddings of the labelled regions")
+        result = evaluate_ensemble(mats, y, coords, **cv)
     else:
-        result = evaluate_label(embedded.embeddings[name].to_numpy()[rows], y, coords, **cv)
+        x = sub.wait(lambda: embedded.embeddings[name].to_numpy()[rows], "embedding of the labelled regions")
+        result = evaluate_label(x, y, coords, **cv)
     table = metrics_table(result.metrics, name, spec.name, target, combination)
     done.metric_rows.extend(table[METRIC_COLUMNS].to_dict("records"))
     pred_model = pd.Series(result.oof[cfg.prediction.write_model], index=keep)

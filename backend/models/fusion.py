@@ -139,10 +139,14 @@ class FusionEmbedder(Embedder[FusionParams]):
         # under Progress.wait, so progress (a heartbeat) and cancel keep working meanwhile
         blocks = progress.wait(make_blocks, "fusion blocks", 0.0)
         progress.update(0.5, f"fusion blocks: {', '.join(blocks)}")
-        for k, x in blocks.items():
-            self._block_mean[k] = x.mean(axis=0)
-            self._block_scale[k] = max(float(np.sqrt(x.var(axis=0).sum())), 1e-12)
-        z = self._balanced(blocks)
+
+        def balance() -> np.ndarray:
+            for k, x in blocks.items():
+                self._block_mean[k] = x.mean(axis=0)
+                self._block_scale[k] = max(float(np.sqrt(x.var(axis=0).sum())), 1e-12)
+            return self._balanced(blocks)
+
+        z = progress.wait(balance, "fusion blocks balanced", 0.5)
         _, _, vt = progress.wait(lambda: np.linalg.svd(z, full_matrices=False), "fusion PCA", 0.5)
         k = min(self.dim, vt.shape[0])
         comps = vt[:k]

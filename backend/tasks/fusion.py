@@ -41,6 +41,7 @@ from backend.tasks.prediction import (
     FitPredict,
     PredictionResult,
     _checked,
+    _waited,
     cross_validate,
     fold_plans,
     make_model,
@@ -236,19 +237,25 @@ def evaluate_fusion(
     if not blocks:
         raise ValueError("Fusion needs at least one block of features.")
     ya = np.asarray(y, dtype=float).ravel()
-    for block in blocks.values():
-        for x in _members(block):
-            _checked(x, ya, cv.models, cv.repeats, cv.spatial and plans is None, coords)
-    if plans is None:
-        plans = fold_plans(len(ya), coords, cv.folds, cv.repeats, cv.spatial, cv.seed)
     progress = cv.progress
+
+    def check() -> None:
+        for block in blocks.values():
+            for x in _members(block):
+                _checked(x, ya, cv.models, cv.repeats, cv.spatial and plans is None, coords)
+
+    _waited(progress, check, "checking the fusion blocks")
+    if plans is None:
+        plans = _waited(progress, lambda: fold_plans(len(ya), coords, cv.folds, cv.repeats, cv.spatial, cv.seed),
+                        "building the folds")
     result_parts = []
     choices: dict[str, FusionChoices] = {}
     for i, (protocol, protocol_plans) in enumerate(plans.items()):
         record = FusionChoices(blocks=candidates(blocks))
-        fp = fusion_fit_predict(blocks, ya, inner_folds, record)
         # each protocol its own share of the progress range, so the bar never steps back
         sub = None if progress is None else progress.sub(protocol, i / len(plans), (i + 1) / len(plans))
+        fp = _waited(sub, lambda record=record: fusion_fit_predict(blocks, ya, inner_folds, record),
+                     "joining the fusion blocks")
         result_parts.append(cross_validate(fp, ya, {protocol: protocol_plans}, cv.models, sub, seed=cv.seed,
                                            coverage=cv.coverage, interval_model=cv.interval_model))
         choices[protocol] = record

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -76,6 +76,8 @@ __all__ = [
     "ensemble_fit_predict",
     "evaluate_ensemble",
 ]
+
+T = TypeVar("T")
 
 #: Regressors :func:`evaluate_label` knows.
 MODELS = PREDICTION_MODELS
@@ -393,6 +395,12 @@ def metrics_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return frame[extra + list(METRIC_COLUMNS)].reset_index(drop=True)
 
 
+def _waited(progress: Progress | None, call: Callable[[], T], message: str) -> T:
+    """``call()``, under ``progress.wait`` when there is a progress (a national run's checks and spatial folds are
+    single calls of seconds)."""
+    return call() if progress is None else progress.wait(call, message)
+
+
 def _checked(
     X: np.ndarray,  # noqa: N803
     y: np.ndarray,
@@ -459,16 +467,21 @@ def evaluate_label(
         if not X:
             raise ValueError("An ensemble needs at least one member embedding.")
         if len(X) > 1:
-            mats = [_checked(m, y, models, repeats, spatial, coords)[0] for m in X]
+            members = X
+            mats = _waited(cv.progress, lambda: [_checked(m, y, models, repeats, spatial, coords)[0]
+                                                 for m in members], "checking the embeddings")
             ya = np.asarray(y, dtype=float).ravel()
-            plans = fold_plans(len(ya), coords, cv.folds, repeats, spatial, seed)
+            plans = _waited(cv.progress, lambda: fold_plans(len(ya), coords, cv.folds, repeats, spatial, seed),
+                            "building the folds")
             return cross_validate(ensemble_fit_predict(mats, ya), ya, plans, list(models), cv.progress, seed=seed,
                                   coverage=cv.coverage, interval_model=cv.interval_model)
         X = X[0]  # noqa: N806
-    xa, ya = _checked(X, y, models, repeats, spatial, coords)
+    single = X
+    xa, ya = _waited(cv.progress, lambda: _checked(single, y, models, repeats, spatial, coords),
+                     "checking the embedding")
     n = len(ya)
     _check_folds(n, cv.folds)
-    plans = fold_plans(n, coords, cv.folds, repeats, spatial, seed)
+    plans = _waited(cv.progress, lambda: fold_plans(n, coords, cv.folds, repeats, spatial, seed), "building the folds")
     return cross_validate(single_fit_predict(xa, ya), ya, plans, list(models), cv.progress, seed=seed,
                           coverage=cv.coverage, interval_model=cv.interval_model)
 

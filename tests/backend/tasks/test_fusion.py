@@ -192,10 +192,11 @@ def test_fusion_progress_never_steps_back() -> None:
     assert 0.5 <= min(seen) and max(seen) <= 0.9
 
 
-@pytest.mark.parametrize("slow", ["fusion blocks", "fusion PCA"])
+@pytest.mark.parametrize("slow", ["fusion blocks", "fusion blocks balanced", "fusion PCA"])
 def test_fusion_embedder_keeps_reporting_and_can_be_cancelled_in_a_long_call(
         slow: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Building the blocks (with their spatial context) and the SVD are single long calls at 250,000 regions:
+    """Building the blocks (with their spatial context), balancing them and the SVD are single long calls at
+    250,000 regions:
     they run under Progress.wait (heartbeats come, a cancel stops the fit)."""
     import threading
 
@@ -213,6 +214,10 @@ def test_fusion_embedder_keeps_reporting_and_can_be_cancelled_in_a_long_call(
         real_blocks = fusion_mod.FusionEmbedder.blocks
         monkeypatch.setattr(fusion_mod.FusionEmbedder, "blocks",
                             lambda self, views: release.wait(5.0) or real_blocks(self, views))
+    elif slow == "fusion blocks balanced":  # the block means, scales and their balanced concatenation
+        real_balanced = fusion_mod.FusionEmbedder._balanced
+        monkeypatch.setattr(fusion_mod.FusionEmbedder, "_balanced",
+                            lambda self, blocks: release.wait(5.0) or real_balanced(self, blocks))
     else:
         real_svd = np.linalg.svd
         monkeypatch.setattr(np.linalg, "svd", lambda *a, **k: release.wait(5.0) and real_svd(*a, **k))

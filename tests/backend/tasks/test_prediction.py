@@ -227,7 +227,9 @@ def test_cancelled_progress_stops_evaluation() -> None:
 def test_progress_reports_every_fold() -> None:
     x, coords = _data(40)
     fractions: list[float] = []
-    progress = Progress(callback=lambda stage, fraction, message: fractions.append(fraction))
+    setup = {"checking the embedding", "building the folds"}  # the Progress.wait calls before the first fold
+    progress = Progress(callback=lambda stage, fraction, message: None if message in setup
+                        else fractions.append(fraction))
     evaluate_label(x, x[:, 0], coords, models=("ridge",), folds=4, repeats=2, progress=progress)
     assert len(fractions) == 2 * 2 * 4 + 1
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
@@ -345,3 +347,35 @@ def test_a_long_interval_fit_keeps_reporting_and_can_be_cancelled(monkeypatch: p
         cross_validate(fit, y, fold_plans(30, None, 3, 1, False, 0), ["ridge"], progress, coverage=0.9)
     release.set()
     assert len(fits) == 4  # cancelled during the first pair fit; no second one began
+
+
+@pytest.mark.parametrize("predictor", ["label", "fusion"])
+def test_building_the_folds_keeps_reporting_and_can_be_cancelled(monkeypatch: pytest.MonkeyPatch, cancel_at_message,
+                                                                 predictor: str) -> None:
+    """The spatial folds (k-means on every centroid: seconds at 250,000 regions) and the checks run under
+    Progress.wait in evaluate_label and evaluate_fusion: heartbeats while they run, a cancel stops the job."""
+    from backend import progress as progress_mod
+    from backend.tasks import fusion as fusion_mod
+    from backend.tasks import prediction as prediction_mod
+
+    monkeypatch.setattr(progress_mod, "HEARTBEAT_S", 0.0)
+    release = threading.Event()
+    real = prediction_mod.fold_plans
+
+    def slow_plans(*args: object) -> dict[str, list[np.ndarray]]:
+        release.wait(5.0)  # one long call that cannot check for cancellation itself
+        return real(*args)
+
+    monkeypatch.setattr(prediction_mod, "fold_plans", slow_plans)
+    monkeypatch.setattr(fusion_mod, "fold_plans", slow_plans)
+    progress, messages = cancel_at_message("building the folds", 4)
+    x, coords = _data(60, 4)
+    y = x[:, 0]
+    with pytest.raises(Cancelled):
+        if predictor == "label":
+            evaluate_label(x, y, coords, models=("ridge",), folds=3, repeats=1, progress=progress)
+        else:
+            fusion_mod.evaluate_fusion({"a": x[:, :2], "b": x[:, 2:]}, y, coords, models=("ridge",), folds=3,
+                                       repeats=1, progress=progress)
+    release.set()
+    assert not any("fold 1/3" in m for m in messages)  # cancelled while the folds were built

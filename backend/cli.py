@@ -1,6 +1,7 @@
 """Command line: ``python -m backend run CONFIG`` (also launched by ``torchrun ... -m backend run CONFIG``),
-``python -m backend demo``, ``python -m backend info`` and ``python -m backend similar --run DIR --ids A B ...``
-(regions similar to chosen ones).
+``python -m backend demo``, ``python -m backend info``, ``python -m backend similar --run DIR --ids A B ...``
+(regions similar to chosen ones) and ``python -m backend report --run DIR`` (redraw the cluster map and rewrite
+``report.html`` after clusters were renamed in ``clusters.json``).
 
 Exit codes: 0 success, 2 bad input, configuration or output folder, 130 cancelled (Ctrl+C), 143 terminated
 (SIGTERM), 1 internal error. A cancelled or terminated run removes its unfinished output.
@@ -172,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
                        help=f"how many most similar regions to mark (default {SIMILAR_TOP_N})")
     p_sim.add_argument("--out", help=f"GeoPackage to write (default: <run>/{SIMILAR_GPKG})")
     p_sim.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    p_rep = sub.add_parser("report", help="redraw a run's cluster map and rewrite its report.html (after its "
+                           "clusters were renamed in clusters.json, as the plugin's cluster card does)")
+    p_rep.add_argument("--run", required=True, help="a finished run's output folder")
     args = parser.parse_args(argv)
 
     previous = None
@@ -185,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "similar":
             return _similar(args)
+        if args.command == "report":
+            from backend.jobs import run_report_job
+
+            written = run_report_job({"run": args.run})["written"]
+            print("\n".join(f"Rewrote {path}" for path in written))
+            return 0
         if args.command == "run":
             from backend.config import load_config
 

@@ -143,3 +143,21 @@ def test_report_job_brings_the_report_up_to_date_after_a_rename(quick_run, tmp_p
     assert figure.read_bytes().startswith(PNG) and figure.read_bytes() != before[figure]
     with pytest.raises(InputError, match="finished RegionLens run with a report"):
         run_report_job({"run": str(tmp_path)})
+
+
+def test_report_command_line(quick_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m backend report --run DIR``: the same job from a terminal (exit 0, the files it rewrote); a
+    folder that is not a finished run is exit code 2 with the reason."""
+    from backend.cli import main
+
+    folder = tmp_path / "run"
+    shutil.copytree(quick_run.output_dir, folder)
+    cards_path = folder / CLUSTER_CARDS_JSON
+    cards = json.loads(cards_path.read_text())
+    cards["baseline"]["0"]["name"] = "harbour front"
+    cards_path.write_text(json.dumps(cards))
+    assert main(["report", "--run", str(folder)]) == 0
+    assert f"Rewrote {folder / REPORT_HTML}" in capsys.readouterr().out
+    assert "Cluster 0: harbour front" in (folder / REPORT_HTML).read_text(encoding="utf-8")
+    assert main(["report", "--run", str(tmp_path)]) == 2
+    assert "finished RegionLens run with a report" in capsys.readouterr().err

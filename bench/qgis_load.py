@@ -12,7 +12,8 @@ For the run folder's ``regionlens.gpkg`` it measures, in one process and in this
   spatial index decides which polygons are read);
 * **RegionLens**: the plugin's ``load_run_outputs`` (every layer of the run in its group, styled: clusters by
   cluster with their names, predictions by quantile classes, residuals, interval widths), then the styled
-  clusters and predictions layers drawn at the whole extent and the clusters at the 1/16 view.
+  clusters and predictions layers drawn at the whole extent, the clusters at the 1/16 view and at the most
+  zoomed-out view where their labels show (``plugin.styling.label_scale_limit``: about 1,500 regions in view).
 
 Each row: wall seconds, CPU seconds of the process and its resident memory (MB) after the step. Drawing is
 QGIS's own sequential map renderer into an image of ``--size`` pixels (what the map canvas does in a thread of
@@ -78,6 +79,7 @@ def draw(layer: Any, size: tuple[int, int], zoom: float = 1.0) -> int:
     extent.scale(zoom)
     settings.setExtent(extent)
     settings.setOutputSize(QSize(*size))
+    settings.setOutputDpi(96)
     settings.setBackgroundColor(QColor(255, 255, 255))
     settings.setFlag(QgsMapSettings.Flag.Antialiasing, True)
     job = QgsMapRendererSequentialJob(settings)
@@ -87,7 +89,26 @@ def draw(layer: Any, size: tuple[int, int], zoom: float = 1.0) -> int:
         raise RuntimeError(f"QGIS drew nothing for {layer.name()}.")
     request = QgsFeatureRequest().setFilterRect(extent).setNoAttributes()
     request.setFlags(QgsFeatureRequest.Flag.NoGeometry)
-    return sum(1 for _ in layer.getFeatures(request)) if zoom < 1.0 else layer.featureCount()
+    return sum(1 for _ in layer.getFeatures(request)) if zoom < 1.0 else int(layer.featureCount())
+
+
+def _label_zoom(layer: Any, size: tuple[int, int]) -> float:
+    """The zoom (fraction of the extent's width) at which the cluster labels appear: the plugin's label scale
+    limit over the scale of the whole extent in an image of ``size`` (1.0 when every scale is labelled)."""
+    from qgis.core import QgsMapSettings
+    from qgis.PyQt.QtCore import QSize
+
+    from plugin.styling import label_scale_limit
+
+    limit = label_scale_limit(layer)
+    if not limit:
+        return 1.0
+    settings = QgsMapSettings()
+    settings.setDestinationCrs(layer.crs())
+    settings.setOutputSize(QSize(*size))
+    settings.setOutputDpi(96)
+    settings.setExtent(layer.extent())
+    return min(1.0, 0.999 * limit / settings.scale())
 
 
 def run(run_dir: Path, size: tuple[int, int]) -> dict[str, Any]:
@@ -115,7 +136,11 @@ def run(run_dir: Path, size: tuple[int, int]) -> dict[str, Any]:
                 lambda: draw(loaded[common.LAYER_PREDICTIONS], size))
     measure(rows, "RegionLens", "draw clusters, 1/16 of the extent",
             lambda: draw(loaded[common.LAYER_CLUSTERS], size, ZOOM))
+    labelled = _label_zoom(loaded[common.LAYER_CLUSTERS], size)
+    labelled_view = measure(rows, "RegionLens", "draw clusters with labels (label scale)",
+                            lambda: draw(loaded[common.LAYER_CLUSTERS], size, labelled))
     return {"run": str(run_dir), "n_regions": n, "regions_in_zoomed_view": in_view,
+            "regions_in_labelled_view": labelled_view,
             "layers_loaded": len(loaded.entries), "size_px": list(size), "rows": rows}
 
 
@@ -123,7 +148,7 @@ def print_table(result: dict[str, Any]) -> None:
     """The rows as a table, with the run's size."""
     print(f"\n{result['run']}: {result['n_regions']:,} regions, {result['layers_loaded']} layers loaded by "
           f"RegionLens; image {result['size_px'][0]} x {result['size_px'][1]} px; zoomed view "
-          f"{result['regions_in_zoomed_view']:,} regions")
+          f"{result['regions_in_zoomed_view']:,} regions, labelled view {result['regions_in_labelled_view']:,} regions")
     print(f"{'':11s} {'step':40s}{'wall s':>8s}{'cpu s':>8s}{'RSS MB':>8s}")
     for r in result["rows"]:
         print(f"{r['who']:11s} {r['step']:40s}{r['seconds']:8.2f}{r['cpu_s']:8.2f}{r['rss_mb']:8.0f}")

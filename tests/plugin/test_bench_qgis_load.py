@@ -26,9 +26,11 @@ def test_measures_qgis_alone_and_regionlens_on_a_run(run_gpkg: Path, tmp_path: P
         ("RegionLens", "draw clusters, whole extent"),
         ("RegionLens", "draw predictions, whole extent"),
         ("RegionLens", "draw clusters, 1/16 of the extent"),
+        ("RegionLens", "draw clusters with labels (label scale)"),
     ]
     assert all(r["seconds"] >= 0 and r["rss_mb"] > 0 for r in result["rows"])
     assert 0 < result["regions_in_zoomed_view"] < result["n_regions"]
+    assert result["regions_in_labelled_view"] == result["n_regions"]  # a small run is labelled at every scale
     assert result["layers_loaded"] >= 4
     table = capsys.readouterr().out
     assert "load and style every layer of the run" in table and f"{result['n_regions']:,} regions" in table

@@ -293,3 +293,61 @@ def test_styling_a_large_layer_has_no_python_loop_over_its_features(qgis_new_pro
     style_residuals(layer, "pop", units="count")
     assert seen == []  # read by QGIS in one pass, not feature by feature from Python
     assert layer.renderer().ranges()[-1].upperValue() == pytest.approx(50.0)
+
+
+def _grid_layer(crs: str, n: int, cell: float, origin: tuple[float, float] = (0.0, 0.0)) -> QgsVectorLayer:
+    """A memory layer of ``n`` square cells (50 per row) with a ``cluster`` field."""
+    from qgis.core import QgsFeature, QgsField, QgsGeometry, QgsRectangle
+    from qgis.PyQt.QtCore import QVariant
+
+    layer = QgsVectorLayer(f"Polygon?crs={crs}", "grid", "memory")
+    layer.dataProvider().addAttributes([QgsField("cluster", QVariant.Int)])
+    layer.updateFields()
+    features = []
+    for i in range(n):
+        x, y = origin[0] + (i % 50) * cell, origin[1] + (i // 50) * cell
+        feature = QgsFeature(layer.fields())
+        feature.setAttribute("cluster", i % 5)
+        feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(x, y, x + cell, y + cell)))
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    layer.updateExtents()
+    return layer
+
+
+def test_cluster_labels_of_a_large_layer_show_only_when_zoomed_in(qgis_new_project: QgsProject) -> None:
+    """250,000 cluster labels took 99 s and 1.5 GB to draw: a layer of more than LABELLED_REGIONS regions is
+    labelled only at scales where a 1600 x 1000 px view holds about that many (counted with QGIS's own map
+    settings); a small layer is always labelled; a geographic layer gets the same limit as a projected one."""
+    from qgis.core import QgsFeatureRequest, QgsMapSettings
+    from qgis.PyQt.QtCore import QSize
+
+    from plugin.styling import LABELLED_REGIONS, label_scale_limit
+
+    small = _grid_layer("EPSG:32610", 600, 300.0)
+    style_clusters(small)
+    assert label_scale_limit(small) == 0.0 and not small.labeling().settings().scaleVisibility
+
+    big = _grid_layer("EPSG:32610", 5000, 300.0)  # 50 x 100 cells of 300 m
+    style_clusters(big)
+    settings = big.labeling().settings()
+    limit = label_scale_limit(big)
+    assert settings.scaleVisibility and settings.minimumScale == pytest.approx(limit) and limit > 0
+    view = QgsMapSettings()
+    view.setDestinationCrs(big.crs())
+    view.setOutputSize(QSize(1600, 1000))
+    view.setOutputDpi(96)
+    view.setExtent(big.extent())
+    # zoom to the limit's scale around the centre and count the regions QGIS would show
+    factor = limit / view.scale()
+    extent = view.extent()
+    extent.scale(factor)
+    view.setExtent(extent)
+    assert view.scale() == pytest.approx(limit, rel=0.02)
+    shown = sum(1 for _ in big.getFeatures(QgsFeatureRequest().setFilterRect(view.visibleExtent())))
+    assert 0.8 * LABELLED_REGIONS <= shown <= 1.25 * LABELLED_REGIONS
+
+    # the same cells in degrees near San Francisco (300 m is about 0.0027 degrees of latitude)
+    geographic = _grid_layer("EPSG:4326", 5000, 0.0027, origin=(-122.5, 37.7))
+    ratio = label_scale_limit(geographic) / limit
+    assert 0.85 < ratio < 1.15

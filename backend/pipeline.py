@@ -286,11 +286,17 @@ def cluster_embedding(x: np.ndarray, region_ids: pd.Index, features: pd.DataFram
     from backend.tasks.clustering import cluster, cluster_names, cluster_profiles
 
     res = cluster(x, k=k, method=method, k_min=k_min, k_max=k_max, seed=seed, progress=progress)
-    profiles = cluster_profiles(res.labels, features)
-    fell_back = profiles.empty
-    if fell_back:
-        profiles = cluster_profiles(res.labels, fallback)
-    names = cluster_names(profiles, res.labels, x, region_ids)
+
+    def profile_and_name() -> tuple[pd.DataFrame, bool, dict[int, str]]:
+        profiles = cluster_profiles(res.labels, features)
+        fell_back = profiles.empty
+        if fell_back:
+            profiles = cluster_profiles(res.labels, fallback)
+        return profiles, fell_back, cluster_names(profiles, res.labels, x, region_ids)
+
+    # seconds at 250,000 regions (each cluster's typical regions over a 384-column embedding): under wait
+    profiles, fell_back, names = (profile_and_name() if progress is None
+                                  else progress.wait(profile_and_name, "cluster profiles and names"))
     profiles.insert(1, CLUSTER_NAME_FIELD, profiles[CLUSTER_FIELD].map(names))
     return Clusters(labels=res.labels, names=names, profiles=profiles, result=res, profiled_on_fallback=fell_back)
 

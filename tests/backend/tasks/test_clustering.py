@@ -350,3 +350,28 @@ def test_region_layer_leaves_the_frame_as_it_was() -> None:
     assert layer.geometry.iloc[0].equals(shapely.box(1, 0, 2, 1))  # region 7's geometry, by id
     layer.loc["7", "emb_000"] = -1.0
     pd.testing.assert_frame_equal(frame, before)
+
+
+def test_profiling_and_naming_the_clusters_keeps_reporting_and_can_be_cancelled(
+        monkeypatch: pytest.MonkeyPatch, cancel_at_message) -> None:
+    """Naming the clusters (each cluster's typical regions) took seconds without a progress event at 250,000
+    regions: it runs under Progress.wait, so heartbeats come and a cancel stops the job."""
+    import threading
+
+    from backend import progress as progress_mod
+    from backend.pipeline import cluster_embedding
+
+    monkeypatch.setattr(progress_mod, "HEARTBEAT_S", 0.0)
+    release = threading.Event()
+    real = clustering_mod.cluster_names
+    monkeypatch.setattr(clustering_mod, "cluster_names", lambda *a: release.wait(5.0) and real(*a))
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(c, 0.3, size=(30, 2)) for c in (0.0, 5.0, 10.0)])
+    ids = pd.Index([f"r{i}" for i in range(len(x))], name="region_id")
+    features = pd.DataFrame({"area_km2": rng.uniform(1, 2, len(x))}, index=ids)
+    progress, messages = cancel_at_message("cluster profiles and names", 4)
+    with pytest.raises(Cancelled):
+        cluster_embedding(x, ids, features, pd.DataFrame(x), k=3, method="kmeans", k_min=2, k_max=4, seed=0,
+                          progress=progress)
+    release.set()
+    assert messages.count("cluster profiles and names") >= 4

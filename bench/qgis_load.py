@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sys
 import time
@@ -164,24 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         parser.error(f"--size must be WIDTHxHEIGHT, e.g. 1600x1000, not {args.size!r}")
-    from qgis.core import QgsApplication
+    from plugin.render_demo import headless_qgis
 
-    app = QgsApplication.instance()
-    own = app is None
-    if own:
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-        app = QgsApplication([], False)
-        app.initQgis()
-    try:
-        result = run(Path(args.run_dir), (width, height))
-    except (OSError, ValueError, RuntimeError) as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if own:
-            from qgis.core import QgsProject
-
-            QgsProject.instance().clear()
+    with headless_qgis():
+        try:
+            result = run(Path(args.run_dir), (width, height))
+        except (OSError, ValueError, RuntimeError) as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            return 2
     print_table(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

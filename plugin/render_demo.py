@@ -19,9 +19,10 @@ legend panel on its right.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from qgis.core import (
@@ -40,12 +41,30 @@ from qgis.PyQt.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QText
 from .common import common
 from .results import gpkg_layer_names, label_names, load_run_outputs, open_gpkg_layer
 
-__all__ = ["GPKG_NAME", "PROJECT_NAME", "choose_label", "main", "render_demo", "render_layer"]
+__all__ = ["GPKG_NAME", "PROJECT_NAME", "choose_label", "headless_qgis", "main", "render_demo", "render_layer"]
 
 GPKG_NAME = common.GPKG_NAME
 PROJECT_NAME = "regionlens_demo.qgz"
 _LEGEND_WIDTH = 380
 _WHITE = QColor(255, 255, 255)
+
+
+@contextlib.contextmanager
+def headless_qgis() -> Iterator[QgsApplication]:
+    """QGIS's application for a script: the one running (e.g. in tests), or one started offscreen here and closed
+    (its project cleared first) when the block ends."""
+    app = QgsApplication.instance()
+    if app is not None:
+        yield app
+        return
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    app = QgsApplication([], False)
+    app.initQgis()
+    try:
+        yield app
+    finally:
+        QgsProject.instance().clear()
+        app.exitQgis()
 
 
 def choose_label(gpkg_path: str | Path, preferred: str = "population") -> str | None:
@@ -225,20 +244,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
-    app = QgsApplication.instance()
-    own_app = app is None
-    if own_app:
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-        app = QgsApplication([], False)
-        app.initQgis()
-    try:
-        written = render_demo(args.out_dir, label=args.label, size=(args.width, args.height))
-    except (OSError, ValueError, RuntimeError) as exc:
-        print(f"render_demo: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if own_app:
-            app.exitQgis()
+    with headless_qgis():
+        try:
+            written = render_demo(args.out_dir, label=args.label, size=(args.width, args.height))
+        except (OSError, ValueError, RuntimeError) as exc:
+            print(f"render_demo: {exc}", file=sys.stderr)
+            return 1
     for path in written.values():
         print(path)
     return 0

@@ -124,6 +124,17 @@ def _centre(X: np.ndarray) -> np.ndarray:  # noqa: N803
     return xa - xa.mean(axis=0)
 
 
+def _finite_rows(X: np.ndarray) -> np.ndarray:  # noqa: N803
+    """``X`` as N x d floats, checked finite; neither centred nor copied (examples are chosen by the distance to
+    their cluster's own mean, which no shift changes; a copy of a national embedding takes seconds)."""
+    xs = np.asarray(X, dtype=float)
+    if xs.ndim == 1:
+        xs = xs[:, None]
+    if not np.isfinite(xs).all():
+        raise ValueError("X holds NaN or infinite values; embeddings must be finite.")
+    return xs
+
+
 @dataclass
 class _Distinct:
     """The distinct embeddings and which of them every region has."""
@@ -588,11 +599,7 @@ def cluster_names(
         ValueError: If ``labels``, ``X`` and ``region_ids`` differ in length or ``profiles`` lacks a column.
     """
     lab = np.asarray(labels).ravel()
-    xs = np.asarray(X, dtype=float)  # distances to a cluster's own mean: no centring (or copy) needed
-    if xs.ndim == 1:
-        xs = xs[:, None]
-    if not np.isfinite(xs).all():
-        raise ValueError("X holds NaN or infinite values; embeddings must be finite.")
+    xs = _finite_rows(X)
     ids = [str(r) for r in region_ids]
     if not len(lab) == len(xs) == len(ids):
         raise ValueError(f"{len(lab)} labels, {len(xs)} embeddings and {len(ids)} region ids differ in number.")
@@ -642,11 +649,7 @@ def cluster_cards(
         clusters ascending.
     """
     lab = np.asarray(labels).ravel()
-    xs = np.asarray(X, dtype=float)  # distances to a cluster's own mean: no centring (or copy) needed
-    if xs.ndim == 1:
-        xs = xs[:, None]
-    if not np.isfinite(xs).all():
-        raise ValueError("X holds NaN or infinite values; embeddings must be finite.")
+    xs = _finite_rows(X)
     ids = [str(r) for r in region_ids]
     by_cluster = {int(c): rows for c, rows in profiles.groupby(CLUSTER_FIELD, sort=True)} if len(profiles) else {}
     cards: dict[str, dict[str, Any]] = {}

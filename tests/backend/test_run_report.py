@@ -116,18 +116,24 @@ def test_leaderboard_chart_needs_scores(tmp_path: Path) -> None:
     assert path is not None and path.read_bytes().startswith(PNG)
 
 
+def _renamed_copy(quick_run, tmp_path: Path, cluster: str, name: str) -> Path:
+    """A copy of the quick run whose baseline ``cluster`` is renamed ``name`` in clusters.json."""
+    folder = tmp_path / "run"
+    shutil.copytree(quick_run.output_dir, folder)
+    cards_path = folder / CLUSTER_CARDS_JSON
+    cards = json.loads(cards_path.read_text())
+    cards["baseline"][cluster]["name"] = name
+    cards_path.write_text(json.dumps(cards))
+    return folder
+
+
 def test_report_job_brings_the_report_up_to_date_after_a_rename(quick_run, tmp_path: Path) -> None:
     """The plugin's rename saves the name into the clusters layer and clusters.json, then runs the worker's
     ``report`` job: the cluster map's legend and the report's cards show the new name; nothing else changes."""
     from backend.errors import InputError
     from backend.jobs import run_report_job
 
-    folder = tmp_path / "run"
-    shutil.copytree(quick_run.output_dir, folder)
-    cards_path = folder / CLUSTER_CARDS_JSON
-    cards = json.loads(cards_path.read_text())
-    cards["baseline"]["1"]["name"] = "quiet <streets> & parks"
-    cards_path.write_text(json.dumps(cards))
+    folder = _renamed_copy(quick_run, tmp_path, "1", "quiet <streets> & parks")
     clusters = pyogrio.read_dataframe(folder / "regionlens.gpkg", layer="clusters")
     clusters.loc[clusters["cluster"] == 1, "cluster_name"] = "quiet <streets> & parks"
     pyogrio.write_dataframe(clusters, folder / "regionlens.gpkg", layer="clusters", driver="GPKG")
@@ -150,12 +156,7 @@ def test_report_command_line(quick_run, tmp_path: Path, capsys: pytest.CaptureFi
     folder that is not a finished run is exit code 2 with the reason."""
     from backend.cli import main
 
-    folder = tmp_path / "run"
-    shutil.copytree(quick_run.output_dir, folder)
-    cards_path = folder / CLUSTER_CARDS_JSON
-    cards = json.loads(cards_path.read_text())
-    cards["baseline"]["0"]["name"] = "harbour front"
-    cards_path.write_text(json.dumps(cards))
+    folder = _renamed_copy(quick_run, tmp_path, "0", "harbour front")
     assert main(["report", "--run", str(folder)]) == 0
     assert f"Rewrote {folder / REPORT_HTML}" in capsys.readouterr().out
     assert "Cluster 0: harbour front" in (folder / REPORT_HTML).read_text(encoding="utf-8")

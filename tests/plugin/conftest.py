@@ -237,3 +237,23 @@ def installed_package(repo_root: Path) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture
+def count_feature_reads() -> Callable[[qgis.core.QgsVectorLayer], list[int]]:
+    """``count_feature_reads(layer) -> seen``: from now on every feature Python reads from ``layer`` through
+    ``getFeatures`` appends 1 to ``seen`` (QGIS's own C++ passes do not)."""
+
+    def wrap(layer: qgis.core.QgsVectorLayer) -> list[int]:
+        seen: list[int] = []
+        real = layer.getFeatures
+
+        def counting(*args: object) -> object:
+            for feature in real(*args):
+                seen.append(1)
+                yield feature
+
+        layer.getFeatures = counting  # type: ignore[method-assign]
+        return seen
+
+    return wrap

@@ -265,23 +265,15 @@ def _big_run_layer(path: Path, n: int, k: int) -> QgsVectorLayer:
     return QgsVectorLayer(f"{path}|layername=clusters", "big", "ogr")
 
 
-def test_styling_a_large_layer_has_no_python_loop_over_its_features(qgis_new_project: QgsProject,
-                                                                     tmp_path: Path) -> None:
+def test_styling_a_large_layer_has_no_python_loop_over_its_features(qgis_new_project: QgsProject, tmp_path: Path,
+                                                                     count_feature_reads) -> None:
     """Cluster numbers come from the provider's distinct values, one feature per cluster gives its name, and the
     residual classes read the values in one QGIS pass: Python sees k features, never all of them."""
     from plugin.styling import numeric_values, style_residuals
 
     n, k = 3000, 6
     layer = _big_run_layer(tmp_path / "big.gpkg", n, k)
-    seen: list[int] = []
-    real = layer.getFeatures
-
-    def counting(*args: object) -> object:
-        for feature in real(*args):
-            seen.append(1)
-            yield feature
-
-    layer.getFeatures = counting  # type: ignore[method-assign]
+    seen = count_feature_reads(layer)
     renderer = style_clusters(layer)
     assert [c.value() for c in renderer.categories()] == list(range(k))
     assert [c.label() for c in renderer.categories()] == [f"Cluster {c} \u2014 name {c}" for c in range(k)]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import os
 import socket
 import sys
@@ -415,6 +416,11 @@ def _context() -> Any:
     return torch.multiprocessing.get_context("spawn")
 
 
+def _load_torch_compiler() -> None:
+    """Import ``torch._dynamo`` (what torch's optimisers import when the first one is made)."""
+    importlib.import_module("torch._dynamo")
+
+
 def run_data_parallel(fn: Callable[[Ranks, Any, Progress], T], job: Any, nproc: int, device: str,
                       progress: Progress) -> T:
     """Run ``fn(ranks, job, progress)`` on ``nproc`` ranks and return rank 0's result (see the module docstring).
@@ -433,6 +439,10 @@ def run_data_parallel(fn: Callable[[Ranks, Any, Progress], T], job: Any, nproc: 
     import torch
     import torch.distributed as dist
 
+    if "torch._dynamo" not in sys.modules:
+        # torch's optimisers import torch._dynamo when the first one is made: 1.5 s of CPU in one call (a progress
+        # gap at the start of every run's first training); imported here under wait, with a heartbeat
+        progress.wait(_load_torch_compiler, "loading torch")
     if _LAUNCH and dist.get_rank() == 0:  # python -m backend run under torchrun: hand the job to every rank
         if nproc <= 1:
             return fn(Ranks(device=device), job, progress)

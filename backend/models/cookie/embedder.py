@@ -372,7 +372,7 @@ class CooKIEEmbedder(Embedder[CooKIEParams], TrainedNetwork["CooKIENet"]):
 
         job = (self, cfg, {m: inputs[m] for m in modalities}, sources)
         net = run_data_parallel(_train_rank, job, self.nproc, device, progress.sub("embed: cookie", 0.1, 0.95))
-        self._store_means(net, {m: torch.from_numpy(inputs[m]).to(device) for m in modalities})
+        self._store_means(net, {m: torch.from_numpy(inputs[m]).to(device) for m in modalities}, progress)
         progress.update(0.95, "cookie trained")
 
     def _train(self, net: CooKIENet, x_all: dict[str, torch.Tensor], ranks: Ranks, progress: Progress) -> None:
@@ -517,9 +517,12 @@ class CooKIEEmbedder(Embedder[CooKIEParams], TrainedNetwork["CooKIENet"]):
                  "separation": float(sep.detach()), "intra": float(intra.detach())}
         return total, terms
 
-    def _store_means(self, net: CooKIENet, x_all: dict[str, torch.Tensor]) -> None:
+    def _store_means(self, net: CooKIENet, x_all: dict[str, torch.Tensor], progress: Progress) -> None:
+        import torch
+
         net.eval()
-        unique, shared = net.embed(x_all)
+        with torch.no_grad(), progress.watch(net):  # every region in one pass: its layers keep the heartbeat
+            unique, shared = net.embed(x_all)
         self._unique_mean = {m: v.mean(dim=0).cpu().numpy().astype(np.float64) for m, v in unique.items()}
         self._shared_mean = {f"{a}+{b}": v.mean(dim=0).cpu().numpy().astype(np.float64)
                              for (a, b), v in shared.items()}
@@ -543,7 +546,8 @@ class CooKIEEmbedder(Embedder[CooKIEParams], TrainedNetwork["CooKIENet"]):
         device = self.resolve_device()
         net.to(device).eval()
         xs = {m: None if x is None else torch.from_numpy(x).to(device) for m, x in inputs.items()}
-        unique, shared = net.embed(xs)
+        with torch.no_grad(), progress.watch(net):  # every region in one pass: its layers keep the heartbeat
+            unique, shared = net.embed(xs)
         blocks = []
         for item in self.layout:
             if part != "all" and item["part"] != part:

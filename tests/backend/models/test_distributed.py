@@ -215,3 +215,29 @@ def test_torchrun_environment_and_a_conflicting_nproc(sf_config_dict: dict, sf_d
     assert cli_main(["run", str(tmp_path / "run.json"), "--nproc", "3"]) == 2  # refused before joining any group
     assert "--nproc 3, but torchrun started 2 processes" in capsys.readouterr().err
     assert not torch.distributed.is_initialized() and not (tmp_path / "out").exists()
+
+
+def _never_called(ranks: Ranks, job: Any, progress: Progress) -> None:
+    raise AssertionError("the training job started although the run was cancelled")
+
+
+def test_loading_torchs_optimiser_machinery_keeps_reporting_and_can_be_cancelled(
+        monkeypatch: pytest.MonkeyPatch, cancel_at_message) -> None:
+    """The first optimiser of a process imports torch._dynamo (1.5 s of CPU in one call): the first training
+    job imports it under Progress.wait, so heartbeats come meanwhile and a cancel stops the run there."""
+    import threading
+
+    from backend import progress as progress_mod
+    from backend.models import _distributed
+
+    monkeypatch.setattr(progress_mod, "HEARTBEAT_S", 0.0)
+    monkeypatch.delitem(sys.modules, "torch._dynamo", raising=False)  # as in a fresh process (restored after)
+    release = threading.Event()
+    imported: list[str] = []
+    monkeypatch.setattr(_distributed, "_load_torch_compiler",
+                        lambda: imported.append("torch._dynamo") or release.wait(5.0))
+    progress, messages = cancel_at_message("loading torch", 3)
+    with pytest.raises(Cancelled):
+        run_data_parallel(_never_called, None, 1, "cpu", progress)
+    release.set()
+    assert imported == ["torch._dynamo"] and messages.count("loading torch") >= 3

@@ -377,3 +377,21 @@ def test_sample_city_smoke(sf_views: Views) -> None:
     out = emb.fit_transform(sf_views)
     assert out.shape == (len(sf_views), 16) and np.isfinite(out.to_numpy()).all()
     assert isinstance(out, pd.DataFrame) and out.index.name == "region_id"
+
+
+def test_embedding_every_region_in_one_pass_keeps_reporting_and_can_be_cancelled(
+        cancel_at_message, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pass over every region (the training means after fitting, the embeddings of transform) is one
+    forward call: its layers poll, so a national run keeps its heartbeat and a cancel stops it there."""
+    from backend import progress as progress_mod
+
+    views, _ = synthetic_views(32, ("poi", "landuse"), seed=4)
+    model = CooKIEEmbedder(dim=8, seed=0, **FAST).fit(views)
+    monkeypatch.setattr(progress_mod, "HEARTBEAT_S", 0.0)
+    polls: list[str] = []
+    counting = Progress(callback=lambda stage, frac, msg: polls.append(msg))
+    model.transform(views, counting)
+    assert len(polls) >= 10  # the network's layers poll during the pass (1 event without them)
+    progress, _messages = cancel_at_message("", 3)  # heartbeats carry the last message (none yet)
+    with pytest.raises(Cancelled):
+        model.transform(views, progress)

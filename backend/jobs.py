@@ -373,7 +373,8 @@ def run_apply_job(params: dict[str, Any], progress: Progress | None = None) -> d
     progress.stage("build views", 0.25, 0.4)
     # New regions are only embedded: no pre-training samples.
     uses = views_to_build(used)  # as each model was configured (the run's rule)
-    views = build_views(city, needs=uses - {"samples"}, vocabulary=vocabulary, progress=progress, report=report)
+    views = build_views(city, needs=uses - {"samples"}, vocabulary=vocabulary, progress=progress, report=report,
+                        only_needed=True)
     missing = [v for v in needed if v not in views.available()]
     if needed and len(missing) == len(needed):
         raise InputError(f"The {model.name} model learned from {', '.join(needed)}, which these inputs lack. Add "

@@ -379,7 +379,7 @@ def views_stage(state: RunState) -> Views:
     progress.stage("build views", 0.10, 0.25)
     needs = views_to_build(state.methods)
     views = build_views(state.city, needs=needs, chip_size=state.cfg.chip_size, progress=progress,
-                        report=state.report)
+                        report=state.report, only_needed=True)
     progress.log(f"views: {', '.join(sorted(views.available()))} for {len(views)} regions")
     return views
 

@@ -54,6 +54,7 @@ class BuildContext:
     vocabulary: dict[str, list[str]]  # a saved model's columns per view
     report: list[str]
     step: Callable[[str], Progress]  # start the builder's next step (message); returns its sub-progress
+    only_needed: bool = False  # POI points and texts only when in ``needs`` (a run and an apply job)
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,12 @@ def _regions(city: CityData, views: Views, ctx: BuildContext) -> None:
 def _pois(city: CityData, views: Views, ctx: BuildContext) -> None:
     sub = ctx.step("POI views")
     views.tables["poi_counts"] = sub.wait(lambda: poi_counts(city, ctx.vocabulary.get("poi_counts")), "POI counts")
+    if ctx.only_needed and not {"poi_points", "poi_texts"} & ctx.needs:
+        return  # one description per POI and their lists per region: a minute and GBs at 10 M POIs
     views.poi_points = sub.wait(lambda: poi_points(city), "POI descriptions")
     points = views.poi_points
+    if ctx.only_needed and "poi_texts" not in ctx.needs:
+        return
     views.poi_texts = sub.wait(lambda: texts_by_region(points, city.regions.index), "POI texts")
 
 
@@ -163,10 +168,12 @@ def build_views(
     vocabulary: dict[str, list[str]] | None = None,
     progress: Progress | None = None,
     report: list[str] | None = None,
+    only_needed: bool = False,
 ) -> Views:
     """Build every view the city's inputs allow (each input kind through its :data:`VIEW_BUILDERS` entry).
 
-    Always (when the input exists): ``poi_counts``, ``poi_texts``, ``poi_points``, ``image_stats``
+    Always (when the input exists; ``poi_texts`` and ``poi_points`` only if needed with ``only_needed``):
+    ``poi_counts``, ``poi_texts``, ``poi_points``, ``image_stats``
     (all imagery rasters side by side), ``embedding`` (all embedding rasters side by side), ``landuse``,
     ``mobility``, ``adjacency``, ``areas_km2``, ``centroids`` and ``geometry``. Image chips (one array per
     imagery raster, keyed by raster name) only if ``"chips"`` is in
@@ -182,6 +189,8 @@ def build_views(
             with or without ``uncovered``, ``image_stats`` and ``embedding`` columns), from a saved model.
         progress: Progress of this stage (cancellation is checked between and inside the steps).
         report: Notes for the user (imputed statistics, absent columns); default: ``city.report``.
+        only_needed: Build ``poi_points`` and ``poi_texts`` only when ``needs`` names them (``needs`` is then
+            every view the methods use, as a run and an apply job pass it).
 
     Returns:
         The views, rows aligned with ``city.regions``.
@@ -207,7 +216,7 @@ def build_views(
         return sub
 
     ctx = BuildContext(needs=needs, chip_size=chip_size, vocabulary=vocabulary or {},
-                       report=city.report if report is None else report, step=step)
+                       report=city.report if report is None else report, step=step, only_needed=only_needed)
     for builder in present:
         builder.build(city, views, ctx)
     if "samples" in needs:

@@ -354,6 +354,24 @@ def test_the_views_stage_builds_image_chips_only_for_a_method_that_uses_them(
     assert "image_stats" in views.available()
 
 
+@pytest.mark.parametrize("method, points, texts", [("baseline", False, False), ("calliper", True, False),
+                                                   ("cookie", True, True)])
+def test_the_views_stage_builds_poi_points_and_texts_only_for_a_method_that_uses_them(
+        method: str, points: bool, texts: bool, sf_city, sf_config) -> None:
+    """One description per POI and their lists per region cost a minute and GBs at 10 M POIs: a run builds them
+    only when one of its methods learns from them (the counts always)."""
+    from backend.models import get_embedder
+    from backend.pipeline import RunState, views_stage
+
+    model = get_embedder(method, device="cpu")
+    state = RunState(cfg=sf_config, progress=Progress(), out=None, device="cpu", methods=[model], context=None,
+                     city=sf_city)
+    views = views_stage(state)
+    assert "poi_counts" in views.available()
+    assert (views.poi_points is not None) is points
+    assert (views.poi_texts is not None) is texts
+
+
 def test_fusion_prediction_blocks_keep_reporting_and_can_be_cancelled(
         small_city: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cancel_at_message) -> None:
     """fusion's prediction blocks (the blocks again, with their spatial context: an 8 s call at 250,000 regions)

@@ -107,17 +107,15 @@ def describe_pois(
     check_template(template)
     if names is not None:
         check_template(name_template, "name template")
-    cat_codes, cats = pd.factorize(_object_series(categories), use_na_sentinel=False)
+    cat_codes, cats = _factorize(_series(categories), lambda chunk: chunk.astype(object))
     if names is None:
-        name_codes, uniq_names = np.zeros(len(cat_codes), dtype=np.int64), np.array([""], dtype=object)
+        name_codes, uniq_names = np.zeros(len(cat_codes), dtype=np.int64), [""]
     else:
         if len(names) != len(cat_codes):
             raise ValueError(f"{len(names)} names for {len(cat_codes)} categories.")
-        raw = _object_series(names)
-        clean = raw.where(raw.map(lambda v: isinstance(v, str)).astype(bool)).str.strip()
-        name_codes, uniq_names = pd.factorize(clean.fillna("").to_numpy(dtype=object))
+        name_codes, uniq_names = _factorize(_series(names), _clean_names)
     width = max(len(uniq_names), 1)
-    codes, pairs = pd.factorize(cat_codes.astype(np.int64) * width + name_codes)
+    codes, pairs = _factorize(pd.Series(cat_codes * width + name_codes))
     described = []
     for pair in pairs:
         label = category_label(cats[pair // width])
@@ -130,11 +128,45 @@ def describe_pois(
     return [str(t) for t in texts], np.asarray(text_codes, dtype=np.int64)[codes]
 
 
-def _object_series(values: Sequence[Any] | pd.Series) -> pd.Series:
-    """Values as an object Series (a Series as it is, without a Python list of its values)."""
+def _series(values: Sequence[Any] | pd.Series) -> pd.Series:
+    """Values as a Series (a Series as it is, without a Python list of its values)."""
     if isinstance(values, pd.Series):
-        return values.reset_index(drop=True).astype(object)
+        return values.reset_index(drop=True)
     return pd.Series(list(values), dtype=object)
+
+
+def _clean_names(chunk: pd.Series) -> pd.Series:
+    """Names stripped; "" for a missing, blank or non-text name."""
+    raw = chunk.astype(object)
+    return raw.where(raw.map(lambda v: isinstance(v, str)).astype(bool)).str.strip().fillna("").astype(object)
+
+
+#: Values factorised per call of :func:`_factorize`: one ``pd.factorize`` of 10 M POI categories held the GIL for
+#: 5 s of CPU (no progress heartbeat meanwhile).
+FACTORIZE_CHUNK = 500_000
+
+
+def _factorize(values: pd.Series, prepare: Any = None) -> tuple[np.ndarray, list[Any]]:
+    """``pd.factorize(prepare(values), use_na_sentinel=False)`` (missing values are a value too, uniques in order
+    of first appearance), :data:`FACTORIZE_CHUNK` values at a time."""
+    index: dict[Any, int] = {}
+    uniques: list[Any] = []
+    parts = []
+    for start in range(0, len(values), FACTORIZE_CHUNK):
+        chunk = values.iloc[start:start + FACTORIZE_CHUNK]
+        codes, local = pd.factorize(prepare(chunk) if prepare is not None else chunk, use_na_sentinel=False)
+        remap = np.empty(len(local), dtype=np.int64)
+        for i, value in enumerate(local):
+            key = _MISSING if pd.isna(value) else value  # every NaN or NA one key
+            if key not in index:
+                index[key] = len(uniques)
+                uniques.append(value)
+            remap[i] = index[key]
+        parts.append(remap[codes])
+    return (np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)), uniques
+
+
+_MISSING = object()
 
 
 def build_texts(

@@ -184,3 +184,21 @@ def test_region_means_are_summed_per_chunk_and_equal_the_definition() -> None:
     np.testing.assert_allclose(means, expected, rtol=1e-9, atol=1e-12)
     all_embeddings = every_point.size * 4  # what holding every point's float32 embedding takes: 16 MB
     assert peak < all_embeddings / 2, f"peak {peak / 1e6:.1f} MB of numpy memory for {all_embeddings / 1e6:.1f} MB"
+
+
+def test_describe_pois_in_chunks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Factorised a few values at a time (short calls under the heartbeat), with missing categories and names
+    spread over the chunks, the texts and index are those of one pass."""
+    import pandas as pd
+
+    from backend.models.calliper import text as text_mod
+
+    rng = np.random.default_rng(7)
+    cats = pd.Series(rng.choice(np.array(["cafe", "atm", None, np.nan, "bank"], dtype=object), size=400))
+    names = pd.Series(rng.choice(np.array(["", "Nook", None, " Nook ", np.nan, 3], dtype=object), size=400))
+    whole = text_mod.describe_pois(cats, names)
+    monkeypatch.setattr(text_mod, "FACTORIZE_CHUNK", 7)
+    chunked = text_mod.describe_pois(cats, names)
+    assert chunked[0] == whole[0]
+    np.testing.assert_array_equal(chunked[1], whole[1])
+    assert [chunked[0][i] for i in chunked[1]] == text_mod.build_texts(list(cats), list(names))

@@ -377,3 +377,22 @@ def test_sample_city_layer_in_degrees_is_read_in_metres(sf_city: CityData, sf_vi
 def test_needs_pois() -> None:
     with pytest.raises(InputError, match="needs at least 1"):
         CaLLiPerEmbedder(**small()).fit(Views(region_ids=pd.Index(["a"], name="region_id")))
+
+
+def test_packing_the_training_pois_keeps_reporting_and_can_be_cancelled(
+        fake_encoder: dict, monkeypatch: pytest.MonkeyPatch, cancel_at_message) -> None:
+    """Shuffling every POI into training and held-out rows and their offsets (2.3 s of CPU at 10 M POIs) runs
+    under Progress.wait: heartbeats come, and a cancel stops the fit before training starts."""
+    from backend import progress as progress_mod
+    from backend.models.calliper import embedder as emb_mod
+
+    monkeypatch.setattr(progress_mod, "HEARTBEAT_S", 0.0)
+    release = threading.Event()
+    real = emb_mod._TrainJob
+    monkeypatch.setattr(emb_mod, "_TrainJob", lambda **kw: release.wait(5.0) and real(**kw))
+    progress, messages = cancel_at_message("calliper: held-out POIs", 3)
+    model = CaLLiPerEmbedder(**small())
+    with pytest.raises(Cancelled):
+        model.fit(toy_views(), progress)
+    release.set()
+    assert not model.history  # no epoch ran

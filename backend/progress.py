@@ -150,6 +150,11 @@ class Progress:
         """Request cancellation (thread-safe)."""
         self.cancel_event.set()
 
+    @property
+    def stage_name(self) -> str:
+        """Name of the current stage (what the callback receives as ``stage``)."""
+        return self._stage
+
     def sub(self, name: str, start: float, end: float) -> Progress:
         """Child progress sharing callback and cancel event, mapped into ``[start, end]`` of this stage."""
         lo = self._lo + (self._hi - self._lo) * start

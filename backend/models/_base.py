@@ -192,6 +192,8 @@ class Embedder(ABC, Generic[P]):
 
     #: True when training runs data-parallel over ``nproc`` processes (backend.models._distributed).
     distributed: ClassVar[bool] = False
+    #: Share of :meth:`fit_transform`'s progress given to the transform (the fit reports over the rest).
+    transform_share: ClassVar[float] = 0.1
 
     params: P
 
@@ -245,8 +247,12 @@ class Embedder(ABC, Generic[P]):
         return embedding_frame(values, views.region_ids)
 
     def fit_transform(self, views: Views, progress: Progress | None = None) -> pd.DataFrame:
-        """:meth:`fit` then :meth:`transform` on the same views."""
-        return self.fit(views, progress).transform(views, progress)
+        """:meth:`fit` then :meth:`transform` on the same views; the fit reports over the first
+        ``1 - transform_share`` of ``progress`` and the transform over the rest, so the bar never steps back."""
+        progress = progress or Progress()
+        name, split = progress.stage_name, 1.0 - self.transform_share
+        self.fit(views, progress.sub(name, 0.0, split))
+        return self.transform(views, progress.sub(name, split, 1.0))
 
     def views_to_build(self) -> tuple[str, ...]:
         """The views the run must build for this method as configured (its :attr:`uses_views`, less those its

@@ -29,6 +29,7 @@ from backend.models.calliper import CaLLiPerEmbedder
 from backend.models.calliper.location import GridEncoding, LocationEncoder, grid_scales
 from backend.models.calliper.model import info_nce, parameter_groups
 from backend.models.calliper.text import build_texts
+from backend.progress import Progress
 from backend.views import Views, build_views
 
 UTM10 = "EPSG:32610"
@@ -396,3 +397,15 @@ def test_packing_the_training_pois_keeps_reporting_and_can_be_cancelled(
         model.fit(toy_views(), progress)
     release.set()
     assert not model.history  # no epoch ran
+
+
+def test_fit_transform_progress_never_steps_back(fake_encoder: dict) -> None:
+    """The fit reports over the first 70 % of fit_transform's range and the transform (32 points per region:
+    a third of the time at national scale) over the rest: the run's bar never goes back."""
+    fractions: list[float] = []
+    progress = Progress(callback=lambda stage, fraction, message: fractions.append(fraction))
+    progress.stage("embed: calliper", 0.25, 0.5)
+    CaLLiPerEmbedder(**small(epochs=2)).fit_transform(toy_views(), progress)
+    assert fractions == sorted(fractions)
+    assert fractions[-1] == pytest.approx(0.5)
+    assert CaLLiPerEmbedder.transform_share == 0.3

@@ -566,8 +566,10 @@ def write_stage(state: RunState) -> Written:
     progress.update(0.4, "layers written")
     figures = _write_figures(state) if state.cfg.figures else []
     clusters = {name: (c.labels, c.names, c.profiles) for name, c in state.clusters.items()}
-    cards = write_cluster_cards(out.path(CLUSTER_CARDS_JSON), clusters, state.embedded.embeddings,
-                                state.views.region_ids, progress.poll)
+    # every method's embedding read once more (seconds for 250,000 x 384): under wait
+    cards = progress.wait(lambda: write_cluster_cards(out.path(CLUSTER_CARDS_JSON), clusters,
+                                                      state.embedded.embeddings, state.views.region_ids),
+                          "cluster cards")
     return Written(layers=layers, figures=figures, cluster_cards=cards is not None)
 
 

@@ -14,7 +14,7 @@ import html
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,10 +138,8 @@ def plot_prediction_maps(frame: Any, labels: Sequence[str], units: Mapping[str, 
 
 
 def write_cluster_cards(path: Path, clusters: Mapping[str, tuple[np.ndarray, dict[int, str], pd.DataFrame]],
-                        embeddings: Mapping[str, pd.DataFrame], region_ids: Any,
-                        poll: Callable[[], None] | None = None) -> Path | None:
-    """Write ``clusters.json``: every clustered method's cards (:func:`backend.tasks.clustering.cluster_cards`;
-    ``poll`` is called before every cluster's card).
+                        embeddings: Mapping[str, pd.DataFrame], region_ids: Any) -> Path | None:
+    """Write ``clusters.json``: every clustered method's cards (:func:`backend.tasks.clustering.cluster_cards`).
 
     Returns:
         The path, or None (nothing written) when no method has clusters.
@@ -149,7 +147,7 @@ def write_cluster_cards(path: Path, clusters: Mapping[str, tuple[np.ndarray, dic
     from backend.tasks.clustering import cluster_cards
 
     cards = {name: cluster_cards(profiles, labels, names, embeddings[name].to_numpy(), region_ids,
-                                 CLUSTER_CARD_FEATURES, CLUSTER_CARD_EXAMPLES, poll)
+                                 CLUSTER_CARD_FEATURES, CLUSTER_CARD_EXAMPLES)
              for name, (labels, names, profiles) in clusters.items()}
     if not cards:
         return None
